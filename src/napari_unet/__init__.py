@@ -1,0 +1,38 @@
+"""napari-unet: the U-Net of Ronneberger, Fischer and Brox (2015) for cell segmentation in napari.
+
+Importing this package is cheap: it imports neither torch nor Qt. The numerical engine lives in
+:mod:`napari_unet.engine` (no Qt), the widgets in :mod:`napari_unet._qt`, the command line in
+:mod:`napari_unet.cli`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("napari-unet")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+__all__ = ["__version__", "segment"]
+
+
+def segment(image: np.ndarray, model: Any = None, **kwargs: Any) -> np.ndarray:
+    """Segment cells in ``image`` and return an instance label image.
+
+    A thin lazy wrapper of :func:`napari_unet.engine.api.segment` (see there for every option), so
+    that ``import napari_unet`` stays free of torch.
+
+    Examples
+    --------
+    >>> import napari_unet
+    >>> labels = napari_unet.segment(image)  # doctest: +SKIP
+    """
+    from napari_unet.engine.api import segment as _segment
+
+    return _segment(image, model=model, **kwargs)

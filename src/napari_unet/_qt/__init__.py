@@ -1,0 +1,1 @@
+"""Qt widgets of napari-unet. The only package that imports qtpy, napari or magicgui."""

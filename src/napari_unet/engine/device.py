@@ -1,0 +1,68 @@
+"""Choosing the compute device and reading its free memory."""
+
+from __future__ import annotations
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Return the torch device for ``device``.
+
+    ``"auto"`` (or ``None``) picks CUDA when available, then Apple's MPS, then the CPU. Asking for
+    a device that is not available raises ``ValueError`` with a sentence a user can act on.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use 'cpu' or 'auto'")
+        return torch.device(name)
+    if name == "mps":
+        if not _mps_available():
+            raise ValueError("device 'mps' was requested but Apple MPS is not available; use 'cpu' or 'auto'")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Bytes that a computation on ``device`` may reasonably use now.
+
+    CUDA: free memory reported by the driver plus what torch's caching allocator holds but does
+    not use. CPU and MPS: available system memory (from ``/proc/meminfo`` where present), or 4 GiB.
+    """
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        reserved = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(reserved, 0))
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 1024**3
+
+
+def release_memory(device: torch.device | None = None) -> None:
+    """Give cached device memory back (CUDA's caching allocator; MPS's cache)."""
+    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+        torch.cuda.empty_cache()
+    if device is not None and device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
