@@ -93,6 +93,18 @@ class CheckpointSaved:
     path: str
 
 
+@dataclass(frozen=True, eq=False)
+class ModelSnapshot:
+    """A consistent CPU copy of the weights after ``step``, taken inside the training thread.
+
+    Lets a consumer (the GUI's live preview, a cancelled job) use the newest good weights while
+    training goes on, without reading a model that another thread is updating.
+    """
+
+    step: int
+    state_dict: dict
+
+
 Event = (
     TileDone
     | PlaneDone
@@ -101,6 +113,7 @@ Event = (
     | ValidationDone
     | AugmentationSample
     | CheckpointSaved
+    | ModelSnapshot
 )
 
 
