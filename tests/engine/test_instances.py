@@ -1,0 +1,137 @@
+"""Instance extraction from class probabilities on small synthetic cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_unet.engine.instances import (
+    as_label_dtype,
+    instances_from_probabilities,
+    relabel_consecutive,
+)
+
+
+def _two_touching_discs(shape=(40, 52), radius=10.0):
+    """Two overlapping discs split along their perpendicular bisector, plus instance labels."""
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    d1 = np.hypot(rr - 20, cc - 16)
+    d2 = np.hypot(rr - 20, cc - 34)
+    labels = np.zeros(shape, np.int32)
+    labels[(d1 <= radius) & (d1 <= d2)] = 1
+    labels[(d2 <= radius) & (d2 < d1)] = 2
+    return labels
+
+
+def _probabilities(labels, *, blur=1.0):
+    """Three-class probabilities: border = cell pixels next to another cell or to background."""
+    padded = np.pad(labels, 1, mode="edge")
+    border = np.zeros(labels.shape, bool)
+    for dr, dc in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        border |= padded[dr : dr + labels.shape[0], dc : dc + labels.shape[1]] != labels
+    border &= labels > 0
+    onehot = np.stack([labels == 0, (labels > 0) & ~border, border]).astype(np.float32)
+    smooth = np.stack([ndi.gaussian_filter(c, blur) for c in onehot])
+    return smooth / smooth.sum(axis=0, keepdims=True)
+
+
+def _best_iou(labels, target):
+    return max(
+        np.count_nonzero((labels == i) & target) / np.count_nonzero((labels == i) | target)
+        for i in range(1, int(labels.max()) + 1)
+    )
+
+
+def test_two_touching_discs_give_two_instances():
+    truth = _two_touching_discs()
+    # the discs touch: without the border class they would be a single object
+    assert ndi.label(truth > 0)[1] == 1
+    prob = _probabilities(truth)
+    labels = instances_from_probabilities(prob)
+    assert labels.dtype == np.int32
+    assert labels.shape == truth.shape
+    assert sorted(np.unique(labels).tolist()) == [0, 1, 2]
+    for i in (1, 2):
+        assert _best_iou(labels, truth == i) > 0.85
+
+
+def test_min_size_drops_a_small_blob():
+    truth = _two_touching_discs()
+    truth[3:7, 45:49] = 3  # 16 px blob, interior 2x2 after the rim
+    prob = _probabilities(truth, blur=0.5)
+    assert instances_from_probabilities(prob, min_size=0).max() == 3
+    kept = instances_from_probabilities(prob, min_size=30)
+    assert kept.max() == 2
+    assert not kept[3:7, 45:49].any()
+    # ids stay consecutive after the removal
+    assert sorted(np.unique(kept).tolist()) == [0, 1, 2]
+
+
+def test_default_min_size_drops_specks_but_keeps_cells():
+    truth = _two_touching_discs()
+    prob = _probabilities(truth)
+    prob[:, 2, 2] = [0.0, 1.0, 0.0]  # a one-pixel false detection
+    assert instances_from_probabilities(prob, min_size=0).max() == 3
+    assert instances_from_probabilities(prob).max() == 2
+
+
+def test_two_class_fallback_splits_touching_discs():
+    truth = _two_touching_discs()
+    cell = ndi.gaussian_filter((truth > 0).astype(np.float32), 0.7)
+    prob = np.stack([1.0 - cell, cell])
+    labels = instances_from_probabilities(prob)
+    assert labels.max() == 2
+    for i in (1, 2):
+        assert _best_iou(labels, truth == i) > 0.8
+
+
+def test_stack_ids_are_unique_across_planes():
+    truth = _two_touching_discs()
+    prob = _probabilities(truth)
+    stack = np.stack(
+        [prob, prob[:, :, ::-1], np.stack([np.ones_like(prob[0]), 0 * prob[0], 0 * prob[0]])]
+    )
+    labels = instances_from_probabilities(stack)
+    assert labels.shape == (3, *truth.shape)
+    assert sorted(np.unique(labels[0]).tolist()) == [0, 1, 2]
+    assert sorted(np.unique(labels[1]).tolist()) == [0, 3, 4]
+    assert not labels[2].any()
+    single = instances_from_probabilities(prob[:, :, ::-1])
+    np.testing.assert_array_equal(labels[1], np.where(single > 0, single + 2, 0))
+
+
+def test_empty_probabilities_give_no_objects():
+    prob = np.zeros((3, 16, 16), np.float32)
+    prob[0] = 1.0
+    labels = instances_from_probabilities(prob)
+    assert labels.shape == (16, 16)
+    assert not labels.any()
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match="shape"):
+        instances_from_probabilities(np.zeros((16, 16), np.float32))
+    with pytest.raises(ValueError, match="float"):
+        instances_from_probabilities(np.zeros((3, 8, 8), np.int64))
+    with pytest.raises(ValueError, match="threshold"):
+        instances_from_probabilities(np.zeros((3, 8, 8), np.float32), threshold=1.5)
+    with pytest.raises(ValueError, match="differ"):
+        instances_from_probabilities(np.zeros((3, 8, 8), np.float32), cell_class=2)
+
+
+def test_as_label_dtype():
+    small = np.array([[0, 65535]], np.int32)
+    assert as_label_dtype(small).dtype == np.uint16
+    big = np.array([[0, 65536]], np.int64)
+    out = as_label_dtype(big)
+    assert out.dtype == np.uint32
+    assert out.max() == 65536
+    with pytest.raises(ValueError, match=">= 0"):
+        as_label_dtype(np.array([-1, 2]))
+
+
+def test_relabel_consecutive():
+    labels, n = relabel_consecutive(np.array([[0, 7, 7], [3, 0, 100]]))
+    assert n == 3
+    np.testing.assert_array_equal(labels, [[0, 2, 2], [1, 0, 3]])

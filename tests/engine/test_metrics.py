@@ -1,0 +1,248 @@
+"""Metrics against small cases computed by hand (and the Rand index against brute force)."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from napari_unet.engine.metrics import (
+    DEFAULT_THRESHOLDS,
+    average_precision,
+    evaluate,
+    foreground_iou,
+    match_instances,
+    matching_scores,
+    pixel_error,
+    rand_error,
+    seg_score,
+)
+
+
+@pytest.fixture
+def two_gt_three_pred():
+    """gt A (8 px) and B (8 px); pred 1 inside A (IoU 6/8), pred 2 half of B (IoU 4/8 exactly),
+    pred 3 on background (a false positive)."""
+    gt = np.zeros((4, 10), np.int32)
+    gt[0:2, 0:4] = 1
+    gt[0:2, 6:10] = 2
+    pred = np.zeros((4, 10), np.uint16)
+    pred[0:2, 0:3] = 1
+    pred[0:2, 6:8] = 2
+    pred[3, 0:5] = 3
+    return pred, gt
+
+
+def test_hand_computed_matching(two_gt_three_pred):
+    pred, gt = two_gt_three_pred
+    m = match_instances(pred, gt, threshold=0.5)
+    assert (m.tp, m.fp, m.fn, m.n_pred, m.n_gt) == (2, 1, 0, 3, 2)
+    assert m.pairs.tolist() == [[1, 1], [2, 2]]
+    np.testing.assert_allclose(m.ious, [0.75, 0.5])
+    assert m.precision == pytest.approx(2 / 3)
+    assert m.recall == pytest.approx(1.0)
+    assert m.f1 == pytest.approx(0.8)
+    assert m.ap == pytest.approx(2 / 3)
+    assert m.mean_matched_iou == pytest.approx(0.625)
+
+    m = match_instances(pred, gt, threshold=0.6)
+    assert (m.tp, m.fp, m.fn) == (1, 2, 1)
+    assert m.pairs.tolist() == [[1, 1]]
+    assert m.f1 == pytest.approx(0.4)
+
+
+def test_hand_computed_average_precision(two_gt_three_pred):
+    pred, gt = two_gt_three_pred
+    ap = average_precision(pred, gt)
+    assert list(ap) == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]
+    expected = {0.5: 2 / 3, 0.55: 1 / 4, 0.6: 1 / 4, 0.65: 1 / 4, 0.7: 1 / 4, 0.75: 1 / 4}
+    expected.update({0.8: 0.0, 0.85: 0.0, 0.9: 0.0})
+    for t, value in expected.items():
+        assert ap[t] == pytest.approx(value), t
+
+
+def test_hand_computed_pixel_metrics_and_seg(two_gt_three_pred):
+    pred, gt = two_gt_three_pred
+    # foreground: pred 15 px, gt 16 px, shared 10 px -> union 21; 11 of 40 pixels differ
+    assert foreground_iou(pred, gt) == pytest.approx(10 / 21)
+    assert pixel_error(pred, gt) == pytest.approx(11 / 40)
+    # SEG: A is covered by pred 1 (6 of 8 px > half) with Jaccard 0.75; B is covered by pred 2 for
+    # exactly half its pixels, which is not "more than half" -> 0. Mean over 2 gt objects.
+    assert seg_score(pred, gt) == pytest.approx(0.375)
+
+
+def test_evaluate_keys_and_values(two_gt_three_pred):
+    pred, gt = two_gt_three_pred
+    scores = evaluate(pred, gt)
+    for key in (
+        "ap@0.5",
+        "ap@0.75",
+        "ap@0.9",
+        "f1@0.5",
+        "precision@0.5",
+        "recall@0.5",
+        "seg",
+        "iou",
+        "pixel_error",
+        "rand_error",
+        "n_pred",
+        "n_gt",
+        "map",
+    ):
+        assert isinstance(scores[key], float), key
+    assert scores["ap@0.5"] == pytest.approx(2 / 3)
+    assert scores["ap@0.75"] == pytest.approx(1 / 4)
+    assert scores["precision@0.5"] == pytest.approx(2 / 3)
+    assert scores["recall@0.5"] == pytest.approx(1.0)
+    assert scores["seg"] == pytest.approx(0.375)
+    assert (scores["n_pred"], scores["n_gt"]) == (3.0, 2.0)
+    assert (scores["tp@0.5"], scores["fp@0.5"], scores["fn@0.5"]) == (2.0, 1.0, 0.0)
+    assert scores["map"] == pytest.approx((2 / 3 + 5 * 1 / 4) / 9)
+    assert scores["rand_error"] == pytest.approx(rand_error(pred, gt))
+
+
+def test_rand_error_two_by_two_by_hand():
+    # pixels a b / c d. gt: {a,b} {c,d}; pred: {a,b,c} {d}.
+    # pairs: ab agree, ac disagree, ad agree, bc disagree, bd agree, cd disagree -> 3 of 6
+    gt = np.array([[1, 1], [2, 2]])
+    pred = np.array([[1, 1], [1, 2]])
+    assert rand_error(pred, gt) == pytest.approx(0.5)
+    assert rand_error(gt, gt) == 0.0
+    # renaming segments changes nothing; background counts as a segment of its own
+    assert rand_error(np.array([[7, 7], [0, 0]]), gt) == 0.0
+    # all one segment vs. all separate: no pair agrees
+    assert rand_error(np.array([[0, 0], [0, 0]]), np.array([[1, 2], [3, 4]])) == pytest.approx(1.0)
+
+
+def _rand_error_brute_force(pred, gt):
+    p, g = pred.ravel(), gt.ravel()
+    pairs = list(combinations(range(p.size), 2))
+    disagree = sum((p[i] == p[j]) != (g[i] == g[j]) for i, j in pairs)
+    return disagree / len(pairs)
+
+
+def test_rand_error_matches_brute_force(rng):
+    for _ in range(3):
+        pred = rng.integers(0, 4, size=(5, 6))
+        gt = rng.integers(0, 3, size=(5, 6))
+        assert rand_error(pred, gt) == pytest.approx(_rand_error_brute_force(pred, gt))
+
+
+def test_matching_is_one_to_one_and_optimal_not_greedy():
+    # gt 1 = cols 0-9, gt 2 = cols 10-19; pred 1 = cols 3-14 (IoU 7/15 with gt 1, 5/17 with gt 2),
+    # pred 2 = cols 0-2 (IoU 3/10 with gt 1). At threshold 0.25 greedy (best IoU first) would
+    # match pred 1-gt 1 and stop at one match; the optimal assignment matches both.
+    gt = np.zeros((1, 20), np.int32)
+    gt[0, :10] = 1
+    gt[0, 10:] = 2
+    pred = np.zeros((1, 20), np.int32)
+    pred[0, 3:15] = 1
+    pred[0, 0:3] = 2
+    m = match_instances(pred, gt, threshold=0.25)
+    assert (m.tp, m.fp, m.fn) == (2, 0, 0)
+    assert m.pairs.tolist() == [[2, 1], [1, 2]]
+    np.testing.assert_allclose(m.ious, [3 / 10, 5 / 17])
+    # at 0.4 only pred 1-gt 1 qualifies
+    m = match_instances(pred, gt, threshold=0.4)
+    assert m.pairs.tolist() == [[1, 1]]
+
+
+def test_one_prediction_cannot_match_two_objects():
+    # pred 1 is exactly gt 1 + gt 2, IoU 0.5 with each: only one of them may be matched
+    gt = np.array([[1, 1, 2, 2]])
+    pred = np.array([[1, 1, 1, 1]])
+    m = match_instances(pred, gt, threshold=0.5)
+    assert (m.tp, m.fp, m.fn) == (1, 0, 1)
+
+
+def test_large_and_sparse_ids_give_the_same_scores(two_gt_three_pred):
+    pred, gt = two_gt_three_pred
+    big_pred = np.where(pred > 0, pred.astype(np.uint32) * 1_000_000_007 % 2**31, 0).astype(
+        np.uint32
+    )
+    big_gt = np.where(gt > 0, gt.astype(np.int64) + 4_000_000_000, 0)
+    assert evaluate(big_pred, big_gt) == evaluate(pred, gt)
+
+
+def test_empty_cases():
+    empty = np.zeros((4, 4), np.int32)
+    one = empty.copy()
+    one[1:3, 1:3] = 5
+    both_empty = evaluate(empty, empty)
+    assert both_empty["ap@0.5"] == 1.0
+    assert both_empty["f1@0.9"] == 1.0
+    assert both_empty["seg"] == 1.0
+    assert both_empty["iou"] == 1.0
+    assert both_empty["pixel_error"] == 0.0
+    only_pred = evaluate(one, empty)
+    assert only_pred["ap@0.5"] == 0.0
+    assert only_pred["precision@0.5"] == 0.0
+    assert only_pred["seg"] == 0.0
+    only_gt = evaluate(empty, one)
+    assert only_gt["ap@0.5"] == 0.0
+    assert only_gt["recall@0.5"] == 0.0
+    assert only_gt["seg"] == 0.0
+    assert only_gt["iou"] == 0.0
+
+
+def test_shape_mismatch_and_bad_input_raise():
+    with pytest.raises(ValueError, match="same shape"):
+        evaluate(np.zeros((3, 4), int), np.zeros((4, 3), int))
+    with pytest.raises(ValueError, match="same shape"):
+        match_instances(np.zeros(3, int), np.zeros(4, int))
+    with pytest.raises(ValueError, match="integer"):
+        seg_score(np.zeros((2, 2), float), np.zeros((2, 2), int))
+    with pytest.raises(ValueError, match="negative"):
+        rand_error(np.full((2, 2), -1), np.zeros((2, 2), int))
+    with pytest.raises(ValueError, match="threshold"):
+        match_instances(np.zeros((2, 2), int), np.zeros((2, 2), int), threshold=0.0)
+
+
+def test_mask_keeps_objects_by_majority():
+    gt = np.zeros((4, 12), np.int32)
+    gt[0:2, 0:4] = 1
+    pred = np.zeros((4, 12), np.int32)
+    pred[0:2, 0:4] = 1  # matches gt 1
+    pred[0:2, 6:9] = 2  # 6 px, 4 inside the mask -> kept, a false positive
+    pred[2:4, 8:12] = 3  # 8 px, 4 inside the mask -> not a majority, dropped
+    mask = np.zeros((4, 12), bool)
+    mask[:, :7] = True
+    mask[0:2, 7] = True
+    mask[2:4, 10:12] = True
+    scores = evaluate(pred, gt, mask=mask)
+    assert (scores["n_pred"], scores["tp@0.5"], scores["fp@0.5"]) == (2.0, 1.0, 1.0)
+    assert scores["ap@0.5"] == pytest.approx(0.5)
+    # pixel metrics use the masked pixels only: 4 of pred 2 and 4 of pred 3 are wrong
+    assert scores["pixel_error"] == pytest.approx(8 / mask.sum())
+    unmasked = evaluate(pred, gt)
+    assert unmasked["n_pred"] == 3.0
+
+
+def test_stack_is_scored_plane_by_plane():
+    gt = np.zeros((2, 6, 6), np.int32)
+    gt[0, 1:4, 1:4] = 1
+    pred = np.zeros((2, 6, 6), np.int32)
+    pred[0, 1:4, 1:4] = 1
+    pred[1, 1:4, 1:4] = 1  # same id in the next plane, where the gt is empty: a false positive
+    scores = evaluate(pred, gt)
+    assert (scores["tp@0.5"], scores["fp@0.5"], scores["fn@0.5"]) == (1.0, 1.0, 0.0)
+    assert scores["ap@0.5"] == pytest.approx(0.5)
+    # as one 3-D volume, the 18-voxel pred would match the 9-voxel gt at IoU 0.5
+    assert match_instances(pred, gt, threshold=0.5).tp == 1
+    assert match_instances(pred, gt, threshold=0.5).fp == 0
+    assert scores["rand_error"] == pytest.approx((0.0 + rand_error(pred[1], gt[1])) / 2)
+    assert scores["pixel_error"] == pytest.approx(9 / 72)
+    # a (Y, X) mask applies to every plane
+    mask = np.zeros((6, 6), bool)
+    mask[:, :1] = True
+    masked = evaluate(pred, gt, mask=mask)
+    assert (masked["n_pred"], masked["n_gt"]) == (0.0, 0.0)
+
+
+def test_matching_scores_shares_one_table(two_gt_three_pred):
+    pred, gt = two_gt_three_pred
+    scores = matching_scores(pred, gt, thresholds=DEFAULT_THRESHOLDS)
+    for t, m in scores.items():
+        single = match_instances(pred, gt, threshold=t)
+        assert (m.tp, m.fp, m.fn) == (single.tp, single.fp, single.fn)
