@@ -1,0 +1,614 @@
+"""Normalisation and overlap-tile prediction with mirror extrapolation (Ronneberger et al., Fig. 2).
+
+Geometry for ``"valid"`` nets
+-----------------------------
+A tile's *output* is ``tile_size`` pixels per side; its input window is ``border(depth)`` pixels
+larger on each side. Windows that reach past the image read the image mirrored at its borders
+(``numpy.pad(mode="symmetric")`` semantics: the edge pixel is repeated, ``... c b a | a b c ...``;
+for windows far outside a small image the mirroring repeats with period ``2 * n``). Output tiles
+start at multiples of a stride that is itself a multiple of ``2**depth``, so every tile sees its
+2x2 poolings in the same phase as one forward pass over the whole mirrored image would: the
+stitched result equals that forward pass to float tolerance and has no seams. Neighbouring tiles
+may overlap by a few pixels (their values there are identical).
+
+Geometry for ``"same"`` nets
+----------------------------
+Input and output tiles coincide (``tile_size`` is a multiple of ``2**depth``). Tiles overlap by a
+quarter of a tile and are blended with a separable linear ramp window; images smaller than a tile
+are mirror-extended to the next multiple of ``2**depth``.
+
+Normalisation
+-------------
+Inputs (uint8, uint16, any integer or float) are mapped to float32 by per-channel percentiles:
+``(x - p_low) / (p_high - p_low)``, by default ``p_low, p_high`` = 1st and 99.8th percentile.
+:func:`iter_predict` computes the percentiles **per plane** for stacks (each Z slice or time point
+on its own, which follows bleaching) and applies them per tile, so the whole image is never held
+as float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from napari_unet.engine.device import free_memory_bytes, release_memory, resolve_device
+from napari_unet.engine.events import Event, PlaneDone, TileDone, TileSizeReduced, run_to_end
+from napari_unet.engine.model import UNet, UNetConfig, border, output_size, valid_input_size
+
+MIRROR_MODE = "symmetric"
+OUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+CPU_ACTIVATION_BUDGET = 256 * 1024**2  # bytes of activations; a few hundred MB at most on CPU
+GPU_BUDGET_FRACTION = 0.5  # of the free device memory
+MAX_TILE = 2048  # output pixels per side; larger tiles gain nothing
+MAX_BATCH = 16
+MIN_SIDE = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation
+# ---------------------------------------------------------------------------------------------
+
+
+def percentile_range(
+    image: np.ndarray, *, low: float = 1.0, high: float = 99.8, channel_axis: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``low``/``high`` percentiles of ``image`` as float32 arrays of shape (C,).
+
+    Without ``channel_axis`` C is 1 and the percentiles run over the whole array.
+    """
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
+    data = np.asarray(image)
+    if channel_axis is None:
+        data = data[np.newaxis]
+    else:
+        data = np.moveaxis(data, channel_axis, 0)
+    lows, highs = [], []
+    for channel in data:
+        lo, hi = np.percentile(channel, [low, high])
+        lows.append(lo)
+        highs.append(hi)
+    return np.asarray(lows, np.float32), np.asarray(highs, np.float32)
+
+
+def _scale(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``1 / (hi - lo)``, with 1 where the range is empty (constant images map to 0)."""
+    span = hi.astype(np.float32) - lo.astype(np.float32)
+    return np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 1.0).astype(np.float32)
+
+
+def normalize(
+    image: np.ndarray, *, low: float = 1.0, high: float = 99.8, channel_axis: int | None = None
+) -> np.ndarray:
+    """Percentile normalisation per channel to roughly [0, 1].
+
+    Parameters
+    ----------
+    image : ndarray
+        Any shape, integer or float dtype.
+    low, high : float
+        Percentiles (0-100) mapped to 0 and 1. Values outside are not clipped.
+    channel_axis : int, optional
+        Axis of the channels, each normalised on its own; ``None`` normalises the whole array
+        with one pair of percentiles (for a stack: over all its planes).
+
+    Returns
+    -------
+    ndarray
+        float32, the shape of ``image``. A constant image (or channel) maps to 0.
+
+    Examples
+    --------
+    >>> normalize(np.arange(101, dtype=np.uint8), low=0, high=100)[[0, 50, 100]]
+    array([0. , 0.5, 1. ], dtype=float32)
+    """
+    data = np.asarray(image)
+    if data.size == 0:
+        raise ValueError("cannot normalise an empty image")
+    lo, hi = percentile_range(data, low=low, high=high, channel_axis=channel_axis)
+    out = data.astype(np.float32, copy=True)
+    shape = [1] * data.ndim
+    if channel_axis is not None:
+        shape[channel_axis] = -1
+    out -= lo.reshape(shape)
+    out *= _scale(lo, hi).reshape(shape)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# mirror extrapolation
+# ---------------------------------------------------------------------------------------------
+
+
+def mirror_indices(start: int, stop: int, n: int, *, mode: str = MIRROR_MODE) -> np.ndarray:
+    """Indices into an axis of length ``n`` for positions ``start..stop-1`` of its mirrored
+    extension.
+
+    ``mode="symmetric"`` repeats the edge pixel (period ``2n``), ``mode="reflect"`` does not
+    (period ``2n - 2``); both as ``numpy.pad`` for any pad width, i.e. ``x[mirror_indices(-p,
+    n + q, n)] == np.pad(x, (p, q), mode=mode)``.
+    """
+    pos = np.arange(start, stop)
+    if mode == "symmetric":
+        period = 2 * n
+        r = np.mod(pos, period)
+        return np.where(r < n, r, period - 1 - r)
+    if mode == "reflect":
+        if n == 1:
+            return np.zeros_like(pos)
+        period = 2 * n - 2
+        r = np.mod(pos, period)
+        return np.where(r < n, r, period - r)
+    raise ValueError(f"mirror mode must be 'symmetric' or 'reflect', got {mode!r}")
+
+
+def _axis_index(start: int, stop: int, n: int, mode: str) -> slice | np.ndarray:
+    if 0 <= start and stop <= n:
+        return slice(start, stop)
+    return mirror_indices(start, stop, n, mode=mode)
+
+
+def mirrored_window(
+    image: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], *, mode: str = MIRROR_MODE
+) -> np.ndarray:
+    """The window ``[rows[0]:rows[1], cols[0]:cols[1]]`` of the mirror-extended image.
+
+    ``image`` is (..., Y, X); the window may reach past any border (by any amount). Equal to
+    slicing ``np.pad(image, ..., mode=mode)`` but only the window is ever materialised; inside the
+    image it is a view.
+    """
+    r = _axis_index(rows[0], rows[1], image.shape[-2], mode)
+    c = _axis_index(cols[0], cols[1], image.shape[-1], mode)
+    if isinstance(r, np.ndarray):
+        image = np.take(image, r, axis=-2)
+        r = slice(None)
+    if isinstance(c, np.ndarray):
+        image = np.take(image, c, axis=-1)
+        c = slice(None)
+    return image[..., r, c]
+
+
+# ---------------------------------------------------------------------------------------------
+# tile geometry and memory budget
+# ---------------------------------------------------------------------------------------------
+
+
+def valid_output_at_least(size: int, depth: int) -> int:
+    """The smallest output side ``>= size`` that a ``"valid"`` net of ``depth`` can produce."""
+    return output_size(valid_input_size(size + 2 * border(depth), depth), depth)
+
+
+def valid_output_at_most(size: int, depth: int) -> int:
+    """The largest valid output side ``<= size`` (at least the smallest possible output)."""
+    out = valid_output_at_least(size, depth)
+    while out > size and out - 2**depth >= valid_output_at_least(1, depth):
+        out -= 2**depth
+    return out
+
+
+def round_tile_size(tile_size: int, config: UNetConfig) -> int:
+    """``tile_size`` rounded down to an output side the net accepts (valid output size, or a
+    multiple of ``2**depth`` for ``"same"`` nets)."""
+    if config.padding == "same":
+        return max(2**config.depth, int(tile_size) // 2**config.depth * 2**config.depth)
+    return valid_output_at_most(int(tile_size), config.depth)
+
+
+def input_side(tile_size: int, config: UNetConfig) -> int:
+    """Input side in pixels for an output tile side (``tile_size + 2 * border`` if valid)."""
+    return tile_size + 2 * border(config.depth) if config.padding == "valid" else tile_size
+
+
+def activation_bytes(
+    config: UNetConfig, tile_size: int, *, batch_size: int = 1, bytes_per_value: int = 4
+) -> int:
+    """Rough peak activation memory in bytes of one forward pass on ``batch_size`` tiles.
+
+    Counts the skip connections held by the contracting path plus the largest working set (input,
+    up-convolution, concatenation and output at the top level). ``tile_size`` is the output side.
+    """
+    side = input_side(tile_size, config)
+    values = 0
+    for level in range(config.depth + 1):
+        values += config.channels(level) * side * side
+        side = max(side // 2, 1)
+    top = input_side(tile_size, config)
+    values += 5 * config.channels(0) * top * top
+    return int(values * batch_size * bytes_per_value)
+
+
+def tile_size_for_budget(
+    config: UNetConfig, budget_bytes: int, *, batch_size: int = 1, bytes_per_value: int = 4
+) -> int:
+    """The largest output tile side whose :func:`activation_bytes` fits ``budget_bytes``.
+
+    Never smaller than the smallest tile the net accepts nor larger than ``MAX_TILE``.
+    """
+    smallest = round_tile_size(1, config) if config.padding == "same" else valid_output_at_least(1, config.depth)
+    step = 2**config.depth
+    best = smallest
+    tile = smallest
+    while tile <= MAX_TILE:
+        if activation_bytes(config, tile, batch_size=batch_size, bytes_per_value=bytes_per_value) > budget_bytes:
+            break
+        best = tile
+        tile += step
+    return best
+
+
+def choose_tiling(
+    config: UNetConfig, device: torch.device, *, amp: bool = True, free_bytes: int | None = None
+) -> tuple[int, int]:
+    """Default ``(tile_size, batch_size)`` for ``device`` from its memory budget.
+
+    CPU (and MPS): one large tile at a time, activations under ``CPU_ACTIVATION_BUDGET`` (large
+    tiles waste less on borders than batches of small ones). CUDA: half of the free memory
+    (:func:`~napari_unet.engine.device.free_memory_bytes`); tiles of up to 1024 pixels output,
+    then as many per batch as fit (at most ``MAX_BATCH``).
+    """
+    free = free_memory_bytes(device) if free_bytes is None else int(free_bytes)
+    if device.type != "cuda":
+        budget = min(CPU_ACTIVATION_BUDGET, free // 4)
+        return tile_size_for_budget(config, budget), 1
+    bpv = 2 if amp else 4
+    budget = int(free * GPU_BUDGET_FRACTION)
+    tile = min(tile_size_for_budget(config, budget, bytes_per_value=bpv), round_tile_size(1024, config))
+    per_tile = activation_bytes(config, tile, bytes_per_value=bpv)
+    return tile, int(max(1, min(MAX_BATCH, budget // max(per_tile, 1))))
+
+
+@dataclass(frozen=True)
+class AxisTiling:
+    """Tiles along one axis: output starts, the output tile side, and the input side."""
+
+    starts: tuple[int, ...]
+    tile: int
+    input: int
+
+
+def axis_tiling(size: int, tile_size: int, config: UNetConfig) -> AxisTiling:
+    """Tile positions along one axis of ``size`` pixels with output tiles of at most
+    ``tile_size`` (already rounded with :func:`round_tile_size`).
+
+    Valid nets: starts are multiples of a stride that is a multiple of ``2**depth``; the last
+    tile may reach past the image (mirror extrapolation). An axis shorter than a tile gets one
+    tile of the smallest valid size covering it. Same nets: overlapping tiles inside the image.
+    """
+    step = 2**config.depth
+    if config.padding == "valid":
+        single = valid_output_at_least(size, config.depth)
+        if single <= tile_size:
+            return AxisTiling((0,), single, input_side(single, config))
+        max_stride = tile_size - tile_size % step
+        count = math.ceil(size / max_stride)
+        stride = math.ceil(math.ceil(size / count) / step) * step
+        tile = valid_output_at_least(stride, config.depth)
+        return AxisTiling(tuple(i * stride for i in range(count)), tile, input_side(tile, config))
+    single = math.ceil(size / step) * step
+    if single <= tile_size:
+        return AxisTiling((0,), single, single)
+    overlap = max(step, tile_size // 4 // step * step)
+    stride = tile_size - overlap
+    count = math.ceil((size - tile_size) / stride) + 1
+    starts = [min(i * stride, size - tile_size) for i in range(count)]
+    return AxisTiling(tuple(starts), tile_size, tile_size)
+
+
+def blend_window(tile: int, overlap: int) -> np.ndarray:
+    """1D float32 weights for a ``"same"`` tile: a linear ramp over ``overlap`` pixels at both
+    ends, 1 inside, never 0 (image borders covered by one tile keep their value)."""
+    w = np.ones(tile, np.float32)
+    ramp = np.arange(1, overlap + 1, dtype=np.float32) / (overlap + 1)
+    n = min(overlap, tile // 2)
+    w[:n] = ramp[:n]
+    w[tile - n :] = ramp[:n][::-1]
+    return w
+
+
+# ---------------------------------------------------------------------------------------------
+# input checks
+# ---------------------------------------------------------------------------------------------
+
+
+def _prepare(image, *, channel_axis, stack, in_channels) -> np.ndarray:
+    """Validate ``image`` and return a view shaped (P, C, Y, X)."""
+    data = np.asarray(image)
+    if data.size == 0:
+        raise ValueError(f"the image is empty (shape {data.shape})")
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
+            or data.dtype == np.bool_):
+        raise ValueError(f"the image must be of integer or float dtype, got {data.dtype}")
+    spatial = 2 + bool(stack)
+    expected = spatial + (channel_axis is not None)
+    if data.ndim != expected:
+        what = "(planes, rows, columns)" if stack else "(rows, columns)"
+        with_c = " plus a channel axis" if channel_axis is not None else ""
+        hint = "" if stack or data.ndim != 3 or channel_axis is not None else (
+            "; for a stack pass stack=True, for channels pass channel_axis"
+        )
+        raise ValueError(
+            f"expected a {expected}-dimensional image {what}{with_c}, got {data.ndim} dimensions "
+            f"with shape {data.shape}{hint}"
+        )
+    if channel_axis is None:
+        data = data[..., np.newaxis, :, :]
+    else:
+        try:
+            data = np.moveaxis(data, channel_axis, -3)
+        except np.exceptions.AxisError as err:
+            raise ValueError(f"channel_axis {channel_axis} is out of range for shape {np.shape(image)}") from err
+    if not stack:
+        data = data[np.newaxis]
+    if data.shape[1] != in_channels:
+        raise ValueError(
+            f"the model expects {in_channels} input channel(s) but the image has {data.shape[1]}"
+            + ("" if channel_axis is not None else " (no channel_axis given)")
+        )
+    if min(data.shape[-2:]) < MIN_SIDE:
+        raise ValueError(
+            f"the image is too small: {data.shape[-2]}x{data.shape[-1]} pixels; prediction needs "
+            f"at least {MIN_SIDE}x{MIN_SIDE}"
+        )
+    return data
+
+
+def _check_finite(plane: np.ndarray, index: int, n_planes: int) -> None:
+    if np.issubdtype(plane.dtype, np.floating) and not np.isfinite(plane).all():
+        where = f" (plane {index})" if n_planes > 1 else ""
+        raise ValueError(f"the image contains NaN or infinite values{where}")
+
+
+# ---------------------------------------------------------------------------------------------
+# prediction
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_oom(err: BaseException) -> bool:
+    oom_types = tuple(
+        t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if t
+    )
+    return isinstance(err, oom_types)
+
+
+def _smaller_tile(tile: int, config: UNetConfig) -> int | None:
+    smallest = round_tile_size(1, config) if config.padding == "same" else valid_output_at_least(1, config.depth)
+    if tile <= smallest:
+        return None
+    return max(round_tile_size(tile // 2, config), smallest)
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast(device.type, enabled=False)
+
+
+class _PlanePredictor:
+    """Predicts one normalised plane into a preallocated (n_classes, Y, X) array."""
+
+    def __init__(self, model, config, device, *, amp, channels_last):
+        self.model, self.config, self.device = model, config, device
+        self.amp, self.channels_last = amp, channels_last
+
+    def tiles(self, shape: tuple[int, int], tile_size: int) -> tuple[AxisTiling, AxisTiling]:
+        return axis_tiling(shape[0], tile_size, self.config), axis_tiling(shape[1], tile_size, self.config)
+
+    def run(
+        self, plane: np.ndarray, lo: np.ndarray, scale: np.ndarray, out: np.ndarray,
+        tile_size: int, batch_size: int,
+    ) -> Iterator[int]:
+        """Fill ``out`` from ``plane`` (C, Y, X); yields the number of tiles after each batch."""
+        rows, cols = self.tiles(plane.shape[-2:], tile_size)
+        n_rows, n_cols = plane.shape[-2:]
+        same = self.config.padding == "same"
+        pad = 0 if same else border(self.config.depth)
+        positions = [(r, c) for r in rows.starts for c in cols.starts]
+        n_ch = plane.shape[0]
+        lo = lo.reshape(n_ch, 1, 1)
+        scale = scale.reshape(n_ch, 1, 1)
+        if same:
+            weight_sum = np.zeros((n_rows, n_cols), np.float32)
+            acc = out if out.dtype == np.float32 else np.zeros(out.shape, np.float32)
+            acc[...] = 0.0
+            w_rows = blend_window(rows.tile, max(rows.tile - _min_stride(rows), 0))
+            w_cols = blend_window(cols.tile, max(cols.tile - _min_stride(cols), 0))
+            window = w_rows[:, None] * w_cols[None, :]
+        batch = np.empty((min(batch_size, len(positions)), n_ch, rows.input, cols.input), np.float32)
+        for first in range(0, len(positions), batch_size):
+            chunk = positions[first : first + batch_size]
+            for i, (r, c) in enumerate(chunk):
+                win = mirrored_window(plane, (r - pad, r - pad + rows.input), (c - pad, c - pad + cols.input))
+                np.subtract(win, lo, out=batch[i], casting="unsafe")
+                batch[i] *= scale
+            probs = self._forward(batch[: len(chunk)])
+            for i, (r, c) in enumerate(chunk):
+                h, w = min(rows.tile, n_rows - r), min(cols.tile, n_cols - c)
+                if same:
+                    acc[:, r : r + h, c : c + w] += probs[i, :, :h, :w] * window[:h, :w]
+                    weight_sum[r : r + h, c : c + w] += window[:h, :w]
+                else:
+                    out[:, r : r + h, c : c + w] = probs[i, :, :h, :w]
+            yield len(chunk)
+        if same:
+            acc /= weight_sum
+            if acc is not out:
+                out[...] = acc
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(self.device, self.amp):
+            logits = self.model(x)
+        probs = torch.softmax(logits.float(), dim=1)
+        return probs.cpu().numpy()
+
+
+def _min_stride(axis: AxisTiling) -> int:
+    if len(axis.starts) < 2:
+        return axis.tile
+    return min(b - a for a, b in zip(axis.starts, axis.starts[1:], strict=False))
+
+
+def iter_predict(
+    model: UNet,
+    image: np.ndarray,
+    *,
+    channel_axis: int | None = None,
+    stack: bool = False,
+    tile_size: int | None = None,
+    batch_size: int | None = None,
+    device: str | torch.device = "auto",
+    amp: bool = True,
+    out_dtype=np.float32,
+    normalization: dict | bool | None = None,
+    channels_last: bool | None = None,
+) -> Generator[Event, None, np.ndarray]:
+    """Class probabilities of ``image`` by overlap-tile prediction; yields progress events.
+
+    Parameters
+    ----------
+    model : UNet
+        The network. It is put in eval mode and moved to ``device`` (and to channels-last memory
+        format where used) and left there.
+    image : ndarray
+        (Y, X); (Y, X, C) or (C, Y, X) with ``channel_axis``; (P, Y, X) or (P, Y, X, C) with
+        ``stack=True`` (P planes: Z slices or time points, predicted one by one). uint8, uint16,
+        any integer or float dtype; at least 2x2 pixels, finite.
+    channel_axis : int, optional
+        Axis of the channels in ``image``; their number must equal ``model.config.in_channels``.
+    stack : bool
+        The first axis indexes planes.
+    tile_size : int, optional
+        Side in pixels of each tile's **output** (``"valid"`` nets: the input window is
+        ``2 * border(depth)`` larger); rounded down to a size the net accepts. ``None`` chooses
+        it from the device's memory budget (:func:`choose_tiling`).
+    batch_size : int, optional
+        Tiles per forward pass; ``None`` chooses it with the tile size.
+    device : {"auto", "cuda", "mps", "cpu"} or torch.device
+    amp : bool
+        On CUDA, run the network in float16 autocast (softmax in float32). Ignored elsewhere.
+    out_dtype : np.float32 or np.float16
+        dtype of the returned probabilities.
+    normalization : None, dict or False
+        ``None``: percentiles 1 and 99.8 per channel and per plane; a dict ``{"low": ..,
+        "high": ..}`` (percentiles, e.g. from a checkpoint); ``False``: ``image`` is already
+        normalised and is only cast to float32.
+    channels_last : bool, optional
+        Use torch's channels-last memory format; ``None`` uses it on CUDA only.
+
+    Yields
+    ------
+    TileDone
+        After each batch of tiles; ``done``/``total`` count over all planes.
+    PlaneDone
+        After each plane.
+    TileSizeReduced
+        When the device ran out of memory; the plane is redone with half the tile size.
+
+    Returns
+    -------
+    ndarray
+        Softmax probabilities, ``out_dtype``, shaped (n_classes, Y, X), or (P, n_classes, Y, X)
+        with ``stack=True``. Closing the generator stops after the current batch; nothing is
+        returned then.
+
+    Raises
+    ------
+    ValueError
+        For wrong dimensions, a channel count that does not match the model, NaN/inf, an empty
+        or too small image, or bad options.
+    """
+    if not isinstance(model, UNet):
+        raise TypeError(f"model must be a UNet, got {type(model).__name__}")
+    config = model.config
+    out_dtype = np.dtype(out_dtype)
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"out_dtype must be float32 or float16, got {out_dtype}")
+    data = _prepare(image, channel_axis=channel_axis, stack=stack, in_channels=config.in_channels)
+    if normalization is None:
+        low, high = 1.0, 99.8
+    elif normalization is False:
+        low = high = None
+    elif isinstance(normalization, dict):
+        unknown = set(normalization) - {"low", "high"}
+        if unknown:
+            raise ValueError(f"unknown normalization keys: {sorted(unknown)}")
+        low, high = float(normalization.get("low", 1.0)), float(normalization.get("high", 99.8))
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError(f"normalization percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
+    else:
+        raise ValueError(f"normalization must be None, False or a dict, got {normalization!r}")
+    if batch_size is not None and (int(batch_size) < 1):
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if tile_size is not None and int(tile_size) < 1:
+        raise ValueError(f"tile_size must be >= 1, got {tile_size}")
+
+    dev = resolve_device(device)
+    auto_tile, auto_batch = choose_tiling(config, dev, amp=amp)
+    tile = round_tile_size(tile_size, config) if tile_size is not None else auto_tile
+    batch = int(batch_size) if batch_size is not None else auto_batch
+    use_cl = dev.type == "cuda" if channels_last is None else bool(channels_last)
+
+    model.eval()
+    model.to(dev, memory_format=torch.channels_last) if use_cl else model.to(dev)
+    predictor = _PlanePredictor(model, config, dev, amp=amp, channels_last=use_cl)
+
+    n_planes, _, n_rows, n_cols = data.shape
+    out = np.empty((n_planes, config.n_classes, n_rows, n_cols), out_dtype)
+
+    def tiles_per_plane(t: int) -> int:
+        r, c = predictor.tiles((n_rows, n_cols), t)
+        return len(r.starts) * len(c.starts)
+
+    done = 0
+    try:
+        with torch.inference_mode():
+            for p in range(n_planes):
+                plane = data[p]
+                _check_finite(plane, p, n_planes)
+                if low is None:
+                    lo = np.zeros(plane.shape[0], np.float32)
+                    scale = np.ones(plane.shape[0], np.float32)
+                else:
+                    lo, hi = percentile_range(plane, low=low, high=high, channel_axis=0)
+                    scale = _scale(lo, hi)
+                while True:
+                    total = done + (n_planes - p) * tiles_per_plane(tile)
+                    done_before = done
+                    try:
+                        for n in predictor.run(plane, lo, scale, out[p], tile, batch):
+                            done += n
+                            yield TileDone(done, total, p, n_planes)
+                        break
+                    except Exception as err:
+                        if not _is_oom(err):
+                            raise
+                        del err  # drop the traceback's references to device tensors
+                        release_memory(dev)
+                        smaller = _smaller_tile(tile, config)
+                        if smaller is None:
+                            if batch > 1:
+                                batch = max(1, batch // 2)
+                                done = done_before
+                                continue
+                            raise MemoryError(
+                                f"the device {dev} ran out of memory even with the smallest tile "
+                                f"({tile} pixels) and batch size 1"
+                            ) from None
+                        yield TileSizeReduced(tile, smaller)
+                        tile, done = smaller, done_before
+                yield PlaneDone(p, n_planes)
+    finally:
+        if dev.type != "cpu":
+            release_memory(dev)
+    return out if stack else out[0]
+
+
+def predict(model: UNet, image: np.ndarray, **kwargs) -> np.ndarray:
+    """:func:`iter_predict` run to the end; same arguments, returns the probabilities."""
+    return run_to_end(iter_predict(model, image, **kwargs))
