@@ -9,9 +9,9 @@ def nuclei_sample():
     Procedurally generated (no licence attached), 512 x 512, uint16, with touching nuclei of
     about 24 px diameter -- the size the bundled model was trained at.
     """
-    from napari_unet.engine.synthetic import synthetic_nuclei
+    from napari_unet.engine.api import nuclei_sample_arrays
 
-    image, labels = synthetic_nuclei(shape=(512, 512), n_cells=90, diameter=24.0, rng=2015)
+    image, labels = nuclei_sample_arrays()
     return [
         (image, {"name": "nuclei (synthetic)", "colormap": "gray"}, "image"),
         (labels, {"name": "nuclei ground truth", "visible": False}, "labels"),

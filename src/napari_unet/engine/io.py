@@ -1,0 +1,361 @@
+"""Reading images and writing label images as TIFF files (tifffile; no torch, no Qt).
+
+Reading
+-------
+:func:`read_tiff` returns the pixel data of a TIFF's first image series together with tifffile's
+axes string (e.g. ``"YX"``, ``"YXS"`` for RGB, ``"ZYX"``, ``"CYX"`` for ImageJ hyperstacks,
+``"QYX"`` when the file does not say). :func:`infer_layout` then decides which axis, if any, holds
+the channels and whether the first axis is a stack of planes:
+
+- 2-D data is one grayscale image;
+- 3-D data: an axis marked ``S`` (RGB samples) or ``C`` (ImageJ channels) holds channels; else,
+  for a multichannel model, an axis whose size is the model's channel count; else a trailing
+  axis of 3 or 4 after two larger ones (an RGB(A) image saved without the RGB flag); otherwise
+  it is a stack of planes (Z slices or time points);
+- 4-D data is a stack of multichannel planes;
+- ``channel_axis`` and ``stack`` given by the user always win.
+
+Writing
+-------
+:func:`write_tiff` and :func:`write_labels` write to a temporary file in the target folder and
+then ``os.replace`` it, so a crash never leaves a half-written file behind, and they refuse to
+replace an existing file unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageReadError",
+    "TiffImage",
+    "check_output",
+    "infer_layout",
+    "list_images",
+    "probe_tiff",
+    "read_image",
+    "read_tiff",
+    "write_labels",
+    "write_tiff",
+]
+
+#: File name endings read as images (case-insensitive).
+IMAGE_SUFFIXES = (".tif", ".tiff")
+
+
+class ImageReadError(ValueError):
+    """A file exists but is not a TIFF image that napari-unet can use."""
+
+
+@dataclass(frozen=True, eq=False)
+class TiffImage:
+    """The pixel data of a TIFF file and tifffile's name for each of its axes.
+
+    ``axes`` has one letter per dimension of ``data``: ``Y``/``X`` rows/columns, ``S`` RGB
+    samples, ``C`` channels, ``Z``/``T``/``Q``/``I`` planes or unknown.
+    """
+
+    data: np.ndarray
+    axes: str
+
+
+def _open_error(path: Path, exc: BaseException) -> ImageReadError:
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return ImageReadError(f"cannot read {path} as a TIFF image: {reason}")
+
+
+def _check_path(path: str | os.PathLike) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.is_dir():
+        raise ImageReadError(f"{path} is a folder, not an image file")
+    return path
+
+
+def _check_shape(path: Path, shape: tuple[int, ...], dtype: np.dtype, axes: str) -> None:
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype.kind == "b"):
+        raise ImageReadError(f"{path} holds {dtype} data, not an image of numbers")
+    if len(shape) < 2 or len(shape) > 4:
+        raise ImageReadError(
+            f"{path} has {len(shape)} dimensions (shape {shape}, axes {axes!r}); napari-unet reads "
+            "2-D images, 2-D images with channels and stacks of them"
+        )
+    if any(n == 0 for n in shape):
+        raise ImageReadError(f"{path} holds an empty image (shape {shape})")
+
+
+def probe_tiff(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, str]:
+    """Shape, dtype and axes of a TIFF's first image series, without reading the pixels.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ImageReadError
+        The file is not a readable TIFF image (or not one napari-unet can use).
+    """
+    import tifffile
+
+    path = _check_path(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise ImageReadError(f"{path} is a TIFF file without any image in it")
+            series = tif.series[0]
+            shape, dtype, axes = tuple(series.shape), np.dtype(series.dtype), str(series.axes)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # tifffile raises many kinds for broken files
+        raise _open_error(path, exc) from exc
+    _check_shape(path, shape, dtype, axes)
+    return shape, dtype, axes
+
+
+def read_tiff(path: str | os.PathLike) -> TiffImage:
+    """Read the first image series of a TIFF file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    TiffImage
+        ``data`` with 2 to 4 dimensions and a numeric dtype; ``axes`` as named by tifffile.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ImageReadError
+        A folder, a file that is not a TIFF, a broken TIFF, or a TIFF whose data is not an
+        image (no pixels, other than 2-4 dimensions, non-numeric).
+    """
+    import tifffile
+
+    path = _check_path(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise ImageReadError(f"{path} is a TIFF file without any image in it")
+            series = tif.series[0]
+            axes = str(series.axes)
+            data = np.asarray(series.asarray())
+    except ImageReadError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # tifffile raises many kinds for broken files
+        raise _open_error(path, exc) from exc
+    if len(axes) != data.ndim:  # pragma: no cover - tifffile keeps them in step
+        axes = "Q" * (data.ndim - 2) + "YX"
+    _check_shape(path, data.shape, data.dtype, axes)
+    return TiffImage(data, axes)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a TIFF image's pixels; see :func:`read_tiff` for the errors."""
+    return read_tiff(path).data
+
+
+def infer_layout(
+    shape: tuple[int, ...],
+    axes: str = "",
+    *,
+    in_channels: int = 1,
+    channel_axis: int | None = None,
+    stack: bool | None = None,
+) -> tuple[int | None, bool]:
+    """Decide which axis holds channels and whether the data is a stack of planes.
+
+    Parameters
+    ----------
+    shape : the data's shape (2 to 4 dimensions).
+    axes : tifffile's axes string for the data (``""`` when unknown).
+    in_channels : the model's number of input channels; used to recognise a channel axis.
+    channel_axis : the user's choice, or ``None`` to decide here.
+    stack : the user's choice, or ``None`` to decide here.
+
+    Returns
+    -------
+    (channel_axis, stack) to pass to :func:`napari_unet.engine.api.iter_segment`.
+
+    Raises
+    ------
+    ValueError
+        When the user's choices do not fit the number of dimensions.
+
+    Examples
+    --------
+    >>> infer_layout((512, 512, 3), "YXS")
+    (2, False)
+    >>> infer_layout((20, 512, 512), "ZYX")
+    (None, True)
+    """
+    ndim = len(shape)
+    axes = axes if len(axes) == ndim else ""
+    if channel_axis is not None and not -ndim <= channel_axis < ndim:
+        raise ValueError(f"channel axis {channel_axis} is out of range for data of shape {shape}")
+    if ndim == 2:
+        if channel_axis is not None:
+            raise ValueError(f"a channel axis was given but the image is 2-D (shape {shape})")
+        if stack:
+            raise ValueError(f"the image is 2-D (shape {shape}), not a stack of planes")
+        return None, False
+    if ndim == 3:
+        if channel_axis is not None:
+            if stack:
+                raise ValueError(
+                    f"data of shape {shape} cannot be both a stack and multichannel; it would "
+                    "need 4 dimensions"
+                )
+            return channel_axis, False
+        if stack:
+            return None, True
+        found = _channel_axis_3d(shape, axes, in_channels)
+        if stack is False:
+            if found is None:
+                raise ValueError(
+                    f"cannot tell which axis of shape {shape} holds the channels; give the "
+                    "channel axis"
+                )
+            return found, False
+        if found is not None:
+            return found, False
+        return None, True
+    if ndim == 4:
+        if stack is False:
+            raise ValueError(f"4-D data (shape {shape}) must be a stack of multichannel planes")
+        if channel_axis is not None:
+            if channel_axis % 4 == 0:
+                raise ValueError("the channel axis cannot be the first (plane) axis of a stack")
+            return channel_axis, True
+        for letter in "SC":
+            if letter in axes[1:]:
+                return axes.index(letter, 1), True
+        if shape[1] == in_channels and shape[-1] != in_channels:
+            return 1, True
+        return 3, True
+    raise ValueError(f"napari-unet reads 2-D to 4-D data, not shape {shape}")
+
+
+def _channel_axis_3d(shape: tuple[int, ...], axes: str, in_channels: int) -> int | None:
+    for letter in "SC":
+        if letter in axes:
+            return axes.index(letter)
+    if in_channels > 1:
+        if shape[-1] == in_channels:
+            return 2
+        if shape[0] == in_channels:
+            return 0
+    if shape[-1] in (3, 4) and min(shape[:2]) > 4:
+        return 2
+    return None
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The TIFF files (``.tif``/``.tiff``, any case) directly in ``folder``, sorted by name.
+
+    Hidden files (starting with ``.``) are skipped.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``folder`` does not exist.
+    NotADirectoryError
+        ``folder`` is a file.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"not a folder: {folder}")
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Check that ``path`` may be written: refuse an existing file unless ``overwrite``.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    IsADirectoryError
+        ``path`` is a folder.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"the output {path} is a folder, not a file name")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; refusing to replace it without overwrite")
+    return path
+
+
+def write_tiff(
+    path: str | os.PathLike, data: np.ndarray, *, overwrite: bool = False, compress: bool = True
+) -> Path:
+    """Write ``data`` to a TIFF file atomically (temporary file, then ``os.replace``).
+
+    The parent folder is created when missing. ``compress`` uses lossless zlib (deflate).
+
+    Returns
+    -------
+    Path of the written file.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False; nothing is written.
+    """
+    import tifffile
+
+    path = check_output(path, overwrite=overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(
+            tmp, np.ascontiguousarray(data), compression="zlib" if compress else None
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def write_labels(
+    path: str | os.PathLike, labels: np.ndarray, *, overwrite: bool = False
+) -> Path:
+    """Write an instance label image as a uint16 TIFF (uint32 when ids reach 65536).
+
+    Parameters
+    ----------
+    path : the file to write (``.tif``).
+    labels : (Y, X) or (P, Y, X) integer array, values >= 0.
+    overwrite : replace an existing file.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False; nothing is written.
+    ValueError
+        ``labels`` is not a non-negative integer array.
+    """
+    from napari_unet.engine.instances import as_label_dtype
+
+    return write_tiff(path, as_label_dtype(labels), overwrite=overwrite)
