@@ -111,7 +111,11 @@ def separation_borders(labels: np.ndarray, *, connectivity: int = 2) -> np.ndarr
     if connectivity not in (1, 2):
         raise ValueError(f"connectivity must be 1 or 2, got {connectivity}")
     footprint = ndi.generate_binary_structure(2, connectivity)
-    top = np.iinfo(labels.dtype).max
+    # background must not count as "another label": give it a value above every id (not the
+    # dtype's maximum, which ndimage may round through float64 and overflow)
+    top = int(labels.max(initial=0)) + 1
+    if top > np.iinfo(labels.dtype).max:
+        labels = labels.astype(np.int64)
     largest = ndi.grey_dilation(labels, footprint=footprint, mode="nearest")
     smallest = ndi.grey_erosion(np.where(labels == 0, top, labels), footprint=footprint, mode="nearest")
     return (labels > 0) & ((largest > labels) | (smallest < labels))
