@@ -1,0 +1,496 @@
+"""Model files: the configuration beside the weights, versioned, written atomically, loaded safely.
+
+A checkpoint is one file written with :func:`torch.save` holding a plain dict::
+
+    {"format": "napari-unet", "format_version": 1,
+     "config": {...},                 # UNetConfig.to_dict()
+     "state_dict": {name: tensor},    # CPU tensors
+     "weights_sha256": "...",         # checksum of the weights, to detect corruption
+     "normalization": {...}, "training": {...}, "history": [{...}, ...], "extra": {...},
+     "napari_unet_version": "...", "saved_at": "2025-01-01T12:00:00+00:00"}
+
+Everything except the tensors is JSON-like data (dicts with string keys, lists, strings, numbers,
+booleans, None), so the file is read with ``torch.load(weights_only=True)``: PyTorch's restricted
+unpickler builds tensors and plain containers only and refuses any other object, so a model file
+can never run code when it is opened. Every problem with a file raises :class:`CheckpointError`
+(a ``ValueError``) with one sentence that names the file and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from napari_unet.engine.model import UNet, UNetConfig
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "load_checkpoint",
+    "read_checkpoint_metadata",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "napari-unet"
+#: The newest format this version writes and reads.
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A model file is missing, unreadable, unsafe, foreign or does not fit the data."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Everything in a model file except the weights.
+
+    Attributes
+    ----------
+    config : UNetConfig
+        The architecture; ``UNet(config)`` rebuilds the network.
+    normalization : dict
+        How images were normalised for training (e.g. the percentiles of ``tiling.normalize``).
+    training : dict
+        Training parameters (e.g. ``TrainConfig`` as a dict, the cell diameter).
+    history : list of dict
+        One record per logged step or validation (loss, metrics, ...).
+    extra : dict
+        Anything else (a name, a description, the data it was trained on, ...).
+    format_version : int
+        The file's format version.
+    path : Path or None
+        The file it was read from.
+    napari_unet_version, saved_at : str
+        The napari-unet version that wrote the file and when (ISO 8601, UTC).
+    """
+
+    config: UNetConfig
+    normalization: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    path: Path | None = None
+    napari_unet_version: str = ""
+    saved_at: str = ""
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels the model reads."""
+        return int(self.config.in_channels)
+
+    @property
+    def n_classes(self) -> int:
+        """Classes the model predicts."""
+        return int(self.config.n_classes)
+
+
+# --------------------------------------------------------------------------------------------
+# saving
+
+
+def _plain(value: Any, where: str) -> Any:
+    """Return ``value`` as JSON-like data, or raise ``TypeError`` naming where the problem is.
+
+    numpy scalars become Python numbers and tuples become lists; anything else that is not a
+    dict with string keys, list, str, int, float, bool or None is refused.
+    """
+    if value is None or type(value) in (str, bool, int, float):
+        return value
+    if isinstance(value, np.generic) and isinstance(value.item(), (bool, int, float, str)):
+        return value.item()
+    for base in (bool, int, float, str):  # subclasses (IntEnum, ...) would not unpickle safely
+        if isinstance(value, base):
+            return base(value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"checkpoint metadata keys must be strings; {where} has the key {key!r}"
+                )
+            out[key] = _plain(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise TypeError(
+        f"checkpoint metadata must be plain data (dict, list, str, int, float, bool, None); "
+        f"{where} is a {type(value).__module__}.{type(value).__qualname__}"
+    )
+
+
+def _weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of the tensors, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _fsync_folder(folder: Path) -> None:
+    # make the rename itself durable; not possible on every platform (e.g. Windows)
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: UNet,
+    *,
+    normalization: dict | None = None,
+    training: dict | None = None,
+    history: list[dict] | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write ``model`` with its configuration and metadata to ``path``, atomically.
+
+    The file is written to a temporary file in the same folder, flushed and fsynced, then moved
+    onto ``path`` with :func:`os.replace`, so ``path`` always holds either the previous complete
+    file or the new complete file, never a partial one, even if the process dies while writing.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Target file (conventionally ``*.pt``); missing parent folders are created.
+    model : UNet
+        The network; its ``config`` is stored beside CPU copies of its weights.
+    normalization, training, extra : dict, optional
+        JSON-like metadata (see the module docstring). numpy scalars are converted to Python
+        numbers and tuples to lists.
+    history : list of dict, optional
+        Training history, one dict per record.
+
+    Returns
+    -------
+    Path
+        The path written.
+
+    Raises
+    ------
+    TypeError
+        If the model has no ``config`` or the metadata is not plain data; nothing is written.
+    """
+    path = Path(path)
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        raise TypeError(f"save_checkpoint needs a UNet with a .config, got {type(model).__name__}")
+    if history is not None and not (
+        isinstance(history, (list, tuple)) and all(isinstance(h, dict) for h in history)
+    ):
+        raise TypeError("checkpoint history must be a list of dicts")
+    from napari_unet import __version__
+
+    state_dict = {
+        name: tensor.detach().cpu().clone() if tensor.is_cuda else tensor.detach().cpu()
+        for name, tensor in model.state_dict().items()
+    }
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": _plain(config.to_dict(), "config"),
+        "state_dict": state_dict,
+        "weights_sha256": _weights_digest(state_dict),
+        "normalization": _plain(dict(normalization or {}), "normalization"),
+        "training": _plain(dict(training or {}), "training"),
+        "history": _plain(list(history or []), "history"),
+        "extra": _plain(dict(extra or {}), "extra"),
+        "napari_unet_version": str(__version__),
+        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def _torch_load(path: Path) -> Any:
+    if not path.exists():
+        raise CheckpointError(f"the model file {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"the model file {path} is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"the model file {path} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. notes about the pickle protocol
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        message = str(err)
+        if "weights only load failed" in message.lower():
+            detail = next(
+                (line.strip() for line in message.splitlines() if "Unsupported" in line), ""
+            )
+            raise CheckpointError(
+                f"the model file {path} was refused: it holds Python objects other than tensors "
+                f"and plain data, and loading those could run code"
+                + (f" ({detail})" if detail else "")
+                + "; napari-unet only opens files written by save_checkpoint"
+            ) from None
+        raise CheckpointError(
+            f"the model file {path} could not be read: it is not a PyTorch file, or it is "
+            f"corrupt ({_first_line(err)})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(
+            f"the model file {path} could not be read: it is truncated, corrupt or not a PyTorch "
+            f"file ({type(err).__name__}: {_first_line(err)})"
+        ) from None
+    except Exception as err:  # torch raises many types (KeyError, ValueError, ...) on junk
+        raise CheckpointError(
+            f"the model file {path} could not be read: it is not a PyTorch file, or it is "
+            f"corrupt ({type(err).__name__}: {_first_line(err)})"
+        ) from None
+
+
+def _parse(payload: Any, path: Path) -> tuple[Checkpoint, dict[str, torch.Tensor]]:
+    from napari_unet.engine.model import UNetConfig
+
+    if not isinstance(payload, dict):
+        raise CheckpointError(
+            f"the model file {path} is not a napari-unet checkpoint: it holds a "
+            f"{type(payload).__name__}, not a dict"
+        )
+    if "format" not in payload:
+        if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            raise CheckpointError(
+                f"the model file {path} holds bare weights (a state_dict) without the model's "
+                f"configuration; napari-unet opens only files written by save_checkpoint"
+            )
+        raise CheckpointError(
+            f"the model file {path} is not a napari-unet checkpoint (it has no 'format' entry)"
+        )
+    if payload["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"the model file {path} is of format {payload['format']!r}, not a napari-unet "
+            f"checkpoint"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"the model file {path} has an invalid format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"the model file {path} was written by a newer napari-unet (format version "
+            f"{version}; this version reads up to {FORMAT_VERSION}); update napari-unet to open it"
+        )
+    try:
+        config = UNetConfig.from_dict(payload.get("config"))
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(
+            f"the model file {path} has an invalid model configuration: {_first_line(err)}"
+        ) from None
+    state_dict = payload.get("state_dict")
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise CheckpointError(f"the model file {path} holds no weights")
+    bad = [
+        k
+        for k, v in state_dict.items()
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+    ]
+    if bad:
+        raise CheckpointError(
+            f"the model file {path} has malformed weights: {bad[0]!r} is not a named tensor"
+        )
+    digest = payload.get("weights_sha256")
+    if digest is not None and digest != _weights_digest(state_dict):
+        raise CheckpointError(
+            f"the model file {path} is corrupt: its weights do not match the checksum saved with "
+            f"them"
+        )
+    meta: dict[str, Any] = {}
+    for key, kind, default in (
+        ("normalization", dict, {}),
+        ("training", dict, {}),
+        ("history", list, []),
+        ("extra", dict, {}),
+    ):
+        value = payload.get(key)
+        if value is None:
+            value = default
+        if not isinstance(value, kind):
+            raise CheckpointError(
+                f"the model file {path} has a malformed {key!r} entry (a {type(value).__name__}, "
+                f"expected a {kind.__name__})"
+            )
+        meta[key] = value
+    checkpoint = Checkpoint(
+        config=config,
+        format_version=version,
+        path=path,
+        napari_unet_version=str(payload.get("napari_unet_version", "")),
+        saved_at=str(payload.get("saved_at", "")),
+        **meta,
+    )
+    return checkpoint, state_dict
+
+
+def _check_channels(checkpoint: Checkpoint, expect_in_channels: int | None) -> None:
+    if expect_in_channels is None or int(expect_in_channels) == checkpoint.in_channels:
+        return
+    n_model, n_image = checkpoint.in_channels, int(expect_in_channels)
+    raise CheckpointError(
+        f"the model file {checkpoint.path} was trained for {n_model} input "
+        f"channel{'s' if n_model != 1 else ''}, the image has {n_image} "
+        f"channel{'s' if n_image != 1 else ''}"
+    )
+
+
+def read_checkpoint_metadata(
+    path: str | os.PathLike, *, expect_in_channels: int | None = None
+) -> Checkpoint:
+    """Read and check a model file without building the network.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A file written by :func:`save_checkpoint`.
+    expect_in_channels : int, optional
+        Channels of the image the model is meant for; a mismatch raises.
+
+    Returns
+    -------
+    Checkpoint
+        The configuration and metadata.
+
+    Raises
+    ------
+    CheckpointError
+        For every problem with the file; see :func:`load_checkpoint`.
+    """
+    path = Path(path)
+    checkpoint, _ = _parse(_torch_load(path), path)
+    _check_channels(checkpoint, expect_in_channels)
+    return checkpoint
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    expect_in_channels: int | None = None,
+) -> tuple[UNet, Checkpoint]:
+    """Load a model file written by :func:`save_checkpoint`.
+
+    The file is read with ``torch.load(weights_only=True, map_location="cpu")``, so it cannot run
+    code; the network is rebuilt from the stored configuration, the weights are loaded strictly
+    and the model is moved to ``device`` in eval mode.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The model file.
+    device : str or torch.device
+        Where to put the model (``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``).
+    expect_in_channels : int, optional
+        Channels of the image the model is meant for; a mismatch raises.
+
+    Returns
+    -------
+    model : UNet
+        The network, in eval mode on ``device``.
+    checkpoint : Checkpoint
+        Its configuration and metadata.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, empty, truncated or corrupt (including weights that fail their
+        checksum), not a PyTorch file, holds objects that could run code, is not a napari-unet
+        checkpoint, was written by a newer format version, has an invalid configuration or
+        weights that do not fit it, or was trained for another number of input channels than
+        ``expect_in_channels``, or if its weights are not finite (a diverged training).
+    """
+    from napari_unet.engine.device import resolve_device
+    from napari_unet.engine.model import UNet
+
+    path = Path(path)
+    checkpoint, state_dict = _parse(_torch_load(path), path)
+    _check_channels(checkpoint, expect_in_channels)
+    try:
+        model = UNet(checkpoint.config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"the model file {path} has a model configuration that cannot be built: "
+            f"{_first_line(err)}"
+        ) from None
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} instead of {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong:
+        problems.append(f"{len(wrong)} of the wrong shape (e.g. {wrong[0]})")
+    if problems:
+        raise CheckpointError(
+            f"the model file {path} has weights that do not fit its model configuration: "
+            + "; ".join(problems)
+        )
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"the model file {path} has weights that cannot be loaded: {_first_line(err)}"
+        ) from None
+    bad = [
+        k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if bad:
+        raise CheckpointError(
+            f"the model file {path} has weights that are not finite (NaN or infinity, e.g. in "
+            f"{bad[0]}); the training that wrote it diverged"
+        )
+    model.to(resolve_device(device))
+    model.eval()
+    return model, checkpoint
