@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -57,7 +58,7 @@ def test_valid_size_arithmetic_against_brute_force(depth):
 
     valid = [n for n in range(1, 400) if accepted(n)]
     assert valid, "some size must be valid"
-    assert all(b - a == 2**depth for a, b in zip(valid, valid[1:], strict=False))
+    assert all(b - a == 2**depth for a, b in itertools.pairwise(valid))
     for n in valid:
         assert output_size(n, depth) == n - 2 * border(depth)
     for size in range(1, valid[-1] + 1):

@@ -283,7 +283,7 @@ def axis_tiling(size: int, tile_size: int, config: UNetConfig) -> AxisTiling:
         single = valid_output_at_least(size, config.depth)
         if single <= tile_size:
             return AxisTiling((0,), single, input_side(single, config))
-        max_stride = tile_size - tile_size % step
+        max_stride = max(step, tile_size - tile_size % step)
         count = math.ceil(size / max_stride)
         stride = math.ceil(math.ceil(size / count) / step) * step
         tile = valid_output_at_least(stride, config.depth)

@@ -1,0 +1,351 @@
+"""Overlap-tile prediction: equality with one whole-image pass, mirroring, events, cancel, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.engine.events import PlaneDone, TileDone, TileSizeReduced
+from napari_unet.engine.model import UNet, UNetConfig, border, valid_input_size
+from napari_unet.engine.tiling import (
+    activation_bytes,
+    axis_tiling,
+    choose_tiling,
+    iter_predict,
+    mirror_indices,
+    mirrored_window,
+    normalize,
+    predict,
+    round_tile_size,
+    tile_size_for_budget,
+    valid_output_at_least,
+)
+
+
+def _net(depth=2, base=4, **kw) -> UNet:
+    torch.manual_seed(depth * 100 + base)
+    return UNet(UNetConfig(depth=depth, base_channels=base, **kw)).eval()
+
+
+def _whole_image(model: UNet, image: np.ndarray) -> np.ndarray:
+    """One forward pass over the whole (mirror-extended) image: the reference for tiling."""
+    depth, b = model.config.depth, border(model.config.depth)
+    rows, cols = image.shape[-2:]
+    out_r, out_c = valid_output_at_least(rows, depth), valid_output_at_least(cols, depth)
+    padded = np.pad(image, ((b, b + out_r - rows), (b, b + out_c - cols)), mode="symmetric")
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(padded.astype(np.float32))[None, None])
+    return torch.softmax(logits, 1)[0, :, :rows, :cols].numpy()
+
+
+@pytest.fixture(scope="module")
+def net2():
+    return _net(2, 4)
+
+
+@pytest.fixture(scope="module")
+def net3():
+    return _net(3, 4)
+
+
+# --------------------------------------------------------------------------- mirroring
+
+
+@pytest.mark.parametrize(
+    ("mode", "n"), [("symmetric", 1), ("symmetric", 2), ("symmetric", 7), ("reflect", 2), ("reflect", 3), ("reflect", 7)]
+)
+def test_mirror_indices_match_numpy_pad(mode, n):
+    x = np.arange(n) * 10
+    for before, after in [(0, 0), (1, 2), (n, n), (3 * n + 1, 2 * n + 5)]:
+        expected = np.pad(x, (before, after), mode=mode)
+        assert np.array_equal(x[mirror_indices(-before, n + after, n, mode=mode)], expected)
+
+
+def test_mirror_reflect_single_pixel_and_bad_mode():
+    # np.pad(mode="reflect") of one pixel repeats it
+    assert np.array_equal(np.zeros(1)[mirror_indices(-3, 4, 1, mode="reflect")], np.pad(np.zeros(1), (3, 3), mode="reflect"))
+    assert np.array_equal(mirror_indices(-3, 4, 1, mode="reflect"), np.zeros(7, int))
+    with pytest.raises(ValueError, match="mirror mode"):
+        mirror_indices(0, 3, 3, mode="wrap")
+
+
+def test_mirrored_window_is_a_window_of_np_pad(rng):
+    image = rng.integers(0, 1000, (2, 9, 13)).astype(np.uint16)
+    pad = 20
+    padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")
+    for rows, cols in [((-20, 5), (-3, 30)), ((2, 7), (1, 12)), ((-1, 28), (10, 33))]:
+        win = mirrored_window(image, rows, cols)
+        assert np.array_equal(win, padded[:, rows[0] + pad : rows[1] + pad, cols[0] + pad : cols[1] + pad])
+    assert np.shares_memory(mirrored_window(image, (2, 7), (1, 12)), image)
+
+
+# --------------------------------------------------------------------------- tiled == whole image
+
+
+@pytest.mark.parametrize(
+    ("shape", "tile_size"),
+    [
+        ((37, 101), 12),  # odd, many tiles
+        ((53, 29), 20),  # primes
+        ((5, 7), 40),  # smaller than a tile
+        ((3, 257), 24),  # very elongated
+        ((64, 64), 28),
+    ],
+)
+def test_tiled_equals_one_whole_image_pass(net2, rng, shape, tile_size):
+    image = rng.random(shape).astype(np.float32)
+    events = []
+    gen = iter_predict(net2, image, tile_size=tile_size, normalization=False, device="cpu")
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            tiled = stop.value
+            break
+    reference = _whole_image(net2, image)
+    assert tiled.shape == (3, *shape) and tiled.dtype == np.float32
+    np.testing.assert_allclose(tiled, reference, atol=2e-5, rtol=0)
+    np.testing.assert_allclose(tiled.sum(0), 1.0, atol=1e-5)
+    if shape == (37, 101):
+        assert sum(isinstance(e, TileDone) for e in events) > 10
+
+
+def test_tiled_equals_whole_image_deeper_net_and_no_seams(net3, rng):
+    image = rng.random((70, 90)).astype(np.float32)
+    tile = round_tile_size(24, net3.config)
+    rows, cols = axis_tiling(70, tile, net3.config), axis_tiling(90, tile, net3.config)
+    assert len(rows.starts) > 1 and len(cols.starts) > 1
+    tiled = predict(net3, image, tile_size=tile, normalization=False, device="cpu", batch_size=3)
+    diff = np.abs(tiled - _whole_image(net3, image)).max(axis=0)
+    assert diff.max() < 2e-5
+    # no seam: pixels on both sides of every tile border agree with the reference as well as the rest
+    seam_rows = [r for s in rows.starts[1:] for r in (s - 1, s)]
+    seam_cols = [c for s in cols.starts[1:] for c in (s - 1, s)]
+    assert diff[seam_rows].max() <= max(diff.mean() * 20, 2e-6)
+    assert diff[:, seam_cols].max() <= max(diff.mean() * 20, 2e-6)
+
+
+def test_valid_axis_tiling_keeps_the_pooling_phase():
+    config = UNetConfig(depth=3, base_channels=4)
+    for size in [1, 5, 37, 100, 257]:
+        for tile_size in [4, 12, 20, 36, 60]:
+            tile = round_tile_size(tile_size, config)
+            axis = axis_tiling(size, tile, config)
+            assert all(s % 8 == 0 for s in axis.starts)
+            assert axis.starts[-1] + axis.tile >= size
+            assert all(b - a <= axis.tile for a, b in zip(axis.starts, axis.starts[1:], strict=False))
+            assert axis.input == valid_input_size(axis.input, 3) == axis.tile + 2 * border(3)
+            assert axis.tile <= max(tile, valid_output_at_least(8, 3))
+
+
+def test_same_net_single_tile_equals_forward_and_multi_tile_blends(rng):
+    model = _net(2, 4, padding="same")
+    image = rng.random((32, 48)).astype(np.float32)
+    with torch.inference_mode():
+        reference = torch.softmax(model(torch.from_numpy(image)[None, None]), 1)[0].numpy()
+    single = predict(model, image, tile_size=64, normalization=False, device="cpu")
+    np.testing.assert_allclose(single, reference, atol=2e-5)
+    tiled = predict(model, image, tile_size=16, normalization=False, device="cpu")
+    np.testing.assert_allclose(tiled.sum(0), 1.0, atol=1e-5)
+    assert np.abs(tiled - reference).mean() < 0.05
+    odd = predict(model, rng.random((13, 21)).astype(np.float32), tile_size=16, normalization=False, device="cpu")
+    assert odd.shape == (3, 13, 21) and np.isfinite(odd).all()
+
+
+# --------------------------------------------------------------------------- inputs, normalisation
+
+
+def test_normalize_percentiles_and_constant_images():
+    ramp = np.arange(101, dtype=np.uint8)
+    np.testing.assert_allclose(normalize(ramp, low=0, high=100)[[0, 50, 100]], [0, 0.5, 1])
+    np.testing.assert_allclose(normalize(ramp, low=10, high=60)[[10, 60]], [0, 1], atol=1e-6)
+    const = normalize(np.full((4, 5), 7, np.uint16))
+    assert const.dtype == np.float32 and np.array_equal(const, np.zeros((4, 5)))
+    two = np.stack([ramp, ramp.astype(np.float32) * 1000 + 5], axis=-1)
+    out = normalize(two, low=0, high=100, channel_axis=-1)
+    np.testing.assert_allclose(out[..., 0], out[..., 1], atol=1e-6)
+    with pytest.raises(ValueError, match="empty"):
+        normalize(np.zeros((0, 3)))
+
+
+def test_dtypes_and_normalization_options_agree(net2, nuclei):
+    image = nuclei[0]  # uint16
+    base = predict(net2, image, device="cpu")
+    as_float = predict(net2, image.astype(np.float64), device="cpu")
+    pre = predict(net2, normalize(image), normalization=False, device="cpu")
+    from_ckpt = predict(net2, image, normalization={"low": 1.0, "high": 99.8}, device="cpu")
+    for other in (as_float, pre, from_ckpt):
+        np.testing.assert_allclose(other, base, atol=1e-5)
+    narrow = predict(net2, image, normalization={"low": 20.0, "high": 80.0}, device="cpu")
+    assert np.abs(narrow - base).max() > 1e-3
+    as_uint8 = predict(net2, (image // 256).astype(np.uint8), device="cpu")
+    assert as_uint8.shape == base.shape and np.isfinite(as_uint8).all()
+    half = predict(net2, image, device="cpu", out_dtype=np.float16)
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half, base, atol=2e-3)
+    with pytest.raises(ValueError, match="normalization"):
+        predict(net2, image, normalization="percentile")
+
+
+def test_channels_and_stacks(rng):
+    model = _net(2, 4, in_channels=2)
+    planes = rng.random((3, 20, 27, 2)).astype(np.float32)
+    stack = predict(model, planes, stack=True, channel_axis=-1, device="cpu", tile_size=8)
+    assert stack.shape == (3, 3, 20, 27)
+    for p in range(3):
+        single = predict(model, np.moveaxis(planes[p], -1, 0), channel_axis=0, device="cpu", tile_size=8)
+        np.testing.assert_allclose(stack[p], single, atol=1e-6)
+    events = list(_events(iter_predict(model, planes, stack=True, channel_axis=3, device="cpu", tile_size=8)))
+    tiles = [e for e in events if isinstance(e, TileDone)]
+    assert [e.plane for e in events if isinstance(e, PlaneDone)] == [0, 1, 2]
+    assert [e.done for e in tiles] == list(range(1, len(tiles) + 1))
+    assert all(e.total == len(tiles) and e.n_planes == 3 for e in tiles)
+
+
+def _events(gen):
+    while True:
+        try:
+            yield next(gen)
+        except StopIteration:
+            return
+
+
+@pytest.mark.parametrize(
+    ("image", "kwargs", "match"),
+    [
+        (np.zeros((4, 5, 6)), {}, r"expected a 2-dimensional image.*3 dimensions"),
+        (np.zeros((5, 6)), {"stack": True}, "expected a 3-dimensional"),
+        (np.zeros((8, 9, 3)), {"channel_axis": -1}, r"expects 1 input channel\(s\) but the image has 3"),
+        (np.zeros((0, 9)), {}, "empty"),
+        (np.ones((1, 1)), {}, "too small: 1x1"),
+        (np.array([[1.0, np.nan], [0.0, 2.0]]), {}, "NaN or infinite"),
+        (np.array([[1.0, np.inf], [0.0, 2.0]]), {}, "NaN or infinite"),
+        (np.zeros((3, 3), complex), {}, "integer or float"),
+        (np.zeros((8, 8)), {"out_dtype": np.int32}, "out_dtype"),
+        (np.zeros((8, 8)), {"tile_size": 0}, "tile_size"),
+    ],
+)
+def test_bad_input_raises_a_clear_value_error(net2, image, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        predict(net2, image, device="cpu", **kwargs)
+
+
+def test_channel_count_error_names_both_numbers():
+    model = _net(2, 4, in_channels=3)
+    with pytest.raises(ValueError, match=r"expects 3 input channel\(s\) but the image has 1"):
+        predict(model, np.zeros((9, 9)), device="cpu")
+
+
+# --------------------------------------------------------------------------- cancel and out-of-memory
+
+
+class _CountingUNet(UNet):
+    """A UNet that counts forward passes and raises a CUDA out-of-memory error above a size."""
+
+    def __init__(self, config, *, oom_above: int | None = None):
+        super().__init__(config)
+        self.calls = 0
+        self.oom_above = oom_above
+
+    def forward(self, x):
+        self.calls += 1
+        if self.oom_above is not None and x.shape[-1] > self.oom_above:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by the test)")
+        return super().forward(x)
+
+
+def test_closing_the_generator_stops_at_once(rng):
+    model = _CountingUNet(UNetConfig(depth=2, base_channels=4)).eval()
+    gen = iter_predict(model, rng.random((60, 60)).astype(np.float32), tile_size=8, device="cpu")
+    first = next(gen)
+    assert isinstance(first, TileDone) and first.total > 4
+    assert model.calls == 1
+    gen.close()
+    assert model.calls == 1
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value is None
+
+
+def test_out_of_memory_halves_the_tile_and_retries(rng):
+    torch.manual_seed(3)
+    model = _CountingUNet(UNetConfig(depth=2, base_channels=4)).eval()
+    image = rng.random((50, 120)).astype(np.float32)
+    expected = predict(model, image, tile_size=64, device="cpu")
+    model.oom_above = axis_tiling(120, 64, model.config).input - 1  # 64-pixel tiles do not fit
+    events = list(_events(iter_predict(model, image, tile_size=64, device="cpu")))
+    reduced = [e for e in events if isinstance(e, TileSizeReduced)]
+    assert reduced and reduced[0].old == 64 and reduced[0].new <= 32
+    result = predict(model, image, tile_size=64, device="cpu")
+    np.testing.assert_allclose(result, expected, atol=2e-5)
+    model.oom_above = 1  # nothing fits
+    with pytest.raises(MemoryError, match="out of memory even with the smallest tile"):
+        predict(model, image, tile_size=64, device="cpu")
+
+
+def test_other_errors_are_not_mistaken_for_out_of_memory(rng):
+    class Broken(UNet):
+        def forward(self, x):
+            raise RuntimeError("something else")
+
+    with pytest.raises(RuntimeError, match="something else"):
+        predict(Broken(UNetConfig(depth=2, base_channels=4)), rng.random((20, 20)), device="cpu")
+
+
+# --------------------------------------------------------------------------- memory budget
+
+
+def test_tile_size_from_memory_budget():
+    config = UNetConfig.default()
+    sizes = [tile_size_for_budget(config, mb * 1024**2) for mb in (16, 64, 256, 1024)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    for mb, tile in zip((64, 256, 1024), sizes[1:], strict=True):
+        assert activation_bytes(config, tile) <= mb * 1024**2 < activation_bytes(config, tile + 16)
+        assert round_tile_size(tile, config) == tile
+    assert tile_size_for_budget(config, 1) == valid_output_at_least(1, 4)  # never below the minimum
+    paper = UNetConfig.paper()
+    assert activation_bytes(paper, 388, batch_size=2) == 2 * activation_bytes(paper, 388)
+    assert activation_bytes(paper, 388, bytes_per_value=2) * 2 == activation_bytes(paper, 388)
+
+
+def test_choose_tiling_per_device():
+    config = UNetConfig.default()
+    tile, batch = choose_tiling(config, torch.device("cpu"), free_bytes=8 * 1024**3)
+    assert batch == 1 and activation_bytes(config, tile) <= 256 * 1024**2
+    small, _ = choose_tiling(config, torch.device("cpu"), free_bytes=64 * 1024**2)
+    assert small < tile
+    gpu_tile, gpu_batch = choose_tiling(config, torch.device("cuda"), free_bytes=40 * 1024**3)
+    assert gpu_tile == round_tile_size(1024, config) and gpu_batch > 1
+    assert gpu_batch * activation_bytes(config, gpu_tile, bytes_per_value=2) <= 20 * 1024**3
+
+
+# --------------------------------------------------------------------------- CUDA
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_prediction_matches_cpu(nuclei):
+    torch.manual_seed(0)
+    model = UNet(UNetConfig.default())
+    image = nuclei[0]
+    on_cpu = predict(model, image, device="cpu")
+    full = predict(model, image, device="cuda", amp=False)
+    np.testing.assert_allclose(full, on_cpu, atol=1e-3)
+    mixed = predict(model, image, device="cuda", amp=True, out_dtype=np.float16)
+    assert mixed.dtype == np.float16
+    assert np.abs(mixed.astype(np.float32) - on_cpu).max() < 3e-2
+    assert next(model.parameters()).device.type == "cuda"
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_out_of_memory_retry(rng):
+    model = _CountingUNet(UNetConfig(depth=2, base_channels=4))
+    model.oom_above = axis_tiling(120, 64, model.config).input - 1
+    image = rng.random((50, 120)).astype(np.float32)
+    events = list(_events(iter_predict(model, image, tile_size=64, device="cuda")))
+    assert any(isinstance(e, TileSizeReduced) for e in events)
