@@ -155,6 +155,12 @@ def class_targets(
     the border), 2 border (separation ridges plus rims), so the interiors of touching cells are
     disconnected (8-connectivity). With 2 classes: 0 background (separation ridges included), 1 cell.
     """
+    return _targets_and_ridge(labels, border_width, n_classes, connectivity)[0]
+
+
+def _targets_and_ridge(
+    labels: np.ndarray, border_width: int, n_classes: int, connectivity: int
+) -> tuple[np.ndarray, np.ndarray]:
     labels = _as_labels(labels)
     if n_classes not in (2, 3):
         raise ValueError(f"n_classes must be 2 or 3, got {n_classes}")
@@ -164,12 +170,12 @@ def class_targets(
     target = (labels > 0).astype(np.int64)
     if n_classes == 2:
         target[ridge] = BACKGROUND
-        return target
+        return target, ridge
     border = ridge
     if border_width > 0:
         border = border | _cell_rim(labels, border_width)
     target[border] = BORDER
-    return target
+    return target, ridge
 
 
 def annotation_mask(
@@ -265,19 +271,19 @@ def _class_term(target: np.ndarray, mask: np.ndarray, n_classes: int, balance: b
 def _weight_map_from(
     labels: np.ndarray,
     target: np.ndarray,
+    ridge: np.ndarray,
     mask: np.ndarray,
     *,
     w0: float,
     sigma: float,
     class_balance: bool,
     n_classes: int,
-    connectivity: int,
     truncate: float,
 ) -> WeightMap:
     class_term = _class_term(target, mask, n_classes, class_balance)
     border_term = np.zeros(labels.shape, np.float32)
     if w0 != 0 and sigma > 0:
-        cells = np.where(separation_borders(labels, connectivity=connectivity), 0, labels)
+        cells = np.where(ridge, 0, labels)
         d1, d2 = border_distances(cells, cutoff=truncate * sigma)
         where = mask & (target != CELL) & np.isfinite(d2)
         s = (d1[where] + d2[where]).astype(np.float32)
@@ -342,18 +348,16 @@ def weight_map(
     """
     labels = _as_labels(labels)
     mask = _resolve_mask(mask, labels.shape)
-    target = class_targets(
-        labels, border_width=border_width, n_classes=n_classes, connectivity=connectivity
-    )
+    target, ridge = _targets_and_ridge(labels, border_width, n_classes, connectivity)
     return _weight_map_from(
         labels,
         target,
+        ridge,
         mask,
         w0=w0,
         sigma=sigma,
         class_balance=class_balance,
         n_classes=n_classes,
-        connectivity=connectivity,
         truncate=truncate,
     )
 
@@ -389,16 +393,16 @@ def training_targets(
     """
     labels = _as_labels(labels)
     mask = annotation_mask(labels, regions, margin=margin)
-    target = class_targets(labels, border_width=border_width, n_classes=n_classes)
+    target, ridge = _targets_and_ridge(labels, border_width, n_classes, 2)
     wm = _weight_map_from(
         labels,
         target,
+        ridge,
         mask,
         w0=w0,
         sigma=sigma,
         class_balance=class_balance,
         n_classes=n_classes,
-        connectivity=2,
         truncate=truncate,
     )
     return target, wm.total, wm
