@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import os
 import pickle
+import re
 import tempfile
 import warnings
 import zipfile
@@ -244,8 +245,10 @@ def save_checkpoint(
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
+    """The first sentence of an exception's message, for use inside one of our sentences."""
+    lines = str(err).strip().splitlines()
+    text = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    return text[:160] or type(err).__name__
 
 
 def _torch_load(path: Path) -> Any:
@@ -262,9 +265,8 @@ def _torch_load(path: Path) -> Any:
     except pickle.UnpicklingError as err:
         message = str(err)
         if "weights only load failed" in message.lower():
-            detail = next(
-                (line.strip() for line in message.splitlines() if "Unsupported" in line), ""
-            )
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+            detail = f"it asks for {found.group(1)}" if found else ""
             raise CheckpointError(
                 f"the model file {path} was refused: it holds Python objects other than tensors "
                 f"and plain data, and loading those could run code"
