@@ -50,6 +50,8 @@ __all__ = [
     "AUTO_DIAMETER_TOLERANCE",
     "MIN_DIAMETER",
     "SegmentResult",
+    "bundled_model_path",
+    "check_image_shape",
     "estimate_diameter",
     "iter_segment",
     "load_model",
@@ -225,8 +227,9 @@ def estimate_diameter(labels: np.ndarray, *, exclude_border: bool = True) -> flo
 
     Parameters
     ----------
-    labels : (Y, X) or (P, Y, X) integer array
-        Instance labels, 0 background. In a stack, every plane's objects count separately.
+    labels : (Y, X) or (P, Y, X) integer array, or a sequence of (Y, X) arrays
+        Instance labels, 0 background. Every plane's (every array's) objects count
+        separately; the median is over all of them.
     exclude_border : bool
         Leave out objects that touch the image edge (they are cut off and would bias the
         estimate low), unless that would leave fewer than :data:`MIN_CELLS_FOR_ESTIMATE`.
@@ -245,15 +248,18 @@ def estimate_diameter(labels: np.ndarray, *, exclude_border: bool = True) -> flo
     >>> round(estimate_diameter(labels), 2)
     4.51
     """
-    labels = np.asarray(labels)
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        raise ValueError(f"labels must be an integer array, got dtype {labels.dtype}")
-    if labels.ndim == 2:
-        planes = [labels]
-    elif labels.ndim == 3:
-        planes = list(labels)
+    if isinstance(labels, (list, tuple)):
+        planes = [np.asarray(plane) for plane in labels]
     else:
-        raise ValueError(f"labels must be (Y, X) or (P, Y, X), got shape {labels.shape}")
+        array = np.asarray(labels)
+        planes = [array] if array.ndim == 2 else list(array)
+        if array.ndim not in (2, 3):
+            raise ValueError(f"labels must be (Y, X) or (P, Y, X), got shape {array.shape}")
+    for plane in planes:
+        if plane.ndim != 2:
+            raise ValueError(f"every label image must be (Y, X), got shape {plane.shape}")
+        if not (np.issubdtype(plane.dtype, np.integer) or plane.dtype == bool):
+            raise ValueError(f"labels must be integer arrays, got dtype {plane.dtype}")
     all_areas: list[np.ndarray] = []
     inner_areas: list[np.ndarray] = []
     for plane in planes:
@@ -320,8 +326,25 @@ def _check_scaled_size(spatial: tuple[int, int], factor: float, diameter: float 
 # input checks and axis handling
 
 
+def check_image_shape(
+    shape: tuple[int, ...], *, in_channels: int, channel_axis: int | None = None, stack: bool = False
+) -> None:
+    """Check, before reading any pixels, that data of ``shape`` fits a model.
+
+    Raises the same ``ValueError`` as :func:`iter_segment` would for wrong dimensions or a
+    channel count other than ``in_channels``.
+    """
+    _as_planes(
+        np.broadcast_to(np.zeros((), np.uint8), tuple(shape)),
+        channel_axis=channel_axis,
+        stack=stack,
+        in_channels=in_channels,
+        check_values=False,
+    )
+
+
 def _as_planes(
-    image: Any, *, channel_axis: int | None, stack: bool, in_channels: int
+    image: Any, *, channel_axis: int | None, stack: bool, in_channels: int, check_values: bool = True
 ) -> np.ndarray:
     """Validate ``image`` and return it as a (P, Y, X, C) view (no copy where possible)."""
     array = np.asarray(image)
@@ -364,7 +387,7 @@ def _as_planes(
             f"image has {n_channels}"
             + ("; pass channel_axis=... for a multichannel image" if channel_axis is None else "")
         )
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+    if check_values and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise ValueError("image contains NaN or infinite values")
     return array
 
