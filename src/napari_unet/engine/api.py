@@ -563,8 +563,10 @@ def iter_segment(
         Counted over the whole job, both passes of an automatic diameter included. While the
         first pass runs the total assumes that a second full pass follows; when it is not
         needed, a final ``TileDone(done=total, total=total)`` closes the count.
-    PlaneDone, TileSizeReduced
-        Re-yielded from the prediction of the full image.
+    PlaneDone
+        For each plane of the final result (not for the first pass of an estimate).
+    TileSizeReduced
+        Re-yielded from the prediction; the smaller tile is kept for a second pass.
 
     Returns
     -------
@@ -635,7 +637,7 @@ def iter_segment(
 
     sample_prob = yield from _predict_pass(
         net, sample, factor=1.0, stack=False, offset=0, total_for=first_total,
-        keep_plane_events=whole, **common,
+        keep_plane_events=False, **common,
     )
     done_first = int(state.get("pass_total", 0))
     sample_labels = _label(sample_prob, threshold=threshold, min_size=None, stack=False)
@@ -654,6 +656,7 @@ def iter_segment(
             factor = 1.0
     if whole and factor == 1.0:
         yield TileDone(done=done_first, total=done_first)
+        yield PlaneDone(plane=0, n_planes=1)
         labels = _label(sample_prob, threshold=threshold, min_size=min_size, stack=stack)
         prob = sample_prob
     else:

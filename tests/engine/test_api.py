@@ -1,0 +1,386 @@
+"""The one-call API: model loading, input checks, cell-diameter rescaling and its estimate.
+
+A tiny network with random weights cannot segment anything, so the rescaling logic is checked
+with a stand-in predictor (``tiling.iter_predict`` replaced by a threshold of the image) that
+records the image it is given; the real network is used for shapes, dtypes and the plumbing.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.engine import api
+from napari_unet.engine.checkpoint import Checkpoint, CheckpointError, save_checkpoint
+from napari_unet.engine.events import PlaneDone, TileDone, run_to_end
+from napari_unet.engine.model import UNet, UNetConfig
+
+TRAINED_DIAMETER = 24.0
+
+
+def tiny_net(in_channels: int = 1, n_classes: int = 3) -> UNet:
+    torch.manual_seed(0)
+    return UNet(UNetConfig(in_channels=in_channels, n_classes=n_classes, depth=2, base_channels=4))
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """A tiny model file that says it was trained on cells of 24 px."""
+    return save_checkpoint(
+        tmp_path / "tiny.pt", tiny_net(), extra={"diameter": TRAINED_DIAMETER}
+    )
+
+
+def discs(shape, diameter, spacing):
+    """Separate bright discs of ``diameter`` px on a grid; returns (image uint16, labels)."""
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    n = 0
+    for r in np.arange(spacing / 2, shape[0] - spacing / 2 + 1, spacing):
+        for c in np.arange(spacing / 2, shape[1] - spacing / 2 + 1, spacing):
+            n += 1
+            labels[(rows - r + 0.5) ** 2 + (cols - c + 0.5) ** 2 <= (diameter / 2) ** 2] = n
+    image = np.where(labels > 0, 1000, 100).astype(np.uint16)
+    return image, labels
+
+
+@pytest.fixture
+def oracle(monkeypatch):
+    """Replace the network's prediction by a threshold of the image; record every call."""
+    calls = []
+
+    def fake_iter_predict(model, image, *, channel_axis=None, stack=False, **kwargs):
+        calls.append({"shape": image.shape, "stack": stack, "channel_axis": channel_axis, **kwargs})
+        planes = image if stack else image[np.newaxis]
+        out = []
+        for i, plane in enumerate(planes):
+            plane = plane.astype(np.float32)
+            if channel_axis is not None:
+                plane = plane.mean(axis=-1)
+            lo, hi = float(plane.min()), float(plane.max())
+            cell = (plane > (lo + hi) / 2).astype(np.float32) if hi > lo else np.zeros_like(plane)
+            out.append(np.stack([1 - cell, cell, np.zeros_like(cell)]))
+            yield TileDone(done=i + 1, total=len(planes), plane=i, n_planes=len(planes))
+            yield PlaneDone(plane=i, n_planes=len(planes))
+        return np.stack(out) if stack else out[0]
+
+    monkeypatch.setattr("napari_unet.engine.tiling.iter_predict", fake_iter_predict)
+    return calls
+
+
+def drain(gen):
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+# -- load_model -------------------------------------------------------------------------------
+
+
+def test_load_model_from_file_reads_the_training_diameter(model_file):
+    net, checkpoint = api.load_model(model_file)
+    assert isinstance(net, UNet)
+    assert isinstance(checkpoint, Checkpoint)
+    assert api.model_diameter(checkpoint) == TRAINED_DIAMETER
+    again = api.load_model(str(model_file))
+    assert again[0].config == net.config
+
+
+def test_load_model_passes_models_through():
+    net = tiny_net()
+    got, checkpoint = api.load_model(net)
+    assert got is net
+    assert api.model_diameter(checkpoint) is None
+    assert checkpoint.normalization == {"low": 1.0, "high": 99.8}
+    pair = (net, checkpoint)
+    assert api.load_model(pair)[0] is net and api.load_model(pair)[1] is checkpoint
+
+
+def test_load_model_errors(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        api.load_model(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(CheckpointError):
+        api.load_model(bad)
+    with pytest.raises(TypeError, match="model must be"):
+        api.load_model(42)
+    monkeypatch.setattr(api, "bundled_model_path", lambda: None)
+    with pytest.raises(FileNotFoundError, match="bundled model is not installed"):
+        api.load_model("default")
+    with pytest.raises(FileNotFoundError, match="bundled model is not installed"):
+        api.load_model(None)
+
+
+def test_model_diameter_ignores_nonsense():
+    from types import SimpleNamespace
+
+    assert api.model_diameter(SimpleNamespace(extra={"diameter": "big"})) is None
+    assert api.model_diameter(SimpleNamespace(extra={"diameter": -3})) is None
+    assert api.model_diameter(SimpleNamespace(extra=None)) is None
+    assert api.model_diameter(SimpleNamespace(extra={"diameter": 17})) == 17.0
+
+
+# -- the real network: shapes, dtypes, validation ---------------------------------------------
+
+
+def test_segment_returns_labels_of_the_input_shape(nuclei, model_file):
+    image, _ = nuclei
+    events, result = drain(api.iter_segment(image, model_file, device="cpu"))
+    assert result.labels.shape == image.shape
+    assert result.labels.dtype == np.uint16
+    assert result.probabilities.shape == (3, *image.shape)
+    assert result.probabilities.dtype == np.float32
+    np.testing.assert_allclose(result.probabilities.sum(axis=0), 1.0, atol=1e-4)
+    tiles = [e for e in events if isinstance(e, TileDone)]
+    assert tiles and tiles[-1].done == tiles[-1].total
+    labels = api.segment(image, model_file, device="cpu")
+    assert labels.shape == image.shape and labels.dtype == np.uint16
+
+
+def test_segment_is_reexported_by_the_package(nuclei, model_file):
+    import napari_unet
+
+    labels = napari_unet.segment(nuclei[0], model_file, device="cpu", diameter=24)
+    assert labels.shape == nuclei[0].shape
+
+
+def test_segment_resizes_back_with_the_real_network(nuclei, model_file):
+    image, _ = nuclei
+    result = run_to_end(api.iter_segment(image, model_file, device="cpu", diameter=16))
+    assert result.scale == pytest.approx(1.5)
+    assert result.diameter == 16
+    assert result.labels.shape == image.shape
+    assert result.probabilities.shape == (3, *image.shape)
+
+
+def test_segment_stack_and_channels(nuclei):
+    image, _ = nuclei
+    image = image[:48, :64]
+    stack = np.stack([image, image[::-1]])
+    result = run_to_end(api.iter_segment(stack, tiny_net(), stack=True, device="cpu"))
+    assert result.labels.shape == stack.shape
+    assert result.probabilities.shape == (2, 3, 48, 64)
+    ids0 = set(np.unique(result.labels[0])) - {0}
+    ids1 = set(np.unique(result.labels[1])) - {0}
+    assert not ids0 & ids1
+
+    rgb = np.stack([image, image // 2, image // 3], axis=-1)
+    net3 = tiny_net(in_channels=3)
+    assert api.segment(rgb, net3, channel_axis=-1, device="cpu").shape == (48, 64)
+    assert api.segment(np.moveaxis(rgb, -1, 0), net3, channel_axis=0, device="cpu").shape == (48, 64)
+
+
+@pytest.mark.parametrize(
+    ("image", "kwargs", "message"),
+    [
+        (np.zeros((2, 40, 40)), {}, "channel_axis=... for channels or stack=True"),
+        (np.zeros((40, 40, 3)), {"channel_axis": -1}, "expects 1 channel but the image has 3"),
+        (np.zeros((40, 40)), {"stack": True}, r"\(P, Y, X\) was expected"),
+        (np.full((40, 40), np.nan), {}, "NaN"),
+        (np.zeros((40, 40), complex), {}, "real-valued"),
+        (np.array([["a", "b"], ["c", "d"]]), {}, "real-valued"),
+        (np.zeros((0, 40)), {}, "empty"),
+        (np.zeros((40, 40)), {"diameter": 0}, "positive"),
+        (np.zeros((40, 40)), {"diameter": -5}, "positive"),
+        (np.zeros((40, 40)), {"diameter": float("nan")}, "positive"),
+        (np.zeros((40, 40)), {"diameter": "big"}, "number of pixels"),
+        (np.zeros((40, 40)), {"diameter": 0.2}, "smaller than a pixel"),
+        (np.zeros((40, 40)), {"diameter": 400}, "larger than the image"),
+        (np.zeros((40, 40)), {"threshold": 1.0}, "threshold"),
+        (np.zeros((40, 40)), {"min_size": -1}, "min_size"),
+        (np.zeros((40, 40)), {"tile_size": 0}, "tile_size"),
+    ],
+)
+def test_bad_input_raises_before_any_work(image, kwargs, message, model_file, oracle):
+    gen = api.iter_segment(image, model_file, device="cpu", **kwargs)
+    with pytest.raises(ValueError, match=message):
+        next(gen)
+    assert oracle == []
+
+
+def test_check_image_shape_reads_no_pixels():
+    api.check_image_shape((5, 4000, 4000), in_channels=1, stack=True)
+    with pytest.raises(ValueError, match="expects 3 channels"):
+        api.check_image_shape((64, 64), in_channels=3)
+
+
+def test_an_absurd_enlargement_is_refused(model_file, monkeypatch):
+    monkeypatch.setattr(api, "MAX_RESCALED_PIXELS", 100 * 100)
+    with pytest.raises(ValueError, match="enlarge the image"):
+        next(api.iter_segment(np.zeros((60, 60)), model_file, diameter=6))
+
+
+# -- rescaling, with the stand-in predictor ---------------------------------------------------
+
+
+def test_given_diameter_rescales_the_image_and_the_labels_back(model_file, oracle):
+    image, truth = discs((96, 96), 12, 24)
+    result = run_to_end(api.iter_segment(image, model_file, diameter=12))
+    assert [c["shape"] for c in oracle] == [(192, 192)]
+    assert result.scale == pytest.approx(2.0)
+    assert result.diameter == 12
+    assert result.labels.shape == (96, 96)
+    assert result.labels.max() == truth.max() == 16
+    # the labels land where the discs are
+    assert np.mean((result.labels > 0) == (truth > 0)) > 0.97
+
+
+def test_shrinking_is_antialiased_and_sized(model_file, oracle):
+    image, _ = discs((96, 96), 20, 32)
+    result = run_to_end(api.iter_segment(image, model_file, diameter=48))
+    assert [c["shape"] for c in oracle] == [(48, 48)]
+    assert result.labels.shape == (96, 96)
+    assert result.scale == pytest.approx(0.5)
+
+
+def test_a_diameter_close_to_the_model_is_not_rescaled(model_file, oracle):
+    image, _ = discs((64, 64), 20, 32)
+    result = run_to_end(api.iter_segment(image, model_file, diameter=23.5))
+    assert [c["shape"] for c in oracle] == [(64, 64)]
+    assert result.scale == 1.0
+
+
+def test_a_model_without_diameter_is_never_rescaled(oracle):
+    image, _ = discs((64, 64), 12, 32)
+    with pytest.warns(UserWarning, match="no training diameter"):
+        result = run_to_end(api.iter_segment(image, tiny_net(), diameter=12))
+    assert [c["shape"] for c in oracle] == [(64, 64)]
+    assert result.scale == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = run_to_end(api.iter_segment(image, tiny_net()))
+    assert result.diameter is None and len(oracle) == 2
+
+
+def test_automatic_diameter_reruns_at_the_corrected_scale(model_file, oracle):
+    image, truth = discs((96, 96), 12, 24)
+    events, result = drain(api.iter_segment(image, model_file))
+    assert len(oracle) == 2 and oracle[0]["shape"] == (96, 96)
+    assert oracle[1]["shape"] == (round(96 * result.scale),) * 2
+    assert 180 <= oracle[1]["shape"][0] <= 204  # about twice as large
+    assert result.diameter == pytest.approx(12, abs=1.0)
+    assert result.scale == pytest.approx(TRAINED_DIAMETER / result.diameter)
+    assert result.labels.shape == (96, 96)
+    assert result.labels.max() == truth.max()
+    # progress covers both passes and ends at 100 %
+    tiles = [e for e in events if isinstance(e, TileDone)]
+    assert [e.done for e in tiles] == sorted(e.done for e in tiles)
+    assert tiles[-1].done == tiles[-1].total == 2
+    # the first pass's plane events are not passed on (it is not the final result)
+    assert sum(isinstance(e, PlaneDone) for e in events) == 1
+
+
+def test_automatic_diameter_keeps_the_scale_when_it_fits(model_file, oracle):
+    image, _ = discs((128, 128), 22, 32)
+    events, result = drain(api.iter_segment(image, model_file))
+    assert [c["shape"] for c in oracle] == [(128, 128)]  # one pass, reused
+    assert result.scale == 1.0
+    assert result.diameter == pytest.approx(22, abs=1.0)
+    tiles = [e for e in events if isinstance(e, TileDone)]
+    assert tiles[0].total == 2  # a second pass was possible while the first ran
+    assert tiles[-1].done == tiles[-1].total == 1
+    assert sum(isinstance(e, PlaneDone) for e in events) == 1
+
+
+def test_automatic_diameter_without_cells_keeps_the_scale(model_file, oracle):
+    result = run_to_end(api.iter_segment(np.full((64, 64), 7, np.uint16), model_file))
+    assert result.diameter is None and result.scale == 1.0
+    assert len(oracle) == 1 and result.labels.max() == 0
+
+
+def test_automatic_diameter_samples_big_images_and_stacks(model_file, oracle, monkeypatch):
+    monkeypatch.setattr(api, "ESTIMATE_CROP", 48)
+    image, _ = discs((96, 96), 12, 24)
+    stack = np.stack([image, image, image])
+    result = run_to_end(api.iter_segment(stack, model_file, stack=True))
+    # first pass: the middle plane, a central crop; second: the whole stack, enlarged
+    assert oracle[0]["shape"] == (48, 48) and oracle[0]["stack"] is False
+    side = round(96 * result.scale)
+    assert oracle[1]["shape"] == (3, side, side) and oracle[1]["stack"] is True
+    assert 180 <= side <= 204
+    assert result.labels.shape == (3, 96, 96)
+    assert result.probabilities.shape == (3, 3, 96, 96)
+    per_plane = [set(np.unique(p)) - {0} for p in result.labels]
+    assert all(len(ids) == 16 for ids in per_plane)
+    assert not per_plane[0] & per_plane[1]
+
+
+def test_channels_are_resized_together(oracle, tmp_path):
+    net = tiny_net(in_channels=2)
+    path = save_checkpoint(tmp_path / "two.pt", net, extra={"diameter": 24.0})
+    image, _ = discs((64, 64), 12, 32)
+    two = np.stack([image, image], axis=0)
+    result = run_to_end(api.iter_segment(two, path, channel_axis=0, diameter=12))
+    assert oracle[0]["shape"] == (128, 128, 2) and oracle[0]["channel_axis"] == -1
+    assert result.labels.shape == (64, 64)
+
+
+def test_closing_the_generator_stops_prediction(model_file, oracle):
+    image, _ = discs((96, 96), 12, 24)
+    gen = api.iter_segment(image, model_file)
+    next(gen)
+    gen.close()
+    assert len(oracle) == 1
+
+
+# -- the estimator ----------------------------------------------------------------------------
+
+
+def test_estimate_diameter_of_known_discs():
+    _, labels = discs((120, 120), 14, 30)
+    assert api.estimate_diameter(labels) == pytest.approx(14, abs=0.6)
+    assert api.estimate_diameter(np.stack([labels, labels])) == pytest.approx(14, abs=0.6)
+    _, small = discs((60, 60), 8, 20)
+    both = api.estimate_diameter([labels, labels, small])
+    assert both == pytest.approx(14, abs=0.6)  # 32 large discs outvote 9 small ones
+
+
+def test_estimate_diameter_leaves_out_cells_cut_by_the_edge():
+    labels = np.zeros((50, 50), np.int32)
+    labels[10:20, 10:20] = 1
+    labels[25:35, 10:20] = 2
+    labels[10:20, 30:40] = 3
+    labels[0:2, 0:10] = 4  # cut off by the edges: 20 px each
+    labels[48:50, 0:10] = 5
+    labels[20:30, 0:2] = 6
+    labels[20:30, 48:50] = 7
+    inner = np.sqrt(4 * 100 / np.pi)
+    assert api.estimate_diameter(labels) == pytest.approx(inner)
+    assert api.estimate_diameter(labels, exclude_border=False) == pytest.approx(np.sqrt(4 * 20 / np.pi))
+    labels[labels == 3] = 0  # too few inner cells left: all of them count
+    assert api.estimate_diameter(labels) == pytest.approx(np.sqrt(4 * 20 / np.pi))
+
+
+def test_estimate_diameter_needs_a_few_cells():
+    labels = np.zeros((30, 30), np.int32)
+    assert api.estimate_diameter(labels) is None
+    labels[5:10, 5:10] = 1
+    labels[15:20, 15:20] = 2
+    assert api.estimate_diameter(labels) is None
+    with pytest.raises(ValueError):
+        api.estimate_diameter(np.zeros((3, 3), np.float32))
+
+
+def test_rescale_factor():
+    assert api.rescale_factor(12, 24) == 2.0
+    assert api.rescale_factor(48, 24) == 0.5
+    assert api.rescale_factor(24.5, 24) == 1.0
+    assert api.rescale_factor(None, 24) == 1.0
+    assert api.rescale_factor(12, None) == 1.0
+
+
+def test_nuclei_sample_is_shared_with_the_napari_sample():
+    from napari_unet._sample_data import nuclei_sample
+
+    image, labels = api.nuclei_sample_arrays()
+    layers = nuclei_sample()
+    np.testing.assert_array_equal(layers[0][0], image)
+    np.testing.assert_array_equal(layers[1][0], labels)
+    assert image.shape == (512, 512) and image.dtype == np.uint16
