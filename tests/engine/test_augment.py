@@ -66,7 +66,7 @@ def test_elastic_reproducible_from_seed(sample):
 
 def test_displacement_field_statistics():
     rng = np.random.default_rng(0)
-    corners = np.array([displacement_field((33, 33), sigma=10.0, rng=rng)[:, 0, -1] for _ in range(400)])
+    corners = np.array([displacement_field((9, 9), sigma=10.0, rng=rng)[:, 0, -1] for _ in range(400)])
     assert corners.std() == pytest.approx(10.0, rel=0.1)  # the knots carry N(0, 10 px) vectors
     field = displacement_field((64, 64), sigma=10.0, rng=1)
     assert np.abs(np.diff(field, axis=-1)).max() < 2.0  # smooth: no pixel-to-pixel jumps
@@ -153,3 +153,14 @@ def test_augmenter_out_shape(sample):
     image, labels, weights, mask = sample
     img, lab, w, m = Augmenter(rng=0)(image, labels, weights, mask, out_shape=(48, 64))
     assert img.shape == lab.shape == w.shape == m.shape == (48, 64)
+
+
+def test_spline_upsampling_interpolates_the_knots():
+    from napari_unet.engine.augment import _spline_matrix
+
+    m = _spline_matrix(9, 3)  # knots at pixels 0, 4 and 8
+    np.testing.assert_allclose(m[[0, 4, 8]], np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(m.sum(axis=1), 1.0)  # constants stay constant
+    np.testing.assert_allclose(m @ np.array([0.0, 1.0, 2.0]), np.linspace(0, 2, 9))  # and lines
+    curved = m @ np.array([0.0, 1.0, 0.0])
+    assert curved[2] > 0.5  # a spline, not linear interpolation

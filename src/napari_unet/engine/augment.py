@@ -15,11 +15,11 @@ to a smooth per-pixel displacement field.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.interpolate import CubicSpline
 
 __all__ = ["Augmenter", "displacement_field", "elastic_deform"]
 
@@ -28,14 +28,36 @@ def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
+@functools.lru_cache(maxsize=32)
 def _spline_matrix(n: int, grid: int) -> np.ndarray:
     """(n, grid) weights that interpolate ``grid`` evenly spaced knots to ``n`` pixels with a
-    natural cubic spline (the knots sit on the first pixel, the last pixel and evenly between)."""
+    natural cubic spline (the knots sit on the first pixel, the last pixel and evenly between).
+
+    Row ``r`` holds the values at pixel ``r`` of the splines through the unit vectors, so
+    ``matrix @ values`` interpolates knot ``values``. Written out (unit knot spacing, second
+    derivatives ``m`` from the tridiagonal system ``m[i-1] + 4 m[i] + m[i+1] = 6 (y[i+1] - 2 y[i] +
+    y[i-1])``, ``m = 0`` at both ends) rather than imported from scipy.interpolate, which is slow
+    to import.
+    """
     if grid == 1:
         return np.ones((n, 1))
-    knots = np.arange(grid, dtype=np.float64)
+    knots = np.eye(grid)
+    second = np.zeros((grid, grid))
+    if grid > 2:
+        inner = 4.0 * np.eye(grid - 2) + np.eye(grid - 2, k=1) + np.eye(grid - 2, k=-1)
+        second[1:-1] = np.linalg.solve(inner, 6.0 * (knots[2:] - 2.0 * knots[1:-1] + knots[:-2]))
     where = np.linspace(0.0, grid - 1.0, n)
-    return CubicSpline(knots, np.eye(grid), bc_type="natural")(where)
+    left = np.minimum(where.astype(np.intp), grid - 2)
+    u = (where - left)[:, None]
+    v = 1.0 - u
+    matrix = (
+        v * knots[left]
+        + u * knots[left + 1]
+        + (v**3 - v) * second[left] / 6.0
+        + (u**3 - u) * second[left + 1] / 6.0
+    )
+    matrix.flags.writeable = False  # cached and shared
+    return matrix
 
 
 def displacement_field(
