@@ -16,6 +16,7 @@ from napari_unet.engine.tiling import (
     mirror_indices,
     mirrored_window,
     normalize,
+    percentile_range,
     predict,
     round_tile_size,
     tile_size_for_budget,
@@ -154,6 +155,15 @@ def test_same_net_single_tile_equals_forward_and_multi_tile_blends(rng):
 
 
 # --------------------------------------------------------------------------- inputs, normalisation
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_percentile_range_matches_numpy(rng, dtype):
+    values = (rng.random((2, 37, 41)) * 250).astype(dtype)
+    values[1] = 7  # constant channel
+    lo, hi = percentile_range(values, low=1.0, high=99.8, channel_axis=0)
+    for c in range(2):
+        np.testing.assert_allclose([lo[c], hi[c]], np.percentile(values[c], [1.0, 99.8]), rtol=1e-6)
 
 
 def test_normalize_percentiles_and_constant_images():
@@ -334,7 +344,7 @@ def test_cuda_prediction_matches_cpu(nuclei):
     image = nuclei[0]
     on_cpu = predict(model, image, device="cpu")
     full = predict(model, image, device="cuda", amp=False)
-    np.testing.assert_allclose(full, on_cpu, atol=1e-3)
+    np.testing.assert_allclose(full, on_cpu, atol=5e-3)  # cuDNN may use TF32
     mixed = predict(model, image, device="cuda", amp=True, out_dtype=np.float16)
     assert mixed.dtype == np.float16
     assert np.abs(mixed.astype(np.float32) - on_cpu).max() < 3e-2
