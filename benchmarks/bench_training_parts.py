@@ -80,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rows: list[tuple[str, str, str, str]] = []
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     # --- weight map -------------------------------------------------------------------------
     _, labels = synthetic_nuclei((2048, 2048), n_cells=2000, diameter=30.0, rng=0)
@@ -144,6 +145,7 @@ def main() -> None:
         )
     )
 
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     command = "python benchmarks/bench_training_parts.py " + " ".join(sys.argv[1:])
     header = [
         "# Training parts: weight map and augmentation",
@@ -154,6 +156,8 @@ def main() -> None:
         f"- python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
         f"- command: `{command.strip()}`",
+        f"- 1-minute load average {load_before:.1f} before, {load_after:.1f} after the run "
+        f"(above {os.cpu_count()}, other processes shared the CPUs and every time is inflated)",
         f"- times are medians ({args.repeats} runs of the weight map, {args.tiles} tiles); "
         "ratio = peer / ours",
         "",
