@@ -240,7 +240,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         try:
             check_image_shape(shape, in_channels=in_channels, channel_axis=channel_axis, stack=stack)
         except ValueError as exc:
-            raise UsageError(f"{image}: {_one_line(exc)}") from None
+            hint = ""
+            if channel_axis is not None and args.channel_axis is None and len(shape) == 3:
+                hint = f" (read as channels on axis {channel_axis}; pass --stack if the first axis holds planes)"
+            raise UsageError(f"{image}: {_one_line(exc)}{hint}") from None
         layouts.append((channel_axis, stack))
 
     for n, ((image, labels_path, probs_path), (channel_axis, stack)) in enumerate(

@@ -8,7 +8,9 @@ axes string (e.g. ``"YX"``, ``"YXS"`` for RGB, ``"ZYX"``, ``"CYX"`` for ImageJ h
 the channels and whether the first axis is a stack of planes:
 
 - 2-D data is one grayscale image;
-- 3-D data: an axis marked ``S`` (RGB samples) or ``C`` (ImageJ channels) holds channels; else,
+- 3-D data: an axis marked ``S`` (RGB samples) or ``C`` (ImageJ channels) holds channels (note
+  that ``tifffile.imwrite`` stores a (3, Y, X) or (4, Y, X) array as planar RGB unless given
+  ``photometric="minisblack"``; ``stack=True`` reads such a file as planes); else,
   for a multichannel model, an axis whose size is the model's channel count; else a trailing
   axis of 3 or 4 after two larger ones (an RGB(A) image saved without the RGB flag); otherwise
   it is a stack of planes (Z slices or time points);
@@ -221,6 +223,8 @@ def infer_layout(
             return None, True
         found = _channel_axis_3d(shape, axes, in_channels)
         if stack is False:
+            if found is None and shape[0] <= 4 < min(shape[1:]):
+                found = 0
             if found is None:
                 raise ValueError(
                     f"cannot tell which axis of shape {shape} holds the channels; give the "
@@ -320,6 +324,9 @@ def write_tiff(
     """
     import tifffile
 
+    data = np.asarray(data)
+    if data.dtype.kind not in "biuf":
+        raise ValueError(f"cannot write {data.dtype} data as a TIFF image")
     path = check_output(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

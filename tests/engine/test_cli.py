@@ -1,0 +1,529 @@
+"""The command line, called in-process (``cli.main([...])``) on small TIFF files, plus one run of
+the installed console script; and the TIFF helpers of ``engine.io`` underneath it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet import cli
+from napari_unet.engine.checkpoint import load_checkpoint, save_checkpoint
+from napari_unet.engine.io import (
+    ImageReadError,
+    infer_layout,
+    list_images,
+    read_tiff,
+    write_labels,
+    write_tiff,
+)
+from napari_unet.engine.model import UNet, UNetConfig
+from napari_unet.engine.synthetic import synthetic_nuclei
+
+
+def _tiny(in_channels: int = 1) -> UNet:
+    torch.manual_seed(0)
+    return UNet(UNetConfig(in_channels=in_channels, depth=2, base_channels=4))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A folder with a small nuclei image, its ground truth and two tiny model files."""
+    root = tmp_path_factory.mktemp("cli")
+    image, labels = synthetic_nuclei((48, 64), n_cells=6, diameter=12.0, rng=3)
+    tifffile.imwrite(root / "cells.tif", image)
+    tifffile.imwrite(root / "cells_ground_truth.tif", labels.astype(np.uint16))
+    save_checkpoint(root / "gray.pt", _tiny(1), extra={"diameter": 12.0})
+    save_checkpoint(root / "rgb.pt", _tiny(3), extra={"diameter": 12.0})
+    return root
+
+
+@pytest.fixture
+def work(files, tmp_path):
+    for name in ("cells.tif", "cells_ground_truth.tif"):
+        shutil.copy(files / name, tmp_path / name)
+    return tmp_path
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str, *words: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("napari-unet: error: ")
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0]
+
+
+# -- predict ----------------------------------------------------------------------------------
+
+
+def test_predict_writes_uint16_labels_of_the_input_shape(files, work, capsys):
+    out = work / "labels.tif"
+    code, stdout, err = run(capsys, "predict", work / "cells.tif", "-o", out, "--model", files / "gray.pt")
+    assert code == 0, err
+    labels = tifffile.imread(out)
+    assert labels.dtype == np.uint16
+    assert labels.shape == (48, 64)
+    assert "cells.tif" in stdout and str(out) in stdout
+    assert err == ""  # not a terminal: no progress bar
+    assert sorted(p.name for p in work.iterdir()) == ["cells.tif", "cells_ground_truth.tif", "labels.tif"]
+
+
+def test_predict_refuses_an_existing_output_unless_overwrite(files, work, capsys):
+    out = work / "labels.tif"
+    out.write_bytes(b"precious")
+    args = ["predict", work / "cells.tif", "-o", out, "--model", files / "gray.pt"]
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    assert_one_line_error(err, "already exists", "--overwrite")
+    assert out.read_bytes() == b"precious"
+    code, _, err = run(capsys, *args, "--overwrite", "--diameter", "10", "--probabilities", work / "p.tif")
+    assert code == 0, err
+    assert tifffile.imread(out).shape == (48, 64)
+    probs = tifffile.imread(work / "p.tif")
+    assert probs.shape == (3, 48, 64) and probs.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("make_input", "words"),
+    [
+        (lambda d: d / "missing.tif", ["no such file", "missing.tif"]),
+        (lambda d: _write(d / "notes.tif", b"just some text, not a TIFF"), ["cannot read", "notes.tif"]),
+        (lambda d: _write(d / "empty.tif", b""), ["cannot read", "empty.tif"]),
+        (lambda d: _tiff(d / "line.tif", np.zeros(50, np.uint8)), ["dimensions"]),
+        (lambda d: _tiff(d / "five.tif", np.zeros((2, 2, 2, 8, 8), np.uint8)), ["5 dimensions"]),
+    ],
+)
+def test_predict_bad_input_is_one_line_and_writes_nothing(files, work, capsys, make_input, words):
+    source = make_input(work)
+    out = work / "labels.tif"
+    code, stdout, err = run(capsys, "predict", source, "-o", out, "--model", files / "gray.pt")
+    assert code == 2
+    assert_one_line_error(err, *words)
+    assert not out.exists()
+    assert stdout == ""
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _tiff(path: Path, data: np.ndarray) -> Path:
+    tifffile.imwrite(path, data)
+    return path
+
+
+def test_predict_model_for_other_channels_is_refused(files, work, capsys):
+    out = work / "labels.tif"
+    code, _, err = run(capsys, "predict", work / "cells.tif", "-o", out, "--model", files / "rgb.pt")
+    assert code == 2
+    assert_one_line_error(err, "expects 3 channels but the image has 1", "--channel-axis")
+    assert not out.exists()
+
+
+def test_predict_bad_model_files(work, capsys, tmp_path):
+    out = work / "labels.tif"
+    broken = _write(tmp_path / "broken.pt", b"\x00" * 100)
+    for model, words in ((tmp_path / "nope.pt", ["model file not found"]), (broken, ["broken.pt"])):
+        code, _, err = run(capsys, "predict", work / "cells.tif", "-o", out, "--model", model)
+        assert code == 2
+        assert_one_line_error(err, *words)
+        assert not out.exists()
+
+
+def test_predict_an_rgb_tiff_with_a_three_channel_model(files, work, capsys):
+    image = tifffile.imread(work / "cells.tif")
+    rgb = np.stack([image // 16, image // 32, image // 64], axis=-1).astype(np.uint8)
+    tifffile.imwrite(work / "rgb.tif", rgb, photometric="rgb")
+    code, _, err = run(capsys, "predict", work / "rgb.tif", "-o", work / "l.tif", "--model", files / "rgb.pt")
+    assert code == 0, err
+    assert tifffile.imread(work / "l.tif").shape == (48, 64)
+    code, _, err = run(capsys, "predict", work / "rgb.tif", "-o", work / "g.tif", "--model", files / "gray.pt")
+    assert code == 2
+    assert_one_line_error(err, "expects 1 channel but the image has 3")
+
+
+def test_predict_a_stack_plane_by_plane(files, work, capsys):
+    image = tifffile.imread(work / "cells.tif")
+    stack = np.stack([image, image[::-1], image[:, ::-1]])
+    tifffile.imwrite(work / "stack.tif", stack, photometric="minisblack")
+    # without photometric, tifffile stores 3 planes as planar RGB: refused, with a hint ...
+    tifffile.imwrite(work / "planar.tif", stack)
+    code, _, err = run(capsys, "predict", work / "planar.tif", "-o", work / "p.tif", "--model", files / "gray.pt")
+    assert code == 2
+    assert_one_line_error(err, "has 3", "--stack")
+    # ... that works
+    code, _, err = run(
+        capsys, "predict", work / "planar.tif", "-o", work / "p.tif", "--model", files / "gray.pt", "--stack",
+        "--diameter", "12",
+    )
+    assert code == 0, err
+    assert tifffile.imread(work / "p.tif").shape == (3, 48, 64)
+    code, _, err = run(
+        capsys, "predict", work / "stack.tif", "-o", work / "s.tif", "--model", files / "gray.pt",
+        "--diameter", "12",
+    )
+    assert code == 0, err
+    labels = tifffile.imread(work / "s.tif")
+    assert labels.shape == (3, 48, 64)
+    planes = [set(np.unique(p)) - {0} for p in labels]
+    assert not planes[0] & planes[1] and not planes[1] & planes[2]
+
+
+def test_predict_a_folder(files, work, capsys):
+    folder = work / "images"
+    folder.mkdir()
+    for name in ("a.tif", "b.TIFF"):
+        shutil.copy(work / "cells.tif", folder / name)
+    (folder / "readme.txt").write_text("not an image")
+    out = work / "results"
+    args = ["predict", folder, "-o", out, "--model", files / "gray.pt", "--diameter", "12"]
+    code, stdout, err = run(capsys, *args)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "b_labels.tif"]
+    assert tifffile.imread(out / "b_labels.tif").shape == (48, 64)
+    assert "[2/2]" not in stdout  # the counter is for the progress bar only
+    # one existing output: refused before any work, the other is not rewritten either
+    (out / "a_labels.tif").unlink()
+    before = (out / "b_labels.tif").stat().st_mtime_ns
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    assert_one_line_error(err, "b_labels.tif", "already exists")
+    assert not (out / "a_labels.tif").exists()
+    assert (out / "b_labels.tif").stat().st_mtime_ns == before
+    # results written next to the inputs are not taken for inputs the next time
+    code, _, err = run(capsys, "predict", folder, "-o", folder, "--model", files / "gray.pt", "--diameter", "12")
+    assert code == 0, err
+    code, _, err = run(capsys, "predict", folder, "-o", folder, "--model", files / "gray.pt", "--overwrite", "--diameter", "12")
+    assert code == 0, err
+    assert sorted(p.name for p in folder.glob("*_labels.tif")) == ["a_labels.tif", "b_labels.tif"]
+
+
+def test_predict_a_folder_needs_an_output_folder(files, work, capsys):
+    folder = work / "images"
+    folder.mkdir()
+    shutil.copy(work / "cells.tif", folder / "a.tif")
+    code, _, err = run(capsys, "predict", folder, "-o", work / "cells.tif", "--model", files / "gray.pt")
+    assert code == 2
+    assert_one_line_error(err, "must be a folder")
+    empty = work / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "predict", empty, "-o", work / "out", "--model", files / "gray.pt")
+    assert code == 2
+    assert_one_line_error(err, "no .tif/.tiff images")
+
+
+def test_predict_refuses_to_replace_its_input(files, work, capsys):
+    image = work / "cells.tif"
+    before = image.read_bytes()
+    code, _, err = run(capsys, "predict", image, "-o", image, "--model", files / "gray.pt", "--overwrite")
+    assert code == 2
+    assert_one_line_error(err, "replace an input")
+    assert image.read_bytes() == before
+
+
+def test_predict_draws_a_progress_bar_on_a_terminal(files, work, capsys, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code = cli.main(["predict", str(work / "cells.tif"), "-o", str(work / "l.tif"), "--model", str(files / "gray.pt")])
+    assert code == 0
+    drawn = terminal.getvalue()
+    assert "\r" in drawn and "100.0%" in drawn and "tiles" in drawn and "cells.tif" in drawn
+    assert drawn.endswith("\n")
+
+
+def test_usage_errors_are_one_line(capsys):
+    for argv in (["predict"], ["predict", "x.tif"], ["frobnicate"], ["predict", "a", "-o", "b", "--threshold", "2"],
+                 ["predict", "a", "-o", "b", "--diameter", "-3"], ["predict", "a", "-o", "b", "--device", "tpu"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert_one_line_error(err)
+    code, _, err = run(capsys)
+    assert code == 2 and "predict" in err
+
+
+def test_help_and_debug(work, capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "predict" in out and "evaluate" in out
+    code, out, _ = run(capsys, "predict", "--help")
+    assert code == 0 and "--diameter" in out
+    code, _, err = run(capsys, "predict", work / "missing.tif", "-o", work / "x.tif", "--debug")
+    assert code == 2
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("napari-unet: error:")
+
+
+def test_an_unavailable_device_is_a_usage_error(files, work, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run(capsys, "predict", work / "cells.tif", "-o", work / "x.tif", "--model", files / "gray.pt", "--device", "cuda")
+    assert code == 2
+    assert_one_line_error(err, "cuda")
+    assert not (work / "x.tif").exists()
+
+
+def test_a_missing_bundled_model_is_a_usage_error(work, capsys, monkeypatch):
+    monkeypatch.setattr("napari_unet.engine.api.bundled_model_path", lambda: None)
+    code, _, err = run(capsys, "predict", work / "cells.tif", "-o", work / "x.tif")
+    assert code == 2
+    assert_one_line_error(err, "bundled model is not installed")
+
+
+def test_a_failure_while_working_exits_1(files, work, capsys, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr("napari_unet.engine.api.iter_segment", boom)
+    code, _, err = run(capsys, "predict", work / "cells.tif", "-o", work / "x.tif", "--model", files / "gray.pt")
+    assert code == 1
+    assert_one_line_error(err, "out of memory")
+    assert not (work / "x.tif").exists()
+
+
+# -- evaluate ---------------------------------------------------------------------------------
+
+
+def test_evaluate_prints_the_metrics(work, capsys):
+    truth = tifffile.imread(work / "cells_ground_truth.tif")
+    code, out, err = run(capsys, "evaluate", work / "cells_ground_truth.tif", work / "cells_ground_truth.tif")
+    assert code == 0, err
+    for name in ("AP@0.5", "AP@0.75", "AP@0.9", "F1@0.5", "precision@0.5", "recall@0.5", "SEG",
+                 "foreground IoU", "pixel error", "Rand error"):
+        assert name in out, name
+    assert "AP@0.5 " in out and "1.0000" in out
+    worse = truth.copy()
+    worse[worse == 1] = 0
+    tifffile.imwrite(work / "pred.tif", worse)
+    code, out, _ = run(capsys, "evaluate", work / "pred.tif", work / "cells_ground_truth.tif", "--json")
+    assert code == 0
+    payload = json.loads(out)
+    metrics = payload["pairs"][0]["metrics"]
+    n = int(truth.max())
+    assert metrics["recall@0.5"] == pytest.approx((n - 1) / n)
+    assert metrics["precision@0.5"] == 1.0
+    assert payload["mean"]["recall@0.5"] == metrics["recall@0.5"]
+
+
+def test_evaluate_folders_pairs_files_by_name(work, capsys):
+    pred, gt = work / "pred", work / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    truth = tifffile.imread(work / "cells_ground_truth.tif")
+    for stem in ("one", "two"):
+        tifffile.imwrite(pred / f"{stem}_labels.tif", truth)
+        tifffile.imwrite(gt / f"{stem}.tif", truth)
+    code, out, err = run(capsys, "evaluate", pred, gt)
+    assert code == 0, err
+    assert "one_labels.tif" in out and "two_labels.tif" in out and "mean over 2 images" in out
+    (gt / "two.tif").unlink()
+    code, _, err = run(capsys, "evaluate", pred, gt)
+    assert code == 2
+    assert_one_line_error(err, "no ground truth for two_labels.tif")
+
+
+def test_evaluate_bad_input(work, capsys):
+    tifffile.imwrite(work / "small.tif", np.zeros((10, 10), np.uint16))
+    code, _, err = run(capsys, "evaluate", work / "small.tif", work / "cells_ground_truth.tif")
+    assert code == 2
+    assert_one_line_error(err, "shape")
+    tifffile.imwrite(work / "float.tif", np.full((48, 64), 0.5, np.float32))
+    code, _, err = run(capsys, "evaluate", work / "float.tif", work / "cells_ground_truth.tif")
+    assert code == 2
+    assert_one_line_error(err, "not a label image")
+
+
+# -- sample -----------------------------------------------------------------------------------
+
+
+def test_sample_writes_the_image_and_its_ground_truth(tmp_path, capsys):
+    code, _, err = run(capsys, "sample", "nuclei", "--output-dir", tmp_path / "out")
+    assert code == 0, err
+    image = tifffile.imread(tmp_path / "out" / "nuclei.tif")
+    truth = tifffile.imread(tmp_path / "out" / "nuclei_ground_truth.tif")
+    assert image.shape == truth.shape == (512, 512)
+    assert image.dtype == np.uint16 and truth.dtype == np.uint16 and truth.max() > 50
+    code, _, err = run(capsys, "sample", "nuclei", "--output-dir", tmp_path / "out")
+    assert code == 2
+    assert_one_line_error(err, "already exists")
+    code, _, err = run(capsys, "sample", "nuclei", "--output-dir", tmp_path / "out", "--overwrite")
+    assert code == 0, err
+
+
+# -- train ------------------------------------------------------------------------------------
+
+
+def test_train_from_scratch_writes_a_loadable_model(work, capsys):
+    out = work / "model.pt"
+    args = [
+        "train", "--images", work / "cells.tif", "--labels", work / "cells_ground_truth.tif",
+        "--from", "scratch", "--depth", "2", "--base-channels", "4", "--steps", "3",
+        "--tile-size", "16", "--val-fraction", "0", "--device", "cpu", "--out", out,
+    ]
+    code, stdout, err = run(capsys, *args)
+    assert code == 0, err
+    assert "step 3/3 loss" in err
+    assert str(out) in stdout
+    net, checkpoint = load_checkpoint(out)
+    assert net.config.depth == 2 and net.config.in_channels == 1
+    truth = tifffile.imread(work / "cells_ground_truth.tif")
+    from napari_unet.engine.api import estimate_diameter
+
+    assert checkpoint.extra["diameter"] == pytest.approx(estimate_diameter(truth))
+    # the model file can be used at once, and an existing one is not replaced
+    code, _, err = run(capsys, "predict", work / "cells.tif", "-o", work / "l.tif", "--model", out)
+    assert code == 0, err
+    before = out.read_bytes()
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    assert_one_line_error(err, "already exists")
+    assert out.read_bytes() == before
+
+
+def test_train_bad_input(work, capsys):
+    blank = work / "blank.tif"
+    tifffile.imwrite(blank, np.zeros((48, 64), np.uint16))
+    common = ["--from", "scratch", "--depth", "2", "--base-channels", "4", "--steps", "1", "--out", work / "m.pt"]
+    code, _, err = run(capsys, "train", "--images", work / "cells.tif", "--labels", blank, *common)
+    assert code == 2
+    assert_one_line_error(err, "no cells")
+    tifffile.imwrite(work / "wrong.tif", np.ones((10, 10), np.uint16))
+    code, _, err = run(capsys, "train", "--images", work / "cells.tif", "--labels", work / "wrong.tif", *common)
+    assert code == 2
+    assert_one_line_error(err, "shape")
+    code, _, err = run(capsys, "train", "--images", work / "cells.tif", work / "cells.tif", "--labels", blank, *common)
+    assert code == 2
+    assert_one_line_error(err, "2 images but 1 label images")
+    assert not (work / "m.pt").exists()
+
+
+# -- the installed console script -------------------------------------------------------------
+
+
+def test_the_console_script_runs(tmp_path):
+    from importlib.metadata import entry_points
+
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "napari-unet"]
+    assert script.value == "napari_unet.cli:main"
+    exe = shutil.which("napari-unet", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    assert exe is not None, "the napari-unet script is not installed"
+    done = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    assert "predict" in done.stdout and "train" in done.stdout and "evaluate" in done.stdout
+    done = subprocess.run(
+        [exe, "evaluate", str(tmp_path / "a.tif"), str(tmp_path / "b.tif")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("napari-unet: error: no such file")
+
+
+def test_the_cli_imports_no_gui():
+    code = "import sys, napari_unet.cli; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert not {m for m in loaded if m.split(".")[0] in ("qtpy", "napari", "magicgui", "PyQt5")}
+
+
+# -- engine.io --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes", "kwargs", "expected"),
+    [
+        ((64, 64), "YX", {}, (None, False)),
+        ((64, 64, 3), "YXS", {}, (2, False)),
+        ((3, 64, 64), "CYX", {}, (0, False)),
+        ((10, 64, 64), "ZYX", {}, (None, True)),
+        ((10, 64, 64), "QYX", {}, (None, True)),
+        ((64, 64, 3), "QQQ", {}, (2, False)),
+        ((2, 64, 64), "QYX", {"in_channels": 2}, (0, False)),
+        ((64, 64, 2), "QYX", {"in_channels": 2}, (2, False)),
+        ((3, 64, 64), "QYX", {}, (None, True)),
+        ((3, 64, 64), "QYX", {"stack": False}, (0, False)),
+        ((10, 64, 64), "QYX", {"channel_axis": 0}, (0, False)),
+        ((64, 64, 3), "YXS", {"stack": True}, (None, True)),
+        ((5, 64, 64, 3), "ZYXS", {}, (3, True)),
+        ((5, 2, 64, 64), "ZCYX", {}, (1, True)),
+        ((5, 2, 64, 64), "QQYX", {"in_channels": 2}, (1, True)),
+    ],
+)
+def test_infer_layout(shape, axes, kwargs, expected):
+    assert infer_layout(shape, axes, **kwargs) == expected
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs"),
+    [
+        ((64, 64), {"channel_axis": 0}),
+        ((64, 64), {"stack": True}),
+        ((10, 64, 64), {"channel_axis": 0, "stack": True}),
+        ((10, 64, 64), {"stack": False}),
+        ((5, 64, 64, 3), {"stack": False}),
+        ((5, 64, 64, 3), {"channel_axis": 0}),
+        ((64, 64, 3), {"channel_axis": 5}),
+    ],
+)
+def test_infer_layout_refuses_contradictions(shape, kwargs):
+    with pytest.raises(ValueError):
+        infer_layout(shape, "", **kwargs)
+
+
+def test_read_tiff_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_tiff(tmp_path / "missing.tif")
+    with pytest.raises(ImageReadError, match="folder"):
+        read_tiff(tmp_path)
+    (tmp_path / "text.tif").write_text("hello")
+    with pytest.raises(ImageReadError, match="cannot read"):
+        read_tiff(tmp_path / "text.tif")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 9, 3), np.uint8), photometric="rgb")
+    image = read_tiff(tmp_path / "rgb.tif")
+    assert image.data.shape == (8, 9, 3) and image.axes == "YXS"
+
+
+def test_write_tiff_is_atomic_and_refuses_to_overwrite(tmp_path):
+    path = tmp_path / "sub" / "labels.tif"
+    labels = np.zeros((20, 30), np.int32)
+    labels[2:5, 3:9] = 70000
+    write_labels(path, labels)
+    back = tifffile.imread(path)
+    assert back.dtype == np.uint32 and back.max() == 70000
+    with pytest.raises(FileExistsError):
+        write_labels(path, labels)
+    write_labels(path, labels // 10, overwrite=True)
+    assert tifffile.imread(path).dtype == np.uint16
+
+    with pytest.raises(ValueError):
+        write_labels(tmp_path / "neg.tif", np.full((4, 4), -1))
+    assert not (tmp_path / "neg.tif").exists()
+    with pytest.raises(ValueError, match="cannot write"):
+        write_tiff(tmp_path / "bad.tif", np.array([[object()]]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]  # no temporary files left
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["labels.tif"]
+
+
+def test_list_images(tmp_path):
+    for name in ("b.tif", "a.TIFF", ".hidden.tif", "c.png", "d.tiff"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "e.tif").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.TIFF", "b.tif", "d.tiff"]
+    with pytest.raises(FileNotFoundError):
+        list_images(tmp_path / "nope")
