@@ -1,0 +1,605 @@
+"""Training and fine-tuning: ``iter_train()`` yields typed events, ``train()`` drains it.
+
+The loop follows the paper: one (or a few) large tiles per step, elastic deformation and the
+weighted cross-entropy of equation 1 with the weight map of equation 2. Unannotated pixels carry
+weight 0 and so teach nothing, which is how sparse annotations (a few painted cells, optionally
+inside user-drawn regions) are trained on.
+
+Cancelling: the generator only stops at a ``yield``, and it yields after every completed step.
+Closing it (``gen.close()``, or a GUI worker's quit) runs the ``finally`` block, which writes the
+checkpoint of the last completed step when a ``checkpoint_path`` was given, moves the model back
+to the CPU and releases device memory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from napari_unet.engine.device import release_memory, resolve_device
+from napari_unet.engine.events import (
+    AugmentationSample,
+    CheckpointSaved,
+    ModelSnapshot,
+    StepDone,
+    ValidationDone,
+    run_to_end,
+)
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine")
+DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides how a model is trained; saved in the checkpoint.
+
+    Parameters
+    ----------
+    steps : number of optimisation steps.
+    optimizer : ``"adam"`` (fast fine-tuning) or ``"sgd"`` (the paper's preset: momentum 0.99,
+        one large tile per step).
+    lr : learning rate; ``None`` takes the preset's (Adam 1e-3, SGD 1e-2).
+    momentum : SGD momentum (the paper: 0.99).
+    weight_decay : L2 penalty.
+    schedule : ``"constant"`` or ``"cosine"`` decay of the learning rate to 5% over ``steps``.
+    tile_size : side of the network's *output* tile in pixels; ``None`` chooses from the images
+        and the device.
+    batch_size : tiles per step.
+    w0, sigma : the border weight of equation 2 (unitless) and its width (pixels).
+    augment_strength : scales every augmentation; 0 turns augmentation off.
+    elastic_sigma : standard deviation of the elastic grid displacements in pixels (paper: 10).
+    val_fraction : share of the annotated cells (one image: cells; several: whole images) held
+        out for validation; 0 for none.
+    val_every : validate every this many steps (and after the last).
+    sample_every : yield an :class:`AugmentationSample` every this many steps; 0 for never.
+    snapshot_every : yield a :class:`ModelSnapshot` every this many steps; 0 for never.
+    checkpoint_path : where to write checkpoints; ``None`` for none.
+    checkpoint_every : write a checkpoint every this many steps (and at the end or on cancel).
+    seed : seeds the tile sampling, the augmentation and torch.
+    amp : mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling).
+    """
+
+    steps: int = 200
+    optimizer: str = "adam"
+    lr: float | None = None
+    momentum: float = 0.99
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    tile_size: int | None = None
+    batch_size: int = 1
+    w0: float = 10.0
+    sigma: float = 5.0
+    augment_strength: float = 1.0
+    elastic_sigma: float = 10.0
+    val_fraction: float = 0.15
+    val_every: int = 25
+    sample_every: int = 10
+    snapshot_every: int = 0
+    checkpoint_path: str | None = None
+    checkpoint_every: int = 50
+    seed: int = 0
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, not {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"the learning rate must be positive, not {self.lr}")
+        if self.sigma <= 0 or self.w0 < 0:
+            raise ValueError(f"need w0 >= 0 and sigma > 0, got w0={self.w0}, sigma={self.sigma}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
+        if self.checkpoint_path is not None:
+            self.checkpoint_path = str(self.checkpoint_path)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`iter_train` returns: the trained model (on the CPU), the per-step history
+    (``{"step", "loss", "lr", "seconds"}`` dicts, plus ``{"step", "validation": {...}}``), the
+    checkpoint written last (or ``None``) and the number of completed steps."""
+
+    model: torch.nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_path: Path | None = None
+    steps_done: int = 0
+
+
+@dataclass
+class _Sample:
+    """One prepared training image: normalised (C, Y, X) image, instance labels, class target
+    and pixel weights (0 = ignored), all on the CPU."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    target: np.ndarray
+    weights: np.ndarray
+
+
+def iter_train(
+    model: torch.nn.Module,
+    images: np.ndarray | Sequence[np.ndarray],
+    labels: np.ndarray | Sequence[np.ndarray],
+    *,
+    regions: np.ndarray | Sequence[np.ndarray | None] | None = None,
+    channel_axis: int | None = None,
+    config: TrainConfig | None = None,
+    device: str | torch.device | None = "auto",
+    normalization: dict[str, float] | None = None,
+    validation: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Generator[Any, None, TrainResult]:
+    """Train ``model`` in place on painted cells, yielding progress events.
+
+    Parameters
+    ----------
+    model : a :class:`~napari_unet.engine.model.UNet`; trained in place, returned on the CPU.
+    images : one array or a sequence of arrays, each (Y, X), or with channels at
+        ``channel_axis`` (uint8/uint16/float; normalised here with ``normalization``).
+    labels : matching integer instance labels (Y, X); 0 means "not painted".
+    regions : ``None`` (each image is annotated everywhere: unpainted pixels are background), or
+        matching bool arrays (or ``None`` entries): inside a region unpainted pixels are
+        background, outside they are ignored. Painted cells always count.
+    channel_axis : the channel axis of each image, or ``None`` for grayscale.
+    config : a :class:`TrainConfig`; defaults apply when ``None``.
+    device : ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"`` or a ``torch.device``.
+    normalization : the percentile normalisation (``{"low": .., "high": ..}``) of the model's
+        checkpoint; default 1 and 99.8 percentiles.
+    validation : optional ``(images, labels)`` held out for validation; when given, nothing of
+        the training data is held out.
+    extra : JSON-serialisable metadata stored in every checkpoint (e.g. the training diameter).
+
+    Yields
+    ------
+    StepDone, ValidationDone, AugmentationSample, ModelSnapshot, CheckpointSaved
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    ValueError
+        Before any work, for bad input (no painted cells, shapes that differ, channels that do
+        not fit the model).
+    """
+    from napari_unet.engine.augment import Augmenter
+    from napari_unet.engine.checkpoint import save_checkpoint
+    from napari_unet.engine.losses import weighted_cross_entropy
+
+    config = config or TrainConfig()
+    in_channels = int(model.config.in_channels)
+    n_classes = int(model.config.n_classes)
+    normalization = dict(normalization or {"low": 1.0, "high": 99.8})
+    image_list, label_list, region_list = _as_lists(images, labels, regions)
+    samples = [
+        _prepare(img, lab, reg, channel_axis, in_channels, n_classes, normalization, config)
+        for img, lab, reg in zip(image_list, label_list, region_list, strict=True)
+    ]
+    if not any(s.weights.any() and (s.labels > 0).any() for s in samples):
+        raise ValueError(
+            "no painted cells: paint at least one cell in the labels layer before training"
+        )
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    if validation is not None:
+        val_images, val_labels, _ = _as_lists(validation[0], validation[1], None)
+        val_samples = [
+            _prepare(img, lab, None, channel_axis, in_channels, n_classes, normalization, config)
+            for img, lab in zip(val_images, val_labels, strict=True)
+        ]
+        val_masks = [np.ones(s.labels.shape, bool) for s in val_samples]
+    else:
+        samples, val_samples, val_masks = _hold_out(samples, config, rng)
+
+    dev = resolve_device(device)
+    largest = max(max(s.labels.shape) for s in samples)
+    tile_in, tile_out = training_tile_sizes(model, largest, config.tile_size, dev)
+    augmenter = Augmenter(
+        elastic_sigma=config.elastic_sigma, strength=config.augment_strength, rng=rng
+    )
+    model.to(dev)
+    optimizer = _make_optimizer(model, config)
+    use_amp = bool(config.amp and dev.type == "cuda")
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    sampling_p = _sampling_probabilities(samples)
+    checkpoint_path = Path(config.checkpoint_path) if config.checkpoint_path else None
+    saved_path: Path | None = None
+    saved_step = 0
+    history: list[dict[str, Any]] = []
+    step = 0
+    train_meta = {**config.to_dict(), "tile_input": tile_in, "tile_output": tile_out}
+
+    def write_checkpoint() -> CheckpointSaved:
+        nonlocal saved_path, saved_step
+        saved_path = save_checkpoint(
+            checkpoint_path,
+            model,
+            normalization=normalization,
+            training={**train_meta, "steps_done": step},
+            history=history,
+            extra=extra,
+        )
+        saved_step = step
+        return CheckpointSaved(step=step, path=str(saved_path))
+
+    finished = False
+    try:
+        for step in range(1, config.steps + 1):
+            t0 = time.perf_counter()
+            lr = _learning_rate(config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = [
+                _draw_tile(samples, sampling_p, tile_in, augmenter, n_classes, rng)
+                for _ in range(config.batch_size)
+            ]
+            x = torch.from_numpy(np.stack([b[0] for b in batch])).to(dev)
+            target = torch.from_numpy(np.stack([b[2] for b in batch])).to(dev)
+            weights = torch.from_numpy(np.stack([b[3] for b in batch])).to(dev)
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+                logits = model(x)
+            loss = weighted_cross_entropy(logits.float(), target, weights)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"the loss became {loss_value} at step {step}; lower the learning rate"
+                )
+            seconds = time.perf_counter() - t0
+            history.append({"step": step, "loss": loss_value, "lr": lr, "seconds": seconds})
+            yield StepDone(step=step, total=config.steps, loss=loss_value, lr=lr, seconds=seconds)
+
+            if config.sample_every and (step == 1 or step % config.sample_every == 0):
+                image, labels_t, target_t, weights_t = batch[0]
+                yield AugmentationSample(
+                    step=step,
+                    image=image[0] if image.shape[0] == 1 else image,
+                    labels=labels_t,
+                    weights=weights_t,
+                    target=target_t,
+                )
+            last = step == config.steps
+            if val_samples and (step % config.val_every == 0 or last):
+                metrics = _validate(model, val_samples, val_masks, dev, tile_out, use_amp)
+                history.append({"step": step, "validation": metrics})
+                yield ValidationDone(step=step, metrics=metrics)
+            if config.snapshot_every and (step % config.snapshot_every == 0 or last):
+                yield ModelSnapshot(step=step, state_dict=_cpu_state_dict(model))
+            if checkpoint_path is not None and (step % config.checkpoint_every == 0 or last):
+                yield write_checkpoint()
+        finished = True
+    finally:
+        # Closing the generator (cancel) lands here after a completed step: keep it.
+        if not finished and checkpoint_path is not None and history and step > saved_step:
+            write_checkpoint()
+        optimizer.zero_grad(set_to_none=True)
+        del optimizer
+        model.to("cpu")
+        model.eval()
+        release_memory(dev)
+    return TrainResult(
+        model=model, history=history, checkpoint_path=saved_path, steps_done=config.steps
+    )
+
+
+def train(*args: Any, **kwargs: Any) -> TrainResult:
+    """:func:`iter_train` without the events: train and return the :class:`TrainResult`."""
+    return run_to_end(iter_train(*args, **kwargs))
+
+
+# -- input preparation ---------------------------------------------------------------------
+
+
+def _as_lists(images, labels, regions):
+    if isinstance(images, np.ndarray):
+        images = [images]
+    if isinstance(labels, np.ndarray):
+        labels = [labels]
+    images, labels = list(images), list(labels)
+    if regions is None or isinstance(regions, np.ndarray):
+        regions = [regions] * len(images) if regions is None else [regions]
+    regions = list(regions)
+    if not images:
+        raise ValueError("no training images were given")
+    if not (len(images) == len(labels) == len(regions)):
+        raise ValueError(
+            f"got {len(images)} images, {len(labels)} label images and {len(regions)} region "
+            "masks; they must match one to one"
+        )
+    return images, labels, regions
+
+
+def _prepare(image, labels, regions, channel_axis, in_channels, n_classes, normalization, config):
+    """Normalise one image to (C, Y, X) float32 and build its target and weights."""
+    from napari_unet.engine.tiling import normalize
+    from napari_unet.engine.weights import training_targets
+
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    if image.size == 0:
+        raise ValueError("a training image is empty")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer instance ids, not {labels.dtype}")
+    if channel_axis is None:
+        if image.ndim != 2:
+            raise ValueError(
+                f"expected a 2D training image (Y, X), got shape {image.shape}; for a stack, "
+                "pass its annotated planes as a list, for channels pass channel_axis"
+            )
+        chw = image[np.newaxis]
+    else:
+        if image.ndim != 3:
+            raise ValueError(f"expected a 2D image with channels, got shape {image.shape}")
+        chw = np.moveaxis(image, channel_axis, 0)
+    if chw.shape[0] != in_channels:
+        raise ValueError(
+            f"the model was made for {in_channels} input channel(s), the image has {chw.shape[0]}"
+        )
+    if labels.shape != chw.shape[1:]:
+        raise ValueError(
+            f"labels of shape {labels.shape} do not match the image's spatial shape {chw.shape[1:]}"
+        )
+    if regions is not None:
+        regions = np.asarray(regions)
+        if regions.shape != labels.shape:
+            raise ValueError(
+                f"the region mask of shape {regions.shape} does not match the labels {labels.shape}"
+            )
+        regions = regions.astype(bool)
+    if chw.dtype.kind == "f" and not np.isfinite(chw).all():
+        raise ValueError("the training image contains NaN or infinite values")
+    norm = normalize(chw, low=normalization["low"], high=normalization["high"], channel_axis=0)
+    labels = labels.astype(np.int32, copy=False)
+    target, weights, _ = training_targets(
+        labels, regions, w0=config.w0, sigma=config.sigma, n_classes=n_classes
+    )
+    return _Sample(
+        image=np.ascontiguousarray(norm, dtype=np.float32),
+        labels=labels,
+        target=target.astype(np.int64, copy=False),
+        weights=weights.astype(np.float32, copy=False),
+    )
+
+
+def _hold_out(samples: list[_Sample], config: TrainConfig, rng: np.random.Generator):
+    """Split off validation data: whole images when there are enough, else annotated cells.
+
+    Returns the training samples (with held-out cells' surroundings set to weight 0), the
+    validation samples and, per validation sample, the bool mask where it is scored.
+    """
+    if config.val_fraction <= 0:
+        return samples, [], []
+    n_val_images = int(round(config.val_fraction * len(samples)))
+    if n_val_images >= 1 and len(samples) - n_val_images >= 1:
+        order = rng.permutation(len(samples))
+        val = [samples[i] for i in order[:n_val_images]]
+        train = [samples[i] for i in order[n_val_images:]]
+        return train, val, [s.weights > 0 for s in val]
+    # one image (or a few): hold out a fraction of the painted cells and their surroundings
+    cells = [(i, cid) for i, s in enumerate(samples) for cid in np.unique(s.labels[s.labels > 0])]
+    n_val_cells = int(math.floor(config.val_fraction * len(cells)))
+    if len(cells) < 4 or n_val_cells < 1:
+        return samples, [], []
+    chosen = set(rng.choice(len(cells), size=n_val_cells, replace=False).tolist())
+    margin = max(2, int(round(2 * config.sigma)))
+    train, val, masks = [], [], []
+    for i, s in enumerate(samples):
+        ids = [cid for j, (k, cid) in enumerate(cells) if k == i and j in chosen]
+        if not ids:
+            train.append(s)
+            continue
+        held = ndi.binary_dilation(np.isin(s.labels, ids), iterations=margin)
+        held &= s.weights > 0
+        weights = s.weights.copy()
+        weights[held] = 0
+        train.append(_Sample(s.image, s.labels, s.target, weights))
+        val.append(s)
+        masks.append(held)
+    return train, val, masks
+
+
+# -- optimisation --------------------------------------------------------------------------
+
+
+def _make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+    return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def _learning_rate(config: TrainConfig, step: int) -> float:
+    base = config.learning_rate
+    if config.schedule == "constant":
+        return base
+    floor = 0.05 * base
+    progress = (step - 1) / max(config.steps - 1, 1)
+    return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * progress))
+
+
+def training_tile_sizes(
+    model: torch.nn.Module, largest_side: int, tile_size: int | None, device: torch.device
+) -> tuple[int, int]:
+    """(input side, output side) in pixels of a training tile for ``model``.
+
+    ``tile_size`` is the wanted output side; ``None`` means 192 px on the CPU and 384 px on a GPU
+    (the paper used 388). Never much larger than ``largest_side``, the largest training image.
+    """
+    from napari_unet.engine.model import output_size, valid_input_size
+
+    depth = int(model.config.depth)
+    padding = model.config.padding
+    largest = int(largest_side)
+    out = tile_size or (384 if device.type == "cuda" else 192)
+    out = max(16, min(out, largest + 2 ** depth))
+    if padding == "same":
+        side = int(math.ceil(out / 2**depth) * 2**depth)
+        return side, side
+    size_in = valid_input_size(out, depth)
+    while output_size(size_in, depth) < out:
+        size_in = valid_input_size(size_in + 1, depth)
+    return size_in, output_size(size_in, depth)
+
+
+def _sampling_probabilities(samples: list[_Sample]) -> np.ndarray:
+    mass = np.array([float(s.weights.sum()) for s in samples])
+    if mass.sum() <= 0:
+        return np.full(len(samples), 1 / len(samples))
+    return mass / mass.sum()
+
+
+def _draw_tile(samples, probabilities, tile_in, augmenter, n_classes, rng):
+    """Cut one augmented training tile of side ``tile_in`` around an annotated pixel.
+
+    Returns (image (C, T, T) float32, labels (T, T) int32, target (T, T) int64,
+    weights (T, T) float32). Outside the image the image is mirrored and the weights are 0.
+    """
+    from napari_unet.engine.weights import class_targets
+
+    s = samples[rng.choice(len(samples), p=probabilities)]
+    annotated = np.flatnonzero(s.weights > 0)
+    rows, cols = s.labels.shape
+    if annotated.size:
+        r, c = np.unravel_index(annotated[rng.integers(annotated.size)], (rows, cols))
+        # jitter so the annotated pixel is not always in the tile's center
+        r = int(r + rng.integers(-tile_in // 4, tile_in // 4 + 1))
+        c = int(c + rng.integers(-tile_in // 4, tile_in // 4 + 1))
+    else:
+        r, c = int(rng.integers(rows)), int(rng.integers(cols))
+    top, left = r - tile_in // 2, c - tile_in // 2
+    image = _window(s.image, top, left, tile_in, mode="symmetric")
+    labels = _window(s.labels, top, left, tile_in, mode="constant")
+    weights = _window(s.weights, top, left, tile_in, mode="constant")
+    image, labels, weights, _ = augmenter(image, labels, weights, None)
+    labels = labels.astype(np.int32, copy=False)
+    # The class target is recomputed from the deformed labels so that separation borders stay
+    # one pixel wide; the weights were warped along (nearest neighbour).
+    target = class_targets(labels, n_classes=n_classes)
+    return (
+        np.ascontiguousarray(image, dtype=np.float32),
+        labels,
+        target.astype(np.int64, copy=False),
+        np.ascontiguousarray(weights, dtype=np.float32),
+    )
+
+
+def _window(array: np.ndarray, top: int, left: int, size: int, *, mode: str) -> np.ndarray:
+    """The ``size`` x ``size`` window at (top, left) of the last two axes, padded outside.
+
+    ``mode="symmetric"`` mirrors the array (numpy.pad semantics, edge pixel repeated);
+    ``mode="constant"`` fills with 0.
+    """
+    rows, cols = array.shape[-2:]
+    r0, r1 = max(top, 0), min(top + size, rows)
+    c0, c1 = max(left, 0), min(left + size, cols)
+    core = array[..., r0:r1, c0:c1]
+    pad = [(0, 0)] * (array.ndim - 2) + [
+        (r0 - top, top + size - r1),
+        (c0 - left, left + size - c1),
+    ]
+    if not any(p for pair in pad for p in pair):
+        return core.copy()
+    if mode == "symmetric":
+        # numpy's symmetric padding cannot pad by more than the array's size in one go
+        while any(before > n or after > n for (before, after), n in zip(pad[-2:], core.shape[-2:], strict=True)):
+            step = [(0, 0)] * (array.ndim - 2) + [
+                (min(b, n), min(a, n)) for (b, a), n in zip(pad[-2:], core.shape[-2:], strict=True)
+            ]
+            core = np.pad(core, step, mode="symmetric")
+            pad = pad[:-2] + [(b - sb, a - sa) for (b, a), (sb, sa) in zip(pad[-2:], step[-2:], strict=True)]
+        return np.pad(core, pad, mode="symmetric")
+    return np.pad(core, pad, mode="constant")
+
+
+# -- validation and snapshots ---------------------------------------------------------------
+
+
+def _validate(model, val_samples, val_masks, device, tile_out, use_amp) -> dict[str, float]:
+    """Weighted loss and instance metrics of the held-out data, each scored inside its mask."""
+    from napari_unet.engine.instances import instances_from_probabilities
+    from napari_unet.engine.metrics import evaluate
+    from napari_unet.engine.tiling import predict
+
+    losses, weight_sums = 0.0, 0.0
+    preds, gts, masks = [], [], []
+    for s, mask in zip(val_samples, val_masks, strict=True):
+        rows, cols = np.nonzero(mask)
+        if rows.size == 0:
+            continue
+        margin = 8
+        r0, r1 = max(rows.min() - margin, 0), min(rows.max() + margin + 1, mask.shape[0])
+        c0, c1 = max(cols.min() - margin, 0), min(cols.max() + margin + 1, mask.shape[1])
+        image = s.image[:, r0:r1, c0:c1]
+        prob = predict(
+            model,
+            image,
+            channel_axis=0,
+            device=device,
+            amp=use_amp,
+            tile_size=tile_out,
+            normalization=False,
+        )
+        m = mask[r0:r1, c0:c1]
+        w = np.where(m, s.weights[r0:r1, c0:c1], 0.0)
+        target = s.target[r0:r1, c0:c1]
+        p_true = np.take_along_axis(prob, target[np.newaxis], axis=0)[0]
+        losses += float(-(w * np.log(np.clip(p_true, 1e-7, 1.0))).sum())
+        weight_sums += float(w.sum())
+        preds.append(instances_from_probabilities(prob))
+        gts.append(s.labels[r0:r1, c0:c1])
+        masks.append(m)
+    model.train()
+    metrics: dict[str, float] = {"loss": losses / max(weight_sums, 1e-12)}
+    if preds:
+        scores = [evaluate(p, g, mask=m) for p, g, m in zip(preds, gts, masks, strict=True)]
+        for key in ("f1@0.5", "ap@0.5", "iou"):
+            values = [sc[key] for sc in scores if key in sc]
+            if values:
+                metrics[key] = float(np.mean(values))
+    return metrics
+
+
+def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
