@@ -416,10 +416,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     _check_new_outputs([out], overwrite=args.overwrite)
     resolve_device(args.device)
-    try:
-        from napari_unet.engine.training import TrainConfig, iter_train
-    except ImportError as exc:  # pragma: no cover - only while the engine is incomplete
-        raise RuntimeError(f"training is not available in this installation ({exc})") from exc
+    from napari_unet.engine.training import TrainConfig, iter_train
 
     scratch = args.start == "scratch"
     net = checkpoint = None

@@ -416,6 +416,61 @@ def test_train_bad_input(work, capsys):
     assert not (work / "m.pt").exists()
 
 
+@pytest.fixture
+def fake_training(monkeypatch):
+    """Replace iter_train by a stand-in that records its input and yields two steps."""
+    from napari_unet.engine.events import StepDone
+    from napari_unet.engine.training import TrainResult
+
+    seen = {}
+
+    def fake_iter_train(model, images, labels, *, regions=None, config=None, extra=None, **kwargs):
+        seen.update(model=model, images=images, labels=labels, regions=regions, config=config, extra=extra)
+        for step in (1, 2):
+            if seen.get("interrupt_at") == step:
+                raise KeyboardInterrupt
+            yield StepDone(step=step, total=2, loss=0.5, lr=1e-3, seconds=0.01)
+        save_checkpoint(config.checkpoint_path, model, extra=extra)
+        return TrainResult(model=model, history=[], checkpoint_path=Path(config.checkpoint_path), steps_done=2)
+
+    monkeypatch.setattr("napari_unet.engine.training.iter_train", fake_iter_train)
+    return seen
+
+
+def test_fine_tuning_rescales_the_data_to_the_model_diameter(files, work, capsys, fake_training):
+    # the model was trained on 24 px cells; the data has ~12 px cells: images are enlarged 2x
+    model = work / "big.pt"
+    save_checkpoint(model, _tiny(1), extra={"diameter": 24.0})
+    tifffile.imwrite(work / "regions.tif", np.ones((48, 64), np.uint8))
+    code, _, err = run(
+        capsys, "train", "--images", work / "cells.tif", "--labels", work / "cells_ground_truth.tif",
+        "--regions", work / "regions.tif", "--from", model, "--out", work / "tuned.pt", "--steps", "2",
+    )
+    assert code == 0, err
+    assert "rescaled by" in err
+    (image,), (labels,), (regions,) = fake_training["images"], fake_training["labels"], fake_training["regions"]
+    assert 90 <= image.shape[0] <= 100 and image.shape == labels.shape == regions.shape
+    truth = tifffile.imread(work / "cells_ground_truth.tif")
+    assert set(np.unique(labels)) == set(np.unique(truth))  # nearest neighbour: no new ids
+    assert fake_training["extra"]["diameter"] == 24.0
+    assert fake_training["config"].steps == 2
+    assert load_checkpoint(work / "tuned.pt")[1].extra["diameter"] == 24.0
+
+
+def test_training_diameter_option_and_ctrl_c(files, work, capsys, fake_training):
+    fake_training["interrupt_at"] = 2
+    args = [
+        "train", "--images", work / "cells.tif", "--labels", work / "cells_ground_truth.tif",
+        "--from", "scratch", "--depth", "2", "--base-channels", "4", "--diameter", "30",
+        "--out", work / "m.pt", "--steps", "2",
+    ]
+    code, _, err = run(capsys, *args)
+    assert code == 130
+    assert err.strip().splitlines()[-1].startswith("napari-unet: error: training interrupted")
+    assert fake_training["extra"]["diameter"] == 30.0
+    assert fake_training["images"][0].shape == (48, 64)  # from scratch: never rescaled
+
+
 # -- the installed console script -------------------------------------------------------------
 
 
