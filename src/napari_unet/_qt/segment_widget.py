@@ -1,15 +1,327 @@
-"""The SegmentWidget dock widget (being built: see issue 5)."""
+"""The Segment dock widget: one label per cell, computed off the GUI thread.
+
+Pick an image layer and a model, click *Segment*. The engine's :func:`iter_segment` runs in a
+napari worker thread; a napari progress bar follows its tiles and planes, *Cancel* stops it at
+the next tile, and the result lands in a plugin-owned Labels layer ``"<image> labels"`` (updated
+in place on a rerun), optionally with the cell probability as an Image layer.
+"""
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+import time
+from pathlib import Path
+from typing import Any
+
+import napari
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    SpinBox,
+)
+from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+
+from napari_unet._qt._layers import (
+    Layout,
+    layer_array,
+    layer_combo,
+    plan_layout,
+    put_layer,
+    spatial_geometry,
+)
+from napari_unet._qt._session import ModelEntry, session_for
+from napari_unet._qt._worker import Job, start_job, tell_user
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+MODEL_FILE = "model file…"
+LEADING_PLANES = "planes (Z / time)"
+LEADING_CHANNELS = "channels"
+#: the class whose probability is shown as the probability map (1 = cell interior)
+CELL_CLASS = 1
+
+
+def segment_job(data: Any, layout: Layout, entry: ModelEntry, **options: Any):
+    """Worker-thread generator: load the layer data, segment it, return the ``SegmentResult``.
+
+    Parameters
+    ----------
+    data : the layer's (full-resolution) data; read here, not on the GUI thread.
+    layout : how the layer's axes map onto the engine's.
+    entry : the model to use; resolved here (a fine-tuned model may be built on first use).
+    **options : passed on to :func:`napari_unet.engine.api.iter_segment`.
+    """
+    from napari_unet.engine.api import iter_segment
+
+    image, channel_axis = layout.to_engine(data)
+    return (
+        yield from iter_segment(
+            image, entry.resolve(), channel_axis=channel_axis, stack=layout.stack, **options
+        )
+    )
+
+
+def show_segmentation(
+    viewer: Any,
+    image_layer: Any,
+    layout: Layout,
+    result: Any,
+    *,
+    name: str | None = None,
+    key_prefix: str = "segment",
+    probabilities: bool = False,
+) -> Any:
+    """Put a ``SegmentResult`` into plugin-owned layers over ``image_layer``; return the labels
+    layer. Shared by the Segment widget and the Fine-tune preview."""
+    geometry = spatial_geometry(image_layer, layout)
+    base = name or image_layer.name
+    labels_layer = put_layer(
+        viewer,
+        layout.from_engine(result.labels),
+        kind="labels",
+        name=f"{base} labels",
+        key=f"{key_prefix}:labels:{image_layer.name}",
+        role=key_prefix,
+        geometry=geometry,
+    )
+    if probabilities:
+        prob = result.probabilities
+        cell = prob[:, CELL_CLASS] if layout.stack else prob[CELL_CLASS]
+        put_layer(
+            viewer,
+            layout.from_engine(cell),
+            kind="image",
+            name=f"{base} probabilities",
+            key=f"{key_prefix}:probabilities:{image_layer.name}",
+            role=key_prefix,
+            geometry=geometry,
+            colormap="magma",
+            blending="additive",
+            contrast_limits=(0.0, 1.0),
+        )
+    return labels_layer
 
 
 class SegmentWidget(QWidget):
-    """Dock widget; takes the viewer napari injects."""
+    """Segment cells in an image layer with a U-Net.
 
-    def __init__(self, napari_viewer):
+    Parameters
+    ----------
+    napari_viewer : the viewer (napari injects it).
+
+    Attributes
+    ----------
+    job : the running (or last) :class:`~napari_unet._qt._worker.Job`, or ``None``.
+    labels_layer : the layer the last segmentation went into.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.job: Job | None = None
+        self.labels_layer: Any = None
+        self._started = 0.0
+        self.leading_applies = False
+
+        self.image = layer_combo(
+            napari_viewer,
+            napari.layers.Image,
+            label="image",
+            exclude_plugin_layers=True,
+            tooltip="The image to segment: 2D, 2D with channels (RGB), or a Z / time stack.",
+        )
+        self.leading = ComboBox(
+            label="first axis",
+            choices=[LEADING_PLANES, LEADING_CHANNELS],
+            value=LEADING_PLANES,
+            tooltip="For a 3D grayscale layer: is the first axis a stack of planes or channels?",
+        )
+        self.model = ComboBox(label="model", choices=self._model_choices)
+        self.model_file = FileEdit(
+            label="model file", mode="r", filter="U-Net model (*.pt)", visible=False
+        )
+        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self.diameter = FloatSpinBox(
+            label="cell diameter (px)",
+            value=0.0,
+            min=0.0,
+            max=2000.0,
+            step=1.0,
+            tooltip="Typical cell diameter in pixels; 0 estimates it (the image is rescaled to "
+            "the size the model was trained at).",
+        )
+        self.threshold = FloatSlider(
+            label="probability threshold",
+            value=0.5,
+            min=0.05,
+            max=0.95,
+            step=0.05,
+            tooltip="Pixels above this cell probability seed a cell; lower it to find dim cells.",
+        )
+        self.min_size = SpinBox(
+            label="minimum cell size (px)",
+            value=0,
+            min=0,
+            max=1_000_000,
+            tooltip="Objects with fewer pixels are removed; 0 chooses from the object sizes.",
+        )
+        self.show_probabilities = CheckBox(label="add the probability map", value=False)
+        self.tile_size = Label(label="tile size", value="automatic (from free memory)")
+        self.status = Label(label="", value="")
+        self.form = Container(
+            widgets=[
+                self.image,
+                self.leading,
+                self.model,
+                self.model_file,
+                self.device,
+                self.diameter,
+                self.threshold,
+                self.min_size,
+                self.show_probabilities,
+                self.tile_size,
+            ]
+        )
+
+        self.run_button = QPushButton("Segment")
+        self.run_button.setToolTip("Segment the image; the result goes into '<image> labels'.")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("SegmentWidget"))
+        layout.addWidget(self.form.native)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status.native)
+        layout.addStretch(1)
+
+        self.run_button.clicked.connect(self.segment)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.image.changed.connect(self._update_leading)
+        self.model.changed.connect(self._model_changed)
+        self.session.changed.connect(self._session_changed)
+        self._select_entry(self.session.current)
+        self._update_leading()
+
+    # -- model choice ------------------------------------------------------------------------
+    def _model_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        choices: list[tuple[str, Any]] = [(e.label, e) for e in self.session.entries()]
+        return [*choices, (MODEL_FILE, MODEL_FILE)]
+
+    def _select_entry(self, entry: ModelEntry) -> None:
+        self.model.reset_choices()
+        if entry in [c for c in self.model.choices]:
+            self.model.value = entry
+        self.model_file.visible = self.model.value == MODEL_FILE
+
+    def _session_changed(self, entry: ModelEntry) -> None:
+        if self.model.value is not entry:
+            self._select_entry(entry)
+
+    def _model_changed(self, value: Any) -> None:
+        self.model_file.visible = value == MODEL_FILE
+        if isinstance(value, ModelEntry) and value is not self.session.current:
+            self.session.set_current(value)
+
+    def selected_model(self) -> ModelEntry:
+        """The :class:`ModelEntry` to segment with (a file entry when a file is picked)."""
+        value = self.model.value
+        if value == MODEL_FILE:
+            path = Path(self.model_file.value)
+            if not path.is_file():
+                raise ValueError("choose a model file (.pt) first")
+            current = self.session.current
+            if current.kind == "file" and Path(current.source) == path:
+                return current
+            entry = ModelEntry(path.name, str(path), kind="file")
+            self.session.set_current(entry)
+            self.model.value = MODEL_FILE  # keep showing the file picker
+            return entry
+        return value
+
+    # -- layout ------------------------------------------------------------------------------
+    def _update_leading(self, *_: Any) -> None:
+        layer = self.image.value
+        self.leading_applies = layer is not None and not layer.rgb and layer.ndim >= 3
+        self.leading.visible = self.leading_applies
+
+    def layout_for(self, layer: Any) -> Layout:
+        """How ``layer`` is read (see :func:`~napari_unet._qt._layers.plan_layout`)."""
+        channels = self.leading_applies and self.leading.value == LEADING_CHANNELS
+        return plan_layout(layer, leading_is_channels=channels)
+
+    # -- run ---------------------------------------------------------------------------------
+    def segment(self) -> Job | None:
+        """Start segmenting the chosen image; returns the job (``None`` if it could not start)."""
+        if self.job is not None and self.job.running:
+            return self.job
+        layer = self.image.value
+        if layer is None:
+            tell_user("Segmentation failed: add or choose an image layer first.")
+            return None
+        try:
+            entry = self.selected_model()
+        except ValueError as exc:
+            tell_user(f"Segmentation failed: {exc}.")
+            return None
+        layout = self.layout_for(layer)
+        options = {
+            "device": self.device.value,
+            "threshold": float(self.threshold.value),
+            "min_size": int(self.min_size.value) or None,
+            "diameter": float(self.diameter.value) or None,
+        }
+        self._set_running(True)
+        self._started = time.perf_counter()
+        self.status.value = f"segmenting {layer.name} with {entry.label}…"
+        self.job = start_job(
+            segment_job,
+            layer_array(layer),
+            layout,
+            entry,
+            what="Segmentation",
+            description=f"Segmenting {layer.name}",
+            on_event=self._on_event,
+            on_result=lambda result: self._on_result(layer, layout, result),
+            on_done=self._on_done,
+            **options,
+        )
+        return self.job
+
+    def cancel(self) -> None:
+        """Stop the running segmentation at the next tile."""
+        if self.job is not None:
+            self.job.cancel()
+            self.cancel_button.setEnabled(False)
+
+    def _on_event(self, event: Any) -> None:
+        if type(event).__name__ == "TileSizeReduced":
+            self.tile_size.value = f"{event.new} px (reduced: {event.reason})"
+
+    def _on_result(self, layer: Any, layout: Layout, result: Any) -> None:
+        if layer not in self.viewer.layers:
+            return
+        self.labels_layer = show_segmentation(
+            self.viewer, layer, layout, result, probabilities=self.show_probabilities.value
+        )
+        n_cells = int(result.labels.max()) if result.labels.size else 0
+        seconds = time.perf_counter() - self._started
+        diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
+        self.status.value = f"{n_cells} cells in {seconds:.1f} s{diameter}"
+
+    def _on_done(self, job: Job) -> None:
+        if job.cancelled:
+            self.status.value = "cancelled"
+        elif job.error is not None:
+            self.status.value = "failed (see the notification)"
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)

@@ -1,0 +1,288 @@
+"""Layer plumbing shared by the widgets: layer pickers, plugin-owned result layers, planes.
+
+The plugin never modifies a user's layer. Every layer it creates carries
+``metadata["napari_unet"] = <role>`` and ``metadata["napari_unet_key"] = <key>``; a rerun updates
+the layer with the same key if it still exists (and is of the same kind), and adds a new one
+otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox
+
+OWNER_KEY = "napari_unet"
+KEY_KEY = "napari_unet_key"
+NONE_CHOICE = "(none)"
+
+
+# -- layer pickers ---------------------------------------------------------------------------
+def layer_combo(
+    viewer: Any,
+    layer_type: type,
+    *,
+    label: str,
+    nullable: bool = False,
+    tooltip: str | None = None,
+    exclude_plugin_layers: bool = False,
+) -> ComboBox:
+    """A ComboBox of the viewer's layers of ``layer_type``, kept up to date.
+
+    Its value is the layer object (or ``None`` when ``nullable`` and nothing is picked). The
+    choices are refreshed whenever layers are added, removed or renamed.
+    """
+
+    def choices(_widget: Any = None) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = [(NONE_CHOICE, None)] if nullable else []
+        for layer in viewer.layers:
+            if not isinstance(layer, layer_type):
+                continue
+            if exclude_plugin_layers and OWNER_KEY in layer.metadata:
+                continue
+            out.append((layer.name, layer))
+        return out
+
+    combo = ComboBox(label=label, choices=choices, nullable=nullable, tooltip=tooltip)
+
+    def refresh(_event: Any = None) -> None:
+        try:
+            combo.reset_choices()
+        except RuntimeError:  # the Qt widget is already gone (viewer closing)
+            return
+
+    def on_inserted(event: Any) -> None:
+        event.value.events.name.connect(refresh)
+        refresh()
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    viewer.layers.events.removed.connect(refresh)
+    viewer.layers.events.reordered.connect(refresh)
+    for layer in viewer.layers:
+        layer.events.name.connect(refresh)
+    combo.native.destroyed.connect(lambda *_: _disconnect(viewer, on_inserted, refresh))
+    return combo
+
+
+def _disconnect(viewer: Any, *callbacks: Callable) -> None:
+    try:
+        layers = viewer.layers
+    except (AttributeError, RuntimeError):  # the viewer is already torn down
+        return
+    for callback in callbacks:
+        for emitter in (
+            layers.events.inserted,
+            layers.events.removed,
+            layers.events.reordered,
+        ):
+            emitter.disconnect(callback)
+
+
+def pick_default(combo: ComboBox, predicate: Callable[[Any], bool]) -> None:
+    """Select the first layer in ``combo`` for which ``predicate`` holds (if any)."""
+    for choice in combo.choices:
+        if choice is not None and predicate(choice):
+            combo.value = choice
+            return
+
+
+# -- plugin-owned layers ---------------------------------------------------------------------
+def find_owned(viewer: Any, key: str) -> Any | None:
+    """The layer this plugin created under ``key``, if it is still in the viewer."""
+    for layer in viewer.layers:
+        if layer.metadata.get(KEY_KEY) == key and OWNER_KEY in layer.metadata:
+            return layer
+    return None
+
+
+def geometry_of(layer: Any, ndim: int | None = None) -> dict[str, Any]:
+    """``scale`` and ``translate`` of ``layer``, keeping the last ``ndim`` axes."""
+    scale = np.asarray(layer.scale, dtype=float)
+    translate = np.asarray(layer.translate, dtype=float)
+    if ndim is not None:
+        if ndim <= len(scale):
+            scale, translate = scale[-ndim:], translate[-ndim:]
+        else:  # the result has more axes than the source (never expected): pad with identity
+            pad = ndim - len(scale)
+            scale = np.concatenate([np.ones(pad), scale])
+            translate = np.concatenate([np.zeros(pad), translate])
+    return {"scale": tuple(scale), "translate": tuple(translate)}
+
+
+def put_layer(
+    viewer: Any,
+    data: np.ndarray,
+    *,
+    kind: str,
+    name: str,
+    key: str,
+    role: str,
+    geometry: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Add a plugin-owned layer, or update the data of the one created earlier under ``key``.
+
+    Parameters
+    ----------
+    viewer : the napari viewer.
+    data : the layer data.
+    kind : ``"image"`` or ``"labels"``.
+    name : the name of a new layer (napari makes it unique).
+    key : identifies the layer across reruns, e.g. ``"segment:labels:<image name>"``.
+    role : stored in ``metadata["napari_unet"]`` (``"segment"``, ``"weights"``, ...).
+    geometry : ``scale``/``translate`` to give the layer (see :func:`geometry_of`).
+    **kwargs : further keyword arguments for a new layer (colormap, visible, ...).
+
+    Returns
+    -------
+    The layer.
+    """
+    geometry = geometry or {}
+    layer = find_owned(viewer, key)
+    layer_class = "Labels" if kind == "labels" else "Image"
+    rgb = kwargs.get("rgb", False)
+    compatible = (
+        layer is not None
+        and type(layer).__name__ == layer_class
+        and layer.data.ndim == data.ndim
+        and (kind == "labels" or bool(layer.rgb) == bool(rgb))
+    )
+    if compatible:
+        layer.data = data
+        for attr, value in geometry.items():
+            setattr(layer, attr, value)
+        if kind == "image" and "contrast_limits" in kwargs:
+            layer.contrast_limits = kwargs["contrast_limits"]
+        elif kind == "image" and not rgb:
+            layer.reset_contrast_limits()
+        return layer
+    if layer is not None:  # same key but incompatible (e.g. 2D -> stack): replace our own layer
+        viewer.layers.remove(layer)
+    metadata = {OWNER_KEY: role, KEY_KEY: key}
+    adder = viewer.add_labels if kind == "labels" else viewer.add_image
+    return adder(data, name=name, metadata=metadata, **geometry, **kwargs)
+
+
+def remove_owned(viewer: Any, key: str) -> None:
+    """Remove the plugin's layer stored under ``key`` if there is one."""
+    layer = find_owned(viewer, key)
+    if layer is not None:
+        viewer.layers.remove(layer)
+
+
+# -- image layouts -----------------------------------------------------------------------------
+def layer_array(layer: Any) -> Any:
+    """The full-resolution data of ``layer`` (level 0 of a multiscale layer), not yet loaded."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def spatial_shape(layer: Any) -> tuple[int, ...]:
+    """The shape of ``layer`` without the RGB(A) axis."""
+    shape = tuple(layer_array(layer).shape)
+    return shape[:-1] if getattr(layer, "rgb", False) else shape
+
+
+def current_plane_index(viewer: Any, layer: Any) -> tuple[int, ...]:
+    """Indices into ``layer``'s leading (non-YX) axes for the plane the viewer shows now."""
+    shape = spatial_shape(layer)
+    n_lead = len(shape) - 2
+    if n_lead <= 0:
+        return ()
+    world = [float(v) for v in viewer.dims.point]
+    point = world[-layer.ndim :] if len(world) >= layer.ndim else [0.0] * layer.ndim
+    data_point = list(layer.world_to_data(point))
+    out = []
+    for axis in range(n_lead):
+        index = int(round(float(data_point[axis]))) if axis < len(data_point) else 0
+        out.append(min(max(index, 0), shape[axis] - 1))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an image layer's axes map onto the engine's ``(P, Y, X[, C])`` layout.
+
+    Attributes
+    ----------
+    shape : the layer's full data shape.
+    channel_axis : the layer axis holding channels (``-1`` for RGB, ``-3`` for a channel axis
+        just before the rows), or ``None`` for grayscale.
+    lead_shape : the shape of the remaining leading axes (Z, T, ...), flattened into planes.
+    """
+
+    shape: tuple[int, ...]
+    channel_axis: int | None
+    lead_shape: tuple[int, ...]
+
+    @property
+    def stack(self) -> bool:
+        """Whether the engine sees a stack of planes."""
+        return len(self.lead_shape) > 0
+
+    @property
+    def n_planes(self) -> int:
+        """Number of planes the engine sees."""
+        return int(np.prod(self.lead_shape)) if self.lead_shape else 1
+
+    @property
+    def spatial_ndim(self) -> int:
+        """Axes of a label image of this layer: leading axes plus rows and columns."""
+        return len(self.lead_shape) + 2
+
+    def to_engine(self, data: Any) -> tuple[np.ndarray, int | None]:
+        """Load ``data`` and return it as ``(Y, X[, C])`` or ``(P, Y, X[, C])``, plus the
+        ``channel_axis`` to pass to the engine. Runs in the worker thread (it reads the data).
+        """
+        array = np.asarray(data)
+        channel_axis = None
+        if self.channel_axis is not None:
+            array = np.moveaxis(array, self.channel_axis, -1)
+            channel_axis = -1
+            spatial = array.shape[-3:]
+        else:
+            spatial = array.shape[-2:]
+        if self.lead_shape:
+            array = array.reshape((self.n_planes, *spatial))
+        return array, channel_axis
+
+    def from_engine(self, labels: np.ndarray) -> np.ndarray:
+        """Reshape engine output ``(Y, X)`` / ``(P, Y, X)`` back to the layer's leading axes."""
+        return labels.reshape((*self.lead_shape, *labels.shape[-2:]))
+
+
+def plan_layout(layer: Any, *, leading_is_channels: bool = False) -> Layout:
+    """The :class:`Layout` of an image layer.
+
+    RGB(A) layers have channels on the last axis. Otherwise, with ``leading_is_channels`` the axis
+    just before the rows holds channels (``(C, Y, X)``, ``(Z, C, Y, X)``); every other leading
+    axis (Z slices, time points) is a plane predicted on its own.
+    """
+    shape = tuple(int(s) for s in layer_array(layer).shape)
+    if getattr(layer, "rgb", False):
+        return Layout(shape, -1, shape[:-3])
+    if leading_is_channels and len(shape) >= 3:
+        return Layout(shape, -3, shape[:-3])
+    return Layout(shape, None, shape[:-2])
+
+
+def spatial_geometry(layer: Any, layout: Layout) -> dict[str, Any]:
+    """``scale``/``translate`` of ``layer`` for a label image of ``layout`` (channels dropped)."""
+    scale = list(np.asarray(layer.scale, dtype=float))
+    translate = list(np.asarray(layer.translate, dtype=float))
+    if layout.channel_axis == -3 and not getattr(layer, "rgb", False):
+        del scale[-3], translate[-3]
+    n = layout.spatial_ndim
+    return {"scale": tuple(scale[-n:]), "translate": tuple(translate[-n:])}
+
+
+def side_by_side_geometry(layer: Any, gap: float = 16.0) -> dict[str, Any]:
+    """``scale``/``translate`` that place a 2D layer just right of ``layer``'s last plane."""
+    geometry = geometry_of(layer, 2)
+    shape = spatial_shape(layer)
+    scale = geometry["scale"]
+    translate = list(geometry["translate"])
+    translate[1] += (shape[-1] + gap) * scale[1]
+    return {"scale": scale, "translate": tuple(translate)}

@@ -1,0 +1,252 @@
+"""Running engine generators off the GUI thread, with a progress bar, Cancel and clear errors.
+
+Every widget starts its work through :func:`start_job`. The job function is a generator that
+runs in a worker thread (``napari.qt.threading``): it does its heavy imports there, yields the
+engine's typed events and returns a result. The main thread turns events into progress-bar
+updates and layer updates (``on_event``), the result into layers (``on_result``), and any
+exception into a napari notification with a sentence the user can act on (:func:`user_message`).
+Nothing in the worker thread touches Qt or a layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error
+
+logger = logging.getLogger(__name__)
+
+OOM_MESSAGE = "out of memory on the GPU; try a smaller tile size or the CPU"
+
+
+class _Cancelled:
+    """Returned by :func:`_delegate` when the job was cancelled."""
+
+
+CANCELLED = _Cancelled()
+
+
+def _delegate(gen: Generator, stop: threading.Event) -> Generator:
+    """Run ``gen`` in the worker thread, yielding its events, and return its value.
+
+    Checks ``stop`` at every ``yield`` and then closes ``gen`` *in the worker thread*, so the
+    engine's ``finally:`` cleanup (a last checkpoint, moving the model to the CPU, freeing device
+    memory) never runs on the GUI thread.
+    """
+    try:
+        while True:
+            if stop.is_set():
+                return CANCELLED
+            try:
+                event = next(gen)
+            except StopIteration as done:
+                return done.value
+            yield event
+    finally:
+        gen.close()
+
+
+def _forward(gen: Generator) -> Generator:
+    """The worker's generator function: forwards to an existing generator object."""
+    return (yield from gen)
+
+
+def user_message(exc: BaseException, what: str = "The operation") -> str:
+    """A sentence for the user that says what went wrong.
+
+    Parameters
+    ----------
+    exc : the exception raised in the worker thread (or the handler).
+    what : the work that failed, e.g. ``"Segmentation"``; starts the sentence when the error is
+        unexpected.
+
+    Returns
+    -------
+    str
+        ``"<what> failed: <reason>."``.
+    """
+    name = type(exc).__name__
+    text = str(exc).strip() or name
+    if name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in text):
+        reason = OOM_MESSAGE
+    elif isinstance(exc, MemoryError):
+        reason = "out of memory; try a smaller image, a smaller tile size or fewer planes"
+    elif name == "CheckpointError":
+        reason = f"the model file cannot be used: {text}"
+    elif isinstance(exc, FileNotFoundError):
+        reason = f"file not found: {exc.filename or text}"
+    elif isinstance(exc, (ValueError, OSError)):
+        reason = text
+    else:
+        reason = f"{text} ({name})"
+    reason = reason.rstrip(".")
+    return f"{what} failed: {reason}."
+
+
+def notify_error(exc: BaseException, what: str = "The operation") -> str:
+    """Show ``exc`` as a napari error notification (and log the traceback); return the message."""
+    message = user_message(exc, what)
+    logger.error(message, exc_info=(type(exc), exc, exc.__traceback__))
+    show_error(message)
+    return message
+
+
+def tell_user(message: str) -> None:
+    """Show a ready-made sentence as a napari error notification."""
+    show_error(message)
+
+
+class Job:
+    """One engine generator running in a napari worker thread.
+
+    Create it with :func:`start_job`. The progress bar follows ``TileDone``/``StepDone``
+    events. :meth:`cancel` makes the worker close the engine generator at its next ``yield``
+    (in the worker thread, so its cleanup never blocks the GUI); the job then ends without
+    ``on_result``. Should napari itself abort the worker (``worker.quit()``, e.g. when the viewer
+    closes), the generator is closed once the worker has let go of it.
+
+    Attributes
+    ----------
+    worker : the napari ``GeneratorWorker``; tests wait on ``worker.finished``.
+    cancelled : whether the job was stopped by :meth:`cancel`.
+    error : the exception the job raised, if any.
+    result : the generator's return value, once ``returned`` was emitted.
+    returned_at : ``time.perf_counter()`` when the result reached the main thread (before the
+        layers were updated), or ``None``.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Generator],
+        *args: Any,
+        what: str,
+        description: str | None = None,
+        on_event: Callable[[Any], None] | None = None,
+        on_result: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_done: Callable[[Job], None] | None = None,
+        show_progress: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        self.what = what
+        self.cancelled = False
+        self.error: BaseException | None = None
+        self.result: Any = None
+        self.done = False
+        self._aborted_by_napari = False
+        self.returned_at: float | None = None
+        self._on_event = on_event
+        self._on_result = on_result
+        self._on_error = on_error
+        self._on_done = on_done
+        self._stop = threading.Event()
+        self._gen = _delegate(func(*args, **kwargs), self._stop)
+        self.worker: GeneratorWorker = create_worker(
+            _forward,
+            self._gen,
+            _start_thread=False,
+            _worker_class=GeneratorWorker,
+            _ignore_errors=True,  # errors go to _errored -> a notification
+        )
+        self.pbar = progress(total=0, desc=description or what) if show_progress else None
+        self.worker.yielded.connect(self._yielded)
+        self.worker.returned.connect(self._returned)
+        self.worker.errored.connect(self._errored)
+        self.worker.aborted.connect(self._aborted)
+        self.worker.finished.connect(self._finished)
+
+    # -- control ---------------------------------------------------------------------------
+    def start(self) -> Job:
+        """Start the worker thread."""
+        self.worker.start()
+        return self
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next ``yield``; ``on_done`` follows once it has."""
+        if self.done or self.cancelled:
+            return
+        self.cancelled = True
+        if self.pbar is not None:
+            self.pbar.set_description(f"{self.what}: stopping")
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        """True until the worker has finished."""
+        return not self.done
+
+    # -- signal handlers (main thread) ---------------------------------------------------
+    def _yielded(self, event: Any) -> None:
+        if self.pbar is not None:
+            self._advance(event)
+        if self._on_event is not None and not self.cancelled:
+            try:
+                self._on_event(event)
+            except Exception as exc:  # a failing display update must not kill the job silently
+                notify_error(exc, f"{self.what} (display update)")
+
+    def _advance(self, event: Any) -> None:
+        name = type(event).__name__
+        if name == "TileDone":
+            done, total = event.done, event.total
+            if event.n_planes > 1:
+                self.pbar.set_description(f"{self.what}: plane {event.plane + 1}/{event.n_planes}")
+        elif name == "StepDone":
+            done, total = event.step, event.total
+        else:
+            return
+        if self.pbar.total != total:
+            self.pbar.total = total
+        if done > self.pbar.n:
+            self.pbar.update(done - self.pbar.n)
+
+    def _returned(self, value: Any) -> None:
+        self.returned_at = time.perf_counter()
+        if value is CANCELLED:
+            self.cancelled = True
+            return
+        self.result = value
+        if self._on_result is not None and not self.cancelled:
+            try:
+                self._on_result(value)
+            except Exception as exc:
+                self._report(exc)
+
+    def _errored(self, exc: BaseException) -> None:
+        self._report(exc)
+
+    def _report(self, exc: BaseException) -> None:
+        self.error = exc
+        notify_error(exc, self.what)
+        if self._on_error is not None:
+            self._on_error(exc)
+
+    def _aborted(self) -> None:
+        self.cancelled = True
+        self._aborted_by_napari = True
+
+    def _finished(self) -> None:
+        if self._aborted_by_napari:
+            # worker.quit() left the generator suspended at a yield: run its cleanup now
+            try:
+                self._gen.close()
+            except Exception as exc:
+                self._report(exc)
+        self._gen = None
+        self.done = True
+        if self.pbar is not None:
+            self.pbar.close()
+            self.pbar = None
+        if self._on_done is not None:
+            self._on_done(self)
+
+
+def start_job(func: Callable[..., Generator], *args: Any, **kwargs: Any) -> Job:
+    """Create a :class:`Job` for ``func(*args)`` and start it; see :class:`Job` for options."""
+    return Job(func, *args, **kwargs).start()
