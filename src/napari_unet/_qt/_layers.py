@@ -286,3 +286,76 @@ def side_by_side_geometry(layer: Any, gap: float = 16.0) -> dict[str, Any]:
     translate = list(geometry["translate"])
     translate[1] += (shape[-1] + gap) * scale[1]
     return {"scale": scale, "translate": tuple(translate)}
+
+
+# -- annotations -------------------------------------------------------------------------------
+def plane_of(layer: Any, plane: tuple[int, ...]) -> Any:
+    """The 2D (Y, X[, C]) plane ``plane`` of ``layer``'s data (a view where possible)."""
+    return layer_array(layer)[plane] if plane else layer_array(layer)
+
+
+def regions_mask(
+    shapes_layer: Any, target_layer: Any, plane: tuple[int, ...], shape: tuple[int, int]
+) -> np.ndarray | None:
+    """Rasterise ``shapes_layer`` onto plane ``plane`` of ``target_layer``'s pixel grid.
+
+    Shape vertices go from the shapes layer's data coordinates through world coordinates into
+    the target's. Over a stack, a shape drawn on a plane counts for that plane only; a 2D shapes
+    layer counts for every plane. Returns a (Y, X) bool array, True inside any shape, or ``None``
+    when there is no shapes layer or no shape on this plane.
+    """
+    from napari.layers import Shapes
+
+    if shapes_layer is None or len(shapes_layer.data) == 0:
+        return None
+    ndim = target_layer.ndim
+    check_plane = bool(plane) and shapes_layer.ndim >= ndim
+    polygons, types = [], []
+    for vertices, shape_type in zip(shapes_layer.data, shapes_layer.shape_type, strict=True):
+        # world_to_data pads a shorter point with leading zeros and keeps a longer one's tail
+        points = np.array(
+            [target_layer.world_to_data(shapes_layer.data_to_world(v)) for v in vertices]
+        )
+        if check_plane:
+            lead = np.round(points[:, : len(plane)]).astype(int)
+            if not np.all(lead == np.asarray(plane)):
+                continue
+        polygons.append(points[:, -2:])
+        types.append(shape_type)
+    if not polygons:
+        return None
+    masks = Shapes(polygons, shape_type=types).to_masks(mask_shape=shape)
+    return np.any(masks, axis=0)
+
+
+def show_weight_map(
+    viewer: Any, labels_layer: Any, weight_map: Any, *, role: str, visible_parts: bool = False
+) -> list[Any]:
+    """Show a ``WeightMap`` as plugin-owned image layers over ``labels_layer``'s rows and columns.
+
+    Three layers, keyed by ``role`` and the labels layer's name: the total weight (visible) and
+    its two parts, ``w_c`` and the border term (hidden unless ``visible_parts``; a rerun keeps
+    whatever visibility the user gave them). Returns the layers in that order.
+    """
+    geometry = geometry_of(labels_layer, 2)
+    name = labels_layer.name
+    parts = [
+        ("total", f"{name} weight map", weight_map.total, True),
+        ("class_term", f"{name} weight w_c", weight_map.class_term, visible_parts),
+        ("border_term", f"{name} weight border term", weight_map.border_term, visible_parts),
+    ]
+    return [
+        put_layer(  # an update keeps the layer's display settings; these apply to a new layer
+            viewer,
+            data,
+            kind="image",
+            name=title,
+            key=f"{role}:weights:{part}:{name}",
+            role=role,
+            geometry=geometry,
+            colormap="inferno",
+            blending="additive",
+            visible=visible,
+        )
+        for part, title, data, visible in parts
+    ]

@@ -97,6 +97,58 @@ def notify_error(exc: BaseException, what: str = "The operation") -> str:
     return message
 
 
+def call_once(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Generator:
+    """A generator that calls ``func`` once and returns its value (for :class:`Job`)."""
+    return func(*args, **kwargs)
+    yield  # unreachable: makes this a generator function
+
+
+class LatestOnly:
+    """Runs one job at a time and, while one runs, keeps only the newest request.
+
+    For interactive previews (sliders): every change asks for a recomputation, but only the
+    last one asked for while a job was running is started after it.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.job: Job | None = None
+        self._pending: tuple | None = None
+
+    def submit(
+        self, func: Callable[..., Any], *args: Any, on_result: Callable[[Any], None], **kwargs: Any
+    ) -> None:
+        """Compute ``func(*args, **kwargs)`` in a worker thread, then call ``on_result``."""
+        request = (func, args, kwargs, on_result)
+        if self.job is not None and self.job.running:
+            self._pending = request
+            return
+        self._start(request)
+
+    def _start(self, request: tuple) -> None:
+        func, args, kwargs, on_result = request
+        self.job = start_job(
+            call_once,
+            func,
+            *args,
+            what=self.what,
+            show_progress=False,
+            on_result=on_result,
+            on_done=self._done,
+            **kwargs,
+        )
+
+    def _done(self, _job: Job) -> None:
+        request, self._pending = self._pending, None
+        if request is not None:
+            self._start(request)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job runs or waits."""
+        return (self.job is not None and self.job.running) or self._pending is not None
+
+
 def tell_user(message: str) -> None:
     """Show a ready-made sentence as a napari error notification."""
     show_error(message)

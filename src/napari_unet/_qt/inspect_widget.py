@@ -1,15 +1,418 @@
-"""The InspectWidget dock widget (being built: see issue 5)."""
+"""The Inspect dock widget: the paper's weight map and elastic deformations, live.
+
+For any Labels layer it shows the weight map ``w = w_c + w0 * exp(-(d1 + d2)^2 / 2 sigma^2)``
+(total, and its two parts) with sliders for ``w0`` and ``sigma`` that update the layers at once,
+and a preview of the elastic deformation used in training (strength slider, *New sample*). The
+numbers come from the engine (:func:`weights.weight_map`, :func:`augment.elastic_deform`),
+computed in a worker thread; while one computation runs, only the newest request waits.
+
+The user's layers are only read: results go into plugin-owned layers (see ``_layers``).
+"""
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+from collections.abc import Callable
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import Container, FloatSlider, Label
+from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
+
+from napari_unet._qt._layers import (
+    OWNER_KEY,
+    current_plane_index,
+    layer_combo,
+    pick_default,
+    plane_of,
+    put_layer,
+    regions_mask,
+    remove_owned,
+    show_weight_map,
+    side_by_side_geometry,
+    spatial_shape,
+)
+from napari_unet._qt._worker import LatestOnly, notify_error, tell_user
+
+ROLE = "inspect"
+#: knots per axis of the coarse displacement grid (the paper: 3 x 3)
+DEFORMATION_GRID = 3
+#: Shapes data events that announce a change still in progress (the shape is not there yet)
+_UNFINISHED_ACTIONS = {"adding", "changing", "removing"}
+
+
+def compute_weight_map(labels: Any, regions: np.ndarray | None, *, w0: float, sigma: float):
+    """Worker thread: the engine's ``WeightMap`` of one labelled plane.
+
+    ``regions`` (bool, or ``None`` for the whole image) are the fully annotated areas, as in
+    fine-tuning: outside them only the painted cells and a thin margin count.
+    """
+    from napari_unet.engine.weights import annotation_mask, weight_map
+
+    labels = np.asarray(labels)
+    mask = annotation_mask(labels, regions) if regions is not None else None
+    return weight_map(labels, w0=w0, sigma=sigma, mask=mask)
+
+
+def _back_to(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round and clip an interpolated image back into an integer ``dtype`` (floats stay)."""
+    if not np.issubdtype(dtype, np.integer):
+        return array
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(array), info.min, info.max).astype(dtype)
+
+
+def compute_deformation(
+    image: Any, labels: Any, *, sigma: float, seed: int, rgb: bool = False
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Worker thread: one elastic deformation of the labels and, if given, the image.
+
+    Parameters
+    ----------
+    image : ``(Y, X)`` or, with ``rgb``, ``(Y, X, C)`` image plane, or ``None``.
+    labels : ``(Y, X)`` labels plane.
+    sigma : standard deviation of the coarse displacements in pixels; 0 is the identity.
+    seed : the same seed gives the same deformation.
+
+    Returns
+    -------
+    (image or None, labels), in the input layouts and dtypes (labels by nearest neighbour, the
+    image bicubic, rounded back into an integer dtype).
+    """
+    from napari_unet.engine.augment import elastic_deform
+
+    labels = np.asarray(labels)
+    if image is None:
+        (warped_labels,) = elastic_deform(
+            [labels], sigma=sigma, grid=DEFORMATION_GRID, orders=[0], rng=seed
+        )
+        return None, warped_labels
+    image = np.asarray(image)
+    dtype = image.dtype
+    floats = image.astype(np.float32)
+    if rgb:  # (Y, X, C) -> (C, Y, X), the engine's channel layout
+        floats = np.moveaxis(floats, -1, 0)
+    warped_image, warped_labels = elastic_deform(
+        [floats, labels], sigma=sigma, grid=DEFORMATION_GRID, orders=[3, 0], rng=seed
+    )
+    if rgb:
+        warped_image = np.moveaxis(warped_image, 0, -1)
+    return _back_to(warped_image, dtype), warped_labels
+
+
+def _title(text: str) -> QLabel:
+    return QLabel(f"<b>{text}</b>")
+
+
+def _disconnect_all(connections: list[tuple[Any, Callable]]) -> None:
+    for emitter, callback in connections:
+        try:
+            emitter.disconnect(callback)
+        except (RuntimeError, TypeError, ValueError):  # already gone
+            pass
+    connections.clear()
 
 
 class InspectWidget(QWidget):
-    """Dock widget; takes the viewer napari injects."""
+    """Weight maps and elastic deformations of a Labels layer, with live sliders.
 
-    def __init__(self, napari_viewer):
+    Parameters
+    ----------
+    napari_viewer : the viewer (napari injects it).
+
+    Attributes
+    ----------
+    weights_runner, deform_runner : the :class:`~napari_unet._qt._worker.LatestOnly` runners
+        (tests wait until they are no longer ``busy``).
+    weight_layers : the [total, w_c, border term] layers last shown.
+    deformed_labels, deformed_image : the preview layers last shown (``None`` before).
+    seed : the random seed of the deformation shown; *New sample* increments it.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.seed = 0
+        self.weights_runner = LatestOnly("Weight map")
+        self.deform_runner = LatestOnly("Deformation preview")
+        self.weight_layers: list[Any] = []
+        self.deformed_labels: Any = None
+        self.deformed_image: Any = None
+        self._weights_shown = False
+        self._deform_shown = False
+        self._watched: list[tuple[Any, Callable]] = []
+
+        self.labels = layer_combo(
+            napari_viewer,
+            napari.layers.Labels,
+            label="labels",
+            tooltip="The painted or segmented cells whose training weights you want to see.",
+        )
+        self.regions = layer_combo(
+            napari_viewer,
+            napari.layers.Shapes,
+            label="annotated regions",
+            nullable=True,
+            tooltip="Optional: inside these shapes unpainted pixels are background; outside, "
+            "only the painted cells count (weight 0 elsewhere). Without shapes the whole image "
+            "counts.",
+        )
+        self.w0 = FloatSlider(
+            label="w0 (border weight)",
+            value=10.0,
+            min=0.0,
+            max=30.0,
+            step=0.5,
+            tooltip="How much the thin gaps between touching cells count (the paper: 10).",
+        )
+        self.sigma = FloatSlider(
+            label="sigma (px)",
+            value=5.0,
+            min=1.0,
+            max=20.0,
+            step=0.5,
+            tooltip="How far from the gap the extra weight reaches, in pixels (the paper: ~5).",
+        )
+        self.image = layer_combo(
+            napari_viewer,
+            napari.layers.Image,
+            label="image",
+            nullable=True,
+            exclude_plugin_layers=True,
+            tooltip="Optional: the image to deform together with the labels.",
+        )
+        self.strength = FloatSlider(
+            label="deformation (px)",
+            value=10.0,
+            min=0.0,
+            max=30.0,
+            step=1.0,
+            tooltip="Standard deviation of the random displacements on a 3 x 3 grid, in pixels "
+            "(the paper: 10). 0 leaves the image unchanged.",
+        )
+        self.status = Label(value="")
+        weights_box = Container(widgets=[self.labels, self.regions, self.w0, self.sigma])
+        deform_box = Container(widgets=[self.image, self.strength])
+        self.show_button = QPushButton("Show weight map")
+        self.show_button.setToolTip(
+            "Compute the weight map of the labels (current plane); the sliders then update it."
+        )
+        self.sample_button = QPushButton("New sample")
+        self.sample_button.setToolTip(
+            "Draw a new random elastic deformation and show it beside the labels."
+        )
+
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("InspectWidget"))
+        layout.addWidget(_title("Weight map (equation 2 of the paper)"))
+        layout.addWidget(weights_box.native)
+        layout.addWidget(self.show_button)
+        layout.addWidget(_title("Elastic deformation"))
+        layout.addWidget(deform_box.native)
+        layout.addWidget(self.sample_button)
+        layout.addWidget(self.status.native)
+        layout.addStretch(1)
+
+        pick_default(self.labels, lambda layer: OWNER_KEY not in layer.metadata)
+        self._pick_image()
+        self.show_button.clicked.connect(lambda: self.update_weights())
+        self.sample_button.clicked.connect(lambda: self.new_sample())
+        for widget in (self.w0, self.sigma):
+            widget.changed.connect(self._weights_changed)
+        self.strength.changed.connect(self._deform_changed)
+        self.image.changed.connect(self._deform_changed)
+        self.labels.changed.connect(self._labels_changed)
+        self.regions.changed.connect(self._regions_changed)
+        self._watch_layers()
+        napari_viewer.dims.events.current_step.connect(self._plane_changed)
+        watched = self._watched
+        dims_event = napari_viewer.dims.events.current_step
+        on_plane = self._plane_changed
+        self.destroyed.connect(lambda *_: _disconnect_all([*watched, (dims_event, on_plane)]))
+
+    # -- layer choice and edits ----------------------------------------------------------
+    def _pick_image(self) -> None:
+        """Default the image to a user image with the labels' rows and columns."""
+        labels = self.labels.value
+        if labels is None:
+            return
+        rows_cols = spatial_shape(labels)[-2:]
+        pick_default(self.image, lambda layer: spatial_shape(layer)[-2:] == rows_cols)
+
+    def _watch_layers(self) -> None:
+        """Follow edits of the chosen labels (painting) and regions (shapes drawn)."""
+        _disconnect_all(self._watched)
+        for layer, names in (
+            (self.labels.value, ("data", "paint")),
+            (self.regions.value, ("data",)),
+        ):
+            if layer is None:
+                continue
+            for name in names:
+                emitter = getattr(layer.events, name, None)
+                if emitter is not None:
+                    emitter.connect(self._layer_edited)
+                    self._watched.append((emitter, self._layer_edited))
+
+    def _labels_changed(self, *_: Any) -> None:
+        self._watch_layers()
+        if self.image.value is None:
+            self._pick_image()
+        self._weights_changed()
+        self._deform_changed()
+
+    def _regions_changed(self, *_: Any) -> None:
+        self._watch_layers()
+        self._weights_changed()
+
+    def _layer_edited(self, event: Any = None) -> None:
+        action = getattr(event, "action", None)
+        if action is not None and str(action) in _UNFINISHED_ACTIONS:
+            return
+        self._weights_changed()
+
+    def _plane_changed(self, *_: Any) -> None:
+        layer = self.labels.value
+        if layer is not None and len(spatial_shape(layer)) > 2:
+            self._weights_changed()
+            self._deform_changed()
+
+    # -- weight map ----------------------------------------------------------------------
+    def _weights_changed(self, *_: Any) -> None:
+        if self._weights_shown:
+            self.update_weights(quiet=True)
+
+    def update_weights(self, *, quiet: bool = False) -> None:
+        """Recompute the weight map of the chosen labels (current plane) with w0 and sigma.
+
+        Without a Labels layer the user is told so, unless ``quiet`` (a live update after the
+        layer went away, e.g. while the viewer closes).
+        """
+        layer = self.labels.value
+        if layer is None:
+            if not quiet:
+                tell_user("Weight map failed: add or choose a Labels layer first.")
+            return
+        self._weights_shown = True
+        try:
+            plane = current_plane_index(self.viewer, layer)
+            labels = plane_of(layer, plane)
+            regions = regions_mask(self.regions.value, layer, plane, tuple(labels.shape[-2:]))
+        except Exception as exc:
+            notify_error(exc, "Weight map")
+            return
+        shapes = self.regions.value
+        if regions is None and shapes is not None and len(shapes.data):
+            # shapes drawn on other planes of the stack only: this plane has no annotated region
+            regions = np.zeros(labels.shape[-2:], bool)
+        self.weights_runner.submit(
+            compute_weight_map,
+            labels,
+            regions,
+            w0=float(self.w0.value),
+            sigma=float(self.sigma.value),
+            on_result=lambda result: self._show_weights(layer, result),
+        )
+
+    def _show_weights(self, layer: Any, result: Any) -> None:
+        if layer not in self.viewer.layers:
+            return
+        self.weight_layers = show_weight_map(self.viewer, layer, result, role=ROLE)
+        self.status.value = (
+            f"weight map of {layer.name}: max {float(result.total.max()):.1f} "
+            f"(w0 = {self.w0.value:g}, sigma = {self.sigma.value:g} px)"
+        )
+
+    # -- deformation ---------------------------------------------------------------------
+    def _deform_changed(self, *_: Any) -> None:
+        if self._deform_shown:
+            self.update_deformation(quiet=True)
+
+    def new_sample(self) -> None:
+        """Draw a new random deformation and show it."""
+        self.seed += 1
+        self.update_deformation()
+
+    def update_deformation(self, *, quiet: bool = False) -> None:
+        """Deform the chosen labels (and image) with the current strength and seed
+        (``quiet``: as for :meth:`update_weights`)."""
+        layer = self.labels.value
+        if layer is None:
+            if not quiet:
+                tell_user("Deformation preview failed: add or choose a Labels layer first.")
+            return
+        self._deform_shown = True
+        image_layer = self.image.value
+        try:
+            labels = plane_of(layer, current_plane_index(self.viewer, layer))
+            image = None
+            if image_layer is not None:
+                image = plane_of(image_layer, current_plane_index(self.viewer, image_layer))
+        except Exception as exc:
+            notify_error(exc, "Deformation preview")
+            return
+        rgb = image_layer is not None and bool(image_layer.rgb)
+        if image is not None:
+            rows_cols = tuple(image.shape[:2] if rgb else image.shape[-2:])
+            if image.ndim != (3 if rgb else 2) or rows_cols != tuple(labels.shape):
+                tell_user(
+                    f"Deformation preview failed: the image '{image_layer.name}' "
+                    f"{tuple(image.shape)} does not match the labels '{layer.name}' "
+                    f"{tuple(labels.shape)}; choose an image of the same size, or none."
+                )
+                return
+        self.deform_runner.submit(
+            compute_deformation,
+            image,
+            labels,
+            sigma=float(self.strength.value),
+            seed=self.seed,
+            rgb=rgb,
+            on_result=lambda arrays: self._show_deformation(layer, image_layer, arrays),
+        )
+
+    def _show_deformation(
+        self, layer: Any, image_layer: Any, arrays: tuple[np.ndarray | None, np.ndarray]
+    ) -> None:
+        if layer not in self.viewer.layers:
+            return
+        image, labels = arrays
+        geometry = side_by_side_geometry(layer)
+        image_key = f"{ROLE}:deformed-image:{layer.name}"
+        if image is None or image_layer not in self.viewer.layers:
+            remove_owned(self.viewer, image_key)
+            self.deformed_image = None
+        elif image_layer.rgb:
+            self.deformed_image = put_layer(
+                self.viewer,
+                image,
+                kind="image",
+                name=f"{image_layer.name} deformed",
+                key=image_key,
+                role=ROLE,
+                geometry=geometry,
+                rgb=True,
+            )
+        else:
+            self.deformed_image = put_layer(
+                self.viewer,
+                image,
+                kind="image",
+                name=f"{image_layer.name} deformed",
+                key=image_key,
+                role=ROLE,
+                geometry=geometry,
+                colormap=image_layer.colormap.name,
+                contrast_limits=tuple(image_layer.contrast_limits),
+            )
+        self.deformed_labels = put_layer(
+            self.viewer,
+            labels,
+            kind="labels",
+            name=f"{layer.name} deformed",
+            key=f"{ROLE}:deformed-labels:{layer.name}",
+            role=ROLE,
+            geometry=geometry,
+        )
+        self.status.value = (
+            f"deformation sample {self.seed} ({self.strength.value:g} px), right of {layer.name}"
+        )
