@@ -209,6 +209,18 @@ def test_mismatched_image_is_reported(widget, viewer, qtbot, errors):
     assert "cells deformed" not in viewer.layers
 
 
+def test_image_follows_the_labels_choice(widget, viewer, cells, qtbot, errors):
+    widget.new_sample()
+    settle(qtbot, widget.deform_runner)
+    small = viewer.add_labels(np.zeros((40, 50), np.int32), name="small labels")
+    widget.labels.value = small  # no image of that size: the preview goes on without one
+    settle(qtbot, widget.deform_runner)
+    assert widget.image.value is None and errors == []
+    assert viewer.layers["small labels deformed"].data.shape == (40, 50)
+    widget.labels.value = viewer.layers["cells"]
+    assert widget.image.value is viewer.layers["nuclei"]
+
+
 def test_user_layers_are_never_modified(widget, viewer, cells, qtbot):
     shapes = viewer.add_shapes(
         [np.array([[3.0, 4.0], [20.0, 20.0]])], shape_type="rectangle", name="regions"

@@ -101,7 +101,9 @@ def compute_deformation(
 
 
 def _title(text: str) -> QLabel:
-    return QLabel(f"<b>{text}</b>")
+    label = QLabel(f"<b>{text}</b>")
+    label.setWordWrap(True)
+    return label
 
 
 def _disconnect_all(connections: list[tuple[Any, Callable]]) -> None:
@@ -191,6 +193,7 @@ class InspectWidget(QWidget):
             "(the paper: 10). 0 leaves the image unchanged.",
         )
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # long layer names must not widen the dock
         weights_box = Container(widgets=[self.labels, self.regions, self.w0, self.sigma])
         deform_box = Container(widgets=[self.image, self.strength])
         self.show_button = QPushButton("Show weight map")
@@ -230,13 +233,22 @@ class InspectWidget(QWidget):
         self.destroyed.connect(lambda *_: _disconnect_all([*watched, (dims_event, on_plane)]))
 
     # -- layer choice and edits ----------------------------------------------------------
-    def _pick_image(self) -> None:
-        """Default the image to a user image with the labels' rows and columns."""
+    def _image_fits(self, image: Any) -> bool:
         labels = self.labels.value
-        if labels is None:
+        return (
+            image is not None
+            and labels is not None
+            and spatial_shape(image)[-2:] == spatial_shape(labels)[-2:]
+        )
+
+    def _pick_image(self) -> None:
+        """Keep the image if it has the labels' rows and columns; otherwise pick a user image
+        that has, or none."""
+        if self._image_fits(self.image.value):
             return
-        rows_cols = spatial_shape(labels)[-2:]
-        pick_default(self.image, lambda layer: spatial_shape(layer)[-2:] == rows_cols)
+        with self.image.changed.blocked():
+            self.image.value = None
+            pick_default(self.image, self._image_fits)
 
     def _watch_layers(self) -> None:
         """Follow edits of the chosen labels (painting) and regions (shapes drawn)."""
@@ -255,8 +267,7 @@ class InspectWidget(QWidget):
 
     def _labels_changed(self, *_: Any) -> None:
         self._watch_layers()
-        if self.image.value is None:
-            self._pick_image()
+        self._pick_image()
         self._weights_changed()
         self._deform_changed()
 
