@@ -29,9 +29,7 @@ def tiny_net(in_channels: int = 1, n_classes: int = 3) -> UNet:
 @pytest.fixture
 def model_file(tmp_path):
     """A tiny model file that says it was trained on cells of 24 px."""
-    return save_checkpoint(
-        tmp_path / "tiny.pt", tiny_net(), extra={"diameter": TRAINED_DIAMETER}
-    )
+    return save_checkpoint(tmp_path / "tiny.pt", tiny_net(), extra={"diameter": TRAINED_DIAMETER})
 
 
 def discs(shape, diameter, spacing):
@@ -174,7 +172,10 @@ def test_segment_stack_and_channels(nuclei):
     rgb = np.stack([image, image // 2, image // 3], axis=-1)
     net3 = tiny_net(in_channels=3)
     assert api.segment(rgb, net3, channel_axis=-1, device="cpu").shape == (48, 64)
-    assert api.segment(np.moveaxis(rgb, -1, 0), net3, channel_axis=0, device="cpu").shape == (48, 64)
+    assert api.segment(np.moveaxis(rgb, -1, 0), net3, channel_axis=0, device="cpu").shape == (
+        48,
+        64,
+    )
 
 
 @pytest.mark.parametrize(
@@ -353,7 +354,9 @@ def test_estimate_diameter_leaves_out_cells_cut_by_the_edge():
     labels[20:30, 48:50] = 7
     inner = np.sqrt(4 * 100 / np.pi)
     assert api.estimate_diameter(labels) == pytest.approx(inner)
-    assert api.estimate_diameter(labels, exclude_border=False) == pytest.approx(np.sqrt(4 * 20 / np.pi))
+    assert api.estimate_diameter(labels, exclude_border=False) == pytest.approx(
+        np.sqrt(4 * 20 / np.pi)
+    )
     labels[labels == 3] = 0  # too few inner cells left: all of them count
     assert api.estimate_diameter(labels) == pytest.approx(np.sqrt(4 * 20 / np.pi))
 
@@ -384,3 +387,34 @@ def test_nuclei_sample_is_shared_with_the_napari_sample():
     np.testing.assert_array_equal(layers[0][0], image)
     np.testing.assert_array_equal(layers[1][0], labels)
     assert image.shape == (512, 512) and image.dtype == np.uint16
+
+
+def test_area_weighted_estimate_ignores_many_specks():
+    _, labels = discs((120, 120), 14, 30)  # 16 discs of 14 px
+    specks = labels.copy()
+    rng = np.random.default_rng(0)
+    free = np.argwhere(labels == 0)
+    for i, (r, c) in enumerate(free[rng.choice(len(free), 40, replace=False)]):
+        specks[r, c] = 1000 + i  # 40 one-pixel specks outnumber the discs
+    assert api.estimate_diameter(specks) < 3
+    assert api.estimate_diameter(specks, weighting="area") == pytest.approx(14, abs=0.6)
+    with pytest.raises(ValueError, match="weighting"):
+        api.estimate_diameter(labels, weighting="mode")
+
+
+def test_known_diameter_sets_the_default_min_size():
+    assert api._min_size_for(None, None) is None
+    assert api._min_size_for(7, 30.0) == 7
+    assert api._min_size_for(None, 30.0) == int(np.ceil(0.1 * np.pi / 4 * 30.0**2))
+    assert api._min_size_for(None, 2.0) == 10  # never below DEFAULT_MIN_SIZE
+
+
+def test_given_diameter_removes_specks_but_not_cells(model_file, oracle):
+    image, truth = discs((96, 96), 24, 32)  # 9 discs of 24 px, 452 px each
+    image = image.copy()
+    image[0:5, 0:5] = 1000  # a 25 px speck: 5 % of a cell (kept by the median-area rule)
+    result = run_to_end(api.iter_segment(image, model_file, diameter=24))
+    assert result.labels.max() == truth.max() == 9
+    assert result.labels[0:5, 0:5].max() == 0
+    kept = run_to_end(api.iter_segment(image, model_file, diameter=24, min_size=10))
+    assert kept.labels[0:5, 0:5].max() > 0  # the caller's min_size wins

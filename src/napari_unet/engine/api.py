@@ -16,8 +16,11 @@ Cell diameter
 A U-Net sees a fixed neighbourhood, so it segments best when cells have the size it was trained
 at. With ``diameter=D`` (pixels, in the input) the image is rescaled by
 ``model_diameter / D``; with ``diameter=None`` the diameter is *estimated*: a first pass at the
-native scale finds cells, their median equivalent diameter is measured, and when it differs from
-the model's by more than 15 % the image is segmented again at the corrected scale. To keep the
+native scale finds cells, their median equivalent diameter is measured (weighted by area, so
+that noise specks and the fragments of cells far larger than the model's do not pull it down),
+and when it differs from the model's by more than 15 % the image is segmented again at the
+corrected scale. With a diameter given or estimated, objects under 10 % of a cell's area are
+removed unless ``min_size`` says otherwise. To keep the
 first pass cheap on large inputs it only looks at a sample: the middle plane of a stack, and at
 most a central 1024 x 1024 crop of that plane. (A crop, not a downsampled copy: downsampling
 would shrink the very cells whose size is being measured.) Models without a stored training
@@ -74,6 +77,9 @@ MAX_RESCALED_PIXELS = 2**28
 ESTIMATE_CROP = 1024
 #: Fewer detected cells than this and the estimate is not trusted (the scale is kept).
 MIN_CELLS_FOR_ESTIMATE = 3
+#: With a known cell diameter and no ``min_size``, objects smaller than this fraction of the
+#: cell's disc area are removed.
+MIN_AREA_OF_CELL = 0.1
 
 _BUNDLED = ("models", "default.pt")
 
@@ -219,7 +225,9 @@ def _normalization(checkpoint: Any) -> dict | None:
 # cell diameter
 
 
-def estimate_diameter(labels: np.ndarray, *, exclude_border: bool = True) -> float | None:
+def estimate_diameter(
+    labels: np.ndarray, *, exclude_border: bool = True, weighting: str = "count"
+) -> float | None:
     """The median equivalent diameter of the objects in a label image.
 
     The equivalent diameter of an object of area ``A`` pixels is ``sqrt(4 A / pi)``, the
@@ -233,6 +241,11 @@ def estimate_diameter(labels: np.ndarray, *, exclude_border: bool = True) -> flo
     exclude_border : bool
         Leave out objects that touch the image edge (they are cut off and would bias the
         estimate low), unless that would leave fewer than :data:`MIN_CELLS_FOR_ESTIMATE`.
+    weighting : ``"count"`` or ``"area"``
+        ``"count"``: the median over objects (right for ground-truth labels). ``"area"``: the
+        median over foreground pixels of their object's diameter, so that many small false
+        detections (noise specks, fragments of cells much larger than a model's) weigh by
+        their area, not their number -- used on a model's own first-pass output.
 
     Returns
     -------
@@ -277,7 +290,15 @@ def estimate_diameter(labels: np.ndarray, *, exclude_border: bool = True) -> flo
         areas = inner
     if areas.size < MIN_CELLS_FOR_ESTIMATE:
         return None
-    return float(np.sqrt(4.0 * np.median(areas) / np.pi))
+    if weighting == "area":
+        order = np.sort(areas)
+        cumulative = np.cumsum(order)
+        median_area = order[np.searchsorted(cumulative, cumulative[-1] / 2.0)]
+    elif weighting == "count":
+        median_area = np.median(areas)
+    else:
+        raise ValueError(f"weighting must be 'count' or 'area', not {weighting!r}")
+    return float(np.sqrt(4.0 * median_area / np.pi))
 
 
 def rescale_factor(diameter: float | None, trained_diameter: float | None) -> float:
@@ -300,7 +321,9 @@ def _check_diameter(diameter: Any, spatial: tuple[int, int]) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"diameter must be a positive number of pixels, not {diameter!r}")
     if value < MIN_DIAMETER:
-        raise ValueError(f"diameter={value:g} px is smaller than a pixel; give the cell diameter in pixels")
+        raise ValueError(
+            f"diameter={value:g} px is smaller than a pixel; give the cell diameter in pixels"
+        )
     if value > max(spatial):
         raise ValueError(
             f"diameter={value:g} px is larger than the image ({spatial[0]} x {spatial[1]} pixels); "
@@ -327,7 +350,11 @@ def _check_scaled_size(spatial: tuple[int, int], factor: float, diameter: float 
 
 
 def check_image_shape(
-    shape: tuple[int, ...], *, in_channels: int, channel_axis: int | None = None, stack: bool = False
+    shape: tuple[int, ...],
+    *,
+    in_channels: int,
+    channel_axis: int | None = None,
+    stack: bool = False,
 ) -> None:
     """Check, before reading any pixels, that data of ``shape`` fits a model.
 
@@ -344,13 +371,20 @@ def check_image_shape(
 
 
 def _as_planes(
-    image: Any, *, channel_axis: int | None, stack: bool, in_channels: int, check_values: bool = True
+    image: Any,
+    *,
+    channel_axis: int | None,
+    stack: bool,
+    in_channels: int,
+    check_values: bool = True,
 ) -> np.ndarray:
     """Validate ``image`` and return it as a (P, Y, X, C) view (no copy where possible)."""
     array = np.asarray(image)
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.number) or array.dtype == bool
-    ) or np.issubdtype(array.dtype, np.complexfloating):
+    if (
+        array.dtype == object
+        or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool)
+        or np.issubdtype(array.dtype, np.complexfloating)
+    ):
         raise ValueError(f"image must be a real-valued numeric array, got dtype {array.dtype}")
     expected = 2 + int(channel_axis is not None) + int(bool(stack))
     if array.ndim != expected:
@@ -505,6 +539,21 @@ def _predict_pass(
     return _resize_probabilities(prob, spatial)
 
 
+def _min_size_for(min_size: int | None, diameter: float | None) -> int | None:
+    """The minimum object area: the caller's, else a fraction of a cell of ``diameter`` px.
+
+    ``MIN_AREA_OF_CELL`` (10 %) of the disc of the given or estimated diameter; the smallest
+    nuclei of the HeLa training frames (mitoses) have about a third of the median area, so
+    this removes noise specks and debris, not cells. ``None`` when neither is known (the
+    label step then adapts to the objects' median area).
+    """
+    if min_size is not None or diameter is None:
+        return min_size
+    from napari_unet.engine.instances import DEFAULT_MIN_SIZE
+
+    return max(DEFAULT_MIN_SIZE, math.ceil(MIN_AREA_OF_CELL * math.pi / 4.0 * diameter**2))
+
+
 def _label(prob: np.ndarray, *, threshold: float, min_size: int | None, stack: bool) -> np.ndarray:
     from napari_unet.engine.instances import as_label_dtype, instances_from_probabilities
 
@@ -550,8 +599,9 @@ def iter_segment(
     threshold : float in (0, 1)
         Probability above which a pixel is a confident cell interior.
     min_size : int or None
-        Objects with fewer pixels (in the input's scale) are removed; ``None`` adapts to the
-        object sizes (see :func:`~napari_unet.engine.instances.resolve_min_size`).
+        Objects with fewer pixels (in the input's scale) are removed; ``None``: 10 % of the
+        area of a cell of the given or estimated diameter, or, when no diameter is known,
+        adapted to the object sizes (see :func:`~napari_unet.engine.instances.resolve_min_size`).
     tile_size : int or None
         Side of the tiles in pixels (of the rescaled image); ``None`` chooses from the memory.
     amp : bool
@@ -612,16 +662,30 @@ def iter_segment(
         factor = rescale_factor(diameter, trained)
         _check_scaled_size(spatial, factor, diameter)
         prob = yield from _predict_pass(
-            net, planes, factor=factor, stack=stack, offset=0, total_for=lambda t: t,
-            keep_plane_events=True, **common,
+            net,
+            planes,
+            factor=factor,
+            stack=stack,
+            offset=0,
+            total_for=lambda t: t,
+            keep_plane_events=True,
+            **common,
         )
-        labels = _label(prob, threshold=threshold, min_size=min_size, stack=stack)
+        labels = _label(
+            prob, threshold=threshold, min_size=_min_size_for(min_size, diameter), stack=stack
+        )
         return SegmentResult(labels, prob if stack else prob[0], diameter, factor)
 
     if trained is None:
         prob = yield from _predict_pass(
-            net, planes, factor=1.0, stack=stack, offset=0, total_for=lambda t: t,
-            keep_plane_events=True, **common,
+            net,
+            planes,
+            factor=1.0,
+            stack=stack,
+            offset=0,
+            total_for=lambda t: t,
+            keep_plane_events=True,
+            **common,
         )
         labels = _label(prob, threshold=threshold, min_size=min_size, stack=stack)
         return SegmentResult(labels, prob if stack else prob[0], None, 1.0)
@@ -636,12 +700,18 @@ def iter_segment(
         return t + max(1, round(t * ratio))
 
     sample_prob = yield from _predict_pass(
-        net, sample, factor=1.0, stack=False, offset=0, total_for=first_total,
-        keep_plane_events=False, **common,
+        net,
+        sample,
+        factor=1.0,
+        stack=False,
+        offset=0,
+        total_for=first_total,
+        keep_plane_events=False,
+        **common,
     )
     done_first = int(state.get("pass_total", 0))
     sample_labels = _label(sample_prob, threshold=threshold, min_size=None, stack=False)
-    estimate = estimate_diameter(sample_labels)
+    estimate = estimate_diameter(sample_labels, weighting="area")
     factor = 1.0
     if estimate is not None and abs(estimate / trained - 1.0) > AUTO_DIAMETER_TOLERANCE:
         factor = rescale_factor(estimate, trained)
@@ -657,14 +727,27 @@ def iter_segment(
     if whole and factor == 1.0:
         yield TileDone(done=done_first, total=done_first)
         yield PlaneDone(plane=0, n_planes=1)
-        labels = _label(sample_prob, threshold=threshold, min_size=min_size, stack=stack)
+        labels = _label(
+            sample_prob,
+            threshold=threshold,
+            min_size=_min_size_for(min_size, estimate),
+            stack=stack,
+        )
         prob = sample_prob
     else:
         prob = yield from _predict_pass(
-            net, planes, factor=factor, stack=stack, offset=done_first,
-            total_for=lambda t: done_first + t, keep_plane_events=True, **common,
+            net,
+            planes,
+            factor=factor,
+            stack=stack,
+            offset=done_first,
+            total_for=lambda t: done_first + t,
+            keep_plane_events=True,
+            **common,
         )
-        labels = _label(prob, threshold=threshold, min_size=min_size, stack=stack)
+        labels = _label(
+            prob, threshold=threshold, min_size=_min_size_for(min_size, estimate), stack=stack
+        )
     return SegmentResult(labels, prob if stack else prob[0], estimate, factor)
 
 
