@@ -1,0 +1,350 @@
+"""The Fine-tune widget in a real viewer: live layers, a falling loss, Stop, Save, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet._qt._session import ModelEntry, session_for
+from napari_unet._qt.finetune_widget import FineTuneWidget, WeightMapReady
+from napari_unet._qt.segment_widget import SegmentWidget
+
+GEOMETRY = {"scale": (0.5, 0.5), "translate": (3.0, 4.0)}  # as the image of viewer_with_image
+
+
+def _widget(viewer, *, steps, preview_every=0, **settings):
+    """A Fine-tune widget set up for fast CPU runs on the 128 x 128 test image."""
+    widget = FineTuneWidget(viewer)
+    widget.steps.value = steps
+    widget.tile_size.value = 48
+    widget.augment.value = 0.3
+    widget.device.value = "cpu"
+    widget.preview_every.value = preview_every
+    for name, value in settings.items():
+        getattr(widget, name).value = value
+    return widget
+
+
+def _paint(viewer, data, name="painted"):
+    return viewer.add_labels(np.asarray(data, np.int32), name=name, **GEOMETRY)
+
+
+def _top_half(truth):
+    """The cells that reach into rows 0-63, painted whole; and the region rows 0-63."""
+    ids = np.unique(truth[:64])
+    painted = np.where(np.isin(truth, ids[ids > 0]), truth, 0)
+    rectangle = np.array([[0.0, 0.0], [0.0, 128.0], [64.0, 128.0], [64.0, 0.0]])
+    return painted, rectangle
+
+
+def test_finetune_shows_live_layers_and_the_loss_falls(
+    viewer_with_image, nuclei_image, wait_job, qtbot, errors
+):
+    """An untrained tiny net fine-tuned for 40 steps on the painted top half: the weight map,
+    the augmented tile and the preview appear as plugin layers, the loss falls, the result
+    becomes the session's (CPU) model, and the user's layers are untouched."""
+    import torch
+
+    from napari_unet.engine.model import UNet, UNetConfig
+
+    viewer = viewer_with_image
+    torch.manual_seed(0)
+    fresh = UNet(UNetConfig(depth=2, base_channels=8))
+    session = session_for(viewer)
+    session.set_current(ModelEntry("untrained tiny net", lambda: fresh, kind="file"))
+    painted_data, rectangle = _top_half(nuclei_image[1])
+    painted = _paint(viewer, painted_data)
+    shapes = viewer.add_shapes([rectangle], shape_type="rectangle", name="regions", **GEOMETRY)
+    before = {name: np.array(viewer.layers[name].data, copy=True) for name in ("nuclei", "painted")}
+    shapes_before = [np.array(s, copy=True) for s in shapes.data]
+
+    widget = _widget(viewer, steps=40, preview_every=20, lr=3e-3)
+    widget.regions.value = shapes
+    assert widget.image.value is viewer.layers["nuclei"] and widget.labels.value is painted
+    assert widget.start_model.value == "untrained tiny net"
+    job = widget.start()
+    assert not widget.start_button.isEnabled() and widget.stop_button.isEnabled()
+    wait_job(job)
+    qtbot.waitUntil(lambda: not widget.preview_runner.busy, timeout=30_000)
+    assert errors == []
+
+    # the loss falls: the median of the last 8 steps is clearly below that of the first 8
+    losses = np.array(widget.plot.losses)
+    assert widget.plot.steps == list(range(1, 41))  # every step, in order
+    first, last = np.median(losses[:8]), np.median(losses[-8:])
+    print(f"\nloss: first 8 steps {first:.3f}, last 8 steps {last:.3f}")
+    assert last < 0.9 * first
+    assert widget.plot.val_steps and widget.plot.val_steps[-1] == 40  # validation was plotted
+    assert not widget.plot.grab().isNull()  # paints without error
+
+    # the weight map: plugin-owned, over the labels, and 0 outside the region and the cells
+    total = viewer.layers["painted weight map"]
+    for name in ("painted weight map", "painted weight w_c", "painted weight border term"):
+        layer = viewer.layers[name]
+        assert layer.metadata["napari_unet"] == "finetune"
+        assert layer.data.shape == (128, 128)
+        np.testing.assert_allclose(layer.scale, GEOMETRY["scale"])
+    assert viewer.layers["painted weight border term"].data.max() > 0
+    assert total.data[:60].min() > 0 and total.data[100:].max() == 0
+
+    # the augmented tile and its labels, beside the painted layer
+    tile = viewer.layers["augmented tile"]
+    tile_labels = viewer.layers["augmented tile labels"]
+    assert tile.metadata["napari_unet"] == tile_labels.metadata["napari_unet"] == "finetune"
+    assert tile.data.shape == tile_labels.data.shape and tile_labels.data.max() > 0
+    assert tile.translate[1] > painted.translate[1] + 128 * 0.5  # right of the labels
+
+    # the preview of the current plane
+    preview = viewer.layers["nuclei preview labels"]
+    assert widget.preview_info.value.startswith("preview (fine-tuned on painted (step 40))")
+    assert preview.metadata["napari_unet"] == "finetune"
+    assert preview.data.shape == (128, 128)
+
+    # the result is the session's current model, a CPU copy; the start model was not trained
+    current = session.current
+    assert current.kind == "fine-tuned" and current.step == 40
+    assert current is widget.result_entry and widget.start_model.value == current.label
+    net, checkpoint = current.source
+    assert net is not fresh
+    assert all(p.device.type == "cpu" for p in net.parameters())
+    assert checkpoint.training["steps_done"] == 40
+    assert not any(
+        torch.equal(a, b) for a, b in zip(fresh.parameters(), net.parameters(), strict=True)
+    )
+    assert widget._snapshot is None and widget.run.snapshot is None  # no weights kept twice
+    assert widget.start_button.isEnabled() and widget.save_button.isEnabled()
+    assert widget.status.value.startswith("done after step 40")
+
+    for name, data in before.items():
+        np.testing.assert_array_equal(viewer.layers[name].data, data)
+    assert len(shapes.data) == 1 and np.array_equal(shapes.data[0], shapes_before[0])
+    owned = {layer.name for layer in viewer.layers if "napari_unet" in layer.metadata}
+    assert {"nuclei", "painted", "regions"}.isdisjoint(owned)
+
+
+def test_stop_keeps_the_model_and_segment_uses_it(
+    viewer_with_image, nuclei_image, wait_job, qtbot, errors
+):
+    """Stop during a long run, after a preview computed from a snapshot while training went
+    on: the model of the last completed step becomes current and the Segment widget uses it."""
+    viewer = viewer_with_image
+    image_data = viewer.layers["nuclei"].data.copy()
+    painted = _paint(viewer, nuclei_image[1])
+    segment = SegmentWidget(viewer)
+    widget = _widget(viewer, steps=500)
+    job = widget.start()
+
+    def preview_once_snapshot_exists(event):
+        if type(event).__name__ == "ModelSnapshot" and widget.preview_source is None:
+            widget.preview_button.click()
+
+    job.worker.yielded.connect(preview_once_snapshot_exists)
+    qtbot.waitUntil(lambda: "nuclei preview labels" in viewer.layers, timeout=30_000)
+    assert job.running  # the preview came while training went on
+    assert widget.preview_source.startswith("step ")
+    widget.stop_button.click()
+    wait_job(job)
+
+    assert job.cancelled and errors == []
+    run = widget.run
+    assert 10 <= run.steps_done < 500 and run.final_step == run.steps_done
+    current = session_for(viewer).current
+    assert current.kind == "fine-tuned" and current.step == run.steps_done
+    assert widget.status.value.startswith(f"stopped after step {run.steps_done}")
+    assert "augmented tile" in viewer.layers
+
+    assert segment.model.value is current
+    wait_job(segment.segment())
+    labels = viewer.layers["nuclei labels"].data
+    assert labels.shape == (128, 128) and len(np.unique(labels)) > 2
+    assert errors == []
+    np.testing.assert_array_equal(viewer.layers["nuclei"].data, image_data)
+    np.testing.assert_array_equal(painted.data, nuclei_image[1])
+
+
+def test_save_writes_a_loadable_model_and_asks_before_replacing(
+    viewer_with_image, nuclei_image, wait_job, tmp_path, monkeypatch, errors
+):
+    from napari_unet.engine.api import load_model
+
+    viewer = viewer_with_image
+    _paint(viewer, nuclei_image[1])
+    widget = _widget(viewer, steps=3)
+    wait_job(widget.start())
+    asked: list = []
+    chosen = {"path": str(tmp_path / "fine-tuned")}  # the suffix is added
+    answer = {"replace": False}
+    monkeypatch.setattr(widget, "ask_save_path", lambda: chosen["path"])
+    monkeypatch.setattr(
+        widget, "confirm_overwrite", lambda path: asked.append(path) or answer["replace"]
+    )
+
+    wait_job(widget.save_model())
+    path = tmp_path / "fine-tuned.pt"
+    assert asked == []  # a new file: nothing to confirm
+    net, checkpoint = load_model(path)
+    kept_net, _ = session_for(viewer).current.source
+    for name, tensor in kept_net.state_dict().items():
+        assert np.array_equal(net.state_dict()[name].numpy(), tensor.numpy())
+    assert checkpoint.training["steps_done"] == 3
+    assert checkpoint.extra["fine_tuned_on"] == "painted"
+    assert checkpoint.extra["fine_tuned_from"] == "tiny test model"
+    assert [h["step"] for h in checkpoint.history if "loss" in h] == [1, 2, 3]
+
+    # an existing file is replaced only after the user said yes
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"not a model")
+    chosen["path"] = str(other)
+    assert widget.save_model() is None
+    assert asked == [other] and other.read_bytes() == b"not a model"
+    answer["replace"] = True
+    wait_job(widget.save_model())
+    assert len(asked) == 2
+    assert load_model(other)[1].training["steps_done"] == 3
+
+    # the dialog cancelled: nothing happens
+    chosen["path"] = ""
+    assert widget.save_model() is None
+    assert errors == []
+
+
+def test_errors_reach_the_user(viewer_with_image, nuclei_image, wait_job, errors):
+    viewer = viewer_with_image
+    session = session_for(viewer)
+    start_entry = session.current
+    widget = _widget(viewer, steps=3)
+
+    assert widget.start() is None  # no Labels layer yet
+    assert "Labels layer" in errors[-1]
+    assert widget.save_model() is None
+    assert "fine-tune a model first" in errors[-1]
+
+    empty = _paint(viewer, np.zeros((128, 128)), name="empty")
+    widget.labels.value = empty
+    assert widget.start() is None
+    assert errors[-1].startswith("Fine-tuning failed: no painted cells in 'empty'")
+
+    small = _paint(viewer, nuclei_image[1][:64, :64], name="small")
+    widget.labels.value = small
+    assert widget.start() is None
+    assert "different shapes" in errors[-1] and "(128, 128)" in errors[-1]
+
+    painted = _paint(viewer, nuclei_image[1])
+    widget.labels.value = painted
+    widget.regions.value = viewer.add_shapes(name="no regions yet")
+    assert widget.start() is None
+    assert "has no shape on this plane" in errors[-1]
+    widget.regions.value = None
+
+    rgb = viewer.add_image(np.zeros((128, 128, 3), np.uint8), name="rgb", rgb=True)
+    widget.image.value = rgb
+    n_errors = len(errors)
+    job = widget.start()
+    wait_job(job)
+    assert job.error is not None and len(errors) == n_errors + 1
+    assert errors[-1].startswith("Fine-tuning failed:") and "channel" in errors[-1]
+    assert session.current is start_entry  # nothing was kept
+    assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
+    assert "failed" in widget.status.value
+    assert "painted weight map" in viewer.layers  # shown before the model saw the image
+    assert np.array_equal(painted.data, nuclei_image[1]) and not empty.data.any()
+
+
+def test_the_current_plane_of_a_stack_is_used(viewer_with_image, nuclei_image, stack_image):
+    viewer = viewer_with_image
+    stack = viewer.add_image(stack_image[:3], name="stack")
+    painted = np.zeros((3, 128, 128), np.int32)
+    painted[1] = nuclei_image[1]
+    labels = viewer.add_labels(painted, name="stack cells")
+    widget = _widget(viewer, steps=3)
+    widget.image.value = stack
+    widget.labels.value = labels
+    viewer.dims.set_current_step(0, 1)
+    request = widget.training_request()
+    np.testing.assert_array_equal(request.labels, nuclei_image[1])
+    np.testing.assert_array_equal(np.asarray(request.image), stack_image[1])
+    assert request.regions is None and request.channel_axis is None
+    assert request.config.steps == 3 and request.config.tile_size == 48
+
+    viewer.dims.set_current_step(0, 0)
+    with pytest.raises(ValueError, match=r"no painted cells in 'stack cells' on plane \(0,\)"):
+        widget.training_request()
+
+
+def test_a_failure_mid_run_keeps_the_last_snapshot(
+    viewer_with_image, nuclei_image, wait_job, monkeypatch, errors
+):
+    """Out of memory at step 12: the user reads why, the weights of the step-10 snapshot
+    become the current model, and the kept error holds no tensors of the failed step."""
+    import torch
+
+    import napari_unet.engine.losses as losses
+
+    real = losses.weighted_cross_entropy
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 12:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(losses, "weighted_cross_entropy", failing)
+    viewer = viewer_with_image
+    _paint(viewer, nuclei_image[1])
+    widget = _widget(viewer, steps=30)
+    job = widget.start()
+    wait_job(job, timeout=30_000)  # a RuntimeError must not leave the job hanging
+
+    assert errors == [
+        "Fine-tuning failed: out of memory on the GPU; try a smaller tile size or the CPU."
+    ]
+    current = session_for(viewer).current
+    assert current.kind == "fine-tuned" and current.step == 10
+    assert widget.run.steps_done == 11
+    assert "kept the model of step 10" in widget.status.value
+    for error in (job.error, job.error.__cause__):
+        tb = error.__traceback__
+        while tb is not None:
+            assert not any(isinstance(v, torch.Tensor) for v in tb.tb_frame.f_locals.values())
+            tb = tb.tb_next
+
+
+def test_cells_are_rescaled_to_the_model_diameter(nuclei_image):
+    """A model trained at 32 px cells fine-tuned on 16 px cells: the image is rescaled by ~2 for
+    training, the model keeps its diameter, and previews segment with the painted diameter."""
+    from napari_unet._qt.finetune_widget import FineTuneRequest, RunState, finetune_job
+    from napari_unet.engine.checkpoint import Checkpoint
+    from napari_unet.engine.events import StepDone
+    from napari_unet.engine.model import UNet, UNetConfig
+    from napari_unet.engine.training import TrainConfig
+    from napari_unet.engine.weights import WeightMap
+
+    net = UNet(UNetConfig(depth=2, base_channels=8))
+    checkpoint = Checkpoint(config=net.config, extra={"diameter": 32.0, "data": "synthetic"})
+    entry = ModelEntry("32 px model", lambda: (net, checkpoint), kind="file")
+    image, truth = nuclei_image
+    request = FineTuneRequest(
+        entry=entry,
+        image=image,
+        channel_axis=None,
+        labels=truth,
+        regions=None,
+        config=TrainConfig(steps=2, tile_size=48, sample_every=1, val_fraction=0),
+        device="cpu",
+        diameter=None,
+        labels_name="cells",
+    )
+    run = RunState(base_label=entry.label)
+    events = list(finetune_job(request, run))
+
+    assert isinstance(events[0], WeightMapReady) and isinstance(events[0].weight_map, WeightMap)
+    assert events[0].weight_map.total.shape == truth.shape  # shown at the labels' own scale
+    assert [e.step for e in events if isinstance(e, StepDone)] == [1, 2]
+    assert 1.6 < run.factor < 2.4 and run.data_diameter == pytest.approx(32.0 / run.factor)
+    assert run.preview_diameter == pytest.approx(run.data_diameter)
+    kept, meta = run.final
+    assert kept is not net and run.final_step == 2
+    assert meta.extra["diameter"] == 32.0 and meta.extra["data"] == "synthetic"
+    assert meta.extra["fine_tuned_from"] == "32 px model"
+    assert meta.training["steps_done"] == 2 and meta.training["fine_tuned_from"] == "32 px model"
