@@ -36,9 +36,10 @@ def widget(viewer, qtbot):
     return widget
 
 
-def settle(qtbot, runner) -> None:
-    """Wait until ``runner`` (a LatestOnly) has no job running or waiting."""
-    qtbot.waitUntil(lambda: not runner.busy, timeout=30_000)
+def settle(qtbot, runner, after=None) -> None:
+    """Wait until ``runner`` (a LatestOnly) has no job running or waiting; with ``after`` (a
+    job), until a newer job has run."""
+    qtbot.waitUntil(lambda: runner.job is not after and not runner.busy, timeout=30_000)
 
 
 def test_defaults(widget, viewer):
@@ -119,8 +120,9 @@ def test_regions_restrict_the_map(widget, viewer, cells, qtbot, errors):
     assert outside.any() and np.all(total[outside] == 0)
 
     # drawing another shape updates the map
+    shown = widget.weights_runner.job
     shapes.add_rectangles(np.array([[30.0, 30.0], [40.0, 40.0]]) + top_left)
-    settle(qtbot, widget.weights_runner)
+    settle(qtbot, widget.weights_runner, after=shown)
     assert (viewer.layers["cells weight map"].data > 0).sum() > (total > 0).sum()
     assert errors == []
 
@@ -130,8 +132,9 @@ def test_painting_updates_the_map(widget, viewer, qtbot):
     settle(qtbot, widget.weights_runner)
     before = viewer.layers["cells weight map"].data.copy()
     layer = viewer.layers["cells"]
+    shown = widget.weights_runner.job
     layer.paint((48, 48), int(layer.data.max()) + 1, refresh=True)
-    settle(qtbot, widget.weights_runner)
+    settle(qtbot, widget.weights_runner, after=shown)
     assert not np.array_equal(viewer.layers["cells weight map"].data, before)
     np.testing.assert_allclose(
         viewer.layers["cells weight map"].data, weight_map(np.array(layer.data)).total

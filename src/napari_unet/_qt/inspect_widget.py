@@ -17,6 +17,7 @@ from typing import Any
 import napari
 import numpy as np
 from magicgui.widgets import Container, FloatSlider, Label
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_unet._qt._layers import (
@@ -143,6 +144,12 @@ class InspectWidget(QWidget):
         self._weights_shown = False
         self._deform_shown = False
         self._watched: list[tuple[Any, Callable]] = []
+        # napari announces a paint stroke before it writes the pixels: recompute once the event
+        # loop is back (several events in a row give one recomputation)
+        self._edit_timer = QTimer(self)
+        self._edit_timer.setSingleShot(True)
+        self._edit_timer.setInterval(0)
+        self._edit_timer.timeout.connect(self._weights_changed)
 
         self.labels = layer_combo(
             napari_viewer,
@@ -279,7 +286,8 @@ class InspectWidget(QWidget):
         action = getattr(event, "action", None)
         if action is not None and str(action) in _UNFINISHED_ACTIONS:
             return
-        self._weights_changed()
+        if self._weights_shown:
+            self._edit_timer.start()
 
     def _plane_changed(self, *_: Any) -> None:
         layer = self.labels.value
