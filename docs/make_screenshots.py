@@ -1,8 +1,8 @@
 """Screenshots of the napari-unet dock widgets for the user guide.
 
 Opens a real napari viewer with the bundled sample (*File > Open Sample > Nuclei (synthetic
-fluorescence) (U-Net)*), docks each
-widget, runs it for real and saves a PNG of the whole window into ``docs/images/``:
+fluorescence) (U-Net)*), docks each widget, runs it for real and saves a PNG of the whole window
+into ``docs/images/``:
 
 * ``segment.png``  -- Segment on the sample image (the bundled model, or ``--model``);
 * ``inspect.png``  -- Inspect: the weight map of the sample's labels and a deformation sample;
