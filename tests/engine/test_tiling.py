@@ -333,6 +333,18 @@ def test_choose_tiling_per_device():
 # --------------------------------------------------------------------------- CUDA
 
 
+def test_model_is_handed_back_as_it_was(rng):
+    model = _net()
+    image = rng.random((40, 40)).astype(np.float32)
+    predict(model, image, tile_size=16, device="cpu", channels_last=True)
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert next(model.parameters()).device.type == "cpu"
+    gen = iter_predict(model, image, tile_size=8, device="cpu", channels_last=True)
+    next(gen)
+    gen.close()  # cancelled mid-way: the same
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -348,7 +360,9 @@ def test_cuda_prediction_matches_cpu(nuclei):
     mixed = predict(model, image, device="cuda", amp=True, out_dtype=np.float16)
     assert mixed.dtype == np.float16
     assert np.abs(mixed.astype(np.float32) - on_cpu).max() < 3e-2
-    assert next(model.parameters()).device.type == "cuda"
+    # the model goes back to the CPU, and its device memory with it
+    assert next(model.parameters()).device.type == "cpu"
+    assert torch.cuda.memory_allocated() == 0
 
 
 @pytest.mark.cuda

@@ -48,7 +48,7 @@ class ModelEntry:
 
         Call this from a worker thread: a factory may build a network.
         """
-        if not callable(self.source):
+        if not callable(self.source) or _is_network(self.source):
             return self.source
         with self._lock:
             if self._resolved is None:
@@ -86,6 +86,11 @@ class Session:
         if self.current not in out:
             out.append(self.current)
         return out
+
+
+def _is_network(source: Any) -> bool:
+    """Whether ``source`` is a network (callable, but a model, not a factory)."""
+    return hasattr(source, "state_dict") and hasattr(source, "parameters")
 
 
 _SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()

@@ -47,9 +47,35 @@ def _delegate(gen: Generator, stop: threading.Event) -> Generator:
                 event = next(gen)
             except StopIteration as done:
                 return done.value
+            except RuntimeError as exc:
+                raise shield_runtime_error(exc) from exc
             yield event
     finally:
         gen.close()
+
+
+class JobRuntimeError(ValueError):
+    """A ``RuntimeError`` of a worker job, re-raised as this so that it reaches the user.
+
+    superqt's worker takes a ``RuntimeError`` for "the worker object was deleted": it only warns
+    and emits neither ``errored`` nor ``finished``, so the job would never end (torch's
+    out-of-memory errors are RuntimeErrors). The message is the reason as the user reads it.
+    """
+
+
+def shield_runtime_error(exc: RuntimeError) -> JobRuntimeError:
+    """``exc`` as a :class:`JobRuntimeError` with the sentence :func:`user_message` gives."""
+    reason = user_message(exc, "Job").removeprefix("Job failed: ").rstrip(".")
+    return JobRuntimeError(reason)
+
+
+def run_shielded(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``func`` (in a worker thread), turning a ``RuntimeError`` into a
+    :class:`JobRuntimeError`."""
+    try:
+        return func(*args, **kwargs)
+    except RuntimeError as exc:
+        raise shield_runtime_error(exc) from exc
 
 
 def _forward(gen: Generator) -> Generator:

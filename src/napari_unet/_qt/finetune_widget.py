@@ -67,9 +67,10 @@ from napari_unet._qt._worker import (
     Job,
     LatestOnly,
     call_once,
+    run_shielded,
+    shield_runtime_error,
     start_job,
     tell_user,
-    user_message,
 )
 from napari_unet._qt.segment_widget import DEVICES, show_segmentation
 
@@ -200,30 +201,6 @@ def _checkpoint_for(run: RunState, step: int) -> Any:
     )
 
 
-class JobRuntimeError(ValueError):
-    """A ``RuntimeError`` of a worker job, re-raised as this so that it reaches the user.
-
-    superqt's worker takes a ``RuntimeError`` for "the worker object was deleted": it only warns
-    and emits neither ``errored`` nor ``finished``, so the job would never end (torch's
-    out-of-memory errors are RuntimeErrors). The message is the reason as the user reads it.
-    """
-
-
-def _shield(exc: RuntimeError) -> JobRuntimeError:
-    """``exc`` as a :class:`JobRuntimeError` with the sentence :func:`user_message` gives."""
-    reason = user_message(exc, "Job").removeprefix("Job failed: ").rstrip(".")
-    return JobRuntimeError(reason)
-
-
-def run_shielded(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``func`` (in a worker thread), turning a ``RuntimeError`` into a
-    :class:`JobRuntimeError`."""
-    try:
-        return func(*args, **kwargs)
-    except RuntimeError as exc:
-        raise _shield(exc) from exc
-
-
 def finetune_job(request: FineTuneRequest, run: RunState):
     """Worker-thread generator: fine-tune a copy of the request's model on its painted cells.
 
@@ -236,7 +213,7 @@ def finetune_job(request: FineTuneRequest, run: RunState):
     try:
         return (yield from _finetune(request, run))
     except RuntimeError as exc:
-        raise _shield(exc) from exc
+        raise shield_runtime_error(exc) from exc
 
 
 def _finetune(request: FineTuneRequest, run: RunState):

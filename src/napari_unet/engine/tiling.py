@@ -489,7 +489,8 @@ def iter_predict(
     ----------
     model : UNet
         The network. It is put in eval mode and moved to ``device`` (and to channels-last memory
-        format where used) and left there.
+        format where used) for the prediction, then moved back to the device its parameters
+        were on, also when the prediction fails or is cancelled.
     image : ndarray
         (Y, X); (Y, X, C) or (C, Y, X) with ``channel_axis``; (P, Y, X) or (P, Y, X, C) with
         ``stack=True`` (P planes: Z slices or time points, predicted one by one). uint8, uint16,
@@ -574,6 +575,7 @@ def iter_predict(
         use_cl = bool(channels_last)
 
     model.eval()
+    home = next(model.parameters()).device  # where the caller keeps the model; restored below
     model.to(dev, memory_format=torch.channels_last) if use_cl else model.to(dev)
     predictor = _PlanePredictor(model, config, dev, amp=amp, channels_last=use_cl)
 
@@ -623,6 +625,12 @@ def iter_predict(
                         tile, done = smaller, done_before
                 yield PlaneDone(p, n_planes)
     finally:
+        # hand the model back where it was, so that a model kept by a GUI session or a
+        # notebook does not hold device memory between calls
+        if use_cl:
+            model.to(memory_format=torch.contiguous_format)
+        if home != dev:
+            model.to(home)
         if dev.type != "cpu":
             release_memory(dev)
     return out if stack else out[0]

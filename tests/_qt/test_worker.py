@@ -1,0 +1,51 @@
+"""Jobs in worker threads: results, errors as notifications, and RuntimeErrors that must end."""
+
+import pytest
+
+from napari_unet._qt._worker import JobRuntimeError, start_job
+
+
+def _events_then(exc):
+    yield 1
+    yield 2
+    raise exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of memory"),
+        (RuntimeError("something inside torch broke"), "something inside torch broke"),
+        (ValueError("labels and image have different shapes"), "different shapes"),
+    ],
+)
+def test_an_error_in_the_worker_ends_the_job_and_tells_the_user(
+    make_napari_viewer, wait_job, errors, exc, expected
+):
+    make_napari_viewer()  # the notification manager of a real viewer
+    seen, finished = [], []
+    job = start_job(
+        _events_then, exc, what="Test job", on_event=seen.append, on_done=finished.append
+    )
+    wait_job(job, 20_000)  # a RuntimeError used to leave the job running for ever
+    assert seen == [1, 2]
+    assert finished == [job]
+    assert job.error is not None and not job.running
+    if isinstance(exc, RuntimeError):
+        assert isinstance(job.error, JobRuntimeError)
+    assert len(errors) == 1 and expected in errors[0]
+    assert errors[0].startswith("Test job failed")
+
+
+def _count(n):
+    for i in range(n):
+        yield i
+    return "done"
+
+
+def test_a_job_returns_its_value(make_napari_viewer, wait_job, errors):
+    make_napari_viewer()
+    results = []
+    job = start_job(_count, 3, what="Counting", on_result=results.append)
+    wait_job(job, 20_000)
+    assert results == ["done"] and job.result == "done" and errors == []
