@@ -591,6 +591,8 @@ class FineTuneWidget(QWidget):
         )
         self.status = Label(label="", value="")
         self.preview_info = Label(label="", value="")
+        for label in (self.status, self.preview_info):
+            label.native.setWordWrap(True)  # long layer names must not widen the dock
         self.form = Container(
             widgets=[
                 self.image,
