@@ -38,8 +38,7 @@ def test_an_error_in_the_worker_ends_the_job_and_tells_the_user(
 
 
 def _count(n):
-    for i in range(n):
-        yield i
+    yield from range(n)
     return "done"
 
 
