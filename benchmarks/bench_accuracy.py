@@ -68,6 +68,28 @@ def _machine() -> str:
     )
 
 
+def _commit() -> str:
+    """The checkout's commit (``+`` when it has uncommitted changes), or ``unknown``."""
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
+
+
 def _versions() -> str:
     import scipy
     import skimage
@@ -76,7 +98,8 @@ def _versions() -> str:
     import napari_unet
 
     return (
-        f"napari-unet {napari_unet.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
+        f"napari-unet {napari_unet.__version__} (commit {_commit()}), torch {torch.__version__}, "
+        f"numpy {np.__version__}, "
         f"scipy {scipy.__version__}, scikit-image {skimage.__version__}, "
         f"Python {platform.python_version()}"
     )
