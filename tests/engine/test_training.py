@@ -202,3 +202,33 @@ def test_window_mirrors_like_numpy_pad():
     zeros = _window(array, -2, 3, 4, mode="constant")
     np.testing.assert_array_equal(zeros[2:, :4], array[:2, 3:7])
     assert (zeros[:2] == 0).all()
+
+
+def _tiles_with_cells(foreground_fraction: float) -> float:
+    """Share of 20 training tiles that hold a cell, on a 256² image with one cell in a corner."""
+    image = np.zeros((256, 256), np.float32)
+    labels = np.zeros((256, 256), np.int32)
+    labels[8:20, 8:20] = 1
+    image[labels > 0] = 1.0
+    config = TrainConfig(
+        steps=20,
+        tile_size=16,
+        augment_strength=0.0,
+        val_fraction=0.0,
+        sample_every=1,
+        foreground_fraction=foreground_fraction,
+    )
+    samples = [
+        e
+        for e in iter_train(tiny_model(), image, labels, config=config, device="cpu")
+        if isinstance(e, AugmentationSample)
+    ]
+    assert len(samples) == 20
+    return float(np.mean([(s.labels > 0).any() for s in samples]))
+
+
+def test_foreground_fraction_centres_tiles_on_cells():
+    assert _tiles_with_cells(1.0) == 1.0
+    assert _tiles_with_cells(0.0) < 0.5  # the cell covers 0.2 % of the image
+    with pytest.raises(ValueError, match="foreground_fraction"):
+        TrainConfig(foreground_fraction=1.5)
