@@ -81,6 +81,9 @@ ROLE = "finetune"
 DISPLAY_INTERVAL_MS = 250
 #: an augmented tile is sent every this many steps
 SAMPLE_EVERY = 10
+#: Half the training tiles are centred on a painted cell: a few painted cells in a large image
+#: would otherwise be seen in few steps (see benchmarks/bench_finetune.py).
+FOREGROUND_FRACTION = 0.5
 #: a CPU copy of the weights is taken at least every this many steps (for the preview and as a
 #: fallback should training fail)
 SNAPSHOT_EVERY = 10
@@ -719,6 +722,7 @@ class FineTuneWidget(QWidget):
             sigma=float(self.sigma.value),
             augment_strength=float(self.augment.value),
             tile_size=int(self.tile_size.value) or None,
+            foreground_fraction=FOREGROUND_FRACTION,
             sample_every=SAMPLE_EVERY,
             snapshot_every=preview if 0 < preview <= SNAPSHOT_EVERY else SNAPSHOT_EVERY,
         )
