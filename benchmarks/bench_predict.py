@@ -20,8 +20,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_unet.engine.device import free_memory_bytes
 from napari_unet.engine.model import UNet, UNetConfig, border, valid_input_size
-from napari_unet.engine.tiling import choose_tiling, normalize, predict, valid_output_at_least
+from napari_unet.engine.tiling import (
+    activation_bytes,
+    axis_tiling,
+    choose_tiling,
+    normalize,
+    predict,
+    valid_output_at_least,
+)
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "predict.md"
 
@@ -61,33 +69,67 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
+CL = torch.channels_last  # what predict() uses on the CPU; the references get it too
+
+
+def tiled_conv_flops(model: UNet, size: int, tile: int) -> int:
+    """Convolution FLOPs of ``predict`` on a ``size`` x ``size`` image: the tiles that
+    :func:`axis_tiling` lays out, each a forward pass of its input side."""
+    axis = axis_tiling(size, tile, model.config)
+    return conv_flops(model, (1, 1, axis.input, axis.input)) * len(axis.starts) ** 2
+
+
+def whole_image_fits(config: UNetConfig, size: int) -> bool:
+    """Whether one forward pass over the whole image fits in half of the free memory."""
+    need = activation_bytes(config, valid_output_at_least(size, config.depth))
+    return need < free_memory_bytes(torch.device("cpu")) // 2
+
+
 def whole_image(model: UNet, image: np.ndarray) -> None:
     """The no-tiling reference: one forward pass on the whole mirror-extended image."""
     depth, b = model.config.depth, border(model.config.depth)
     n = image.shape[0]
     out = valid_output_at_least(n, depth)
     x = np.pad(normalize(image), ((b, b + out - n), (b, b + out - n)), mode="symmetric")
+    model.to(memory_format=CL)
     with torch.inference_mode():
-        torch.softmax(model(torch.from_numpy(x)[None, None]), 1)[0, :, :n, :n].numpy()
+        y = model(torch.from_numpy(x)[None, None].contiguous(memory_format=CL))
+        torch.softmax(y, 1)[0, :, :n, :n].numpy()
 
 
 def monai_peer(model_same: UNet, image: np.ndarray, roi: int) -> None:
     from monai.inferers import sliding_window_inference
 
+    model_same.to(memory_format=CL)
     x = torch.from_numpy(normalize(image))[None, None]
     with torch.inference_mode():
-        y = sliding_window_inference(x, (roi, roi), 1, model_same, overlap=0.25)
+        y = sliding_window_inference(
+            x, (roi, roi), 1, lambda t: model_same(t.contiguous(memory_format=CL)), overlap=0.25
+        )
         torch.softmax(y, 1)[0].numpy()
+
+
+def rss_bytes(field: str = "VmHWM") -> int:
+    """This process's peak (``VmHWM``) or current (``VmRSS``) resident memory in bytes, from
+    /proc (``ru_maxrss`` survives ``exec`` on Linux, so a child would inherit its parent's
+    peak). Elsewhere the peak, from ``ru_maxrss``."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def rss_child(size: int, base: int) -> None:
     """Run in a subprocess: predict a size x size uint16 image, print peak RSS above in+out."""
-    image = (np.random.default_rng(0).random((size, size)) * 4000).astype(np.uint16)
+    image = np.random.default_rng(0).integers(0, 4000, (size, size), dtype=np.uint16)
     model = UNet(UNetConfig.default(base_channels=base))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = rss_bytes("VmRSS")
     out = predict(model, image, device="cpu")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(peak, before, image.nbytes + out.nbytes)
+    peak = rss_bytes("VmHWM")
+    print(peak, before, out.nbytes)
 
 
 def gpu_section(rng) -> list[str]:
@@ -147,22 +189,24 @@ def main() -> None:
         same = UNet(UNetConfig(**{**config.to_dict(), "padding": "same"})).eval()
         tile, _ = choose_tiling(config, cpu)
         tile_in = tile + 2 * border(config.depth)
-        flops_per_tile = conv_flops(model, (1, 1, tile_in, tile_in))
         sizes = [1024, 4096] if (args.full or config.base_channels < 64) else [1024]
         for size in sizes:
             image = (rng.random((size, size)) * 4000).astype(np.uint16)
             mpx = size * size / 1e6
-            predict(model, image[:256, :256], device="cpu")  # warm-up
+            predict(model, image[:tile, :tile], device="cpu")  # warm-up: one tile of the run's shape
             t_tiled = timed(lambda m=model, im=image: predict(m, im, device="cpu"))
-            n_tiles = int(np.ceil(size / (tile - tile % 16))) ** 2
-            gflops = flops_per_tile * n_tiles / t_tiled / 1e9
+            gflops = tiled_conv_flops(model, size, tile) / t_tiled / 1e9
             ref = "skipped"
-            if size <= 1024 or args.full:
+            if (size <= 1024 or args.full) and not whole_image_fits(config, size):
+                ref = "does not fit in memory"
+            elif size <= 1024 or args.full:
+                whole_image(model, image[:256, :256])  # warm-up
                 t_whole = timed(lambda m=model, im=image: whole_image(m, im))
                 ref = f"{mpx / t_whole:.3f} ({100 * (t_tiled / t_whole - 1):+.0f} %)"
             peer = "skipped"
             if size <= 1024 or args.full:
                 roi = valid_input_size(tile_in, config.depth) // 16 * 16
+                monai_peer(same, image[:roi, :roi], roi)  # warm-up, as predict() had
                 t_monai = timed(lambda s=same, im=image, r=roi: monai_peer(s, im, r))
                 peer = f"{mpx / t_monai:.3f} (x{t_monai / t_tiled:.2f})"
             rows.append(
@@ -172,11 +216,13 @@ def main() -> None:
 
     size, base = (8192, 16) if args.full else (8192, 4)
     out = subprocess.run([sys.executable, __file__, "--rss-child", str(size), str(base)], capture_output=True, text=True, check=True)
-    peak, before, inout = map(int, out.stdout.split())
+    peak, before, out_bytes = map(int, out.stdout.split())
     rss = (
         f"Peak RSS, {size}² uint16, depth-4 net with base {base}: {peak / 2**30:.2f} GiB in all, "
-        f"{(peak - before - inout) / 2**30:.2f} GiB above the interpreter with torch "
-        f"({before / 2**30:.2f} GiB) plus input and output ({inout / 2**30:.2f} GiB)."
+        f"{(peak - before - out_bytes) / 2**30:.2f} GiB above the process before `predict()` "
+        f"(interpreter, torch, net and the {size * size * 2 / 2**30:.2f} GiB input: "
+        f"{before / 2**30:.2f} GiB) plus the float32 output ({out_bytes / 2**30:.2f} GiB). "
+        "Goal: at most 1.5 GiB."
     )
     print(rss, flush=True)
 
@@ -197,7 +243,12 @@ def main() -> None:
         "Throughput counts output megapixels per second of `predict()` on a uint16 image with random "
         "weights (normalisation, tiling, softmax and stitching included). The whole-image pass is one "
         "forward pass over the mirror-extended image. MONAI runs `sliding_window_inference` "
-        "(overlap 0.25, batch 1, roi = our tile's input side) on the same net with 'same' padding.",
+        "(overlap 0.25, batch 1, roi = our tile's input side) on the same net with 'same' padding. "
+        "All three run the net in channels-last memory format, as `predict()` does on the CPU. "
+        "GFLOP/s counts the multiply-adds of a direct convolution (2 FLOPs each) over the tiles "
+        "`predict()` lays out; oneDNN may compute 3x3 convolutions with fewer operations "
+        "(e.g. Winograd), so this effective rate can exceed sgemm. "
+        "Each number is one timed run after a warm-up on a shared 2-core machine: single rows moved by up to 2x between runs of this script (MONAI, default net, 1024²: 0.35 to 1.04 Mpx/s), so compare within a run.",
         "",
         header,
         *rows,

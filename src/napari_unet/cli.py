@@ -416,7 +416,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     _check_new_outputs([out], overwrite=args.overwrite)
     resolve_device(args.device)
-    from napari_unet.engine.training import TrainConfig, iter_train
+    from napari_unet.engine.training import FINE_TUNE_FOREGROUND_FRACTION, TrainConfig, iter_train
 
     scratch = args.start == "scratch"
     net = checkpoint = None
@@ -474,6 +474,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         sigma=args.sigma,
         augment_strength=args.augment,
         val_fraction=args.val_fraction,
+        foreground_fraction=(
+            FINE_TUNE_FOREGROUND_FRACTION
+            if args.foreground_fraction is None
+            else args.foreground_fraction
+        ),
         sample_every=0,
         checkpoint_path=str(out),
         checkpoint_every=args.checkpoint_every,
@@ -692,6 +697,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    """A number from 0 to 1, both included."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -788,6 +804,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_positive_int, default=1, help="tiles per step (default: 1)")
     t.add_argument("--val-fraction", type=float, default=0.15,
                    help="share held out for validation (default: 0.15)")
+    t.add_argument("--foreground-fraction", type=_share, metavar="SHARE",
+                   help="share of the training tiles centred on a labelled cell "
+                   "(default: 0.5, as in the Fine-tune panel)")
     t.add_argument("--checkpoint-every", type=_positive_int, default=50,
                    help="write the model file every this many steps (default: 50)")
     t.add_argument("--log-every", type=_positive_int, help="print the loss every this many steps")

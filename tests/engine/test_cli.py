@@ -457,6 +457,19 @@ def test_fine_tuning_rescales_the_data_to_the_model_diameter(files, work, capsys
     assert load_checkpoint(work / "tuned.pt")[1].extra["diameter"] == 24.0
 
 
+def test_foreground_fraction_option(files, work, capsys, fake_training):
+    args = ["train", "--images", work / "cells.tif", "--labels", work / "cells_ground_truth.tif",
+            "--from", "scratch", "--depth", "2", "--base-channels", "4", "--steps", "2"]
+    code, _, err = run(capsys, *args, "--out", work / "a.pt")
+    assert code == 0, err
+    assert fake_training["config"].foreground_fraction == 0.5  # as in the Fine-tune panel
+    code, _, err = run(capsys, *args, "--out", work / "b.pt", "--foreground-fraction", "0")
+    assert code == 0, err
+    assert fake_training["config"].foreground_fraction == 0.0
+    code, _, err = run(capsys, *args, "--out", work / "c.pt", "--foreground-fraction", "1.5")
+    assert code == 2 and "from 0 to 1" in err and not (work / "c.pt").exists()
+
+
 def test_training_diameter_option_and_ctrl_c(files, work, capsys, fake_training):
     fake_training["interrupt_at"] = 2
     args = [

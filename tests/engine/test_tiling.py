@@ -9,6 +9,8 @@ import torch
 from napari_unet.engine.events import PlaneDone, TileDone, TileSizeReduced
 from napari_unet.engine.model import UNet, UNetConfig, border, valid_input_size
 from napari_unet.engine.tiling import (
+    CPU_ACTIVATION_BUDGET,
+    CPU_MAX_TILE,
     activation_bytes,
     axis_tiling,
     choose_tiling,
@@ -322,7 +324,12 @@ def test_tile_size_from_memory_budget():
 def test_choose_tiling_per_device():
     config = UNetConfig.default()
     tile, batch = choose_tiling(config, torch.device("cpu"), free_bytes=8 * 1024**3)
-    assert batch == 1 and activation_bytes(config, tile) <= 256 * 1024**2
+    assert batch == 1 and tile == round_tile_size(CPU_MAX_TILE, config)
+    paper = UNetConfig.paper()
+    paper_tile, _ = choose_tiling(paper, torch.device("cpu"), free_bytes=8 * 1024**3)
+    assert paper_tile <= CPU_MAX_TILE and activation_bytes(paper, paper_tile) <= CPU_ACTIVATION_BUDGET
+    tight, _ = choose_tiling(paper, torch.device("cpu"), free_bytes=2 * 1024**3)
+    assert tight < paper_tile and activation_bytes(paper, tight) <= 2 * 1024**3 // 4
     small, _ = choose_tiling(config, torch.device("cpu"), free_bytes=64 * 1024**2)
     assert small < tile
     gpu_tile, gpu_batch = choose_tiling(config, torch.device("cuda"), free_bytes=40 * 1024**3)
@@ -331,6 +338,16 @@ def test_choose_tiling_per_device():
 
 
 # --------------------------------------------------------------------------- CUDA
+
+
+def test_channels_last_gives_the_same_probabilities(rng):
+    model = _net()
+    image = rng.random((70, 53)).astype(np.float32)
+    plain = predict(model, image, tile_size=16, device="cpu", channels_last=False)
+    np.testing.assert_allclose(predict(model, image, tile_size=16, device="cpu"), plain, atol=1e-5)
+    np.testing.assert_allclose(
+        predict(model, image, tile_size=16, device="cpu", channels_last=True), plain, atol=1e-5
+    )
 
 
 def test_model_is_handed_back_as_it_was(rng):

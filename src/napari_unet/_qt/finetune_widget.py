@@ -81,9 +81,6 @@ ROLE = "finetune"
 DISPLAY_INTERVAL_MS = 250
 #: an augmented tile is sent every this many steps
 SAMPLE_EVERY = 10
-#: Half the training tiles are centred on a painted cell: a few painted cells in a large image
-#: would otherwise be seen in few steps (see benchmarks/bench_finetune.py).
-FOREGROUND_FRACTION = 0.5
 #: a CPU copy of the weights is taken at least every this many steps (for the preview and as a
 #: fallback should training fail)
 SNAPSHOT_EVERY = 10
@@ -673,7 +670,7 @@ class FineTuneWidget(QWidget):
         Raises ``ValueError`` with a sentence for the user when something is missing or does
         not fit (no layer, no painted cell on this plane, different shapes, no region drawn).
         """
-        from napari_unet.engine.training import TrainConfig
+        from napari_unet.engine.training import FINE_TUNE_FOREGROUND_FRACTION, TrainConfig
 
         image_layer, labels_layer = self.image.value, self.labels.value
         if image_layer is None:
@@ -722,7 +719,7 @@ class FineTuneWidget(QWidget):
             sigma=float(self.sigma.value),
             augment_strength=float(self.augment.value),
             tile_size=int(self.tile_size.value) or None,
-            foreground_fraction=FOREGROUND_FRACTION,
+            foreground_fraction=FINE_TUNE_FOREGROUND_FRACTION,
             sample_every=SAMPLE_EVERY,
             snapshot_every=preview if 0 < preview <= SNAPSHOT_EVERY else SNAPSHOT_EVERY,
         )

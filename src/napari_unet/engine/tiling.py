@@ -41,7 +41,11 @@ from napari_unet.engine.model import UNet, UNetConfig, border, output_size, vali
 
 MIRROR_MODE = "symmetric"
 OUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
-CPU_ACTIVATION_BUDGET = 256 * 1024**2  # bytes of activations; a few hundred MB at most on CPU
+CPU_ACTIVATION_BUDGET = 1024**3  # bytes of activations on CPU (and at most a quarter of free RAM)
+# Output side beyond which CPU tiles get slower again (activations fall out of the caches):
+# benchmarks/bench_cpu_tiles.py, default net on 2048² in channels-last: 1.5 Mpx/s with 196 px
+# tiles, 2.1-2.7 at 388-580, 1.6 at 772, 1.4 at 1028 (docs/benchmarks/cpu_tiles.md).
+CPU_MAX_TILE = 580
 GPU_BUDGET_FRACTION = 0.5  # of the free device memory
 MAX_TILE = 2048  # output pixels per side; larger tiles gain nothing
 MAX_BATCH = 16
@@ -260,15 +264,16 @@ def choose_tiling(
 ) -> tuple[int, int]:
     """Default ``(tile_size, batch_size)`` for ``device`` from its memory budget.
 
-    CPU (and MPS): one large tile at a time, activations under ``CPU_ACTIVATION_BUDGET`` (large
-    tiles waste less on borders than batches of small ones). CUDA: half of the free memory
+    CPU (and MPS): one large tile at a time, activations under ``CPU_ACTIVATION_BUDGET`` and the
+    output side at most ``CPU_MAX_TILE`` (large tiles waste less on borders than batches of small
+    ones, up to the size where they fall out of the caches). CUDA: half of the free memory
     (:func:`~napari_unet.engine.device.free_memory_bytes`); tiles of up to 1024 pixels output,
     then as many per batch as fit (at most ``MAX_BATCH``).
     """
     free = free_memory_bytes(device) if free_bytes is None else int(free_bytes)
     if device.type != "cuda":
         budget = min(CPU_ACTIVATION_BUDGET, free // 4)
-        return tile_size_for_budget(config, budget), 1
+        return min(tile_size_for_budget(config, budget), round_tile_size(CPU_MAX_TILE, config)), 1
     bpv = 2 if amp else 4
     budget = int(free * GPU_BUDGET_FRACTION)
     tile = min(tile_size_for_budget(config, budget, bytes_per_value=bpv), round_tile_size(1024, config))
@@ -515,8 +520,9 @@ def iter_predict(
         "high": ..}`` (percentiles, e.g. from a checkpoint); ``False``: ``image`` is already
         normalised and is only cast to float32.
     channels_last : bool, optional
-        Use torch's channels-last memory format; ``None`` uses it on CUDA for nets without group
-        norm (GroupNorm is slower in that format).
+        Use torch's channels-last memory format; ``None`` uses it on the CPU (1.2 to 1.8 times
+        the throughput with oneDNN, docs/benchmarks/cpu_tiles.md) and on CUDA for nets without group norm
+        (GroupNorm is slower in that format there).
 
     Yields
     ------
@@ -570,7 +576,7 @@ def iter_predict(
     tile = round_tile_size(tile_size, config) if tile_size is not None else auto_tile
     batch = int(batch_size) if batch_size is not None else auto_batch
     if channels_last is None:
-        use_cl = dev.type == "cuda" and config.norm != "group"
+        use_cl = dev.type == "cpu" or (dev.type == "cuda" and config.norm != "group")
     else:
         use_cl = bool(channels_last)
 

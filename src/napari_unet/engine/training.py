@@ -38,6 +38,11 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2}
 
+#: Share of tiles centred on a labelled cell for fine-tuning on sparse annotations, used by the
+#: Fine-tune panel and ``napari-unet train``: a few painted cells in a large image are otherwise
+#: seen in few steps (see benchmarks/bench_finetune.py). ``TrainConfig`` itself defaults to 0.
+FINE_TUNE_FOREGROUND_FRACTION = 0.5
+
 
 @dataclass
 class TrainConfig:
