@@ -107,10 +107,12 @@ def test_event_loop_keeps_running_during_segment(viewer_with_image, stack_image,
     from the click until the result reaches the main thread, stays under 100 ms. (Drawing the
     finished result is the viewer's own repaint and is reported, not asserted.)"""
     viewer = viewer_with_image
-    layer = viewer.add_image(stack_image[:6], name="stack")
+    warm = viewer.add_image(stack_image[:2], name="warm-up")
     widget = _widget(viewer)
-    widget.image.value = layer
+    widget.image.value = warm
     wait_job(widget.segment())  # warm up: imports, the first model load, the first layer
+    # long enough (60 planes, a few hundred ms) for many ticks of a 10 ms timer
+    widget.image.value = viewer.add_image(np.concatenate([stack_image] * 5), name="stack")
 
     ticks: list[float] = []
     timer = QTimer()
