@@ -271,6 +271,52 @@ def test_the_current_plane_of_a_stack_is_used(viewer_with_image, nuclei_image, s
         widget.training_request()
 
 
+def test_a_channel_first_image_trains_on_all_its_channels(
+    viewer_with_image, nuclei_image, wait_job, qtbot, errors
+):
+    """A (C, Y, X) layer with "first axis: channels": the request holds every channel of the
+    plane, whichever channel the viewer shows, and a 2-channel model fine-tunes and previews."""
+    import torch
+
+    from napari_unet._qt.segment_widget import LEADING_CHANNELS
+    from napari_unet.engine.model import UNet, UNetConfig
+
+    viewer = viewer_with_image
+    data = np.stack([nuclei_image[0], nuclei_image[0][:, ::-1]])  # (2, 128, 128)
+    two = viewer.add_image(data, name="two channels")
+    painted = _paint(viewer, nuclei_image[1])
+    widget = _widget(viewer, steps=3)
+    widget.image.value = two
+    widget.labels.value = painted
+    assert not widget.leading.native.isHidden()  # the choice is offered for this layer
+    viewer.dims.set_current_step(0, 1)  # the viewer shows the second channel
+
+    request = widget.training_request()  # first axis: planes (the default)
+    assert request.channel_axis is None
+    np.testing.assert_array_equal(np.asarray(request.image), data[1])
+
+    widget.leading.value = LEADING_CHANNELS
+    request = widget.training_request()
+    assert request.channel_axis == -1
+    np.testing.assert_array_equal(np.asarray(request.image), np.moveaxis(data, 0, -1))
+    np.testing.assert_array_equal(request.labels, nuclei_image[1])
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(depth=2, base_channels=4, in_channels=2))
+    session_for(viewer).set_current(ModelEntry("2-channel net", lambda: net, kind="file"))
+    job = widget.start()
+    wait_job(job)
+    assert job.error is None and errors == []
+    assert widget.run.steps_done == 3
+    widget.refresh_preview()
+    qtbot.waitUntil(lambda: "two channels preview labels" in viewer.layers, timeout=30_000)
+    assert viewer.layers["two channels preview labels"].data.shape == (128, 128)
+    assert errors == []
+
+    widget.image.value = viewer.layers["nuclei"]
+    assert widget.leading.native.isHidden()  # not for a 2D layer
+
+
 def test_a_failure_mid_run_keeps_the_last_snapshot(
     viewer_with_image, nuclei_image, wait_job, monkeypatch, errors
 ):

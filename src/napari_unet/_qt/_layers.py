@@ -201,6 +201,25 @@ def current_plane_index(viewer: Any, layer: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
+def current_image_plane(
+    viewer: Any, layer: Any, *, leading_is_channels: bool = False
+) -> tuple[Any, int | None]:
+    """The plane of an Image layer the viewer shows now, as ``(Y, X)`` or ``(Y, X, C)``, and
+    the ``channel_axis`` to pass to the engine (``-1`` or ``None``).
+
+    RGB(A) layers keep their channels last. With ``leading_is_channels`` the axis just before
+    the rows holds channels (``(C, Y, X)``, ``(Z, C, Y, X)``): all channels of the current plane
+    are taken, whichever channel the viewer shows.
+    """
+    plane = current_plane_index(viewer, layer)
+    # no np.asarray: lazy (dask, zarr) data is read in the worker thread, not here
+    if getattr(layer, "rgb", False):
+        return plane_of(layer, plane), -1
+    if leading_is_channels and layer.ndim >= 3:
+        return np.moveaxis(plane_of(layer, plane[:-1]), 0, -1), -1
+    return plane_of(layer, plane), None
+
+
 @dataclass(frozen=True)
 class Layout:
     """How an image layer's axes map onto the engine's ``(P, Y, X[, C])`` layout.

@@ -54,6 +54,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet._qt._layers import (
     Layout,
+    current_image_plane,
     current_plane_index,
     layer_combo,
     plane_of,
@@ -72,7 +73,13 @@ from napari_unet._qt._worker import (
     start_job,
     tell_user,
 )
-from napari_unet._qt.segment_widget import DEVICES, show_segmentation
+from napari_unet._qt.segment_widget import (
+    DEVICES,
+    LEADING_CHANNELS,
+    leading_axis_applies,
+    leading_axis_combo,
+    show_segmentation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -513,6 +520,7 @@ class FineTuneWidget(QWidget):
             exclude_plugin_layers=True,
             tooltip="The image the cells were painted on (its current plane is used).",
         )
+        self.leading = leading_axis_combo()
         self.labels = layer_combo(
             napari_viewer,
             napari.layers.Labels,
@@ -596,6 +604,7 @@ class FineTuneWidget(QWidget):
         self.form = Container(
             widgets=[
                 self.image,
+                self.leading,
                 self.labels,
                 self.regions,
                 self.start_model,
@@ -648,7 +657,9 @@ class FineTuneWidget(QWidget):
         self.preview_button.clicked.connect(self.refresh_preview)
         self.save_button.clicked.connect(self.save_model)
         self.optimizer.changed.connect(self._optimizer_changed)
+        self.image.changed.connect(self._update_leading)
         self.session.changed.connect(self._session_changed)
+        self._update_leading()
 
     # -- session -------------------------------------------------------------------------------
     def _session_changed(self, entry: ModelEntry) -> None:
@@ -662,6 +673,14 @@ class FineTuneWidget(QWidget):
 
     def _optimizer_changed(self, value: str) -> None:
         self.lr.value = PRESET_LR[value]
+
+    def _update_leading(self, *_: Any) -> None:
+        self.leading.visible = leading_axis_applies(self.image.value)
+
+    def image_plane(self, layer: Any) -> tuple[Any, int | None]:
+        """The plane of ``layer`` the viewer shows, ``(Y, X[, C])``, and its channel axis."""
+        channels = leading_axis_applies(layer) and self.leading.value == LEADING_CHANNELS
+        return current_image_plane(self.viewer, layer, leading_is_channels=channels)
 
     # -- gathering the data --------------------------------------------------------------------
     def training_request(self) -> FineTuneRequest:
@@ -682,14 +701,12 @@ class FineTuneWidget(QWidget):
         where = f" on plane {label_plane}" if label_plane else ""
         if labels.ndim != 2:
             raise ValueError(f"the labels '{labels_layer.name}' are not a 2D plane{where}")
-        image_plane = current_plane_index(self.viewer, image_layer)
-        image = plane_of(image_layer, image_plane)
-        rgb = bool(getattr(image_layer, "rgb", False))
-        spatial = tuple(image.shape[:2] if rgb else image.shape)
-        if len(spatial) != 2:
+        image, channel_axis = self.image_plane(image_layer)
+        spatial = tuple(image.shape[:2] if channel_axis is not None else image.shape)
+        if len(spatial) != 2 or image.ndim > 3:
             raise ValueError(
                 f"the image '{image_layer.name}' has a plane of shape {tuple(image.shape)}; "
-                "expected a 2D (or RGB) plane"
+                "expected a 2D plane, with or without channels"
             )
         if spatial != labels.shape:
             raise ValueError(
@@ -726,7 +743,7 @@ class FineTuneWidget(QWidget):
         return FineTuneRequest(
             entry=self.session.current,
             image=image,
-            channel_axis=-1 if rgb else None,
+            channel_axis=channel_axis,
             labels=labels,
             regions=regions,
             config=config,
@@ -914,9 +931,7 @@ class FineTuneWidget(QWidget):
         if image_layer is None:
             tell_user("Preview failed: add or choose an image layer first.")
             return
-        plane = current_plane_index(self.viewer, image_layer)
-        image = plane_of(image_layer, plane)
-        rgb = bool(getattr(image_layer, "rgb", False))
+        image, channel_axis = self.image_plane(image_layer)
         run, snapshot = self.run, self._snapshot
         if snapshot is not None and run is not None and run.net_config is not None:
             model = partial(snapshot_model, run, snapshot)
@@ -932,12 +947,12 @@ class FineTuneWidget(QWidget):
             )
             label = entry.label
         self.preview_source = label
-        layout = Layout(tuple(image.shape), -1 if rgb else None, ())
+        layout = Layout(tuple(image.shape), channel_axis, ())
         self.preview_runner.submit(
             run_shielded,
             preview_job,
             image,
-            -1 if rgb else None,
+            channel_axis,
             model,
             diameter=diameter,
             device=self.device.value,

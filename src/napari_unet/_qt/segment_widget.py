@@ -105,6 +105,21 @@ def show_segmentation(
     return labels_layer
 
 
+def leading_axis_combo() -> ComboBox:
+    """The "first axis" choice for a grayscale layer with 3 or more axes: planes or channels."""
+    return ComboBox(
+        label="first axis",
+        choices=[LEADING_PLANES, LEADING_CHANNELS],
+        value=LEADING_PLANES,
+        tooltip="For a 3D grayscale layer: is the first axis a stack of planes or channels?",
+    )
+
+
+def leading_axis_applies(layer: Any) -> bool:
+    """Whether the "first axis" choice means anything for ``layer`` (grayscale, 3+ axes)."""
+    return layer is not None and not getattr(layer, "rgb", False) and layer.ndim >= 3
+
+
 class SegmentWidget(QWidget):
     """Segment cells in an image layer with a U-Net.
 
@@ -134,12 +149,7 @@ class SegmentWidget(QWidget):
             exclude_plugin_layers=True,
             tooltip="The image to segment: 2D, 2D with channels (RGB), or a Z / time stack.",
         )
-        self.leading = ComboBox(
-            label="first axis",
-            choices=[LEADING_PLANES, LEADING_CHANNELS],
-            value=LEADING_PLANES,
-            tooltip="For a 3D grayscale layer: is the first axis a stack of planes or channels?",
-        )
+        self.leading = leading_axis_combo()
         self.model = ComboBox(label="model", choices=self._model_choices)
         self.model_file = FileEdit(
             label="model file", mode="r", filter="U-Net model (*.pt)", visible=False
@@ -247,8 +257,7 @@ class SegmentWidget(QWidget):
 
     # -- layout ------------------------------------------------------------------------------
     def _update_leading(self, *_: Any) -> None:
-        layer = self.image.value
-        self.leading_applies = layer is not None and not layer.rgb and layer.ndim >= 3
+        self.leading_applies = leading_axis_applies(self.image.value)
         self.leading.visible = self.leading_applies
 
     def layout_for(self, layer: Any) -> Layout:
