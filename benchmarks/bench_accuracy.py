@@ -118,6 +118,8 @@ def _model_summary(model) -> str:
         f"norm {cfg.norm}, {n / 1e6:.2f} M parameters, training diameter "
         f"{model_diameter(ckpt)} px, {timing.get('steps_done', '?')} steps on "
         f"{timing.get('device', '?')}"
+        + (f" in {timing['train_seconds']:.0f} s" if "train_seconds" in timing else "")
+        + (f", made by `{timing['command']}`" if "command" in timing else "")
     )
 
 
