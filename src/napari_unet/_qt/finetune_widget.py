@@ -86,6 +86,9 @@ logger = logging.getLogger(__name__)
 ROLE = "finetune"
 #: the live displays (plot, status, augmentation layers) are refreshed at most this often
 DISPLAY_INTERVAL_MS = 250
+#: about 2 minutes on a 2-core CPU (0.11 s per step at the CPU's 192 px tiles,
+#: docs/benchmarks/training_steps.md): the budget of the few-shot benchmark
+DEFAULT_STEPS = 1000
 #: an augmented tile is sent every this many steps
 SAMPLE_EVERY = 10
 #: a CPU copy of the weights is taken at least every this many steps (for the preview and as a
@@ -539,7 +542,13 @@ class FineTuneWidget(QWidget):
             "whole plane counts: unpainted pixels are background everywhere.",
         )
         self.start_model = Label(label="start from", value=self.session.current.label)
-        self.steps = SpinBox(label="steps", value=200, min=1, max=100_000)
+        self.steps = SpinBox(
+            label="steps",
+            value=DEFAULT_STEPS,
+            min=1,
+            max=100_000,
+            tooltip="Training steps. Stop ends training early and keeps the model of that step.",
+        )
         self.optimizer = ComboBox(
             label="optimiser",
             choices=list(PRESET_LR),
