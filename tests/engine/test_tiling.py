@@ -337,9 +337,6 @@ def test_choose_tiling_per_device():
     assert gpu_batch * activation_bytes(config, gpu_tile, bytes_per_value=2) <= 20 * 1024**3
 
 
-# --------------------------------------------------------------------------- CUDA
-
-
 def test_channels_last_gives_the_same_probabilities(rng):
     model = _net()
     image = rng.random((70, 53)).astype(np.float32)
@@ -360,6 +357,9 @@ def test_model_is_handed_back_as_it_was(rng):
     next(gen)
     gen.close()  # cancelled mid-way: the same
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- CUDA
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -521,8 +521,8 @@ def iter_predict(
         normalised and is only cast to float32.
     channels_last : bool, optional
         Use torch's channels-last memory format; ``None`` uses it on the CPU (1.2 to 1.8 times
-        the throughput with oneDNN, docs/benchmarks/cpu_tiles.md) and on CUDA for nets without group norm
-        (GroupNorm is slower in that format there).
+        the throughput with oneDNN, docs/benchmarks/cpu_tiles.md) and on CUDA for nets without
+        group norm (GroupNorm is slower in that format there).
 
     Yields
     ------
