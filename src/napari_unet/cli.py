@@ -789,7 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optional masks of the annotated regions (non-zero = annotated)")
     t.add_argument("--from", dest="start", default="default", metavar="default|PATH|scratch",
                    help="start from the bundled model (default), a model file, or a new network")
-    t.add_argument("--out", required=True, metavar="MODEL.pt", help="the model file to write")
+    t.add_argument("-o", "--out", required=True, metavar="MODEL.pt", help="the model file to write")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.add_argument("--steps", type=_positive_int, default=200, help="optimisation steps (default: 200)")
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: the optimizer's preset)")

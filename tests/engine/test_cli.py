@@ -460,7 +460,7 @@ def test_fine_tuning_rescales_the_data_to_the_model_diameter(files, work, capsys
 def test_foreground_fraction_option(files, work, capsys, fake_training):
     args = ["train", "--images", work / "cells.tif", "--labels", work / "cells_ground_truth.tif",
             "--from", "scratch", "--depth", "2", "--base-channels", "4", "--steps", "2"]
-    code, _, err = run(capsys, *args, "--out", work / "a.pt")
+    code, _, err = run(capsys, *args, "-o", work / "a.pt")  # -o as in predict
     assert code == 0, err
     assert fake_training["config"].foreground_fraction == 0.5  # as in the Fine-tune panel
     code, _, err = run(capsys, *args, "--out", work / "b.pt", "--foreground-fraction", "0")
