@@ -109,6 +109,34 @@ def wait_job(qtbot):
 
 
 @pytest.fixture
+def run_with_ticks(qtbot):
+    """``run_with_ticks(start)``: call ``start()`` (it returns a job) while a 10 ms QTimer ticks
+    on the main thread, wait for the job, and return ``(job, started, ended, ticks)``: the
+    perf_counter seconds of the click, of the job's end and of every tick (ticks go on for 50 ms
+    after the end, so the result's display is in them too)."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    def run(start):
+        ticks: list[float] = []
+        timer = QTimer()
+        timer.setInterval(10)
+        timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+        timer.start()
+        qtbot.wait(50)
+        started = time.perf_counter()
+        job = start()
+        wait_for(qtbot, job)
+        ended = time.perf_counter()
+        qtbot.wait(50)
+        timer.stop()
+        return job, started, ended, np.array(ticks)
+
+    return run
+
+
+@pytest.fixture
 def stack_image(nuclei_image):
     """A (12, 128, 128) stack: the nuclei image shifted plane by plane."""
     image = nuclei_image[0]

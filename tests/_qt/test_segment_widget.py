@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from qtpy.QtCore import QTimer
 
 from napari_unet._qt.segment_widget import SegmentWidget
 
@@ -102,7 +101,9 @@ def test_cancel_stops_a_long_run(viewer_with_image, stack_image, wait_job):
     assert widget.status.value == "cancelled"
 
 
-def test_event_loop_keeps_running_during_segment(viewer_with_image, stack_image, wait_job, qtbot):
+def test_event_loop_keeps_running_during_segment(
+    viewer_with_image, stack_image, wait_job, run_with_ticks
+):
     """A QTimer keeps ticking while the worker segments a stack: the longest gap between ticks,
     from the click until the result reaches the main thread, stays under 100 ms. (Drawing the
     finished result is the viewer's own repaint and is reported, not asserted.)"""
@@ -114,19 +115,9 @@ def test_event_loop_keeps_running_during_segment(viewer_with_image, stack_image,
     # long enough (60 planes, a few hundred ms) for many ticks of a 10 ms timer
     widget.image.value = viewer.add_image(np.concatenate([stack_image] * 5), name="stack")
 
-    ticks: list[float] = []
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
-    qtbot.wait(50)
-    started = time.perf_counter()
-    job = widget.segment()
-    wait_job(job)
-    qtbot.wait(50)
-    timer.stop()
+    job, started, _, ticks = run_with_ticks(widget.segment)
     assert job.returned_at is not None
-    during = np.array([t for t in ticks if started <= t <= job.returned_at])
+    during = ticks[(ticks >= started) & (ticks <= job.returned_at)]
     gaps = np.diff(np.concatenate([[started], during, [job.returned_at]]))
     after = np.diff(ticks).max()
     print(
