@@ -380,35 +380,13 @@ def _as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
     return data.astype(np.int64 if data.size and data.max() >= 2**31 else np.int32)
 
 
-def _rescale_training_data(images, labels, regions, factor: float):
-    """Rescale images (bilinear) and labels/regions (nearest) by ``factor``."""
-    from skimage.transform import resize
-
-    out_images, out_labels, out_regions = [], [], []
-    for image, lab, reg in zip(images, labels, regions, strict=True):
-        shape = (max(2, round(lab.shape[0] * factor)), max(2, round(lab.shape[1] * factor)))
-        full = shape + image.shape[2:]
-        out_images.append(
-            resize(image.astype(np.float32), full, order=1, anti_aliasing=factor < 1, preserve_range=True)
-            .astype(np.float32)
-        )
-        out_labels.append(
-            resize(lab, shape, order=0, anti_aliasing=False, preserve_range=True).astype(lab.dtype)
-        )
-        out_regions.append(
-            None
-            if reg is None
-            else resize(reg, shape, order=0, anti_aliasing=False, preserve_range=True).astype(bool)
-        )
-    return out_images, out_labels, out_regions
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from napari_unet.engine.api import (
         AUTO_DIAMETER_TOLERANCE,
         estimate_diameter,
         load_model,
         model_diameter,
+        rescale_training_data,
     )
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.events import CheckpointSaved, StepDone, ValidationDone
@@ -441,7 +419,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if trained is not None and data_diameter is not None:
         factor = trained / data_diameter
         if abs(factor - 1.0) > AUTO_DIAMETER_TOLERANCE:
-            images, labels, regions = _rescale_training_data(images, labels, regions, factor)
+            for i, pair in enumerate(zip(images, labels, regions, strict=True)):
+                images[i], labels[i], regions[i] = rescale_training_data(*pair, factor)
             _say(
                 f"cells of {data_diameter:.1f} px rescaled by {factor:.2f} to the model's "
                 f"training diameter of {trained:.1f} px",

@@ -418,3 +418,18 @@ def test_given_diameter_removes_specks_but_not_cells(model_file, oracle):
     assert result.labels[0:5, 0:5].max() == 0
     kept = run_to_end(api.iter_segment(image, model_file, diameter=24, min_size=10))
     assert kept.labels[0:5, 0:5].max() > 0  # the caller's min_size wins
+
+
+def test_rescale_training_data_keeps_ids_dtypes_and_channels():
+    labels = np.zeros((20, 30), np.uint16)
+    labels[2:8, 3:9], labels[10:18, 12:27] = 7, 300
+    regions = np.zeros((20, 30), np.uint8)
+    regions[:10] = 1
+    image = np.random.default_rng(0).integers(0, 4000, (20, 30, 2)).astype(np.uint16)
+    big_image, big_labels, big_regions = api.rescale_training_data(image, labels, regions, 2.0)
+    assert big_image.shape == (40, 60, 2) and big_image.dtype == np.float32
+    assert big_labels.shape == (40, 60) and big_labels.dtype == np.uint16
+    assert set(np.unique(big_labels)) == {0, 7, 300}
+    assert big_regions.dtype == bool and big_regions[:20].all() and not big_regions[20:].any()
+    small_image, small_labels, none = api.rescale_training_data(image[..., 0], labels, None, 0.5)
+    assert small_image.shape == small_labels.shape == (10, 15) and none is None

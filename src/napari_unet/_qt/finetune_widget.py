@@ -176,26 +176,6 @@ class RunState:
     config: Any = None
 
 
-def _rescale(image: np.ndarray, labels: np.ndarray, regions: np.ndarray | None, factor: float):
-    """Resize an image (bilinear; (Y, X) or (Y, X, C)) and its labels and regions (nearest) by
-    ``factor``; returns the three arrays (image as float32)."""
-    from skimage.transform import resize
-
-    shape = (max(2, round(labels.shape[0] * factor)), max(2, round(labels.shape[1] * factor)))
-    image = resize(
-        image.astype(np.float32, copy=False),
-        shape + image.shape[2:],
-        order=1,
-        anti_aliasing=factor < 1,
-        preserve_range=True,
-    ).astype(np.float32)
-    labels = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True)
-    if regions is not None:
-        regions = resize(regions, shape, order=0, anti_aliasing=False, preserve_range=True)
-        regions = regions.astype(bool)
-    return image, labels.astype(np.int32), regions
-
-
 def _checkpoint_for(run: RunState, step: int) -> Any:
     """The metadata of the model of ``step``."""
     from napari_unet.engine.checkpoint import Checkpoint
@@ -233,6 +213,7 @@ def _finetune(request: FineTuneRequest, run: RunState):
         estimate_diameter,
         load_model,
         model_diameter,
+        rescale_training_data,
     )
     from napari_unet.engine.events import ModelSnapshot, StepDone, ValidationDone
     from napari_unet.engine.training import iter_train
@@ -260,7 +241,7 @@ def _finetune(request: FineTuneRequest, run: RunState):
     if trained is not None and data_diameter is not None:
         factor = trained / data_diameter
         if abs(factor - 1.0) > AUTO_DIAMETER_TOLERANCE:
-            image, labels, regions = _rescale(image, labels, regions, factor)
+            image, labels, regions = rescale_training_data(image, labels, regions, factor)
             run.factor = factor
     stored_diameter = trained if trained is not None else data_diameter
     run.preview_diameter = stored_diameter / run.factor if stored_diameter else None

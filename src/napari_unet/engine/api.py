@@ -349,6 +349,33 @@ def _check_scaled_size(spatial: tuple[int, int], factor: float, diameter: float 
 # input checks and axis handling
 
 
+def rescale_training_data(
+    image: np.ndarray, labels: np.ndarray, regions: np.ndarray | None, factor: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Resize one training image and its annotation by ``factor`` (to bring its cells to a
+    model's training diameter).
+
+    ``image`` ((Y, X) or (Y, X, C)) is resized bilinearly, anti-aliased when shrinking, and
+    returned as float32; ``labels`` (Y, X) by nearest neighbour, so no new ids appear, in their
+    own dtype; ``regions`` (Y, X or ``None``) by nearest neighbour, as bool.
+    """
+    from skimage.transform import resize
+
+    shape = _scaled_shape(labels.shape[:2], factor)
+    image = resize(
+        image.astype(np.float32, copy=False),
+        shape + image.shape[2:],
+        order=1,
+        anti_aliasing=factor < 1,
+        preserve_range=True,
+    ).astype(np.float32)
+    nearest = {"order": 0, "anti_aliasing": False, "preserve_range": True}
+    labels = resize(labels, shape, **nearest).astype(labels.dtype)
+    if regions is not None:
+        regions = resize(regions, shape, **nearest).astype(bool)
+    return image, labels, regions
+
+
 def check_image_shape(
     shape: tuple[int, ...],
     *,
