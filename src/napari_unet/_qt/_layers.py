@@ -201,25 +201,6 @@ def current_plane_index(viewer: Any, layer: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
-def current_image_plane(
-    viewer: Any, layer: Any, *, leading_is_channels: bool = False
-) -> tuple[Any, int | None]:
-    """The plane of an Image layer the viewer shows now, as ``(Y, X)`` or ``(Y, X, C)``, and
-    the ``channel_axis`` to pass to the engine (``-1`` or ``None``).
-
-    RGB(A) layers keep their channels last. With ``leading_is_channels`` the axis just before
-    the rows holds channels (``(C, Y, X)``, ``(Z, C, Y, X)``): all channels of the current plane
-    are taken, whichever channel the viewer shows.
-    """
-    plane = current_plane_index(viewer, layer)
-    # no np.asarray: lazy (dask, zarr) data is read in the worker thread, not here
-    if getattr(layer, "rgb", False):
-        return plane_of(layer, plane), -1
-    if leading_is_channels and layer.ndim >= 3:
-        return np.moveaxis(plane_of(layer, plane[:-1]), 0, -1), -1
-    return plane_of(layer, plane), None
-
-
 @dataclass(frozen=True)
 class Layout:
     """How an image layer's axes map onto the engine's ``(P, Y, X[, C])`` layout.
@@ -285,6 +266,27 @@ def plan_layout(layer: Any, *, leading_is_channels: bool = False) -> Layout:
     if leading_is_channels and len(shape) >= 3:
         return Layout(shape, -3, shape[:-3])
     return Layout(shape, None, shape[:-2])
+
+
+def current_image_plane(
+    viewer: Any, layer: Any, *, leading_is_channels: bool = False
+) -> tuple[Any, int | None]:
+    """The plane of an Image layer the viewer shows now, as ``(Y, X)`` or ``(Y, X, C)``, and
+    the ``channel_axis`` to pass to the engine (``-1`` or ``None``).
+
+    RGB(A) layers keep their channels last. With ``leading_is_channels`` the axis just before
+    the rows holds channels (``(C, Y, X)``, ``(Z, C, Y, X)``): all channels of the current plane
+    are taken, whichever channel the viewer shows.
+    """
+    layout = plan_layout(layer, leading_is_channels=leading_is_channels)
+    plane = current_plane_index(viewer, layer)
+    if layout.channel_axis == -3:
+        plane = plane[:-1]  # the channel axis is not a plane index: take all channels
+    # no np.asarray: lazy (dask, zarr) data is read in the worker thread, not here
+    data = plane_of(layer, plane)
+    if layout.channel_axis is None:
+        return data, None
+    return np.moveaxis(data, layout.channel_axis, -1), -1
 
 
 def spatial_geometry(layer: Any, layout: Layout) -> dict[str, Any]:
