@@ -32,9 +32,11 @@ def test_presets():
     paper = UNetConfig.paper()
     assert (paper.depth, paper.base_channels, paper.dropout, paper.norm, paper.padding) == (4, 64, 0.5, None, "valid")
     default = UNetConfig.default()
-    assert (default.depth, default.base_channels, default.norm, default.dropout) == (4, 16, "group", 0.0)
+    assert (default.depth, default.base_channels, default.norm, default.dropout) == (4, 16, "batch", 0.0)
     assert (default.padding, default.n_classes, default.in_channels) == ("valid", 3, 1)
-    norms = [m for m in UNet(UNetConfig.default(base_channels=4)).modules() if isinstance(m, nn.GroupNorm)]
+    assert default.seamless and UNetConfig.paper().seamless
+    assert not UNetConfig.default(norm="group").seamless
+    norms = [m for m in UNet(UNetConfig.default(base_channels=4, norm="group")).modules() if isinstance(m, nn.GroupNorm)]
     assert norms and all(m.num_channels // m.num_groups <= 8 for m in norms)
     assert {m.num_channels // m.num_groups for m in norms} == {4, 8}
 

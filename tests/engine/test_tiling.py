@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from napari_unet.engine.events import PlaneDone, TileDone, TileSizeReduced
-from napari_unet.engine.model import UNet, UNetConfig, border, valid_input_size
+from napari_unet.engine.model import (
+    NORMS,
+    TILE_DEPENDENT_NORMS,
+    UNet,
+    UNetConfig,
+    border,
+    valid_input_size,
+)
 from napari_unet.engine.tiling import (
     CPU_ACTIVATION_BUDGET,
     CPU_MAX_TILE,
@@ -127,6 +134,41 @@ def test_tiled_equals_whole_image_deeper_net_and_no_seams(net3, rng):
     seam_cols = [c for s in cols.starts[1:] for c in (s - 1, s)]
     assert diff[seam_rows].max() <= max(diff.mean() * 20, 2e-6)
     assert diff[:, seam_cols].max() <= max(diff.mean() * 20, 2e-6)
+
+
+def _with_running_statistics(model: UNet, rng) -> UNet:
+    """Give every BatchNorm layer non-trivial running statistics, as a trained net has."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.3, m.num_features).astype(np.float32)))
+            m.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, m.num_features).astype(np.float32)))
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("norm", [n for n in NORMS if n not in TILE_DEPENDENT_NORMS])
+def test_every_seamless_norm_gives_the_same_probabilities_whatever_the_tile_size(norm, rng):
+    model = _with_running_statistics(_net(3, 4, norm=norm), rng)
+    assert model.config.seamless
+    image = rng.random((150, 170)).astype(np.float32)
+    reference = _whole_image(model, image)
+    for tile in (12, 36, 60, 156):
+        tiled = predict(model, image, tile_size=tile, normalization=False, device="cpu")
+        np.testing.assert_allclose(tiled, reference, atol=1e-4, rtol=0)
+
+
+def test_a_tile_dependent_norm_is_predicted_in_one_tile_per_plane(rng):
+    model = _net(3, 4, norm="group")
+    assert not model.config.seamless
+    image = rng.random((150, 170)).astype(np.float32)
+    small = predict(model, image, tile_size=28, normalization=False, device="cpu")
+    reference = _whole_image(model, image)
+    # tiles of their own statistics differ from the whole-image pass ...
+    assert np.abs(small - reference).max() > 1e-3
+    # ... so without a tile size the plane is one tile, whatever the memory budget says
+    auto = predict(model, image, normalization=False, device="cpu")
+    np.testing.assert_allclose(auto, reference, atol=1e-4, rtol=0)
 
 
 def test_valid_axis_tiling_keeps_the_pooling_phase():
@@ -390,3 +432,24 @@ def test_cuda_out_of_memory_retry(rng):
     image = rng.random((50, 120)).astype(np.float32)
     events = list(_events(iter_predict(model, image, tile_size=64, device="cuda")))
     assert any(isinstance(e, TileSizeReduced) for e in events)
+
+
+def test_test_time_augmentation_averages_the_symmetries(net3, rng):
+    image = rng.random((70, 90)).astype(np.float32)
+    plain = predict(net3, image, normalization=False, device="cpu", tile_size=24)
+    tta = predict(net3, image, normalization=False, device="cpu", tile_size=24, tta=True)
+    assert tta.shape == plain.shape and np.abs(tta - plain).max() > 1e-3
+    np.testing.assert_allclose(tta.sum(0), 1.0, atol=1e-5)
+    # averaged over the symmetries, the prediction of a flipped or turned image is the flipped or
+    # turned prediction (a random net alone is far from that). One tile that the image fills
+    # exactly, so that the pooling grid maps onto itself.
+    side = valid_output_at_least(60, 3)
+    square = rng.random((side, side)).astype(np.float32)
+
+    def run(x, tta):
+        return predict(net3, np.ascontiguousarray(x), normalization=False, device="cpu", tile_size=side, tta=tta)
+
+    ref = run(square, True)
+    np.testing.assert_allclose(run(square[:, ::-1], True)[:, :, ::-1], ref, atol=1e-5)
+    np.testing.assert_allclose(np.rot90(run(np.rot90(square), True), -1, axes=(1, 2)), ref, atol=1e-5)
+    assert np.abs(run(square[:, ::-1], False)[:, :, ::-1] - run(square, False)).max() > 1e-3

@@ -208,7 +208,8 @@ class Augmenter:
     flips : random flips along rows and columns (each with probability 0.5).
     rot90 : random multiples of 90 degrees (uniform; only 0 and 180 for non-square outputs).
     rotate_deg : a further rotation drawn uniformly from [-rotate_deg, rotate_deg] degrees.
-    scale : zoom factor drawn uniformly from [1 - a, 1 + a], ``a = min(scale * strength, 0.9)``.
+    scale : zoom factor drawn log-uniformly from [1 / (1 + a), 1 + a], ``a = scale * strength``
+        (0.5 covers the 0.67-1.5x range of cell sizes a generalist model should hold over).
     intensity : amplitude of the gray-value changes: contrast factor in [1 - i, 1 + i], brightness
         offset in [-i, i] (images are normalised to about [0, 1]), gamma in [exp(-i), exp(i)]
         applied between the image's minimum and maximum.
@@ -245,8 +246,8 @@ class Augmenter:
     ) -> None:
         if strength < 0:
             raise ValueError(f"strength must be >= 0, got {strength}")
-        if not 0 <= scale < 1:
-            raise ValueError(f"scale must be in [0, 1), got {scale}")
+        if not 0 <= scale <= 4:
+            raise ValueError(f"scale must be in [0, 4], got {scale}")
         self.elastic_sigma = float(elastic_sigma)
         self.elastic_grid = int(elastic_grid)
         self.flips = bool(flips)
@@ -312,7 +313,7 @@ class Augmenter:
         if self.rot90 and rng.random() < p:
             k = int(rng.integers(4)) if out[0] == out[1] else 2 * int(rng.integers(2))
         angle = np.deg2rad(self.rotate_deg * s * rng.uniform(-1, 1))
-        zoom = 1.0 + min(self.scale * s, 0.9) * rng.uniform(-1, 1)
+        zoom = float(np.exp(np.log1p(self.scale * s) * rng.uniform(-1, 1)))
         elastic = self.elastic_sigma * s
 
         smooth = angle == 0 and zoom == 1 and elastic == 0

@@ -22,6 +22,11 @@ from torch import nn
 PADDINGS = ("valid", "same")
 NORMS = (None, "batch", "group")
 GROUP_SIZE = 8  # channels per group for norm="group"
+#: Normalisations whose statistics come from the input itself (each tile at prediction time), so
+#: that overlap-tile prediction depends on the tile size. Kept only to load and fine-tune the v1
+#: bundled model (``nuclei-v1``); new networks use ``None`` or ``"batch"``, which predict with
+#: fixed statistics and are seamless.
+TILE_DEPENDENT_NORMS = ("group",)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,8 +158,11 @@ class UNetConfig:
         ``"valid"`` convolutions as in the paper (the output is smaller than the input) or
         zero-padded ``"same"`` convolutions.
     norm : {None, "batch", "group"}
-        Normalisation after every 3x3 convolution, before its ReLU; ``"group"`` uses groups of
-        at most 8 channels.
+        Normalisation after every 3x3 convolution, before its ReLU. ``"batch"`` normalises with
+        the batch's statistics in training and with running averages at prediction, so a
+        prediction does not depend on how the image is tiled. ``"group"`` (groups of at most 8
+        channels) takes its statistics from each input, hence from each tile: overlap-tile
+        prediction with it is not seamless (see :data:`TILE_DEPENDENT_NORMS`).
     dropout : float
         Dropout probability at the end of the contracting path (the paper used 0.5).
     """
@@ -193,9 +201,14 @@ class UNetConfig:
 
     @classmethod
     def default(cls, **overrides) -> UNetConfig:
-        """The smaller default network for laptops: depth 4, 16 base channels, group norm."""
-        settings = {"depth": 4, "base_channels": 16, "norm": "group", "dropout": 0.0}
+        """The smaller default network for laptops: depth 4, 16 base channels, batch norm."""
+        settings = {"depth": 4, "base_channels": 16, "norm": "batch", "dropout": 0.0}
         return cls(**{**settings, **overrides})
+
+    @property
+    def seamless(self) -> bool:
+        """True when overlap-tile prediction gives the same result whatever the tile size."""
+        return self.norm not in TILE_DEPENDENT_NORMS
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict of the fields."""

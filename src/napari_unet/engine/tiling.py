@@ -387,6 +387,15 @@ def _check_finite(plane: np.ndarray, index: int, n_planes: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _whole_plane_tile(shape: tuple[int, int], config: UNetConfig) -> int:
+    """The smallest output tile side that covers a plane of ``shape`` in one tile."""
+    side = max(int(shape[0]), int(shape[1]))
+    if config.padding == "same":
+        step = 2**config.depth
+        return -(-side // step) * step
+    return valid_output_at_least(side, config.depth)
+
+
 def _is_oom(err: BaseException) -> bool:
     oom_types = tuple(
         t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if t
@@ -410,9 +419,9 @@ def _autocast(device: torch.device, amp: bool):
 class _PlanePredictor:
     """Predicts one normalised plane into a preallocated (n_classes, Y, X) array."""
 
-    def __init__(self, model, config, device, *, amp, channels_last):
+    def __init__(self, model, config, device, *, amp, channels_last, tta=False):
         self.model, self.config, self.device = model, config, device
-        self.amp, self.channels_last = amp, channels_last
+        self.amp, self.channels_last, self.tta = amp, channels_last, tta
 
     def tiles(self, shape: tuple[int, int], tile_size: int) -> tuple[AxisTiling, AxisTiling]:
         return axis_tiling(shape[0], tile_size, self.config), axis_tiling(shape[1], tile_size, self.config)
@@ -460,12 +469,36 @@ class _PlanePredictor:
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        if not self.tta:
+            return self._probabilities(x).cpu().numpy()
+        total = None
+        transforms = test_time_transforms(square=x.shape[-1] == x.shape[-2])
+        for k, flip in transforms:
+            xt = torch.rot90(x, k, dims=(-2, -1))
+            probs = self._probabilities(xt.flip(-1) if flip else xt)
+            probs = torch.rot90(probs.flip(-1) if flip else probs, -k, dims=(-2, -1))
+            total = probs if total is None else total + probs
+        return (total / len(transforms)).cpu().numpy()
+
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(self.device, self.amp):
             logits = self.model(x)
-        probs = torch.softmax(logits.float(), dim=1)
-        return probs.cpu().numpy()
+        return torch.softmax(logits.float(), dim=1)
+
+
+def test_time_transforms(*, square: bool) -> list[tuple[int, bool]]:
+    """The (quarter turns, flip columns) pairs averaged by test-time augmentation.
+
+    The eight symmetries of the square for square tiles (every tile of a plane has the same
+    shape, and a "valid" U-Net maps each symmetry of its input to the same symmetry of its
+    output); for non-square tiles the four that keep the shape (identity, the two flips and the
+    half turn).
+    """
+    if square:
+        return [(k, flip) for k in range(4) for flip in (False, True)]
+    return [(0, False), (0, True), (2, False), (2, True)]
 
 
 def _min_stride(axis: AxisTiling) -> int:
@@ -487,6 +520,7 @@ def iter_predict(
     out_dtype=np.float32,
     normalization: dict | bool | None = None,
     channels_last: bool | None = None,
+    tta: bool = False,
 ) -> Generator[Event, None, np.ndarray]:
     """Class probabilities of ``image`` by overlap-tile prediction; yields progress events.
 
@@ -523,6 +557,10 @@ def iter_predict(
         Use torch's channels-last memory format; ``None`` uses it on the CPU (1.2 to 1.8 times
         the throughput with oneDNN, docs/benchmarks/cpu_tiles.md) and on CUDA for nets without
         group norm (GroupNorm is slower in that format there).
+    tta : bool
+        Test-time augmentation: average the probabilities over the flips and quarter turns of
+        each tile (:func:`test_time_transforms`), at 8 times the network's cost for square tiles
+        (4 times otherwise). Measured in docs/benchmarks/accuracy.md.
 
     Yields
     ------
@@ -574,6 +612,10 @@ def iter_predict(
     dev = resolve_device(device)
     auto_tile, auto_batch = choose_tiling(config, dev, amp=amp)
     tile = round_tile_size(tile_size, config) if tile_size is not None else auto_tile
+    if tile_size is None and not config.seamless:
+        # the norm takes its statistics from each tile: one tile over the whole plane, so that
+        # the result does not depend on the machine's memory (halved only on out-of-memory)
+        tile = _whole_plane_tile(data.shape[-2:], config)
     batch = int(batch_size) if batch_size is not None else auto_batch
     if channels_last is None:
         use_cl = dev.type == "cpu" or (dev.type == "cuda" and config.norm != "group")
@@ -583,7 +625,7 @@ def iter_predict(
     model.eval()
     home = next(model.parameters()).device  # where the caller keeps the model; restored below
     model.to(dev, memory_format=torch.channels_last) if use_cl else model.to(dev)
-    predictor = _PlanePredictor(model, config, dev, amp=amp, channels_last=use_cl)
+    predictor = _PlanePredictor(model, config, dev, amp=amp, channels_last=use_cl, tta=bool(tta))
 
     n_planes, _, n_rows, n_cols = data.shape
     out = np.empty((n_planes, config.n_classes, n_rows, n_cols), out_dtype)

@@ -63,6 +63,8 @@ class TrainConfig:
     w0, sigma : the border weight of equation 2 (unitless) and its width (pixels).
     augment_strength : scales every augmentation; 0 turns augmentation off.
     elastic_sigma : standard deviation of the elastic grid displacements in pixels (paper: 10).
+    zoom_range : tiles are zoomed by a factor drawn log-uniformly in [1 / (1 + a), 1 + a]; a
+        generalist model is trained with 0.5 so that it holds over 0.67-1.5x of its cell size.
     foreground_fraction : share of the tiles centred on a labelled cell pixel; the others are
         centred on any annotated pixel. Raise it (e.g. 0.5) when cells cover a small part of
         densely annotated images, or most steps see background only; 0 keeps the plain rule.
@@ -75,6 +77,10 @@ class TrainConfig:
     checkpoint_every : write a checkpoint every this many steps (and at the end or on cancel).
     seed : seeds the tile sampling, the augmentation and torch.
     amp : mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling).
+    workers : processes that cut and augment tiles ahead of the network (0: in this thread).
+        With workers every tile has its own seed (seed, step, tile), so a run is reproducible for
+        any number of workers, though not identical to a run with 0. Worth it when the network
+        waits for the data: on a GPU, or with several CPU cores to spare.
     """
 
     steps: int = 200
@@ -89,6 +95,7 @@ class TrainConfig:
     sigma: float = 5.0
     augment_strength: float = 1.0
     elastic_sigma: float = 10.0
+    zoom_range: float = 0.1
     foreground_fraction: float = 0.0
     val_fraction: float = 0.15
     val_every: int = 25
@@ -98,6 +105,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     amp: bool = True
+    workers: int = 0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -116,6 +124,10 @@ class TrainConfig:
             raise ValueError(
                 f"foreground_fraction must be between 0 and 1, not {self.foreground_fraction}"
             )
+        if not 0 <= self.zoom_range <= 4:
+            raise ValueError(f"zoom_range must be in [0, 4], not {self.zoom_range}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, not {self.workers}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
         if self.checkpoint_path is not None:
@@ -152,12 +164,13 @@ class TrainResult:
 @dataclass
 class _Sample:
     """One prepared training image: normalised (C, Y, X) image, instance labels, class target
-    and pixel weights (0 = ignored), all on the CPU."""
+    and pixel weights (0 = ignored), all on the CPU; ``share`` scales how often it is drawn."""
 
     image: np.ndarray
     labels: np.ndarray
     target: np.ndarray
     weights: np.ndarray
+    share: float = 1.0
 
 
 def iter_train(
@@ -172,6 +185,7 @@ def iter_train(
     normalization: dict[str, float] | None = None,
     validation: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
     extra: dict[str, Any] | None = None,
+    image_weights: Sequence[float] | None = None,
 ) -> Generator[Any, None, TrainResult]:
     """Train ``model`` in place on painted cells, yielding progress events.
 
@@ -192,6 +206,9 @@ def iter_train(
     validation : optional ``(images, labels)`` held out for validation; when given, nothing of
         the training data is held out.
     extra : JSON-serialisable metadata stored in every checkpoint (e.g. the training diameter).
+    image_weights : one non-negative number per training image: each step draws an image with
+        probability proportional to its weight times its annotated area (default 1 each), so a
+        corpus of several sets can be mixed in chosen shares.
 
     Yields
     ------
@@ -220,6 +237,15 @@ def iter_train(
         _prepare(img, lab, reg, channel_axis, in_channels, n_classes, normalization, config)
         for img, lab, reg in zip(image_list, label_list, region_list, strict=True)
     ]
+    if image_weights is not None:
+        image_weights = [float(w) for w in image_weights]
+        if len(image_weights) != len(samples) or min(image_weights) < 0 or not any(image_weights):
+            raise ValueError(
+                f"image_weights needs one non-negative number per image ({len(samples)}), "
+                "not all zero"
+            )
+        for sample, weight in zip(samples, image_weights, strict=True):
+            sample.share = weight
     if not any(s.weights.any() and (s.labels > 0).any() for s in samples):
         raise ValueError(
             "no painted cells: paint at least one cell in the labels layer before training"
@@ -240,7 +266,10 @@ def iter_train(
     largest = max(max(s.labels.shape) for s in samples)
     tile_in, tile_out = training_tile_sizes(model, largest, config.tile_size, dev)
     augmenter = Augmenter(
-        elastic_sigma=config.elastic_sigma, strength=config.augment_strength, rng=rng
+        elastic_sigma=config.elastic_sigma,
+        scale=config.zoom_range,
+        strength=config.augment_strength,
+        rng=rng,
     )
     model.to(dev)
     optimizer = _make_optimizer(model, config)
@@ -248,6 +277,8 @@ def iter_train(
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     sampling_p = _sampling_probabilities(samples)
+    tiles = _TileSource(samples, sampling_p, tile_in, augmenter, n_classes, rng, config)
+    freeze_norm = _keeps_norm_statistics(model, config)
     checkpoint_path = Path(config.checkpoint_path) if config.checkpoint_path else None
     saved_path: Path | None = None
     saved_step = 0
@@ -275,22 +306,13 @@ def iter_train(
             lr = _learning_rate(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = [
-                _draw_tile(
-                    samples,
-                    sampling_p,
-                    tile_in,
-                    augmenter,
-                    n_classes,
-                    rng,
-                    foreground_fraction=config.foreground_fraction,
-                )
-                for _ in range(config.batch_size)
-            ]
+            batch = tiles.batch(step)
             x = torch.from_numpy(np.stack([b[0] for b in batch])).to(dev)
             target = torch.from_numpy(np.stack([b[2] for b in batch])).to(dev)
             weights = torch.from_numpy(np.stack([b[3] for b in batch])).to(dev)
             model.train()
+            if freeze_norm:
+                _freeze_batch_norm(model)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                 logits = model(x)
@@ -330,6 +352,7 @@ def iter_train(
         # Closing the generator (cancel) lands here after a completed step: keep it.
         if not finished and checkpoint_path is not None and history and step > saved_step:
             write_checkpoint()
+        tiles.close()
         optimizer.zero_grad(set_to_none=True)
         del optimizer
         model.to("cpu")
@@ -450,7 +473,7 @@ def _hold_out(samples: list[_Sample], config: TrainConfig, rng: np.random.Genera
         held &= s.weights > 0
         weights = s.weights.copy()
         weights[held] = 0
-        train.append(_Sample(s.image, s.labels, s.target, weights))
+        train.append(_Sample(s.image, s.labels, s.target, weights, s.share))
         val.append(s)
         masks.append(held)
     return train, val, masks
@@ -505,7 +528,7 @@ def training_tile_sizes(
 
 
 def _sampling_probabilities(samples: list[_Sample]) -> np.ndarray:
-    mass = np.array([float(s.weights.sum()) for s in samples])
+    mass = np.array([float(s.weights.sum()) * s.share for s in samples])
     if mass.sum() <= 0:
         return np.full(len(samples), 1 / len(samples))
     return mass / mass.sum()
@@ -552,6 +575,93 @@ def _draw_tile(
         target.astype(np.int64, copy=False),
         np.ascontiguousarray(weights, dtype=np.float32),
     )
+
+
+class _TileSource:
+    """The tiles of each step: drawn here with the run's generator (``workers=0``), or by a pool
+    of processes a few steps ahead, each tile seeded by (seed, step, index)."""
+
+    def __init__(self, samples, probabilities, tile_in, augmenter, n_classes, rng, config):
+        self.args = (samples, probabilities, tile_in, augmenter, n_classes)
+        self.rng, self.config = rng, config
+        self.pool = None
+        self.pending: dict[int, list] = {}
+        if config.workers > 0:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # fork: the workers inherit the prepared samples instead of unpickling them
+            self.pool = ProcessPoolExecutor(
+                config.workers,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_init_tile_worker,
+                initargs=self.args,
+            )
+
+    def batch(self, step: int) -> list[tuple]:
+        config = self.config
+        if self.pool is None:
+            samples, probabilities, tile_in, augmenter, n_classes = self.args
+            return [
+                _draw_tile(
+                    samples, probabilities, tile_in, augmenter, n_classes, self.rng,
+                    foreground_fraction=config.foreground_fraction,
+                )
+                for _ in range(config.batch_size)
+            ]
+        ahead = max(2, 2 * config.workers // config.batch_size + 1)
+        for s in range(step, min(step + ahead, config.steps) + 1):
+            if s not in self.pending:
+                self.pending[s] = [
+                    self.pool.submit(_seeded_tile, config.seed, s, i, config.foreground_fraction)
+                    for i in range(config.batch_size)
+                ]
+        return [future.result() for future in self.pending.pop(step)]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            for futures in self.pending.values():
+                for future in futures:
+                    future.cancel()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+_WORKER_ARGS: tuple = ()
+
+
+def _init_tile_worker(*args) -> None:
+    global _WORKER_ARGS
+    _WORKER_ARGS = args
+    torch.set_num_threads(1)
+
+
+def _seeded_tile(seed: int, step: int, index: int, foreground_fraction: float) -> tuple:
+    from copy import copy
+
+    samples, probabilities, tile_in, augmenter, n_classes = _WORKER_ARGS
+    rng = np.random.default_rng([seed, step, index])
+    augmenter = copy(augmenter)
+    augmenter.rng = rng
+    return _draw_tile(
+        samples, probabilities, tile_in, augmenter, n_classes, rng,
+        foreground_fraction=foreground_fraction,
+    )
+
+
+def _keeps_norm_statistics(model: torch.nn.Module, config: TrainConfig) -> bool:
+    """Whether batch-norm statistics stay as they are: with one tile per step (the fine-tune
+    default) on a model that has them already, one tile's statistics would drag the running
+    averages away from what the model learned on its whole corpus."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    trained = any(int(m.num_batches_tracked) > 0 for m in norms if m.num_batches_tracked is not None)
+    return bool(norms) and trained and config.batch_size == 1
+
+
+def _freeze_batch_norm(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def _window(array: np.ndarray, top: int, left: int, size: int, *, mode: str) -> np.ndarray:
