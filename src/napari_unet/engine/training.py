@@ -56,7 +56,11 @@ class TrainConfig:
     lr : learning rate; ``None`` takes the preset's (Adam 1e-3, SGD 1e-2).
     momentum : SGD momentum (the paper: 0.99).
     weight_decay : L2 penalty.
-    schedule : ``"constant"`` or ``"cosine"`` decay of the learning rate to 5% over ``steps``.
+    schedule : ``"constant"`` or ``"cosine"`` decay of the learning rate to 5% over ``steps`` (or
+        over ``time_limit``, whichever comes first).
+    time_limit : seconds of training; the run stops after the step that reaches it (validating
+        and saving as after the last step), and a cosine schedule follows the time spent. ``None``
+        for no limit: ``steps`` steps are run.
     tile_size : side of the network's *output* tile in pixels; ``None`` chooses from the images
         and the device.
     batch_size : tiles per step.
@@ -106,6 +110,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True
     workers: int = 0
+    time_limit: float | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -126,6 +131,8 @@ class TrainConfig:
             )
         if not 0 <= self.zoom_range <= 4:
             raise ValueError(f"zoom_range must be in [0, 4], not {self.zoom_range}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ValueError(f"time_limit must be a positive number of seconds, not {self.time_limit}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, not {self.workers}")
         if not 0 <= self.val_fraction < 1:
@@ -301,9 +308,10 @@ def iter_train(
 
     finished = False
     try:
+        t_start = time.perf_counter()
         for step in range(1, config.steps + 1):
             t0 = time.perf_counter()
-            lr = _learning_rate(config, step)
+            lr = _learning_rate(config, _progress(config, step, t0 - t_start))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = tiles.batch(step)
@@ -338,7 +346,9 @@ def iter_train(
                     weights=weights_t,
                     target=target_t,
                 )
-            last = step == config.steps
+            last = step == config.steps or (
+                config.time_limit is not None and time.perf_counter() - t_start >= config.time_limit
+            )
             if val_samples and (step % config.val_every == 0 or last):
                 metrics = _validate(model, val_samples, val_masks, dev, tile_out, use_amp)
                 history.append({"step": step, "validation": metrics})
@@ -347,6 +357,8 @@ def iter_train(
                 yield ModelSnapshot(step=step, state_dict=_cpu_state_dict(model))
             if checkpoint_path is not None and (step % config.checkpoint_every == 0 or last):
                 yield write_checkpoint()
+            if last:
+                break
         finished = True
     finally:
         # Closing the generator (cancel) lands here after a completed step: keep it.
@@ -359,7 +371,7 @@ def iter_train(
         model.eval()
         release_memory(dev)
     return TrainResult(
-        model=model, history=history, checkpoint_path=saved_path, steps_done=config.steps
+        model=model, history=history, checkpoint_path=saved_path, steps_done=step
     )
 
 
@@ -494,12 +506,19 @@ def _make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
-def _learning_rate(config: TrainConfig, step: int) -> float:
+def _progress(config: TrainConfig, step: int, elapsed: float) -> float:
+    """How far the run is, from 0 at the first step to 1 at the last step or the time limit."""
+    progress = (step - 1) / max(config.steps - 1, 1)
+    if config.time_limit is not None:
+        progress = max(progress, elapsed / config.time_limit)
+    return min(progress, 1.0)
+
+
+def _learning_rate(config: TrainConfig, progress: float) -> float:
     base = config.learning_rate
     if config.schedule == "constant":
         return base
     floor = 0.05 * base
-    progress = (step - 1) / max(config.steps - 1, 1)
     return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * progress))
 
 
