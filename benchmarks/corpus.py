@@ -211,6 +211,7 @@ def add_synthetic(corpus: Corpus, n_train: int, n_val: int, *, seed: int) -> Non
     """Append ``n_train`` training and ``n_val`` validation images of the procedural generator
     (random styles from ``seed``), rescaled to the corpus' diameter."""
     from benchmarks.datasets import median_diameter
+
     from napari_unet.engine.nucleus_generator import generate_nuclei, random_style
 
     diameter = corpus.diameter
