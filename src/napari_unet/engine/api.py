@@ -75,6 +75,12 @@ MIN_DIAMETER = 1.0
 MAX_RESCALED_PIXELS = 2**28
 #: The first pass of the automatic diameter estimate looks at most at a crop of this side.
 ESTIMATE_CROP = 1024
+#: Most extra passes on the estimation sample: after a first measurement at the native scale,
+#: the sample is measured again at the scale that estimate asks for (where the cells are near
+#: the model's training size and it measures them best), until two measurements agree within
+#: ``ESTIMATE_AGREEMENT``.
+ESTIMATE_REFINEMENTS = 2
+ESTIMATE_AGREEMENT = 0.1
 #: Fewer detected cells than this and the estimate is not trusted (the scale is kept).
 MIN_CELLS_FOR_ESTIMATE = 3
 #: With a known cell diameter and no ``min_size``, objects smaller than this fraction of the
@@ -536,6 +542,7 @@ def _predict_pass(
         amp=options["amp"],
         out_dtype=np.float32,
         normalization=normalization,
+        tta=options.get("tta", False),
     )
     try:
         while True:
@@ -602,6 +609,7 @@ def iter_segment(
     min_size: int | None = None,
     tile_size: int | None = None,
     amp: bool = True,
+    tta: bool = False,
 ) -> Generator[Any, None, SegmentResult]:
     """Segment cells, yielding progress events; return a :class:`SegmentResult`.
 
@@ -633,6 +641,10 @@ def iter_segment(
         Side of the tiles in pixels (of the rescaled image); ``None`` chooses from the memory.
     amp : bool
         Mixed precision on CUDA.
+    tta : bool
+        Test-time augmentation: average the network's output over the flips and quarter turns
+        of every tile (8 times the network's work; gains and cost in
+        docs/benchmarks/accuracy.md).
 
     Yields
     ------
@@ -674,7 +686,7 @@ def iter_segment(
     spatial = (int(planes.shape[1]), int(planes.shape[2]))
     trained = model_diameter(checkpoint)
     normalization = _normalization(checkpoint)
-    options = {"device": device, "amp": amp}
+    options = {"device": device, "amp": amp, "tta": bool(tta)}
     state: dict[str, Any] = {"tile_size": tile_size}
     common = dict(normalization=normalization, options=options, state=state)
 
@@ -739,6 +751,16 @@ def iter_segment(
     done_first = int(state.get("pass_total", 0))
     sample_labels = _label(sample_prob, threshold=threshold, min_size=None, stack=False)
     estimate = estimate_diameter(sample_labels, weighting="area")
+    estimate, last_pass = yield from _refine_estimate(
+        net,
+        sample,
+        estimate,
+        trained,
+        threshold=threshold,
+        progress=TileDone(done=done_first, total=first_total(done_first)),
+        common=common,
+    )
+    state["pass_total"] = done_first
     factor = 1.0
     if estimate is not None and abs(estimate / trained - 1.0) > AUTO_DIAMETER_TOLERANCE:
         factor = rescale_factor(estimate, trained)
@@ -751,7 +773,15 @@ def iter_segment(
                 stacklevel=2,
             )
             factor = 1.0
-    if whole and factor == 1.0:
+    if whole and last_pass is not None and abs(last_pass[0] / factor - 1.0) < RESCALE_TOLERANCE:
+        # the last refinement already segmented the whole image at (about) this scale
+        factor, prob = last_pass
+        yield TileDone(done=first_total(done_first), total=first_total(done_first))
+        yield PlaneDone(plane=0, n_planes=1)
+        labels = _label(
+            prob, threshold=threshold, min_size=_min_size_for(min_size, estimate), stack=stack
+        )
+    elif whole and factor == 1.0:
         yield TileDone(done=done_first, total=done_first)
         yield PlaneDone(plane=0, n_planes=1)
         labels = _label(
@@ -776,6 +806,67 @@ def iter_segment(
             prob, threshold=threshold, min_size=_min_size_for(min_size, estimate), stack=stack
         )
     return SegmentResult(labels, prob if stack else prob[0], estimate, factor)
+
+
+def _refine_estimate(net, sample, estimate, trained, *, threshold, progress, common):
+    """Measure the cell diameter of ``sample`` again at the scale the last estimate asks for.
+
+    A network measures cells best near its training size; at the native scale cells far from it
+    come out fragmented or merged, and the first estimate is off. Each refinement rescales the
+    sample by ``trained / estimate`` and measures again (in input pixels), at most
+    :data:`ESTIMATE_REFINEMENTS` times, stopping when an estimate needs no rescaling or two
+    agree within :data:`ESTIMATE_AGREEMENT`. Yields ``progress`` (the job's count does not move)
+    once per batch of tiles, so that the pass can be cancelled.
+
+    Returns the estimate and ``(factor, probabilities)`` of the last refinement pass, or None.
+    """
+    last_pass = None
+    for _ in range(ESTIMATE_REFINEMENTS):
+        if estimate is None or abs(trained / estimate - 1.0) <= AUTO_DIAMETER_TOLERANCE:
+            break
+        factor = rescale_factor(estimate, trained)
+        try:
+            _check_scaled_size(sample.shape[1:3], factor, estimate)
+        except ValueError:
+            break
+        gen = _predict_pass(
+            net,
+            sample,
+            factor=factor,
+            stack=False,
+            offset=0,
+            total_for=lambda t: t,
+            keep_plane_events=False,
+            **common,
+        )
+        prob = yield from _only_progress(gen, progress)
+        last_pass = (factor, prob)
+        refined = estimate_diameter(
+            _label(prob, threshold=threshold, min_size=None, stack=False), weighting="area"
+        )
+        if refined is None:
+            break
+        agree = abs(refined / estimate - 1.0) < ESTIMATE_AGREEMENT
+        estimate = refined
+        if agree:
+            break
+    return estimate, last_pass
+
+
+def _only_progress(gen, progress):
+    """Run ``gen``, yielding ``progress`` in place of its tile events; return its value."""
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(event, TileDone):
+                yield progress
+            elif not isinstance(event, PlaneDone):
+                yield event
+    finally:
+        gen.close()
 
 
 def _estimation_sample(planes: np.ndarray) -> tuple[np.ndarray, bool]:
