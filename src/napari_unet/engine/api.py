@@ -901,17 +901,16 @@ def segment(image: np.ndarray, model: Any = None, **kwargs: Any) -> np.ndarray:
 
 
 def nuclei_sample_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """The bundled sample: a synthetic 512 x 512 uint16 nuclei image and its int32 labels.
+    """The bundled sample: a procedural 512 x 512 uint16 nuclei image and its int32 labels.
 
-    Nuclei of about 24 px diameter (the bundled model was trained at 27.7 px; the automatic
-    diameter estimate rescales), half of them touching, dimmer at the rim as ellipsoidal
-    nuclei are in widefield fluorescence, with white noise of 2 % of the signal (the
-    high-frequency noise of the Fluo-N2DL-HeLa frames is about that, relative to their
-    nucleus-to-background contrast). Shared by napari's *File > Open Sample* menu and
-    ``napari-unet sample nuclei``.
+    A hard draw of :func:`napari_unet.engine.nucleus_generator.generate_nuclei` (seed 2015):
+    about 300 nuclei of about 20 px, most of them in touching clusters, dim, bright mitotic and
+    elongated ones, uneven background, defocus and Poisson-Gaussian noise. Shared by napari's
+    *File > Open Sample* menu and ``napari-unet sample nuclei``.
     """
-    from napari_unet.engine.synthetic import synthetic_nuclei
+    from dataclasses import replace
 
-    return synthetic_nuclei(
-        shape=(512, 512), n_cells=90, diameter=24.0, noise=0.02, profile="ellipsoid", rng=2015
-    )
+    from napari_unet.engine.nucleus_generator import generate_nuclei, random_style
+
+    style = replace(random_style(2015, diameter=24.0, hard=True), bit_depth=16)
+    return generate_nuclei((512, 512), style, rng=2015)
