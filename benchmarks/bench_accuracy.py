@@ -185,8 +185,8 @@ def score_method(fn, planes, d_true: float, *, estimate: bool) -> dict:
             if d_used is not None and np.isfinite(truth):
                 errors.append(abs(d_used / truth - 1.0))
     seconds = time.perf_counter() - t0
-    pred = np.stack(preds)
-    gt = np.stack([s.labels.astype(np.int64) for s in planes])
+    pred = pad_stack(preds)
+    gt = pad_stack([s.labels.astype(np.int64) for s in planes])
     offsets = np.cumsum([0] + [int(s.labels.max()) for s in planes[:-1]])
     gt = np.where(gt > 0, gt + offsets[:, None, None], 0)
     scores = evaluate(pred, gt)
@@ -200,6 +200,16 @@ def score_method(fn, planes, d_true: float, *, estimate: bool) -> dict:
         "d_error": float(np.median(errors)) if errors else None,
         "seconds": seconds,
     }
+
+
+def pad_stack(planes: list[np.ndarray]) -> np.ndarray:
+    """Stack label planes of different shapes, padding each with background to the largest."""
+    rows = max(p.shape[0] for p in planes)
+    cols = max(p.shape[1] for p in planes)
+    out = np.zeros((len(planes), rows, cols), np.int64)
+    for i, p in enumerate(planes):
+        out[i, : p.shape[0], : p.shape[1]] = p
+    return out
 
 
 def _plane_diameter(labels: np.ndarray) -> float:

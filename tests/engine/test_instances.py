@@ -135,3 +135,23 @@ def test_relabel_consecutive():
     labels, n = relabel_consecutive(np.array([[0, 7, 7], [3, 0, 100]]))
     assert n == 3
     np.testing.assert_array_equal(labels, [[0, 2, 2], [1, 0, 3]])
+
+
+def test_interior_split_cuts_a_joined_interior_at_its_neck():
+    # two discs of interior joined by a thin bridge, all one connected component
+    rows, cols = np.mgrid[0:40, 0:70]
+    interior = ((rows - 20) ** 2 + (cols - 18) ** 2 <= 12**2) | ((rows - 20) ** 2 + (cols - 50) ** 2 <= 12**2)
+    interior |= (abs(rows - 20) <= 1) & (cols > 18) & (cols < 50)
+    prob = np.zeros((3, 40, 70), np.float32)
+    prob[0] = 1.0
+    prob[:, interior] = [[0.0], [1.0], [0.0]]
+    assert instances_from_probabilities(prob, min_size=0).max() == 1
+    split = instances_from_probabilities(prob, min_size=0, interior_split=2.0)
+    assert split.max() == 2
+    assert split[20, 18] != split[20, 50]
+    # a round interior is not cut, however deep the setting
+    one = np.zeros((3, 40, 40), np.float32)
+    one[0] = 1.0
+    disc = (rows[:, :40] - 20) ** 2 + (cols[:, :40] - 20) ** 2 <= 12**2
+    one[:, disc] = [[0.0], [1.0], [0.0]]
+    assert instances_from_probabilities(one, min_size=0, interior_split=2.0).max() == 1

@@ -125,6 +125,17 @@ def _watershed(
     return labels
 
 
+def _split_at_necks(mask: np.ndarray, depth: float) -> np.ndarray:
+    """Label ``mask``, cutting a component where it narrows: one region per maximum of its
+    distance transform that rises ``depth`` pixels above the saddle to any higher maximum."""
+    from skimage.morphology import h_maxima
+
+    distance = ndi.distance_transform_edt(mask).astype(np.float32)
+    peaks = h_maxima(distance, depth).astype(bool) & mask
+    markers, _ = ndi.label(peaks, structure=np.ones((3, 3), bool))
+    return _watershed(-distance, markers, mask, keep_unseeded=True)
+
+
 def _label_plane(
     prob: np.ndarray,
     *,
@@ -134,6 +145,7 @@ def _label_plane(
     border_class: int | None,
     background_class: int,
     split_depth: float,
+    interior_split: float,
     keep_unseeded: bool,
 ) -> np.ndarray:
     n_classes = prob.shape[0]
@@ -142,7 +154,10 @@ def _label_plane(
         # 3 classes: seeds from the confident interior, grown over interior + border
         seed_mask = cell > threshold
         foreground = (prob[background_class] < 0.5) | seed_mask
-        seeds, _ = ndi.label(seed_mask, structure=_CROSS)
+        if interior_split > 0:
+            seeds = _split_at_necks(seed_mask, interior_split)
+        else:
+            seeds, _ = ndi.label(seed_mask, structure=_CROSS)
         labels = _watershed(-cell, seeds, foreground, keep_unseeded=keep_unseeded)
     else:
         # 2 classes: distance-transform watershed splits touching cells
@@ -169,6 +184,7 @@ def instances_from_probabilities(
     cell_class: int = 1,
     background_class: int = 0,
     split_depth: float = 2.0,
+    interior_split: float = 0.0,
     keep_unseeded: bool = True,
 ) -> np.ndarray:
     """Turn class probabilities into an instance label image.
@@ -208,6 +224,11 @@ def instances_from_probabilities(
     split_depth : float
         Two-class mode only: the h of the h-maxima transform of the distance (pixels). Larger
         values split touching cells less eagerly.
+    interior_split : float
+        Three-class mode: when above 0, a confident-interior region that narrows to a neck is
+        cut there before the seeds grow (one seed per maximum of its distance transform that
+        rises at least this many pixels above the saddle to a higher one); 0 keeps each
+        connected interior as one seed.
     keep_unseeded : bool
         Keep foreground regions without any seed as objects (still subject to ``min_size``).
 
@@ -257,6 +278,7 @@ def instances_from_probabilities(
         border_class=border_class,
         background_class=background_class,
         split_depth=float(split_depth),
+        interior_split=float(interior_split),
         keep_unseeded=keep_unseeded,
     )
     if prob.ndim == 3:
