@@ -184,7 +184,7 @@ def _check_new_outputs(paths: Sequence[Path], *, overwrite: bool, inputs: Sequen
 def _cmd_predict(args: argparse.Namespace) -> int:
     from napari_unet.engine.api import check_image_shape, iter_segment, load_model
     from napari_unet.engine.device import resolve_device
-    from napari_unet.engine.events import TileDone, TileSizeReduced
+    from napari_unet.engine.events import TileDone, TileSizeReduced, drive
     from napari_unet.engine.io import infer_layout, list_images, probe_tiff, read_tiff, write_tiff
 
     source = Path(args.input).expanduser()
@@ -263,22 +263,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             min_size=args.min_size,
             tile_size=args.tile_size,
         )
-        try:
-            while True:
-                try:
-                    event = next(gen)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                if isinstance(event, TileDone):
+
+        def show(event: Any, bar: ProgressBar = bar, name: str = image.name) -> None:
+            match event:
+                case TileDone():
                     bar.update(event.done, event.total)
-                elif isinstance(event, TileSizeReduced) and not args.quiet:
+                case TileSizeReduced() if not args.quiet:
                     bar.close()
-                    _say(f"{image.name}: out of memory; tile size {event.old} -> {event.new}", sys.stderr)
+                    _say(f"{name}: out of memory; tile size {event.old} -> {event.new}", sys.stderr)
+
+        try:
+            result = drive(gen, show)
         except ValueError as exc:
             raise UsageError(f"{image}: {_one_line(exc)}") from None
         finally:
-            gen.close()
             bar.close()
         write_tiff(labels_path, result.labels, overwrite=args.overwrite)
         if probs_path is not None:
@@ -389,7 +387,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         rescale_training_data,
     )
     from napari_unet.engine.device import resolve_device
-    from napari_unet.engine.events import CheckpointSaved, StepDone, ValidationDone
+    from napari_unet.engine.events import CheckpointSaved, StepDone, ValidationDone, drive
 
     out = Path(args.out).expanduser()
     _check_new_outputs([out], overwrite=args.overwrite)
@@ -476,30 +474,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
         normalization=normalization,
         extra=extra,
     )
-    last_step = 0
-    saved: str | None = None
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            if isinstance(event, StepDone):
-                last_step = event.step
-                if not args.quiet and (event.step % log_every == 0 or event.step in (1, event.total)):
-                    _say(f"step {event.step}/{event.total} loss {event.loss:.4f}", sys.stderr)
-            elif isinstance(event, ValidationDone) and not args.quiet:
+    progress = {"last_step": 0, "saved": None}
+
+    def show(event: Any) -> None:
+        match event:
+            case StepDone(step=step, total=total, loss=loss):
+                progress["last_step"] = step
+                if not args.quiet and (step % log_every == 0 or step in (1, total)):
+                    _say(f"step {step}/{total} loss {loss:.4f}", sys.stderr)
+            case ValidationDone() if not args.quiet:
                 shown = " ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
                 _say(f"validation at step {event.step}: {shown}", sys.stderr)
-            elif isinstance(event, CheckpointSaved):
-                saved = event.path
+            case CheckpointSaved():
+                progress["saved"] = event.path
+
+    try:
+        result = drive(gen, show)
     except KeyboardInterrupt:
-        gen.close()
+        last_step = progress["last_step"]
         where = f"; the model after step {last_step} is in {out}" if out.exists() and last_step else ""
         raise KeyboardInterrupt(f"training interrupted{where}") from None
-    finally:
-        gen.close()
+    saved = progress["saved"]
     path = saved or (str(result.checkpoint_path) if result.checkpoint_path else str(out))
     diameter = f", cell diameter {stored_diameter:.1f} px" if stored_diameter else ""
     _say(f"wrote {path} ({result.steps_done} steps{diameter})")

@@ -15,7 +15,7 @@ import torch
 
 from napari_unet.engine import api
 from napari_unet.engine.checkpoint import Checkpoint, CheckpointError, save_checkpoint
-from napari_unet.engine.events import PlaneDone, TileDone, run_to_end
+from napari_unet.engine.events import PlaneDone, TileDone, drive
 from napari_unet.engine.model import UNet, UNetConfig
 
 TRAINED_DIAMETER = 24.0
@@ -71,11 +71,7 @@ def oracle(monkeypatch):
 
 def drain(gen):
     events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
+    return events, drive(gen, events.append)
 
 
 # -- load_model -------------------------------------------------------------------------------
@@ -151,7 +147,7 @@ def test_segment_is_reexported_by_the_package(nuclei, model_file):
 
 def test_segment_resizes_back_with_the_real_network(nuclei, model_file):
     image, _ = nuclei
-    result = run_to_end(api.iter_segment(image, model_file, device="cpu", diameter=16))
+    result = drive(api.iter_segment(image, model_file, device="cpu", diameter=16))
     assert result.scale == pytest.approx(1.5)
     assert result.diameter == 16
     assert result.labels.shape == image.shape
@@ -162,7 +158,7 @@ def test_segment_stack_and_channels(nuclei):
     image, _ = nuclei
     image = image[:48, :64]
     stack = np.stack([image, image[::-1]])
-    result = run_to_end(api.iter_segment(stack, tiny_net(), stack=True, device="cpu"))
+    result = drive(api.iter_segment(stack, tiny_net(), stack=True, device="cpu"))
     assert result.labels.shape == stack.shape
     assert result.probabilities.shape == (2, 3, 48, 64)
     ids0 = set(np.unique(result.labels[0])) - {0}
@@ -223,7 +219,7 @@ def test_an_absurd_enlargement_is_refused(model_file, monkeypatch):
 
 def test_given_diameter_rescales_the_image_and_the_labels_back(model_file, oracle):
     image, truth = discs((96, 96), 12, 24)
-    result = run_to_end(api.iter_segment(image, model_file, diameter=12))
+    result = drive(api.iter_segment(image, model_file, diameter=12))
     assert [c["shape"] for c in oracle] == [(192, 192)]
     assert result.scale == pytest.approx(2.0)
     assert result.diameter == 12
@@ -235,7 +231,7 @@ def test_given_diameter_rescales_the_image_and_the_labels_back(model_file, oracl
 
 def test_shrinking_is_antialiased_and_sized(model_file, oracle):
     image, _ = discs((96, 96), 20, 32)
-    result = run_to_end(api.iter_segment(image, model_file, diameter=48))
+    result = drive(api.iter_segment(image, model_file, diameter=48))
     assert [c["shape"] for c in oracle] == [(48, 48)]
     assert result.labels.shape == (96, 96)
     assert result.scale == pytest.approx(0.5)
@@ -243,7 +239,7 @@ def test_shrinking_is_antialiased_and_sized(model_file, oracle):
 
 def test_a_diameter_close_to_the_model_is_not_rescaled(model_file, oracle):
     image, _ = discs((64, 64), 20, 32)
-    result = run_to_end(api.iter_segment(image, model_file, diameter=23.5))
+    result = drive(api.iter_segment(image, model_file, diameter=23.5))
     assert [c["shape"] for c in oracle] == [(64, 64)]
     assert result.scale == 1.0
 
@@ -251,12 +247,12 @@ def test_a_diameter_close_to_the_model_is_not_rescaled(model_file, oracle):
 def test_a_model_without_diameter_is_never_rescaled(oracle):
     image, _ = discs((64, 64), 12, 32)
     with pytest.warns(UserWarning, match="no training diameter"):
-        result = run_to_end(api.iter_segment(image, tiny_net(), diameter=12))
+        result = drive(api.iter_segment(image, tiny_net(), diameter=12))
     assert [c["shape"] for c in oracle] == [(64, 64)]
     assert result.scale == 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = run_to_end(api.iter_segment(image, tiny_net()))
+        result = drive(api.iter_segment(image, tiny_net()))
     assert result.diameter is None and len(oracle) == 2
 
 
@@ -291,7 +287,7 @@ def test_automatic_diameter_keeps_the_scale_when_it_fits(model_file, oracle):
 
 
 def test_automatic_diameter_without_cells_keeps_the_scale(model_file, oracle):
-    result = run_to_end(api.iter_segment(np.full((64, 64), 7, np.uint16), model_file))
+    result = drive(api.iter_segment(np.full((64, 64), 7, np.uint16), model_file))
     assert result.diameter is None and result.scale == 1.0
     assert len(oracle) == 1 and result.labels.max() == 0
 
@@ -300,7 +296,7 @@ def test_automatic_diameter_samples_big_images_and_stacks(model_file, oracle, mo
     monkeypatch.setattr(api, "ESTIMATE_CROP", 48)
     image, _ = discs((96, 96), 12, 24)
     stack = np.stack([image, image, image])
-    result = run_to_end(api.iter_segment(stack, model_file, stack=True))
+    result = drive(api.iter_segment(stack, model_file, stack=True))
     # first pass: the middle plane, a central crop; second: the whole stack, enlarged
     assert oracle[0]["shape"] == (48, 48) and oracle[0]["stack"] is False
     side = round(96 * result.scale)
@@ -318,7 +314,7 @@ def test_channels_are_resized_together(oracle, tmp_path):
     path = save_checkpoint(tmp_path / "two.pt", net, extra={"diameter": 24.0})
     image, _ = discs((64, 64), 12, 32)
     two = np.stack([image, image], axis=0)
-    result = run_to_end(api.iter_segment(two, path, channel_axis=0, diameter=12))
+    result = drive(api.iter_segment(two, path, channel_axis=0, diameter=12))
     assert oracle[0]["shape"] == (128, 128, 2) and oracle[0]["channel_axis"] == -1
     assert result.labels.shape == (64, 64)
 
@@ -413,10 +409,10 @@ def test_given_diameter_removes_specks_but_not_cells(model_file, oracle):
     image, truth = discs((96, 96), 24, 32)  # 9 discs of 24 px, 452 px each
     image = image.copy()
     image[0:5, 0:5] = 1000  # a 25 px speck: 5 % of a cell (kept by the median-area rule)
-    result = run_to_end(api.iter_segment(image, model_file, diameter=24))
+    result = drive(api.iter_segment(image, model_file, diameter=24))
     assert result.labels.max() == truth.max() == 9
     assert result.labels[0:5, 0:5].max() == 0
-    kept = run_to_end(api.iter_segment(image, model_file, diameter=24, min_size=10))
+    kept = drive(api.iter_segment(image, model_file, diameter=24, min_size=10))
     assert kept.labels[0:5, 0:5].max() > 0  # the caller's min_size wins
 
 

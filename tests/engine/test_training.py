@@ -12,6 +12,7 @@ from napari_unet.engine.events import (
     ModelSnapshot,
     StepDone,
     ValidationDone,
+    drive,
 )
 from napari_unet.engine.model import UNet, UNetConfig
 from napari_unet.engine.synthetic import synthetic_nuclei
@@ -38,12 +39,7 @@ def test_events_are_typed_and_in_order(nuclei):
     config = TrainConfig(steps=4, sample_every=2, snapshot_every=2, val_every=2, tile_size=32)
     gen = iter_train(tiny_model(), image, labels, config=config, device="cpu")
     events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = drive(gen, events.append)
     steps = [e.step for e in events if isinstance(e, StepDone)]
     assert steps == [1, 2, 3, 4]
     samples = [e for e in events if isinstance(e, AugmentationSample)]

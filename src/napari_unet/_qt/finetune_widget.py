@@ -64,6 +64,13 @@ from napari_unet._qt._layers import (
     side_by_side_geometry,
 )
 from napari_unet._qt._session import ModelEntry, session_for
+from napari_unet.engine.events import (
+    AugmentationSample,
+    ModelSnapshot,
+    StepDone,
+    ValidationDone,
+    relay,
+)
 from napari_unet._qt._worker import (
     Job,
     LatestOnly,
@@ -215,7 +222,6 @@ def _finetune(request: FineTuneRequest, run: RunState):
         model_diameter,
         rescale_training_data,
     )
-    from napari_unet.engine.events import ModelSnapshot, StepDone, ValidationDone
     from napari_unet.engine.training import iter_train
     from napari_unet.engine.weights import training_targets
 
@@ -252,6 +258,24 @@ def _finetune(request: FineTuneRequest, run: RunState):
         "fine_tuned_on": request.labels_name,
     }
 
+    def record(event: Any) -> Any:
+        match event:
+            case StepDone():
+                run.steps_done = event.step
+                run.history.append(
+                    {
+                        "step": event.step,
+                        "loss": event.loss,
+                        "lr": event.lr,
+                        "seconds": event.seconds,
+                    }
+                )
+            case ValidationDone():
+                run.history.append({"step": event.step, "validation": dict(event.metrics)})
+            case ModelSnapshot():
+                run.snapshot = event
+        return event
+
     gen = iter_train(
         net,
         image,
@@ -264,26 +288,8 @@ def _finetune(request: FineTuneRequest, run: RunState):
         extra=run.extra,
     )
     try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as done:
-                return done.value
-            if isinstance(event, StepDone):
-                run.steps_done = event.step
-                run.history.append(
-                    {
-                        "step": event.step,
-                        "loss": event.loss,
-                        "lr": event.lr,
-                        "seconds": event.seconds,
-                    }
-                )
-            elif isinstance(event, ValidationDone):
-                run.history.append({"step": event.step, "validation": dict(event.metrics)})
-            elif isinstance(event, ModelSnapshot):
-                run.snapshot = event
-            yield event
+        # relay closes gen after Stop: the engine's cleanup runs (model to the CPU, memory freed)
+        return (yield from relay(gen, record))
     except GeneratorExit:
         raise
     except BaseException as exc:
@@ -293,7 +299,6 @@ def _finetune(request: FineTuneRequest, run: RunState):
         traceback.clear_frames(exc.__traceback__)
         raise
     finally:
-        gen.close()  # after Stop: runs the engine's cleanup (model to the CPU, memory freed)
         _keep_model(run, net)
 
 
@@ -327,13 +332,13 @@ def preview_job(image: Any, channel_axis: int | None, model: Any, *, diameter, d
     import torch
 
     from napari_unet.engine.api import iter_segment, load_model
-    from napari_unet.engine.events import run_to_end
+    from napari_unet.engine.events import drive
 
     source = model()
     if isinstance(source, (tuple, torch.nn.Module)):
         net, checkpoint = load_model(source)
         source = (copy.deepcopy(net), checkpoint)
-    return run_to_end(
+    return drive(
         iter_segment(
             np.asarray(image),
             source,
@@ -783,34 +788,38 @@ class FineTuneWidget(QWidget):
             self.status.value = "stopping after the current step…"
 
     def _on_event(self, event: Any) -> None:
-        name = type(event).__name__
         # handlers can be re-entered (napari's progress bar processes events), so events may
         # come out of order: keep the newest by step
-        if name == "StepDone":
-            self.plot.add_loss(event.step, event.loss)
-            if self._last_step is None or event.step > self._last_step.step:
-                self._last_step = event
-        elif name == "ValidationDone":
-            self._last_validation = dict(event.metrics)
-            if "loss" in event.metrics:
-                self.plot.add_validation(event.step, event.metrics["loss"])
-        elif name == "AugmentationSample":
-            if self._pending_sample is None or event.step > self._pending_sample.step:
-                self._pending_sample = event
-        elif name == "ModelSnapshot":
-            stale = self._snapshot is not None and event.step < self._snapshot.step
-            if stale or self.job is None or self.job.done:  # done: the kept model is current
-                return
-            self._snapshot = event
-            every = int(self.preview_every.value)
-            last = self.run is not None and event.step == self.run.config.steps
-            if every > 0 and event.step >= self._next_preview and not last:  # last: on_done
-                self._next_preview = event.step + every
-                self.refresh_preview()
-        elif name == "WeightMapReady":
-            layer = self._labels_layer
-            if layer is not None and layer in self.viewer.layers:
-                show_weight_map(self.viewer, layer, event.weight_map, role=ROLE)
+        match event:
+            case StepDone():
+                self.plot.add_loss(event.step, event.loss)
+                if self._last_step is None or event.step > self._last_step.step:
+                    self._last_step = event
+            case ValidationDone():
+                self._last_validation = dict(event.metrics)
+                if "loss" in event.metrics:
+                    self.plot.add_validation(event.step, event.metrics["loss"])
+            case AugmentationSample():
+                if self._pending_sample is None or event.step > self._pending_sample.step:
+                    self._pending_sample = event
+            case ModelSnapshot():
+                self._on_snapshot(event)
+            case WeightMapReady():
+                layer = self._labels_layer
+                if layer is not None and layer in self.viewer.layers:
+                    show_weight_map(self.viewer, layer, event.weight_map, role=ROLE)
+
+    def _on_snapshot(self, event: Any) -> None:
+        """Keep the newest snapshot; segment the preview with it every N steps."""
+        stale = self._snapshot is not None and event.step < self._snapshot.step
+        if stale or self.job is None or self.job.done:  # done: the kept model is current
+            return
+        self._snapshot = event
+        every = int(self.preview_every.value)
+        last = self.run is not None and event.step == self.run.config.steps
+        if every > 0 and event.step >= self._next_preview and not last:  # last: on_done
+            self._next_preview = event.step + every
+            self.refresh_preview()
 
     def _refresh_display(self) -> None:
         """Timer tick: repaint the plot, the status and the augmentation layers if they changed."""

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_unet.engine.events import PlaneDone, TileDone, TileSizeReduced, run_to_end
+from napari_unet.engine.events import PlaneDone, TileDone, TileSizeReduced, drive, relay
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_unet.engine.checkpoint import Checkpoint
@@ -537,30 +537,24 @@ def _predict_pass(
         out_dtype=np.float32,
         normalization=normalization,
     )
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                prob = np.asarray(stop.value)
-                break
-            if isinstance(event, TileDone):
+
+    def recount(event: Any) -> Any:
+        match event:
+            case TileDone():
                 state["pass_total"] = event.total
-                yield TileDone(
+                return TileDone(
                     done=offset + event.done,
                     total=total_for(event.total),
                     plane=event.plane,
                     n_planes=event.n_planes,
                 )
-            elif isinstance(event, PlaneDone):
-                if keep_plane_events:
-                    yield event
-            else:
-                if isinstance(event, TileSizeReduced):
-                    state["tile_size"] = event.new
-                yield event
-    finally:
-        gen.close()
+            case PlaneDone():
+                return event if keep_plane_events else None
+            case TileSizeReduced():
+                state["tile_size"] = event.new
+        return event
+
+    prob = np.asarray((yield from relay(gen, recount)))
     if not stack:
         prob = prob[np.newaxis]
     return _resize_probabilities(prob, spatial)
@@ -660,7 +654,7 @@ def iter_segment(
     Examples
     --------
     >>> gen = iter_segment(image, "model.pt", diameter=18)  # doctest: +SKIP
-    >>> result = run_to_end(gen)  # doctest: +SKIP
+    >>> result = drive(gen)  # doctest: +SKIP
     """
     net, checkpoint = load_model(model, device="cpu")
     in_channels = int(net.config.in_channels)
@@ -802,7 +796,7 @@ def segment(image: np.ndarray, model: Any = None, **kwargs: Any) -> np.ndarray:
     >>> from napari_unet.engine.api import segment
     >>> labels = segment(image, "my_model.pt", diameter=20)  # doctest: +SKIP
     """
-    return run_to_end(iter_segment(image, model, **kwargs)).labels
+    return drive(iter_segment(image, model, **kwargs)).labels
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from napari_unet.engine.events import (
     ModelSnapshot,
     StepDone,
     ValidationDone,
-    run_to_end,
+    drive,
 )
 
 OPTIMIZERS = ("adam", "sgd")
@@ -342,7 +342,7 @@ def iter_train(
 
 def train(*args: Any, **kwargs: Any) -> TrainResult:
     """:func:`iter_train` without the events: train and return the :class:`TrainResult`."""
-    return run_to_end(iter_train(*args, **kwargs))
+    return drive(iter_train(*args, **kwargs))
 
 
 # -- input preparation ---------------------------------------------------------------------
