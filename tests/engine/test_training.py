@@ -136,6 +136,65 @@ def test_cancel_leaves_a_loadable_checkpoint(nuclei, tmp_path):
         torch.testing.assert_close(loaded.state_dict()[key], value)
 
 
+def test_a_diverged_step_never_overwrites_the_last_good_checkpoint(nuclei, tmp_path, monkeypatch):
+    """The loss turns NaN at step 3 (after the good checkpoint of step 2): the optimiser has
+    already stepped with NaN gradients, so the model is ruined; the file must keep step 2."""
+    from napari_unet.engine import losses
+    from napari_unet.engine.checkpoint import load_checkpoint
+
+    image, labels = nuclei
+    path = tmp_path / "model.pt"
+    config = TrainConfig(
+        steps=10, checkpoint_path=str(path), checkpoint_every=2, tile_size=32, val_fraction=0
+    )
+    model = tiny_model()
+    real = losses.weighted_cross_entropy
+    calls = []
+
+    def diverging(logits, target, weights):
+        calls.append(1)
+        loss = real(logits, target, weights)
+        return loss * float("nan") if len(calls) >= 3 else loss
+
+    monkeypatch.setattr(losses, "weighted_cross_entropy", diverging)
+    saved = []
+    with pytest.raises(FloatingPointError, match="step 3"):
+        for event in iter_train(model, image, labels, config=config, device="cpu"):
+            if isinstance(event, CheckpointSaved):
+                saved.append(event.step)
+                good = path.read_bytes()
+    assert saved == [2]
+    assert not all(torch.isfinite(v).all() for v in model.state_dict().values())  # ruined
+    assert path.read_bytes() == good
+    loaded, meta = load_checkpoint(path)  # refuses non-finite weights
+    assert meta.training["steps_done"] == 2
+
+
+def test_an_interrupted_step_keeps_the_last_completed_one(nuclei, tmp_path, monkeypatch):
+    """Ctrl-C inside step 4 (before its update): the model of step 3 is written."""
+    from napari_unet.engine import losses
+    from napari_unet.engine.checkpoint import load_checkpoint
+
+    image, labels = nuclei
+    path = tmp_path / "model.pt"
+    config = TrainConfig(
+        steps=10, checkpoint_path=str(path), checkpoint_every=2, tile_size=32, val_fraction=0
+    )
+    real = losses.weighted_cross_entropy
+    calls = []
+
+    def interrupted(logits, target, weights):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(logits, target, weights)
+
+    monkeypatch.setattr(losses, "weighted_cross_entropy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        drive(iter_train(tiny_model(), image, labels, config=config, device="cpu"))
+    assert load_checkpoint(path)[1].training["steps_done"] == 3
+
+
 def test_checkpoint_stores_history_and_normalization(nuclei, tmp_path):
     from napari_unet.engine.checkpoint import load_checkpoint
 

@@ -6,9 +6,10 @@ weight 0 and so teach nothing, which is how sparse annotations (a few painted ce
 inside user-drawn regions) are trained on.
 
 Cancelling: the generator only stops at a ``yield``, and it yields after every completed step.
-Closing it (``gen.close()``, or a GUI worker's quit) runs the ``finally`` block, which writes the
-checkpoint of the last completed step when a ``checkpoint_path`` was given, moves the model back
-to the CPU and releases device memory.
+Closing it (``gen.close()``, or a GUI worker's quit) or interrupting it (Ctrl-C) writes the
+checkpoint of the last completed step when a ``checkpoint_path`` was given; the ``finally`` block
+then moves the model back to the CPU and releases device memory. A step that fails or diverges
+(a loss that is not finite) writes nothing, so the file keeps the last good model.
 """
 
 from __future__ import annotations
@@ -255,20 +256,21 @@ def iter_train(
     step = 0
     train_meta = {**config.to_dict(), "tile_input": tile_in, "tile_output": tile_out}
 
-    def write_checkpoint() -> CheckpointSaved:
+    def write_checkpoint(done: int) -> CheckpointSaved:
         nonlocal saved_path, saved_step
         saved_path = save_checkpoint(
             checkpoint_path,
             model,
             normalization=normalization,
-            training={**train_meta, "steps_done": step},
+            training={**train_meta, "steps_done": done},
             history=history,
             extra=extra,
         )
-        saved_step = step
-        return CheckpointSaved(step=step, path=str(saved_path))
+        saved_step = done
+        return CheckpointSaved(step=done, path=str(saved_path))
 
-    finished = False
+    # the completed step the model's weights hold; -1 while an update is not yet checked
+    model_step = 0
     try:
         for step in range(1, config.steps + 1):
             t0 = time.perf_counter()
@@ -296,6 +298,7 @@ def iter_train(
                 logits = model(x)
             loss = weighted_cross_entropy(logits.float(), target, weights)
             scaler.scale(loss).backward()
+            model_step = -1
             scaler.step(optimizer)
             scaler.update()
             loss_value = float(loss.detach())
@@ -303,6 +306,7 @@ def iter_train(
                 raise FloatingPointError(
                     f"the loss became {loss_value} at step {step}; lower the learning rate"
                 )
+            model_step = step
             seconds = time.perf_counter() - t0
             history.append({"step": step, "loss": loss_value, "lr": lr, "seconds": seconds})
             yield StepDone(step=step, total=config.steps, loss=loss_value, lr=lr, seconds=seconds)
@@ -324,12 +328,14 @@ def iter_train(
             if config.snapshot_every and (step % config.snapshot_every == 0 or last):
                 yield ModelSnapshot(step=step, state_dict=_cpu_state_dict(model))
             if checkpoint_path is not None and (step % config.checkpoint_every == 0 or last):
-                yield write_checkpoint()
-        finished = True
+                yield write_checkpoint(step)
+    except (GeneratorExit, KeyboardInterrupt):
+        # cancelled (at a yield, after a completed step) or interrupted: keep the last completed
+        # step. Any other exception writes nothing: the file keeps the last good model.
+        if checkpoint_path is not None and model_step > saved_step:
+            write_checkpoint(model_step)
+        raise
     finally:
-        # Closing the generator (cancel) lands here after a completed step: keep it.
-        if not finished and checkpoint_path is not None and history and step > saved_step:
-            write_checkpoint()
         optimizer.zero_grad(set_to_none=True)
         del optimizer
         model.to("cpu")
