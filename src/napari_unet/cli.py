@@ -379,13 +379,8 @@ def _as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from napari_unet.engine.api import (
-        AUTO_DIAMETER_TOLERANCE,
-        estimate_diameter,
-        load_model,
-        model_diameter,
-        rescale_training_data,
-    )
+    from napari_unet.engine.api import load_model
+    from napari_unet.engine.diameter import match_training_diameter
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.events import CheckpointSaved, StepDone, ValidationDone, drive
 
@@ -408,25 +403,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not any((lab > 0).any() for lab in labels):
         raise UsageError("the label images hold no cells (all pixels are 0)")
 
-    data_diameter = args.diameter if args.diameter is not None else estimate_diameter(labels)
-    if data_diameter is None:
+    images, labels, regions, scale = match_training_diameter(
+        images,
+        labels,
+        regions,
+        model_diameter=None if checkpoint is None else checkpoint.diameter,
+        diameter=args.diameter,
+    )
+    if scale.data_diameter is None:
         _say("too few labelled cells to measure their diameter; the model stores none", sys.stderr)
-
-    stored_diameter = data_diameter
-    trained = model_diameter(checkpoint) if checkpoint is not None else None
-    if trained is not None and data_diameter is not None:
-        factor = trained / data_diameter
-        if abs(factor - 1.0) > AUTO_DIAMETER_TOLERANCE:
-            for i, pair in enumerate(zip(images, labels, regions, strict=True)):
-                images[i], labels[i], regions[i] = rescale_training_data(*pair, factor)
-            _say(
-                f"cells of {data_diameter:.1f} px rescaled by {factor:.2f} to the model's "
-                f"training diameter of {trained:.1f} px",
-                sys.stderr,
-            )
-        stored_diameter = trained
-    elif trained is not None:
-        stored_diameter = trained
+    elif scale.factor != 1.0:
+        _say(
+            f"cells of {scale.data_diameter:.1f} px rescaled by {scale.factor:.2f} to the model's "
+            f"training diameter of {scale.model_diameter:.1f} px",
+            sys.stderr,
+        )
+    stored_diameter = scale.diameter
 
     if scratch:
         from napari_unet.engine.model import UNet, UNetConfig
@@ -461,7 +453,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
     )
-    extra = {"diameter": stored_diameter, "trained_from": "scratch" if scratch else str(args.start)}
+    extra = {"trained_from": "scratch" if scratch else str(args.start)}
     log_every = args.log_every or max(1, args.steps // 20)
     gen = iter_train(
         net,
@@ -473,6 +465,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         normalization=normalization,
         extra=extra,
+        diameter=stored_diameter,
     )
     progress = {"last_step": 0, "saved": None}
 

@@ -29,7 +29,7 @@ def tiny_net(in_channels: int = 1, n_classes: int = 3) -> UNet:
 @pytest.fixture
 def model_file(tmp_path):
     """A tiny model file that says it was trained on cells of 24 px."""
-    return save_checkpoint(tmp_path / "tiny.pt", tiny_net(), extra={"diameter": TRAINED_DIAMETER})
+    return save_checkpoint(tmp_path / "tiny.pt", tiny_net(), diameter=TRAINED_DIAMETER)
 
 
 def discs(shape, diameter, spacing):
@@ -110,15 +110,6 @@ def test_load_model_errors(tmp_path, monkeypatch):
         api.load_model("default")
     with pytest.raises(FileNotFoundError, match="bundled model is not installed"):
         api.load_model(None)
-
-
-def test_model_diameter_ignores_nonsense():
-    from types import SimpleNamespace
-
-    assert api.model_diameter(SimpleNamespace(extra={"diameter": "big"})) is None
-    assert api.model_diameter(SimpleNamespace(extra={"diameter": -3})) is None
-    assert api.model_diameter(SimpleNamespace(extra=None)) is None
-    assert api.model_diameter(SimpleNamespace(extra={"diameter": 17})) == 17.0
 
 
 # -- the real network: shapes, dtypes, validation ---------------------------------------------
@@ -311,7 +302,7 @@ def test_automatic_diameter_samples_big_images_and_stacks(model_file, oracle, mo
 
 def test_channels_are_resized_together(oracle, tmp_path):
     net = tiny_net(in_channels=2)
-    path = save_checkpoint(tmp_path / "two.pt", net, extra={"diameter": 24.0})
+    path = save_checkpoint(tmp_path / "two.pt", net, diameter=24.0)
     image, _ = discs((64, 64), 12, 32)
     two = np.stack([image, image], axis=0)
     result = drive(api.iter_segment(two, path, channel_axis=0, diameter=12))
@@ -327,54 +318,6 @@ def test_closing_the_generator_stops_prediction(model_file, oracle):
     assert len(oracle) == 1
 
 
-# -- the estimator ----------------------------------------------------------------------------
-
-
-def test_estimate_diameter_of_known_discs():
-    _, labels = discs((120, 120), 14, 30)
-    assert api.estimate_diameter(labels) == pytest.approx(14, abs=0.6)
-    assert api.estimate_diameter(np.stack([labels, labels])) == pytest.approx(14, abs=0.6)
-    _, small = discs((60, 60), 8, 20)
-    both = api.estimate_diameter([labels, labels, small])
-    assert both == pytest.approx(14, abs=0.6)  # 32 large discs outvote 9 small ones
-
-
-def test_estimate_diameter_leaves_out_cells_cut_by_the_edge():
-    labels = np.zeros((50, 50), np.int32)
-    labels[10:20, 10:20] = 1
-    labels[25:35, 10:20] = 2
-    labels[10:20, 30:40] = 3
-    labels[0:2, 0:10] = 4  # cut off by the edges: 20 px each
-    labels[48:50, 0:10] = 5
-    labels[20:30, 0:2] = 6
-    labels[20:30, 48:50] = 7
-    inner = np.sqrt(4 * 100 / np.pi)
-    assert api.estimate_diameter(labels) == pytest.approx(inner)
-    assert api.estimate_diameter(labels, exclude_border=False) == pytest.approx(
-        np.sqrt(4 * 20 / np.pi)
-    )
-    labels[labels == 3] = 0  # too few inner cells left: all of them count
-    assert api.estimate_diameter(labels) == pytest.approx(np.sqrt(4 * 20 / np.pi))
-
-
-def test_estimate_diameter_needs_a_few_cells():
-    labels = np.zeros((30, 30), np.int32)
-    assert api.estimate_diameter(labels) is None
-    labels[5:10, 5:10] = 1
-    labels[15:20, 15:20] = 2
-    assert api.estimate_diameter(labels) is None
-    with pytest.raises(ValueError):
-        api.estimate_diameter(np.zeros((3, 3), np.float32))
-
-
-def test_rescale_factor():
-    assert api.rescale_factor(12, 24) == 2.0
-    assert api.rescale_factor(48, 24) == 0.5
-    assert api.rescale_factor(24.5, 24) == 1.0
-    assert api.rescale_factor(None, 24) == 1.0
-    assert api.rescale_factor(12, None) == 1.0
-
-
 def test_nuclei_sample_is_shared_with_the_napari_sample():
     from napari_unet._sample_data import nuclei_sample
 
@@ -383,19 +326,6 @@ def test_nuclei_sample_is_shared_with_the_napari_sample():
     np.testing.assert_array_equal(layers[0][0], image)
     np.testing.assert_array_equal(layers[1][0], labels)
     assert image.shape == (512, 512) and image.dtype == np.uint16
-
-
-def test_area_weighted_estimate_ignores_many_specks():
-    _, labels = discs((120, 120), 14, 30)  # 16 discs of 14 px
-    specks = labels.copy()
-    rng = np.random.default_rng(0)
-    free = np.argwhere(labels == 0)
-    for i, (r, c) in enumerate(free[rng.choice(len(free), 40, replace=False)]):
-        specks[r, c] = 1000 + i  # 40 one-pixel specks outnumber the discs
-    assert api.estimate_diameter(specks) < 3
-    assert api.estimate_diameter(specks, weighting="area") == pytest.approx(14, abs=0.6)
-    with pytest.raises(ValueError, match="weighting"):
-        api.estimate_diameter(labels, weighting="mode")
 
 
 def test_known_diameter_sets_the_default_min_size():
@@ -414,18 +344,3 @@ def test_given_diameter_removes_specks_but_not_cells(model_file, oracle):
     assert result.labels[0:5, 0:5].max() == 0
     kept = drive(api.iter_segment(image, model_file, diameter=24, min_size=10))
     assert kept.labels[0:5, 0:5].max() > 0  # the caller's min_size wins
-
-
-def test_rescale_training_data_keeps_ids_dtypes_and_channels():
-    labels = np.zeros((20, 30), np.uint16)
-    labels[2:8, 3:9], labels[10:18, 12:27] = 7, 300
-    regions = np.zeros((20, 30), np.uint8)
-    regions[:10] = 1
-    image = np.random.default_rng(0).integers(0, 4000, (20, 30, 2)).astype(np.uint16)
-    big_image, big_labels, big_regions = api.rescale_training_data(image, labels, regions, 2.0)
-    assert big_image.shape == (40, 60, 2) and big_image.dtype == np.float32
-    assert big_labels.shape == (40, 60) and big_labels.dtype == np.uint16
-    assert set(np.unique(big_labels)) == {0, 7, 300}
-    assert big_regions.dtype == bool and big_regions[:20].all() and not big_regions[20:].any()
-    small_image, small_labels, none = api.rescale_training_data(image[..., 0], labels, None, 0.5)
-    assert small_image.shape == small_labels.shape == (10, 15) and none is None

@@ -203,12 +203,12 @@ def test_checkpoint_stores_history_and_normalization(nuclei, tmp_path):
     config = TrainConfig(steps=2, checkpoint_path=str(path), tile_size=32, val_fraction=0)
     result = train(
         tiny_model(), image, labels, config=config, device="cpu",
-        normalization={"low": 2.0, "high": 99.0}, extra={"diameter": 16.0},
+        normalization={"low": 2.0, "high": 99.0}, extra={"data": "nuclei"}, diameter=16.0,
     )
     assert result.checkpoint_path == path
     _, meta = load_checkpoint(path)
     assert meta.normalization == {"low": 2.0, "high": 99.0}
-    assert meta.extra["diameter"] == 16.0
+    assert meta.diameter == 16.0 and meta.extra == {"data": "nuclei"}
     assert [h["step"] for h in meta.history if "loss" in h] == [1, 2]
     assert meta.training["optimizer"] == "adam"
 

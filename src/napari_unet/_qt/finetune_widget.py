@@ -155,10 +155,9 @@ class RunState:
     base_label : the label of the model training started from.
     net_config : the network's ``UNetConfig``.
     normalization, extra : the checkpoint metadata the fine-tuned model gets.
-    data_diameter : the painted cells' diameter in image pixels (``None`` if unknown).
-    factor : the image was rescaled by this factor for training (model diameter / data diameter).
-    preview_diameter : the cell diameter (image pixels) to segment this image with so that it is
-        rescaled exactly as for training (``None``: the model stores no diameter).
+    scale : how the plane was brought to the model's diameter
+        (:class:`~napari_unet.engine.diameter.TrainingScale`); its ``input_diameter`` is what
+        previews segment this image with, so that it is rescaled exactly as for training.
     steps_done : the last completed step.
     history : ``{"step", "loss", "lr", "seconds"}`` and ``{"step", "validation"}`` records.
     snapshot : the newest ``ModelSnapshot`` (CPU weights).
@@ -171,9 +170,7 @@ class RunState:
     net_config: Any = None
     normalization: dict | None = None
     extra: dict = field(default_factory=dict)
-    data_diameter: float | None = None
-    factor: float = 1.0
-    preview_diameter: float | None = None
+    scale: Any = None
     steps_done: int = 0
     history: list[dict] = field(default_factory=list)
     snapshot: Any = None
@@ -195,6 +192,7 @@ def _checkpoint_for(run: RunState, step: int) -> Any:
         training=training,
         history=history,
         extra=dict(run.extra),
+        diameter=run.scale.diameter,
     )
 
 
@@ -215,13 +213,8 @@ def finetune_job(request: FineTuneRequest, run: RunState):
 
 def _finetune(request: FineTuneRequest, run: RunState):
     """The body of :func:`finetune_job`."""
-    from napari_unet.engine.api import (
-        AUTO_DIAMETER_TOLERANCE,
-        estimate_diameter,
-        load_model,
-        model_diameter,
-        rescale_training_data,
-    )
+    from napari_unet.engine.api import load_model
+    from napari_unet.engine.diameter import match_training_diameter
     from napari_unet.engine.training import iter_train
     from napari_unet.engine.weights import training_targets
 
@@ -240,20 +233,16 @@ def _finetune(request: FineTuneRequest, run: RunState):
     )
     yield WeightMapReady(shown)
 
-    image = np.asarray(request.image)
-    data_diameter = request.diameter or estimate_diameter(labels, exclude_border=False)
-    trained = model_diameter(checkpoint)
-    run.data_diameter = data_diameter
-    if trained is not None and data_diameter is not None:
-        factor = trained / data_diameter
-        if abs(factor - 1.0) > AUTO_DIAMETER_TOLERANCE:
-            image, labels, regions = rescale_training_data(image, labels, regions, factor)
-            run.factor = factor
-    stored_diameter = trained if trained is not None else data_diameter
-    run.preview_diameter = stored_diameter / run.factor if stored_diameter else None
+    (image,), (labels,), (regions,), scale = match_training_diameter(
+        [np.asarray(request.image)],
+        [labels],
+        [regions],
+        model_diameter=checkpoint.diameter,
+        diameter=request.diameter,
+    )
+    run.scale = scale
     run.extra = {
-        **(checkpoint.extra or {}),
-        "diameter": stored_diameter,
+        **checkpoint.extra,
         "fine_tuned_from": request.entry.label,
         "fine_tuned_on": request.labels_name,
     }
@@ -286,6 +275,7 @@ def _finetune(request: FineTuneRequest, run: RunState):
         device=request.device,
         normalization=run.normalization,
         extra=run.extra,
+        diameter=scale.diameter,
     )
     try:
         # relay closes gen after Stop: the engine's cleanup runs (model to the CPU, memory freed)
@@ -893,7 +883,7 @@ class FineTuneWidget(QWidget):
                 step=run.final_step,
             )
             self.result_entry = entry
-            self._preview_diameter = run.preview_diameter
+            self._preview_diameter = run.scale.input_diameter
             self.session.set_current(entry)
             if what == "failed":
                 self.status.value = (
@@ -934,7 +924,7 @@ class FineTuneWidget(QWidget):
         run, snapshot = self.run, self._snapshot
         if snapshot is not None and run is not None and run.net_config is not None:
             model = partial(snapshot_model, run, snapshot)
-            diameter = run.preview_diameter
+            diameter = run.scale.input_diameter
             label = f"step {snapshot.step}"
         else:
             entry = self.session.current

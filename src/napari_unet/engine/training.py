@@ -173,6 +173,7 @@ def iter_train(
     normalization: dict[str, float] | None = None,
     validation: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
     extra: dict[str, Any] | None = None,
+    diameter: float | None = None,
 ) -> Generator[Any, None, TrainResult]:
     """Train ``model`` in place on painted cells, yielding progress events.
 
@@ -192,7 +193,9 @@ def iter_train(
         checkpoint; default 1 and 99.8 percentiles.
     validation : optional ``(images, labels)`` held out for validation; when given, nothing of
         the training data is held out.
-    extra : JSON-serialisable metadata stored in every checkpoint (e.g. the training diameter).
+    extra : JSON-serialisable metadata stored in every checkpoint.
+    diameter : the median cell diameter (pixels) of the training data, stored in every
+        checkpoint (:func:`~napari_unet.engine.diameter.match_training_diameter`).
 
     Yields
     ------
@@ -265,6 +268,7 @@ def iter_train(
             training={**train_meta, "steps_done": done},
             history=history,
             extra=extra,
+            diameter=diameter,
         )
         saved_step = done
         return CheckpointSaved(step=done, path=str(saved_path))
