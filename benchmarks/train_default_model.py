@@ -15,7 +15,7 @@ last bits between GPU models and library versions).
 The checkpoint stores, besides the weights and the network's configuration:
 
 * ``normalization``: the percentiles (1, 99.8) images are normalised with;
-* ``extra["diameter"]``: the training diameter (pixels) every image was rescaled to, which
+* ``diameter``: the training diameter (pixels) every image was rescaled to, which
   ``napari_unet.segment`` rescales new images to;
 * ``extra["training_data"]``: the sets, splits, cell counts and licence note;
 * ``extra["validation"]``: metrics of the final model on the validation images (segmented
@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
         device=device,
         normalization=NORMALIZATION,
         validation=(corpus.val_images, corpus.val_labels),
+        diameter=diameter,
     )
     t0 = time.perf_counter()
     result = None
@@ -217,7 +218,6 @@ def main(argv: list[str] | None = None) -> dict:
     stopped_early = steps_done < config.steps
 
     extra = {
-        "diameter": round(float(diameter), 3),
         "training_data": {
             "sets": corpus.meta,
             "train_images": counts,
@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
             training=training,
             history=history,
             extra=extra,
+            diameter=round(float(diameter), 3),
         )
 
     path = save()

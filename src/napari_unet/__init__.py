@@ -9,12 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-try:
-    from importlib.metadata import PackageNotFoundError, version
-
-    __version__ = version("napari-unet")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+from napari_unet.engine._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np

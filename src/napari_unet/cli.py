@@ -184,7 +184,7 @@ def _check_new_outputs(paths: Sequence[Path], *, overwrite: bool, inputs: Sequen
 def _cmd_predict(args: argparse.Namespace) -> int:
     from napari_unet.engine.api import check_image_shape, iter_segment, load_model
     from napari_unet.engine.device import resolve_device
-    from napari_unet.engine.events import TileDone, TileSizeReduced
+    from napari_unet.engine.events import TileDone, TileSizeReduced, drive
     from napari_unet.engine.io import infer_layout, list_images, probe_tiff, read_tiff, write_tiff
 
     source = Path(args.input).expanduser()
@@ -263,22 +263,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             min_size=args.min_size,
             tile_size=args.tile_size,
         )
-        try:
-            while True:
-                try:
-                    event = next(gen)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                if isinstance(event, TileDone):
+
+        def show(event: Any, bar: ProgressBar = bar, name: str = image.name) -> None:
+            match event:
+                case TileDone():
                     bar.update(event.done, event.total)
-                elif isinstance(event, TileSizeReduced) and not args.quiet:
+                case TileSizeReduced() if not args.quiet:
                     bar.close()
-                    _say(f"{image.name}: out of memory; tile size {event.old} -> {event.new}", sys.stderr)
+                    _say(f"{name}: out of memory; tile size {event.old} -> {event.new}", sys.stderr)
+
+        try:
+            result = drive(gen, show)
         except ValueError as exc:
             raise UsageError(f"{image}: {_one_line(exc)}") from None
         finally:
-            gen.close()
             bar.close()
         write_tiff(labels_path, result.labels, overwrite=args.overwrite)
         if probs_path is not None:
@@ -381,15 +379,10 @@ def _as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from napari_unet.engine.api import (
-        AUTO_DIAMETER_TOLERANCE,
-        estimate_diameter,
-        load_model,
-        model_diameter,
-        rescale_training_data,
-    )
+    from napari_unet.engine.api import load_model
+    from napari_unet.engine.diameter import match_training_diameter
     from napari_unet.engine.device import resolve_device
-    from napari_unet.engine.events import CheckpointSaved, StepDone, ValidationDone
+    from napari_unet.engine.events import CheckpointSaved, StepDone, ValidationDone, drive
 
     out = Path(args.out).expanduser()
     _check_new_outputs([out], overwrite=args.overwrite)
@@ -410,25 +403,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not any((lab > 0).any() for lab in labels):
         raise UsageError("the label images hold no cells (all pixels are 0)")
 
-    data_diameter = args.diameter if args.diameter is not None else estimate_diameter(labels)
-    if data_diameter is None:
+    images, labels, regions, scale = match_training_diameter(
+        images,
+        labels,
+        regions,
+        model_diameter=None if checkpoint is None else checkpoint.diameter,
+        diameter=args.diameter,
+    )
+    if scale.data_diameter is None:
         _say("too few labelled cells to measure their diameter; the model stores none", sys.stderr)
-
-    stored_diameter = data_diameter
-    trained = model_diameter(checkpoint) if checkpoint is not None else None
-    if trained is not None and data_diameter is not None:
-        factor = trained / data_diameter
-        if abs(factor - 1.0) > AUTO_DIAMETER_TOLERANCE:
-            for i, pair in enumerate(zip(images, labels, regions, strict=True)):
-                images[i], labels[i], regions[i] = rescale_training_data(*pair, factor)
-            _say(
-                f"cells of {data_diameter:.1f} px rescaled by {factor:.2f} to the model's "
-                f"training diameter of {trained:.1f} px",
-                sys.stderr,
-            )
-        stored_diameter = trained
-    elif trained is not None:
-        stored_diameter = trained
+    elif scale.factor != 1.0:
+        _say(
+            f"cells of {scale.data_diameter:.1f} px rescaled by {scale.factor:.2f} to the model's "
+            f"training diameter of {scale.model_diameter:.1f} px",
+            sys.stderr,
+        )
+    stored_diameter = scale.diameter
 
     if scratch:
         from napari_unet.engine.model import UNet, UNetConfig
@@ -463,7 +453,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
     )
-    extra = {"diameter": stored_diameter, "trained_from": "scratch" if scratch else str(args.start)}
+    extra = {"trained_from": "scratch" if scratch else str(args.start)}
     log_every = args.log_every or max(1, args.steps // 20)
     gen = iter_train(
         net,
@@ -475,31 +465,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         normalization=normalization,
         extra=extra,
+        diameter=stored_diameter,
     )
-    last_step = 0
-    saved: str | None = None
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            if isinstance(event, StepDone):
-                last_step = event.step
-                if not args.quiet and (event.step % log_every == 0 or event.step in (1, event.total)):
-                    _say(f"step {event.step}/{event.total} loss {event.loss:.4f}", sys.stderr)
-            elif isinstance(event, ValidationDone) and not args.quiet:
+    progress = {"last_step": 0, "saved": None}
+
+    def show(event: Any) -> None:
+        match event:
+            case StepDone(step=step, total=total, loss=loss):
+                progress["last_step"] = step
+                if not args.quiet and (step % log_every == 0 or step in (1, total)):
+                    _say(f"step {step}/{total} loss {loss:.4f}", sys.stderr)
+            case ValidationDone() if not args.quiet:
                 shown = " ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
                 _say(f"validation at step {event.step}: {shown}", sys.stderr)
-            elif isinstance(event, CheckpointSaved):
-                saved = event.path
+            case CheckpointSaved():
+                progress["saved"] = event.path
+
+    try:
+        result = drive(gen, show)
     except KeyboardInterrupt:
-        gen.close()
+        last_step = progress["last_step"]
         where = f"; the model after step {last_step} is in {out}" if out.exists() and last_step else ""
         raise KeyboardInterrupt(f"training interrupted{where}") from None
-    finally:
-        gen.close()
+    saved = progress["saved"]
     path = saved or (str(result.checkpoint_path) if result.checkpoint_path else str(out))
     diameter = f", cell diameter {stored_diameter:.1f} px" if stored_diameter else ""
     _say(f"wrote {path} ({result.steps_done} steps{diameter})")

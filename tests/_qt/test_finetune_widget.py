@@ -367,7 +367,7 @@ def test_cells_are_rescaled_to_the_model_diameter(nuclei_image):
     from napari_unet.engine.weights import WeightMap
 
     net = UNet(UNetConfig(depth=2, base_channels=8))
-    checkpoint = Checkpoint(config=net.config, extra={"diameter": 32.0, "data": "synthetic"})
+    checkpoint = Checkpoint(config=net.config, diameter=32.0, extra={"data": "synthetic"})
     entry = ModelEntry("32 px model", lambda: (net, checkpoint), kind="file")
     image, truth = nuclei_image
     request = FineTuneRequest(
@@ -387,11 +387,12 @@ def test_cells_are_rescaled_to_the_model_diameter(nuclei_image):
     assert isinstance(events[0], WeightMapReady) and isinstance(events[0].weight_map, WeightMap)
     assert events[0].weight_map.total.shape == truth.shape  # shown at the labels' own scale
     assert [e.step for e in events if isinstance(e, StepDone)] == [1, 2]
-    assert 1.6 < run.factor < 2.4 and run.data_diameter == pytest.approx(32.0 / run.factor)
-    assert run.preview_diameter == pytest.approx(run.data_diameter)
+    scale = run.scale
+    assert 1.6 < scale.factor < 2.4 and scale.data_diameter == pytest.approx(32.0 / scale.factor)
+    assert scale.input_diameter == pytest.approx(scale.data_diameter)
     kept, meta = run.final
     assert kept is not net and run.final_step == 2
-    assert meta.extra["diameter"] == 32.0 and meta.extra["data"] == "synthetic"
+    assert meta.diameter == 32.0 and meta.extra["data"] == "synthetic"
     assert meta.extra["fine_tuned_from"] == "32 px model"
     assert meta.training["steps_done"] == 2 and meta.training["fine_tuned_from"] == "32 px model"
 

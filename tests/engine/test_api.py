@@ -15,7 +15,7 @@ import torch
 
 from napari_unet.engine import api
 from napari_unet.engine.checkpoint import Checkpoint, CheckpointError, save_checkpoint
-from napari_unet.engine.events import PlaneDone, TileDone, run_to_end
+from napari_unet.engine.events import PlaneDone, TileDone, drive
 from napari_unet.engine.model import UNet, UNetConfig
 
 TRAINED_DIAMETER = 24.0
@@ -29,7 +29,7 @@ def tiny_net(in_channels: int = 1, n_classes: int = 3) -> UNet:
 @pytest.fixture
 def model_file(tmp_path):
     """A tiny model file that says it was trained on cells of 24 px."""
-    return save_checkpoint(tmp_path / "tiny.pt", tiny_net(), extra={"diameter": TRAINED_DIAMETER})
+    return save_checkpoint(tmp_path / "tiny.pt", tiny_net(), diameter=TRAINED_DIAMETER)
 
 
 def discs(shape, diameter, spacing):
@@ -71,11 +71,7 @@ def oracle(monkeypatch):
 
 def drain(gen):
     events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
+    return events, drive(gen, events.append)
 
 
 # -- load_model -------------------------------------------------------------------------------
@@ -116,15 +112,6 @@ def test_load_model_errors(tmp_path, monkeypatch):
         api.load_model(None)
 
 
-def test_model_diameter_ignores_nonsense():
-    from types import SimpleNamespace
-
-    assert api.model_diameter(SimpleNamespace(extra={"diameter": "big"})) is None
-    assert api.model_diameter(SimpleNamespace(extra={"diameter": -3})) is None
-    assert api.model_diameter(SimpleNamespace(extra=None)) is None
-    assert api.model_diameter(SimpleNamespace(extra={"diameter": 17})) == 17.0
-
-
 # -- the real network: shapes, dtypes, validation ---------------------------------------------
 
 
@@ -151,7 +138,7 @@ def test_segment_is_reexported_by_the_package(nuclei, model_file):
 
 def test_segment_resizes_back_with_the_real_network(nuclei, model_file):
     image, _ = nuclei
-    result = run_to_end(api.iter_segment(image, model_file, device="cpu", diameter=16))
+    result = drive(api.iter_segment(image, model_file, device="cpu", diameter=16))
     assert result.scale == pytest.approx(1.5)
     assert result.diameter == 16
     assert result.labels.shape == image.shape
@@ -162,7 +149,7 @@ def test_segment_stack_and_channels(nuclei):
     image, _ = nuclei
     image = image[:48, :64]
     stack = np.stack([image, image[::-1]])
-    result = run_to_end(api.iter_segment(stack, tiny_net(), stack=True, device="cpu"))
+    result = drive(api.iter_segment(stack, tiny_net(), stack=True, device="cpu"))
     assert result.labels.shape == stack.shape
     assert result.probabilities.shape == (2, 3, 48, 64)
     ids0 = set(np.unique(result.labels[0])) - {0}
@@ -223,7 +210,7 @@ def test_an_absurd_enlargement_is_refused(model_file, monkeypatch):
 
 def test_given_diameter_rescales_the_image_and_the_labels_back(model_file, oracle):
     image, truth = discs((96, 96), 12, 24)
-    result = run_to_end(api.iter_segment(image, model_file, diameter=12))
+    result = drive(api.iter_segment(image, model_file, diameter=12))
     assert [c["shape"] for c in oracle] == [(192, 192)]
     assert result.scale == pytest.approx(2.0)
     assert result.diameter == 12
@@ -235,7 +222,7 @@ def test_given_diameter_rescales_the_image_and_the_labels_back(model_file, oracl
 
 def test_shrinking_is_antialiased_and_sized(model_file, oracle):
     image, _ = discs((96, 96), 20, 32)
-    result = run_to_end(api.iter_segment(image, model_file, diameter=48))
+    result = drive(api.iter_segment(image, model_file, diameter=48))
     assert [c["shape"] for c in oracle] == [(48, 48)]
     assert result.labels.shape == (96, 96)
     assert result.scale == pytest.approx(0.5)
@@ -243,7 +230,7 @@ def test_shrinking_is_antialiased_and_sized(model_file, oracle):
 
 def test_a_diameter_close_to_the_model_is_not_rescaled(model_file, oracle):
     image, _ = discs((64, 64), 20, 32)
-    result = run_to_end(api.iter_segment(image, model_file, diameter=23.5))
+    result = drive(api.iter_segment(image, model_file, diameter=23.5))
     assert [c["shape"] for c in oracle] == [(64, 64)]
     assert result.scale == 1.0
 
@@ -251,12 +238,12 @@ def test_a_diameter_close_to_the_model_is_not_rescaled(model_file, oracle):
 def test_a_model_without_diameter_is_never_rescaled(oracle):
     image, _ = discs((64, 64), 12, 32)
     with pytest.warns(UserWarning, match="no training diameter"):
-        result = run_to_end(api.iter_segment(image, tiny_net(), diameter=12))
+        result = drive(api.iter_segment(image, tiny_net(), diameter=12))
     assert [c["shape"] for c in oracle] == [(64, 64)]
     assert result.scale == 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = run_to_end(api.iter_segment(image, tiny_net()))
+        result = drive(api.iter_segment(image, tiny_net()))
     assert result.diameter is None and len(oracle) == 2
 
 
@@ -293,7 +280,7 @@ def test_automatic_diameter_keeps_the_scale_when_it_fits(model_file, oracle):
 
 
 def test_automatic_diameter_without_cells_keeps_the_scale(model_file, oracle):
-    result = run_to_end(api.iter_segment(np.full((64, 64), 7, np.uint16), model_file))
+    result = drive(api.iter_segment(np.full((64, 64), 7, np.uint16), model_file))
     assert result.diameter is None and result.scale == 1.0
     assert len(oracle) == 1 and result.labels.max() == 0
 
@@ -302,7 +289,7 @@ def test_automatic_diameter_samples_big_images_and_stacks(model_file, oracle, mo
     monkeypatch.setattr(api, "ESTIMATE_CROP", 48)
     image, _ = discs((96, 96), 12, 24)
     stack = np.stack([image, image, image])
-    result = run_to_end(api.iter_segment(stack, model_file, stack=True))
+    result = drive(api.iter_segment(stack, model_file, stack=True))
     # first pass: the middle plane, a central crop; second: that crop again at the scale the
     # first estimate asks for (the refinement); third: the whole stack, enlarged
     assert oracle[0]["shape"] == (48, 48) and oracle[0]["stack"] is False
@@ -319,10 +306,10 @@ def test_automatic_diameter_samples_big_images_and_stacks(model_file, oracle, mo
 
 def test_channels_are_resized_together(oracle, tmp_path):
     net = tiny_net(in_channels=2)
-    path = save_checkpoint(tmp_path / "two.pt", net, extra={"diameter": 24.0})
+    path = save_checkpoint(tmp_path / "two.pt", net, diameter=24.0)
     image, _ = discs((64, 64), 12, 32)
     two = np.stack([image, image], axis=0)
-    result = run_to_end(api.iter_segment(two, path, channel_axis=0, diameter=12))
+    result = drive(api.iter_segment(two, path, channel_axis=0, diameter=12))
     assert oracle[0]["shape"] == (128, 128, 2) and oracle[0]["channel_axis"] == -1
     assert result.labels.shape == (64, 64)
 
@@ -335,54 +322,6 @@ def test_closing_the_generator_stops_prediction(model_file, oracle):
     assert len(oracle) == 1
 
 
-# -- the estimator ----------------------------------------------------------------------------
-
-
-def test_estimate_diameter_of_known_discs():
-    _, labels = discs((120, 120), 14, 30)
-    assert api.estimate_diameter(labels) == pytest.approx(14, abs=0.6)
-    assert api.estimate_diameter(np.stack([labels, labels])) == pytest.approx(14, abs=0.6)
-    _, small = discs((60, 60), 8, 20)
-    both = api.estimate_diameter([labels, labels, small])
-    assert both == pytest.approx(14, abs=0.6)  # 32 large discs outvote 9 small ones
-
-
-def test_estimate_diameter_leaves_out_cells_cut_by_the_edge():
-    labels = np.zeros((50, 50), np.int32)
-    labels[10:20, 10:20] = 1
-    labels[25:35, 10:20] = 2
-    labels[10:20, 30:40] = 3
-    labels[0:2, 0:10] = 4  # cut off by the edges: 20 px each
-    labels[48:50, 0:10] = 5
-    labels[20:30, 0:2] = 6
-    labels[20:30, 48:50] = 7
-    inner = np.sqrt(4 * 100 / np.pi)
-    assert api.estimate_diameter(labels) == pytest.approx(inner)
-    assert api.estimate_diameter(labels, exclude_border=False) == pytest.approx(
-        np.sqrt(4 * 20 / np.pi)
-    )
-    labels[labels == 3] = 0  # too few inner cells left: all of them count
-    assert api.estimate_diameter(labels) == pytest.approx(np.sqrt(4 * 20 / np.pi))
-
-
-def test_estimate_diameter_needs_a_few_cells():
-    labels = np.zeros((30, 30), np.int32)
-    assert api.estimate_diameter(labels) is None
-    labels[5:10, 5:10] = 1
-    labels[15:20, 15:20] = 2
-    assert api.estimate_diameter(labels) is None
-    with pytest.raises(ValueError):
-        api.estimate_diameter(np.zeros((3, 3), np.float32))
-
-
-def test_rescale_factor():
-    assert api.rescale_factor(12, 24) == 2.0
-    assert api.rescale_factor(48, 24) == 0.5
-    assert api.rescale_factor(24.5, 24) == 1.0
-    assert api.rescale_factor(None, 24) == 1.0
-    assert api.rescale_factor(12, None) == 1.0
-
-
 def test_nuclei_sample_is_shared_with_the_napari_sample():
     from napari_unet._sample_data import nuclei_sample
 
@@ -391,19 +330,6 @@ def test_nuclei_sample_is_shared_with_the_napari_sample():
     np.testing.assert_array_equal(layers[0][0], image)
     np.testing.assert_array_equal(layers[1][0], labels)
     assert image.shape == (512, 512) and image.dtype == np.uint16
-
-
-def test_area_weighted_estimate_ignores_many_specks():
-    _, labels = discs((120, 120), 14, 30)  # 16 discs of 14 px
-    specks = labels.copy()
-    rng = np.random.default_rng(0)
-    free = np.argwhere(labels == 0)
-    for i, (r, c) in enumerate(free[rng.choice(len(free), 40, replace=False)]):
-        specks[r, c] = 1000 + i  # 40 one-pixel specks outnumber the discs
-    assert api.estimate_diameter(specks) < 3
-    assert api.estimate_diameter(specks, weighting="area") == pytest.approx(14, abs=0.6)
-    with pytest.raises(ValueError, match="weighting"):
-        api.estimate_diameter(labels, weighting="mode")
 
 
 def test_known_diameter_sets_the_default_min_size():
@@ -417,23 +343,8 @@ def test_given_diameter_removes_specks_but_not_cells(model_file, oracle):
     image, truth = discs((96, 96), 24, 32)  # 9 discs of 24 px, 452 px each
     image = image.copy()
     image[0:5, 0:5] = 1000  # a 25 px speck: 5 % of a cell (kept by the median-area rule)
-    result = run_to_end(api.iter_segment(image, model_file, diameter=24))
+    result = drive(api.iter_segment(image, model_file, diameter=24))
     assert result.labels.max() == truth.max() == 9
     assert result.labels[0:5, 0:5].max() == 0
-    kept = run_to_end(api.iter_segment(image, model_file, diameter=24, min_size=10))
+    kept = drive(api.iter_segment(image, model_file, diameter=24, min_size=10))
     assert kept.labels[0:5, 0:5].max() > 0  # the caller's min_size wins
-
-
-def test_rescale_training_data_keeps_ids_dtypes_and_channels():
-    labels = np.zeros((20, 30), np.uint16)
-    labels[2:8, 3:9], labels[10:18, 12:27] = 7, 300
-    regions = np.zeros((20, 30), np.uint8)
-    regions[:10] = 1
-    image = np.random.default_rng(0).integers(0, 4000, (20, 30, 2)).astype(np.uint16)
-    big_image, big_labels, big_regions = api.rescale_training_data(image, labels, regions, 2.0)
-    assert big_image.shape == (40, 60, 2) and big_image.dtype == np.float32
-    assert big_labels.shape == (40, 60) and big_labels.dtype == np.uint16
-    assert set(np.unique(big_labels)) == {0, 7, 300}
-    assert big_regions.dtype == bool and big_regions[:20].all() and not big_regions[20:].any()
-    small_image, small_labels, none = api.rescale_training_data(image[..., 0], labels, None, 0.5)
-    assert small_image.shape == small_labels.shape == (10, 15) and none is None

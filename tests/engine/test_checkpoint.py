@@ -20,6 +20,7 @@ from napari_unet.engine.checkpoint import (
     read_checkpoint_metadata,
     save_checkpoint,
 )
+from napari_unet.engine.diameter import model_diameter
 from napari_unet.engine.model import UNet, UNetConfig
 
 
@@ -290,3 +291,42 @@ def test_channel_mismatch(tmp_path):
 
 def test_checkpoint_error_is_a_value_error():
     assert issubclass(CheckpointError, ValueError)
+
+
+# -- the training diameter ----------------------------------------------------------------------
+
+
+def test_the_diameter_is_a_typed_entry(tmp_path):
+    path = save_checkpoint(tmp_path / "d.pt", _tiny_for_diameter(), diameter=np.float32(17.5))
+    checkpoint = read_checkpoint_metadata(path)
+    assert checkpoint.diameter == 17.5 and type(checkpoint.diameter) is float
+    assert "diameter" not in checkpoint.extra
+    assert read_checkpoint_metadata(save_checkpoint(tmp_path / "n.pt", _tiny_for_diameter())).diameter is None
+    for bad in (0, -3, float("nan"), "big", True):
+        with pytest.raises(ValueError, match="positive number of pixels"):
+            save_checkpoint(tmp_path / "bad.pt", _tiny_for_diameter(), diameter=bad)
+    assert not (tmp_path / "bad.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("legacy", "expected"), [(17, 17.0), (24.5, 24.5), ("big", None), (-3, None), (None, None)]
+)
+def test_older_files_kept_the_diameter_in_extra(tmp_path, legacy, expected):
+    """Files written before the diameter had its own entry still load; nonsense is unknown."""
+    net = _tiny_for_diameter()
+    path = tmp_path / "old.pt"
+    payload = {
+        "format": "napari-unet",
+        "format_version": 1,
+        "config": net.config.to_dict(),
+        "state_dict": net.state_dict(),
+        "extra": {"diameter": legacy, "name": "old"},
+    }
+    torch.save(payload, path)
+    _, checkpoint = load_checkpoint(path)
+    assert checkpoint.diameter == expected and checkpoint.extra == {"name": "old"}
+    assert model_diameter(checkpoint) == expected
+
+
+def _tiny_for_diameter():
+    return UNet(UNetConfig(depth=1, base_channels=2))

@@ -42,8 +42,8 @@ def files(tmp_path_factory):
     image, labels = synthetic_nuclei((48, 64), n_cells=6, diameter=12.0, rng=3)
     tifffile.imwrite(root / "cells.tif", image)
     tifffile.imwrite(root / "cells_ground_truth.tif", labels.astype(np.uint16))
-    save_checkpoint(root / "gray.pt", _tiny(1), extra={"diameter": 12.0})
-    save_checkpoint(root / "rgb.pt", _tiny(3), extra={"diameter": 12.0})
+    save_checkpoint(root / "gray.pt", _tiny(1), diameter=12.0)
+    save_checkpoint(root / "rgb.pt", _tiny(3), diameter=12.0)
     return root
 
 
@@ -386,9 +386,9 @@ def test_train_from_scratch_writes_a_loadable_model(work, capsys):
     net, checkpoint = load_checkpoint(out)
     assert net.config.depth == 2 and net.config.in_channels == 1
     truth = tifffile.imread(work / "cells_ground_truth.tif")
-    from napari_unet.engine.api import estimate_diameter
+    from napari_unet.engine.diameter import estimate_diameter
 
-    assert checkpoint.extra["diameter"] == pytest.approx(estimate_diameter(truth))
+    assert checkpoint.diameter == pytest.approx(estimate_diameter(truth))
     # the model file can be used at once, and an existing one is not replaced
     code, _, err = run(capsys, "predict", work / "cells.tif", "-o", work / "l.tif", "--model", out)
     assert code == 0, err
@@ -424,13 +424,18 @@ def fake_training(monkeypatch):
 
     seen = {}
 
-    def fake_iter_train(model, images, labels, *, regions=None, config=None, extra=None, **kwargs):
-        seen.update(model=model, images=images, labels=labels, regions=regions, config=config, extra=extra)
+    def fake_iter_train(
+        model, images, labels, *, regions=None, config=None, extra=None, diameter=None, **kwargs
+    ):
+        seen.update(
+            model=model, images=images, labels=labels, regions=regions, config=config,
+            extra=extra, diameter=diameter,
+        )
         for step in (1, 2):
             if seen.get("interrupt_at") == step:
                 raise KeyboardInterrupt
             yield StepDone(step=step, total=2, loss=0.5, lr=1e-3, seconds=0.01)
-        save_checkpoint(config.checkpoint_path, model, extra=extra)
+        save_checkpoint(config.checkpoint_path, model, extra=extra, diameter=diameter)
         return TrainResult(model=model, history=[], checkpoint_path=Path(config.checkpoint_path), steps_done=2)
 
     monkeypatch.setattr("napari_unet.engine.training.iter_train", fake_iter_train)
@@ -440,7 +445,7 @@ def fake_training(monkeypatch):
 def test_fine_tuning_rescales_the_data_to_the_model_diameter(files, work, capsys, fake_training):
     # the model was trained on 24 px cells; the data has ~12 px cells: images are enlarged 2x
     model = work / "big.pt"
-    save_checkpoint(model, _tiny(1), extra={"diameter": 24.0})
+    save_checkpoint(model, _tiny(1), diameter=24.0)
     tifffile.imwrite(work / "regions.tif", np.ones((48, 64), np.uint8))
     code, _, err = run(
         capsys, "train", "--images", work / "cells.tif", "--labels", work / "cells_ground_truth.tif",
@@ -452,9 +457,9 @@ def test_fine_tuning_rescales_the_data_to_the_model_diameter(files, work, capsys
     assert 90 <= image.shape[0] <= 100 and image.shape == labels.shape == regions.shape
     truth = tifffile.imread(work / "cells_ground_truth.tif")
     assert set(np.unique(labels)) == set(np.unique(truth))  # nearest neighbour: no new ids
-    assert fake_training["extra"]["diameter"] == 24.0
+    assert fake_training["diameter"] == 24.0
     assert fake_training["config"].steps == 2
-    assert load_checkpoint(work / "tuned.pt")[1].extra["diameter"] == 24.0
+    assert load_checkpoint(work / "tuned.pt")[1].diameter == 24.0
 
 
 def test_foreground_fraction_option(files, work, capsys, fake_training):
@@ -480,7 +485,7 @@ def test_training_diameter_option_and_ctrl_c(files, work, capsys, fake_training)
     code, _, err = run(capsys, *args)
     assert code == 130
     assert err.strip().splitlines()[-1].startswith("napari-unet: error: training interrupted")
-    assert fake_training["extra"]["diameter"] == 30.0
+    assert fake_training["diameter"] == 30.0
     assert fake_training["images"][0].shape == (48, 64)  # from scratch: never rescaled
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.engine.events import PlaneDone, TileDone, TileSizeReduced
+from napari_unet.engine.events import PlaneDone, TileDone, TileSizeReduced, drive
 from napari_unet.engine.model import (
     NORMS,
     TILE_DEPENDENT_NORMS,
@@ -107,12 +107,7 @@ def test_tiled_equals_one_whole_image_pass(net2, rng, shape, tile_size):
     image = rng.random(shape).astype(np.float32)
     events = []
     gen = iter_predict(net2, image, tile_size=tile_size, normalization=False, device="cpu")
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            tiled = stop.value
-            break
+    tiled = drive(gen, events.append)
     reference = _whole_image(net2, image)
     assert tiled.shape == (3, *shape) and tiled.dtype == np.float32
     np.testing.assert_allclose(tiled, reference, atol=2e-5, rtol=0)
@@ -250,19 +245,11 @@ def test_channels_and_stacks(rng):
     for p in range(3):
         single = predict(model, np.moveaxis(planes[p], -1, 0), channel_axis=0, device="cpu", tile_size=8)
         np.testing.assert_allclose(stack[p], single, atol=1e-6)
-    events = list(_events(iter_predict(model, planes, stack=True, channel_axis=3, device="cpu", tile_size=8)))
+    events = list(iter_predict(model, planes, stack=True, channel_axis=3, device="cpu", tile_size=8))
     tiles = [e for e in events if isinstance(e, TileDone)]
     assert [e.plane for e in events if isinstance(e, PlaneDone)] == [0, 1, 2]
     assert [e.done for e in tiles] == list(range(1, len(tiles) + 1))
     assert all(e.total == len(tiles) and e.n_planes == 3 for e in tiles)
-
-
-def _events(gen):
-    while True:
-        try:
-            yield next(gen)
-        except StopIteration:
-            return
 
 
 @pytest.mark.parametrize(
@@ -328,7 +315,7 @@ def test_out_of_memory_halves_the_tile_and_retries(rng):
     image = rng.random((50, 120)).astype(np.float32)
     expected = predict(model, image, tile_size=64, device="cpu")
     model.oom_above = axis_tiling(120, 64, model.config).input - 1  # 64-pixel tiles do not fit
-    events = list(_events(iter_predict(model, image, tile_size=64, device="cpu")))
+    events = list(iter_predict(model, image, tile_size=64, device="cpu"))
     reduced = [e for e in events if isinstance(e, TileSizeReduced)]
     assert reduced and reduced[0].old == 64 and reduced[0].new <= 32
     result = predict(model, image, tile_size=64, device="cpu")
@@ -430,7 +417,7 @@ def test_cuda_out_of_memory_retry(rng):
     model = _CountingUNet(UNetConfig(depth=2, base_channels=4))
     model.oom_above = axis_tiling(120, 64, model.config).input - 1
     image = rng.random((50, 120)).astype(np.float32)
-    events = list(_events(iter_predict(model, image, tile_size=64, device="cuda")))
+    events = list(iter_predict(model, image, tile_size=64, device="cuda"))
     assert any(isinstance(e, TileSizeReduced) for e in events)
 
 

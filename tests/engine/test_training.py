@@ -12,6 +12,7 @@ from napari_unet.engine.events import (
     ModelSnapshot,
     StepDone,
     ValidationDone,
+    drive,
 )
 from napari_unet.engine.model import UNet, UNetConfig
 from napari_unet.engine.synthetic import synthetic_nuclei
@@ -38,12 +39,7 @@ def test_events_are_typed_and_in_order(nuclei):
     config = TrainConfig(steps=4, sample_every=2, snapshot_every=2, val_every=2, tile_size=32)
     gen = iter_train(tiny_model(), image, labels, config=config, device="cpu")
     events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = drive(gen, events.append)
     steps = [e.step for e in events if isinstance(e, StepDone)]
     assert steps == [1, 2, 3, 4]
     samples = [e for e in events if isinstance(e, AugmentationSample)]
@@ -140,6 +136,65 @@ def test_cancel_leaves_a_loadable_checkpoint(nuclei, tmp_path):
         torch.testing.assert_close(loaded.state_dict()[key], value)
 
 
+def test_a_diverged_step_never_overwrites_the_last_good_checkpoint(nuclei, tmp_path, monkeypatch):
+    """The loss turns NaN at step 3 (after the good checkpoint of step 2): the optimiser has
+    already stepped with NaN gradients, so the model is ruined; the file must keep step 2."""
+    from napari_unet.engine import losses
+    from napari_unet.engine.checkpoint import load_checkpoint
+
+    image, labels = nuclei
+    path = tmp_path / "model.pt"
+    config = TrainConfig(
+        steps=10, checkpoint_path=str(path), checkpoint_every=2, tile_size=32, val_fraction=0
+    )
+    model = tiny_model()
+    real = losses.weighted_cross_entropy
+    calls = []
+
+    def diverging(logits, target, weights):
+        calls.append(1)
+        loss = real(logits, target, weights)
+        return loss * float("nan") if len(calls) >= 3 else loss
+
+    monkeypatch.setattr(losses, "weighted_cross_entropy", diverging)
+    saved = []
+    with pytest.raises(FloatingPointError, match="step 3"):
+        for event in iter_train(model, image, labels, config=config, device="cpu"):
+            if isinstance(event, CheckpointSaved):
+                saved.append(event.step)
+                good = path.read_bytes()
+    assert saved == [2]
+    assert not all(torch.isfinite(v).all() for v in model.state_dict().values())  # ruined
+    assert path.read_bytes() == good
+    loaded, meta = load_checkpoint(path)  # refuses non-finite weights
+    assert meta.training["steps_done"] == 2
+
+
+def test_an_interrupted_step_keeps_the_last_completed_one(nuclei, tmp_path, monkeypatch):
+    """Ctrl-C inside step 4 (before its update): the model of step 3 is written."""
+    from napari_unet.engine import losses
+    from napari_unet.engine.checkpoint import load_checkpoint
+
+    image, labels = nuclei
+    path = tmp_path / "model.pt"
+    config = TrainConfig(
+        steps=10, checkpoint_path=str(path), checkpoint_every=2, tile_size=32, val_fraction=0
+    )
+    real = losses.weighted_cross_entropy
+    calls = []
+
+    def interrupted(logits, target, weights):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(logits, target, weights)
+
+    monkeypatch.setattr(losses, "weighted_cross_entropy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        drive(iter_train(tiny_model(), image, labels, config=config, device="cpu"))
+    assert load_checkpoint(path)[1].training["steps_done"] == 3
+
+
 def test_checkpoint_stores_history_and_normalization(nuclei, tmp_path):
     from napari_unet.engine.checkpoint import load_checkpoint
 
@@ -148,12 +203,12 @@ def test_checkpoint_stores_history_and_normalization(nuclei, tmp_path):
     config = TrainConfig(steps=2, checkpoint_path=str(path), tile_size=32, val_fraction=0)
     result = train(
         tiny_model(), image, labels, config=config, device="cpu",
-        normalization={"low": 2.0, "high": 99.0}, extra={"diameter": 16.0},
+        normalization={"low": 2.0, "high": 99.0}, extra={"data": "nuclei"}, diameter=16.0,
     )
     assert result.checkpoint_path == path
     _, meta = load_checkpoint(path)
     assert meta.normalization == {"low": 2.0, "high": 99.0}
-    assert meta.extra["diameter"] == 16.0
+    assert meta.diameter == 16.0 and meta.extra == {"data": "nuclei"}
     assert [h["step"] for h in meta.history if "loss" in h] == [1, 2]
     assert meta.training["optimizer"] == "adam"
 

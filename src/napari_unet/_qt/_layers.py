@@ -142,11 +142,12 @@ def put_layer(
     """
     geometry = geometry or {}
     layer = find_owned(viewer, key)
-    layer_class = "Labels" if kind == "labels" else "Image"
+    from napari.layers import Image, Labels
+
+    layer_class = Labels if kind == "labels" else Image
     rgb = kwargs.get("rgb", False)
     compatible = (
-        layer is not None
-        and type(layer).__name__ == layer_class
+        isinstance(layer, layer_class)
         and layer.data.ndim == data.ndim
         and (kind == "labels" or bool(layer.rgb) == bool(rgb))
     )

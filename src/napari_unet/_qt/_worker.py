@@ -11,6 +11,7 @@ Nothing in the worker thread touches Qt or a layer.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -20,38 +21,25 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
 
+from napari_unet.engine.events import STOPPED, StepDone, TileDone, relay
+
 logger = logging.getLogger(__name__)
 
 OOM_MESSAGE = "out of memory on the GPU; try a smaller tile size or the CPU"
 
 
-class _Cancelled:
-    """Returned by :func:`_delegate` when the job was cancelled."""
-
-
-CANCELLED = _Cancelled()
-
-
 def _delegate(gen: Generator, stop: threading.Event) -> Generator:
-    """Run ``gen`` in the worker thread, yielding its events, and return its value.
+    """Run ``gen`` in the worker thread, yielding its events, and return its value
+    (:data:`~napari_unet.engine.events.STOPPED` once ``stop`` is set).
 
-    Checks ``stop`` at every ``yield`` and then closes ``gen`` *in the worker thread*, so the
+    Checks ``stop`` before every step and then closes ``gen`` *in the worker thread*, so the
     engine's ``finally:`` cleanup (a last checkpoint, moving the model to the CPU, freeing device
     memory) never runs on the GUI thread.
     """
     try:
-        while True:
-            if stop.is_set():
-                return CANCELLED
-            try:
-                event = next(gen)
-            except StopIteration as done:
-                return done.value
-            except RuntimeError as exc:
-                raise shield_runtime_error(exc) from exc
-            yield event
-    finally:
-        gen.close()
+        return (yield from relay(gen, stop=stop.is_set))
+    except RuntimeError as exc:
+        raise shield_runtime_error(exc) from exc
 
 
 class JobRuntimeError(ValueError):
@@ -99,11 +87,13 @@ def user_message(exc: BaseException, what: str = "The operation") -> str:
     """
     name = type(exc).__name__
     text = str(exc).strip() or name
-    if name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in text):
+    if _is_instance(exc, "torch", "OutOfMemoryError") or (
+        isinstance(exc, RuntimeError) and "out of memory" in text
+    ):
         reason = OOM_MESSAGE
     elif isinstance(exc, MemoryError):
         reason = "out of memory; try a smaller image, a smaller tile size or fewer planes"
-    elif name == "CheckpointError":
+    elif _is_instance(exc, "napari_unet.engine.checkpoint", "CheckpointError"):
         reason = f"the model file cannot be used: {text}"
     elif isinstance(exc, FileNotFoundError):
         reason = f"file not found: {exc.filename or text}"
@@ -113,6 +103,14 @@ def user_message(exc: BaseException, what: str = "The operation") -> str:
         reason = f"{text} ({name})"
     reason = reason.rstrip(".")
     return f"{what} failed: {reason}."
+
+
+def _is_instance(exc: BaseException, module: str, name: str) -> bool:
+    """``isinstance(exc, module.name)`` without importing ``module`` for it: an exception of
+    that class can only exist once its module was imported (torch stays out of the GUI
+    thread)."""
+    cls = getattr(sys.modules.get(module), name, None)
+    return isinstance(cls, type) and isinstance(exc, cls)
 
 
 def notify_error(exc: BaseException, what: str = "The operation") -> str:
@@ -270,15 +268,14 @@ class Job:
                 notify_error(exc, f"{self.what} (display update)")
 
     def _advance(self, event: Any) -> None:
-        name = type(event).__name__
-        if name == "TileDone":
-            done, total = event.done, event.total
-            if event.n_planes > 1:
-                self.pbar.set_description(f"{self.what}: plane {event.plane + 1}/{event.n_planes}")
-        elif name == "StepDone":
-            done, total = event.step, event.total
-        else:
-            return
+        match event:
+            case TileDone(done=done, total=total, plane=plane, n_planes=n_planes):
+                if n_planes > 1:
+                    self.pbar.set_description(f"{self.what}: plane {plane + 1}/{n_planes}")
+            case StepDone(step=done, total=total):
+                pass
+            case _:
+                return
         if self.pbar.total != total:
             self.pbar.total = total
         if done > self.pbar.n:
@@ -286,7 +283,7 @@ class Job:
 
     def _returned(self, value: Any) -> None:
         self.returned_at = time.perf_counter()
-        if value is CANCELLED:
+        if value is STOPPED:
             self.cancelled = True
             return
         self.result = value

@@ -64,6 +64,13 @@ from napari_unet._qt._layers import (
     side_by_side_geometry,
 )
 from napari_unet._qt._session import ModelEntry, session_for
+from napari_unet.engine.events import (
+    AugmentationSample,
+    ModelSnapshot,
+    StepDone,
+    ValidationDone,
+    relay,
+)
 from napari_unet._qt._worker import (
     Job,
     LatestOnly,
@@ -148,10 +155,9 @@ class RunState:
     base_label : the label of the model training started from.
     net_config : the network's ``UNetConfig``.
     normalization, extra : the checkpoint metadata the fine-tuned model gets.
-    data_diameter : the painted cells' diameter in image pixels (``None`` if unknown).
-    factor : the image was rescaled by this factor for training (model diameter / data diameter).
-    preview_diameter : the cell diameter (image pixels) to segment this image with so that it is
-        rescaled exactly as for training (``None``: the model stores no diameter).
+    scale : how the plane was brought to the model's diameter
+        (:class:`~napari_unet.engine.diameter.TrainingScale`); its ``input_diameter`` is what
+        previews segment this image with, so that it is rescaled exactly as for training.
     steps_done : the last completed step.
     history : ``{"step", "loss", "lr", "seconds"}`` and ``{"step", "validation"}`` records.
     snapshot : the newest ``ModelSnapshot`` (CPU weights).
@@ -164,9 +170,7 @@ class RunState:
     net_config: Any = None
     normalization: dict | None = None
     extra: dict = field(default_factory=dict)
-    data_diameter: float | None = None
-    factor: float = 1.0
-    preview_diameter: float | None = None
+    scale: Any = None
     steps_done: int = 0
     history: list[dict] = field(default_factory=list)
     snapshot: Any = None
@@ -188,6 +192,7 @@ def _checkpoint_for(run: RunState, step: int) -> Any:
         training=training,
         history=history,
         extra=dict(run.extra),
+        diameter=run.scale.diameter,
     )
 
 
@@ -208,14 +213,8 @@ def finetune_job(request: FineTuneRequest, run: RunState):
 
 def _finetune(request: FineTuneRequest, run: RunState):
     """The body of :func:`finetune_job`."""
-    from napari_unet.engine.api import (
-        AUTO_DIAMETER_TOLERANCE,
-        estimate_diameter,
-        load_model,
-        model_diameter,
-        rescale_training_data,
-    )
-    from napari_unet.engine.events import ModelSnapshot, StepDone, ValidationDone
+    from napari_unet.engine.api import load_model
+    from napari_unet.engine.diameter import match_training_diameter
     from napari_unet.engine.training import iter_train
     from napari_unet.engine.weights import training_targets
 
@@ -234,23 +233,37 @@ def _finetune(request: FineTuneRequest, run: RunState):
     )
     yield WeightMapReady(shown)
 
-    image = np.asarray(request.image)
-    data_diameter = request.diameter or estimate_diameter(labels, exclude_border=False)
-    trained = model_diameter(checkpoint)
-    run.data_diameter = data_diameter
-    if trained is not None and data_diameter is not None:
-        factor = trained / data_diameter
-        if abs(factor - 1.0) > AUTO_DIAMETER_TOLERANCE:
-            image, labels, regions = rescale_training_data(image, labels, regions, factor)
-            run.factor = factor
-    stored_diameter = trained if trained is not None else data_diameter
-    run.preview_diameter = stored_diameter / run.factor if stored_diameter else None
+    (image,), (labels,), (regions,), scale = match_training_diameter(
+        [np.asarray(request.image)],
+        [labels],
+        [regions],
+        model_diameter=checkpoint.diameter,
+        diameter=request.diameter,
+    )
+    run.scale = scale
     run.extra = {
-        **(checkpoint.extra or {}),
-        "diameter": stored_diameter,
+        **checkpoint.extra,
         "fine_tuned_from": request.entry.label,
         "fine_tuned_on": request.labels_name,
     }
+
+    def record(event: Any) -> Any:
+        match event:
+            case StepDone():
+                run.steps_done = event.step
+                run.history.append(
+                    {
+                        "step": event.step,
+                        "loss": event.loss,
+                        "lr": event.lr,
+                        "seconds": event.seconds,
+                    }
+                )
+            case ValidationDone():
+                run.history.append({"step": event.step, "validation": dict(event.metrics)})
+            case ModelSnapshot():
+                run.snapshot = event
+        return event
 
     gen = iter_train(
         net,
@@ -262,28 +275,11 @@ def _finetune(request: FineTuneRequest, run: RunState):
         device=request.device,
         normalization=run.normalization,
         extra=run.extra,
+        diameter=scale.diameter,
     )
     try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as done:
-                return done.value
-            if isinstance(event, StepDone):
-                run.steps_done = event.step
-                run.history.append(
-                    {
-                        "step": event.step,
-                        "loss": event.loss,
-                        "lr": event.lr,
-                        "seconds": event.seconds,
-                    }
-                )
-            elif isinstance(event, ValidationDone):
-                run.history.append({"step": event.step, "validation": dict(event.metrics)})
-            elif isinstance(event, ModelSnapshot):
-                run.snapshot = event
-            yield event
+        # relay closes gen after Stop: the engine's cleanup runs (model to the CPU, memory freed)
+        return (yield from relay(gen, record))
     except GeneratorExit:
         raise
     except BaseException as exc:
@@ -293,7 +289,6 @@ def _finetune(request: FineTuneRequest, run: RunState):
         traceback.clear_frames(exc.__traceback__)
         raise
     finally:
-        gen.close()  # after Stop: runs the engine's cleanup (model to the CPU, memory freed)
         _keep_model(run, net)
 
 
@@ -327,13 +322,13 @@ def preview_job(image: Any, channel_axis: int | None, model: Any, *, diameter, d
     import torch
 
     from napari_unet.engine.api import iter_segment, load_model
-    from napari_unet.engine.events import run_to_end
+    from napari_unet.engine.events import drive
 
     source = model()
     if isinstance(source, (tuple, torch.nn.Module)):
         net, checkpoint = load_model(source)
         source = (copy.deepcopy(net), checkpoint)
-    return run_to_end(
+    return drive(
         iter_segment(
             np.asarray(image),
             source,
@@ -783,34 +778,38 @@ class FineTuneWidget(QWidget):
             self.status.value = "stopping after the current step…"
 
     def _on_event(self, event: Any) -> None:
-        name = type(event).__name__
         # handlers can be re-entered (napari's progress bar processes events), so events may
         # come out of order: keep the newest by step
-        if name == "StepDone":
-            self.plot.add_loss(event.step, event.loss)
-            if self._last_step is None or event.step > self._last_step.step:
-                self._last_step = event
-        elif name == "ValidationDone":
-            self._last_validation = dict(event.metrics)
-            if "loss" in event.metrics:
-                self.plot.add_validation(event.step, event.metrics["loss"])
-        elif name == "AugmentationSample":
-            if self._pending_sample is None or event.step > self._pending_sample.step:
-                self._pending_sample = event
-        elif name == "ModelSnapshot":
-            stale = self._snapshot is not None and event.step < self._snapshot.step
-            if stale or self.job is None or self.job.done:  # done: the kept model is current
-                return
-            self._snapshot = event
-            every = int(self.preview_every.value)
-            last = self.run is not None and event.step == self.run.config.steps
-            if every > 0 and event.step >= self._next_preview and not last:  # last: on_done
-                self._next_preview = event.step + every
-                self.refresh_preview()
-        elif name == "WeightMapReady":
-            layer = self._labels_layer
-            if layer is not None and layer in self.viewer.layers:
-                show_weight_map(self.viewer, layer, event.weight_map, role=ROLE)
+        match event:
+            case StepDone():
+                self.plot.add_loss(event.step, event.loss)
+                if self._last_step is None or event.step > self._last_step.step:
+                    self._last_step = event
+            case ValidationDone():
+                self._last_validation = dict(event.metrics)
+                if "loss" in event.metrics:
+                    self.plot.add_validation(event.step, event.metrics["loss"])
+            case AugmentationSample():
+                if self._pending_sample is None or event.step > self._pending_sample.step:
+                    self._pending_sample = event
+            case ModelSnapshot():
+                self._on_snapshot(event)
+            case WeightMapReady():
+                layer = self._labels_layer
+                if layer is not None and layer in self.viewer.layers:
+                    show_weight_map(self.viewer, layer, event.weight_map, role=ROLE)
+
+    def _on_snapshot(self, event: Any) -> None:
+        """Keep the newest snapshot; segment the preview with it every N steps."""
+        stale = self._snapshot is not None and event.step < self._snapshot.step
+        if stale or self.job is None or self.job.done:  # done: the kept model is current
+            return
+        self._snapshot = event
+        every = int(self.preview_every.value)
+        last = self.run is not None and event.step == self.run.config.steps
+        if every > 0 and event.step >= self._next_preview and not last:  # last: on_done
+            self._next_preview = event.step + every
+            self.refresh_preview()
 
     def _refresh_display(self) -> None:
         """Timer tick: repaint the plot, the status and the augmentation layers if they changed."""
@@ -884,7 +883,7 @@ class FineTuneWidget(QWidget):
                 step=run.final_step,
             )
             self.result_entry = entry
-            self._preview_diameter = run.preview_diameter
+            self._preview_diameter = run.scale.input_diameter
             self.session.set_current(entry)
             if what == "failed":
                 self.status.value = (
@@ -925,7 +924,7 @@ class FineTuneWidget(QWidget):
         run, snapshot = self.run, self._snapshot
         if snapshot is not None and run is not None and run.net_config is not None:
             model = partial(snapshot_model, run, snapshot)
-            diameter = run.preview_diameter
+            diameter = run.scale.input_diameter
             label = f"step {snapshot.step}"
         else:
             entry = self.session.current

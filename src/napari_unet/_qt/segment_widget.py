@@ -35,6 +35,7 @@ from napari_unet._qt._layers import (
 )
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
+from napari_unet.engine.events import TileSizeReduced
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 MODEL_FILE = "model file…"
@@ -310,7 +311,7 @@ class SegmentWidget(QWidget):
             self.cancel_button.setEnabled(False)
 
     def _on_event(self, event: Any) -> None:
-        if type(event).__name__ == "TileSizeReduced":
+        if isinstance(event, TileSizeReduced):
             self.tile_size.value = f"{event.new} px (reduced: {event.reason})"
 
     def _on_result(self, layer: Any, layout: Layout, result: Any) -> None:

@@ -6,7 +6,7 @@ steps:
 
 1. check the image (axes, channels, values) against the model;
 2. rescale it so that its cells have the diameter the model was trained at (the diameter is
-   stored in the model file, ``checkpoint.extra["diameter"]``);
+   stored in the model file, ``checkpoint.diameter``);
 3. predict class probabilities with the overlap-tile strategy (:func:`tiling.iter_predict`);
 4. resize the probabilities back to the input's spatial shape;
 5. turn them into instance labels (:func:`instances.instances_from_probabilities`).
@@ -43,7 +43,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_unet.engine.events import PlaneDone, TileDone, TileSizeReduced, run_to_end
+from napari_unet.engine.diameter import (
+    AUTO_DIAMETER_TOLERANCE,
+    MIN_DIAMETER,
+    RESCALE_TOLERANCE,
+    check_diameter,
+    estimate_diameter,
+    model_diameter,
+    rescale_factor,
+    rescale_training_data,
+    scaled_shape,
+)
+from napari_unet.engine.events import PlaneDone, TileDone, TileSizeReduced, drive, relay
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_unet.engine.checkpoint import Checkpoint
@@ -61,16 +72,10 @@ __all__ = [
     "model_diameter",
     "nuclei_sample_arrays",
     "rescale_factor",
+    "rescale_training_data",
     "segment",
 ]
 
-#: Rescaling by less than this relative amount is skipped (it would only blur).
-RESCALE_TOLERANCE = 0.05
-#: With an estimated diameter, the image is rescaled only when the estimate differs from the
-#: model's training diameter by more than this fraction.
-AUTO_DIAMETER_TOLERANCE = 0.15
-#: Cell diameters below this many pixels are rejected as meaningless.
-MIN_DIAMETER = 1.0
 #: The rescaled image may hold at most this many pixels per plane (1 GiB of float32).
 MAX_RESCALED_PIXELS = 2**28
 #: The first pass of the automatic diameter estimate looks at most at a crop of this side.
@@ -81,8 +86,6 @@ ESTIMATE_CROP = 1024
 #: ``ESTIMATE_AGREEMENT``.
 ESTIMATE_REFINEMENTS = 2
 ESTIMATE_AGREEMENT = 0.1
-#: Fewer detected cells than this and the estimate is not trusted (the scale is kept).
-MIN_CELLS_FOR_ESTIMATE = 3
 #: With a known cell diameter and no ``min_size``, objects smaller than this fraction of the
 #: cell's disc area are removed.
 MIN_AREA_OF_CELL = 0.1
@@ -207,21 +210,6 @@ def _default_checkpoint(net: UNet) -> Checkpoint:
     return cls(**kwargs)
 
 
-def model_diameter(checkpoint: Any) -> float | None:
-    """The median cell diameter (pixels) of the model's training data, or ``None``.
-
-    Read from ``checkpoint.extra["diameter"]``; missing, non-numeric or non-positive values count
-    as unknown.
-    """
-    extra = getattr(checkpoint, "extra", None) or {}
-    value = extra.get("diameter") if isinstance(extra, dict) else None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) and value > 0 else None
-
-
 def _normalization(checkpoint: Any) -> dict | None:
     norm = getattr(checkpoint, "normalization", None)
     return dict(norm) if isinstance(norm, dict) and norm else None
@@ -231,119 +219,8 @@ def _normalization(checkpoint: Any) -> dict | None:
 # cell diameter
 
 
-def estimate_diameter(
-    labels: np.ndarray, *, exclude_border: bool = True, weighting: str = "count"
-) -> float | None:
-    """The median equivalent diameter of the objects in a label image.
-
-    The equivalent diameter of an object of area ``A`` pixels is ``sqrt(4 A / pi)``, the
-    diameter of a disc of the same area.
-
-    Parameters
-    ----------
-    labels : (Y, X) or (P, Y, X) integer array, or a sequence of (Y, X) arrays
-        Instance labels, 0 background. Every plane's (every array's) objects count
-        separately; the median is over all of them.
-    exclude_border : bool
-        Leave out objects that touch the image edge (they are cut off and would bias the
-        estimate low), unless that would leave fewer than :data:`MIN_CELLS_FOR_ESTIMATE`.
-    weighting : ``"count"`` or ``"area"``
-        ``"count"``: the median over objects (right for ground-truth labels). ``"area"``: the
-        median over foreground pixels of their object's diameter, so that many small false
-        detections (noise specks, fragments of cells much larger than a model's) weigh by
-        their area, not their number -- used on a model's own first-pass output.
-
-    Returns
-    -------
-    float or None
-        The median diameter in pixels, or ``None`` when there are fewer than
-        :data:`MIN_CELLS_FOR_ESTIMATE` objects.
-
-    Examples
-    --------
-    >>> labels = np.zeros((40, 40), int)
-    >>> for i, r in enumerate((5, 15, 25)):
-    ...     labels[r:r + 4, 2:6] = i + 1
-    >>> round(estimate_diameter(labels), 2)
-    4.51
-    """
-    if isinstance(labels, (list, tuple)):
-        planes = [np.asarray(plane) for plane in labels]
-    else:
-        array = np.asarray(labels)
-        planes = [array] if array.ndim == 2 else list(array)
-        if array.ndim not in (2, 3):
-            raise ValueError(f"labels must be (Y, X) or (P, Y, X), got shape {array.shape}")
-    for plane in planes:
-        if plane.ndim != 2:
-            raise ValueError(f"every label image must be (Y, X), got shape {plane.shape}")
-        if not (np.issubdtype(plane.dtype, np.integer) or plane.dtype == bool):
-            raise ValueError(f"labels must be integer arrays, got dtype {plane.dtype}")
-    all_areas: list[np.ndarray] = []
-    inner_areas: list[np.ndarray] = []
-    for plane in planes:
-        if plane.size == 0:
-            continue
-        ids, counts = np.unique(plane[plane > 0], return_counts=True)
-        if ids.size == 0:
-            continue
-        edge = np.unique(np.concatenate([plane[0], plane[-1], plane[:, 0], plane[:, -1]]))
-        all_areas.append(counts)
-        inner_areas.append(counts[~np.isin(ids, edge)])
-    areas = np.concatenate(all_areas) if all_areas else np.zeros(0)
-    inner = np.concatenate(inner_areas) if inner_areas else np.zeros(0)
-    if exclude_border and inner.size >= MIN_CELLS_FOR_ESTIMATE:
-        areas = inner
-    if areas.size < MIN_CELLS_FOR_ESTIMATE:
-        return None
-    if weighting == "area":
-        order = np.sort(areas)
-        cumulative = np.cumsum(order)
-        median_area = order[np.searchsorted(cumulative, cumulative[-1] / 2.0)]
-    elif weighting == "count":
-        median_area = np.median(areas)
-    else:
-        raise ValueError(f"weighting must be 'count' or 'area', not {weighting!r}")
-    return float(np.sqrt(4.0 * median_area / np.pi))
-
-
-def rescale_factor(diameter: float | None, trained_diameter: float | None) -> float:
-    """The factor that brings cells of ``diameter`` pixels to the model's training size.
-
-    ``trained_diameter / diameter``, or 1.0 when either is unknown or the factor is within
-    :data:`RESCALE_TOLERANCE` of 1 (rescaling would only blur).
-    """
-    if diameter is None or trained_diameter is None:
-        return 1.0
-    factor = float(trained_diameter) / float(diameter)
-    return 1.0 if abs(factor - 1.0) < RESCALE_TOLERANCE else factor
-
-
-def _check_diameter(diameter: Any, spatial: tuple[int, int]) -> float:
-    try:
-        value = float(diameter)
-    except (TypeError, ValueError):
-        raise ValueError(f"diameter must be a number of pixels, not {diameter!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"diameter must be a positive number of pixels, not {diameter!r}")
-    if value < MIN_DIAMETER:
-        raise ValueError(
-            f"diameter={value:g} px is smaller than a pixel; give the cell diameter in pixels"
-        )
-    if value > max(spatial):
-        raise ValueError(
-            f"diameter={value:g} px is larger than the image ({spatial[0]} x {spatial[1]} pixels); "
-            "give the cell diameter in pixels"
-        )
-    return value
-
-
-def _scaled_shape(spatial: tuple[int, int], factor: float) -> tuple[int, int]:
-    return (max(2, round(spatial[0] * factor)), max(2, round(spatial[1] * factor)))
-
-
 def _check_scaled_size(spatial: tuple[int, int], factor: float, diameter: float | None) -> None:
-    rows, cols = _scaled_shape(spatial, factor)
+    rows, cols = scaled_shape(spatial, factor)
     if rows * cols > MAX_RESCALED_PIXELS:
         raise ValueError(
             f"a cell diameter of {diameter:g} px would enlarge the image {factor:.3g}-fold to "
@@ -353,33 +230,6 @@ def _check_scaled_size(spatial: tuple[int, int], factor: float, diameter: float 
 
 # ---------------------------------------------------------------------------------------------
 # input checks and axis handling
-
-
-def rescale_training_data(
-    image: np.ndarray, labels: np.ndarray, regions: np.ndarray | None, factor: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Resize one training image and its annotation by ``factor`` (to bring its cells to a
-    model's training diameter).
-
-    ``image`` ((Y, X) or (Y, X, C)) is resized bilinearly, anti-aliased when shrinking, and
-    returned as float32; ``labels`` (Y, X) by nearest neighbour, so no new ids appear, in their
-    own dtype; ``regions`` (Y, X or ``None``) by nearest neighbour, as bool.
-    """
-    from skimage.transform import resize
-
-    shape = _scaled_shape(labels.shape[:2], factor)
-    image = resize(
-        image.astype(np.float32, copy=False),
-        shape + image.shape[2:],
-        order=1,
-        anti_aliasing=factor < 1,
-        preserve_range=True,
-    ).astype(np.float32)
-    nearest = {"order": 0, "anti_aliasing": False, "preserve_range": True}
-    labels = resize(labels, shape, **nearest).astype(labels.dtype)
-    if regions is not None:
-        regions = resize(regions, shape, **nearest).astype(bool)
-    return image, labels, regions
 
 
 def check_image_shape(
@@ -526,7 +376,7 @@ def _predict_pass(
 
     spatial = planes.shape[1:3]
     if factor != 1.0:
-        work = _resize_planes(planes, _scaled_shape(spatial, factor))
+        work = _resize_planes(planes, scaled_shape(spatial, factor))
     else:
         work = planes
     x = work[..., 0] if work.shape[-1] == 1 else work
@@ -544,30 +394,24 @@ def _predict_pass(
         normalization=normalization,
         tta=options.get("tta", False),
     )
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                prob = np.asarray(stop.value)
-                break
-            if isinstance(event, TileDone):
+
+    def recount(event: Any) -> Any:
+        match event:
+            case TileDone():
                 state["pass_total"] = event.total
-                yield TileDone(
+                return TileDone(
                     done=offset + event.done,
                     total=total_for(event.total),
                     plane=event.plane,
                     n_planes=event.n_planes,
                 )
-            elif isinstance(event, PlaneDone):
-                if keep_plane_events:
-                    yield event
-            else:
-                if isinstance(event, TileSizeReduced):
-                    state["tile_size"] = event.new
-                yield event
-    finally:
-        gen.close()
+            case PlaneDone():
+                return event if keep_plane_events else None
+            case TileSizeReduced():
+                state["tile_size"] = event.new
+        return event
+
+    prob = np.asarray((yield from relay(gen, recount)))
     if not stack:
         prob = prob[np.newaxis]
     return _resize_probabilities(prob, spatial)
@@ -672,7 +516,7 @@ def iter_segment(
     Examples
     --------
     >>> gen = iter_segment(image, "model.pt", diameter=18)  # doctest: +SKIP
-    >>> result = run_to_end(gen)  # doctest: +SKIP
+    >>> result = drive(gen)  # doctest: +SKIP
     """
     net, checkpoint = load_model(model, device="cpu")
     in_channels = int(net.config.in_channels)
@@ -691,7 +535,7 @@ def iter_segment(
     common = dict(normalization=normalization, options=options, state=state)
 
     if diameter is not None:
-        diameter = _check_diameter(diameter, spatial)
+        diameter = check_diameter(diameter, spatial)
         if trained is None:
             warnings.warn(
                 "the model stores no training diameter, so the image is not rescaled; "
@@ -855,18 +699,16 @@ def _refine_estimate(net, sample, estimate, trained, *, threshold, progress, com
 
 def _only_progress(gen, progress):
     """Run ``gen``, yielding ``progress`` in place of its tile events; return its value."""
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(event, TileDone):
-                yield progress
-            elif not isinstance(event, PlaneDone):
-                yield event
-    finally:
-        gen.close()
+
+    def swap(event: Any) -> Any:
+        match event:
+            case TileDone():
+                return progress
+            case PlaneDone():
+                return None
+        return event
+
+    return (yield from relay(gen, swap))
 
 
 def _estimation_sample(planes: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -893,7 +735,7 @@ def segment(image: np.ndarray, model: Any = None, **kwargs: Any) -> np.ndarray:
     >>> from napari_unet.engine.api import segment
     >>> labels = segment(image, "my_model.pt", diameter=20)  # doctest: +SKIP
     """
-    return run_to_end(iter_segment(image, model, **kwargs)).labels
+    return drive(iter_segment(image, model, **kwargs)).labels
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,12 @@ A checkpoint is one file written with :func:`torch.save` holding a plain dict::
      "config": {...},                 # UNetConfig.to_dict()
      "state_dict": {name: tensor},    # CPU tensors
      "weights_sha256": "...",         # checksum of the weights, to detect corruption
+     "diameter": 27.7,                # the training cells' median diameter (pixels) or None
      "normalization": {...}, "training": {...}, "history": [{...}, ...], "extra": {...},
      "napari_unet_version": "...", "saved_at": "2025-01-01T12:00:00+00:00"}
+
+Files written before the diameter had its own entry kept it in ``extra["diameter"]``; it is read
+from there (and moved out of ``extra``) when there is no ``"diameter"`` entry.
 
 Everything except the tensors is JSON-like data (dicts with string keys, lists, strings, numbers,
 booleans, None), so the file is read with ``torch.load(weights_only=True)``: PyTorch's restricted
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import pickle
 import re
@@ -70,6 +75,9 @@ class Checkpoint:
         Training parameters (e.g. ``TrainConfig`` as a dict, the cell diameter).
     history : list of dict
         One record per logged step or validation (loss, metrics, ...).
+    diameter : float or None
+        The median cell diameter (pixels) of the training data, which prediction rescales
+        images to (:mod:`~napari_unet.engine.diameter`); ``None`` when unknown.
     extra : dict
         Anything else (a name, a description, the data it was trained on, ...).
     format_version : int
@@ -85,6 +93,7 @@ class Checkpoint:
     training: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    diameter: float | None = None
     format_version: int = FORMAT_VERSION
     path: Path | None = None
     napari_unet_version: str = ""
@@ -135,6 +144,30 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
+def _diameter_and_extra(
+    diameter: Any, extra: dict | None, *, strict: bool
+) -> tuple[float | None, dict]:
+    """The diameter entry and ``extra`` without the ``"diameter"`` key older files kept there.
+
+    ``diameter`` wins over ``extra["diameter"]``. A value that is not a finite positive number
+    raises ``ValueError`` when ``strict`` (saving) and counts as unknown otherwise (reading).
+    """
+    extra = dict(extra or {})
+    legacy = extra.pop("diameter", None)
+    value = diameter if diameter is not None else legacy
+    if value is None:
+        return None, extra
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not (math.isfinite(number) and number > 0):
+        if strict:
+            raise ValueError(f"the diameter must be a positive number of pixels, not {value!r}")
+        return None, extra
+    return number, extra
+
+
 def _weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of the tensors, in name order."""
     digest = hashlib.sha256()
@@ -165,6 +198,7 @@ def save_checkpoint(
     training: dict | None = None,
     history: list[dict] | None = None,
     extra: dict | None = None,
+    diameter: float | None = None,
 ) -> Path:
     """Write ``model`` with its configuration and metadata to ``path``, atomically.
 
@@ -183,6 +217,9 @@ def save_checkpoint(
         numbers and tuples to lists.
     history : list of dict, optional
         Training history, one dict per record.
+    diameter : float, optional
+        The training cells' median diameter in pixels (an ``extra["diameter"]`` is taken as
+        this when ``diameter`` is not given).
 
     Returns
     -------
@@ -202,8 +239,9 @@ def save_checkpoint(
         isinstance(history, (list, tuple)) and all(isinstance(h, dict) for h in history)
     ):
         raise TypeError("checkpoint history must be a list of dicts")
-    from napari_unet import __version__
+    from napari_unet.engine._version import __version__
 
+    diameter, extra = _diameter_and_extra(diameter, extra, strict=True)
     state_dict = {
         name: tensor.detach().cpu().clone() if tensor.is_cuda else tensor.detach().cpu()
         for name, tensor in model.state_dict().items()
@@ -217,7 +255,8 @@ def save_checkpoint(
         "normalization": _plain(dict(normalization or {}), "normalization"),
         "training": _plain(dict(training or {}), "training"),
         "history": _plain(list(history or []), "history"),
-        "extra": _plain(dict(extra or {}), "extra"),
+        "extra": _plain(extra, "extra"),
+        "diameter": diameter,
         "napari_unet_version": str(__version__),
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -359,6 +398,9 @@ def _parse(payload: Any, path: Path) -> tuple[Checkpoint, dict[str, torch.Tensor
                 f"expected a {kind.__name__})"
             )
         meta[key] = value
+    meta["diameter"], meta["extra"] = _diameter_and_extra(
+        payload.get("diameter"), meta["extra"], strict=False
+    )
     checkpoint = Checkpoint(
         config=config,
         format_version=version,

@@ -1,14 +1,16 @@
 """Typed progress events yielded by the engine's generators.
 
 Every long-running engine function has a generator twin (``iter_predict``, ``iter_train``) that
-yields these events and *returns* its result (``StopIteration.value``); the plain function drains
-the generator. Scripts, the command line and the GUI worker thread therefore share one code path,
-and a consumer can stop the work at any ``yield`` by closing the generator.
+yields these events and *returns* its result (``StopIteration.value``); :func:`drive` runs such a
+generator to the end (calling a handler per event) and :func:`relay` passes its events on from
+another generator. Scripts, the command line and the GUI worker thread therefore share one code
+path, and a consumer can stop the work at any ``yield`` by closing the generator. Consumers
+dispatch on the event classes (``isinstance`` or ``match``), never on their names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -117,10 +119,87 @@ Event = (
 )
 
 
-def run_to_end(gen: Generator[Any, Any, T]) -> T:
-    """Drain an engine generator, ignoring its events, and return its result."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+def drive(gen: Generator[Any, Any, T], on_event: Callable[[Any], None] | None = None) -> T:
+    """Run an engine generator to the end and return its result.
+
+    The one loop that consumes an engine generator: the command line, the widgets' preview and
+    ``predict()``/``train()``/``segment()`` all go through it. ``gen`` is closed in ``finally``,
+    so its cleanup (a last checkpoint, the model back on the CPU, freed device memory) runs also
+    when ``on_event`` raises or the caller is interrupted (``KeyboardInterrupt``).
+
+    Parameters
+    ----------
+    gen : generator
+        Yields events (:data:`Event`), returns the result (``StopIteration.value``).
+    on_event : callable, optional
+        Called with every event, in order; dispatch on the event classes
+        (``isinstance``/``match``).
+
+    Returns
+    -------
+    The generator's return value.
+
+    Examples
+    --------
+    >>> def job():
+    ...     yield StepDone(step=1, total=1, loss=0.5, lr=1e-3, seconds=0.1)
+    ...     return "model"
+    >>> drive(job(), on_event=lambda e: print(type(e).__name__, e.step))
+    StepDone 1
+    'model'
+    """
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if on_event is not None:
+                on_event(event)
+    finally:
+        gen.close()
+
+
+#: What :func:`relay` returns when its ``stop`` condition ended the work early.
+STOPPED = object()
+
+
+def relay(
+    gen: Generator[Any, Any, T],
+    on_event: Callable[[Any], Any] | None = None,
+    *,
+    stop: Callable[[], bool] | None = None,
+) -> Generator[Any, None, T]:
+    """Forward the events of an engine generator, optionally changed, and return its result.
+
+    :func:`drive`'s twin for code that is itself a generator (a job that re-counts or adds to
+    the events it passes on): use it with ``yield from``. ``gen`` is closed in ``finally``.
+
+    Parameters
+    ----------
+    gen : generator
+        The engine generator.
+    on_event : callable, optional
+        Maps each event to the event to pass on; ``None`` from it drops the event.
+    stop : callable, optional
+        Asked before every step of ``gen``; when it returns true, ``gen`` is closed and
+        :data:`STOPPED` is returned.
+    """
+    try:
+        while True:
+            if stop is not None and stop():
+                return STOPPED  # type: ignore[return-value]
+            try:
+                event = next(gen)
+            except StopIteration as done:
+                return done.value
+            if on_event is not None:
+                event = on_event(event)
+            if event is not None:
+                yield event
+    finally:
+        gen.close()
+
+
+#: The name of :func:`drive` before it took callbacks; kept for callers written against it.
+run_to_end = drive

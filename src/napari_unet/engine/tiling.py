@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from napari_unet.engine.device import free_memory_bytes, release_memory, resolve_device
-from napari_unet.engine.events import Event, PlaneDone, TileDone, TileSizeReduced, run_to_end
+from napari_unet.engine.events import Event, PlaneDone, TileDone, TileSizeReduced, drive
 from napari_unet.engine.model import UNet, UNetConfig, border, output_size, valid_input_size
 
 MIRROR_MODE = "symmetric"
@@ -686,4 +686,4 @@ def iter_predict(
 
 def predict(model: UNet, image: np.ndarray, **kwargs) -> np.ndarray:
     """:func:`iter_predict` run to the end; same arguments, returns the probabilities."""
-    return run_to_end(iter_predict(model, image, **kwargs))
+    return drive(iter_predict(model, image, **kwargs))

@@ -6,9 +6,10 @@ weight 0 and so teach nothing, which is how sparse annotations (a few painted ce
 inside user-drawn regions) are trained on.
 
 Cancelling: the generator only stops at a ``yield``, and it yields after every completed step.
-Closing it (``gen.close()``, or a GUI worker's quit) runs the ``finally`` block, which writes the
-checkpoint of the last completed step when a ``checkpoint_path`` was given, moves the model back
-to the CPU and releases device memory.
+Closing it (``gen.close()``, or a GUI worker's quit) or interrupting it (Ctrl-C) writes the
+checkpoint of the last completed step when a ``checkpoint_path`` was given; the ``finally`` block
+then moves the model back to the CPU and releases device memory. A step that fails or diverges
+(a loss that is not finite) writes nothing, so the file keeps the last good model.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from napari_unet.engine.events import (
     ModelSnapshot,
     StepDone,
     ValidationDone,
-    run_to_end,
+    drive,
 )
 
 OPTIMIZERS = ("adam", "sgd")
@@ -193,6 +194,7 @@ def iter_train(
     validation: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
     extra: dict[str, Any] | None = None,
     image_weights: Sequence[float] | None = None,
+    diameter: float | None = None,
 ) -> Generator[Any, None, TrainResult]:
     """Train ``model`` in place on painted cells, yielding progress events.
 
@@ -212,10 +214,12 @@ def iter_train(
         checkpoint; default 1 and 99.8 percentiles.
     validation : optional ``(images, labels)`` held out for validation; when given, nothing of
         the training data is held out.
-    extra : JSON-serialisable metadata stored in every checkpoint (e.g. the training diameter).
+    extra : JSON-serialisable metadata stored in every checkpoint.
     image_weights : one non-negative number per training image: each step draws an image with
         probability proportional to its weight times its annotated area (default 1 each), so a
         corpus of several sets can be mixed in chosen shares.
+    diameter : the median cell diameter (pixels) of the training data, stored in every
+        checkpoint (:func:`~napari_unet.engine.diameter.match_training_diameter`).
 
     Yields
     ------
@@ -293,20 +297,22 @@ def iter_train(
     step = 0
     train_meta = {**config.to_dict(), "tile_input": tile_in, "tile_output": tile_out}
 
-    def write_checkpoint() -> CheckpointSaved:
+    def write_checkpoint(done: int) -> CheckpointSaved:
         nonlocal saved_path, saved_step
         saved_path = save_checkpoint(
             checkpoint_path,
             model,
             normalization=normalization,
-            training={**train_meta, "steps_done": step},
+            training={**train_meta, "steps_done": done},
             history=history,
             extra=extra,
+            diameter=diameter,
         )
-        saved_step = step
-        return CheckpointSaved(step=step, path=str(saved_path))
+        saved_step = done
+        return CheckpointSaved(step=done, path=str(saved_path))
 
-    finished = False
+    # the completed step the model's weights hold; -1 while an update is not yet checked
+    model_step = 0
     try:
         t_start = time.perf_counter()
         for step in range(1, config.steps + 1):
@@ -326,6 +332,7 @@ def iter_train(
                 logits = model(x)
             loss = weighted_cross_entropy(logits.float(), target, weights)
             scaler.scale(loss).backward()
+            model_step = -1
             scaler.step(optimizer)
             scaler.update()
             loss_value = float(loss.detach())
@@ -333,6 +340,7 @@ def iter_train(
                 raise FloatingPointError(
                     f"the loss became {loss_value} at step {step}; lower the learning rate"
                 )
+            model_step = step
             seconds = time.perf_counter() - t0
             history.append({"step": step, "loss": loss_value, "lr": lr, "seconds": seconds})
             yield StepDone(step=step, total=config.steps, loss=loss_value, lr=lr, seconds=seconds)
@@ -356,14 +364,16 @@ def iter_train(
             if config.snapshot_every and (step % config.snapshot_every == 0 or last):
                 yield ModelSnapshot(step=step, state_dict=_cpu_state_dict(model))
             if checkpoint_path is not None and (step % config.checkpoint_every == 0 or last):
-                yield write_checkpoint()
+                yield write_checkpoint(step)
             if last:
                 break
-        finished = True
+    except (GeneratorExit, KeyboardInterrupt):
+        # cancelled (at a yield, after a completed step) or interrupted: keep the last completed
+        # step. Any other exception writes nothing: the file keeps the last good model.
+        if checkpoint_path is not None and model_step > saved_step:
+            write_checkpoint(model_step)
+        raise
     finally:
-        # Closing the generator (cancel) lands here after a completed step: keep it.
-        if not finished and checkpoint_path is not None and history and step > saved_step:
-            write_checkpoint()
         tiles.close()
         optimizer.zero_grad(set_to_none=True)
         del optimizer
@@ -377,7 +387,7 @@ def iter_train(
 
 def train(*args: Any, **kwargs: Any) -> TrainResult:
     """:func:`iter_train` without the events: train and return the :class:`TrainResult`."""
-    return run_to_end(iter_train(*args, **kwargs))
+    return drive(iter_train(*args, **kwargs))
 
 
 # -- input preparation ---------------------------------------------------------------------
