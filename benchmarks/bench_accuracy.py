@@ -154,10 +154,10 @@ def time_1024(fn, image: np.ndarray) -> float:
 def _unet(model, *, tta=False):
     """A method: plane, diameter or None -> (labels, diameter used)."""
     from napari_unet.engine.api import iter_segment
-    from napari_unet.engine.events import run_to_end
+    from napari_unet.engine.events import drive
 
     def run(image, diameter):
-        result = run_to_end(iter_segment(image, model, diameter=diameter, device="cpu", tta=tta))
+        result = drive(iter_segment(image, model, diameter=diameter, device="cpu", tta=tta))
         return result.labels, result.diameter
 
     return run

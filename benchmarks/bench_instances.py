@@ -37,7 +37,7 @@ FRACTIONS = (0.0, 0.05, 0.1, 0.15, 0.2)
 def main(argv: list[str] | None = None) -> list[dict]:
     from napari_unet.engine.api import _min_size_for, iter_segment, load_model
     from napari_unet.engine.errors import merges_and_splits
-    from napari_unet.engine.events import run_to_end
+    from napari_unet.engine.events import drive
     from napari_unet.engine.instances import instances_from_probabilities
     from napari_unet.engine.metrics import evaluate
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         planes = [s for s in ds.splits[split] if s.labels.max() > 0]
         d = ds.diameter(split)
         probs = [
-            run_to_end(iter_segment(s.image, model, diameter=d, device="cpu")).probabilities
+            drive(iter_segment(s.image, model, diameter=d, device="cpu")).probabilities
             for s in planes
         ]
         for fraction in FRACTIONS:
