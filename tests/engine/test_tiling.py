@@ -440,3 +440,16 @@ def test_test_time_augmentation_averages_the_symmetries(net3, rng):
     np.testing.assert_allclose(run(square[:, ::-1], True)[:, :, ::-1], ref, atol=1e-5)
     np.testing.assert_allclose(np.rot90(run(np.rot90(square), True), -1, axes=(1, 2)), ref, atol=1e-5)
     assert np.abs(run(square[:, ::-1], False)[:, :, ::-1] - run(square, False)).max() > 1e-3
+
+
+def test_the_bundled_model_is_seamless(rng):
+    """The model a user gets gives the same probabilities whatever tile size the memory picks."""
+    from napari_unet.engine.api import load_model
+
+    model, _ = load_model("default", device="cpu")
+    assert model.config.seamless
+    image = rng.random((300, 260)).astype(np.float32)
+    whole = predict(model, image, tile_size=300, normalization=False, device="cpu")
+    for tile in (60, 124):
+        tiled = predict(model, image, tile_size=tile, normalization=False, device="cpu")
+        np.testing.assert_allclose(tiled, whole, atol=1e-4, rtol=0)
