@@ -379,30 +379,15 @@ def _as_lists(images, labels, regions):
 
 def _prepare(image, labels, regions, channel_axis, in_channels, n_classes, normalization, config):
     """Normalise one image to (C, Y, X) float32 and build its target and weights."""
+    from napari_unet.engine.layout import as_planes
     from napari_unet.engine.tiling import normalize
     from napari_unet.engine.weights import training_targets
 
-    image = np.asarray(image)
     labels = np.asarray(labels)
-    if image.size == 0:
-        raise ValueError("a training image is empty")
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integer instance ids, not {labels.dtype}")
-    if channel_axis is None:
-        if image.ndim != 2:
-            raise ValueError(
-                f"expected a 2D training image (Y, X), got shape {image.shape}; for a stack, "
-                "pass its annotated planes as a list, for channels pass channel_axis"
-            )
-        chw = image[np.newaxis]
-    else:
-        if image.ndim != 3:
-            raise ValueError(f"expected a 2D image with channels, got shape {image.shape}")
-        chw = np.moveaxis(image, channel_axis, 0)
-    if chw.shape[0] != in_channels:
-        raise ValueError(
-            f"the model was made for {in_channels} input channel(s), the image has {chw.shape[0]}"
-        )
+    # one plane: a stack's annotated planes are passed as a list
+    (chw,) = as_planes(image, in_channels=in_channels, channel_axis=channel_axis)
     if labels.shape != chw.shape[1:]:
         raise ValueError(
             f"labels of shape {labels.shape} do not match the image's spatial shape {chw.shape[1:]}"
@@ -414,8 +399,6 @@ def _prepare(image, labels, regions, channel_axis, in_channels, n_classes, norma
                 f"the region mask of shape {regions.shape} does not match the labels {labels.shape}"
             )
         regions = regions.astype(bool)
-    if chw.dtype.kind == "f" and not np.isfinite(chw).all():
-        raise ValueError("the training image contains NaN or infinite values")
     norm = normalize(chw, low=normalization["low"], high=normalization["high"], channel_axis=0)
     labels = labels.astype(np.int32, copy=False)
     target, weights, _ = training_targets(
