@@ -35,11 +35,12 @@ FRACTIONS = (0.0, 0.05, 0.1, 0.15, 0.2)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from napari_unet.engine.api import _min_size_for, iter_segment, load_model
+    from napari_unet.engine.api import iter_segment, load_model
     from napari_unet.engine.errors import merges_and_splits
     from napari_unet.engine.events import drive
     from napari_unet.engine.instances import instances_from_probabilities
     from napari_unet.engine.metrics import evaluate
+    from napari_unet.engine.segment import _min_size_for
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default")

@@ -20,7 +20,7 @@ __all__ = ["__version__", "segment"]
 def segment(image: np.ndarray, model: Any = None, **kwargs: Any) -> np.ndarray:
     """Segment cells in ``image`` and return an instance label image.
 
-    A thin lazy wrapper of :func:`napari_unet.engine.api.segment` (see there for every option), so
+    A thin lazy wrapper of :func:`napari_unet.engine.segment.segment` (see there for every option), so
     that ``import napari_unet`` stays free of torch.
 
     Examples
@@ -28,6 +28,6 @@ def segment(image: np.ndarray, model: Any = None, **kwargs: Any) -> np.ndarray:
     >>> import napari_unet
     >>> labels = napari_unet.segment(image)  # doctest: +SKIP
     """
-    from napari_unet.engine.api import segment as _segment
+    from napari_unet.engine.segment import segment as _segment
 
     return _segment(image, model=model, **kwargs)

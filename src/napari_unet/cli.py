@@ -1,7 +1,7 @@
 """The command line: ``napari-unet predict | train | evaluate | sample``.
 
 Runs without a screen: nothing here imports Qt, napari or magicgui, and the work goes through the
-same engine functions as the widgets (:mod:`napari_unet.engine.api`, :mod:`~.training`,
+same engine functions as the widgets (:mod:`napari_unet.engine.segment`, :mod:`~.training`,
 :mod:`~.metrics`).
 
 Errors that a user can fix (a missing file, a file that is not an image, an output that exists,
@@ -182,7 +182,9 @@ def _check_new_outputs(paths: Sequence[Path], *, overwrite: bool, inputs: Sequen
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from napari_unet.engine.api import check_image_shape, iter_segment, load_model
+    from napari_unet.engine.layout import check_shape
+    from napari_unet.engine.models import load_model
+    from napari_unet.engine.segment import iter_segment
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.events import TileDone, TileSizeReduced, drive
     from napari_unet.engine.io import infer_layout, list_images, probe_tiff, read_tiff, write_tiff
@@ -238,7 +240,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             shape, axes, in_channels=in_channels, channel_axis=args.channel_axis, stack=args.stack
         )
         try:
-            check_image_shape(shape, in_channels=in_channels, channel_axis=channel_axis, stack=stack)
+            check_shape(shape, in_channels=in_channels, channel_axis=channel_axis, stack=stack)
         except ValueError as exc:
             hint = ""
             if channel_axis is not None and args.channel_axis is None and len(shape) == 3:
@@ -379,7 +381,7 @@ def _as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from napari_unet.engine.api import load_model
+    from napari_unet.engine.models import load_model
     from napari_unet.engine.diameter import match_training_diameter
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.events import CheckpointSaved, StepDone, ValidationDone, drive
@@ -614,7 +616,7 @@ SAMPLES = ("nuclei",)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from napari_unet.engine.api import nuclei_sample_arrays
+    from napari_unet.engine.samples import nuclei_sample_arrays
     from napari_unet.engine.io import write_labels, write_tiff
 
     folder = Path(args.output_dir).expanduser()

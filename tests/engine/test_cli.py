@@ -282,7 +282,7 @@ def test_an_unavailable_device_is_a_usage_error(files, work, capsys):
 
 
 def test_a_missing_bundled_model_is_a_usage_error(work, capsys, monkeypatch):
-    monkeypatch.setattr("napari_unet.engine.api.bundled_model_path", lambda: None)
+    monkeypatch.setattr("napari_unet.engine.models.bundled_model_path", lambda: None)
     code, _, err = run(capsys, "predict", work / "cells.tif", "-o", work / "x.tif")
     assert code == 2
     assert_one_line_error(err, "bundled model is not installed")
@@ -293,7 +293,7 @@ def test_a_failure_while_working_exits_1(files, work, capsys, monkeypatch):
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
         yield  # pragma: no cover
 
-    monkeypatch.setattr("napari_unet.engine.api.iter_segment", boom)
+    monkeypatch.setattr("napari_unet.engine.segment.iter_segment", boom)
     code, _, err = run(capsys, "predict", work / "cells.tif", "-o", work / "x.tif", "--model", files / "gray.pt")
     assert code == 1
     assert_one_line_error(err, "out of memory")

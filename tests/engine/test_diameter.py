@@ -12,7 +12,7 @@ from napari_unet.engine.diameter import (
     rescale_factor,
     rescale_training_data,
 )
-from tests.engine.test_api import discs
+from tests.engine.test_segment import discs
 
 def test_estimate_diameter_of_known_discs():
     _, labels = discs((120, 120), 14, 30)

@@ -255,14 +255,14 @@ def test_channels_and_stacks(rng):
 @pytest.mark.parametrize(
     ("image", "kwargs", "match"),
     [
-        (np.zeros((4, 5, 6)), {}, r"expected a 2-dimensional image.*3 dimensions"),
-        (np.zeros((5, 6)), {"stack": True}, "expected a 3-dimensional"),
-        (np.zeros((8, 9, 3)), {"channel_axis": -1}, r"expects 1 input channel\(s\) but the image has 3"),
+        (np.zeros((4, 5, 6)), {}, r"\(3 dimensions\) but \(Y, X\) was expected"),
+        (np.zeros((5, 6)), {"stack": True}, r"\(P, Y, X\) was expected"),
+        (np.zeros((8, 9, 3)), {"channel_axis": -1}, "expects 1 channel but the image has 3"),
         (np.zeros((0, 9)), {}, "empty"),
         (np.ones((1, 1)), {}, "too small: 1x1"),
         (np.array([[1.0, np.nan], [0.0, 2.0]]), {}, "NaN or infinite"),
         (np.array([[1.0, np.inf], [0.0, 2.0]]), {}, "NaN or infinite"),
-        (np.zeros((3, 3), complex), {}, "integer or float"),
+        (np.zeros((3, 3), complex), {}, "real-valued"),
         (np.zeros((8, 8)), {"out_dtype": np.int32}, "out_dtype"),
         (np.zeros((8, 8)), {"tile_size": 0}, "tile_size"),
     ],
@@ -274,7 +274,7 @@ def test_bad_input_raises_a_clear_value_error(net2, image, kwargs, match):
 
 def test_channel_count_error_names_both_numbers():
     model = _net(2, 4, in_channels=3)
-    with pytest.raises(ValueError, match=r"expects 3 input channel\(s\) but the image has 1"):
+    with pytest.raises(ValueError, match="expects 3 channels but the image has 1"):
         predict(model, np.zeros((9, 9)), device="cpu")
 
 

@@ -2,7 +2,7 @@
 
 The Segment widget reads the current model from here; the Fine-tune widget starts from it and
 puts its result back. This is plain Python (a psygnal signal, no Qt), and it never loads a model
-on the GUI thread: an entry holds what :func:`napari_unet.engine.api.load_model` accepts, or a
+on the GUI thread: an entry holds what :func:`napari_unet.engine.models.load_model` accepts, or a
 factory that builds it, and the worker thread resolves it.
 """
 
@@ -26,7 +26,7 @@ class ModelEntry:
     Parameters
     ----------
     label : what the widgets show, e.g. ``"bundled default"``, ``"fine-tuned (step 200)"``.
-    source : anything :func:`napari_unet.engine.api.load_model` accepts (``"default"``, a path,
+    source : anything :func:`napari_unet.engine.models.load_model` accepts (``"default"``, a path,
         a ``UNet``, a ``(UNet, Checkpoint)`` pair), or a zero-argument callable returning one.
         A callable is called once, in a worker thread, by :meth:`resolve`.
     kind : ``"default"``, ``"file"`` or ``"fine-tuned"``.

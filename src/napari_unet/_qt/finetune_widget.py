@@ -213,7 +213,7 @@ def finetune_job(request: FineTuneRequest, run: RunState):
 
 def _finetune(request: FineTuneRequest, run: RunState):
     """The body of :func:`finetune_job`."""
-    from napari_unet.engine.api import load_model
+    from napari_unet.engine.models import load_model
     from napari_unet.engine.diameter import match_training_diameter
     from napari_unet.engine.training import iter_train
     from napari_unet.engine.weights import training_targets
@@ -321,7 +321,8 @@ def preview_job(image: Any, channel_axis: int | None, model: Any, *, diameter, d
     copied first, so a preview never moves the session's model to a device."""
     import torch
 
-    from napari_unet.engine.api import iter_segment, load_model
+    from napari_unet.engine.models import load_model
+    from napari_unet.engine.segment import iter_segment
     from napari_unet.engine.events import drive
 
     source = model()

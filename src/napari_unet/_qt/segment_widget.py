@@ -53,9 +53,9 @@ def segment_job(data: Any, layout: Layout, entry: ModelEntry, **options: Any):
     data : the layer's (full-resolution) data; read here, not on the GUI thread.
     layout : how the layer's axes map onto the engine's.
     entry : the model to use; resolved here (a fine-tuned model may be built on first use).
-    **options : passed on to :func:`napari_unet.engine.api.iter_segment`.
+    **options : passed on to :func:`napari_unet.engine.segment.iter_segment`.
     """
-    from napari_unet.engine.api import iter_segment
+    from napari_unet.engine.segment import iter_segment
 
     image, channel_axis = layout.to_engine(data)
     return (

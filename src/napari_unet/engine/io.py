@@ -187,7 +187,7 @@ def infer_layout(
 
     Returns
     -------
-    (channel_axis, stack) to pass to :func:`napari_unet.engine.api.iter_segment`.
+    (channel_axis, stack) to pass to :func:`napari_unet.engine.segment.iter_segment`.
 
     Raises
     ------

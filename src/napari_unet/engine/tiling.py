@@ -37,6 +37,7 @@ import torch
 
 from napari_unet.engine.device import free_memory_bytes, release_memory, resolve_device
 from napari_unet.engine.events import Event, PlaneDone, TileDone, TileSizeReduced, drive
+from napari_unet.engine.layout import as_planes
 from napari_unet.engine.model import UNet, UNetConfig, border, output_size, valid_input_size
 
 MIRROR_MODE = "symmetric"
@@ -49,7 +50,6 @@ CPU_MAX_TILE = 580
 GPU_BUDGET_FRACTION = 0.5  # of the free device memory
 MAX_TILE = 2048  # output pixels per side; larger tiles gain nothing
 MAX_BATCH = 16
-MIN_SIDE = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,48 +334,6 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _prepare(image, *, channel_axis, stack, in_channels) -> np.ndarray:
-    """Validate ``image`` and return a view shaped (P, C, Y, X)."""
-    data = np.asarray(image)
-    if data.size == 0:
-        raise ValueError(f"the image is empty (shape {data.shape})")
-    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
-            or data.dtype == np.bool_):
-        raise ValueError(f"the image must be of integer or float dtype, got {data.dtype}")
-    spatial = 2 + bool(stack)
-    expected = spatial + (channel_axis is not None)
-    if data.ndim != expected:
-        what = "(planes, rows, columns)" if stack else "(rows, columns)"
-        with_c = " plus a channel axis" if channel_axis is not None else ""
-        hint = "" if stack or data.ndim != 3 or channel_axis is not None else (
-            "; for a stack pass stack=True, for channels pass channel_axis"
-        )
-        raise ValueError(
-            f"expected a {expected}-dimensional image {what}{with_c}, got {data.ndim} dimensions "
-            f"with shape {data.shape}{hint}"
-        )
-    if channel_axis is None:
-        data = data[..., np.newaxis, :, :]
-    else:
-        try:
-            data = np.moveaxis(data, channel_axis, -3)
-        except np.exceptions.AxisError as err:
-            raise ValueError(f"channel_axis {channel_axis} is out of range for shape {np.shape(image)}") from err
-    if not stack:
-        data = data[np.newaxis]
-    if data.shape[1] != in_channels:
-        raise ValueError(
-            f"the model expects {in_channels} input channel(s) but the image has {data.shape[1]}"
-            + ("" if channel_axis is not None else " (no channel_axis given)")
-        )
-    if min(data.shape[-2:]) < MIN_SIDE:
-        raise ValueError(
-            f"the image is too small: {data.shape[-2]}x{data.shape[-1]} pixels; prediction needs "
-            f"at least {MIN_SIDE}x{MIN_SIDE}"
-        )
-    return data
-
-
 def _check_finite(plane: np.ndarray, index: int, n_planes: int) -> None:
     if np.issubdtype(plane.dtype, np.floating) and not np.isfinite(plane).all():
         where = f" (plane {index})" if n_planes > 1 else ""
@@ -590,7 +548,13 @@ def iter_predict(
     out_dtype = np.dtype(out_dtype)
     if out_dtype not in OUT_DTYPES:
         raise ValueError(f"out_dtype must be float32 or float16, got {out_dtype}")
-    data = _prepare(image, channel_axis=channel_axis, stack=stack, in_channels=config.in_channels)
+    data = as_planes(
+        image,
+        in_channels=config.in_channels,
+        channel_axis=channel_axis,
+        stack=stack,
+        check_values=False,  # per plane below, as each is predicted
+    )
     if normalization is None:
         low, high = 1.0, 99.8
     elif normalization is False:

@@ -1,4 +1,4 @@
-"""The one-call API: model loading, input checks, cell-diameter rescaling and its estimate.
+"""Segmentation through the one-call API: model loading, input checks, cell-diameter rescaling.
 
 A tiny network with random weights cannot segment anything, so the rescaling logic is checked
 with a stand-in predictor (``tiling.iter_predict`` replaced by a threshold of the image) that
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.engine import api
+from napari_unet.engine import api, models
+from napari_unet.engine import segment as segment_module
 from napari_unet.engine.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from napari_unet.engine.events import PlaneDone, TileDone, drive
 from napari_unet.engine.model import UNet, UNetConfig
@@ -47,23 +48,25 @@ def discs(shape, diameter, spacing):
 
 @pytest.fixture
 def oracle(monkeypatch):
-    """Replace the network's prediction by a threshold of the image; record every call."""
+    """Replace the network's prediction by a threshold of the image; record every call.
+
+    Segmentation hands iter_predict its (P, C, Y, X) planes as they are; ``shape`` records them.
+    """
     calls = []
 
     def fake_iter_predict(model, image, *, channel_axis=None, stack=False, **kwargs):
-        calls.append({"shape": image.shape, "stack": stack, "channel_axis": channel_axis, **kwargs})
-        planes = image if stack else image[np.newaxis]
+        assert stack is True and channel_axis == 1 and image.ndim == 4
+        calls.append({"shape": image.shape, **kwargs})
+        planes = image
         out = []
         for i, plane in enumerate(planes):
-            plane = plane.astype(np.float32)
-            if channel_axis is not None:
-                plane = plane.mean(axis=-1)
+            plane = plane.astype(np.float32).mean(axis=0)
             lo, hi = float(plane.min()), float(plane.max())
             cell = (plane > (lo + hi) / 2).astype(np.float32) if hi > lo else np.zeros_like(plane)
             out.append(np.stack([1 - cell, cell, np.zeros_like(cell)]))
             yield TileDone(done=i + 1, total=len(planes), plane=i, n_planes=len(planes))
             yield PlaneDone(plane=i, n_planes=len(planes))
-        return np.stack(out) if stack else out[0]
+        return np.stack(out)
 
     monkeypatch.setattr("napari_unet.engine.tiling.iter_predict", fake_iter_predict)
     return calls
@@ -105,7 +108,7 @@ def test_load_model_errors(tmp_path, monkeypatch):
         api.load_model(bad)
     with pytest.raises(TypeError, match="model must be"):
         api.load_model(42)
-    monkeypatch.setattr(api, "bundled_model_path", lambda: None)
+    monkeypatch.setattr(models, "bundled_model_path", lambda: None)
     with pytest.raises(FileNotFoundError, match="bundled model is not installed"):
         api.load_model("default")
     with pytest.raises(FileNotFoundError, match="bundled model is not installed"):
@@ -193,14 +196,8 @@ def test_bad_input_raises_before_any_work(image, kwargs, message, model_file, or
     assert oracle == []
 
 
-def test_check_image_shape_reads_no_pixels():
-    api.check_image_shape((5, 4000, 4000), in_channels=1, stack=True)
-    with pytest.raises(ValueError, match="expects 3 channels"):
-        api.check_image_shape((64, 64), in_channels=3)
-
-
 def test_an_absurd_enlargement_is_refused(model_file, monkeypatch):
-    monkeypatch.setattr(api, "MAX_RESCALED_PIXELS", 100 * 100)
+    monkeypatch.setattr(segment_module, "MAX_RESCALED_PIXELS", 100 * 100)
     with pytest.raises(ValueError, match="enlarge the image"):
         next(api.iter_segment(np.zeros((60, 60)), model_file, diameter=6))
 
@@ -211,7 +208,7 @@ def test_an_absurd_enlargement_is_refused(model_file, monkeypatch):
 def test_given_diameter_rescales_the_image_and_the_labels_back(model_file, oracle):
     image, truth = discs((96, 96), 12, 24)
     result = drive(api.iter_segment(image, model_file, diameter=12))
-    assert [c["shape"] for c in oracle] == [(192, 192)]
+    assert [c["shape"] for c in oracle] == [(1, 1, 192, 192)]
     assert result.scale == pytest.approx(2.0)
     assert result.diameter == 12
     assert result.labels.shape == (96, 96)
@@ -223,7 +220,7 @@ def test_given_diameter_rescales_the_image_and_the_labels_back(model_file, oracl
 def test_shrinking_is_antialiased_and_sized(model_file, oracle):
     image, _ = discs((96, 96), 20, 32)
     result = drive(api.iter_segment(image, model_file, diameter=48))
-    assert [c["shape"] for c in oracle] == [(48, 48)]
+    assert [c["shape"] for c in oracle] == [(1, 1, 48, 48)]
     assert result.labels.shape == (96, 96)
     assert result.scale == pytest.approx(0.5)
 
@@ -231,7 +228,7 @@ def test_shrinking_is_antialiased_and_sized(model_file, oracle):
 def test_a_diameter_close_to_the_model_is_not_rescaled(model_file, oracle):
     image, _ = discs((64, 64), 20, 32)
     result = drive(api.iter_segment(image, model_file, diameter=23.5))
-    assert [c["shape"] for c in oracle] == [(64, 64)]
+    assert [c["shape"] for c in oracle] == [(1, 1, 64, 64)]
     assert result.scale == 1.0
 
 
@@ -239,7 +236,7 @@ def test_a_model_without_diameter_is_never_rescaled(oracle):
     image, _ = discs((64, 64), 12, 32)
     with pytest.warns(UserWarning, match="no training diameter"):
         result = drive(api.iter_segment(image, tiny_net(), diameter=12))
-    assert [c["shape"] for c in oracle] == [(64, 64)]
+    assert [c["shape"] for c in oracle] == [(1, 1, 64, 64)]
     assert result.scale == 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -252,9 +249,9 @@ def test_automatic_diameter_reruns_at_the_corrected_scale(model_file, oracle):
     events, result = drain(api.iter_segment(image, model_file))
     # the native pass, then the refinement at the corrected scale, which covers the whole image
     # and so is the result (no third pass)
-    assert len(oracle) == 2 and oracle[0]["shape"] == (96, 96)
-    assert oracle[1]["shape"] == (round(96 * result.scale),) * 2
-    assert 180 <= oracle[1]["shape"][0] <= 204  # about twice as large
+    assert len(oracle) == 2 and oracle[0]["shape"] == (1, 1, 96, 96)
+    assert oracle[1]["shape"] == (1, 1) + (round(96 * result.scale),) * 2
+    assert 180 <= oracle[1]["shape"][2] <= 204  # about twice as large
     assert result.diameter == pytest.approx(12, abs=1.0)
     assert result.scale == pytest.approx(TRAINED_DIAMETER / result.diameter)
     assert result.labels.shape == (96, 96)
@@ -270,7 +267,7 @@ def test_automatic_diameter_reruns_at_the_corrected_scale(model_file, oracle):
 def test_automatic_diameter_keeps_the_scale_when_it_fits(model_file, oracle):
     image, _ = discs((128, 128), 22, 32)
     events, result = drain(api.iter_segment(image, model_file))
-    assert [c["shape"] for c in oracle] == [(128, 128)]  # one pass, reused
+    assert [c["shape"] for c in oracle] == [(1, 1, 128, 128)]  # one pass, reused
     assert result.scale == 1.0
     assert result.diameter == pytest.approx(22, abs=1.0)
     tiles = [e for e in events if isinstance(e, TileDone)]
@@ -286,16 +283,16 @@ def test_automatic_diameter_without_cells_keeps_the_scale(model_file, oracle):
 
 
 def test_automatic_diameter_samples_big_images_and_stacks(model_file, oracle, monkeypatch):
-    monkeypatch.setattr(api, "ESTIMATE_CROP", 48)
+    monkeypatch.setattr(segment_module, "ESTIMATE_CROP", 48)
     image, _ = discs((96, 96), 12, 24)
     stack = np.stack([image, image, image])
     result = drive(api.iter_segment(stack, model_file, stack=True))
     # first pass: the middle plane, a central crop; second: that crop again at the scale the
     # first estimate asks for (the refinement); third: the whole stack, enlarged
-    assert oracle[0]["shape"] == (48, 48) and oracle[0]["stack"] is False
-    assert 90 <= oracle[1]["shape"][0] <= 102 and oracle[1]["stack"] is False
+    assert oracle[0]["shape"] == (1, 1, 48, 48)
+    assert 90 <= oracle[1]["shape"][2] <= 102 and oracle[1]["shape"][:2] == (1, 1)
     side = round(96 * result.scale)
-    assert oracle[2]["shape"] == (3, side, side) and oracle[2]["stack"] is True
+    assert oracle[2]["shape"] == (3, 1, side, side)
     assert 180 <= side <= 204
     assert result.labels.shape == (3, 96, 96)
     assert result.probabilities.shape == (3, 3, 96, 96)
@@ -310,7 +307,7 @@ def test_channels_are_resized_together(oracle, tmp_path):
     image, _ = discs((64, 64), 12, 32)
     two = np.stack([image, image], axis=0)
     result = drive(api.iter_segment(two, path, channel_axis=0, diameter=12))
-    assert oracle[0]["shape"] == (128, 128, 2) and oracle[0]["channel_axis"] == -1
+    assert oracle[0]["shape"] == (1, 2, 128, 128)
     assert result.labels.shape == (64, 64)
 
 
@@ -333,10 +330,10 @@ def test_nuclei_sample_is_shared_with_the_napari_sample():
 
 
 def test_known_diameter_sets_the_default_min_size():
-    assert api._min_size_for(None, None) is None
-    assert api._min_size_for(7, 30.0) == 7
-    assert api._min_size_for(None, 30.0) == int(np.ceil(0.1 * np.pi / 4 * 30.0**2))
-    assert api._min_size_for(None, 2.0) == 10  # never below DEFAULT_MIN_SIZE
+    assert segment_module._min_size_for(None, None) is None
+    assert segment_module._min_size_for(7, 30.0) == 7
+    assert segment_module._min_size_for(None, 30.0) == int(np.ceil(0.1 * np.pi / 4 * 30.0**2))
+    assert segment_module._min_size_for(None, 2.0) == 10  # never below DEFAULT_MIN_SIZE
 
 
 def test_given_diameter_removes_specks_but_not_cells(model_file, oracle):

@@ -1,0 +1,146 @@
+"""The input layout: one check that turns any accepted image into planes of channels.
+
+Prediction (:func:`~napari_unet.engine.tiling.iter_predict`), segmentation
+(:func:`~napari_unet.engine.segment.iter_segment`), training
+(:func:`~napari_unet.engine.training.iter_train`) and the command line's header check all accept
+the same layouts and refuse the rest with the same sentences:
+
+========================  ===========================================
+layout                    arguments
+========================  ===========================================
+(Y, X)                    (the default)
+(Y, X, C), (C, Y, X), ..  ``channel_axis`` = the channel axis
+(P, Y, X)                 ``stack=True``
+(P, Y, X, C), ...         ``stack=True, channel_axis=...`` (not 0)
+========================  ===========================================
+
+and hand on one shape, ``(P, C, Y, X)``: P planes (Z slices or time points, 1 without a
+stack), C channels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MIN_SIDE", "as_planes", "check_shape"]
+
+#: The smallest number of rows and columns an image may have.
+MIN_SIDE = 2
+
+
+def as_planes(
+    image: Any,
+    *,
+    in_channels: int,
+    channel_axis: int | None = None,
+    stack: bool = False,
+    check_values: bool = True,
+) -> np.ndarray:
+    """Check ``image`` against a model's input and return it as a (P, C, Y, X) view.
+
+    Parameters
+    ----------
+    image : array_like
+        Any real dtype (bool, integer, float), in one of the layouts of the module notes.
+    in_channels : int
+        The channels the model reads; the image must have exactly these.
+    channel_axis : int or None
+        The axis of ``image`` holding channels; ``None`` for grayscale.
+    stack : bool
+        The first axis indexes planes.
+    check_values : bool
+        Also refuse NaN and infinite values (reads every pixel; ``False`` checks the shape and
+        dtype only).
+
+    Returns
+    -------
+    (P, C, Y, X) ndarray
+        A view of ``image`` where possible (no copy, no dtype change).
+
+    Raises
+    ------
+    ValueError
+        With one sentence: a dtype that is not real and numeric, the wrong number of
+        dimensions (with a hint at ``channel_axis``/``stack``), a channel axis out of range or
+        on the plane axis, a channel count other than ``in_channels``, an empty or too small
+        image, or (``check_values``) non-finite values.
+
+    Examples
+    --------
+    >>> as_planes(np.zeros((4, 5, 3)), in_channels=3, channel_axis=-1).shape
+    (1, 3, 4, 5)
+    >>> as_planes(np.zeros((2, 4, 5)), in_channels=1, stack=True).shape
+    (2, 1, 4, 5)
+    """
+    array = np.asarray(image)
+    if (
+        array.dtype == object
+        or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool)
+        or np.issubdtype(array.dtype, np.complexfloating)
+    ):
+        raise ValueError(f"image must be a real-valued numeric array, got dtype {array.dtype}")
+    expected = 2 + int(channel_axis is not None) + int(bool(stack))
+    if array.ndim != expected:
+        layout = "(P, Y, X)" if stack else "(Y, X)"
+        if channel_axis is not None:
+            layout = layout[:-1] + ", C) with channel_axis=" + str(channel_axis)
+        hint = ""
+        if array.ndim == 3 and channel_axis is None and not stack:
+            hint = "; pass channel_axis=... for channels or stack=True for a stack of planes"
+        raise ValueError(
+            f"image has shape {array.shape} ({array.ndim} dimensions) but {layout} was "
+            f"expected{hint}"
+        )
+    if channel_axis is not None:
+        if not -array.ndim <= channel_axis < array.ndim:
+            raise ValueError(
+                f"channel_axis={channel_axis} is out of range for an image with {array.ndim} "
+                "dimensions"
+            )
+        if stack and channel_axis % expected == 0:
+            raise ValueError("channel_axis must not be the plane axis (axis 0) of a stack")
+        array = np.moveaxis(array, channel_axis, -3)
+    else:
+        array = array[..., np.newaxis, :, :]
+    if not stack:
+        array = array[np.newaxis]
+    if array.size == 0:
+        raise ValueError(f"image is empty (shape {np.shape(image)})")
+    n_channels = array.shape[1]
+    if n_channels != in_channels:
+        raise ValueError(
+            f"the model expects {in_channels} channel{'s' if in_channels != 1 else ''} but the "
+            f"image has {n_channels}"
+            + ("; pass channel_axis=... for a multichannel image" if channel_axis is None else "")
+        )
+    if min(array.shape[-2:]) < MIN_SIDE:
+        raise ValueError(
+            f"image is too small: {array.shape[-2]}x{array.shape[-1]} pixels; at least "
+            f"{MIN_SIDE}x{MIN_SIDE} are needed"
+        )
+    if check_values and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise ValueError("image contains NaN or infinite values")
+    return array
+
+
+def check_shape(
+    shape: tuple[int, ...],
+    *,
+    in_channels: int,
+    channel_axis: int | None = None,
+    stack: bool = False,
+) -> None:
+    """Check, before reading any pixels, that data of ``shape`` fits a model.
+
+    Raises the same ``ValueError`` as :func:`as_planes` for wrong dimensions or a channel
+    count other than ``in_channels``.
+    """
+    as_planes(
+        np.broadcast_to(np.zeros((), np.uint8), tuple(shape)),
+        in_channels=in_channels,
+        channel_axis=channel_axis,
+        stack=stack,
+        check_values=False,
+    )

@@ -1,0 +1,101 @@
+"""Naming a model: the bundled default, a model file, a network, or a (network, metadata) pair.
+
+:func:`load_model` is the one place that turns any of these into ``(UNet, Checkpoint)``; the
+command line, the widgets and :func:`~napari_unet.engine.segment.iter_segment` go through it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from napari_unet.engine.checkpoint import Checkpoint
+    from napari_unet.engine.model import UNet
+
+__all__ = ["bundled_model_path", "load_model", "model_normalization"]
+
+_BUNDLED = ("models", "default.pt")
+
+
+def load_model(model: Any = None, *, device: Any = "cpu") -> tuple[UNet, Checkpoint]:
+    """Return a network and its metadata from any of the ways a model can be named.
+
+    Parameters
+    ----------
+    model : None, "default", str or os.PathLike, UNet, or (UNet, Checkpoint)
+        ``None`` or ``"default"``: the bundled model ``napari_unet/models/default.pt``. A path:
+        a model file written by :func:`~napari_unet.engine.checkpoint.save_checkpoint` (e.g. by
+        ``napari-unet train``). A bare :class:`~napari_unet.engine.model.UNet`: used as is, with
+        default metadata (percentile normalisation 1-99.8, no training diameter). A
+        ``(UNet, Checkpoint)`` pair (what this function returns) is passed through.
+    device : str or torch.device
+        Where the weights of a loaded file are put (``"cpu"``, ``"cuda"``, ...).
+
+    Returns
+    -------
+    (UNet, Checkpoint)
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist, or the bundled model is not installed.
+    napari_unet.engine.checkpoint.CheckpointError
+        The file is not a napari-unet model, or is corrupt or incompatible.
+    TypeError
+        ``model`` is none of the above.
+    """
+    from napari_unet.engine.checkpoint import load_checkpoint
+    from napari_unet.engine.model import UNet
+
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], UNet):
+        return model[0], model[1]
+    if isinstance(model, UNet):
+        return model, _default_checkpoint(model)
+    if model is None or (isinstance(model, str) and model == "default"):
+        path = bundled_model_path()
+        if path is None:
+            raise FileNotFoundError(
+                "the bundled model is not installed (napari_unet/models/default.pt is missing); "
+                "pass a model file instead, e.g. one written by `napari-unet train`"
+            )
+        return load_checkpoint(path, device=device)
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"model file not found: {path}")
+        if path.is_dir():
+            raise FileNotFoundError(f"the model path is a folder, not a model file: {path}")
+        return load_checkpoint(path, device=device)
+    raise TypeError(
+        "model must be None, 'default', a path to a model file, a UNet or a (UNet, Checkpoint) "
+        f"pair, not {type(model).__name__}"
+    )
+
+
+def bundled_model_path() -> Path | None:
+    """The path of the bundled default model, or ``None`` when it is not installed."""
+    from importlib.resources import files
+
+    resource = files("napari_unet").joinpath(*_BUNDLED)
+    try:
+        path = Path(os.fspath(resource))
+    except TypeError:  # pragma: no cover - a zipped install; not supported for models
+        return None
+    return path if path.is_file() else None
+
+
+def _default_checkpoint(net: UNet) -> Checkpoint:
+    """Metadata for a network that came without a model file: percentile normalisation 1-99.8
+    (the engine's default), no training diameter."""
+    from napari_unet.engine.checkpoint import Checkpoint
+
+    return Checkpoint(config=net.config, normalization={"low": 1.0, "high": 99.8})
+
+
+def model_normalization(checkpoint: Any) -> dict | None:
+    """The percentile normalisation stored with a model (``{"low": .., "high": ..}``), or
+    ``None`` to let the engine use its default."""
+    norm = getattr(checkpoint, "normalization", None)
+    return dict(norm) if isinstance(norm, dict) and norm else None

@@ -1,0 +1,473 @@
+"""Segmentation: an image in, instance labels out, with the cell diameter taken care of.
+
+``iter_segment()`` is a generator twin: it yields the engine's progress events and *returns* a
+:class:`SegmentResult`; ``segment()`` drains it and returns the labels. Both go through the same
+steps:
+
+1. check the image (axes, channels, values) against the model and view it as (P, C, Y, X)
+   planes (:func:`~napari_unet.engine.layout.as_planes`);
+2. rescale it so that its cells have the diameter the model was trained at (the diameter is
+   stored in the model file, ``checkpoint.diameter``);
+3. predict class probabilities of the planes with the overlap-tile strategy
+   (:func:`tiling.iter_predict`);
+4. resize the probabilities back to the input's spatial shape;
+5. turn them into instance labels (:func:`instances.instances_from_probabilities`).
+
+Cell diameter
+-------------
+A U-Net sees a fixed neighbourhood, so it segments best when cells have the size it was trained
+at. With ``diameter=D`` (pixels, in the input) the image is rescaled by
+``model_diameter / D``; with ``diameter=None`` the diameter is *estimated*: a first pass at the
+native scale finds cells, their median equivalent diameter is measured (weighted by area, so
+that noise specks and the fragments of cells far larger than the model's do not pull it down),
+and when it differs from the model's by more than 15 % the sample is measured again at the scale
+that estimate asks for -- where the cells are near the training size, which the network measures
+best -- up to twice, until two measurements agree within 10 %; then the image is segmented at the
+final scale (reusing the last measurement pass when it covered the whole image). With a diameter given or estimated, objects under 10 % of a cell's area are
+removed unless ``min_size`` says otherwise. To keep the
+first pass cheap on large inputs it only looks at a sample: the middle plane of a stack, and at
+most a central 1024 x 1024 crop of that plane. (A crop, not a downsampled copy: downsampling
+would shrink the very cells whose size is being measured.) Models without a stored training
+diameter are never rescaled.
+
+Heavy modules (torch, the network) are imported inside the functions, so importing this module
+is cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_unet.engine.diameter import (
+    AUTO_DIAMETER_TOLERANCE,
+    RESCALE_TOLERANCE,
+    check_diameter,
+    estimate_diameter,
+    rescale_factor,
+    scaled_shape,
+)
+from napari_unet.engine.events import PlaneDone, TileDone, TileSizeReduced, drive, relay
+from napari_unet.engine.layout import as_planes
+from napari_unet.engine.models import load_model, model_normalization
+
+if TYPE_CHECKING:  # pragma: no cover
+    from napari_unet.engine.model import UNet
+
+__all__ = ["SegmentResult", "iter_segment", "segment"]
+
+#: The rescaled image may hold at most this many pixels per plane (1 GiB of float32).
+MAX_RESCALED_PIXELS = 2**28
+#: The first pass of the automatic diameter estimate looks at most at a crop of this side.
+ESTIMATE_CROP = 1024
+#: Most extra passes on the estimation sample, each at the scale the last estimate asks for,
+#: stopping early when two estimates agree within ``ESTIMATE_AGREEMENT``.
+ESTIMATE_REFINEMENTS = 2
+ESTIMATE_AGREEMENT = 0.1
+#: With a known cell diameter and no ``min_size``, objects smaller than this fraction of the
+#: cell's disc area are removed.
+MIN_AREA_OF_CELL = 0.1
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentResult:
+    """What :func:`iter_segment` returns.
+
+    Attributes
+    ----------
+    labels : (Y, X) or (P, Y, X) uint16 (uint32 when there are 65536 or more cells)
+        Instance labels with the input's spatial shape; 0 is background. In a stack every plane
+        has its own ids (no id is used in two planes).
+    probabilities : (n_classes, Y, X) or (P, n_classes, Y, X) float32
+        Class probabilities (0 background, 1 cell interior, 2 border) at the input's scale.
+    diameter : float or None
+        The cell diameter in input pixels that was used: the one given, or the estimate;
+        ``None`` when the model stores no training diameter and none was given, or when the
+        estimate found too few cells.
+    scale : float
+        The factor the image was rescaled by before prediction (1.0 when it was not).
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    diameter: float | None
+    scale: float = 1.0
+
+
+# -------------------------------------------------------------------------------------
+# rescaling
+
+
+def _check_scaled_size(spatial: tuple[int, int], factor: float, diameter: float | None) -> None:
+    rows, cols = scaled_shape(spatial, factor)
+    if rows * cols > MAX_RESCALED_PIXELS:
+        raise ValueError(
+            f"a cell diameter of {diameter:g} px would enlarge the image {factor:.3g}-fold to "
+            f"{rows} x {cols} pixels per plane, more than can be processed; check the diameter"
+        )
+
+
+def _resize_planes(planes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize the spatial axes of (P, C, Y, X) to ``shape`` (bilinear, anti-aliased when
+    shrinking); float32."""
+    from skimage.transform import resize
+
+    out = np.empty((*planes.shape[:2], *shape), np.float32)
+    shrink = shape[0] < planes.shape[2] or shape[1] < planes.shape[3]
+    for p in range(planes.shape[0]):
+        for c in range(planes.shape[1]):
+            out[p, c] = resize(
+                planes[p, c].astype(np.float32, copy=False),
+                shape,
+                order=1,
+                mode="reflect",
+                anti_aliasing=shrink,
+                preserve_range=True,
+            )
+    return out
+
+
+def _resize_probabilities(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize (P, K, y, x) probabilities to (P, K, *shape), keeping them summing to 1."""
+    from skimage.transform import resize
+
+    if prob.shape[2:] == tuple(shape):
+        return prob.astype(np.float32, copy=False)
+    shrink = shape[0] < prob.shape[2] or shape[1] < prob.shape[3]
+    out = np.empty((*prob.shape[:2], *shape), np.float32)
+    for p in range(prob.shape[0]):
+        for k in range(prob.shape[1]):
+            out[p, k] = resize(
+                prob[p, k].astype(np.float32, copy=False),
+                shape,
+                order=1,
+                mode="edge",
+                anti_aliasing=shrink,
+                preserve_range=True,
+            )
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+# -------------------------------------------------------------------------------------
+# segmentation
+
+
+@dataclass(eq=False)
+class _Passes:
+    """The prediction passes of one segmentation: the network, its settings, and what a pass
+    teaches the next (a tile size reduced after running out of memory is kept)."""
+
+    net: UNet
+    normalization: dict | None
+    device: Any
+    amp: bool
+    tile_size: int | None
+    tta: bool = False
+
+    def run(
+        self,
+        planes: np.ndarray,
+        *,
+        factor: float,
+        offset: int = 0,
+        extra_total: float = 0.0,
+        plane_events: bool = True,
+    ) -> Generator[Any, None, tuple[np.ndarray, int]]:
+        """Predict (P, C, Y, X) ``planes`` rescaled by ``factor``.
+
+        ``TileDone`` events are counted for the whole job: ``offset`` tiles are done before
+        this pass, and ``extra_total`` times this pass's tiles are still to come after it.
+        Returns the (P, K, Y, X) float32 probabilities at the input's scale and the number of
+        tiles this pass took.
+        """
+        from napari_unet.engine.tiling import iter_predict
+
+        spatial = planes.shape[2:]
+        work = planes if factor == 1.0 else _resize_planes(planes, scaled_shape(spatial, factor))
+        tiles = 0
+
+        def recount(event: Any) -> Any:
+            nonlocal tiles
+            match event:
+                case TileDone():
+                    tiles = event.total
+                    more = max(1, round(event.total * extra_total)) if extra_total else 0
+                    return TileDone(
+                        done=offset + event.done,
+                        total=offset + event.total + more,
+                        plane=event.plane,
+                        n_planes=event.n_planes,
+                    )
+                case PlaneDone():
+                    return event if plane_events else None
+                case TileSizeReduced():
+                    self.tile_size = event.new
+            return event
+
+        gen = iter_predict(
+            self.net,
+            work,
+            channel_axis=1,
+            stack=True,
+            tile_size=self.tile_size,
+            device=self.device,
+            amp=self.amp,
+            out_dtype=np.float32,
+            normalization=self.normalization,
+            tta=self.tta,
+        )
+        prob = yield from relay(gen, recount)
+        return _resize_probabilities(np.asarray(prob), spatial), tiles
+
+
+def _min_size_for(min_size: int | None, diameter: float | None) -> int | None:
+    """The minimum object area: the caller's, else a fraction of a cell of ``diameter`` px.
+
+    ``MIN_AREA_OF_CELL`` (10 %) of the disc of the given or estimated diameter; the smallest
+    1 % of the nuclei of a HeLa test frame have about a third of the median area (226 vs 628
+    px), so this removes noise specks and debris, not cells. ``None`` when neither is known (the
+    label step then adapts to the objects' median area).
+    """
+    if min_size is not None or diameter is None:
+        return min_size
+    from napari_unet.engine.instances import DEFAULT_MIN_SIZE
+
+    return max(DEFAULT_MIN_SIZE, math.ceil(MIN_AREA_OF_CELL * math.pi / 4.0 * diameter**2))
+
+
+def _label(prob: np.ndarray, *, threshold: float, min_size: int | None, stack: bool) -> np.ndarray:
+    from napari_unet.engine.instances import as_label_dtype, instances_from_probabilities
+
+    labels = instances_from_probabilities(
+        prob if stack else prob[0], threshold=threshold, min_size=min_size
+    )
+    return as_label_dtype(labels)
+
+
+def iter_segment(
+    image: np.ndarray,
+    model: Any = None,
+    *,
+    channel_axis: int | None = None,
+    stack: bool = False,
+    diameter: float | None = None,
+    device: Any = "auto",
+    threshold: float = 0.5,
+    min_size: int | None = None,
+    tile_size: int | None = None,
+    amp: bool = True,
+    tta: bool = False,
+) -> Generator[Any, None, SegmentResult]:
+    """Segment cells, yielding progress events; return a :class:`SegmentResult`.
+
+    Parameters
+    ----------
+    image : array
+        (Y, X); (Y, X, C) or (C, Y, X) with ``channel_axis``; (P, Y, X) or (P, Y, X, C) with
+        ``stack=True``. Any real dtype (uint8, uint16, float, ...); normalised like the model's
+        training data (percentiles stored in the model file).
+    model : None, "default", path, UNet or (UNet, Checkpoint)
+        See :func:`load_model`. ``None`` is the bundled model.
+    channel_axis : int or None
+        The channel axis of a multichannel image; ``None`` for grayscale.
+    stack : bool
+        The first axis is a stack of planes (Z slices or time points), segmented one by one.
+    diameter : float or None
+        The typical cell diameter in pixels of ``image``. The image is rescaled by
+        ``model_diameter / diameter`` (skipped within 5 %) and the result resized back. ``None``
+        estimates it from a first pass (see the module notes); ignored, with a warning, for a
+        model that stores no training diameter.
+    device : "auto", "cpu", "cuda", "mps" or torch.device
+    threshold : float in (0, 1)
+        Probability above which a pixel is a confident cell interior.
+    min_size : int or None
+        Objects with fewer pixels (in the input's scale) are removed; ``None``: 10 % of the
+        area of a cell of the given or estimated diameter, or, when no diameter is known,
+        adapted to the object sizes (see :func:`~napari_unet.engine.instances.resolve_min_size`).
+    tile_size : int or None
+        Side of the tiles in pixels (of the rescaled image); ``None`` chooses from the memory.
+    amp : bool
+        Mixed precision on CUDA.
+    tta : bool
+        Test-time augmentation: average the network's output over the flips and quarter turns
+        of every tile (8 times the network's work; gain and cost in
+        docs/benchmarks/accuracy.md).
+
+    Yields
+    ------
+    TileDone
+        Counted over the whole job, both passes of an automatic diameter included. While the
+        first pass runs the total assumes that a second full pass follows; when it is not
+        needed, a final ``TileDone(done=total, total=total)`` closes the count.
+    PlaneDone
+        For each plane of the final result (not for the first pass of an estimate).
+    TileSizeReduced
+        Re-yielded from the prediction; the smaller tile is kept for a second pass.
+
+    Returns
+    -------
+    SegmentResult
+
+    Raises
+    ------
+    ValueError
+        Before any work, for an image that does not fit (dimensions, channels, non-finite
+        values) or a diameter that is not a sensible number of pixels.
+    FileNotFoundError, CheckpointError
+        From :func:`load_model`.
+
+    Examples
+    --------
+    >>> gen = iter_segment(image, "model.pt", diameter=18)  # doctest: +SKIP
+    >>> result = drive(gen)  # doctest: +SKIP
+    """
+    net, checkpoint = load_model(model, device="cpu")
+    planes = as_planes(
+        image, in_channels=int(net.config.in_channels), channel_axis=channel_axis, stack=stack
+    )
+    if not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
+    if min_size is not None and (int(min_size) != min_size or min_size < 0):
+        raise ValueError(f"min_size must be a whole number of pixels >= 0, not {min_size}")
+    if tile_size is not None and (int(tile_size) != tile_size or tile_size < 1):
+        raise ValueError(f"tile_size must be a positive whole number of pixels, not {tile_size}")
+    spatial = (int(planes.shape[2]), int(planes.shape[3]))
+    trained = checkpoint.diameter
+    passes = _Passes(net, model_normalization(checkpoint), device, amp, tile_size, bool(tta))
+
+    def result(prob: np.ndarray, diameter: float | None, factor: float) -> SegmentResult:
+        min_area = _min_size_for(min_size, diameter)
+        labels = _label(prob, threshold=threshold, min_size=min_area, stack=stack)
+        return SegmentResult(labels, prob if stack else prob[0], diameter, factor)
+
+    if diameter is not None:
+        diameter = check_diameter(diameter, spatial)
+        if trained is None:
+            warnings.warn(
+                "the model stores no training diameter, so the image is not rescaled; "
+                f"diameter={diameter:g} is ignored",
+                stacklevel=2,
+            )
+        factor = rescale_factor(diameter, trained)
+        _check_scaled_size(spatial, factor, diameter)
+        prob, _ = yield from passes.run(planes, factor=factor)
+        return result(prob, diameter, factor)
+
+    if trained is None:
+        prob, _ = yield from passes.run(planes, factor=1.0)
+        return result(prob, None, 1.0)
+
+    # automatic diameter: a first pass on a sample at the native scale, counted as if a second
+    # full pass followed
+    sample, whole = _estimation_sample(planes)
+    ratio = planes.shape[0] * spatial[0] * spatial[1] / (sample.shape[2] * sample.shape[3])
+    sample_prob, done_first = yield from passes.run(
+        sample, factor=1.0, extra_total=ratio, plane_events=False
+    )
+    sample_labels = _label(sample_prob, threshold=threshold, min_size=None, stack=False)
+    estimate = estimate_diameter(sample_labels, weighting="area")
+    first_total = done_first + max(1, round(done_first * ratio))
+    still = TileDone(done=done_first, total=first_total)
+    estimate, last = yield from _refine_estimate(
+        passes, sample, estimate, trained, threshold=threshold, progress=still
+    )
+    factor = 1.0
+    if estimate is not None and abs(estimate / trained - 1.0) > AUTO_DIAMETER_TOLERANCE:
+        factor = rescale_factor(estimate, trained)
+        try:
+            _check_scaled_size(spatial, factor, estimate)
+        except ValueError:
+            warnings.warn(
+                f"the estimated cell diameter ({estimate:.3g} px) would need an unreasonable "
+                "rescaling; segmenting at the native scale instead",
+                stacklevel=2,
+            )
+            factor = 1.0
+    if whole and last is not None and abs(last[0] / factor - 1.0) < RESCALE_TOLERANCE:
+        # the last refinement already segmented the whole image at (about) this scale
+        yield TileDone(done=first_total, total=first_total)
+        yield PlaneDone(plane=0, n_planes=1)
+        return result(last[1], estimate, last[0])
+    if whole and factor == 1.0:
+        yield TileDone(done=done_first, total=done_first)
+        yield PlaneDone(plane=0, n_planes=1)
+        return result(sample_prob, estimate, factor)
+    prob, _ = yield from passes.run(planes, factor=factor, offset=done_first)
+    return result(prob, estimate, factor)
+
+
+def _refine_estimate(passes, sample, estimate, trained, *, threshold, progress):
+    """Measure the cell diameter of ``sample`` again at the scale the last estimate asks for.
+
+    A network measures cells best near its training size; at the native scale cells far from it
+    come out fragmented or merged, and the first estimate is off. Each refinement rescales the
+    sample by ``trained / estimate`` and measures again (in input pixels), at most
+    :data:`ESTIMATE_REFINEMENTS` times, stopping when an estimate needs no rescaling or two
+    agree within :data:`ESTIMATE_AGREEMENT`. Yields ``progress`` (the job's count does not move)
+    in place of the pass's tile events, so that the pass can be cancelled.
+
+    Returns the estimate and ``(factor, probabilities)`` of the last refinement pass, or None.
+    """
+
+    def hold(event: Any) -> Any:
+        match event:
+            case TileDone():
+                return progress
+            case PlaneDone():
+                return None
+        return event
+
+    last = None
+    for _ in range(ESTIMATE_REFINEMENTS):
+        if estimate is None or abs(trained / estimate - 1.0) <= AUTO_DIAMETER_TOLERANCE:
+            break
+        factor = rescale_factor(estimate, trained)
+        try:
+            _check_scaled_size(sample.shape[2:], factor, estimate)
+        except ValueError:
+            break
+        prob, _ = yield from relay(passes.run(sample, factor=factor, plane_events=False), hold)
+        last = (factor, prob)
+        refined = estimate_diameter(
+            _label(prob, threshold=threshold, min_size=None, stack=False), weighting="area"
+        )
+        if refined is None:
+            break
+        agree = abs(refined / estimate - 1.0) < ESTIMATE_AGREEMENT
+        estimate = refined
+        if agree:
+            break
+    return estimate, last
+
+
+def _estimation_sample(planes: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The (1, C, y, x) part of (P, C, Y, X) looked at by the first pass, and whether it is all."""
+    n, _, rows, cols = planes.shape
+    plane = planes[n // 2 : n // 2 + 1]
+    r0 = max(0, (rows - ESTIMATE_CROP) // 2)
+    c0 = max(0, (cols - ESTIMATE_CROP) // 2)
+    sample = plane[..., r0 : r0 + ESTIMATE_CROP, c0 : c0 + ESTIMATE_CROP]
+    return sample, sample.shape == planes.shape
+
+
+def segment(image: np.ndarray, model: Any = None, **kwargs: Any) -> np.ndarray:
+    """Segment cells in ``image`` and return the instance labels.
+
+    :func:`iter_segment` without the events; every keyword is passed on to it.
+
+    Returns
+    -------
+    (Y, X) or (P, Y, X) uint16 (or uint32) instance labels, 0 background.
+
+    Examples
+    --------
+    >>> from napari_unet.engine.segment import segment
+    >>> labels = segment(image, "my_model.pt", diameter=20)  # doctest: +SKIP
+    """
+    return drive(iter_segment(image, model, **kwargs)).labels

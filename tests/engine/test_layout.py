@@ -1,0 +1,66 @@
+"""The input layout: every accepted layout becomes (P, C, Y, X); the rest is refused in one
+sentence, the same for prediction, segmentation and training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet.engine.layout import as_planes, check_shape
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "planes"),
+    [
+        ((6, 7), {}, (1, 1, 6, 7)),
+        ((6, 7, 3), {"channel_axis": -1, "in_channels": 3}, (1, 3, 6, 7)),
+        ((3, 6, 7), {"channel_axis": 0, "in_channels": 3}, (1, 3, 6, 7)),
+        ((4, 6, 7), {"stack": True}, (4, 1, 6, 7)),
+        ((4, 6, 7, 2), {"stack": True, "channel_axis": -1, "in_channels": 2}, (4, 2, 6, 7)),
+        ((4, 2, 6, 7), {"stack": True, "channel_axis": 1, "in_channels": 2}, (4, 2, 6, 7)),
+    ],
+)
+def test_every_layout_becomes_planes_of_channels(shape, kwargs, planes):
+    image = np.arange(np.prod(shape), dtype=np.uint16).reshape(shape)
+    kwargs = {"in_channels": 1, **kwargs}
+    out = as_planes(image, **kwargs)
+    assert out.shape == planes and out.dtype == np.uint16
+    assert np.shares_memory(out, image)  # a view, no copy
+    # channel c of plane p is the image's channel c of plane p
+    axis = kwargs.get("channel_axis")
+    expected = image if axis is None else np.moveaxis(image, axis, -3)
+    np.testing.assert_array_equal(out.reshape(-1), np.ascontiguousarray(
+        expected.reshape(planes)).reshape(-1))
+
+
+@pytest.mark.parametrize(
+    ("image", "kwargs", "message"),
+    [
+        (np.zeros((2, 40, 40)), {}, "channel_axis=... for channels or stack=True"),
+        (np.zeros((40, 40, 3)), {"channel_axis": -1}, "expects 1 channel but the image has 3"),
+        (np.zeros((40, 40)), {"in_channels": 3}, "expects 3 channels but the image has 1; pass"),
+        (np.zeros((40, 40)), {"stack": True}, r"\(P, Y, X\) was expected"),
+        (np.zeros((40, 40, 3)), {"channel_axis": 5}, "out of range"),
+        (np.zeros((2, 40, 40)), {"channel_axis": 0, "stack": True}, r"\(P, Y, X, C\)"),
+        (np.zeros((2, 40, 40, 1)), {"channel_axis": 0, "stack": True}, "plane axis"),
+        (np.full((40, 40), np.nan), {}, "NaN or infinite"),
+        (np.zeros((40, 40), complex), {}, "real-valued"),
+        (np.array([["a", "b"], ["c", "d"]]), {}, "real-valued"),
+        (np.zeros((0, 40)), {}, "empty"),
+        (np.ones((1, 9)), {}, "too small: 1x9"),
+    ],
+)
+def test_what_does_not_fit_is_refused_in_one_sentence(image, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        as_planes(image, **{"in_channels": 1, **kwargs})
+
+
+def test_values_are_only_read_when_asked():
+    image = np.full((8, 8), np.inf)
+    assert as_planes(image, in_channels=1, check_values=False).shape == (1, 1, 8, 8)
+
+
+def test_check_shape_reads_no_pixels():
+    check_shape((5, 4000, 4000), in_channels=1, stack=True)
+    with pytest.raises(ValueError, match="expects 3 channels"):
+        check_shape((64, 64), in_channels=3)
