@@ -286,9 +286,45 @@ def main(argv: list[str] | None = None) -> list[dict]:
     summary = summarise(rows)
     for line in summary:
         print(line)
+    robustness = scale_robustness(
+        {"new": new, "v1": v1}, [k for k in SCALE_SETS if k in args.sets], args.cache
+    )
+    for line in robustness:
+        print(line)
     if not args.no_write:
-        write_report(args, rows, summary, machine_before)
+        write_report(args, rows, summary + ["", *SCALE_INTRO, "", *robustness], machine_before)
     return rows
+
+
+#: Sets and factors of the scale-robustness table: the diameter handed to the model is the
+#: reference's divided by the factor, so the cells reach the network at ``factor`` times its
+#: training size.
+SCALE_SETS = ("hela", "bbbc007", "synthetic")
+SCALE_FACTORS = (0.67, 0.8, 1.0, 1.25, 1.5)
+SCALE_INTRO = [
+    "## Scale robustness",
+    "",
+    "AP@0.5 when the cells reach the network at a factor of its training size (the diameter "
+    "handed to it is the reference's divided by the factor). The generalist was trained over "
+    "0.67-1.5x.",
+]
+
+
+def scale_robustness(models: dict, keys: list[str], cache) -> list[str]:
+    """Markdown lines of the scale-robustness table."""
+    header = "| set | model | " + " | ".join(f"{f:g}x" for f in SCALE_FACTORS) + " |"
+    lines = [header, "|---|---|" + "---|" * len(SCALE_FACTORS)]
+    for key in keys:
+        ds = load(key, cache=cache)
+        planes = [s for s in ds.splits["test"] if s.labels.max() > 0]
+        d_true = ds.diameter("test")
+        for name, model in models.items():
+            aps = [
+                score_method(_unet(model), planes, d_true / f, estimate=False)["ap@0.5"]
+                for f in SCALE_FACTORS
+            ]
+            lines.append(f"| {key} | {name} | " + " | ".join(f"{a:.3f}" for a in aps) + " |")
+    return lines
 
 
 def summarise(rows: list[dict]) -> list[str]:
