@@ -17,12 +17,12 @@ from napari_unet.engine.device import DEVICE_CHOICES
 
 def run(args: argparse.Namespace) -> int:
     """``napari-unet predict``: segment a TIFF, or every TIFF of a folder."""
-    from napari_unet.engine.layout import check_shape
-    from napari_unet.engine.models import load_model
-    from napari_unet.engine.segment import iter_segment
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.events import TileDone, TileSizeReduced, drive
     from napari_unet.engine.io import infer_layout, list_images, probe_tiff, read_tiff, write_tiff
+    from napari_unet.engine.layout import check_shape
+    from napari_unet.engine.models import load_model
+    from napari_unet.engine.segment import iter_segment
 
     source = Path(args.input).expanduser()
     output = Path(args.output).expanduser()

@@ -14,8 +14,8 @@ SAMPLES = ("nuclei",)
 
 def run(args: argparse.Namespace) -> int:
     """``napari-unet sample``: write a sample image and its ground truth."""
-    from napari_unet.engine.samples import nuclei_sample_arrays
     from napari_unet.engine.io import write_labels, write_tiff
+    from napari_unet.engine.samples import nuclei_sample_arrays
 
     folder = Path(args.output_dir).expanduser()
     if folder.exists() and not folder.is_dir():

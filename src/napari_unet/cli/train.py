@@ -80,10 +80,10 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
 
 def run(args: argparse.Namespace) -> int:
     """``napari-unet train``: train or fine-tune a model on images and label images."""
-    from napari_unet.engine.models import load_model
-    from napari_unet.engine.diameter import match_training_diameter
     from napari_unet.engine.device import resolve_device
+    from napari_unet.engine.diameter import match_training_diameter
     from napari_unet.engine.events import CheckpointSaved, StepDone, ValidationDone, drive
+    from napari_unet.engine.models import load_model
 
     out = Path(args.out).expanduser()
     check_new_outputs([out], overwrite=args.overwrite)
