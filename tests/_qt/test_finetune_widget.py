@@ -278,7 +278,7 @@ def test_a_channel_first_image_trains_on_all_its_channels(
     plane, whichever channel the viewer shows, and a 2-channel model fine-tunes and previews."""
     import torch
 
-    from napari_unet._qt.segment_widget import LEADING_CHANNELS
+    from napari_unet._qt._controls import LEADING_CHANNELS
     from napari_unet.engine.model import UNet, UNetConfig
 
     viewer = viewer_with_image

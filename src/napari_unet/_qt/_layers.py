@@ -310,6 +310,52 @@ def side_by_side_geometry(layer: Any, gap: float = 16.0) -> dict[str, Any]:
     return {"scale": scale, "translate": tuple(translate)}
 
 
+# -- results -----------------------------------------------------------------------------------
+#: the class whose probability is shown as the probability map (1 = cell interior)
+CELL_CLASS = 1
+
+
+def show_segmentation(
+    viewer: Any,
+    image_layer: Any,
+    layout: Layout,
+    result: Any,
+    *,
+    name: str | None = None,
+    key_prefix: str = "segment",
+    probabilities: bool = False,
+) -> Any:
+    """Put a ``SegmentResult`` into plugin-owned layers over ``image_layer``; return the labels
+    layer. Shared by the Segment panel and the Fine-tune preview."""
+    geometry = spatial_geometry(image_layer, layout)
+    base = name or image_layer.name
+    labels_layer = put_layer(
+        viewer,
+        layout.from_engine(result.labels),
+        kind="labels",
+        name=f"{base} labels",
+        key=f"{key_prefix}:labels:{image_layer.name}",
+        role=key_prefix,
+        geometry=geometry,
+    )
+    if probabilities:
+        prob = result.probabilities
+        cell = prob[:, CELL_CLASS] if layout.stack else prob[CELL_CLASS]
+        put_layer(
+            viewer,
+            layout.from_engine(cell),
+            kind="image",
+            name=f"{base} probabilities",
+            key=f"{key_prefix}:probabilities:{image_layer.name}",
+            role=key_prefix,
+            geometry=geometry,
+            colormap="magma",
+            blending="additive",
+            contrast_limits=(0.0, 1.0),
+        )
+    return labels_layer
+
+
 # -- annotations -------------------------------------------------------------------------------
 def plane_of(layer: Any, plane: tuple[int, ...]) -> Any:
     """The 2D (Y, X[, C]) plane ``plane`` of ``layer``'s data (a view where possible)."""

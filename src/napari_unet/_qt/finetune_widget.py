@@ -28,12 +28,6 @@ releases device memory when training ends).
 
 from __future__ import annotations
 
-import bisect
-import copy
-import logging
-import math
-import traceback
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,17 +35,32 @@ from typing import Any
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Label, SpinBox
-from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
-from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
-    QHBoxLayout,
     QMessageBox,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_unet._qt._controls import (
+    border_weight_controls,
+    button_row,
+    device_combo,
+    diameter_field,
+    image_combo,
+    leading_axis_applies,
+    leading_axis_combo,
+    leading_is_channels,
+)
+from napari_unet._qt._finetune_job import (
+    FineTuneRequest,
+    RunState,
+    WeightMapReady,
+    finetune_job,
+    preview_job,
+    snapshot_model,
+)
 from napari_unet._qt._layers import (
     Layout,
     current_image_plane,
@@ -60,35 +69,20 @@ from napari_unet._qt._layers import (
     plane_of,
     put_layer,
     regions_mask,
+    show_segmentation,
     show_weight_map,
     side_by_side_geometry,
 )
+from napari_unet._qt._loss_plot import LossPlot
 from napari_unet._qt._session import ModelEntry, session_for
-from napari_unet.engine.events import (
-    AugmentationSample,
-    ModelSnapshot,
-    StepDone,
-    ValidationDone,
-    relay,
+from napari_unet._qt._worker import Job, LatestOnly, call_once, run_shielded, start_job, tell_user
+from napari_unet.engine.events import AugmentationSample, ModelSnapshot, StepDone, ValidationDone
+from napari_unet.engine.train_config import (
+    DEFAULT_LR,
+    FINE_TUNE_FOREGROUND_FRACTION,
+    OPTIMIZERS,
+    TrainConfig,
 )
-from napari_unet._qt._worker import (
-    Job,
-    LatestOnly,
-    call_once,
-    run_shielded,
-    shield_runtime_error,
-    start_job,
-    tell_user,
-)
-from napari_unet._qt.segment_widget import (
-    DEVICES,
-    LEADING_CHANNELS,
-    leading_axis_applies,
-    leading_axis_combo,
-    show_segmentation,
-)
-
-logger = logging.getLogger(__name__)
 
 ROLE = "finetune"
 #: the live displays (plot, status, augmentation layers) are refreshed at most this often
@@ -101,358 +95,6 @@ SAMPLE_EVERY = 10
 #: a CPU copy of the weights is taken at least every this many steps (for the preview and as a
 #: fallback should training fail)
 SNAPSHOT_EVERY = 10
-#: the learning rate each optimiser preset starts with (mirrors the engine's presets)
-PRESET_LR = {"adam": 1e-3, "sgd": 1e-2}
-
-
-# -- worker-thread side ----------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class WeightMapReady:
-    """Event of the fine-tune job: the :class:`~napari_unet.engine.weights.WeightMap` of the
-    annotations, float32 (Y, X) parts at the labels' own scale."""
-
-    weight_map: Any
-
-
-@dataclass(eq=False)
-class FineTuneRequest:
-    """Everything one fine-tuning run needs, gathered on the GUI thread.
-
-    Attributes
-    ----------
-    entry : the model to start from (the session's current model).
-    image : the image plane, (Y, X) or (Y, X, C); may be lazy, it is read in the worker.
-    channel_axis : ``-1`` for an RGB(A) image, ``None`` for grayscale.
-    labels : (Y, X) integer copy of the painted cells (0 = not painted).
-    regions : (Y, X) bool, True inside the annotated regions, or ``None`` (all annotated).
-    config : the :class:`~napari_unet.engine.training.TrainConfig` to train with.
-    device : ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
-    diameter : the cells' diameter in image pixels, or ``None`` to measure the painted cells.
-    labels_name : the Labels layer's name (recorded in the model's metadata).
-    """
-
-    entry: ModelEntry
-    image: Any
-    channel_axis: int | None
-    labels: np.ndarray
-    regions: np.ndarray | None
-    config: Any
-    device: str
-    diameter: float | None
-    labels_name: str = ""
-
-
-@dataclass(eq=False)
-class RunState:
-    """What the training worker shares with the GUI thread for one run.
-
-    The worker fills it in; the GUI thread reads it in the job's ``on_done`` (after the worker
-    has finished) and, for the preview, reads ``net_config``/``normalization``/``extra``, which
-    are set before the first event is yielded.
-
-    Attributes
-    ----------
-    base_label : the label of the model training started from.
-    net_config : the network's ``UNetConfig``.
-    normalization, extra : the checkpoint metadata the fine-tuned model gets.
-    scale : how the plane was brought to the model's diameter
-        (:class:`~napari_unet.engine.diameter.TrainingScale`); its ``input_diameter`` is what
-        previews segment this image with, so that it is rescaled exactly as for training.
-    steps_done : the last completed step.
-    history : ``{"step", "loss", "lr", "seconds"}`` and ``{"step", "validation"}`` records.
-    snapshot : the newest ``ModelSnapshot`` (CPU weights).
-    final : ``(UNet, Checkpoint)`` on the CPU once the run is over and left a model, else ``None``.
-    final_step : the step ``final`` holds.
-    failed : whether the run ended with an error (``final`` then comes from ``snapshot``).
-    """
-
-    base_label: str
-    net_config: Any = None
-    normalization: dict | None = None
-    extra: dict = field(default_factory=dict)
-    scale: Any = None
-    steps_done: int = 0
-    history: list[dict] = field(default_factory=list)
-    snapshot: Any = None
-    final: tuple | None = None
-    final_step: int = 0
-    failed: bool = False
-    config: Any = None
-
-
-def _checkpoint_for(run: RunState, step: int) -> Any:
-    """The metadata of the model of ``step``."""
-    from napari_unet.engine.checkpoint import Checkpoint
-
-    training = {**run.config.to_dict(), "steps_done": step, "fine_tuned_from": run.base_label}
-    history = [h for h in run.history if h["step"] <= step]
-    return Checkpoint(
-        config=run.net_config,
-        normalization=dict(run.normalization or {}),
-        training=training,
-        history=history,
-        extra=dict(run.extra),
-        diameter=run.scale.diameter,
-    )
-
-
-def finetune_job(request: FineTuneRequest, run: RunState):
-    """Worker-thread generator: fine-tune a copy of the request's model on its painted cells.
-
-    Yields :class:`WeightMapReady` first, then the engine's training events. Whatever happens
-    (end, Stop, error) the run leaves the kept model in ``run.final`` (CPU): the trained network
-    after the end or a Stop (the last completed step), or the last snapshot after an error.
-    Returns the engine's ``TrainResult``; a ``RuntimeError`` (e.g. out of memory) comes out as a
-    :class:`JobRuntimeError`.
-    """
-    try:
-        return (yield from _finetune(request, run))
-    except RuntimeError as exc:
-        raise shield_runtime_error(exc) from exc
-
-
-def _finetune(request: FineTuneRequest, run: RunState):
-    """The body of :func:`finetune_job`."""
-    from napari_unet.engine.models import load_model
-    from napari_unet.engine.diameter import match_training_diameter
-    from napari_unet.engine.training import iter_train
-    from napari_unet.engine.weights import training_targets
-
-    base, checkpoint = load_model(request.entry.resolve(), device="cpu")
-    net = copy.deepcopy(base)  # never train the session's model object in place
-    del base
-    labels = np.asarray(request.labels)
-    regions = request.regions
-    config = request.config
-    run.config = config
-    run.net_config = net.config
-    run.normalization = dict(checkpoint.normalization) if checkpoint.normalization else None
-
-    _, _, shown = training_targets(
-        labels, regions, w0=config.w0, sigma=config.sigma, n_classes=int(net.config.n_classes)
-    )
-    yield WeightMapReady(shown)
-
-    (image,), (labels,), (regions,), scale = match_training_diameter(
-        [np.asarray(request.image)],
-        [labels],
-        [regions],
-        model_diameter=checkpoint.diameter,
-        diameter=request.diameter,
-    )
-    run.scale = scale
-    run.extra = {
-        **checkpoint.extra,
-        "fine_tuned_from": request.entry.label,
-        "fine_tuned_on": request.labels_name,
-    }
-
-    def record(event: Any) -> Any:
-        match event:
-            case StepDone():
-                run.steps_done = event.step
-                run.history.append(
-                    {
-                        "step": event.step,
-                        "loss": event.loss,
-                        "lr": event.lr,
-                        "seconds": event.seconds,
-                    }
-                )
-            case ValidationDone():
-                run.history.append({"step": event.step, "validation": dict(event.metrics)})
-            case ModelSnapshot():
-                run.snapshot = event
-        return event
-
-    gen = iter_train(
-        net,
-        image,
-        labels,
-        regions=regions,
-        channel_axis=request.channel_axis,
-        config=config,
-        device=request.device,
-        normalization=run.normalization,
-        extra=run.extra,
-        diameter=scale.diameter,
-    )
-    try:
-        # relay closes gen after Stop: the engine's cleanup runs (model to the CPU, memory freed)
-        return (yield from relay(gen, record))
-    except GeneratorExit:
-        raise
-    except BaseException as exc:
-        run.failed = True
-        # the traceback's frames hold the step's device tensors: drop them so that keeping
-        # the error (for the notification) keeps no device memory
-        traceback.clear_frames(exc.__traceback__)
-        raise
-    finally:
-        _keep_model(run, net)
-
-
-def _keep_model(run: RunState, net: Any) -> None:
-    """Put the model this run leaves into ``run.final`` (see :func:`finetune_job`)."""
-    try:
-        if not run.failed and run.steps_done > 0:
-            net.to("cpu").eval()
-            run.final, run.final_step = (net, _checkpoint_for(run, run.steps_done)), run.steps_done
-        elif run.failed and run.snapshot is not None:
-            kept = snapshot_model(run, run.snapshot)
-            run.final, run.final_step = kept, run.snapshot.step
-    except Exception:  # never hide the run's own outcome behind a packaging problem
-        logger.exception("could not keep the fine-tuned model")
-
-
-def snapshot_model(run: RunState, snapshot: Any) -> tuple[Any, Any]:
-    """A new CPU ``(UNet, Checkpoint)`` built from a ``ModelSnapshot`` of ``run``."""
-    from napari_unet.engine.model import UNet
-
-    net = UNet(run.net_config)
-    net.load_state_dict(snapshot.state_dict)
-    net.eval()
-    return net, _checkpoint_for(run, snapshot.step)
-
-
-def preview_job(image: Any, channel_axis: int | None, model: Any, *, diameter, device) -> Any:
-    """Worker thread: segment one (Y, X[, C]) plane with ``model`` (a zero-argument callable
-    returning what ``load_model`` accepts); returns the ``SegmentResult``. A shared network is
-    copied first, so a preview never moves the session's model to a device."""
-    import torch
-
-    from napari_unet.engine.models import load_model
-    from napari_unet.engine.segment import iter_segment
-    from napari_unet.engine.events import drive
-
-    source = model()
-    if isinstance(source, (tuple, torch.nn.Module)):
-        net, checkpoint = load_model(source)
-        source = (copy.deepcopy(net), checkpoint)
-    return drive(
-        iter_segment(
-            np.asarray(image),
-            source,
-            channel_axis=channel_axis,
-            diameter=diameter,
-            device=device,
-        )
-    )
-
-
-# -- the loss plot -----------------------------------------------------------------------------
-class LossPlot(QWidget):
-    """Training loss per step (grey), its running average (blue) and validation losses (orange
-    dots), drawn with QPainter. Adding points only stores them; the owner repaints
-    (``update()``) on a timer, so a fast training loop cannot flood the GUI.
-
-    Points may arrive out of order (napari's progress bar processes pending events while it
-    updates, so one event's handler can run inside another's); they are kept sorted by step.
-
-    Attributes
-    ----------
-    steps, losses : the training steps (sorted) and their losses (weighted cross-entropy,
-        unitless).
-    val_steps, val_losses : the steps validation ran after (sorted), and its loss.
-    total : the number of steps the run will take (the x axis' length).
-    dirty : whether points were added since the last paint.
-    """
-
-    #: weight of the previous value in the running average
-    SMOOTHING = 0.9
-    #: at most this many points are drawn per curve
-    MAX_POINTS = 1000
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.steps: list[int] = []
-        self.losses: list[float] = []
-        self.val_steps: list[int] = []
-        self.val_losses: list[float] = []
-        self.total = 0
-        self.dirty = False
-        self.setFixedHeight(140)
-        self.setToolTip("Loss per step (grey), its running average (blue), validation (orange).")
-
-    def clear(self, total: int) -> None:
-        """Forget every point; the next run takes ``total`` steps."""
-        for values in (self.steps, self.losses, self.val_steps, self.val_losses):
-            values.clear()
-        self.total = int(total)
-        self.dirty = True
-
-    @staticmethod
-    def _insert(steps: list[int], values: list[float], step: int, value: float) -> None:
-        at = bisect.bisect_right(steps, step)
-        steps.insert(at, int(step))
-        values.insert(at, float(value))
-
-    def add_loss(self, step: int, loss: float) -> None:
-        """Store the training loss of ``step``."""
-        if math.isfinite(loss):
-            self._insert(self.steps, self.losses, step, loss)
-            self.dirty = True
-
-    def add_validation(self, step: int, loss: float) -> None:
-        """Store the validation loss measured after ``step``."""
-        if math.isfinite(loss):
-            self._insert(self.val_steps, self.val_losses, step, loss)
-            self.dirty = True
-
-    def smoothed(self) -> np.ndarray:
-        """The running average of the losses (float64, one per stored step)."""
-        out = np.empty(len(self.losses))
-        average = self.losses[0] if self.losses else 0.0
-        for i, value in enumerate(self.losses):
-            average = self.SMOOTHING * average + (1 - self.SMOOTHING) * value
-            out[i] = average
-        return out
-
-    def paintEvent(self, _event: Any) -> None:
-        self.dirty = False
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        text = self.palette().windowText().color()
-        area = QRectF(self.rect()).adjusted(40, 8, -8, -20)
-        painter.setPen(QPen(text, 1))
-        painter.drawRect(area)
-        if not self.losses:
-            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "loss per step")
-            painter.end()
-            return
-        steps = np.asarray(self.steps, dtype=float)
-        losses = np.asarray(self.losses)
-        smoothed = self.smoothed()
-        x_max = max(self.total, int(steps[-1]), 2)
-        # a robust top, so that one spike does not flatten the curve
-        tops = [float(np.percentile(losses, 98)), float(smoothed.max()), *self.val_losses]
-        y_max = max(max(tops) * 1.1, 1e-6)
-
-        def points(xs: np.ndarray, ys: np.ndarray) -> list[QPointF]:
-            px = area.left() + area.width() * (xs - 1) / max(x_max - 1, 1)
-            py = area.bottom() - area.height() * np.minimum(ys, y_max) / y_max
-            return [QPointF(float(x), float(y)) for x, y in zip(px, py, strict=True)]
-
-        stride = max(1, len(steps) // self.MAX_POINTS)
-        painter.setClipRect(area)
-        painter.setPen(QPen(QColor(150, 150, 150), 1))
-        painter.drawPolyline(QPolygonF(points(steps[::stride], losses[::stride])))
-        painter.setPen(QPen(QColor(60, 140, 230), 2))
-        painter.drawPolyline(QPolygonF(points(steps[::stride], smoothed[::stride])))
-        painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(QColor(240, 150, 40))
-        val = points(np.asarray(self.val_steps, dtype=float), np.asarray(self.val_losses))
-        for point in val:
-            painter.drawEllipse(point, 3.5, 3.5)
-        painter.setClipping(False)
-        painter.setPen(QPen(text, 1))
-        painter.drawText(QPointF(2, area.top() + 10), f"{y_max:.2g}")
-        painter.drawText(QPointF(2, area.bottom()), "0")
-        painter.drawText(QPointF(area.left(), area.bottom() + 15), "1")
-        label = f"step {x_max}"
-        width = painter.fontMetrics().horizontalAdvance(label)
-        painter.drawText(QPointF(area.right() - width, area.bottom() + 15), label)
-        painter.end()
 
 
 # -- the widget ------------------------------------------------------------------------------
@@ -493,12 +135,8 @@ class FineTuneWidget(QWidget):
         self._labels_layer: Any = None
         self._preview_diameter: float | None = None
 
-        self.image = layer_combo(
-            napari_viewer,
-            napari.layers.Image,
-            label="image",
-            exclude_plugin_layers=True,
-            tooltip="The image the cells were painted on (its current plane is used).",
+        self.image = image_combo(
+            napari_viewer, "The image the cells were painted on (its current plane is used)."
         )
         self.leading = leading_axis_combo()
         self.labels = layer_combo(
@@ -526,46 +164,31 @@ class FineTuneWidget(QWidget):
             max=100_000,
             tooltip="Training steps. Stop ends training early and keeps the model of that step.",
         )
+        defaults = TrainConfig()
         self.optimizer = ComboBox(
             label="optimiser",
-            choices=list(PRESET_LR),
-            value="adam",
+            choices=list(OPTIMIZERS),
+            value=defaults.optimizer,
             tooltip="adam: quick fine-tuning; sgd: the paper's preset (momentum 0.99).",
         )
-        self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
-        self.lr.native.setDecimals(6)
-        self.w0 = FloatSpinBox(
-            label="border weight w0",
-            value=10.0,
-            min=0.0,
-            max=100.0,
-            step=1.0,
-            tooltip="Extra weight on the gaps between touching cells (eq. 2 of the paper).",
+        self.lr = FloatSpinBox(
+            label="learning rate", value=defaults.learning_rate, min=1e-6, max=1.0, step=1e-4
         )
-        self.sigma = FloatSpinBox(
-            label="border width σ (px)",
-            value=5.0,
-            min=0.5,
-            max=100.0,
-            step=0.5,
-            tooltip="How far from the gaps between cells the border weight reaches, in pixels.",
+        self.lr.native.setDecimals(6)
+        self.w0, self.sigma = border_weight_controls(
+            sliders=False, w0_label="border weight w0", sigma_label="border width σ (px)"
         )
         self.augment = FloatSlider(
             label="augmentation strength",
-            value=1.0,
+            value=defaults.augment_strength,
             min=0.0,
             max=2.0,
             step=0.1,
             tooltip="Scales the elastic deformation, rotations, scaling and gray values; 0 = off.",
         )
-        self.diameter = FloatSpinBox(
-            label="cell diameter (px)",
-            value=0.0,
-            min=0.0,
-            max=2000.0,
-            step=1.0,
-            tooltip="Typical cell diameter in pixels; 0 measures the painted cells. The image is "
-            "rescaled to the size the model was trained at.",
+        self.diameter = diameter_field(
+            "Typical cell diameter in pixels; 0 measures the painted cells. The image is "
+            "rescaled to the size the model was trained at."
         )
         self.tile_size = SpinBox(
             label="tile size (px)",
@@ -574,7 +197,7 @@ class FineTuneWidget(QWidget):
             max=4096,
             tooltip="Side of the network's output tile per step; 0 chooses for the device.",
         )
-        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self.device = device_combo()
         self.preview_every = SpinBox(
             label="preview every (steps)",
             value=50,
@@ -607,22 +230,16 @@ class FineTuneWidget(QWidget):
             ]
         )
 
-        self.start_button = QPushButton("Start")
-        self.start_button.setToolTip("Fine-tune the current model on the painted cells.")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after the current step and keep that model.")
+        row1, (self.start_button, self.stop_button) = button_row(
+            ("Start", "Fine-tune the current model on the painted cells."),
+            ("Stop", "Stop after the current step and keep that model."),
+        )
+        row2, (self.preview_button, self.save_button) = button_row(
+            ("Refresh preview", "Segment the current plane with the newest weights."),
+            ("Save model…", "Write the fine-tuned model to a file (.pt)."),
+        )
         self.stop_button.setEnabled(False)
-        self.preview_button = QPushButton("Refresh preview")
-        self.preview_button.setToolTip("Segment the current plane with the newest weights.")
-        self.save_button = QPushButton("Save model…")
-        self.save_button.setToolTip("Write the fine-tuned model to a file (.pt).")
         self.save_button.setEnabled(False)
-        row1 = QHBoxLayout()
-        row1.addWidget(self.start_button)
-        row1.addWidget(self.stop_button)
-        row2 = QHBoxLayout()
-        row2.addWidget(self.preview_button)
-        row2.addWidget(self.save_button)
         self.plot = LossPlot()
 
         layout = QVBoxLayout(self)
@@ -658,15 +275,16 @@ class FineTuneWidget(QWidget):
         self.session.changed.disconnect(self._session_changed)
 
     def _optimizer_changed(self, value: str) -> None:
-        self.lr.value = PRESET_LR[value]
+        self.lr.value = DEFAULT_LR[value]
 
     def _update_leading(self, *_: Any) -> None:
         self.leading.visible = leading_axis_applies(self.image.value)
 
     def image_plane(self, layer: Any) -> tuple[Any, int | None]:
         """The plane of ``layer`` the viewer shows, ``(Y, X[, C])``, and its channel axis."""
-        channels = leading_axis_applies(layer) and self.leading.value == LEADING_CHANNELS
-        return current_image_plane(self.viewer, layer, leading_is_channels=channels)
+        return current_image_plane(
+            self.viewer, layer, leading_is_channels=leading_is_channels(self.leading, layer)
+        )
 
     # -- gathering the data --------------------------------------------------------------------
     def training_request(self) -> FineTuneRequest:
@@ -675,8 +293,6 @@ class FineTuneWidget(QWidget):
         Raises ``ValueError`` with a sentence for the user when something is missing or does
         not fit (no layer, no painted cell on this plane, different shapes, no region drawn).
         """
-        from napari_unet.engine.training import FINE_TUNE_FOREGROUND_FRACTION, TrainConfig
-
         image_layer, labels_layer = self.image.value, self.labels.value
         if image_layer is None:
             raise ValueError("add or choose an image layer first")

@@ -19,30 +19,31 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSlider,
-    FloatSpinBox,
     Label,
     SpinBox,
 )
-from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
+from napari_unet._qt._controls import (
+    button_row,
+    device_combo,
+    diameter_field,
+    image_combo,
+    leading_axis_applies,
+    leading_axis_combo,
+    leading_is_channels,
+)
 from napari_unet._qt._layers import (
     Layout,
     layer_array,
-    layer_combo,
     plan_layout,
-    put_layer,
-    spatial_geometry,
+    show_segmentation,
 )
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import TileSizeReduced
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
 MODEL_FILE = "model file…"
-LEADING_PLANES = "planes (Z / time)"
-LEADING_CHANNELS = "channels"
-#: the class whose probability is shown as the probability map (1 = cell interior)
-CELL_CLASS = 1
 
 
 def segment_job(data: Any, layout: Layout, entry: ModelEntry, **options: Any):
@@ -63,62 +64,6 @@ def segment_job(data: Any, layout: Layout, entry: ModelEntry, **options: Any):
             image, entry.resolve(), channel_axis=channel_axis, stack=layout.stack, **options
         )
     )
-
-
-def show_segmentation(
-    viewer: Any,
-    image_layer: Any,
-    layout: Layout,
-    result: Any,
-    *,
-    name: str | None = None,
-    key_prefix: str = "segment",
-    probabilities: bool = False,
-) -> Any:
-    """Put a ``SegmentResult`` into plugin-owned layers over ``image_layer``; return the labels
-    layer. Shared by the Segment widget and the Fine-tune preview."""
-    geometry = spatial_geometry(image_layer, layout)
-    base = name or image_layer.name
-    labels_layer = put_layer(
-        viewer,
-        layout.from_engine(result.labels),
-        kind="labels",
-        name=f"{base} labels",
-        key=f"{key_prefix}:labels:{image_layer.name}",
-        role=key_prefix,
-        geometry=geometry,
-    )
-    if probabilities:
-        prob = result.probabilities
-        cell = prob[:, CELL_CLASS] if layout.stack else prob[CELL_CLASS]
-        put_layer(
-            viewer,
-            layout.from_engine(cell),
-            kind="image",
-            name=f"{base} probabilities",
-            key=f"{key_prefix}:probabilities:{image_layer.name}",
-            role=key_prefix,
-            geometry=geometry,
-            colormap="magma",
-            blending="additive",
-            contrast_limits=(0.0, 1.0),
-        )
-    return labels_layer
-
-
-def leading_axis_combo() -> ComboBox:
-    """The "first axis" choice for a grayscale layer with 3 or more axes: planes or channels."""
-    return ComboBox(
-        label="first axis",
-        choices=[LEADING_PLANES, LEADING_CHANNELS],
-        value=LEADING_PLANES,
-        tooltip="For a 3D grayscale layer: is the first axis a stack of planes or channels?",
-    )
-
-
-def leading_axis_applies(layer: Any) -> bool:
-    """Whether the "first axis" choice means anything for ``layer`` (grayscale, 3+ axes)."""
-    return layer is not None and not getattr(layer, "rgb", False) and layer.ndim >= 3
 
 
 class SegmentWidget(QWidget):
@@ -143,27 +88,18 @@ class SegmentWidget(QWidget):
         self._started = 0.0
         self.leading_applies = False
 
-        self.image = layer_combo(
-            napari_viewer,
-            napari.layers.Image,
-            label="image",
-            exclude_plugin_layers=True,
-            tooltip="The image to segment: 2D, 2D with channels (RGB), or a Z / time stack.",
+        self.image = image_combo(
+            napari_viewer, "The image to segment: 2D, 2D with channels (RGB), or a Z / time stack."
         )
         self.leading = leading_axis_combo()
         self.model = ComboBox(label="model", choices=self._model_choices)
         self.model_file = FileEdit(
             label="model file", mode="r", filter="U-Net model (*.pt)", visible=False
         )
-        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
-        self.diameter = FloatSpinBox(
-            label="cell diameter (px)",
-            value=0.0,
-            min=0.0,
-            max=2000.0,
-            step=1.0,
-            tooltip="Typical cell diameter in pixels; 0 estimates it (the image is rescaled to "
-            "the size the model was trained at).",
+        self.device = device_combo()
+        self.diameter = diameter_field(
+            "Typical cell diameter in pixels; 0 estimates it (the image is rescaled to the size "
+            "the model was trained at)."
         )
         self.threshold = FloatSlider(
             label="probability threshold",
@@ -198,13 +134,11 @@ class SegmentWidget(QWidget):
             ]
         )
 
-        self.run_button = QPushButton("Segment")
-        self.run_button.setToolTip("Segment the image; the result goes into '<image> labels'.")
-        self.cancel_button = QPushButton("Cancel")
+        buttons, (self.run_button, self.cancel_button) = button_row(
+            ("Segment", "Segment the image; the result goes into '<image> labels'."),
+            ("Cancel", "Stop the segmentation at the next tile."),
+        )
         self.cancel_button.setEnabled(False)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
@@ -263,8 +197,7 @@ class SegmentWidget(QWidget):
 
     def layout_for(self, layer: Any) -> Layout:
         """How ``layer`` is read (see :func:`~napari_unet._qt._layers.plan_layout`)."""
-        channels = self.leading_applies and self.leading.value == LEADING_CHANNELS
-        return plan_layout(layer, leading_is_channels=channels)
+        return plan_layout(layer, leading_is_channels=leading_is_channels(self.leading, layer))
 
     # -- run ---------------------------------------------------------------------------------
     def segment(self) -> Job | None:

@@ -1,9 +1,17 @@
-"""Choosing the compute device and reading its free memory."""
+"""Choosing the compute device and reading its free memory.
+
+torch is imported by the functions, so that the panels and the command line can offer
+:data:`DEVICE_CHOICES` without importing it.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+#: The devices a user can ask for, in the order the panels and the command line offer them.
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 
 
@@ -13,6 +21,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     ``"auto"`` (or ``None``) picks CUDA when available, then Apple's MPS, then the CPU. Asking for
     a device that is not available raises ``ValueError`` with a sentence a user can act on.
     """
+    import torch
+
     if isinstance(device, torch.device):
         return device
     name = (device or "auto").lower()
@@ -36,6 +46,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
@@ -46,6 +58,8 @@ def free_memory_bytes(device: torch.device) -> int:
     CUDA: free memory reported by the driver plus what torch's caching allocator holds but does
     not use. CPU and MPS: available system memory (from ``/proc/meminfo`` where present), or 4 GiB.
     """
+    import torch
+
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         reserved = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
@@ -62,6 +76,8 @@ def free_memory_bytes(device: torch.device) -> int:
 
 def release_memory(device: torch.device | None = None) -> None:
     """Give cached device memory back (CUDA's caching allocator; MPS's cache)."""
+    import torch
+
     if torch.cuda.is_available() and (device is None or device.type == "cuda"):
         torch.cuda.empty_cache()
     if device is not None and device.type == "mps" and hasattr(torch, "mps"):

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from napari_unet.engine.checkpoint import Checkpoint
     from napari_unet.engine.model import UNet
 
-__all__ = ["bundled_model_path", "load_model", "model_normalization"]
+__all__ = ["bundled_model_path", "load_model", "model_from_weights", "model_normalization"]
 
 _BUNDLED = ("models", "default.pt")
 
@@ -92,6 +92,17 @@ def _default_checkpoint(net: UNet) -> Checkpoint:
     from napari_unet.engine.checkpoint import Checkpoint
 
     return Checkpoint(config=net.config, normalization={"low": 1.0, "high": 99.8})
+
+
+def model_from_weights(config: Any, state_dict: dict) -> UNet:
+    """A new network of ``config`` holding ``state_dict`` (e.g. a training run's
+    ``ModelSnapshot``), on the CPU in eval mode; the weights are loaded strictly."""
+    from napari_unet.engine.model import UNet
+
+    net = UNet(config)
+    net.load_state_dict(state_dict)
+    net.eval()
+    return net
 
 
 def model_normalization(checkpoint: Any) -> dict | None:

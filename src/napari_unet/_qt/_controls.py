@@ -1,0 +1,103 @@
+"""Controls that several panels share, declared once: their ranges and defaults come from the
+engine (:class:`~napari_unet.engine.train_config.TrainConfig`,
+:data:`~napari_unet.engine.device.DEVICE_CHOICES`), so a panel never restates one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+from magicgui.widgets import ComboBox, FloatSlider, FloatSpinBox
+from qtpy.QtWidgets import QHBoxLayout, QPushButton
+
+from napari_unet._qt._layers import layer_combo
+from napari_unet.engine.device import DEVICE_CHOICES
+from napari_unet.engine.train_config import TrainConfig
+
+LEADING_PLANES = "planes (Z / time)"
+LEADING_CHANNELS = "channels"
+#: the border weight w0 (unitless) and its width sigma (pixels) a user may choose
+W0_RANGE = (0.0, 100.0)
+SIGMA_RANGE = (0.5, 50.0)
+
+
+def image_combo(viewer: Any, tooltip: str, *, nullable: bool = False) -> ComboBox:
+    """The choice of a user's Image layer (the plugin's own layers are left out)."""
+    return layer_combo(
+        viewer,
+        napari.layers.Image,
+        label="image",
+        nullable=nullable,
+        exclude_plugin_layers=True,
+        tooltip=tooltip,
+    )
+
+
+def leading_axis_combo() -> ComboBox:
+    """The "first axis" choice for a grayscale layer with 3 or more axes: planes or channels."""
+    return ComboBox(
+        label="first axis",
+        choices=[LEADING_PLANES, LEADING_CHANNELS],
+        value=LEADING_PLANES,
+        tooltip="For a 3D grayscale layer: is the first axis a stack of planes or channels?",
+    )
+
+
+def leading_axis_applies(layer: Any) -> bool:
+    """Whether the "first axis" choice means anything for ``layer`` (grayscale, 3+ axes)."""
+    return layer is not None and not getattr(layer, "rgb", False) and layer.ndim >= 3
+
+
+def leading_is_channels(combo: ComboBox, layer: Any) -> bool:
+    """Whether ``layer``'s first axis is to be read as channels (the combo's choice, if it
+    applies to the layer)."""
+    return leading_axis_applies(layer) and combo.value == LEADING_CHANNELS
+
+
+def device_combo() -> ComboBox:
+    """The compute device: ``auto`` or one of the engine's devices."""
+    return ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
+
+
+def diameter_field(tooltip: str) -> FloatSpinBox:
+    """The cells' diameter in pixels; 0 means "measure or estimate it"."""
+    return FloatSpinBox(
+        label="cell diameter (px)", value=0.0, min=0.0, max=2000.0, step=1.0, tooltip=tooltip
+    )
+
+
+def border_weight_controls(*, sliders: bool, w0_label: str, sigma_label: str) -> tuple[Any, Any]:
+    """The w0 and sigma of the weight map (eq. 2 of the paper), at TrainConfig's defaults:
+    sliders (live previews) or spin boxes (settings)."""
+    kind = FloatSlider if sliders else FloatSpinBox
+    defaults = TrainConfig()
+    w0 = kind(
+        label=w0_label,
+        value=defaults.w0,
+        min=W0_RANGE[0],
+        max=W0_RANGE[1],
+        step=0.5,
+        tooltip="Extra weight on the thin gaps between touching cells (the paper: 10).",
+    )
+    sigma = kind(
+        label=sigma_label,
+        value=defaults.sigma,
+        min=SIGMA_RANGE[0],
+        max=SIGMA_RANGE[1],
+        step=0.5,
+        tooltip="How far from the gaps between cells the border weight reaches, in pixels "
+        "(the paper: ~5).",
+    )
+    return w0, sigma
+
+
+def button_row(*buttons: tuple[str, str]) -> tuple[QHBoxLayout, list[QPushButton]]:
+    """A row of push buttons, each given as ``(text, tooltip)``; returns the row and them."""
+    row = QHBoxLayout()
+    made = []
+    for text, tooltip in buttons:
+        button = QPushButton(text)
+        button.setToolTip(tooltip)
+        row.addWidget(button)
+        made.append(button)
+    return row, made

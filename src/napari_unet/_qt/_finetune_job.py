@@ -1,0 +1,253 @@
+"""The Fine-tune panel's work, run in a worker thread: fine-tune a copy of a model on painted
+cells, keep the model a run leaves, and segment previews with a snapshot of it.
+
+Nothing here touches Qt or a layer: the job yields events (the engine's, and
+:class:`WeightMapReady`) and fills in a :class:`RunState` that the panel reads once the job is
+over.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_unet._qt._session import ModelEntry
+from napari_unet._qt._worker import shield_runtime_error
+from napari_unet.engine.events import ModelSnapshot, StepDone, ValidationDone, drive, relay
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class WeightMapReady:
+    """Event of the fine-tune job: the :class:`~napari_unet.engine.weights.WeightMap` of the
+    annotations, float32 (Y, X) parts at the labels' own scale."""
+
+    weight_map: Any
+
+
+@dataclass(eq=False)
+class FineTuneRequest:
+    """Everything one fine-tuning run needs, gathered on the GUI thread.
+
+    Attributes
+    ----------
+    entry : the model to start from (the session's current model).
+    image : the image plane, (Y, X) or (Y, X, C); may be lazy, it is read in the worker.
+    channel_axis : ``-1`` for an RGB(A) image, ``None`` for grayscale.
+    labels : (Y, X) integer copy of the painted cells (0 = not painted).
+    regions : (Y, X) bool, True inside the annotated regions, or ``None`` (all annotated).
+    config : the :class:`~napari_unet.engine.training.TrainConfig` to train with.
+    device : ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
+    diameter : the cells' diameter in image pixels, or ``None`` to measure the painted cells.
+    labels_name : the Labels layer's name (recorded in the model's metadata).
+    """
+
+    entry: ModelEntry
+    image: Any
+    channel_axis: int | None
+    labels: np.ndarray
+    regions: np.ndarray | None
+    config: Any
+    device: str
+    diameter: float | None
+    labels_name: str = ""
+
+
+@dataclass(eq=False)
+class RunState:
+    """What the training worker shares with the GUI thread for one run.
+
+    The worker fills it in; the GUI thread reads it in the job's ``on_done`` (after the worker
+    has finished) and, for the preview, reads ``net_config``/``normalization``/``extra``, which
+    are set before the first event is yielded.
+
+    Attributes
+    ----------
+    base_label : the label of the model training started from.
+    net_config : the network's ``UNetConfig``.
+    normalization, extra : the checkpoint metadata the fine-tuned model gets.
+    scale : how the plane was brought to the model's diameter
+        (:class:`~napari_unet.engine.diameter.TrainingScale`); its ``input_diameter`` is what
+        previews segment this image with, so that it is rescaled exactly as for training.
+    steps_done : the last completed step.
+    history : ``{"step", "loss", "lr", "seconds"}`` and ``{"step", "validation"}`` records.
+    snapshot : the newest ``ModelSnapshot`` (CPU weights).
+    final : ``(UNet, Checkpoint)`` on the CPU once the run is over and left a model, else ``None``.
+    final_step : the step ``final`` holds.
+    failed : whether the run ended with an error (``final`` then comes from ``snapshot``).
+    """
+
+    base_label: str
+    net_config: Any = None
+    normalization: dict | None = None
+    extra: dict = field(default_factory=dict)
+    scale: Any = None
+    steps_done: int = 0
+    history: list[dict] = field(default_factory=list)
+    snapshot: Any = None
+    final: tuple | None = None
+    final_step: int = 0
+    failed: bool = False
+    config: Any = None
+
+
+def _checkpoint_for(run: RunState, step: int) -> Any:
+    """The metadata of the model of ``step``."""
+    from napari_unet.engine.checkpoint import Checkpoint
+
+    training = {**run.config.to_dict(), "steps_done": step, "fine_tuned_from": run.base_label}
+    history = [h for h in run.history if h["step"] <= step]
+    return Checkpoint(
+        config=run.net_config,
+        normalization=dict(run.normalization or {}),
+        training=training,
+        history=history,
+        extra=dict(run.extra),
+        diameter=run.scale.diameter,
+    )
+
+
+def finetune_job(request: FineTuneRequest, run: RunState):
+    """Worker-thread generator: fine-tune a copy of the request's model on its painted cells.
+
+    Yields :class:`WeightMapReady` first, then the engine's training events. Whatever happens
+    (end, Stop, error) the run leaves the kept model in ``run.final`` (CPU): the trained network
+    after the end or a Stop (the last completed step), or the last snapshot after an error.
+    Returns the engine's ``TrainResult``; a ``RuntimeError`` (e.g. out of memory) comes out as a
+    :class:`JobRuntimeError`.
+    """
+    try:
+        return (yield from _finetune(request, run))
+    except RuntimeError as exc:
+        raise shield_runtime_error(exc) from exc
+
+
+def _finetune(request: FineTuneRequest, run: RunState):
+    """The body of :func:`finetune_job`."""
+    from napari_unet.engine.diameter import match_training_diameter
+    from napari_unet.engine.models import load_model
+    from napari_unet.engine.training import iter_train
+    from napari_unet.engine.weights import training_targets
+
+    base, checkpoint = load_model(request.entry.resolve(), device="cpu")
+    net = copy.deepcopy(base)  # never train the session's model object in place
+    del base
+    labels = np.asarray(request.labels)
+    regions = request.regions
+    config = request.config
+    run.config = config
+    run.net_config = net.config
+    run.normalization = dict(checkpoint.normalization) if checkpoint.normalization else None
+
+    _, _, shown = training_targets(
+        labels, regions, w0=config.w0, sigma=config.sigma, n_classes=int(net.config.n_classes)
+    )
+    yield WeightMapReady(shown)
+
+    (image,), (labels,), (regions,), scale = match_training_diameter(
+        [np.asarray(request.image)],
+        [labels],
+        [regions],
+        model_diameter=checkpoint.diameter,
+        diameter=request.diameter,
+    )
+    run.scale = scale
+    run.extra = {
+        **checkpoint.extra,
+        "fine_tuned_from": request.entry.label,
+        "fine_tuned_on": request.labels_name,
+    }
+
+    def record(event: Any) -> Any:
+        match event:
+            case StepDone():
+                run.steps_done = event.step
+                run.history.append(
+                    {
+                        "step": event.step,
+                        "loss": event.loss,
+                        "lr": event.lr,
+                        "seconds": event.seconds,
+                    }
+                )
+            case ValidationDone():
+                run.history.append({"step": event.step, "validation": dict(event.metrics)})
+            case ModelSnapshot():
+                run.snapshot = event
+        return event
+
+    gen = iter_train(
+        net,
+        image,
+        labels,
+        regions=regions,
+        channel_axis=request.channel_axis,
+        config=config,
+        device=request.device,
+        normalization=run.normalization,
+        extra=run.extra,
+        diameter=scale.diameter,
+    )
+    try:
+        # relay closes gen after Stop: the engine's cleanup runs (model to the CPU, memory freed)
+        return (yield from relay(gen, record))
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        run.failed = True
+        # the traceback's frames hold the step's device tensors: drop them so that keeping
+        # the error (for the notification) keeps no device memory
+        traceback.clear_frames(exc.__traceback__)
+        raise
+    finally:
+        _keep_model(run, net)
+
+
+def _keep_model(run: RunState, net: Any) -> None:
+    """Put the model this run leaves into ``run.final`` (see :func:`finetune_job`)."""
+    try:
+        if not run.failed and run.steps_done > 0:
+            net.to("cpu").eval()
+            run.final, run.final_step = (net, _checkpoint_for(run, run.steps_done)), run.steps_done
+        elif run.failed and run.snapshot is not None:
+            kept = snapshot_model(run, run.snapshot)
+            run.final, run.final_step = kept, run.snapshot.step
+    except Exception:  # never hide the run's own outcome behind a packaging problem
+        logger.exception("could not keep the fine-tuned model")
+
+
+def snapshot_model(run: RunState, snapshot: Any) -> tuple[Any, Any]:
+    """A new CPU ``(UNet, Checkpoint)`` built from a ``ModelSnapshot`` of ``run``."""
+    from napari_unet.engine.models import model_from_weights
+
+    return model_from_weights(run.net_config, snapshot.state_dict), _checkpoint_for(
+        run, snapshot.step
+    )
+def preview_job(image: Any, channel_axis: int | None, model: Any, *, diameter, device) -> Any:
+    """Worker thread: segment one (Y, X[, C]) plane with ``model`` (a zero-argument callable
+    returning what ``load_model`` accepts); returns the ``SegmentResult``. A shared network is
+    copied first, so a preview never moves the session's model to a device."""
+    import torch
+
+    from napari_unet.engine.models import load_model
+    from napari_unet.engine.segment import iter_segment
+
+    source = model()
+    if isinstance(source, (tuple, torch.nn.Module)):
+        net, checkpoint = load_model(source)
+        source = (copy.deepcopy(net), checkpoint)
+    return drive(
+        iter_segment(
+            np.asarray(image),
+            source,
+            channel_axis=channel_axis,
+            diameter=diameter,
+            device=device,
+        )
+    )

@@ -1,0 +1,126 @@
+"""The Fine-tune panel's loss plot: training loss per step and validation losses, in QPainter."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QPointF, QRectF, Qt
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import QWidget
+
+
+class LossPlot(QWidget):
+    """Training loss per step (grey), its running average (blue) and validation losses (orange
+    dots), drawn with QPainter. Adding points only stores them; the owner repaints
+    (``update()``) on a timer, so a fast training loop cannot flood the GUI.
+
+    Points may arrive out of order (napari's progress bar processes pending events while it
+    updates, so one event's handler can run inside another's); they are kept sorted by step.
+
+    Attributes
+    ----------
+    steps, losses : the training steps (sorted) and their losses (weighted cross-entropy,
+        unitless).
+    val_steps, val_losses : the steps validation ran after (sorted), and its loss.
+    total : the number of steps the run will take (the x axis' length).
+    dirty : whether points were added since the last paint.
+    """
+
+    #: weight of the previous value in the running average
+    SMOOTHING = 0.9
+    #: at most this many points are drawn per curve
+    MAX_POINTS = 1000
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.val_steps: list[int] = []
+        self.val_losses: list[float] = []
+        self.total = 0
+        self.dirty = False
+        self.setFixedHeight(140)
+        self.setToolTip("Loss per step (grey), its running average (blue), validation (orange).")
+
+    def clear(self, total: int) -> None:
+        """Forget every point; the next run takes ``total`` steps."""
+        for values in (self.steps, self.losses, self.val_steps, self.val_losses):
+            values.clear()
+        self.total = int(total)
+        self.dirty = True
+
+    @staticmethod
+    def _insert(steps: list[int], values: list[float], step: int, value: float) -> None:
+        at = bisect.bisect_right(steps, step)
+        steps.insert(at, int(step))
+        values.insert(at, float(value))
+
+    def add_loss(self, step: int, loss: float) -> None:
+        """Store the training loss of ``step``."""
+        if math.isfinite(loss):
+            self._insert(self.steps, self.losses, step, loss)
+            self.dirty = True
+
+    def add_validation(self, step: int, loss: float) -> None:
+        """Store the validation loss measured after ``step``."""
+        if math.isfinite(loss):
+            self._insert(self.val_steps, self.val_losses, step, loss)
+            self.dirty = True
+
+    def smoothed(self) -> np.ndarray:
+        """The running average of the losses (float64, one per stored step)."""
+        out = np.empty(len(self.losses))
+        average = self.losses[0] if self.losses else 0.0
+        for i, value in enumerate(self.losses):
+            average = self.SMOOTHING * average + (1 - self.SMOOTHING) * value
+            out[i] = average
+        return out
+
+    def paintEvent(self, _event: Any) -> None:
+        self.dirty = False
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        text = self.palette().windowText().color()
+        area = QRectF(self.rect()).adjusted(40, 8, -8, -20)
+        painter.setPen(QPen(text, 1))
+        painter.drawRect(area)
+        if not self.losses:
+            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "loss per step")
+            painter.end()
+            return
+        steps = np.asarray(self.steps, dtype=float)
+        losses = np.asarray(self.losses)
+        smoothed = self.smoothed()
+        x_max = max(self.total, int(steps[-1]), 2)
+        # a robust top, so that one spike does not flatten the curve
+        tops = [float(np.percentile(losses, 98)), float(smoothed.max()), *self.val_losses]
+        y_max = max(max(tops) * 1.1, 1e-6)
+
+        def points(xs: np.ndarray, ys: np.ndarray) -> list[QPointF]:
+            px = area.left() + area.width() * (xs - 1) / max(x_max - 1, 1)
+            py = area.bottom() - area.height() * np.minimum(ys, y_max) / y_max
+            return [QPointF(float(x), float(y)) for x, y in zip(px, py, strict=True)]
+
+        stride = max(1, len(steps) // self.MAX_POINTS)
+        painter.setClipRect(area)
+        painter.setPen(QPen(QColor(150, 150, 150), 1))
+        painter.drawPolyline(QPolygonF(points(steps[::stride], losses[::stride])))
+        painter.setPen(QPen(QColor(60, 140, 230), 2))
+        painter.drawPolyline(QPolygonF(points(steps[::stride], smoothed[::stride])))
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(240, 150, 40))
+        val = points(np.asarray(self.val_steps, dtype=float), np.asarray(self.val_losses))
+        for point in val:
+            painter.drawEllipse(point, 3.5, 3.5)
+        painter.setClipping(False)
+        painter.setPen(QPen(text, 1))
+        painter.drawText(QPointF(2, area.top() + 10), f"{y_max:.2g}")
+        painter.drawText(QPointF(2, area.bottom()), "0")
+        painter.drawText(QPointF(area.left(), area.bottom() + 15), "1")
+        label = f"step {x_max}"
+        width = painter.fontMetrics().horizontalAdvance(label)
+        painter.drawText(QPointF(area.right() - width, area.bottom() + 15), label)
+        painter.end()

@@ -1,0 +1,92 @@
+"""The ``napari-unet`` program: the parser of its commands, and exit statuses for outcomes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from napari_unet.cli import evaluate, predict, sample, train
+from napari_unet.cli.output import PROG, UsageError, error, one_line
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line (no usage dump) and raises instead of exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``napari-unet``."""
+    from napari_unet.engine._version import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        description="Segment cells with a U-Net, train one, and score segmentations, without a screen.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for command in (predict, train, evaluate, sample):
+        command.add_parser(sub, common)
+    return parser
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [
+        UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError,
+        IsADirectoryError, NotADirectoryError, PermissionError,
+    ]
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``napari-unet`` with ``argv`` (default: the process's arguments).
+
+    Returns
+    -------
+    int
+        The exit status: 0 success, 1 a failure while working, 2 bad usage or input (nothing
+        written), 130 interrupted.
+    """
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        error(one_line(exc))
+        return 2
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # e.g. `napari-unet evaluate ... | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:  # pragma: no cover
+            pass
+        return 1
+    except KeyboardInterrupt as exc:
+        if debug:
+            traceback.print_exc()
+        error(one_line(exc) if str(exc) else "interrupted")
+        return 130
+    except _expected_errors() as exc:
+        if debug:
+            traceback.print_exc()
+        error(one_line(exc))
+        return 2
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        error(one_line(exc))
+        return 1

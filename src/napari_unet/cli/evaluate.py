@@ -1,0 +1,116 @@
+"""``napari-unet evaluate``: score predicted labels against ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_unet.cli.files import as_label_array, pair_by_name
+from napari_unet.cli.output import UsageError, say
+
+
+def _metric_rows(keys: Sequence[str]) -> list[tuple[str, str]]:
+    rows = [(k, "AP@" + k.split("@", 1)[1]) for k in keys if k.startswith("ap@")]
+    names = {
+        "map": "mAP",
+        "f1@0.5": "F1@0.5",
+        "precision@0.5": "precision@0.5",
+        "recall@0.5": "recall@0.5",
+        "seg": "SEG",
+        "iou": "foreground IoU",
+        "pixel_error": "pixel error",
+        "rand_error": "Rand error",
+        "mean_matched_iou": "mean matched IoU",
+        "tp@0.5": "TP@0.5",
+        "fp@0.5": "FP@0.5",
+        "fn@0.5": "FN@0.5",
+        "n_pred": "objects (prediction)",
+        "n_gt": "objects (ground truth)",
+    }
+    rows += [(k, name) for k, name in names.items() if k in keys]
+    return rows
+
+
+def _format_value(key: str, value: float) -> str:
+    if key.startswith(("tp@", "fp@", "fn@", "n_")):
+        return f"{round(value)}"
+    return f"{value:.4f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """``napari-unet evaluate``: score predicted labels against ground truth."""
+    from napari_unet.engine.io import list_images, read_tiff
+    from napari_unet.engine.metrics import evaluate
+
+    pred = Path(args.prediction).expanduser()
+    gt = Path(args.ground_truth).expanduser()
+    for path in (pred, gt):
+        if not path.exists():
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    if pred.is_dir() != gt.is_dir():
+        raise UsageError("give two files or two folders (prediction and ground truth)")
+    if pred.is_dir():
+        pairs = pair_by_name(list_images(pred), list_images(gt))
+    else:
+        pairs = [(pred, gt)]
+
+    results = []
+    for p, g in pairs:
+        a = as_label_array(read_tiff(p).data, p)
+        b = as_label_array(read_tiff(g).data, g)
+        if a.shape != b.shape:
+            raise UsageError(f"{p.name} has shape {a.shape} but {g.name} has shape {b.shape}")
+        results.append((p, g, evaluate(a, b)))
+
+    keys = list(results[0][2])
+    mean = {k: float(np.mean([r[2][k] for r in results])) for k in keys}
+    if args.json:
+        payload = {
+            "pairs": [
+                {"prediction": str(p), "ground_truth": str(g), "metrics": m} for p, g, m in results
+            ],
+            "mean": mean,
+        }
+        say(json.dumps(payload, indent=2))
+        return 0
+    rows = _metric_rows(keys)
+    if len(results) == 1:
+        p, g, m = results[0]
+        say(f"prediction:   {p}\nground truth: {g}")
+        width = max(len(name) for _, name in rows)
+        for key, name in rows:
+            say(f"  {name:<{width}}  {_format_value(key, m[key])}")
+        return 0
+    short = [("ap@0.5", "AP@0.5"), ("ap@0.75", "AP@0.75"), ("ap@0.9", "AP@0.9"), ("f1@0.5", "F1@0.5"),
+             ("seg", "SEG"), ("iou", "IoU"), ("pixel_error", "pix.err"), ("rand_error", "Rand err")]
+    short = [(k, n) for k, n in short if k in keys]
+    name_width = max(8, *(len(p.name) for p, _, _ in results))
+    say(f"{'image':<{name_width}}  " + "  ".join(f"{n:>8}" for _, n in short))
+    for p, _, m in results:
+        say(f"{p.name:<{name_width}}  " + "  ".join(f"{m[k]:>8.4f}" for k, _ in short))
+    say(f"\nmean over {len(results)} images:")
+    width = max(len(name) for _, name in rows)
+    for key, name in rows:
+        value = f"{mean[key]:.1f}" if key.startswith(("tp@", "fp@", "fn@", "n_")) else f"{mean[key]:.4f}"
+        say(f"  {name:<{width}}  {value}")
+    return 0
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the command to the subcommands ``sub`` (``common``: the shared options)."""
+    e = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="score predicted labels against ground truth",
+        description="Score predicted instance labels against ground-truth labels: AP@0.5..0.9, "
+        "F1, precision, recall, SEG, foreground IoU, pixel error and Rand error.",
+    )
+    e.add_argument("prediction", metavar="PRED", help="predicted labels: a TIFF file or a folder")
+    e.add_argument("ground_truth", metavar="GT", help="ground-truth labels: a TIFF file or a folder")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.set_defaults(func=run)

@@ -1,0 +1,130 @@
+"""Files named on the command line: folders expanded, images paired with their labels by name,
+outputs checked before anything is written, label images checked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from napari_unet.cli.output import UsageError
+
+#: Suffixes that mark a label image's file name; stripped when pairing files by name.
+LABEL_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_ground_truth", "_gt", "_seg")
+
+
+def is_tiff_name(path: Path) -> bool:
+    """Whether ``path`` has a TIFF suffix."""
+    from napari_unet.engine.io import IMAGE_SUFFIXES
+
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def expand_inputs(items: Sequence[str], what: str) -> list[Path]:
+    """Files named on the command line, with every folder replaced by its TIFF files."""
+    from napari_unet.engine.io import list_images
+
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise UsageError(f"the {what} folder {path} holds no .tif/.tiff files")
+            paths.extend(found)
+        elif path.exists():
+            paths.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    return paths
+
+
+def base_stem(path: Path) -> str:
+    """The file name without suffix, ``.ome`` and label suffixes such as ``_labels``."""
+    stem = path.stem
+    if stem.lower().endswith(".ome"):
+        stem = stem[:-4]
+    for suffix in LABEL_SUFFIXES:
+        if stem.lower().endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def pair_files(
+    first: list[Path], second: list[Path], names: tuple[str, str]
+) -> list[tuple[Path, Path]]:
+    """Pair two file lists by name (suffixes like ``_labels`` ignored), else by sorted order."""
+    if len(first) != len(second):
+        raise UsageError(
+            f"{len(first)} {names[0]} but {len(second)} {names[1]}; give one {names[1][:-1]} "
+            f"per {names[0][:-1]}"
+        )
+    for key in (lambda p: p.stem, base_stem):
+        a = {key(p): p for p in first}
+        b = {key(p): p for p in second}
+        if len(a) == len(first) and len(b) == len(second) and a.keys() == b.keys():
+            return [(a[k], b[k]) for k in sorted(a)]
+    return list(zip(sorted(first), sorted(second), strict=True))
+
+
+def check_new_outputs(
+    paths: Sequence[Path], *, overwrite: bool, inputs: Sequence[Path] = ()
+) -> None:
+    """Refuse outputs that exist (unless ``overwrite``), repeat, are folders or are inputs."""
+    from napari_unet.engine.io import check_output
+
+    seen: set[Path] = set()
+    resolved_inputs = {p.resolve() for p in inputs}
+    for path in paths:
+        resolved = path.resolve()
+        if resolved in resolved_inputs:
+            raise UsageError(f"the output {path} would replace an input file; choose another name")
+        if resolved in seen:
+            raise UsageError(f"two results would be written to the same file {path}")
+        seen.add(resolved)
+        try:
+            check_output(path, overwrite=overwrite)
+        except FileExistsError:
+            raise UsageError(f"{path} already exists; pass --overwrite to replace it") from None
+        except IsADirectoryError:
+            raise UsageError(f"the output {path} is a folder, not a file name") from None
+
+
+def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
+    """``data`` read from ``path`` as int32 (int64 if needed) labels, or a UsageError."""
+    if data.dtype.kind == "b":
+        return data.astype(np.int32)
+    if data.dtype.kind == "f":
+        if not np.isfinite(data).all() or not np.array_equal(data, np.round(data)):
+            raise UsageError(f"{path} is not a label image: it holds fractional values")
+    elif data.dtype.kind not in "iu":
+        raise UsageError(f"{path} is not a label image (dtype {data.dtype})")
+    if data.size and data.min() < 0:
+        raise UsageError(f"{path} is not a label image: it holds negative values")
+    if data.ndim not in (2, 3):
+        raise UsageError(f"{path} is not a label image of shape (Y, X) or (P, Y, X): {data.shape}")
+    return data.astype(np.int64 if data.size and data.max() >= 2**31 else np.int32)
+
+
+def pair_by_name(pred: list[Path], gt: list[Path]) -> list[tuple[Path, Path]]:
+    """Pair predictions with ground truth by name; every prediction needs one."""
+    if not pred:
+        raise UsageError("the prediction folder holds no .tif/.tiff files")
+    if not gt:
+        raise UsageError("the ground-truth folder holds no .tif/.tiff files")
+    by_stem = {p.stem: p for p in gt}
+    by_base = {base_stem(p): p for p in gt}
+    pairs, missing = [], []
+    for p in pred:
+        match = by_stem.get(p.stem) or by_stem.get(base_stem(p)) or by_base.get(base_stem(p))
+        if match is None:
+            missing.append(p.name)
+        else:
+            pairs.append((p, match))
+    if missing:
+        raise UsageError(
+            f"no ground truth for {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} "
+            "(files are paired by name; suffixes like _labels are ignored)"
+        )
+    return pairs

@@ -1,0 +1,83 @@
+"""What the command line prints: one-line messages, errors and a terminal progress bar."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+PROG = "napari-unet"
+
+
+class UsageError(ValueError):
+    """A problem with the command line or the input that the user can fix (exit status 2)."""
+
+
+def say(message: str, stream: TextIO | None = None) -> None:
+    """Print ``message`` (standard output by default) and flush."""
+    print(message, file=stream or sys.stdout, flush=True)
+
+
+def error(message: str) -> None:
+    """Print ``napari-unet: error: <message>`` on standard error."""
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one sentence for the user, naming the options instead of Python arguments."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.strerror.lower()}: {exc.filename}"
+    else:
+        text = str(exc) or type(exc).__name__
+    if isinstance(exc, KeyError):
+        text = text.strip("'\"")
+    # the engine's hints name Python arguments; name the options instead
+    text = text.replace("channel_axis=...", "--channel-axis").replace("stack=True", "--stack")
+    return " ".join(text.split())
+
+
+class ProgressBar:
+    """A text progress bar on a terminal, redrawn in place; silent when not on a terminal.
+
+    Parameters
+    ----------
+    label : text shown before the bar.
+    stream : where to draw (standard error by default).
+    enabled : force on/off; ``None`` draws only when ``stream`` is a terminal.
+    width : characters inside the bar.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        *,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        width: int = 30,
+    ):
+        self.stream = stream or sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.enabled = bool(isatty and isatty()) if enabled is None else enabled
+        self.label = label
+        self.width = width
+        self.start = time.perf_counter()
+        self._shown = False
+
+    def update(self, done: int, total: int, unit: str = "tiles") -> None:
+        if not self.enabled or total <= 0:
+            return
+        fraction = min(max(done / total, 0.0), 1.0)
+        filled = round(fraction * self.width)
+        elapsed = time.perf_counter() - self.start
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(
+            f"\r{self.label} [{bar}] {fraction * 100:5.1f}% {done}/{total} {unit} {elapsed:6.1f}s"
+        )
+        self.stream.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self.enabled and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False

@@ -1,0 +1,174 @@
+"""``napari-unet predict``: segment TIFF images into TIFF label images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_unet.cli.files import base_stem, check_new_outputs, is_tiff_name
+from napari_unet.cli.numbers import FRACTION, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
+from napari_unet.cli.output import ProgressBar, UsageError, one_line, say
+from napari_unet.engine.device import DEVICE_CHOICES
+
+
+def run(args: argparse.Namespace) -> int:
+    """``napari-unet predict``: segment a TIFF, or every TIFF of a folder."""
+    from napari_unet.engine.device import resolve_device
+    from napari_unet.engine.events import TileDone, TileSizeReduced, drive
+    from napari_unet.engine.io import infer_layout, list_images, probe_tiff, read_tiff, write_tiff
+    from napari_unet.engine.layout import check_shape
+    from napari_unet.engine.models import load_model
+    from napari_unet.engine.segment import iter_segment
+
+    source = Path(args.input).expanduser()
+    output = Path(args.output).expanduser()
+    probs_out = Path(args.probabilities).expanduser() if args.probabilities else None
+    if not source.exists():
+        raise FileNotFoundError(f"no such file or folder: {source}")
+
+    jobs: list[tuple[Path, Path, Path | None]] = []
+    if source.is_dir():
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"the input is a folder, so the output must be a folder; {output} is a file")
+        if probs_out is not None and probs_out.exists() and not probs_out.is_dir():
+            raise UsageError(f"the input is a folder, so --probabilities must be a folder; {probs_out} is a file")
+        images = list_images(source)
+        same = output.exists() and output.resolve() == source.resolve()
+        if same or (probs_out is not None and probs_out.exists() and probs_out.resolve() == source.resolve()):
+            images = [p for p in images if not p.stem.endswith(("_labels", "_probabilities"))]
+        if not images:
+            raise UsageError(f"the folder {source} holds no .tif/.tiff images")
+        for image in images:
+            stem = base_stem(image) if image.stem.endswith(".ome") else image.stem
+            jobs.append((
+                image,
+                output / f"{stem}_labels.tif",
+                probs_out / f"{stem}_probabilities.tif" if probs_out is not None else None,
+            ))
+    else:
+        if output.is_dir():
+            output = output / f"{source.stem}_labels.tif"
+        if not is_tiff_name(output):
+            raise UsageError(f"the output {output} must be a .tif or .tiff file")
+        if probs_out is not None:
+            if probs_out.is_dir():
+                probs_out = probs_out / f"{source.stem}_probabilities.tif"
+            if not is_tiff_name(probs_out):
+                raise UsageError(f"--probabilities {probs_out} must be a .tif or .tiff file")
+        jobs.append((source, output, probs_out))
+
+    outputs = [p for _, labels, probs in jobs for p in (labels, probs) if p is not None]
+    check_new_outputs(outputs, overwrite=args.overwrite, inputs=[image for image, _, _ in jobs])
+    resolve_device(args.device)  # an unavailable device is a usage error, before any work
+
+    model = load_model(args.model, device="cpu")
+    in_channels = int(model[0].config.in_channels)
+    # Check every input's header before any work, so that a bad file stops the run early.
+    layouts = []
+    for image, _, _ in jobs:
+        shape, _dtype, axes = probe_tiff(image)
+        channel_axis, stack = infer_layout(
+            shape, axes, in_channels=in_channels, channel_axis=args.channel_axis, stack=args.stack
+        )
+        try:
+            check_shape(shape, in_channels=in_channels, channel_axis=channel_axis, stack=stack)
+        except ValueError as exc:
+            hint = ""
+            if channel_axis is not None and args.channel_axis is None and len(shape) == 3:
+                hint = f" (read as channels on axis {channel_axis}; pass --stack if the first axis holds planes)"
+            raise UsageError(f"{image}: {one_line(exc)}{hint}") from None
+        layouts.append((channel_axis, stack))
+
+    for n, ((image, labels_path, probs_path), (channel_axis, stack)) in enumerate(
+        zip(jobs, layouts, strict=True), start=1
+    ):
+        data = read_tiff(image).data
+        label = image.name if len(jobs) == 1 else f"[{n}/{len(jobs)}] {image.name}"
+        bar = ProgressBar(label, enabled=False if args.quiet else None)
+        gen = iter_segment(
+            data,
+            model,
+            channel_axis=channel_axis,
+            stack=stack,
+            diameter=args.diameter,
+            device=args.device,
+            threshold=args.threshold,
+            min_size=args.min_size,
+            tile_size=args.tile_size,
+        )
+
+        def show(event: Any, bar: ProgressBar = bar, name: str = image.name) -> None:
+            match event:
+                case TileDone():
+                    bar.update(event.done, event.total)
+                case TileSizeReduced() if not args.quiet:
+                    bar.close()
+                    say(f"{name}: out of memory; tile size {event.old} -> {event.new}", sys.stderr)
+
+        try:
+            result = drive(gen, show)
+        except ValueError as exc:
+            raise UsageError(f"{image}: {one_line(exc)}") from None
+        finally:
+            bar.close()
+        write_tiff(labels_path, result.labels, overwrite=args.overwrite)
+        if probs_path is not None:
+            write_tiff(
+                probs_path, result.probabilities.astype(args.probabilities_dtype), overwrite=args.overwrite
+            )
+        n_cells = count_objects(result.labels)
+        diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
+        scale = f", scale {result.scale:.2f}" if result.scale != 1.0 else ""
+        if not args.quiet:
+            noun = "cell" if n_cells == 1 else "cells"
+            say(f"{image.name}: {n_cells} {noun}{diameter}{scale} -> {labels_path}")
+    return 0
+
+
+def count_objects(labels: np.ndarray) -> int:
+    """The number of nonzero ids in ``labels``."""
+    ids = np.unique(labels)
+    return int(ids.size - (1 if ids.size and ids[0] == 0 else 0))
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the command to the subcommands ``sub`` (``common``: the shared options)."""
+    p = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="segment a TIFF image (or every TIFF in a folder) into instance labels",
+        description="Segment a TIFF image, or every TIFF in a folder, into a uint16 (or uint32) "
+        "TIFF of instance labels with the input's spatial shape.",
+    )
+    p.add_argument("input", metavar="INPUT", help="a TIFF file, or a folder of TIFF files")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUTPUT",
+        help="the labels TIFF to write; a folder when INPUT is one (<stem>_labels.tif per image)",
+    )
+    p.add_argument("--model", default="default", metavar="default|PATH",
+                   help="the bundled model (default) or a model file from `napari-unet train`")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="compute device (default: %(default)s)")
+    p.add_argument("--diameter", type=POSITIVE, metavar="PX",
+                   help="typical cell diameter in pixels (default: estimated)")
+    p.add_argument("--threshold", type=FRACTION, default=0.5,
+                   help="cell-interior probability threshold (default: 0.5)")
+    p.add_argument("--min-size", type=NON_NEGATIVE_INT, metavar="PX",
+                   help="drop objects with fewer pixels (default: adaptive)")
+    p.add_argument("--tile-size", type=POSITIVE_INT, metavar="PX",
+                   help="tile side in pixels (default: from the available memory)")
+    p.add_argument("--channel-axis", type=int, metavar="AXIS",
+                   help="the axis of the channels in a multichannel TIFF (default: detected)")
+    p.add_argument("--stack", action=argparse.BooleanOptionalAction, default=None,
+                   help="treat the first axis of 3-D data as planes (--stack) or not (--no-stack); "
+                   "default: detected")
+    p.add_argument("--probabilities", metavar="PATH",
+                   help="also write the class probabilities (n_classes before Y, X) to this TIFF "
+                   "(a folder when INPUT is one)")
+    p.add_argument("--probabilities-dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=run)

@@ -1,0 +1,44 @@
+"""``napari-unet sample``: write the bundled sample image and its ground truth."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from napari_unet.cli.files import check_new_outputs
+from napari_unet.cli.output import UsageError, say
+
+SAMPLES = ("nuclei",)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``napari-unet sample``: write a sample image and its ground truth."""
+    from napari_unet.engine.io import write_labels, write_tiff
+    from napari_unet.engine.samples import nuclei_sample_arrays
+
+    folder = Path(args.output_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--output-dir {folder} is a file, not a folder")
+    image_path = folder / f"{args.name}.tif"
+    truth_path = folder / f"{args.name}_ground_truth.tif"
+    check_new_outputs([image_path, truth_path], overwrite=args.overwrite)
+    image, labels = nuclei_sample_arrays()
+    write_tiff(image_path, image, overwrite=args.overwrite)
+    write_labels(truth_path, labels, overwrite=args.overwrite)
+    say(f"wrote {image_path} and {truth_path}")
+    return 0
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the command to the subcommands ``sub`` (``common``: the shared options)."""
+    s = sub.add_parser(
+        "sample",
+        parents=[common],
+        help="write the bundled sample image and its ground truth",
+        description="Write NAME.tif and NAME_ground_truth.tif to a folder.",
+    )
+    s.add_argument("name", choices=SAMPLES, metavar="NAME", help="the sample: nuclei")
+    s.add_argument("--output-dir", required=True, metavar="DIR", help="the folder to write into")
+    s.add_argument("--overwrite", action="store_true", help="replace existing files")
+    s.set_defaults(func=run)

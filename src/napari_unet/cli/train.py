@@ -1,0 +1,246 @@
+"""``napari-unet train``: train a model, or fine-tune one, on TIFF images and label images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_unet.cli.files import as_label_array, check_new_outputs, expand_inputs, pair_files
+from napari_unet.cli.numbers import POSITIVE, POSITIVE_INT, SHARE
+from napari_unet.cli.output import UsageError, one_line, say
+from napari_unet.engine.device import DEVICE_CHOICES
+from napari_unet.engine.train_config import FINE_TUNE_FOREGROUND_FRACTION, OPTIMIZERS, TrainConfig
+
+
+def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
+    """Read images, labels and regions; stacks are split into planes.
+
+    Returns lists of images, int32 labels and bool regions (or None), and the channel axis of
+    the (2-D) images.
+    """
+    from napari_unet.engine.io import infer_layout, read_tiff
+
+    image_files = expand_inputs(args.images, "images")
+    label_files = expand_inputs(args.labels, "labels")
+    pairs = pair_files(image_files, label_files, ("images", "label images"))
+    region_files: list[Path | None] = [None] * len(pairs)
+    if args.regions:
+        found = expand_inputs(args.regions, "regions")
+        region_pairs = dict(pair_files([p for p, _ in pairs], found, ("images", "region masks")))
+        region_files = [region_pairs[image] for image, _ in pairs]
+
+    images, labels, regions = [], [], []
+    channel_axis_out: int | None = None
+    for (image_path, label_path), region_path in zip(pairs, region_files, strict=True):
+        tif = read_tiff(image_path)
+        lab = as_label_array(read_tiff(label_path).data, label_path)
+        reg = read_tiff(region_path).data.astype(bool) if region_path is not None else None
+        data = tif.data
+        stack = lab.ndim == 3
+        if data.ndim == 2 + int(stack):
+            channel_axis = None
+            if args.channel_axis is not None:
+                raise UsageError(f"{image_path} has no channel axis (shape {data.shape})")
+        else:
+            channel_axis, _ = infer_layout(
+                data.shape,
+                tif.axes,
+                in_channels=in_channels or 1,
+                channel_axis=args.channel_axis,
+                stack=stack,
+            )
+        if channel_axis is not None:
+            data = np.moveaxis(data, channel_axis, -1)
+            channel_axis_out = -1
+        expected = data.shape[: 2 + int(stack)]
+        if lab.shape != expected:
+            raise UsageError(
+                f"{label_path} has shape {lab.shape} but the image {image_path.name} needs "
+                f"labels of shape {expected}"
+            )
+        if reg is not None and reg.shape not in (expected, expected[-2:]):
+            raise UsageError(f"{region_path} has shape {reg.shape}, not that of {label_path.name}")
+        if stack:
+            for p in range(data.shape[0]):
+                images.append(data[p])
+                labels.append(lab[p])
+                regions.append(None if reg is None else (reg[p] if reg.ndim == 3 else reg))
+        else:
+            images.append(data)
+            labels.append(lab)
+            regions.append(reg)
+    if channel_axis_out is not None and any(img.ndim != 3 for img in images):
+        raise UsageError("some training images have channels and some do not")
+    return images, labels, regions, channel_axis_out
+
+
+def run(args: argparse.Namespace) -> int:
+    """``napari-unet train``: train or fine-tune a model on images and label images."""
+    from napari_unet.engine.device import resolve_device
+    from napari_unet.engine.diameter import match_training_diameter
+    from napari_unet.engine.events import CheckpointSaved, StepDone, ValidationDone, drive
+    from napari_unet.engine.models import load_model
+
+    out = Path(args.out).expanduser()
+    check_new_outputs([out], overwrite=args.overwrite)
+    resolve_device(args.device)
+    from napari_unet.engine.training import iter_train
+
+    scratch = args.start == "scratch"
+    net = checkpoint = None
+    if not scratch:
+        try:
+            net, checkpoint = load_model(args.start, device="cpu")
+        except FileNotFoundError as exc:
+            hint = "; use --from scratch to train a new network" if args.start == "default" else ""
+            raise UsageError(f"{one_line(exc)}{hint}") from None
+    images, labels, regions, channel_axis = _read_training_pairs(
+        args, None if net is None else int(net.config.in_channels)
+    )
+    if not any((lab > 0).any() for lab in labels):
+        raise UsageError("the label images hold no cells (all pixels are 0)")
+
+    images, labels, regions, scale = match_training_diameter(
+        images,
+        labels,
+        regions,
+        model_diameter=None if checkpoint is None else checkpoint.diameter,
+        diameter=args.diameter,
+    )
+    if scale.data_diameter is None:
+        say("too few labelled cells to measure their diameter; the model stores none", sys.stderr)
+    elif scale.factor != 1.0:
+        say(
+            f"cells of {scale.data_diameter:.1f} px rescaled by {scale.factor:.2f} to the model's "
+            f"training diameter of {scale.model_diameter:.1f} px",
+            sys.stderr,
+        )
+    stored_diameter = scale.diameter
+
+    if scratch:
+        from napari_unet.engine.model import UNet, UNetConfig
+
+        in_channels = 1 if channel_axis is None else int(images[0].shape[-1])
+        overrides: dict[str, Any] = {"in_channels": in_channels}
+        for key in ("depth", "base_channels", "n_classes"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        net = UNet(UNetConfig.default(**overrides))
+        normalization = None
+    else:
+        normalization = dict(checkpoint.normalization) if checkpoint.normalization else None
+
+    config = TrainConfig(
+        steps=args.steps,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        tile_size=args.tile_size,
+        batch_size=args.batch_size,
+        w0=args.w0,
+        sigma=args.sigma,
+        augment_strength=args.augment,
+        val_fraction=args.val_fraction,
+        foreground_fraction=args.foreground_fraction,
+        sample_every=0,
+        checkpoint_path=str(out),
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+    )
+    extra = {"trained_from": "scratch" if scratch else str(args.start)}
+    log_every = args.log_every or max(1, args.steps // 20)
+    gen = iter_train(
+        net,
+        images,
+        labels,
+        regions=regions if any(r is not None for r in regions) else None,
+        channel_axis=channel_axis,
+        config=config,
+        device=args.device,
+        normalization=normalization,
+        extra=extra,
+        diameter=stored_diameter,
+    )
+    progress = {"last_step": 0, "saved": None}
+
+    def show(event: Any) -> None:
+        match event:
+            case StepDone(step=step, total=total, loss=loss):
+                progress["last_step"] = step
+                if not args.quiet and (step % log_every == 0 or step in (1, total)):
+                    say(f"step {step}/{total} loss {loss:.4f}", sys.stderr)
+            case ValidationDone() if not args.quiet:
+                shown = " ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
+                say(f"validation at step {event.step}: {shown}", sys.stderr)
+            case CheckpointSaved():
+                progress["saved"] = event.path
+
+    try:
+        result = drive(gen, show)
+    except KeyboardInterrupt:
+        last_step = progress["last_step"]
+        where = f"; the model after step {last_step} is in {out}" if out.exists() and last_step else ""
+        raise KeyboardInterrupt(f"training interrupted{where}") from None
+    saved = progress["saved"]
+    path = saved or (str(result.checkpoint_path) if result.checkpoint_path else str(out))
+    diameter = f", cell diameter {stored_diameter:.1f} px" if stored_diameter else ""
+    say(f"wrote {path} ({result.steps_done} steps{diameter})")
+    return 0
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the command to the subcommands ``sub`` (``common``: the shared options); the
+    training options default to :class:`TrainConfig`'s."""
+    defaults = TrainConfig()
+    t = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train or fine-tune a model on images and label images",
+        description="Train a U-Net on TIFF images and matching instance label images (0 = not "
+        "painted) and write a model file.",
+    )
+    t.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files or folders")
+    t.add_argument("--labels", nargs="+", required=True, metavar="PATH",
+                   help="label files or folders, matched to the images by name (else by sorted order)")
+    t.add_argument("--regions", nargs="+", metavar="PATH",
+                   help="optional masks of the annotated regions (non-zero = annotated)")
+    t.add_argument("--from", dest="start", default="default", metavar="default|PATH|scratch",
+                   help="start from the bundled model (default), a model file, or a new network")
+    t.add_argument("-o", "--out", required=True, metavar="MODEL.pt", help="the model file to write")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    t.add_argument("--steps", type=POSITIVE_INT, default=defaults.steps,
+                   help="optimisation steps (default: %(default)s)")
+    t.add_argument("--lr", type=POSITIVE, help="learning rate (default: the optimizer's preset)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer,
+                   help="adam, or sgd (the paper's preset: momentum 0.99)")
+    t.add_argument("--w0", type=float, default=defaults.w0,
+                   help="border weight w0 of the weight map (default: %(default)g)")
+    t.add_argument("--sigma", type=POSITIVE, default=defaults.sigma,
+                   help="border weight width sigma in pixels (default: %(default)g)")
+    t.add_argument("--augment", type=float, default=defaults.augment_strength, metavar="STRENGTH",
+                   help="augmentation strength, 0 for none (default: %(default)g)")
+    t.add_argument("--tile-size", type=POSITIVE_INT, metavar="PX", help="output tile side (default: auto)")
+    t.add_argument("--batch-size", type=POSITIVE_INT, default=defaults.batch_size,
+                   help="tiles per step (default: %(default)s)")
+    t.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+                   help="share held out for validation (default: %(default)g)")
+    t.add_argument("--foreground-fraction", type=SHARE, metavar="SHARE",
+                   default=FINE_TUNE_FOREGROUND_FRACTION,
+                   help="share of the training tiles centred on a labelled cell "
+                   "(default: %(default)g, as in the Fine-tune panel)")
+    t.add_argument("--checkpoint-every", type=POSITIVE_INT, default=defaults.checkpoint_every,
+                   help="write the model file every this many steps (default: %(default)s)")
+    t.add_argument("--log-every", type=POSITIVE_INT, help="print the loss every this many steps")
+    t.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)")
+    t.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="compute device (default: %(default)s)")
+    t.add_argument("--diameter", type=POSITIVE, metavar="PX",
+                   help="median cell diameter of the training data (default: measured from the labels)")
+    t.add_argument("--channel-axis", type=int, metavar="AXIS", help="channel axis of multichannel images")
+    t.add_argument("--depth", type=POSITIVE_INT, help="with --from scratch: resolution levels")
+    t.add_argument("--base-channels", type=POSITIVE_INT, help="with --from scratch: channels of the first level")
+    t.add_argument("--n-classes", type=int, choices=(2, 3), help="with --from scratch: 3 (with borders) or 2")
+    t.set_defaults(func=run)
