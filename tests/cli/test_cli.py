@@ -84,6 +84,18 @@ def test_predict_writes_uint16_labels_of_the_input_shape(files, work, capsys):
     assert sorted(p.name for p in work.iterdir()) == ["cells.tif", "cells_ground_truth.tif", "labels.tif"]
 
 
+def test_predict_with_test_time_augmentation(files, work, capsys):
+    plain, tta = work / "plain.tif", work / "tta.tif"
+    common = ["--model", files / "gray.pt", "--probabilities"]
+    code, _, err = run(capsys, "predict", work / "cells.tif", "-o", plain, *common, work / "p0.tif")
+    assert code == 0, err
+    code, _, err = run(capsys, "predict", work / "cells.tif", "-o", tta, *common, work / "p1.tif", "--tta")
+    assert code == 0, err
+    assert tifffile.imread(tta).shape == (48, 64)
+    # the averaged probabilities differ from one pass of the (random) net
+    assert np.abs(tifffile.imread(work / "p0.tif") - tifffile.imread(work / "p1.tif")).max() > 1e-3
+
+
 def test_predict_refuses_an_existing_output_unless_overwrite(files, work, capsys):
     out = work / "labels.tif"
     out.write_bytes(b"precious")

@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             min_size=args.min_size,
             tile_size=args.tile_size,
+            tta=args.tta,
         )
 
         def show(event: Any, bar: ProgressBar = bar, name: str = image.name) -> None:
@@ -161,6 +162,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="drop objects with fewer pixels (default: adaptive)")
     p.add_argument("--tile-size", type=POSITIVE_INT, metavar="PX",
                    help="tile side in pixels (default: from the available memory)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average over flips and quarter turns "
+                   "(8 times slower; see docs/benchmarks/accuracy.md)")
     p.add_argument("--channel-axis", type=int, metavar="AXIS",
                    help="the axis of the channels in a multichannel TIFF (default: detected)")
     p.add_argument("--stack", action=argparse.BooleanOptionalAction, default=None,
