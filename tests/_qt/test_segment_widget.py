@@ -48,6 +48,13 @@ def test_segment_adds_labels_with_cells(viewer_with_image, wait_job, errors):
     assert len(viewer.layers) == n_layers
     assert viewer.layers["nuclei labels"] is labels
 
+    # test-time augmentation reaches the engine: the averaged probabilities differ
+    before = viewer.layers["nuclei probabilities"].data.copy()
+    widget.tta.value = True
+    wait_job(widget.segment())
+    assert errors == []
+    assert np.abs(viewer.layers["nuclei probabilities"].data - before).max() > 1e-3
+
 
 def test_user_layers_are_never_modified(viewer_with_image, wait_job):
     viewer = viewer_with_image
