@@ -4,11 +4,12 @@ engine (:class:`~napari_unet.engine.train_config.TrainConfig`,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import napari
 from magicgui.widgets import ComboBox, FloatSlider, FloatSpinBox
-from qtpy.QtWidgets import QHBoxLayout, QPushButton
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QPushButton
 
 from napari_unet._qt._layers import layer_combo
 from napari_unet.engine.device import DEVICE_CHOICES
@@ -101,3 +102,30 @@ def button_row(*buttons: tuple[str, str]) -> tuple[QHBoxLayout, list[QPushButton
         row.addWidget(button)
         made.append(button)
     return row, made
+
+
+def ask_save_path(parent: Any, title: str, name: str, file_filter: str) -> str:
+    """Ask where to save a file (a Qt dialog starting at ``~/name``); ``""`` when cancelled.
+
+    The dialog does not ask about an existing file itself (see :func:`confirm_overwrite`).
+    """
+    path, _ = QFileDialog.getSaveFileName(
+        parent,
+        title,
+        str(Path.home() / name),
+        file_filter,
+        options=QFileDialog.Option.DontConfirmOverwrite,
+    )
+    return path
+
+
+def confirm_overwrite(parent: Any, path: Path) -> bool:
+    """Ask whether to replace the existing file ``path``; ``True`` means yes."""
+    answer = QMessageBox.question(
+        parent,
+        "Replace the model file?",
+        f"{path.name} already exists in {path.parent}. Replace it?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes

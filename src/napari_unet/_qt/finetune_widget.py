@@ -33,19 +33,23 @@ from pathlib import Path
 from typing import Any
 
 import napari
-import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Label, SpinBox
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QFileDialog,
-    QMessageBox,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_unet._qt._annotations import (
+    painted_plane,
+    show_augmented_tile,
+    show_weight_map,
+)
 from napari_unet._qt._controls import (
+    ask_save_path,
     border_weight_controls,
     button_row,
+    confirm_overwrite,
     device_combo,
     diameter_field,
     image_combo,
@@ -64,14 +68,8 @@ from napari_unet._qt._finetune_job import (
 from napari_unet._qt._layers import (
     Layout,
     current_image_plane,
-    current_plane_index,
     layer_combo,
-    plane_of,
-    put_layer,
-    regions_mask,
     show_segmentation,
-    show_weight_map,
-    side_by_side_geometry,
 )
 from napari_unet._qt._loss_plot import LossPlot
 from napari_unet._qt._session import ModelEntry, session_for
@@ -293,42 +291,13 @@ class FineTuneWidget(QWidget):
         Raises ``ValueError`` with a sentence for the user when something is missing or does
         not fit (no layer, no painted cell on this plane, different shapes, no region drawn).
         """
-        image_layer, labels_layer = self.image.value, self.labels.value
-        if image_layer is None:
-            raise ValueError("add or choose an image layer first")
-        if labels_layer is None:
-            raise ValueError("add a Labels layer and paint a few cells in it first")
-        label_plane = current_plane_index(self.viewer, labels_layer)
-        labels = np.array(plane_of(labels_layer, label_plane))  # a copy: painting may go on
-        where = f" on plane {label_plane}" if label_plane else ""
-        if labels.ndim != 2:
-            raise ValueError(f"the labels '{labels_layer.name}' are not a 2D plane{where}")
-        image, channel_axis = self.image_plane(image_layer)
-        spatial = tuple(image.shape[:2] if channel_axis is not None else image.shape)
-        if len(spatial) != 2 or image.ndim > 3:
-            raise ValueError(
-                f"the image '{image_layer.name}' has a plane of shape {tuple(image.shape)}; "
-                "expected a 2D plane, with or without channels"
-            )
-        if spatial != labels.shape:
-            raise ValueError(
-                f"the image '{image_layer.name}' {spatial} and the labels '{labels_layer.name}' "
-                f"{labels.shape} have different shapes"
-            )
-        if not labels.any():
-            raise ValueError(
-                f"no painted cells in '{labels_layer.name}'{where}; paint a few cells (one id "
-                "per cell) first"
-            )
-        regions = None
-        shapes_layer = self.regions.value
-        if shapes_layer is not None:
-            regions = regions_mask(shapes_layer, labels_layer, label_plane, labels.shape)
-            if regions is None:
-                raise ValueError(
-                    f"the regions layer '{shapes_layer.name}' has no shape on this plane; draw "
-                    "rectangles or polygons around fully painted areas, or choose (none)"
-                )
+        image, channel_axis, labels, regions = painted_plane(
+            self.viewer,
+            self.image.value,
+            self.labels.value,
+            self.regions.value,
+            leading_is_channels=leading_is_channels(self.leading, self.image.value),
+        )
         preview = max(0, int(self.preview_every.value))
         config = TrainConfig(
             steps=int(self.steps.value),
@@ -351,7 +320,7 @@ class FineTuneWidget(QWidget):
             config=config,
             device=self.device.value,
             diameter=float(self.diameter.value) or None,
-            labels_name=labels_layer.name,
+            labels_name=self.labels.value.name,
         )
 
     # -- Start / Stop ----------------------------------------------------------------------------
@@ -450,37 +419,9 @@ class FineTuneWidget(QWidget):
             self._show_sample(sample)
 
     def _show_sample(self, sample: Any) -> None:
-        """Show an ``AugmentationSample`` (normalised image, deformed labels) beside the labels."""
         layer = self._labels_layer
-        if layer is None or layer not in self.viewer.layers:
-            return
-        geometry = side_by_side_geometry(layer)
-        image = np.asarray(sample.image, dtype=np.float32)
-        rgb = False
-        if image.ndim == 3:
-            if image.shape[0] in (3, 4):
-                image, rgb = np.clip(np.moveaxis(image, 0, -1), 0.0, 1.0), True
-            else:
-                image = image.mean(axis=0)
-        put_layer(
-            self.viewer,
-            image,
-            kind="image",
-            name="augmented tile",
-            key=f"{ROLE}:augmented:image",
-            role=ROLE,
-            geometry=geometry,
-            rgb=rgb,
-        )
-        put_layer(
-            self.viewer,
-            np.asarray(sample.labels),
-            kind="labels",
-            name="augmented tile labels",
-            key=f"{ROLE}:augmented:labels",
-            role=ROLE,
-            geometry=geometry,
-        )
+        if layer is not None and layer in self.viewer.layers:
+            show_augmented_tile(self.viewer, layer, sample, role=ROLE)
 
     def _on_done(self, job: Job) -> None:
         self.timer.stop()
@@ -581,31 +522,13 @@ class FineTuneWidget(QWidget):
 
     # -- saving --------------------------------------------------------------------------------
     def ask_save_path(self) -> str:
-        """Ask where to save the model (a Qt file dialog); ``""`` when cancelled.
-
-        The dialog does not ask about existing files itself: :meth:`save_model` does, in one
-        place, for every way a path can come in.
-        """
-        start = str(Path.home() / "fine-tuned.pt")
-        path, _ = QFileDialog.getSaveFileName(
-            self,
-            "Save the fine-tuned model",
-            start,
-            "U-Net model (*.pt)",
-            options=QFileDialog.Option.DontConfirmOverwrite,
-        )
-        return path
+        """Ask where to save the model; ``""`` when cancelled (:meth:`save_model` asks about an
+        existing file itself, for every way a path can come in)."""
+        return ask_save_path(self, "Save the fine-tuned model", "fine-tuned.pt", "U-Net model (*.pt)")
 
     def confirm_overwrite(self, path: Path) -> bool:
         """Ask whether to replace the existing file ``path``; ``True`` means yes."""
-        answer = QMessageBox.question(
-            self,
-            "Replace the model file?",
-            f"{path.name} already exists in {path.parent}. Replace it?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
-        )
-        return answer == QMessageBox.StandardButton.Yes
+        return confirm_overwrite(self, path)
 
     def save_model(self) -> Job | None:
         """Write the last fine-tuned model to a file the user picks (atomic write, in a worker

@@ -20,6 +20,7 @@ from magicgui.widgets import Container, FloatSlider, Label
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
+from napari_unet._qt._annotations import regions_mask, show_weight_map
 from napari_unet._qt._layers import (
     OWNER_KEY,
     current_plane_index,
@@ -27,9 +28,7 @@ from napari_unet._qt._layers import (
     pick_default,
     plane_of,
     put_layer,
-    regions_mask,
     remove_owned,
-    show_weight_map,
     side_by_side_geometry,
     spatial_shape,
 )
