@@ -67,27 +67,41 @@ def diameter_field(tooltip: str) -> FloatSpinBox:
     )
 
 
+def number_control(
+    label: str,
+    value: float,
+    bounds: tuple[float, float],
+    step: float,
+    tooltip: str,
+    *,
+    slider: bool = True,
+) -> FloatSlider | FloatSpinBox:
+    """A float control from ``bounds[0]`` to ``bounds[1]``: a slider (live previews) or a spin
+    box (settings)."""
+    kind = FloatSlider if slider else FloatSpinBox
+    return kind(label=label, value=value, min=bounds[0], max=bounds[1], step=step, tooltip=tooltip)
+
+
 def border_weight_controls(*, sliders: bool, w0_label: str, sigma_label: str) -> tuple[Any, Any]:
     """The w0 and sigma of the weight map (eq. 2 of the paper), at TrainConfig's defaults:
     sliders (live previews) or spin boxes (settings)."""
-    kind = FloatSlider if sliders else FloatSpinBox
     defaults = TrainConfig()
-    w0 = kind(
-        label=w0_label,
-        value=defaults.w0,
-        min=W0_RANGE[0],
-        max=W0_RANGE[1],
-        step=0.5,
-        tooltip="Extra weight on the thin gaps between touching cells (the paper: 10).",
+    w0 = number_control(
+        w0_label,
+        defaults.w0,
+        W0_RANGE,
+        0.5,
+        "Extra weight on the thin gaps between touching cells (the paper: 10).",
+        slider=sliders,
     )
-    sigma = kind(
-        label=sigma_label,
-        value=defaults.sigma,
-        min=SIGMA_RANGE[0],
-        max=SIGMA_RANGE[1],
-        step=0.5,
-        tooltip="How far from the gaps between cells the border weight reaches, in pixels "
-        "(the paper: ~5).",
+    sigma = number_control(
+        sigma_label,
+        defaults.sigma,
+        SIGMA_RANGE,
+        0.5,
+        "How far from the gaps between cells the border weight reaches, in pixels (the "
+        "paper: ~5).",
+        slider=sliders,
     )
     return w0, sigma
 

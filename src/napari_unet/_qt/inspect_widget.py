@@ -16,11 +16,12 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import Container, FloatSlider, Label
+from magicgui.widgets import Container, Label
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_unet._qt._annotations import regions_mask, show_weight_map
+from napari_unet._qt._controls import border_weight_controls, image_combo, number_control
 from napari_unet._qt._layers import (
     OWNER_KEY,
     current_plane_index,
@@ -33,6 +34,7 @@ from napari_unet._qt._layers import (
     spatial_shape,
 )
 from napari_unet._qt._worker import LatestOnly, notify_error, tell_user
+from napari_unet.engine.train_config import TrainConfig
 
 ROLE = "inspect"
 #: knots per axis of the coarse displacement grid (the paper: 3 x 3)
@@ -165,38 +167,19 @@ class InspectWidget(QWidget):
             "only the painted cells count (weight 0 elsewhere). Without shapes the whole image "
             "counts.",
         )
-        self.w0 = FloatSlider(
-            label="w0 (border weight)",
-            value=10.0,
-            min=0.0,
-            max=30.0,
-            step=0.5,
-            tooltip="How much the thin gaps between touching cells count (the paper: 10).",
+        self.w0, self.sigma = border_weight_controls(
+            sliders=True, w0_label="w0 (border weight)", sigma_label="sigma (px)"
         )
-        self.sigma = FloatSlider(
-            label="sigma (px)",
-            value=5.0,
-            min=1.0,
-            max=20.0,
-            step=0.5,
-            tooltip="How far from the gap the extra weight reaches, in pixels (the paper: ~5).",
+        self.image = image_combo(
+            napari_viewer, "Optional: the image to deform together with the labels.", nullable=True
         )
-        self.image = layer_combo(
-            napari_viewer,
-            napari.layers.Image,
-            label="image",
-            nullable=True,
-            exclude_plugin_layers=True,
-            tooltip="Optional: the image to deform together with the labels.",
-        )
-        self.strength = FloatSlider(
-            label="deformation (px)",
-            value=10.0,
-            min=0.0,
-            max=30.0,
-            step=1.0,
-            tooltip="Standard deviation of the random displacements on a 3 x 3 grid, in pixels "
-            "(the paper: 10). 0 leaves the image unchanged.",
+        self.strength = number_control(
+            "deformation (px)",
+            TrainConfig().elastic_sigma,
+            (0.0, 30.0),
+            1.0,
+            "Standard deviation of the random displacements on a 3 x 3 grid, in pixels (the "
+            "paper: 10). 0 leaves the image unchanged.",
         )
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long layer names must not widen the dock

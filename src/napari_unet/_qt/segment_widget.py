@@ -18,7 +18,6 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
-    FloatSlider,
     Label,
     SpinBox,
 )
@@ -32,6 +31,7 @@ from napari_unet._qt._controls import (
     leading_axis_applies,
     leading_axis_combo,
     leading_is_channels,
+    number_control,
 )
 from napari_unet._qt._layers import (
     Layout,
@@ -101,13 +101,12 @@ class SegmentWidget(QWidget):
             "Typical cell diameter in pixels; 0 estimates it (the image is rescaled to the size "
             "the model was trained at)."
         )
-        self.threshold = FloatSlider(
-            label="probability threshold",
-            value=0.5,
-            min=0.05,
-            max=0.95,
-            step=0.05,
-            tooltip="Pixels above this cell probability seed a cell; lower it to find dim cells.",
+        self.threshold = number_control(
+            "probability threshold",
+            0.5,
+            (0.05, 0.95),
+            0.05,
+            "Pixels above this cell probability seed a cell; lower it to find dim cells.",
         )
         self.min_size = SpinBox(
             label="minimum cell size (px)",
