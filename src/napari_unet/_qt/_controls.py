@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import napari
-from magicgui.widgets import ComboBox, FloatSlider, FloatSpinBox
+from magicgui.widgets import ComboBox, FloatSlider, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QPushButton
 
 from napari_unet._qt._layers import layer_combo
@@ -24,13 +24,17 @@ SIGMA_RANGE = (0.5, 50.0)
 
 def image_combo(viewer: Any, tooltip: str, *, nullable: bool = False) -> ComboBox:
     """The choice of a user's Image layer (the plugin's own layers are left out)."""
+    return _user_layers(viewer, napari.layers.Image, "image", tooltip, nullable)
+
+
+def regions_combo(viewer: Any, tooltip: str) -> ComboBox:
+    """The optional choice of a Shapes layer of annotated regions."""
+    return _user_layers(viewer, napari.layers.Shapes, "annotated regions", tooltip, True)
+
+
+def _user_layers(viewer: Any, kind: type, label: str, tooltip: str, nullable: bool) -> ComboBox:
     return layer_combo(
-        viewer,
-        napari.layers.Image,
-        label="image",
-        nullable=nullable,
-        exclude_plugin_layers=True,
-        tooltip=tooltip,
+        viewer, kind, label=label, nullable=nullable, exclude_plugin_layers=True, tooltip=tooltip
     )
 
 
@@ -104,6 +108,11 @@ def border_weight_controls(*, sliders: bool, w0_label: str, sigma_label: str) ->
         slider=sliders,
     )
     return w0, sigma
+
+
+def count_control(label: str, value: int, bounds: tuple[int, int], tooltip: str) -> SpinBox:
+    """A whole-number control (steps, pixels) from ``bounds[0]`` to ``bounds[1]``."""
+    return SpinBox(label=label, value=value, min=bounds[0], max=bounds[1], tooltip=tooltip)
 
 
 def button_row(*buttons: tuple[str, str]) -> tuple[QHBoxLayout, list[QPushButton]]:

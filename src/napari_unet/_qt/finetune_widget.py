@@ -50,12 +50,14 @@ from napari_unet._qt._controls import (
     border_weight_controls,
     button_row,
     confirm_overwrite,
+    count_control,
     device_combo,
     diameter_field,
     image_combo,
     leading_axis_applies,
     leading_axis_combo,
     leading_is_channels,
+    regions_combo,
 )
 from napari_unet._qt._finetune_job import (
     FineTuneRequest,
@@ -99,9 +101,7 @@ SNAPSHOT_EVERY = 10
 class FineTuneWidget(QWidget):
     """Fine-tune the current U-Net on a few painted cells, with live feedback.
 
-    Parameters
-    ----------
-    napari_viewer : the viewer (napari injects it).
+    napari injects the viewer (``napari_viewer``).
 
     Attributes
     ----------
@@ -144,13 +144,9 @@ class FineTuneWidget(QWidget):
             exclude_plugin_layers=True,
             tooltip="A Labels layer with a few painted cells, one id per cell (0 = not painted).",
         )
-        self.regions = layer_combo(
+        self.regions = regions_combo(
             napari_viewer,
-            napari.layers.Shapes,
-            label="annotated regions",
-            nullable=True,
-            exclude_plugin_layers=True,
-            tooltip="Optional: rectangles/polygons in which every cell is painted. Inside them "
+            "Optional: rectangles/polygons in which every cell is painted. Inside them "
             "unpainted pixels are background, outside they are ignored. Without regions the "
             "whole plane counts: unpainted pixels are background everywhere.",
         )
@@ -188,12 +184,11 @@ class FineTuneWidget(QWidget):
             "Typical cell diameter in pixels; 0 measures the painted cells. The image is "
             "rescaled to the size the model was trained at."
         )
-        self.tile_size = SpinBox(
-            label="tile size (px)",
-            value=0,
-            min=0,
-            max=4096,
-            tooltip="Side of the network's output tile per step; 0 chooses for the device.",
+        self.tile_size = count_control(
+            "tile size (px)",
+            0,
+            (0, 4096),
+            "Side of the network's output tile per step; 0 chooses for the device.",
         )
         self.device = device_combo()
         self.preview_every = SpinBox(

@@ -21,7 +21,12 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_unet._qt._annotations import regions_mask, show_weight_map
-from napari_unet._qt._controls import border_weight_controls, image_combo, number_control
+from napari_unet._qt._controls import (
+    border_weight_controls,
+    image_combo,
+    number_control,
+    regions_combo,
+)
 from napari_unet._qt._layers import (
     OWNER_KEY,
     current_plane_index,
@@ -120,9 +125,7 @@ def _disconnect_all(connections: list[tuple[Any, Callable]]) -> None:
 class InspectWidget(QWidget):
     """Weight maps and elastic deformations of a Labels layer, with live sliders.
 
-    Parameters
-    ----------
-    napari_viewer : the viewer (napari injects it).
+    napari injects the viewer (``napari_viewer``).
 
     Attributes
     ----------
@@ -158,12 +161,9 @@ class InspectWidget(QWidget):
             label="labels",
             tooltip="The painted or segmented cells whose training weights you want to see.",
         )
-        self.regions = layer_combo(
+        self.regions = regions_combo(
             napari_viewer,
-            napari.layers.Shapes,
-            label="annotated regions",
-            nullable=True,
-            tooltip="Optional: inside these shapes unpainted pixels are background; outside, "
+            "Optional: inside these shapes unpainted pixels are background; outside, "
             "only the painted cells count (weight 0 elsewhere). Without shapes the whole image "
             "counts.",
         )
@@ -277,6 +277,13 @@ class InspectWidget(QWidget):
             self._weights_changed()
             self._deform_changed()
 
+    def _chosen_labels(self, what: str, quiet: bool) -> Any:
+        """The chosen Labels layer; without one, tell the user (unless ``quiet``)."""
+        layer = self.labels.value
+        if layer is None and not quiet:
+            tell_user(f"{what} failed: add or choose a Labels layer first.")
+        return layer
+
     # -- weight map ----------------------------------------------------------------------
     def _weights_changed(self, *_: Any) -> None:
         if self._weights_shown:
@@ -288,10 +295,8 @@ class InspectWidget(QWidget):
         Without a Labels layer the user is told so, unless ``quiet`` (a live update after the
         layer went away, e.g. while the viewer closes).
         """
-        layer = self.labels.value
+        layer = self._chosen_labels("Weight map", quiet)
         if layer is None:
-            if not quiet:
-                tell_user("Weight map failed: add or choose a Labels layer first.")
             return
         self._weights_shown = True
         try:
@@ -336,10 +341,8 @@ class InspectWidget(QWidget):
     def update_deformation(self, *, quiet: bool = False) -> None:
         """Deform the chosen labels (and image) with the current strength and seed
         (``quiet``: as for :meth:`update_weights`)."""
-        layer = self.labels.value
+        layer = self._chosen_labels("Deformation preview", quiet)
         if layer is None:
-            if not quiet:
-                tell_user("Deformation preview failed: add or choose a Labels layer first.")
             return
         self._deform_shown = True
         image_layer = self.image.value
@@ -382,18 +385,15 @@ class InspectWidget(QWidget):
         if image is None or image_layer not in self.viewer.layers:
             remove_owned(self.viewer, image_key)
             self.deformed_image = None
-        elif image_layer.rgb:
-            self.deformed_image = put_layer(
-                self.viewer,
-                image,
-                kind="image",
-                name=f"{image_layer.name} deformed",
-                key=image_key,
-                role=ROLE,
-                geometry=geometry,
-                rgb=True,
-            )
         else:
+            display = (
+                {"rgb": True}
+                if image_layer.rgb
+                else {
+                    "colormap": image_layer.colormap.name,
+                    "contrast_limits": tuple(image_layer.contrast_limits),
+                }
+            )
             self.deformed_image = put_layer(
                 self.viewer,
                 image,
@@ -402,8 +402,7 @@ class InspectWidget(QWidget):
                 key=image_key,
                 role=ROLE,
                 geometry=geometry,
-                colormap=image_layer.colormap.name,
-                contrast_limits=tuple(image_layer.contrast_limits),
+                **display,
             )
         self.deformed_labels = put_layer(
             self.viewer,

@@ -34,9 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in (predict, train, evaluate, sample):
         name = command.__name__.rsplit(".", 1)[-1]
-        p = sub.add_parser(
-            name, parents=[common], help=command.HELP, description=command.DESCRIPTION
-        )
+        # the module's docstring, without its "``napari-unet <name>``: ", describes the command
+        about = " ".join(command.__doc__.split(": ", 1)[1].split())
+        about = about[0].upper() + about[1:]
+        p = sub.add_parser(name, parents=[common], help=command.HELP, description=about)
         command.add_arguments(p)
         p.set_defaults(func=command.run)
     return parser

@@ -1,4 +1,6 @@
-"""``napari-unet evaluate``: score predicted labels against ground truth."""
+"""``napari-unet evaluate``: score predicted instance labels against ground-truth labels:
+AP@0.5..0.9, F1, precision, recall, SEG, foreground IoU, pixel error and Rand error.
+"""
 
 from __future__ import annotations
 
@@ -101,10 +103,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 HELP = "score predicted labels against ground truth"
-DESCRIPTION = (
-    "Score predicted instance labels against ground-truth labels: AP@0.5..0.9, "
-    "F1, precision, recall, SEG, foreground IoU, pixel error and Rand error."
-)
 
 
 def add_arguments(e: argparse.ArgumentParser) -> None:

@@ -1,4 +1,6 @@
-"""``napari-unet predict``: segment TIFF images into TIFF label images."""
+"""``napari-unet predict``: segment a TIFF image, or every TIFF in a folder, into a uint16 (or
+uint32) TIFF of instance labels with the input's spatial shape.
+"""
 
 from __future__ import annotations
 
@@ -134,10 +136,6 @@ def count_objects(labels: np.ndarray) -> int:
 #: options passed on to iter_segment as they are
 SEGMENT_OPTIONS = ("diameter", "device", "threshold", "min_size", "tile_size")
 HELP = "segment a TIFF image (or every TIFF in a folder) into instance labels"
-DESCRIPTION = (
-    "Segment a TIFF image, or every TIFF in a folder, into a uint16 (or uint32) "
-    "TIFF of instance labels with the input's spatial shape."
-)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-"""``napari-unet sample``: write the bundled sample image and its ground truth."""
+"""``napari-unet sample``: write NAME.tif and NAME_ground_truth.tif to a folder.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +31,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 HELP = "write the bundled sample image and its ground truth"
-DESCRIPTION = (
-    "Write NAME.tif and NAME_ground_truth.tif to a folder."
-)
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:

@@ -1,4 +1,6 @@
-"""``napari-unet train``: train a model, or fine-tune one, on TIFF images and label images."""
+"""``napari-unet train``: train a U-Net on TIFF images and matching instance label images (0 = not
+painted) and write a model file.
+"""
 
 from __future__ import annotations
 
@@ -192,10 +194,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 HELP = "train or fine-tune a model on images and label images"
-DESCRIPTION = (
-    "Train a U-Net on TIFF images and matching instance label images (0 = not "
-    "painted) and write a model file."
-)
 
 
 def add_arguments(t: argparse.ArgumentParser) -> None:
