@@ -2,28 +2,12 @@
 
 Pick an image layer, a Labels layer with a few painted cells (one id per cell) and, optionally,
 a Shapes layer of *annotated regions* (inside them unpainted pixels are background, outside they
-are ignored; without regions the whole plane counts as annotated, so unpainted pixels are
-background everywhere). Training uses the plane the viewer shows (or the whole 2D image) and
-starts from the session's current model: the bundled default, a model file, or an earlier
-fine-tune.
-
-*Start* runs :func:`napari_unet.engine.training.iter_train` in a worker thread (a napari progress
-bar follows the steps). While it runs the widget shows, in plugin-owned layers (the user's layers
-are never modified):
-
-* the weight map of the annotations (total, ``w_c`` and border term, eq. 2 of the paper);
-* the augmented tile the network just trained on (image and labels), beside the labels;
-* a preview segmentation of the current plane with the newest weights (*Refresh preview*, and
-  automatically every few steps), computed in a second worker while training goes on;
-
-and a light loss plot (training loss per step, validation loss when it is measured), repainted
-at most every :data:`DISPLAY_INTERVAL_MS`.
-
-*Stop* ends training after the step in progress; the model of the last completed step is kept.
-After *Stop* or the last step the fine-tuned model becomes the session's current model, so the
-Segment widget uses it; *Save model…* writes it with the engine's atomic ``save_checkpoint``.
-The widget keeps CPU copies of the weights only (the engine moves the model back to the CPU and
-releases device memory when training ends).
+are ignored). *Start* runs :func:`~napari_unet._qt._finetune_job.finetune_job` in a worker
+thread on the plane the viewer shows, starting from the session's current model; the panel shows
+the weight map, the augmented tiles, a preview segmentation and the loss plot (refreshed at most
+every :data:`DISPLAY_INTERVAL_MS`). *Stop* keeps the model of the last completed step, which
+becomes the session's current model; *Save model…* writes it atomically. The user's layers are
+never modified. See docs/architecture.md, "Fine-tune", for the whole flow.
 """
 
 from __future__ import annotations
@@ -64,6 +48,7 @@ from napari_unet._qt._finetune_job import (
     RunState,
     WeightMapReady,
     finetune_job,
+    kept_model,
     preview_job,
     snapshot_model,
 )
@@ -73,10 +58,10 @@ from napari_unet._qt._layers import (
     layer_combo,
     show_segmentation,
 )
-from napari_unet._qt._loss_plot import LossPlot
+from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, LatestOnly, call_once, run_shielded, start_job, tell_user
-from napari_unet.engine.events import AugmentationSample, ModelSnapshot, StepDone, ValidationDone
+from napari_unet.engine.events import ModelSnapshot
 from napari_unet.engine.train_config import (
     DEFAULT_LR,
     FINE_TUNE_FOREGROUND_FRACTION,
@@ -127,9 +112,7 @@ class FineTuneWidget(QWidget):
         self.preview_source: str | None = None
         self._snapshot: Any = None
         self._next_preview = 0
-        self._pending_sample: Any = None
-        self._last_step: Any = None
-        self._last_validation: dict | None = None
+        self.progress = LiveProgress()
         self._labels_layer: Any = None
         self._preview_diameter: float | None = None
 
@@ -332,9 +315,7 @@ class FineTuneWidget(QWidget):
         self._labels_layer = labels_layer
         self.run = RunState(base_label=request.entry.label)
         self._snapshot = None
-        self._pending_sample = None
-        self._last_step = None
-        self._last_validation = None
+        self.progress = LiveProgress()
         self._next_preview = int(self.preview_every.value)
         self.plot.clear(request.config.steps)
         self.status.value = f"fine-tuning {request.entry.label} on {labels_layer.name}…"
@@ -359,20 +340,9 @@ class FineTuneWidget(QWidget):
             self.status.value = "stopping after the current step…"
 
     def _on_event(self, event: Any) -> None:
-        # handlers can be re-entered (napari's progress bar processes events), so events may
-        # come out of order: keep the newest by step
+        if self.progress.record(event, self.plot):
+            return
         match event:
-            case StepDone():
-                self.plot.add_loss(event.step, event.loss)
-                if self._last_step is None or event.step > self._last_step.step:
-                    self._last_step = event
-            case ValidationDone():
-                self._last_validation = dict(event.metrics)
-                if "loss" in event.metrics:
-                    self.plot.add_validation(event.step, event.metrics["loss"])
-            case AugmentationSample():
-                if self._pending_sample is None or event.step > self._pending_sample.step:
-                    self._pending_sample = event
             case ModelSnapshot():
                 self._on_snapshot(event)
             case WeightMapReady():
@@ -396,20 +366,10 @@ class FineTuneWidget(QWidget):
         """Timer tick: repaint the plot, the status and the augmentation layers if they changed."""
         if self.plot.dirty:
             self.plot.update()
-        step = self._last_step
-        if (
-            step is not None
-            and self.job is not None
-            and self.job.running
-            and not self.job.cancelled
-        ):
-            text = f"step {step.step}/{step.total}: loss {step.loss:.3f}"
-            if self._last_validation:
-                text += ", validation " + ", ".join(
-                    f"{k} {v:.3f}" for k, v in self._last_validation.items()
-                )
+        text = self.progress.status()
+        if text and self.job is not None and self.job.running and not self.job.cancelled:
             self.status.value = text
-        sample, self._pending_sample = self._pending_sample, None
+        sample = self.progress.take_sample()
         if sample is not None:
             self._show_sample(sample)
 
@@ -423,35 +383,14 @@ class FineTuneWidget(QWidget):
         self._refresh_display()
         self.plot.update()
         run = self.run
-        kept = run is not None and run.final is not None
+        entry, message = kept_model(run, job)
+        if message is not None:
+            self.status.value = message
+        kept = entry is not None
         if kept:
-            net, checkpoint = run.final
-            what = "stopped" if job.cancelled else ("failed" if run.failed else "done")
-            entry = ModelEntry(
-                f"fine-tuned on {run.extra.get('fine_tuned_on') or 'painted cells'} "
-                f"(step {run.final_step})",
-                (net, checkpoint),
-                kind="fine-tuned",
-                normalization=checkpoint.normalization,
-                step=run.final_step,
-            )
             self.result_entry = entry
             self._preview_diameter = run.scale.input_diameter
             self.session.set_current(entry)
-            if what == "failed":
-                self.status.value = (
-                    f"failed at step {run.steps_done + 1} (see the notification); kept the "
-                    f"model of step {run.final_step}, now the current model"
-                )
-            else:
-                self.status.value = (
-                    f"{what} after step {run.final_step}: the fine-tuned model is now the "
-                    "current model (Segment uses it)"
-                )
-        elif job.cancelled:
-            self.status.value = "stopped before the first step; the model is unchanged"
-        elif job.error is not None:
-            self.status.value = "failed (see the notification); the model is unchanged"
         # the widget keeps the kept CPU model (in the entry) only
         self._snapshot = None
         if run is not None:
