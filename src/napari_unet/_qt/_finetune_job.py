@@ -281,3 +281,20 @@ def kept_model(run: RunState | None, job: Any) -> tuple[ModelEntry | None, str |
         f"{what} after step {run.final_step}: the fine-tuned model is now the current model "
         "(Segment uses it)"
     )
+
+
+def save_model_file(path: Any, entry: ModelEntry) -> Any:
+    """Worker thread: write the ``(UNet, Checkpoint)`` of ``entry`` to ``path`` atomically, with
+    all its metadata; returns the path written."""
+    from napari_unet.engine.checkpoint import save_checkpoint
+
+    net, checkpoint = entry.source
+    return save_checkpoint(
+        path,
+        net,
+        normalization=checkpoint.normalization,
+        training=checkpoint.training,
+        history=checkpoint.history,
+        extra=checkpoint.extra,
+        diameter=checkpoint.diameter,
+    )

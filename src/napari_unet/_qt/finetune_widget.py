@@ -50,6 +50,7 @@ from napari_unet._qt._finetune_job import (
     finetune_job,
     kept_model,
     preview_job,
+    save_model_file,
     snapshot_model,
 )
 from napari_unet._qt._layers import (
@@ -487,20 +488,13 @@ class FineTuneWidget(QWidget):
         if path.exists() and not self.confirm_overwrite(path):
             self.status.value = f"not saved: {path.name} exists"
             return None
-        from napari_unet.engine.checkpoint import save_checkpoint
-
-        net, checkpoint = entry.source
         self.status.value = f"saving {path.name}…"
         self.save_job = start_job(
             call_once,
             run_shielded,
-            save_checkpoint,
+            save_model_file,
             path,
-            net,
-            normalization=checkpoint.normalization,
-            training=checkpoint.training,
-            history=checkpoint.history,
-            extra=checkpoint.extra,
+            entry,
             what="Saving the model",
             show_progress=False,
             on_result=lambda written: setattr(self.status, "value", f"saved {written}"),
