@@ -76,14 +76,11 @@ DISPLAY_INTERVAL_MS = 250
 #: about 2 minutes on a 2-core CPU (0.11 s per step at the CPU's 192 px tiles,
 #: docs/benchmarks/training_steps.md): the budget of the few-shot benchmark
 DEFAULT_STEPS = 1000
-#: an augmented tile is sent every this many steps
-SAMPLE_EVERY = 10
-#: a CPU copy of the weights is taken at least every this many steps (for the preview and as a
-#: fallback should training fail)
-SNAPSHOT_EVERY = 10
+#: an augmented tile is sent, and a CPU copy of the weights is taken (for the preview, and as a
+#: fallback should training fail) at least, every this many steps
+SAMPLE_EVERY = SNAPSHOT_EVERY = 10
 
 
-# -- the widget ------------------------------------------------------------------------------
 class FineTuneWidget(QWidget):
     """Fine-tune the current U-Net on a few painted cells, with live feedback.
 
