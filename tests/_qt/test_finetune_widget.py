@@ -183,9 +183,11 @@ def test_save_writes_a_loadable_model_and_asks_before_replacing(
     path = tmp_path / "fine-tuned.pt"
     assert asked == []  # a new file: nothing to confirm
     net, checkpoint = load_model(path)
-    kept_net, _ = session_for(viewer).current.source
+    kept_net, kept = session_for(viewer).current.source
     for name, tensor in kept_net.state_dict().items():
         assert np.array_equal(net.state_dict()[name].numpy(), tensor.numpy())
+    # the model started without a diameter, so it keeps the painted cells' (about 16 px)
+    assert 10 < checkpoint.diameter == kept.diameter < 25
     assert checkpoint.training["steps_done"] == 3
     assert checkpoint.extra["fine_tuned_on"] == "painted"
     assert checkpoint.extra["fine_tuned_from"] == "tiny test model"

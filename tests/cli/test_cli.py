@@ -1,5 +1,5 @@
 """The command line, called in-process (``cli.main([...])``) on small TIFF files, plus one run of
-the installed console script; and the TIFF helpers of ``engine.io`` underneath it."""
+the installed console script."""
 
 from __future__ import annotations
 
@@ -18,14 +18,6 @@ import torch
 
 from napari_unet import cli
 from napari_unet.engine.checkpoint import load_checkpoint, save_checkpoint
-from napari_unet.engine.io import (
-    ImageReadError,
-    infer_layout,
-    list_images,
-    read_tiff,
-    write_labels,
-    write_tiff,
-)
 from napari_unet.engine.model import UNet, UNetConfig
 from napari_unet.engine.synthetic import synthetic_nuclei
 
@@ -525,90 +517,3 @@ def test_the_cli_imports_no_gui():
     code = "import sys, napari_unet.cli; print(' '.join(sorted(sys.modules)))"
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     assert not {m for m in loaded if m.split(".")[0] in ("qtpy", "napari", "magicgui", "PyQt5")}
-
-
-# -- engine.io --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("shape", "axes", "kwargs", "expected"),
-    [
-        ((64, 64), "YX", {}, (None, False)),
-        ((64, 64, 3), "YXS", {}, (2, False)),
-        ((3, 64, 64), "CYX", {}, (0, False)),
-        ((10, 64, 64), "ZYX", {}, (None, True)),
-        ((10, 64, 64), "QYX", {}, (None, True)),
-        ((64, 64, 3), "QQQ", {}, (2, False)),
-        ((2, 64, 64), "QYX", {"in_channels": 2}, (0, False)),
-        ((64, 64, 2), "QYX", {"in_channels": 2}, (2, False)),
-        ((3, 64, 64), "QYX", {}, (None, True)),
-        ((3, 64, 64), "QYX", {"stack": False}, (0, False)),
-        ((10, 64, 64), "QYX", {"channel_axis": 0}, (0, False)),
-        ((64, 64, 3), "YXS", {"stack": True}, (None, True)),
-        ((5, 64, 64, 3), "ZYXS", {}, (3, True)),
-        ((5, 2, 64, 64), "ZCYX", {}, (1, True)),
-        ((5, 2, 64, 64), "QQYX", {"in_channels": 2}, (1, True)),
-    ],
-)
-def test_infer_layout(shape, axes, kwargs, expected):
-    assert infer_layout(shape, axes, **kwargs) == expected
-
-
-@pytest.mark.parametrize(
-    ("shape", "kwargs"),
-    [
-        ((64, 64), {"channel_axis": 0}),
-        ((64, 64), {"stack": True}),
-        ((10, 64, 64), {"channel_axis": 0, "stack": True}),
-        ((10, 64, 64), {"stack": False}),
-        ((5, 64, 64, 3), {"stack": False}),
-        ((5, 64, 64, 3), {"channel_axis": 0}),
-        ((64, 64, 3), {"channel_axis": 5}),
-    ],
-)
-def test_infer_layout_refuses_contradictions(shape, kwargs):
-    with pytest.raises(ValueError):
-        infer_layout(shape, "", **kwargs)
-
-
-def test_read_tiff_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        read_tiff(tmp_path / "missing.tif")
-    with pytest.raises(ImageReadError, match="folder"):
-        read_tiff(tmp_path)
-    (tmp_path / "text.tif").write_text("hello")
-    with pytest.raises(ImageReadError, match="cannot read"):
-        read_tiff(tmp_path / "text.tif")
-    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 9, 3), np.uint8), photometric="rgb")
-    image = read_tiff(tmp_path / "rgb.tif")
-    assert image.data.shape == (8, 9, 3) and image.axes == "YXS"
-
-
-def test_write_tiff_is_atomic_and_refuses_to_overwrite(tmp_path):
-    path = tmp_path / "sub" / "labels.tif"
-    labels = np.zeros((20, 30), np.int32)
-    labels[2:5, 3:9] = 70000
-    write_labels(path, labels)
-    back = tifffile.imread(path)
-    assert back.dtype == np.uint32 and back.max() == 70000
-    with pytest.raises(FileExistsError):
-        write_labels(path, labels)
-    write_labels(path, labels // 10, overwrite=True)
-    assert tifffile.imread(path).dtype == np.uint16
-
-    with pytest.raises(ValueError):
-        write_labels(tmp_path / "neg.tif", np.full((4, 4), -1))
-    assert not (tmp_path / "neg.tif").exists()
-    with pytest.raises(ValueError, match="cannot write"):
-        write_tiff(tmp_path / "bad.tif", np.array([[object()]]))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]  # no temporary files left
-    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["labels.tif"]
-
-
-def test_list_images(tmp_path):
-    for name in ("b.tif", "a.TIFF", ".hidden.tif", "c.png", "d.tiff"):
-        (tmp_path / name).write_bytes(b"")
-    (tmp_path / "e.tif").mkdir()
-    assert [p.name for p in list_images(tmp_path)] == ["a.TIFF", "b.tif", "d.tiff"]
-    with pytest.raises(FileNotFoundError):
-        list_images(tmp_path / "nope")

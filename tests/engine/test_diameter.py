@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.engine.test_segment import discs
 
 from napari_unet.engine.diameter import (
     TrainingScale,
@@ -12,7 +13,7 @@ from napari_unet.engine.diameter import (
     rescale_factor,
     rescale_training_data,
 )
-from tests.engine.test_segment import discs
+
 
 def test_estimate_diameter_of_known_discs():
     _, labels = discs((120, 120), 14, 30)

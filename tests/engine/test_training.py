@@ -166,7 +166,7 @@ def test_a_diverged_step_never_overwrites_the_last_good_checkpoint(nuclei, tmp_p
     assert saved == [2]
     assert not all(torch.isfinite(v).all() for v in model.state_dict().values())  # ruined
     assert path.read_bytes() == good
-    loaded, meta = load_checkpoint(path)  # refuses non-finite weights
+    _, meta = load_checkpoint(path)  # refuses non-finite weights
     assert meta.training["steps_done"] == 2
 
 

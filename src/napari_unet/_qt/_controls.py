@@ -4,11 +4,12 @@ engine (:class:`~napari_unet.engine.train_config.TrainConfig`,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import napari
-from magicgui.widgets import ComboBox, FloatSlider, FloatSpinBox
-from qtpy.QtWidgets import QHBoxLayout, QPushButton
+from magicgui.widgets import ComboBox, FloatSlider, FloatSpinBox, SpinBox
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QPushButton
 
 from napari_unet._qt._layers import layer_combo
 from napari_unet.engine.device import DEVICE_CHOICES
@@ -23,13 +24,17 @@ SIGMA_RANGE = (0.5, 50.0)
 
 def image_combo(viewer: Any, tooltip: str, *, nullable: bool = False) -> ComboBox:
     """The choice of a user's Image layer (the plugin's own layers are left out)."""
+    return _user_layers(viewer, napari.layers.Image, "image", tooltip, nullable)
+
+
+def regions_combo(viewer: Any, tooltip: str) -> ComboBox:
+    """The optional choice of a Shapes layer of annotated regions."""
+    return _user_layers(viewer, napari.layers.Shapes, "annotated regions", tooltip, True)
+
+
+def _user_layers(viewer: Any, kind: type, label: str, tooltip: str, nullable: bool) -> ComboBox:
     return layer_combo(
-        viewer,
-        napari.layers.Image,
-        label="image",
-        nullable=nullable,
-        exclude_plugin_layers=True,
-        tooltip=tooltip,
+        viewer, kind, label=label, nullable=nullable, exclude_plugin_layers=True, tooltip=tooltip
     )
 
 
@@ -66,29 +71,48 @@ def diameter_field(tooltip: str) -> FloatSpinBox:
     )
 
 
+def number_control(
+    label: str,
+    value: float,
+    bounds: tuple[float, float],
+    step: float,
+    tooltip: str,
+    *,
+    slider: bool = True,
+) -> FloatSlider | FloatSpinBox:
+    """A float control from ``bounds[0]`` to ``bounds[1]``: a slider (live previews) or a spin
+    box (settings)."""
+    kind = FloatSlider if slider else FloatSpinBox
+    return kind(label=label, value=value, min=bounds[0], max=bounds[1], step=step, tooltip=tooltip)
+
+
 def border_weight_controls(*, sliders: bool, w0_label: str, sigma_label: str) -> tuple[Any, Any]:
     """The w0 and sigma of the weight map (eq. 2 of the paper), at TrainConfig's defaults:
     sliders (live previews) or spin boxes (settings)."""
-    kind = FloatSlider if sliders else FloatSpinBox
     defaults = TrainConfig()
-    w0 = kind(
-        label=w0_label,
-        value=defaults.w0,
-        min=W0_RANGE[0],
-        max=W0_RANGE[1],
-        step=0.5,
-        tooltip="Extra weight on the thin gaps between touching cells (the paper: 10).",
+    w0 = number_control(
+        w0_label,
+        defaults.w0,
+        W0_RANGE,
+        0.5,
+        "Extra weight on the thin gaps between touching cells (the paper: 10).",
+        slider=sliders,
     )
-    sigma = kind(
-        label=sigma_label,
-        value=defaults.sigma,
-        min=SIGMA_RANGE[0],
-        max=SIGMA_RANGE[1],
-        step=0.5,
-        tooltip="How far from the gaps between cells the border weight reaches, in pixels "
-        "(the paper: ~5).",
+    sigma = number_control(
+        sigma_label,
+        defaults.sigma,
+        SIGMA_RANGE,
+        0.5,
+        "How far from the gaps between cells the border weight reaches, in pixels (the "
+        "paper: ~5).",
+        slider=sliders,
     )
     return w0, sigma
+
+
+def count_control(label: str, value: int, bounds: tuple[int, int], tooltip: str) -> SpinBox:
+    """A whole-number control (steps, pixels) from ``bounds[0]`` to ``bounds[1]``."""
+    return SpinBox(label=label, value=value, min=bounds[0], max=bounds[1], tooltip=tooltip)
 
 
 def button_row(*buttons: tuple[str, str]) -> tuple[QHBoxLayout, list[QPushButton]]:
@@ -101,3 +125,30 @@ def button_row(*buttons: tuple[str, str]) -> tuple[QHBoxLayout, list[QPushButton
         row.addWidget(button)
         made.append(button)
     return row, made
+
+
+def ask_save_path(parent: Any, title: str, name: str, file_filter: str) -> str:
+    """Ask where to save a file (a Qt dialog starting at ``~/name``); ``""`` when cancelled.
+
+    The dialog does not ask about an existing file itself (see :func:`confirm_overwrite`).
+    """
+    path, _ = QFileDialog.getSaveFileName(
+        parent,
+        title,
+        str(Path.home() / name),
+        file_filter,
+        options=QFileDialog.Option.DontConfirmOverwrite,
+    )
+    return path
+
+
+def confirm_overwrite(parent: Any, path: Path) -> bool:
+    """Ask whether to replace the existing file ``path``; ``True`` means yes."""
+    answer = QMessageBox.question(
+        parent,
+        "Replace the model file?",
+        f"{path.name} already exists in {path.parent}. Replace it?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes

@@ -251,3 +251,50 @@ def preview_job(image: Any, channel_axis: int | None, model: Any, *, diameter, d
             device=device,
         )
     )
+
+
+def kept_model(run: RunState | None, job: Any) -> tuple[ModelEntry | None, str | None]:
+    """The session entry of the model a finished run kept (``None`` if none) and the sentence
+    that tells the user what happened (``None``: nothing to tell); ``job`` is the ended Job."""
+    if run is None or run.final is None:
+        if job.cancelled:
+            return None, "stopped before the first step; the model is unchanged"
+        if job.error is not None:
+            return None, "failed (see the notification); the model is unchanged"
+        return None, None
+    net, checkpoint = run.final
+    entry = ModelEntry(
+        f"fine-tuned on {run.extra.get('fine_tuned_on') or 'painted cells'} "
+        f"(step {run.final_step})",
+        (net, checkpoint),
+        kind="fine-tuned",
+        normalization=checkpoint.normalization,
+        step=run.final_step,
+    )
+    if run.failed and not job.cancelled:
+        return entry, (
+            f"failed at step {run.steps_done + 1} (see the notification); kept the model of "
+            f"step {run.final_step}, now the current model"
+        )
+    what = "stopped" if job.cancelled else "done"
+    return entry, (
+        f"{what} after step {run.final_step}: the fine-tuned model is now the current model "
+        "(Segment uses it)"
+    )
+
+
+def save_model_file(path: Any, entry: ModelEntry) -> Any:
+    """Worker thread: write the ``(UNet, Checkpoint)`` of ``entry`` to ``path`` atomically, with
+    all its metadata; returns the path written."""
+    from napari_unet.engine.checkpoint import save_checkpoint
+
+    net, checkpoint = entry.source
+    return save_checkpoint(
+        path,
+        net,
+        normalization=checkpoint.normalization,
+        training=checkpoint.training,
+        history=checkpoint.history,
+        extra=checkpoint.extra,
+        diameter=checkpoint.diameter,
+    )

@@ -1,4 +1,5 @@
-"""The Fine-tune panel's loss plot: training loss per step and validation losses, in QPainter."""
+"""The Fine-tune panel's live view of a run: the loss plot (QPainter) and the newest step,
+validation and augmented tile, kept for the display timer."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QWidget
+
+from napari_unet.engine.events import AugmentationSample, StepDone, ValidationDone
 
 
 class LossPlot(QWidget):
@@ -124,3 +127,49 @@ class LossPlot(QWidget):
         width = painter.fontMetrics().horizontalAdvance(label)
         painter.drawText(QPointF(area.right() - width, area.bottom() + 15), label)
         painter.end()
+
+
+class LiveProgress:
+    """The newest training step, validation and augmented tile of a run, for the display timer.
+
+    Event handlers can be re-entered (napari's progress bar processes events while it
+    updates), so events may come out of order: the newest by step is kept.
+    """
+
+    def __init__(self) -> None:
+        self.step: Any = None
+        self.validation: dict | None = None
+        self.sample: Any = None
+
+    def record(self, event: Any, plot: LossPlot) -> bool:
+        """Keep ``event`` if it is a step, a validation or a tile (adding losses to ``plot``);
+        return whether it was one of those."""
+        match event:
+            case StepDone():
+                plot.add_loss(event.step, event.loss)
+                if self.step is None or event.step > self.step.step:
+                    self.step = event
+            case ValidationDone():
+                self.validation = dict(event.metrics)
+                if "loss" in event.metrics:
+                    plot.add_validation(event.step, event.metrics["loss"])
+            case AugmentationSample():
+                if self.sample is None or event.step > self.sample.step:
+                    self.sample = event
+            case _:
+                return False
+        return True
+
+    def status(self) -> str:
+        """``"step 12/100: loss 0.512, validation loss 0.498, ..."``, or ``""`` before a step."""
+        if self.step is None:
+            return ""
+        text = f"step {self.step.step}/{self.step.total}: loss {self.step.loss:.3f}"
+        if self.validation:
+            text += ", validation " + ", ".join(f"{k} {v:.3f}" for k, v in self.validation.items())
+        return text
+
+    def take_sample(self) -> Any:
+        """The newest augmented tile not yet shown (``None`` if none), now counted as shown."""
+        sample, self.sample = self.sample, None
+        return sample

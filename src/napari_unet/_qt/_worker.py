@@ -276,10 +276,13 @@ class Job:
                 pass
             case _:
                 return
-        if self.pbar.total != total:
-            self.pbar.total = total
-        if done > self.pbar.n:
-            self.pbar.update(done - self.pbar.n)
+        pbar = self.pbar
+        if pbar is None:  # set_description processes events: the job may have ended meanwhile
+            return
+        if pbar.total != total:
+            pbar.total = total
+        if done > pbar.n:
+            pbar.update(done - pbar.n)
 
     def _returned(self, value: Any) -> None:
         self.returned_at = time.perf_counter()

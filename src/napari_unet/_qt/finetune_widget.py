@@ -2,28 +2,12 @@
 
 Pick an image layer, a Labels layer with a few painted cells (one id per cell) and, optionally,
 a Shapes layer of *annotated regions* (inside them unpainted pixels are background, outside they
-are ignored; without regions the whole plane counts as annotated, so unpainted pixels are
-background everywhere). Training uses the plane the viewer shows (or the whole 2D image) and
-starts from the session's current model: the bundled default, a model file, or an earlier
-fine-tune.
-
-*Start* runs :func:`napari_unet.engine.training.iter_train` in a worker thread (a napari progress
-bar follows the steps). While it runs the widget shows, in plugin-owned layers (the user's layers
-are never modified):
-
-* the weight map of the annotations (total, ``w_c`` and border term, eq. 2 of the paper);
-* the augmented tile the network just trained on (image and labels), beside the labels;
-* a preview segmentation of the current plane with the newest weights (*Refresh preview*, and
-  automatically every few steps), computed in a second worker while training goes on;
-
-and a light loss plot (training loss per step, validation loss when it is measured), repainted
-at most every :data:`DISPLAY_INTERVAL_MS`.
-
-*Stop* ends training after the step in progress; the model of the last completed step is kept.
-After *Stop* or the last step the fine-tuned model becomes the session's current model, so the
-Segment widget uses it; *Save model…* writes it with the engine's atomic ``save_checkpoint``.
-The widget keeps CPU copies of the weights only (the engine moves the model back to the CPU and
-releases device memory when training ends).
+are ignored). *Start* runs :func:`~napari_unet._qt._finetune_job.finetune_job` in a worker
+thread on the plane the viewer shows, starting from the session's current model; the panel shows
+the weight map, the augmented tiles, a preview segmentation and the loss plot (refreshed at most
+every :data:`DISPLAY_INTERVAL_MS`). *Stop* keeps the model of the last completed step, which
+becomes the session's current model; *Save model…* writes it atomically. The user's layers are
+never modified. See docs/architecture.md, "Fine-tune", for the whole flow.
 """
 
 from __future__ import annotations
@@ -33,50 +17,52 @@ from pathlib import Path
 from typing import Any
 
 import napari
-import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Label, SpinBox
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QFileDialog,
-    QMessageBox,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_unet._qt._annotations import (
+    painted_plane,
+    show_augmented_tile,
+    show_weight_map,
+)
 from napari_unet._qt._controls import (
+    ask_save_path,
     border_weight_controls,
     button_row,
+    confirm_overwrite,
+    count_control,
     device_combo,
     diameter_field,
     image_combo,
     leading_axis_applies,
     leading_axis_combo,
     leading_is_channels,
+    regions_combo,
 )
 from napari_unet._qt._finetune_job import (
     FineTuneRequest,
     RunState,
     WeightMapReady,
     finetune_job,
+    kept_model,
     preview_job,
+    save_model_file,
     snapshot_model,
 )
 from napari_unet._qt._layers import (
     Layout,
     current_image_plane,
-    current_plane_index,
     layer_combo,
-    plane_of,
-    put_layer,
-    regions_mask,
     show_segmentation,
-    show_weight_map,
-    side_by_side_geometry,
 )
-from napari_unet._qt._loss_plot import LossPlot
+from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, LatestOnly, call_once, run_shielded, start_job, tell_user
-from napari_unet.engine.events import AugmentationSample, ModelSnapshot, StepDone, ValidationDone
+from napari_unet.engine.events import ModelSnapshot
 from napari_unet.engine.train_config import (
     DEFAULT_LR,
     FINE_TUNE_FOREGROUND_FRACTION,
@@ -90,20 +76,15 @@ DISPLAY_INTERVAL_MS = 250
 #: about 2 minutes on a 2-core CPU (0.11 s per step at the CPU's 192 px tiles,
 #: docs/benchmarks/training_steps.md): the budget of the few-shot benchmark
 DEFAULT_STEPS = 1000
-#: an augmented tile is sent every this many steps
-SAMPLE_EVERY = 10
-#: a CPU copy of the weights is taken at least every this many steps (for the preview and as a
-#: fallback should training fail)
-SNAPSHOT_EVERY = 10
+#: an augmented tile is sent, and a CPU copy of the weights is taken (for the preview, and as a
+#: fallback should training fail) at least, every this many steps
+SAMPLE_EVERY = SNAPSHOT_EVERY = 10
 
 
-# -- the widget ------------------------------------------------------------------------------
 class FineTuneWidget(QWidget):
     """Fine-tune the current U-Net on a few painted cells, with live feedback.
 
-    Parameters
-    ----------
-    napari_viewer : the viewer (napari injects it).
+    napari injects the viewer (``napari_viewer``).
 
     Attributes
     ----------
@@ -129,9 +110,7 @@ class FineTuneWidget(QWidget):
         self.preview_source: str | None = None
         self._snapshot: Any = None
         self._next_preview = 0
-        self._pending_sample: Any = None
-        self._last_step: Any = None
-        self._last_validation: dict | None = None
+        self.progress = LiveProgress()
         self._labels_layer: Any = None
         self._preview_diameter: float | None = None
 
@@ -146,13 +125,9 @@ class FineTuneWidget(QWidget):
             exclude_plugin_layers=True,
             tooltip="A Labels layer with a few painted cells, one id per cell (0 = not painted).",
         )
-        self.regions = layer_combo(
+        self.regions = regions_combo(
             napari_viewer,
-            napari.layers.Shapes,
-            label="annotated regions",
-            nullable=True,
-            exclude_plugin_layers=True,
-            tooltip="Optional: rectangles/polygons in which every cell is painted. Inside them "
+            "Optional: rectangles/polygons in which every cell is painted. Inside them "
             "unpainted pixels are background, outside they are ignored. Without regions the "
             "whole plane counts: unpainted pixels are background everywhere.",
         )
@@ -190,12 +165,11 @@ class FineTuneWidget(QWidget):
             "Typical cell diameter in pixels; 0 measures the painted cells. The image is "
             "rescaled to the size the model was trained at."
         )
-        self.tile_size = SpinBox(
-            label="tile size (px)",
-            value=0,
-            min=0,
-            max=4096,
-            tooltip="Side of the network's output tile per step; 0 chooses for the device.",
+        self.tile_size = count_control(
+            "tile size (px)",
+            0,
+            (0, 4096),
+            "Side of the network's output tile per step; 0 chooses for the device.",
         )
         self.device = device_combo()
         self.preview_every = SpinBox(
@@ -293,42 +267,13 @@ class FineTuneWidget(QWidget):
         Raises ``ValueError`` with a sentence for the user when something is missing or does
         not fit (no layer, no painted cell on this plane, different shapes, no region drawn).
         """
-        image_layer, labels_layer = self.image.value, self.labels.value
-        if image_layer is None:
-            raise ValueError("add or choose an image layer first")
-        if labels_layer is None:
-            raise ValueError("add a Labels layer and paint a few cells in it first")
-        label_plane = current_plane_index(self.viewer, labels_layer)
-        labels = np.array(plane_of(labels_layer, label_plane))  # a copy: painting may go on
-        where = f" on plane {label_plane}" if label_plane else ""
-        if labels.ndim != 2:
-            raise ValueError(f"the labels '{labels_layer.name}' are not a 2D plane{where}")
-        image, channel_axis = self.image_plane(image_layer)
-        spatial = tuple(image.shape[:2] if channel_axis is not None else image.shape)
-        if len(spatial) != 2 or image.ndim > 3:
-            raise ValueError(
-                f"the image '{image_layer.name}' has a plane of shape {tuple(image.shape)}; "
-                "expected a 2D plane, with or without channels"
-            )
-        if spatial != labels.shape:
-            raise ValueError(
-                f"the image '{image_layer.name}' {spatial} and the labels '{labels_layer.name}' "
-                f"{labels.shape} have different shapes"
-            )
-        if not labels.any():
-            raise ValueError(
-                f"no painted cells in '{labels_layer.name}'{where}; paint a few cells (one id "
-                "per cell) first"
-            )
-        regions = None
-        shapes_layer = self.regions.value
-        if shapes_layer is not None:
-            regions = regions_mask(shapes_layer, labels_layer, label_plane, labels.shape)
-            if regions is None:
-                raise ValueError(
-                    f"the regions layer '{shapes_layer.name}' has no shape on this plane; draw "
-                    "rectangles or polygons around fully painted areas, or choose (none)"
-                )
+        image, channel_axis, labels, regions = painted_plane(
+            self.viewer,
+            self.image.value,
+            self.labels.value,
+            self.regions.value,
+            leading_is_channels=leading_is_channels(self.leading, self.image.value),
+        )
         preview = max(0, int(self.preview_every.value))
         config = TrainConfig(
             steps=int(self.steps.value),
@@ -351,7 +296,7 @@ class FineTuneWidget(QWidget):
             config=config,
             device=self.device.value,
             diameter=float(self.diameter.value) or None,
-            labels_name=labels_layer.name,
+            labels_name=self.labels.value.name,
         )
 
     # -- Start / Stop ----------------------------------------------------------------------------
@@ -368,9 +313,7 @@ class FineTuneWidget(QWidget):
         self._labels_layer = labels_layer
         self.run = RunState(base_label=request.entry.label)
         self._snapshot = None
-        self._pending_sample = None
-        self._last_step = None
-        self._last_validation = None
+        self.progress = LiveProgress()
         self._next_preview = int(self.preview_every.value)
         self.plot.clear(request.config.steps)
         self.status.value = f"fine-tuning {request.entry.label} on {labels_layer.name}…"
@@ -395,20 +338,9 @@ class FineTuneWidget(QWidget):
             self.status.value = "stopping after the current step…"
 
     def _on_event(self, event: Any) -> None:
-        # handlers can be re-entered (napari's progress bar processes events), so events may
-        # come out of order: keep the newest by step
+        if self.progress.record(event, self.plot):
+            return
         match event:
-            case StepDone():
-                self.plot.add_loss(event.step, event.loss)
-                if self._last_step is None or event.step > self._last_step.step:
-                    self._last_step = event
-            case ValidationDone():
-                self._last_validation = dict(event.metrics)
-                if "loss" in event.metrics:
-                    self.plot.add_validation(event.step, event.metrics["loss"])
-            case AugmentationSample():
-                if self._pending_sample is None or event.step > self._pending_sample.step:
-                    self._pending_sample = event
             case ModelSnapshot():
                 self._on_snapshot(event)
             case WeightMapReady():
@@ -432,90 +364,31 @@ class FineTuneWidget(QWidget):
         """Timer tick: repaint the plot, the status and the augmentation layers if they changed."""
         if self.plot.dirty:
             self.plot.update()
-        step = self._last_step
-        if (
-            step is not None
-            and self.job is not None
-            and self.job.running
-            and not self.job.cancelled
-        ):
-            text = f"step {step.step}/{step.total}: loss {step.loss:.3f}"
-            if self._last_validation:
-                text += ", validation " + ", ".join(
-                    f"{k} {v:.3f}" for k, v in self._last_validation.items()
-                )
+        text = self.progress.status()
+        if text and self.job is not None and self.job.running and not self.job.cancelled:
             self.status.value = text
-        sample, self._pending_sample = self._pending_sample, None
+        sample = self.progress.take_sample()
         if sample is not None:
             self._show_sample(sample)
 
     def _show_sample(self, sample: Any) -> None:
-        """Show an ``AugmentationSample`` (normalised image, deformed labels) beside the labels."""
         layer = self._labels_layer
-        if layer is None or layer not in self.viewer.layers:
-            return
-        geometry = side_by_side_geometry(layer)
-        image = np.asarray(sample.image, dtype=np.float32)
-        rgb = False
-        if image.ndim == 3:
-            if image.shape[0] in (3, 4):
-                image, rgb = np.clip(np.moveaxis(image, 0, -1), 0.0, 1.0), True
-            else:
-                image = image.mean(axis=0)
-        put_layer(
-            self.viewer,
-            image,
-            kind="image",
-            name="augmented tile",
-            key=f"{ROLE}:augmented:image",
-            role=ROLE,
-            geometry=geometry,
-            rgb=rgb,
-        )
-        put_layer(
-            self.viewer,
-            np.asarray(sample.labels),
-            kind="labels",
-            name="augmented tile labels",
-            key=f"{ROLE}:augmented:labels",
-            role=ROLE,
-            geometry=geometry,
-        )
+        if layer is not None and layer in self.viewer.layers:
+            show_augmented_tile(self.viewer, layer, sample, role=ROLE)
 
     def _on_done(self, job: Job) -> None:
         self.timer.stop()
         self._refresh_display()
         self.plot.update()
         run = self.run
-        kept = run is not None and run.final is not None
+        entry, message = kept_model(run, job)
+        if message is not None:
+            self.status.value = message
+        kept = entry is not None
         if kept:
-            net, checkpoint = run.final
-            what = "stopped" if job.cancelled else ("failed" if run.failed else "done")
-            entry = ModelEntry(
-                f"fine-tuned on {run.extra.get('fine_tuned_on') or 'painted cells'} "
-                f"(step {run.final_step})",
-                (net, checkpoint),
-                kind="fine-tuned",
-                normalization=checkpoint.normalization,
-                step=run.final_step,
-            )
             self.result_entry = entry
             self._preview_diameter = run.scale.input_diameter
             self.session.set_current(entry)
-            if what == "failed":
-                self.status.value = (
-                    f"failed at step {run.steps_done + 1} (see the notification); kept the "
-                    f"model of step {run.final_step}, now the current model"
-                )
-            else:
-                self.status.value = (
-                    f"{what} after step {run.final_step}: the fine-tuned model is now the "
-                    "current model (Segment uses it)"
-                )
-        elif job.cancelled:
-            self.status.value = "stopped before the first step; the model is unchanged"
-        elif job.error is not None:
-            self.status.value = "failed (see the notification); the model is unchanged"
         # the widget keeps the kept CPU model (in the entry) only
         self._snapshot = None
         if run is not None:
@@ -581,31 +454,13 @@ class FineTuneWidget(QWidget):
 
     # -- saving --------------------------------------------------------------------------------
     def ask_save_path(self) -> str:
-        """Ask where to save the model (a Qt file dialog); ``""`` when cancelled.
-
-        The dialog does not ask about existing files itself: :meth:`save_model` does, in one
-        place, for every way a path can come in.
-        """
-        start = str(Path.home() / "fine-tuned.pt")
-        path, _ = QFileDialog.getSaveFileName(
-            self,
-            "Save the fine-tuned model",
-            start,
-            "U-Net model (*.pt)",
-            options=QFileDialog.Option.DontConfirmOverwrite,
-        )
-        return path
+        """Ask where to save the model; ``""`` when cancelled (:meth:`save_model` asks about an
+        existing file itself, for every way a path can come in)."""
+        return ask_save_path(self, "Save the fine-tuned model", "fine-tuned.pt", "U-Net model (*.pt)")
 
     def confirm_overwrite(self, path: Path) -> bool:
         """Ask whether to replace the existing file ``path``; ``True`` means yes."""
-        answer = QMessageBox.question(
-            self,
-            "Replace the model file?",
-            f"{path.name} already exists in {path.parent}. Replace it?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
-        )
-        return answer == QMessageBox.StandardButton.Yes
+        return confirm_overwrite(self, path)
 
     def save_model(self) -> Job | None:
         """Write the last fine-tuned model to a file the user picks (atomic write, in a worker
@@ -630,20 +485,13 @@ class FineTuneWidget(QWidget):
         if path.exists() and not self.confirm_overwrite(path):
             self.status.value = f"not saved: {path.name} exists"
             return None
-        from napari_unet.engine.checkpoint import save_checkpoint
-
-        net, checkpoint = entry.source
         self.status.value = f"saving {path.name}…"
         self.save_job = start_job(
             call_once,
             run_shielded,
-            save_checkpoint,
+            save_model_file,
             path,
-            net,
-            normalization=checkpoint.normalization,
-            training=checkpoint.training,
-            history=checkpoint.history,
-            extra=checkpoint.extra,
+            entry,
             what="Saving the model",
             show_progress=False,
             on_result=lambda written: setattr(self.status, "value", f"saved {written}"),

@@ -16,10 +16,17 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import Container, FloatSlider, Label
+from magicgui.widgets import Container, Label
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
+from napari_unet._qt._annotations import regions_mask, show_weight_map
+from napari_unet._qt._controls import (
+    border_weight_controls,
+    image_combo,
+    number_control,
+    regions_combo,
+)
 from napari_unet._qt._layers import (
     OWNER_KEY,
     current_plane_index,
@@ -27,13 +34,12 @@ from napari_unet._qt._layers import (
     pick_default,
     plane_of,
     put_layer,
-    regions_mask,
     remove_owned,
-    show_weight_map,
     side_by_side_geometry,
     spatial_shape,
 )
 from napari_unet._qt._worker import LatestOnly, notify_error, tell_user
+from napari_unet.engine.train_config import TrainConfig
 
 ROLE = "inspect"
 #: knots per axis of the coarse displacement grid (the paper: 3 x 3)
@@ -119,9 +125,7 @@ def _disconnect_all(connections: list[tuple[Any, Callable]]) -> None:
 class InspectWidget(QWidget):
     """Weight maps and elastic deformations of a Labels layer, with live sliders.
 
-    Parameters
-    ----------
-    napari_viewer : the viewer (napari injects it).
+    napari injects the viewer (``napari_viewer``).
 
     Attributes
     ----------
@@ -157,47 +161,25 @@ class InspectWidget(QWidget):
             label="labels",
             tooltip="The painted or segmented cells whose training weights you want to see.",
         )
-        self.regions = layer_combo(
+        self.regions = regions_combo(
             napari_viewer,
-            napari.layers.Shapes,
-            label="annotated regions",
-            nullable=True,
-            tooltip="Optional: inside these shapes unpainted pixels are background; outside, "
+            "Optional: inside these shapes unpainted pixels are background; outside, "
             "only the painted cells count (weight 0 elsewhere). Without shapes the whole image "
             "counts.",
         )
-        self.w0 = FloatSlider(
-            label="w0 (border weight)",
-            value=10.0,
-            min=0.0,
-            max=30.0,
-            step=0.5,
-            tooltip="How much the thin gaps between touching cells count (the paper: 10).",
+        self.w0, self.sigma = border_weight_controls(
+            sliders=True, w0_label="w0 (border weight)", sigma_label="sigma (px)"
         )
-        self.sigma = FloatSlider(
-            label="sigma (px)",
-            value=5.0,
-            min=1.0,
-            max=20.0,
-            step=0.5,
-            tooltip="How far from the gap the extra weight reaches, in pixels (the paper: ~5).",
+        self.image = image_combo(
+            napari_viewer, "Optional: the image to deform together with the labels.", nullable=True
         )
-        self.image = layer_combo(
-            napari_viewer,
-            napari.layers.Image,
-            label="image",
-            nullable=True,
-            exclude_plugin_layers=True,
-            tooltip="Optional: the image to deform together with the labels.",
-        )
-        self.strength = FloatSlider(
-            label="deformation (px)",
-            value=10.0,
-            min=0.0,
-            max=30.0,
-            step=1.0,
-            tooltip="Standard deviation of the random displacements on a 3 x 3 grid, in pixels "
-            "(the paper: 10). 0 leaves the image unchanged.",
+        self.strength = number_control(
+            "deformation (px)",
+            TrainConfig().elastic_sigma,
+            (0.0, 30.0),
+            1.0,
+            "Standard deviation of the random displacements on a 3 x 3 grid, in pixels (the "
+            "paper: 10). 0 leaves the image unchanged.",
         )
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long layer names must not widen the dock
@@ -295,6 +277,13 @@ class InspectWidget(QWidget):
             self._weights_changed()
             self._deform_changed()
 
+    def _chosen_labels(self, what: str, quiet: bool) -> Any:
+        """The chosen Labels layer; without one, tell the user (unless ``quiet``)."""
+        layer = self.labels.value
+        if layer is None and not quiet:
+            tell_user(f"{what} failed: add or choose a Labels layer first.")
+        return layer
+
     # -- weight map ----------------------------------------------------------------------
     def _weights_changed(self, *_: Any) -> None:
         if self._weights_shown:
@@ -306,10 +295,8 @@ class InspectWidget(QWidget):
         Without a Labels layer the user is told so, unless ``quiet`` (a live update after the
         layer went away, e.g. while the viewer closes).
         """
-        layer = self.labels.value
+        layer = self._chosen_labels("Weight map", quiet)
         if layer is None:
-            if not quiet:
-                tell_user("Weight map failed: add or choose a Labels layer first.")
             return
         self._weights_shown = True
         try:
@@ -354,10 +341,8 @@ class InspectWidget(QWidget):
     def update_deformation(self, *, quiet: bool = False) -> None:
         """Deform the chosen labels (and image) with the current strength and seed
         (``quiet``: as for :meth:`update_weights`)."""
-        layer = self.labels.value
+        layer = self._chosen_labels("Deformation preview", quiet)
         if layer is None:
-            if not quiet:
-                tell_user("Deformation preview failed: add or choose a Labels layer first.")
             return
         self._deform_shown = True
         image_layer = self.image.value
@@ -400,18 +385,15 @@ class InspectWidget(QWidget):
         if image is None or image_layer not in self.viewer.layers:
             remove_owned(self.viewer, image_key)
             self.deformed_image = None
-        elif image_layer.rgb:
-            self.deformed_image = put_layer(
-                self.viewer,
-                image,
-                kind="image",
-                name=f"{image_layer.name} deformed",
-                key=image_key,
-                role=ROLE,
-                geometry=geometry,
-                rgb=True,
-            )
         else:
+            display = (
+                {"rgb": True}
+                if image_layer.rgb
+                else {
+                    "colormap": image_layer.colormap.name,
+                    "contrast_limits": tuple(image_layer.contrast_limits),
+                }
+            )
             self.deformed_image = put_layer(
                 self.viewer,
                 image,
@@ -420,8 +402,7 @@ class InspectWidget(QWidget):
                 key=image_key,
                 role=ROLE,
                 geometry=geometry,
-                colormap=image_layer.colormap.name,
-                contrast_limits=tuple(image_layer.contrast_limits),
+                **display,
             )
         self.deformed_labels = put_layer(
             self.viewer,

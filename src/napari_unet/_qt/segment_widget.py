@@ -18,21 +18,11 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
-    FloatSlider,
     Label,
-    SpinBox,
 )
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from napari_unet._qt._controls import (
-    button_row,
-    device_combo,
-    diameter_field,
-    image_combo,
-    leading_axis_applies,
-    leading_axis_combo,
-    leading_is_channels,
-)
+from napari_unet._qt import _controls as controls
 from napari_unet._qt._layers import (
     Layout,
     layer_array,
@@ -69,9 +59,7 @@ def segment_job(data: Any, layout: Layout, entry: ModelEntry, **options: Any):
 class SegmentWidget(QWidget):
     """Segment cells in an image layer with a U-Net.
 
-    Parameters
-    ----------
-    napari_viewer : the viewer (napari injects it).
+    napari injects the viewer (``napari_viewer``).
 
     Attributes
     ----------
@@ -88,33 +76,31 @@ class SegmentWidget(QWidget):
         self._started = 0.0
         self.leading_applies = False
 
-        self.image = image_combo(
+        self.image = controls.image_combo(
             napari_viewer, "The image to segment: 2D, 2D with channels (RGB), or a Z / time stack."
         )
-        self.leading = leading_axis_combo()
+        self.leading = controls.leading_axis_combo()
         self.model = ComboBox(label="model", choices=self._model_choices)
         self.model_file = FileEdit(
             label="model file", mode="r", filter="U-Net model (*.pt)", visible=False
         )
-        self.device = device_combo()
-        self.diameter = diameter_field(
+        self.device = controls.device_combo()
+        self.diameter = controls.diameter_field(
             "Typical cell diameter in pixels; 0 estimates it (the image is rescaled to the size "
             "the model was trained at)."
         )
-        self.threshold = FloatSlider(
-            label="probability threshold",
-            value=0.5,
-            min=0.05,
-            max=0.95,
-            step=0.05,
-            tooltip="Pixels above this cell probability seed a cell; lower it to find dim cells.",
+        self.threshold = controls.number_control(
+            "probability threshold",
+            0.5,
+            (0.05, 0.95),
+            0.05,
+            "Pixels above this cell probability seed a cell; lower it to find dim cells.",
         )
-        self.min_size = SpinBox(
-            label="minimum cell size (px)",
-            value=0,
-            min=0,
-            max=1_000_000,
-            tooltip="Objects with fewer pixels are removed; 0 chooses from the object sizes.",
+        self.min_size = controls.count_control(
+            "minimum cell size (px)",
+            0,
+            (0, 1_000_000),
+            "Objects with fewer pixels are removed; 0 chooses from the object sizes.",
         )
         self.tta = CheckBox(
             label="average flips and turns (8x slower)",
@@ -141,7 +127,7 @@ class SegmentWidget(QWidget):
             ]
         )
 
-        buttons, (self.run_button, self.cancel_button) = button_row(
+        buttons, (self.run_button, self.cancel_button) = controls.button_row(
             ("Segment", "Segment the image; the result goes into '<image> labels'."),
             ("Cancel", "Stop the segmentation at the next tile."),
         )
@@ -199,12 +185,12 @@ class SegmentWidget(QWidget):
 
     # -- layout ------------------------------------------------------------------------------
     def _update_leading(self, *_: Any) -> None:
-        self.leading_applies = leading_axis_applies(self.image.value)
+        self.leading_applies = controls.leading_axis_applies(self.image.value)
         self.leading.visible = self.leading_applies
 
     def layout_for(self, layer: Any) -> Layout:
         """How ``layer`` is read (see :func:`~napari_unet._qt._layers.plan_layout`)."""
-        return plan_layout(layer, leading_is_channels=leading_is_channels(self.leading, layer))
+        return plan_layout(layer, leading_is_channels=controls.leading_is_channels(self.leading, layer))
 
     # -- run ---------------------------------------------------------------------------------
     def segment(self) -> Job | None:

@@ -33,7 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in (predict, train, evaluate, sample):
-        command.add_parser(sub, common)
+        name = command.__name__.rsplit(".", 1)[-1]
+        # the module's docstring, without its "``napari-unet <name>``: ", describes the command
+        about = " ".join(command.__doc__.split(": ", 1)[1].split())
+        about = about[0].upper() + about[1:]
+        p = sub.add_parser(name, parents=[common], help=command.HELP, description=about)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
     return parser
 
 

@@ -1,4 +1,6 @@
-"""``napari-unet evaluate``: score predicted labels against ground truth."""
+"""``napari-unet evaluate``: score predicted instance labels against ground-truth labels:
+AP@0.5..0.9, F1, precision, recall, SEG, foreground IoU, pixel error and Rand error.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -101,16 +102,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add the command to the subcommands ``sub`` (``common``: the shared options)."""
-    e = sub.add_parser(
-        "evaluate",
-        parents=[common],
-        help="score predicted labels against ground truth",
-        description="Score predicted instance labels against ground-truth labels: AP@0.5..0.9, "
-        "F1, precision, recall, SEG, foreground IoU, pixel error and Rand error.",
-    )
+HELP = "score predicted labels against ground truth"
+
+
+def add_arguments(e: argparse.ArgumentParser) -> None:
+    """The options of ``napari-unet evaluate``."""
     e.add_argument("prediction", metavar="PRED", help="predicted labels: a TIFF file or a folder")
     e.add_argument("ground_truth", metavar="GT", help="ground-truth labels: a TIFF file or a folder")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    e.set_defaults(func=run)

@@ -1,4 +1,6 @@
-"""``napari-unet predict``: segment TIFF images into TIFF label images."""
+"""``napari-unet predict``: segment a TIFF image, or every TIFF in a folder, into a uint16 (or
+uint32) TIFF of instance labels with the input's spatial shape.
+"""
 
 from __future__ import annotations
 
@@ -94,12 +96,7 @@ def run(args: argparse.Namespace) -> int:
             model,
             channel_axis=channel_axis,
             stack=stack,
-            diameter=args.diameter,
-            device=args.device,
-            threshold=args.threshold,
-            min_size=args.min_size,
-            tile_size=args.tile_size,
-            tta=args.tta,
+            **{key: getattr(args, key) for key in SEGMENT_OPTIONS},
         )
 
         def show(event: Any, bar: ProgressBar = bar, name: str = image.name) -> None:
@@ -136,15 +133,13 @@ def count_objects(labels: np.ndarray) -> int:
     return int(ids.size - (1 if ids.size and ids[0] == 0 else 0))
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add the command to the subcommands ``sub`` (``common``: the shared options)."""
-    p = sub.add_parser(
-        "predict",
-        parents=[common],
-        help="segment a TIFF image (or every TIFF in a folder) into instance labels",
-        description="Segment a TIFF image, or every TIFF in a folder, into a uint16 (or uint32) "
-        "TIFF of instance labels with the input's spatial shape.",
-    )
+#: options passed on to iter_segment as they are
+SEGMENT_OPTIONS = ("diameter", "device", "threshold", "min_size", "tile_size", "tta")
+HELP = "segment a TIFF image (or every TIFF in a folder) into instance labels"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``napari-unet predict``."""
     p.add_argument("input", metavar="INPUT", help="a TIFF file, or a folder of TIFF files")
     p.add_argument(
         "-o", "--output", required=True, metavar="OUTPUT",
@@ -175,4 +170,3 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    "(a folder when INPUT is one)")
     p.add_argument("--probabilities-dtype", choices=("float32", "float16"), default="float32")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.set_defaults(func=run)

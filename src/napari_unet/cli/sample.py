@@ -1,10 +1,10 @@
-"""``napari-unet sample``: write the bundled sample image and its ground truth."""
+"""``napari-unet sample``: write NAME.tif and NAME_ground_truth.tif to a folder.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from napari_unet.cli.files import check_new_outputs
 from napari_unet.cli.output import UsageError, say
@@ -30,15 +30,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add the command to the subcommands ``sub`` (``common``: the shared options)."""
-    s = sub.add_parser(
-        "sample",
-        parents=[common],
-        help="write the bundled sample image and its ground truth",
-        description="Write NAME.tif and NAME_ground_truth.tif to a folder.",
-    )
+HELP = "write the bundled sample image and its ground truth"
+
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    """The options of ``napari-unet sample``."""
     s.add_argument("name", choices=SAMPLES, metavar="NAME", help="the sample: nuclei")
     s.add_argument("--output-dir", required=True, metavar="DIR", help="the folder to write into")
     s.add_argument("--overwrite", action="store_true", help="replace existing files")
-    s.set_defaults(func=run)

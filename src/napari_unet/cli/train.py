@@ -1,4 +1,6 @@
-"""``napari-unet train``: train a model, or fine-tune one, on TIFF images and label images."""
+"""``napari-unet train``: train a U-Net on TIFF images and matching instance label images (0 = not
+painted) and write a model file.
+"""
 
 from __future__ import annotations
 
@@ -191,17 +193,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add the command to the subcommands ``sub`` (``common``: the shared options); the
-    training options default to :class:`TrainConfig`'s."""
+HELP = "train or fine-tune a model on images and label images"
+
+
+def add_arguments(t: argparse.ArgumentParser) -> None:
+    """The options of ``napari-unet train``; training options default to TrainConfig's."""
     defaults = TrainConfig()
-    t = sub.add_parser(
-        "train",
-        parents=[common],
-        help="train or fine-tune a model on images and label images",
-        description="Train a U-Net on TIFF images and matching instance label images (0 = not "
-        "painted) and write a model file.",
-    )
     t.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files or folders")
     t.add_argument("--labels", nargs="+", required=True, metavar="PATH",
                    help="label files or folders, matched to the images by name (else by sorted order)")
@@ -243,4 +240,3 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     t.add_argument("--depth", type=POSITIVE_INT, help="with --from scratch: resolution levels")
     t.add_argument("--base-channels", type=POSITIVE_INT, help="with --from scratch: channels of the first level")
     t.add_argument("--n-classes", type=int, choices=(2, 3), help="with --from scratch: 3 (with borders) or 2")
-    t.set_defaults(func=run)

@@ -23,8 +23,6 @@ can never run code when it is opened. Every problem with a file raises :class:`C
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import math
 import os
 import pickle
 import re
@@ -36,8 +34,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
+
+from napari_unet.engine._checkpoint_data import (
+    diameter_and_extra,
+    fsync_folder,
+    plain,
+    weights_digest,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_unet.engine.model import UNet, UNetConfig
@@ -114,82 +118,6 @@ class Checkpoint:
 # saving
 
 
-def _plain(value: Any, where: str) -> Any:
-    """Return ``value`` as JSON-like data, or raise ``TypeError`` naming where the problem is.
-
-    numpy scalars become Python numbers and tuples become lists; anything else that is not a
-    dict with string keys, list, str, int, float, bool or None is refused.
-    """
-    if value is None or type(value) in (str, bool, int, float):
-        return value
-    if isinstance(value, np.generic) and isinstance(value.item(), (bool, int, float, str)):
-        return value.item()
-    for base in (bool, int, float, str):  # subclasses (IntEnum, ...) would not unpickle safely
-        if isinstance(value, base):
-            return base(value)
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(
-                    f"checkpoint metadata keys must be strings; {where} has the key {key!r}"
-                )
-            out[key] = _plain(item, f"{where}[{key!r}]")
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
-    raise TypeError(
-        f"checkpoint metadata must be plain data (dict, list, str, int, float, bool, None); "
-        f"{where} is a {type(value).__module__}.{type(value).__qualname__}"
-    )
-
-
-def _diameter_and_extra(
-    diameter: Any, extra: dict | None, *, strict: bool
-) -> tuple[float | None, dict]:
-    """The diameter entry and ``extra`` without the ``"diameter"`` key older files kept there.
-
-    ``diameter`` wins over ``extra["diameter"]``. A value that is not a finite positive number
-    raises ``ValueError`` when ``strict`` (saving) and counts as unknown otherwise (reading).
-    """
-    extra = dict(extra or {})
-    legacy = extra.pop("diameter", None)
-    value = diameter if diameter is not None else legacy
-    if value is None:
-        return None, extra
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not (math.isfinite(number) and number > 0):
-        if strict:
-            raise ValueError(f"the diameter must be a positive number of pixels, not {value!r}")
-        return None, extra
-    return number, extra
-
-
-def _weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of the tensors, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(name.encode())
-        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-        if tensor.numel():
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
-def _fsync_folder(folder: Path) -> None:
-    # make the rename itself durable; not possible on every platform (e.g. Windows)
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     model: UNet,
@@ -241,7 +169,7 @@ def save_checkpoint(
         raise TypeError("checkpoint history must be a list of dicts")
     from napari_unet.engine._version import __version__
 
-    diameter, extra = _diameter_and_extra(diameter, extra, strict=True)
+    diameter, extra = diameter_and_extra(diameter, extra, strict=True)
     state_dict = {
         name: tensor.detach().cpu().clone() if tensor.is_cuda else tensor.detach().cpu()
         for name, tensor in model.state_dict().items()
@@ -249,13 +177,13 @@ def save_checkpoint(
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": FORMAT_VERSION,
-        "config": _plain(config.to_dict(), "config"),
+        "config": plain(config.to_dict(), "config"),
         "state_dict": state_dict,
-        "weights_sha256": _weights_digest(state_dict),
-        "normalization": _plain(dict(normalization or {}), "normalization"),
-        "training": _plain(dict(training or {}), "training"),
-        "history": _plain(list(history or []), "history"),
-        "extra": _plain(extra, "extra"),
+        "weights_sha256": weights_digest(state_dict),
+        "normalization": plain(dict(normalization or {}), "normalization"),
+        "training": plain(dict(training or {}), "training"),
+        "history": plain(list(history or []), "history"),
+        "extra": plain(extra, "extra"),
         "diameter": diameter,
         "napari_unet_version": str(__version__),
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -275,7 +203,7 @@ def save_checkpoint(
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     return path
 
 
@@ -377,7 +305,7 @@ def _parse(payload: Any, path: Path) -> tuple[Checkpoint, dict[str, torch.Tensor
             f"the model file {path} has malformed weights: {bad[0]!r} is not a named tensor"
         )
     digest = payload.get("weights_sha256")
-    if digest is not None and digest != _weights_digest(state_dict):
+    if digest is not None and digest != weights_digest(state_dict):
         raise CheckpointError(
             f"the model file {path} is corrupt: its weights do not match the checksum saved with "
             f"them"
@@ -398,7 +326,7 @@ def _parse(payload: Any, path: Path) -> tuple[Checkpoint, dict[str, torch.Tensor
                 f"expected a {kind.__name__})"
             )
         meta[key] = value
-    meta["diameter"], meta["extra"] = _diameter_and_extra(
+    meta["diameter"], meta["extra"] = diameter_and_extra(
         payload.get("diameter"), meta["extra"], strict=False
     )
     checkpoint = Checkpoint(

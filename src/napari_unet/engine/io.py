@@ -26,10 +26,13 @@ replace an existing file unless ``overwrite=True``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,14 +106,9 @@ def probe_tiff(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, str]
     ImageReadError
         The file is not a readable TIFF image (or not one napari-unet can use).
     """
-    import tifffile
-
     path = _check_path(path)
     try:
-        with tifffile.TiffFile(path) as tif:
-            if not tif.series:
-                raise ImageReadError(f"{path} is a TIFF file without any image in it")
-            series = tif.series[0]
+        with _first_series(path) as series:
             shape, dtype, axes = tuple(series.shape), np.dtype(series.dtype), str(series.axes)
     except ImageReadError:
         raise
@@ -118,6 +116,17 @@ def probe_tiff(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, str]
         raise _open_error(path, exc) from exc
     _check_shape(path, shape, dtype, axes)
     return shape, dtype, axes
+
+
+@contextlib.contextmanager
+def _first_series(path: Path) -> Iterator[Any]:
+    """The first image series of the TIFF file ``path``, while the file is open."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise ImageReadError(f"{path} is a TIFF file without any image in it")
+        yield tif.series[0]
 
 
 def read_tiff(path: str | os.PathLike) -> TiffImage:
@@ -140,14 +149,9 @@ def read_tiff(path: str | os.PathLike) -> TiffImage:
         A folder, a file that is not a TIFF, a broken TIFF, or a TIFF whose data is not an
         image (no pixels, other than 2-4 dimensions, non-numeric).
     """
-    import tifffile
-
     path = _check_path(path)
     try:
-        with tifffile.TiffFile(path) as tif:
-            if not tif.series:
-                raise ImageReadError(f"{path} is a TIFF file without any image in it")
-            series = tif.series[0]
+        with _first_series(path) as series:
             axes = str(series.axes)
             data = np.asarray(series.asarray())
     except ImageReadError:

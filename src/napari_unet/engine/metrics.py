@@ -1,4 +1,5 @@
-"""Segmentation metrics: pixel-level, Rand, Cell Tracking Challenge SEG, and object matching.
+"""Segmentation metrics: pixel-level, Rand, Cell Tracking Challenge SEG, object matching
+(:mod:`~napari_unet.engine.matching`, re-exported here) and :func:`evaluate`.
 
 All functions take two integer instance label images of equal shape, ``pred`` (the prediction)
 and ``gt`` (the ground truth); 0 is background, every other value one object. Ids need not be
@@ -19,15 +20,19 @@ zero denominator is 0.0. So no ground truth but some predictions gives AP 0.0.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import sparse
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse.csgraph import connected_components
 
-#: IoU thresholds 0.5, 0.55, ..., 0.9 used for AP by default.
-DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(9))
+from napari_unet.engine._overlaps import _check_pair, _compact, _overlaps, _table
+
+# the object matching lives in its own module; its names are part of this module's API
+from napari_unet.engine.matching import (
+    DEFAULT_THRESHOLDS,
+    Matching,
+    average_precision,
+    match_instances,
+    matching_scores,
+)
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -41,136 +46,6 @@ __all__ = [
     "rand_error",
     "seg_score",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
-def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pred = np.asarray(pred)
-    gt = np.asarray(gt)
-    if pred.shape != gt.shape:
-        raise ValueError(
-            f"prediction and ground truth must have the same shape, got {pred.shape} and {gt.shape}"
-        )
-    for name, arr in (("prediction", pred), ("ground truth", gt)):
-        if arr.dtype == bool:
-            continue
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"the {name} must be an integer label image, got dtype {arr.dtype}")
-        if arr.size and np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0:
-            raise ValueError(
-                f"the {name} has negative labels; labels must be 0 (background) or > 0"
-            )
-    return pred, gt
-
-
-def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Map ``labels`` to consecutive indices.
-
-    Returns ``ids`` (sorted unique values, int64), ``index`` (flat int64 array, ``ids[index]`` is
-    the flattened input) and ``counts`` (pixels per id).
-    """
-    flat = labels.reshape(-1)
-    if flat.dtype == bool:
-        flat = flat.view(np.uint8)
-    if flat.size == 0:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, empty
-    top = int(flat.max())
-    if top <= 4 * flat.size + 1024:
-        # small ids: bincount is linear time
-        counts_all = np.bincount(flat.astype(np.intp, copy=False), minlength=top + 1)
-        ids = np.flatnonzero(counts_all).astype(np.int64)
-        lut = np.zeros(top + 1, np.int64)
-        lut[ids] = np.arange(ids.size)
-        return ids, lut[flat], counts_all[ids].astype(np.int64)
-    ids, index, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    return ids.astype(np.int64), index.reshape(-1).astype(np.int64), counts.astype(np.int64)
-
-
-@dataclass(frozen=True)
-class _Table:
-    """Sparse contingency table of two label images (background included as id 0)."""
-
-    pred_ids: np.ndarray  # (m,) sorted ids present in pred, may include 0
-    gt_ids: np.ndarray  # (n,)
-    pred_sizes: np.ndarray  # (m,) pixels per pred id
-    gt_sizes: np.ndarray  # (n,)
-    rows: np.ndarray  # (k,) index into pred_ids of each non-empty cell
-    cols: np.ndarray  # (k,) index into gt_ids
-    counts: np.ndarray  # (k,) shared pixels
-    n_pixels: int
-
-
-def _table(pred: np.ndarray, gt: np.ndarray) -> _Table:
-    pred_ids, pi, pred_sizes = _compact(pred)
-    gt_ids, gi, gt_sizes = _compact(gt)
-    n_g = max(gt_ids.size, 1)
-    code = pi * n_g + gi
-    if pred_ids.size * n_g <= 4 * code.size + 1024:
-        dense = np.bincount(code, minlength=pred_ids.size * n_g)
-        cells = np.flatnonzero(dense)
-        counts = dense[cells]
-    else:
-        cells, counts = np.unique(code, return_counts=True)
-    return _Table(
-        pred_ids,
-        gt_ids,
-        pred_sizes,
-        gt_sizes,
-        (cells // n_g).astype(np.int64),
-        (cells % n_g).astype(np.int64),
-        counts.astype(np.int64),
-        int(pred.size),
-    )
-
-
-@dataclass(frozen=True)
-class _Overlaps:
-    """Object pairs (background excluded) that share at least one pixel, with their IoU."""
-
-    pred_ids: np.ndarray  # (n_pred,) object ids in pred, background excluded
-    gt_ids: np.ndarray  # (n_gt,)
-    pred_sizes: np.ndarray
-    gt_sizes: np.ndarray
-    rows: np.ndarray  # (k,) index into pred_ids
-    cols: np.ndarray  # (k,) index into gt_ids
-    inter: np.ndarray  # (k,) shared pixels
-    iou: np.ndarray  # (k,) float64
-
-
-def _overlaps(table: _Table) -> _Overlaps:
-    p_obj = table.pred_ids != 0
-    g_obj = table.gt_ids != 0
-    # position of each id among the objects (-1 for background)
-    p_pos = np.cumsum(p_obj) - 1
-    g_pos = np.cumsum(g_obj) - 1
-    keep = p_obj[table.rows] & g_obj[table.cols]
-    rows = p_pos[table.rows[keep]]
-    cols = g_pos[table.cols[keep]]
-    inter = table.counts[keep]
-    pred_sizes = table.pred_sizes[p_obj]
-    gt_sizes = table.gt_sizes[g_obj]
-    union = pred_sizes[rows] + gt_sizes[cols] - inter
-    iou = inter / np.maximum(union, 1)
-    return _Overlaps(
-        table.pred_ids[p_obj],
-        table.gt_ids[g_obj],
-        pred_sizes,
-        gt_sizes,
-        rows,
-        cols,
-        inter,
-        iou.astype(np.float64),
-    )
-
-
-def _safe_ratio(num: float, den: float, *, both_empty: bool) -> float:
-    if both_empty:
-        return 1.0
-    return float(num / den) if den > 0 else 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,185 +159,6 @@ def seg_score(pred: np.ndarray, gt: np.ndarray) -> float:
         return 1.0 if ov.pred_ids.size == 0 else 0.0
     covers = 2 * ov.inter > ov.gt_sizes[ov.cols]
     return float(np.sum(ov.iou[covers]) / n_gt)
-
-
-@dataclass(frozen=True)
-class Matching:
-    """A one-to-one matching of predicted to ground-truth objects at one IoU threshold.
-
-    Attributes
-    ----------
-    threshold : the IoU a pair needs to count as a match (``iou >= threshold``).
-    tp, fp, fn : matched pairs, unmatched predictions, unmatched ground-truth objects.
-    n_pred, n_gt : objects in the prediction and in the ground truth.
-    pairs : (tp, 2) int64, the matched ``(pred id, gt id)`` pairs, sorted by gt id.
-    ious : (tp,) float64, the IoU of each matched pair.
-    """
-
-    threshold: float
-    tp: int
-    fp: int
-    fn: int
-    n_pred: int
-    n_gt: int
-    pairs: np.ndarray = field(repr=False)
-    ious: np.ndarray = field(repr=False)
-
-    @property
-    def _both_empty(self) -> bool:
-        return self.n_pred == 0 and self.n_gt == 0
-
-    @property
-    def precision(self) -> float:
-        """``tp / (tp + fp)``."""
-        return _safe_ratio(self.tp, self.tp + self.fp, both_empty=self._both_empty)
-
-    @property
-    def recall(self) -> float:
-        """``tp / (tp + fn)``."""
-        return _safe_ratio(self.tp, self.tp + self.fn, both_empty=self._both_empty)
-
-    @property
-    def f1(self) -> float:
-        """``2 tp / (2 tp + fp + fn)``, the harmonic mean of precision and recall."""
-        return _safe_ratio(
-            2 * self.tp, 2 * self.tp + self.fp + self.fn, both_empty=self._both_empty
-        )
-
-    @property
-    def ap(self) -> float:
-        """``tp / (tp + fp + fn)``: the "average precision" of the 2018 Data Science Bowl,
-        StarDist and Cellpose at this threshold."""
-        return _safe_ratio(self.tp, self.tp + self.fp + self.fn, both_empty=self._both_empty)
-
-    @property
-    def mean_matched_iou(self) -> float:
-        """Mean IoU of the matched pairs (0.0 without matches, 1.0 when both are empty)."""
-        if self._both_empty:
-            return 1.0
-        return float(self.ious.mean()) if self.tp else 0.0
-
-
-def _match(ov: _Overlaps, threshold: float) -> Matching:
-    n_pred, n_gt = ov.pred_ids.size, ov.gt_ids.size
-    cand = ov.iou >= threshold
-    rows, cols, iou = ov.rows[cand], ov.cols[cand], ov.iou[cand]
-    chosen = np.zeros(rows.size, bool)
-    if rows.size:
-        # Solve each connected component of the bipartite candidate graph on its own; with
-        # threshold > 0.5 every component is a single pair.
-        graph = sparse.coo_matrix(
-            (np.ones(rows.size), (rows, cols + n_pred)), shape=(n_pred + n_gt,) * 2
-        )
-        _, comp = connected_components(graph, directed=False)
-        pair_comp = comp[rows]
-        order = np.argsort(pair_comp, kind="stable")
-        bounds = np.flatnonzero(np.diff(pair_comp[order])) + 1
-        for group in np.split(order, bounds):
-            if group.size == 1:
-                chosen[group] = True
-                continue
-            r_ids, r_loc = np.unique(rows[group], return_inverse=True)
-            c_ids, c_loc = np.unique(cols[group], return_inverse=True)
-            # maximise the number of matches first, then their total IoU
-            big = min(r_ids.size, c_ids.size) + 1.0
-            weight = np.zeros((r_ids.size, c_ids.size))
-            weight[r_loc, c_loc] = big + iou[group]
-            lookup = -np.ones((r_ids.size, c_ids.size), np.int64)
-            lookup[r_loc, c_loc] = group
-            rr, cc = linear_sum_assignment(weight, maximize=True)
-            picked = lookup[rr, cc]
-            chosen[picked[picked >= 0]] = True
-    rows, cols, iou = rows[chosen], cols[chosen], iou[chosen]
-    order = np.argsort(cols, kind="stable")
-    pairs = np.stack([ov.pred_ids[rows[order]], ov.gt_ids[cols[order]]], axis=1).reshape(-1, 2)
-    tp = int(rows.size)
-    return Matching(
-        threshold=float(threshold),
-        tp=tp,
-        fp=n_pred - tp,
-        fn=n_gt - tp,
-        n_pred=n_pred,
-        n_gt=n_gt,
-        pairs=pairs.astype(np.int64),
-        ious=iou[order].astype(np.float64),
-    )
-
-
-def match_instances(pred: np.ndarray, gt: np.ndarray, *, threshold: float = 0.5) -> Matching:
-    """Match predicted to ground-truth objects one-to-one at an IoU threshold.
-
-    A pair can match when its IoU is at least ``threshold``. Among those pairs a one-to-one
-    assignment is chosen that maximises the number of matches and, among assignments with as
-    many matches, the total IoU (:func:`scipy.optimize.linear_sum_assignment` on each connected
-    group of candidate pairs). For ``threshold > 0.5`` each object has at most one candidate, so
-    the matching is unique.
-
-    Parameters
-    ----------
-    pred, gt : (...) integer arrays of the same shape; 0 is background.
-    threshold : IoU threshold in (0, 1].
-
-    Returns
-    -------
-    Matching
-        ``tp``, ``fp``, ``fn``, the matched pairs and their IoUs, and ``precision``, ``recall``,
-        ``f1``, ``ap`` and ``mean_matched_iou``.
-
-    Examples
-    --------
-    >>> gt = np.array([[1, 1, 0, 2, 2, 2]])
-    >>> pred = np.array([[1, 1, 0, 0, 0, 3]])
-    >>> m = match_instances(pred, gt, threshold=0.5)
-    >>> m.tp, m.fp, m.fn, m.pairs.tolist()
-    (1, 1, 1, [[1, 1]])
-    """
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    pred, gt = _check_pair(pred, gt)
-    return _match(_overlaps(_table(pred, gt)), threshold)
-
-
-def matching_scores(
-    pred: np.ndarray, gt: np.ndarray, *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS
-) -> dict[float, Matching]:
-    """:func:`match_instances` at several thresholds, sharing one contingency table.
-
-    Returns
-    -------
-    dict mapping each threshold to its :class:`Matching` (with precision, recall, F1 and AP).
-    """
-    pred, gt = _check_pair(pred, gt)
-    ov = _overlaps(_table(pred, gt))
-    out: dict[float, Matching] = {}
-    for t in thresholds:
-        if not 0.0 < t <= 1.0:
-            raise ValueError(f"thresholds must be in (0, 1], got {t}")
-        out[float(t)] = _match(ov, float(t))
-    return out
-
-
-def average_precision(
-    pred: np.ndarray, gt: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS
-) -> dict[float, float]:
-    """Average precision ``AP = TP / (TP + FP + FN)`` at each IoU threshold.
-
-    This is the object-level score of the 2018 Data Science Bowl (Caicedo et al., Nat. Methods
-    2019), also used by StarDist (Schmidt et al., MICCAI 2018) and Cellpose (Stringer et al.,
-    Nat. Methods 2021); despite its name it is not the area under a precision-recall curve.
-    Matching is one-to-one (:func:`match_instances`).
-
-    Parameters
-    ----------
-    pred, gt : (...) integer arrays of the same shape; 0 is background.
-    thresholds : IoU thresholds, by default 0.5, 0.55, ..., 0.9.
-
-    Returns
-    -------
-    dict mapping each threshold (float) to AP in [0, 1]. No objects in either image gives 1.0;
-    objects in only one of them give 0.0.
-    """
-    return {t: m.ap for t, m in matching_scores(pred, gt, thresholds=thresholds).items()}
 
 
 # --------------------------------------------------------------------------------------------

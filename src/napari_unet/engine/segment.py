@@ -112,44 +112,36 @@ def _check_scaled_size(spatial: tuple[int, int], factor: float, diameter: float 
         )
 
 
-def _resize_planes(planes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize the spatial axes of (P, C, Y, X) to ``shape`` (bilinear, anti-aliased when
-    shrinking); float32."""
+def _resize_stack(array: np.ndarray, shape: tuple[int, int], *, mode: str) -> np.ndarray:
+    """Resize the last two axes of a 4-D array to ``shape``: bilinear, anti-aliased when
+    shrinking; float32."""
     from skimage.transform import resize
 
-    out = np.empty((*planes.shape[:2], *shape), np.float32)
-    shrink = shape[0] < planes.shape[2] or shape[1] < planes.shape[3]
-    for p in range(planes.shape[0]):
-        for c in range(planes.shape[1]):
+    out = np.empty((*array.shape[:2], *shape), np.float32)
+    shrink = shape[0] < array.shape[2] or shape[1] < array.shape[3]
+    for p in range(array.shape[0]):
+        for c in range(array.shape[1]):
             out[p, c] = resize(
-                planes[p, c].astype(np.float32, copy=False),
+                array[p, c].astype(np.float32, copy=False),
                 shape,
                 order=1,
-                mode="reflect",
+                mode=mode,
                 anti_aliasing=shrink,
                 preserve_range=True,
             )
     return out
 
 
-def _resize_probabilities(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize (P, K, y, x) probabilities to (P, K, *shape), keeping them summing to 1."""
-    from skimage.transform import resize
+def _resize_planes(planes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize (P, C, Y, X) image planes to (P, C, *shape), mirrored at the edges."""
+    return _resize_stack(planes, shape, mode="reflect")
 
+
+def _resize_probabilities(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize (P, K, y, x) probabilities to (P, K, *shape), keeping them in [0, 1]."""
     if prob.shape[2:] == tuple(shape):
         return prob.astype(np.float32, copy=False)
-    shrink = shape[0] < prob.shape[2] or shape[1] < prob.shape[3]
-    out = np.empty((*prob.shape[:2], *shape), np.float32)
-    for p in range(prob.shape[0]):
-        for k in range(prob.shape[1]):
-            out[p, k] = resize(
-                prob[p, k].astype(np.float32, copy=False),
-                shape,
-                order=1,
-                mode="edge",
-                anti_aliasing=shrink,
-                preserve_range=True,
-            )
+    out = _resize_stack(prob, shape, mode="edge")
     np.clip(out, 0.0, 1.0, out=out)
     return out
 

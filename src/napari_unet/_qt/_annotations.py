@@ -1,0 +1,172 @@
+"""Annotations on layers: the painted plane a training run reads, the regions drawn around
+painted cells, and the weight map and augmented tiles shown for them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from napari_unet._qt._layers import (
+    current_image_plane,
+    current_plane_index,
+    geometry_of,
+    plane_of,
+    put_layer,
+    side_by_side_geometry,
+)
+
+
+def painted_plane(
+    viewer: Any,
+    image_layer: Any,
+    labels_layer: Any,
+    shapes_layer: Any,
+    *,
+    leading_is_channels: bool = False,
+) -> tuple[Any, int | None, np.ndarray, np.ndarray | None]:
+    """The plane of the painted cells the viewer shows, ready for training.
+
+    Returns the image plane (Y, X[, C]; not yet read when lazy), its ``channel_axis`` (``-1``
+    or ``None``), a (Y, X) copy of the labels (painting may go on) and the (Y, X) bool mask of
+    the annotated regions (``None`` without a Shapes layer).
+
+    Raises ``ValueError`` with a sentence for the user when something is missing or does not
+    fit (no layer, no painted cell on this plane, different shapes, no region drawn).
+    """
+    if image_layer is None:
+        raise ValueError("add or choose an image layer first")
+    if labels_layer is None:
+        raise ValueError("add a Labels layer and paint a few cells in it first")
+    label_plane = current_plane_index(viewer, labels_layer)
+    labels = np.array(plane_of(labels_layer, label_plane))  # a copy: painting may go on
+    where = f" on plane {label_plane}" if label_plane else ""
+    if labels.ndim != 2:
+        raise ValueError(f"the labels '{labels_layer.name}' are not a 2D plane{where}")
+    image, channel_axis = current_image_plane(
+        viewer, image_layer, leading_is_channels=leading_is_channels
+    )
+    spatial = tuple(image.shape[:2] if channel_axis is not None else image.shape)
+    if len(spatial) != 2 or image.ndim > 3:
+        raise ValueError(
+            f"the image '{image_layer.name}' has a plane of shape {tuple(image.shape)}; "
+            "expected a 2D plane, with or without channels"
+        )
+    if spatial != labels.shape:
+        raise ValueError(
+            f"the image '{image_layer.name}' {spatial} and the labels '{labels_layer.name}' "
+            f"{labels.shape} have different shapes"
+        )
+    if not labels.any():
+        raise ValueError(
+            f"no painted cells in '{labels_layer.name}'{where}; paint a few cells (one id "
+            "per cell) first"
+        )
+    regions = None
+    if shapes_layer is not None:
+        regions = regions_mask(shapes_layer, labels_layer, label_plane, labels.shape)
+        if regions is None:
+            raise ValueError(
+                f"the regions layer '{shapes_layer.name}' has no shape on this plane; draw "
+                "rectangles or polygons around fully painted areas, or choose (none)"
+            )
+    return image, channel_axis, labels, regions
+
+
+def regions_mask(
+    shapes_layer: Any, target_layer: Any, plane: tuple[int, ...], shape: tuple[int, int]
+) -> np.ndarray | None:
+    """Rasterise ``shapes_layer`` onto plane ``plane`` of ``target_layer``'s pixel grid.
+
+    Shape vertices go from the shapes layer's data coordinates through world coordinates into
+    the target's. Over a stack, a shape drawn on a plane counts for that plane only; a 2D shapes
+    layer counts for every plane. Returns a (Y, X) bool array, True inside any shape, or ``None``
+    when there is no shapes layer or no shape on this plane.
+    """
+    from napari.layers import Shapes
+
+    if shapes_layer is None or len(shapes_layer.data) == 0:
+        return None
+    ndim = target_layer.ndim
+    check_plane = bool(plane) and shapes_layer.ndim >= ndim
+    polygons, types = [], []
+    for vertices, shape_type in zip(shapes_layer.data, shapes_layer.shape_type, strict=True):
+        # world_to_data pads a shorter point with leading zeros and keeps a longer one's tail
+        points = np.array(
+            [target_layer.world_to_data(shapes_layer.data_to_world(v)) for v in vertices]
+        )
+        if check_plane:
+            lead = np.round(points[:, : len(plane)]).astype(int)
+            if not np.all(lead == np.asarray(plane)):
+                continue
+        polygons.append(points[:, -2:])
+        types.append(shape_type)
+    if not polygons:
+        return None
+    masks = Shapes(polygons, shape_type=types).to_masks(mask_shape=shape)
+    return np.any(masks, axis=0)
+
+
+def show_weight_map(
+    viewer: Any, labels_layer: Any, weight_map: Any, *, role: str, visible_parts: bool = False
+) -> list[Any]:
+    """Show a ``WeightMap`` as plugin-owned image layers over ``labels_layer``'s rows and columns.
+
+    Three layers, keyed by ``role`` and the labels layer's name: the total weight (visible) and
+    its two parts, ``w_c`` and the border term (hidden unless ``visible_parts``; a rerun keeps
+    whatever visibility the user gave them). Returns the layers in that order.
+    """
+    geometry = geometry_of(labels_layer, 2)
+    name = labels_layer.name
+    parts = [
+        ("total", f"{name} weight map", weight_map.total, True),
+        ("class_term", f"{name} weight w_c", weight_map.class_term, visible_parts),
+        ("border_term", f"{name} weight border term", weight_map.border_term, visible_parts),
+    ]
+    return [
+        put_layer(  # an update keeps the layer's display settings; these apply to a new layer
+            viewer,
+            data,
+            kind="image",
+            name=title,
+            key=f"{role}:weights:{part}:{name}",
+            role=role,
+            geometry=geometry,
+            colormap="inferno",
+            blending="additive",
+            visible=visible,
+        )
+        for part, title, data, visible in parts
+    ]
+
+
+def show_augmented_tile(viewer: Any, labels_layer: Any, sample: Any, *, role: str) -> None:
+    """Show an ``AugmentationSample`` (normalised image, deformed labels) right of
+    ``labels_layer``, in the layers *augmented tile* and *augmented tile labels*."""
+    geometry = side_by_side_geometry(labels_layer)
+    image = np.asarray(sample.image, dtype=np.float32)
+    rgb = False
+    if image.ndim == 3:
+        if image.shape[0] in (3, 4):
+            image, rgb = np.clip(np.moveaxis(image, 0, -1), 0.0, 1.0), True
+        else:
+            image = image.mean(axis=0)
+    put_layer(
+        viewer,
+        image,
+        kind="image",
+        name="augmented tile",
+        key=f"{role}:augmented:image",
+        role=role,
+        geometry=geometry,
+        rgb=rgb,
+    )
+    put_layer(
+        viewer,
+        np.asarray(sample.labels),
+        kind="labels",
+        name="augmented tile labels",
+        key=f"{role}:augmented:labels",
+        role=role,
+        geometry=geometry,
+    )
