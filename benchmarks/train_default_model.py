@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", type=Path, default=None, help="a corpus .npz from corpus.py")
     p.add_argument("--workers", type=int, default=0, help="tile-drawing processes (0: inline)")
     p.add_argument(
+        "--no-class-balance",
+        action="store_true",
+        help="w_c = 1 instead of inverse class frequencies (tighter masks)",
+    )
+    p.add_argument(
         "--net",
         choices=["default", "paper"],
         default="default",
@@ -167,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
         tile_size=args.tile_size or (256 if gpu else 128),
         batch_size=args.batch_size or (16 if gpu else 4),
         zoom_range=0.5,
+        class_balance=not args.no_class_balance,
         foreground_fraction=0.3,
         val_fraction=0.0,
         val_every=args.val_every,

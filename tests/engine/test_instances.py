@@ -155,3 +155,20 @@ def test_interior_split_cuts_a_joined_interior_at_its_neck():
     disc = (rows[:, :40] - 20) ** 2 + (cols[:, :40] - 20) ** 2 <= 12**2
     one[:, disc] = [[0.0], [1.0], [0.0]]
     assert instances_from_probabilities(one, min_size=0, interior_split=2.0).max() == 1
+
+
+def test_background_threshold_draws_tighter_masks():
+    # a disc of interior with a ring where the background probability is 0.35
+    rows, cols = np.mgrid[0:40, 0:40]
+    r = np.hypot(rows - 20, cols - 20)
+    prob = np.zeros((3, 40, 40), np.float32)
+    prob[0] = 1.0
+    prob[:, r <= 8] = [[0.0], [1.0], [0.0]]
+    ring = (r > 8) & (r <= 10)
+    prob[:, ring] = [[0.35], [0.05], [0.6]]
+    wide = instances_from_probabilities(prob, min_size=0)
+    tight = instances_from_probabilities(prob, min_size=0, background_threshold=0.3)
+    assert (wide > 0).sum() == (r <= 10).sum()
+    assert (tight > 0).sum() == (r <= 8).sum()
+    with pytest.raises(ValueError, match="background_threshold"):
+        instances_from_probabilities(prob, background_threshold=1.0)

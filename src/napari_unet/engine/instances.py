@@ -146,6 +146,7 @@ def _label_plane(
     background_class: int,
     split_depth: float,
     interior_split: float,
+    background_threshold: float,
     keep_unseeded: bool,
 ) -> np.ndarray:
     n_classes = prob.shape[0]
@@ -153,7 +154,7 @@ def _label_plane(
     if n_classes >= 3 and border_class is not None:
         # 3 classes: seeds from the confident interior, grown over interior + border
         seed_mask = cell > threshold
-        foreground = (prob[background_class] < 0.5) | seed_mask
+        foreground = (prob[background_class] < background_threshold) | seed_mask
         if interior_split > 0:
             seeds = _split_at_necks(seed_mask, interior_split)
         else:
@@ -185,6 +186,7 @@ def instances_from_probabilities(
     background_class: int = 0,
     split_depth: float = 2.0,
     interior_split: float = 0.0,
+    background_threshold: float = 0.5,
     keep_unseeded: bool = True,
 ) -> np.ndarray:
     """Turn class probabilities into an instance label image.
@@ -229,6 +231,9 @@ def instances_from_probabilities(
         cut there before the seeds grow (one seed per maximum of its distance transform that
         rises at least this many pixels above the saddle to a higher one); 0 keeps each
         connected interior as one seed.
+    background_threshold : float
+        Three-class mode: a pixel is foreground (seeds may grow over it) where the background
+        probability is below this. Lower values draw tighter masks.
     keep_unseeded : bool
         Keep foreground regions without any seed as objects (still subject to ``min_size``).
 
@@ -260,6 +265,8 @@ def instances_from_probabilities(
         )
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if not 0.0 < background_threshold < 1.0:
+        raise ValueError(f"background_threshold must be in (0, 1), got {background_threshold}")
     if n_classes == 2:
         border_class = None
     used = [c for c in (background_class, cell_class, border_class) if c is not None]
@@ -279,6 +286,7 @@ def instances_from_probabilities(
         background_class=background_class,
         split_depth=float(split_depth),
         interior_split=float(interior_split),
+        background_threshold=float(background_threshold),
         keep_unseeded=keep_unseeded,
     )
     if prob.ndim == 3:

@@ -41,6 +41,10 @@ class TrainConfig:
         and the device.
     batch_size : tiles per step.
     w0, sigma : the border weight of equation 2 (unitless) and its width (pixels).
+    class_balance : weigh the classes inversely to their frequency (the ``w_c`` of equation 2).
+        The rare border class then weighs several times more than the background, and the
+        network learns to draw it generously: masks about 1-2 px too large at 20-px nuclei
+        (docs/benchmarks/accuracy.md). ``False`` keeps ``w_c = 1`` and only the border term.
     augment_strength : scales every augmentation; 0 turns augmentation off.
     elastic_sigma : standard deviation of the elastic grid displacements in pixels (paper: 10).
     zoom_range : tiles are zoomed by a factor drawn log-uniformly in [1 / (1 + a), 1 + a]; a
@@ -73,6 +77,7 @@ class TrainConfig:
     batch_size: int = 1
     w0: float = 10.0
     sigma: float = 5.0
+    class_balance: bool = True
     augment_strength: float = 1.0
     elastic_sigma: float = 10.0
     zoom_range: float = 0.1

@@ -326,7 +326,12 @@ def _prepare(image, labels, regions, channel_axis, in_channels, n_classes, norma
     norm = normalize(chw, low=normalization["low"], high=normalization["high"], channel_axis=0)
     labels = labels.astype(np.int32, copy=False)
     target, weights, _ = training_targets(
-        labels, regions, w0=config.w0, sigma=config.sigma, n_classes=n_classes
+        labels,
+        regions,
+        w0=config.w0,
+        sigma=config.sigma,
+        n_classes=n_classes,
+        class_balance=config.class_balance,
     )
     return _Sample(
         image=np.ascontiguousarray(norm, dtype=np.float32),
