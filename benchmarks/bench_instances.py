@@ -9,7 +9,8 @@ per maximum of the interior's distance transform that rises a given depth above 
 depth is a fraction of the nucleus diameter, so it means the same at every scale).
 
 For each held-out set the model's probabilities are computed once (at the reference diameter),
-then every variant labels them. Columns as in ``bench_accuracy.py``, plus merges and splits.
+then every variant labels them, otherwise as ``napari_unet.segment`` does (its background
+threshold, objects without a confident interior dropped). Columns as in ``bench_accuracy.py``, plus merges and splits.
 
 Usage::
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from napari_unet.engine.events import drive
     from napari_unet.engine.instances import instances_from_probabilities
     from napari_unet.engine.metrics import evaluate
-    from napari_unet.engine.segment import _min_size_for
+    from napari_unet.engine.segment import BACKGROUND_THRESHOLD, _min_size_for
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default")
@@ -68,7 +69,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             preds, gts, offset, g_offset = [], [], 0, 0
             for s, prob in zip(planes, probs, strict=True):
                 lab = instances_from_probabilities(
-                    prob, min_size=_min_size_for(None, d), interior_split=fraction * d
+                    prob,
+                    min_size=_min_size_for(None, d),
+                    interior_split=fraction * d,
+                    background_threshold=BACKGROUND_THRESHOLD,
+                    keep_unseeded=False,
                 ).astype(np.int64)
                 preds.append(np.where(lab > 0, lab + offset, 0))
                 gts.append(np.where(s.labels > 0, s.labels.astype(np.int64) + g_offset, 0))
