@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from napari_unet.engine.limits import normalization_percentiles
+
 if TYPE_CHECKING:  # pragma: no cover
     from napari_unet.engine.model import UNet, UNetConfig
 
@@ -149,11 +151,16 @@ def _diameter_and_extra(
 ) -> tuple[float | None, dict]:
     """The diameter entry and ``extra`` without the ``"diameter"`` key older files kept there.
 
-    ``diameter`` wins over ``extra["diameter"]``. A value that is not a finite positive number
-    raises ``ValueError`` when ``strict`` (saving) and counts as unknown otherwise (reading).
+    ``diameter`` wins over ``extra["diameter"]``. A value that is not a finite number of at
+    least :data:`~napari_unet.engine.diameter.MIN_DIAMETER` pixels raises ``ValueError`` when
+    ``strict`` (saving; reading the typed entry) and counts as unknown otherwise (reading an
+    older file's ``extra["diameter"]``).
     """
+    from napari_unet.engine.diameter import MIN_DIAMETER
+
     extra = dict(extra or {})
     legacy = extra.pop("diameter", None)
+    strict = strict or diameter is not None
     value = diameter if diameter is not None else legacy
     if value is None:
         return None, extra
@@ -161,9 +168,12 @@ def _diameter_and_extra(
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
-    if isinstance(value, bool) or not (math.isfinite(number) and number > 0):
+    if isinstance(value, bool) or not (math.isfinite(number) and number >= MIN_DIAMETER):
         if strict:
-            raise ValueError(f"the diameter must be a positive number of pixels, not {value!r}")
+            raise ValueError(
+                f"the diameter must be a positive number of pixels, at least {MIN_DIAMETER:g}, "
+                f"not {value!r}"
+            )
         return None, extra
     return number, extra
 
@@ -230,6 +240,8 @@ def save_checkpoint(
     ------
     TypeError
         If the model has no ``config`` or the metadata is not plain data; nothing is written.
+    ValueError
+        If the diameter or the normalisation percentiles are not valid; nothing is written.
     """
     path = Path(path)
     config = getattr(model, "config", None)
@@ -242,6 +254,9 @@ def save_checkpoint(
     from napari_unet.engine._version import __version__
 
     diameter, extra = _diameter_and_extra(diameter, extra, strict=True)
+    normalization = _plain(dict(normalization or {}), "normalization")
+    if normalization:
+        normalization_percentiles(normalization)
     state_dict = {
         name: tensor.detach().cpu().clone() if tensor.is_cuda else tensor.detach().cpu()
         for name, tensor in model.state_dict().items()
@@ -252,7 +267,7 @@ def save_checkpoint(
         "config": _plain(config.to_dict(), "config"),
         "state_dict": state_dict,
         "weights_sha256": _weights_digest(state_dict),
-        "normalization": _plain(dict(normalization or {}), "normalization"),
+        "normalization": normalization,
         "training": _plain(dict(training or {}), "training"),
         "history": _plain(list(history or []), "history"),
         "extra": _plain(extra, "extra"),
@@ -398,9 +413,16 @@ def _parse(payload: Any, path: Path) -> tuple[Checkpoint, dict[str, torch.Tensor
                 f"expected a {kind.__name__})"
             )
         meta[key] = value
-    meta["diameter"], meta["extra"] = _diameter_and_extra(
-        payload.get("diameter"), meta["extra"], strict=False
-    )
+    try:
+        if meta["normalization"]:
+            normalization_percentiles(meta["normalization"])
+        meta["diameter"], meta["extra"] = _diameter_and_extra(
+            payload.get("diameter"), meta["extra"], strict=False
+        )
+    except ValueError as err:
+        raise CheckpointError(
+            f"the model file {path} has invalid metadata: {_first_line(err)}"
+        ) from None
     checkpoint = Checkpoint(
         config=config,
         format_version=version,
@@ -495,13 +517,13 @@ def load_checkpoint(
     checkpoint, state_dict = _parse(_torch_load(path), path)
     _check_channels(checkpoint, expect_in_channels)
     try:
-        model = UNet(checkpoint.config)
+        with torch.device("meta"):  # shapes only: no memory until the weights are known to fit
+            expected = UNet(checkpoint.config).state_dict()
     except (TypeError, ValueError) as err:
         raise CheckpointError(
             f"the model file {path} has a model configuration that cannot be built: "
             f"{_first_line(err)}"
         ) from None
-    expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     wrong = [
@@ -521,6 +543,7 @@ def load_checkpoint(
             f"the model file {path} has weights that do not fit its model configuration: "
             + "; ".join(problems)
         )
+    model = UNet(checkpoint.config)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:
