@@ -45,6 +45,7 @@ import numpy as np
 from napari_unet.engine.diameter import (
     AUTO_DIAMETER_TOLERANCE,
     check_diameter,
+    check_scaled_size,
     estimate_diameter,
     rescale_factor,
     scaled_shape,
@@ -97,12 +98,7 @@ class SegmentResult:
 
 
 def _check_scaled_size(spatial: tuple[int, int], factor: float, diameter: float | None) -> None:
-    rows, cols = scaled_shape(spatial, factor)
-    if rows * cols > MAX_RESCALED_PIXELS:
-        raise ValueError(
-            f"a cell diameter of {diameter:g} px would enlarge the image {factor:.3g}-fold to "
-            f"{rows} x {cols} pixels per plane, more than can be processed; check the diameter"
-        )
+    check_scaled_size(spatial, factor, diameter, limit=MAX_RESCALED_PIXELS)
 
 
 def _resize_planes(planes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
