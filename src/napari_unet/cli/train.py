@@ -112,7 +112,12 @@ def run(args: argparse.Namespace) -> int:
         diameter=args.diameter,
     )
     if scale.data_diameter is None:
-        say("too few labelled cells to measure their diameter; the model stores none", sys.stderr)
+        kept = (
+            "the model stores none"
+            if scale.diameter is None
+            else f"the data are not rescaled; the model keeps its {scale.diameter:.1f} px"
+        )
+        say(f"too few labelled cells to measure their diameter; {kept}", sys.stderr)
     elif scale.factor != 1.0:
         say(
             f"cells of {scale.data_diameter:.1f} px rescaled by {scale.factor:.2f} to the model's "

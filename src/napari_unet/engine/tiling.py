@@ -81,7 +81,10 @@ def percentile_range(
 
 
 def _percentiles(values: np.ndarray, qs: tuple[float, float]) -> np.ndarray:
-    """``np.percentile(values, qs)`` (linear method); O(n) via a histogram for 8/16-bit ints."""
+    """``np.percentile(values, qs)`` (linear method); O(n) via a histogram for 8/16-bit ints
+    (bool counted as 0/1)."""
+    if values.dtype == bool:
+        values = values.view(np.uint8)
     if values.dtype not in (np.uint8, np.uint16):
         return np.percentile(values, qs)
     counts = np.cumsum(np.bincount(values.ravel()))
