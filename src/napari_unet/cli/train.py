@@ -169,12 +169,11 @@ def run(args: argparse.Namespace) -> int:
         extra=extra,
         diameter=stored_diameter,
     )
-    progress = {"last_step": 0, "saved": None}
+    progress = {"saved": None}
 
     def show(event: Any) -> None:
         match event:
             case StepDone(step=step, total=total, loss=loss):
-                progress["last_step"] = step
                 if not args.quiet and (step % log_every == 0 or step in (1, total)):
                     say(f"step {step}/{total} loss {loss:.4f}", sys.stderr)
             case ValidationDone() if not args.quiet:
@@ -183,17 +182,40 @@ def run(args: argparse.Namespace) -> int:
             case CheckpointSaved():
                 progress["saved"] = event.path
 
+    before = _file_stamp(out)
     try:
         result = drive(gen, show)
     except KeyboardInterrupt:
-        last_step = progress["last_step"]
-        where = f"; the model after step {last_step} is in {out}" if out.exists() and last_step else ""
-        raise KeyboardInterrupt(f"training interrupted{where}") from None
+        raise KeyboardInterrupt(f"training interrupted{_kept_model(out, before)}") from None
     saved = progress["saved"]
     path = saved or (str(result.checkpoint_path) if result.checkpoint_path else str(out))
     diameter = f", cell diameter {stored_diameter:.1f} px" if stored_diameter else ""
     say(f"wrote {path} ({result.steps_done} steps{diameter})")
     return 0
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    """(inode, modification time in ns) of ``path``, or ``None`` when there is no such file."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _kept_model(out: Path, before: tuple[int, int] | None) -> str:
+    """"; the model after step N is in OUT" when this run wrote ``out``, N read from the file
+    itself: an interrupt can land after a step has completed but before its event was shown."""
+    from napari_unet.engine.checkpoint import CheckpointError, read_checkpoint_metadata
+
+    stamp = _file_stamp(out)
+    if stamp is None or stamp == before:
+        return ""
+    try:
+        step = read_checkpoint_metadata(out).training.get("steps_done")
+    except CheckpointError:
+        return ""
+    return f"; the model after step {step} is in {out}" if step else f"; the model is in {out}"
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
