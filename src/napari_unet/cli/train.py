@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         normalization = dict(checkpoint.normalization) if checkpoint.normalization else None
 
+    _check_model_space(out, net)
     config = TrainConfig(
         steps=args.steps,
         optimizer=args.optimizer,
@@ -192,6 +193,18 @@ def run(args: argparse.Namespace) -> int:
     diameter = f", cell diameter {stored_diameter:.1f} px" if stored_diameter else ""
     say(f"wrote {path} ({result.steps_done} steps{diameter})")
     return 0
+
+
+def _check_model_space(out: Path, net: Any) -> None:
+    """A UsageError before training when the model file would not fit on the disk: float32
+    weights plus 1 MB of metadata."""
+    from napari_unet.engine.atomic import check_space
+    from napari_unet.engine.limits import parameter_count
+
+    try:
+        check_space([(out, 4 * parameter_count(net.config) + 2**20)])
+    except OSError as exc:
+        raise UsageError(one_line(exc)) from None
 
 
 def _file_stamp(path: Path) -> tuple[int, int] | None:

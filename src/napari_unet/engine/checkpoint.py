@@ -28,7 +28,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from napari_unet.engine.atomic import commit, discard, new_temp, remove_stale_temps, write_error
 from napari_unet.engine.limits import normalization_percentiles
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -214,7 +214,9 @@ def save_checkpoint(
 
     The file is written to a temporary file in the same folder, flushed and fsynced, then moved
     onto ``path`` with :func:`os.replace`, so ``path`` always holds either the previous complete
-    file or the new complete file, never a partial one, even if the process dies while writing.
+    file or the new complete file, never a partial one, even if the process dies while writing
+    (:mod:`~napari_unet.engine.atomic`: the file's mode follows the umask, and temporary files
+    that killed processes left for ``path`` are removed first).
 
     Parameters
     ----------
@@ -242,6 +244,8 @@ def save_checkpoint(
         If the model has no ``config`` or the metadata is not plain data; nothing is written.
     ValueError
         If the diameter or the normalisation percentiles are not valid; nothing is written.
+    OSError
+        If the file cannot be written (a sentence that names ``path``, e.g. a full disk).
     """
     path = Path(path)
     config = getattr(model, "config", None)
@@ -277,21 +281,34 @@ def save_checkpoint(
     }
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
+    remove_stale_temps(path)
+    tmp = new_temp(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with open(tmp, "wb") as fh:
+            try:
+                torch.save(payload, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except RuntimeError as err:  # torch's writer reports a full disk as RuntimeError
+                raise _save_error(path, err) from None
+            except OSError as err:
+                raise write_error(path, err) from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        discard([tmp])
         raise
+    commit([(tmp, path)])
     _fsync_folder(path.parent)
     return path
+
+
+def _save_error(path: Path, err: RuntimeError) -> OSError:
+    """The sentence for a failed ``torch.save``: "the disk is full" when it is."""
+    import shutil
+
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(path.parent).free < 2**20:
+            return OSError(f"could not write the model file {path}: the disk is full")
+    return OSError(f"could not write the model file {path}: {_first_line(err)}")
 
 
 # --------------------------------------------------------------------------------------------
