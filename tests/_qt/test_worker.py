@@ -4,6 +4,8 @@ import pytest
 
 from napari_unet._qt._worker import JobRuntimeError, start_job
 
+pytestmark = pytest.mark.timing
+
 
 def _events_then(exc):
     yield 1
