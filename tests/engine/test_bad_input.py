@@ -4,6 +4,8 @@ clear sentence and nothing written -- so that what passes today keeps passing.""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tifffile
@@ -69,6 +71,78 @@ def test_a_bool_image_is_segmented(segment_via, tmp_path):
     labels = segment_via(image, tmp_path)
     assert labels.shape == image.shape
     assert labels.max() >= 1
+
+
+# -- refused: one sentence, nothing written -----------------------------------------------------
+
+
+class _MakesFolder:
+    """Unpickling this calls os.mkdir(marker): a stand-in for any code a model file could run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def _payload(**changes) -> dict:
+    net = UNet(UNetConfig(depth=1, base_channels=2))
+    payload = {"format": "napari-unet", "format_version": 1, "config": net.config.to_dict(),
+               "state_dict": net.state_dict()}
+    config = {**payload["config"], **changes.pop("config", {})}
+    return {**payload, "config": config, **changes}
+
+
+#: (case, the model file's content or None for the bundled model, the image, words expected)
+REFUSED = [
+    ("nan", None, np.full((32, 32), np.nan), "NaN"),
+    ("inf", None, np.full((32, 32), np.inf), "infinite"),
+    ("one-pixel", None, np.zeros((1, 1), np.uint8), "too small"),
+    ("rgb-for-a-gray-model", None, np.zeros((32, 32, 3), np.uint8), "channel"),
+    ("depth-40", _payload(config={"depth": 40}), None, "depth must be at most"),
+    ("in-channels-1e7", _payload(config={"in_channels": 10**7}), None, "in_channels must be at most"),
+    ("huge-net", _payload(config={"depth": 5, "base_channels": 256}), None, "M parameters"),
+    ("diameter-1e-9", _payload(diameter=1e-9), None, "at least 1"),
+    ("bad-percentiles", _payload(normalization={"low": 60.0, "high": 5.0}), None, "0 <= low < high"),
+    ("bare-weights", UNet(UNetConfig(depth=1, base_channels=2)).state_dict(), None, "bare weights"),
+    ("code", "pickle", None, "refused"),
+    ("truncated", b"PK\x03\x04" + b"\x00" * 40, None, "could not be read"),
+]
+
+
+def _model_file(tmp_path, content):
+    if content is None:
+        return None
+    path = tmp_path / "model.pt"
+    if content == "pickle":
+        torch.save({"format": "napari-unet", "x": _MakesFolder(tmp_path / "ran")}, path)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    return path
+
+
+@pytest.mark.parametrize(("content", "image", "words"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+@pytest.mark.parametrize("via", ["api", "cli"])
+def test_refused_with_one_sentence_and_nothing_written(tmp_path, capsys, via, content, image, words):
+    model = _model_file(tmp_path, content)
+    image = np.zeros((32, 32), np.uint8) if image is None else image
+    out = tmp_path / "out.tif"
+    if via == "api":
+        with pytest.raises(ValueError, match=words):
+            segment(image, model, device="cpu")
+    else:
+        src = tmp_path / "in.tif"
+        tifffile.imwrite(src, image, photometric="rgb" if image.ndim == 3 else "minisblack")
+        argv = ["predict", src, "-o", out, "--device", "cpu"]
+        code = cli.main([str(a) for a in [*argv, *(["--model", model] if model else [])]])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert len(err.strip().splitlines()) == 1 and words in err and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "ran").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 # -- training data ----------------------------------------------------------------------------
