@@ -193,7 +193,7 @@ def test_evaluate_a_uint64_file_with_ids_past_int64(tmp_path, capsys):
     labels[2:10, 2:10], labels[15:25, 15:25] = 2**63 + 3, 7
     tifffile.imwrite(tmp_path / "pred.tif", labels)
     tifffile.imwrite(tmp_path / "gt.tif", labels)
-    code, out, err = _run(capsys, "evaluate", tmp_path / "pred.tif", tmp_path / "gt.tif")
+    code, _, err = _run(capsys, "evaluate", tmp_path / "pred.tif", tmp_path / "gt.tif")
     assert code == 0, err
     assert "negative" not in err
 
@@ -203,7 +203,7 @@ def test_training_with_bool_labels_measures_the_cells(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "img.tif", image)
     tifffile.imwrite(tmp_path / "img_labels.tif", labels > 0)
     save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
-    code, out, err = _run(
+    code, _, err = _run(
         capsys, "train", "--images", tmp_path / "img.tif", "--labels", tmp_path / "img_labels.tif",
         "--from", tmp_path / "start.pt", "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu",
     )
@@ -216,7 +216,7 @@ def test_too_few_cells_to_measure_keep_the_models_diameter(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "img.tif", image)
     tifffile.imwrite(tmp_path / "img_labels.tif", labels.astype(np.uint16))
     save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
-    code, out, err = _run(
+    code, _, err = _run(
         capsys, "train", "--images", tmp_path / "img.tif", "--labels", tmp_path / "img_labels.tif",
         "--from", tmp_path / "start.pt", "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu",
     )

@@ -17,9 +17,9 @@ from napari_unet.engine.device import DEVICE_CHOICES
 
 def run(args: argparse.Namespace) -> int:
     """``napari-unet predict``: segment a TIFF, or every TIFF of a folder."""
+    from napari_unet.engine.atomic import check_space
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.events import TileDone, TileSizeReduced, drive
-    from napari_unet.engine.atomic import check_space
     from napari_unet.engine.io import infer_layout, list_images, probe_tiff, read_tiff, write_tiffs
     from napari_unet.engine.layout import check_shape
     from napari_unet.engine.models import load_model

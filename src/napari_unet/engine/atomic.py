@@ -27,6 +27,7 @@ __all__ = [
     "commit",
     "discard",
     "file_mode",
+    "fsync_folder",
     "new_temp",
     "remove_stale_temps",
     "write_error",
@@ -70,7 +71,7 @@ def commit(pairs: Sequence[tuple[Path, Path]]) -> None:
     mode = file_mode()
     done: list[Path] = []
     try:
-        for tmp, target in pairs:
+        for tmp, _ in pairs:
             os.chmod(tmp, mode)
         for tmp, target in pairs:
             os.replace(tmp, target)
@@ -172,3 +173,13 @@ def _megabytes(n_bytes: int) -> str:
 def write_error(path: Path, err: OSError) -> OSError:
     """An ``OSError`` that names ``path``, not the temporary file the error happened in."""
     return OSError(f"could not write {path}: {err.strerror or err}")
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; not possible on every platform (e.g. Windows)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -23,8 +23,6 @@ can never run code when it is opened. Every problem with a file raises :class:`C
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import math
 import os
 import pickle
 import re
@@ -35,11 +33,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
-from napari_unet.engine.atomic import commit, discard, new_temp, remove_stale_temps, write_error
+from napari_unet.engine import atomic
 from napari_unet.engine.limits import normalization_percentiles
+from napari_unet.engine.metadata import diameter_and_extra, plain, weights_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_unet.engine.model import UNet, UNetConfig
@@ -116,90 +114,6 @@ class Checkpoint:
 # saving
 
 
-def _plain(value: Any, where: str) -> Any:
-    """Return ``value`` as JSON-like data, or raise ``TypeError`` naming where the problem is.
-
-    numpy scalars become Python numbers and tuples become lists; anything else that is not a
-    dict with string keys, list, str, int, float, bool or None is refused.
-    """
-    if value is None or type(value) in (str, bool, int, float):
-        return value
-    if isinstance(value, np.generic) and isinstance(value.item(), (bool, int, float, str)):
-        return value.item()
-    for base in (bool, int, float, str):  # subclasses (IntEnum, ...) would not unpickle safely
-        if isinstance(value, base):
-            return base(value)
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(
-                    f"checkpoint metadata keys must be strings; {where} has the key {key!r}"
-                )
-            out[key] = _plain(item, f"{where}[{key!r}]")
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
-    raise TypeError(
-        f"checkpoint metadata must be plain data (dict, list, str, int, float, bool, None); "
-        f"{where} is a {type(value).__module__}.{type(value).__qualname__}"
-    )
-
-
-def _diameter_and_extra(
-    diameter: Any, extra: dict | None, *, strict: bool
-) -> tuple[float | None, dict]:
-    """The diameter entry and ``extra`` without the ``"diameter"`` key older files kept there.
-
-    ``diameter`` wins over ``extra["diameter"]``. A value that is not a finite number of at
-    least :data:`~napari_unet.engine.diameter.MIN_DIAMETER` pixels raises ``ValueError`` when
-    ``strict`` (saving; reading the typed entry) and counts as unknown otherwise (reading an
-    older file's ``extra["diameter"]``).
-    """
-    from napari_unet.engine.diameter import MIN_DIAMETER
-
-    extra = dict(extra or {})
-    legacy = extra.pop("diameter", None)
-    strict = strict or diameter is not None
-    value = diameter if diameter is not None else legacy
-    if value is None:
-        return None, extra
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not (math.isfinite(number) and number >= MIN_DIAMETER):
-        if strict:
-            raise ValueError(
-                f"the diameter must be a positive number of pixels, at least {MIN_DIAMETER:g}, "
-                f"not {value!r}"
-            )
-        return None, extra
-    return number, extra
-
-
-def _weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of the tensors, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(name.encode())
-        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-        if tensor.numel():
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
-def _fsync_folder(folder: Path) -> None:
-    # make the rename itself durable; not possible on every platform (e.g. Windows)
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     model: UNet,
@@ -257,8 +171,8 @@ def save_checkpoint(
         raise TypeError("checkpoint history must be a list of dicts")
     from napari_unet.engine._version import __version__
 
-    diameter, extra = _diameter_and_extra(diameter, extra, strict=True)
-    normalization = _plain(dict(normalization or {}), "normalization")
+    diameter, extra = diameter_and_extra(diameter, extra, strict=True)
+    normalization = plain(dict(normalization or {}), "normalization")
     if normalization:
         normalization_percentiles(normalization)
     state_dict = {
@@ -268,21 +182,21 @@ def save_checkpoint(
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": FORMAT_VERSION,
-        "config": _plain(config.to_dict(), "config"),
+        "config": plain(config.to_dict(), "config"),
         "state_dict": state_dict,
-        "weights_sha256": _weights_digest(state_dict),
+        "weights_sha256": weights_digest(state_dict),
         "normalization": normalization,
-        "training": _plain(dict(training or {}), "training"),
-        "history": _plain(list(history or []), "history"),
-        "extra": _plain(extra, "extra"),
+        "training": plain(dict(training or {}), "training"),
+        "history": plain(list(history or []), "history"),
+        "extra": plain(extra, "extra"),
         "diameter": diameter,
         "napari_unet_version": str(__version__),
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    tmp = new_temp(path)
+    atomic.remove_stale_temps(path)
+    tmp = atomic.new_temp(path)
     try:
         with open(tmp, "wb") as fh:
             try:
@@ -292,12 +206,12 @@ def save_checkpoint(
             except RuntimeError as err:  # torch's writer reports a full disk as RuntimeError
                 raise _save_error(path, err) from None
             except OSError as err:
-                raise write_error(path, err) from None
+                raise atomic.write_error(path, err) from None
     except BaseException:
-        discard([tmp])
+        atomic.discard([tmp])
         raise
-    commit([(tmp, path)])
-    _fsync_folder(path.parent)
+    atomic.commit([(tmp, path)])
+    atomic.fsync_folder(path.parent)
     return path
 
 
@@ -409,7 +323,7 @@ def _parse(payload: Any, path: Path) -> tuple[Checkpoint, dict[str, torch.Tensor
             f"the model file {path} has malformed weights: {bad[0]!r} is not a named tensor"
         )
     digest = payload.get("weights_sha256")
-    if digest is not None and digest != _weights_digest(state_dict):
+    if digest is not None and digest != weights_digest(state_dict):
         raise CheckpointError(
             f"the model file {path} is corrupt: its weights do not match the checksum saved with "
             f"them"
@@ -433,7 +347,7 @@ def _parse(payload: Any, path: Path) -> tuple[Checkpoint, dict[str, torch.Tensor
     try:
         if meta["normalization"]:
             normalization_percentiles(meta["normalization"])
-        meta["diameter"], meta["extra"] = _diameter_and_extra(
+        meta["diameter"], meta["extra"] = diameter_and_extra(
             payload.get("diameter"), meta["extra"], strict=False
         )
     except ValueError as err:
