@@ -122,6 +122,7 @@ def test_finetune_shows_live_layers_and_the_loss_falls(
     assert {"nuclei", "painted", "regions"}.isdisjoint(owned)
 
 
+@pytest.mark.timing
 def test_stop_keeps_the_model_and_segment_uses_it(
     viewer_with_image, nuclei_image, wait_job, qtbot, errors
 ):

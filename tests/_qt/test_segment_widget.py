@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from napari_unet._qt.segment_widget import SegmentWidget
 
@@ -82,6 +83,7 @@ def test_stack_is_segmented_plane_by_plane(viewer_with_image, stack_image, wait_
     assert not (ids[0] & ids[1]) and not (ids[1] & ids[2])  # no id is used in two planes
 
 
+@pytest.mark.timing
 def test_cancel_stops_a_long_run(viewer_with_image, stack_image, wait_job):
     viewer = viewer_with_image
     big = np.concatenate([stack_image] * 4)  # 48 planes

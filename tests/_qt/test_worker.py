@@ -4,6 +4,8 @@ import pytest
 
 from napari_unet._qt._worker import JobRuntimeError, start_job
 
+pytestmark = pytest.mark.timing
+
 
 def _events_then(exc):
     yield 1
@@ -48,3 +50,24 @@ def test_a_job_returns_its_value(make_napari_viewer, wait_job, errors):
     job = start_job(_count, 3, what="Counting", on_result=results.append)
     wait_job(job, 20_000)
     assert results == ["done"] and job.result == "done" and errors == []
+
+
+def test_a_job_that_finishes_while_its_progress_bar_updates(make_napari_viewer):
+    """napari's progress bar processes Qt events while it updates, so the worker's ``finished``
+    can be handled in the middle of an update and close the bar (a cancel on a busy laptop)."""
+    from napari_unet._qt._worker import Job
+    from napari_unet.engine.events import TileDone
+
+    make_napari_viewer()
+    job = Job(_count, 3, what="Counting")
+    bar = job.pbar
+    original = bar.set_description
+
+    def finish_meanwhile(*args, **kwargs):
+        original(*args, **kwargs)
+        job._finished()  # what processEvents() may run here
+
+    bar.set_description = finish_meanwhile
+    job._yielded(TileDone(done=1, total=4, plane=0, n_planes=2))
+    job._yielded(TileDone(done=2, total=4, plane=1, n_planes=2))
+    assert job.done and job.pbar is None

@@ -493,6 +493,32 @@ def test_training_diameter_option_and_ctrl_c(files, work, capsys, fake_training)
     assert fake_training["images"][0].shape == (48, 64)  # from scratch: never rescaled
 
 
+def test_ctrl_c_names_the_step_the_file_holds(work, capsys, monkeypatch):
+    """Interrupted after step 3 completed but before its event was shown (the clock read that
+    ends the step raises): the message names step 3, as the file does."""
+    from napari_unet.engine import training
+
+    calls = []
+
+    class Clock:
+        @staticmethod
+        def perf_counter():
+            calls.append(None)
+            if len(calls) == 6:  # start and end of steps 1-3: the end of step 3
+                raise KeyboardInterrupt
+            return float(len(calls))
+
+    monkeypatch.setattr(training, "time", Clock)
+    code, _, err = run(
+        capsys, "train", "--images", work / "cells.tif", "--labels", work / "cells_ground_truth.tif",
+        "--from", "scratch", "--depth", "1", "--base-channels", "2", "--out", work / "m.pt",
+        "--steps", "5", "--device", "cpu", "--val-fraction", "0",
+    )
+    assert code == 130, err
+    assert load_checkpoint(work / "m.pt")[1].training["steps_done"] == 3
+    assert err.strip().splitlines()[-1].endswith(f"the model after step 3 is in {work / 'm.pt'}")
+
+
 # -- the installed console script -------------------------------------------------------------
 
 

@@ -36,10 +36,10 @@ def saved(tmp_path) -> tuple[Path, UNet]:
     path = save_checkpoint(
         tmp_path / "model.pt",
         model,
-        normalization={"low": 1.0, "high": 99.8, "percentiles": (np.float32(0.5), 812.0)},
+        normalization={"low": np.float32(1.0), "high": 99.8},
         training={"steps": 10, "lr": np.float64(1e-3), "diameter": 17.5, "optimizer": "adam"},
         history=[{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.7}],
-        extra={"name": "tiny", "notes": None},
+        extra={"name": "tiny", "notes": None, "range": (np.float32(0.5), 812.0)},
     )
     return path, model
 
@@ -70,11 +70,11 @@ def test_round_trip_restores_model_and_metadata(saved):
     assert info.config == model.config
     assert info.format_version == FORMAT_VERSION
     assert info.path == path
-    assert info.normalization == {"low": 1.0, "high": 99.8, "percentiles": [0.5, 812.0]}
+    assert info.normalization == {"low": 1.0, "high": 99.8}
     assert info.training["lr"] == pytest.approx(1e-3)
     assert type(info.training["lr"]) is float
     assert info.history == [{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.7}]
-    assert info.extra == {"name": "tiny", "notes": None}
+    assert info.extra == {"name": "tiny", "notes": None, "range": [0.5, 812.0]}
     assert info.saved_at and info.napari_unet_version
     assert not loaded.training
     state, original = loaded.state_dict(), model.state_dict()

@@ -131,3 +131,18 @@ def test_too_few_cells_to_measure_leave_the_data_alone():
     )
     assert scale == TrainingScale(None, 24.0, 1.0) and scale.diameter == 24.0
     assert TrainingScale(None, None).input_diameter is None
+
+
+def test_training_data_are_not_enlarged_past_the_cap(monkeypatch):
+    """One-pixel cells and a model trained at 27.7 px: refused before anything is resized."""
+    from napari_unet.engine import diameter as diameter_module
+
+    labels = np.zeros((512, 512), np.int32)
+    labels[4::16, 4::16] = np.arange(1, 32 * 32 + 1).reshape(32, 32)
+    image = labels.astype(np.float32)
+    monkeypatch.setattr(
+        diameter_module, "rescale_training_data", lambda *a: pytest.fail("resized anyway")
+    )
+    with pytest.raises(ValueError, match=r"1\.13 px \(the model was trained at 27\.7 px\) would "
+                       r"enlarge the image 24\.\d-fold from 512 x 512 to 125\d\d x 125\d\d"):
+        match_training_diameter([image], [labels], [None], model_diameter=27.7)

@@ -268,21 +268,23 @@ class Job:
                 notify_error(exc, f"{self.what} (display update)")
 
     def _advance(self, event: Any) -> None:
+        # napari's progress bar processes Qt events while it updates, so _finished can run in
+        # the middle of this method and close the bar: check it is still open after each call.
+        bar = self.pbar
         match event:
             case TileDone(done=done, total=total, plane=plane, n_planes=n_planes):
                 if n_planes > 1:
-                    self.pbar.set_description(f"{self.what}: plane {plane + 1}/{n_planes}")
+                    bar.set_description(f"{self.what}: plane {plane + 1}/{n_planes}")
             case StepDone(step=done, total=total):
                 pass
             case _:
                 return
-        pbar = self.pbar
-        if pbar is None:  # set_description processes events: the job may have ended meanwhile
+        if self.pbar is not bar:
             return
-        if pbar.total != total:
-            pbar.total = total
-        if done > pbar.n:
-            pbar.update(done - pbar.n)
+        if bar.total != total:
+            bar.total = total
+        if self.pbar is bar and done > bar.n:
+            bar.update(done - bar.n)
 
     def _returned(self, value: Any) -> None:
         self.returned_at = time.perf_counter()

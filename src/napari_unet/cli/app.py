@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from napari_unet.cli import evaluate, predict, sample, train
 from napari_unet.cli.output import PROG, UsageError, error, one_line
@@ -43,6 +47,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: raised like Ctrl-C, so that every ``finally`` and ``except
+    BaseException`` runs and removes the temporary files of a write in progress."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Within the block SIGTERM raises :class:`Terminated` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: Any) -> None:
+        raise Terminated("terminated")
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _expected_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [
         UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError,
@@ -58,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         The exit status: 0 success, 1 a failure while working, 2 bad usage or input (nothing
-        written), 130 interrupted.
+        written), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -74,7 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_interrupts():
+            return int(args.func(args) or 0)
+    except Terminated:
+        error("terminated")
+        return 143
     except BrokenPipeError:  # e.g. `napari-unet evaluate ... | head`
         try:
             sys.stdout = open(os.devnull, "w")

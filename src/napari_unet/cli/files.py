@@ -92,9 +92,17 @@ def check_new_outputs(
 
 
 def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
-    """``data`` read from ``path`` as int32 (int64 if needed) labels, or a UsageError."""
+    """``data`` read from ``path`` as int32 labels, or a UsageError.
+
+    A bool mask's cells are its connected regions; ids too large for int32 are renumbered
+    (:func:`~napari_unet.engine.layout.instance_ids`).
+    """
+    from napari_unet.engine.layout import instance_ids
+
+    if data.ndim not in (2, 3):
+        raise UsageError(f"{path} is not a label image of shape (Y, X) or (P, Y, X): {data.shape}")
     if data.dtype.kind == "b":
-        return data.astype(np.int32)
+        return _mask_components(data)
     if data.dtype.kind == "f":
         if not np.isfinite(data).all() or not np.array_equal(data, np.round(data)):
             raise UsageError(f"{path} is not a label image: it holds fractional values")
@@ -102,9 +110,21 @@ def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
         raise UsageError(f"{path} is not a label image (dtype {data.dtype})")
     if data.size and data.min() < 0:
         raise UsageError(f"{path} is not a label image: it holds negative values")
-    if data.ndim not in (2, 3):
-        raise UsageError(f"{path} is not a label image of shape (Y, X) or (P, Y, X): {data.shape}")
-    return data.astype(np.int64 if data.size and data.max() >= 2**31 else np.int32)
+    return instance_ids(data)
+
+
+def _mask_components(mask: np.ndarray) -> np.ndarray:
+    """int32 labels of the connected regions of a (Y, X) or (P, Y, X) bool mask, per plane."""
+    from scipy import ndimage
+
+    planes = mask.reshape((-1, *mask.shape[-2:]))
+    out = np.zeros(planes.shape, np.int32)
+    offset = 0
+    for plane, target in zip(planes, out, strict=True):
+        n = ndimage.label(plane, output=target)
+        target[target > 0] += offset
+        offset += n
+    return out.reshape(mask.shape)
 
 
 def pair_by_name(pred: list[Path], gt: list[Path]) -> list[tuple[Path, Path]]:

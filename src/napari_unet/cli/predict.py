@@ -19,9 +19,10 @@ from napari_unet.engine.device import DEVICE_CHOICES
 
 def run(args: argparse.Namespace) -> int:
     """``napari-unet predict``: segment a TIFF, or every TIFF of a folder."""
+    from napari_unet.engine.atomic import check_space
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.events import TileDone, TileSizeReduced, drive
-    from napari_unet.engine.io import infer_layout, list_images, probe_tiff, read_tiff, write_tiff
+    from napari_unet.engine.io import infer_layout, list_images, probe_tiff, read_tiff, write_tiffs
     from napari_unet.engine.layout import check_shape
     from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
@@ -70,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device="cpu")
     in_channels = int(model[0].config.in_channels)
     # Check every input's header before any work, so that a bad file stops the run early.
-    layouts = []
-    for image, _, _ in jobs:
+    layouts, needs = [], []
+    for image, labels_path, probs_path in jobs:
         shape, _dtype, axes = probe_tiff(image)
         channel_axis, stack = infer_layout(
             shape, axes, in_channels=in_channels, channel_axis=args.channel_axis, stack=args.stack
@@ -84,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
                 hint = f" (read as channels on axis {channel_axis}; pass --stack if the first axis holds planes)"
             raise UsageError(f"{image}: {one_line(exc)}{hint}") from None
         layouts.append((channel_axis, stack))
+        needs.extend(_output_sizes(shape, channel_axis, labels_path, probs_path, model, args))
+    try:
+        check_space(needs)
+    except OSError as exc:
+        raise UsageError(one_line(exc)) from None
 
     for n, ((image, labels_path, probs_path), (channel_axis, stack)) in enumerate(
         zip(jobs, layouts, strict=True), start=1
@@ -113,11 +119,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{image}: {one_line(exc)}") from None
         finally:
             bar.close()
-        write_tiff(labels_path, result.labels, overwrite=args.overwrite)
+        outputs = [(labels_path, result.labels)]
         if probs_path is not None:
-            write_tiff(
-                probs_path, result.probabilities.astype(args.probabilities_dtype), overwrite=args.overwrite
-            )
+            outputs.append((probs_path, result.probabilities.astype(args.probabilities_dtype)))
+        write_tiffs(outputs, overwrite=args.overwrite)  # all or nothing
         n_cells = count_objects(result.labels)
         diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
         scale = f", scale {result.scale:.2f}" if result.scale != 1.0 else ""
@@ -125,6 +130,17 @@ def run(args: argparse.Namespace) -> int:
             noun = "cell" if n_cells == 1 else "cells"
             say(f"{image.name}: {n_cells} {noun}{diameter}{scale} -> {labels_path}")
     return 0
+
+
+def _output_sizes(shape, channel_axis, labels_path, probs_path, model, args) -> list:
+    """``(file, bytes)`` of an image's outputs before compression: uint16 labels and, when
+    asked for, the probabilities (n_classes per pixel)."""
+    spatial = int(np.prod(shape)) // (1 if channel_axis is None else shape[channel_axis])
+    sizes = [(labels_path, 2 * spatial)]
+    if probs_path is not None:
+        per_value = np.dtype(args.probabilities_dtype).itemsize
+        sizes.append((probs_path, per_value * int(model[0].config.n_classes) * spatial))
+    return sizes
 
 
 def count_objects(labels: np.ndarray) -> int:

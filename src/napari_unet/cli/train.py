@@ -114,7 +114,12 @@ def run(args: argparse.Namespace) -> int:
         diameter=args.diameter,
     )
     if scale.data_diameter is None:
-        say("too few labelled cells to measure their diameter; the model stores none", sys.stderr)
+        kept = (
+            "the model stores none"
+            if scale.diameter is None
+            else f"the data are not rescaled; the model keeps its {scale.diameter:.1f} px"
+        )
+        say(f"too few labelled cells to measure their diameter; {kept}", sys.stderr)
     elif scale.factor != 1.0:
         say(
             f"cells of {scale.data_diameter:.1f} px rescaled by {scale.factor:.2f} to the model's "
@@ -136,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         normalization = dict(checkpoint.normalization) if checkpoint.normalization else None
 
+    _check_model_space(out, net)
     config = TrainConfig(
         steps=args.steps,
         optimizer=args.optimizer,
@@ -166,12 +172,11 @@ def run(args: argparse.Namespace) -> int:
         extra=extra,
         diameter=stored_diameter,
     )
-    progress = {"last_step": 0, "saved": None}
+    progress = {"saved": None}
 
     def show(event: Any) -> None:
         match event:
             case StepDone(step=step, total=total, loss=loss):
-                progress["last_step"] = step
                 if not args.quiet and (step % log_every == 0 or step in (1, total)):
                     say(f"step {step}/{total} loss {loss:.4f}", sys.stderr)
             case ValidationDone() if not args.quiet:
@@ -180,17 +185,52 @@ def run(args: argparse.Namespace) -> int:
             case CheckpointSaved():
                 progress["saved"] = event.path
 
+    before = _file_stamp(out)
     try:
         result = drive(gen, show)
     except KeyboardInterrupt:
-        last_step = progress["last_step"]
-        where = f"; the model after step {last_step} is in {out}" if out.exists() and last_step else ""
-        raise KeyboardInterrupt(f"training interrupted{where}") from None
+        raise KeyboardInterrupt(f"training interrupted{_kept_model(out, before)}") from None
     saved = progress["saved"]
     path = saved or (str(result.checkpoint_path) if result.checkpoint_path else str(out))
     diameter = f", cell diameter {stored_diameter:.1f} px" if stored_diameter else ""
     say(f"wrote {path} ({result.steps_done} steps{diameter})")
     return 0
+
+
+def _check_model_space(out: Path, net: Any) -> None:
+    """A UsageError before training when the model file would not fit on the disk: float32
+    weights plus 1 MB of metadata."""
+    from napari_unet.engine.atomic import check_space
+    from napari_unet.engine.limits import parameter_count
+
+    try:
+        check_space([(out, 4 * parameter_count(net.config) + 2**20)])
+    except OSError as exc:
+        raise UsageError(one_line(exc)) from None
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    """(inode, modification time in ns) of ``path``, or ``None`` when there is no such file."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _kept_model(out: Path, before: tuple[int, int] | None) -> str:
+    """"; the model after step N is in OUT" when this run wrote ``out``, N read from the file
+    itself: an interrupt can land after a step has completed but before its event was shown."""
+    from napari_unet.engine.checkpoint import CheckpointError, read_checkpoint_metadata
+
+    stamp = _file_stamp(out)
+    if stamp is None or stamp == before:
+        return ""
+    try:
+        step = read_checkpoint_metadata(out).training.get("steps_done")
+    except CheckpointError:
+        return ""
+    return f"; the model after step {step} is in {out}" if step else f"; the model is in {out}"
 
 
 HELP = "train or fine-tune a model on images and label images"

@@ -26,7 +26,6 @@ import contextlib
 import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -36,12 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from napari_unet.engine._checkpoint_data import (
-    diameter_and_extra,
-    fsync_folder,
-    plain,
-    weights_digest,
-)
+from napari_unet.engine import atomic
+from napari_unet.engine.limits import normalization_percentiles
+from napari_unet.engine.metadata import diameter_and_extra, plain, weights_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_unet.engine.model import UNet, UNetConfig
@@ -132,7 +128,9 @@ def save_checkpoint(
 
     The file is written to a temporary file in the same folder, flushed and fsynced, then moved
     onto ``path`` with :func:`os.replace`, so ``path`` always holds either the previous complete
-    file or the new complete file, never a partial one, even if the process dies while writing.
+    file or the new complete file, never a partial one, even if the process dies while writing
+    (:mod:`~napari_unet.engine.atomic`: the file's mode follows the umask, and temporary files
+    that killed processes left for ``path`` are removed first).
 
     Parameters
     ----------
@@ -158,6 +156,10 @@ def save_checkpoint(
     ------
     TypeError
         If the model has no ``config`` or the metadata is not plain data; nothing is written.
+    ValueError
+        If the diameter or the normalisation percentiles are not valid; nothing is written.
+    OSError
+        If the file cannot be written (a sentence that names ``path``, e.g. a full disk).
     """
     path = Path(path)
     config = getattr(model, "config", None)
@@ -170,6 +172,9 @@ def save_checkpoint(
     from napari_unet.engine._version import __version__
 
     diameter, extra = diameter_and_extra(diameter, extra, strict=True)
+    normalization = plain(dict(normalization or {}), "normalization")
+    if normalization:
+        normalization_percentiles(normalization)
     state_dict = {
         name: tensor.detach().cpu().clone() if tensor.is_cuda else tensor.detach().cpu()
         for name, tensor in model.state_dict().items()
@@ -180,7 +185,7 @@ def save_checkpoint(
         "config": plain(config.to_dict(), "config"),
         "state_dict": state_dict,
         "weights_sha256": weights_digest(state_dict),
-        "normalization": plain(dict(normalization or {}), "normalization"),
+        "normalization": normalization,
         "training": plain(dict(training or {}), "training"),
         "history": plain(list(history or []), "history"),
         "extra": plain(extra, "extra"),
@@ -190,21 +195,34 @@ def save_checkpoint(
     }
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
+    atomic.remove_stale_temps(path)
+    tmp = atomic.new_temp(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with open(tmp, "wb") as fh:
+            try:
+                torch.save(payload, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except RuntimeError as err:  # torch's writer reports a full disk as RuntimeError
+                raise _save_error(path, err) from None
+            except OSError as err:
+                raise atomic.write_error(path, err) from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        atomic.discard([tmp])
         raise
-    fsync_folder(path.parent)
+    atomic.commit([(tmp, path)])
+    atomic.fsync_folder(path.parent)
     return path
+
+
+def _save_error(path: Path, err: RuntimeError) -> OSError:
+    """The sentence for a failed ``torch.save``: "the disk is full" when it is."""
+    import shutil
+
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(path.parent).free < 2**20:
+            return OSError(f"could not write the model file {path}: the disk is full")
+    return OSError(f"could not write the model file {path}: {_first_line(err)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,9 +344,16 @@ def _parse(payload: Any, path: Path) -> tuple[Checkpoint, dict[str, torch.Tensor
                 f"expected a {kind.__name__})"
             )
         meta[key] = value
-    meta["diameter"], meta["extra"] = diameter_and_extra(
-        payload.get("diameter"), meta["extra"], strict=False
-    )
+    try:
+        if meta["normalization"]:
+            normalization_percentiles(meta["normalization"])
+        meta["diameter"], meta["extra"] = diameter_and_extra(
+            payload.get("diameter"), meta["extra"], strict=False
+        )
+    except ValueError as err:
+        raise CheckpointError(
+            f"the model file {path} has invalid metadata: {_first_line(err)}"
+        ) from None
     checkpoint = Checkpoint(
         config=config,
         format_version=version,
@@ -423,13 +448,13 @@ def load_checkpoint(
     checkpoint, state_dict = _parse(_torch_load(path), path)
     _check_channels(checkpoint, expect_in_channels)
     try:
-        model = UNet(checkpoint.config)
+        with torch.device("meta"):  # shapes only: no memory until the weights are known to fit
+            expected = UNet(checkpoint.config).state_dict()
     except (TypeError, ValueError) as err:
         raise CheckpointError(
             f"the model file {path} has a model configuration that cannot be built: "
             f"{_first_line(err)}"
         ) from None
-    expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     wrong = [
@@ -449,6 +474,7 @@ def load_checkpoint(
             f"the model file {path} has weights that do not fit its model configuration: "
             + "; ".join(problems)
         )
+    model = UNet(checkpoint.config)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:

@@ -20,11 +20,13 @@ import numpy as np
 
 __all__ = [
     "AUTO_DIAMETER_TOLERANCE",
+    "MAX_TRAINING_PIXELS",
     "MIN_CELLS_FOR_ESTIMATE",
     "MIN_DIAMETER",
     "RESCALE_TOLERANCE",
     "TrainingScale",
     "check_diameter",
+    "check_scaled_size",
     "estimate_diameter",
     "match_training_diameter",
     "model_diameter",
@@ -42,6 +44,9 @@ AUTO_DIAMETER_TOLERANCE = 0.15
 MIN_DIAMETER = 1.0
 #: Fewer measured cells than this and the estimate is not trusted.
 MIN_CELLS_FOR_ESTIMATE = 3
+#: A training image may be enlarged to at most this many pixels (training holds about 50 bytes
+#: per pixel: the image, labels, weight map and their augmented copies).
+MAX_TRAINING_PIXELS = 2**26
 
 
 def model_diameter(checkpoint: Any) -> float | None:
@@ -174,6 +179,22 @@ def scaled_shape(spatial: tuple[int, int], factor: float) -> tuple[int, int]:
 
 
 
+def check_scaled_size(
+    spatial: tuple[int, int], factor: float, diameter: float | None, *, limit: int, why: str = ""
+) -> None:
+    """Raise ``ValueError`` when resizing a plane of ``spatial`` size by ``factor`` would give
+    more than ``limit`` pixels; the sentence names the cell ``diameter`` (pixels) that asked for
+    the factor and the resulting size, and ``why`` (e.g. the model's diameter) when given."""
+    rows, cols = scaled_shape(spatial, factor)
+    if rows * cols > limit:
+        cells = "a cell diameter" if diameter is None else f"a cell diameter of {diameter:.3g} px"
+        raise ValueError(
+            f"{cells}{why} would enlarge the image {factor:.3g}-fold from {spatial[0]} x "
+            f"{spatial[1]} to {rows} x {cols} pixels per plane, more than the {limit:,} pixels "
+            f"that can be processed; check the diameter"
+        )
+
+
 def rescale_training_data(
     image: np.ndarray, labels: np.ndarray, regions: np.ndarray | None, factor: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -247,7 +268,8 @@ def match_training_diameter(
     else measured from the labels (:func:`estimate_diameter`, cells cut by the edge left out);
     when the model stores a diameter and the two differ by more than
     :data:`AUTO_DIAMETER_TOLERANCE`, every image, label image and region mask is resized by
-    ``model_diameter / data_diameter`` (:func:`rescale_training_data`).
+    ``model_diameter / data_diameter`` (:func:`rescale_training_data`). Raises ``ValueError``
+    before resizing anything when an image would grow past :data:`MAX_TRAINING_PIXELS`.
 
     Parameters
     ----------
@@ -269,6 +291,11 @@ def match_training_diameter(
         ratio = model_diameter / data_diameter
         if abs(ratio - 1.0) > AUTO_DIAMETER_TOLERANCE:
             factor = ratio
+            why = f" (the model was trained at {model_diameter:g} px)"
+            for lab in labels:
+                check_scaled_size(
+                    lab.shape[:2], factor, data_diameter, limit=MAX_TRAINING_PIXELS, why=why
+                )
             for i, triple in enumerate(zip(images, labels, regions, strict=True)):
                 images[i], labels[i], regions[i] = rescale_training_data(*triple, factor)
     return images, labels, regions, TrainingScale(data_diameter, model_diameter, factor)

@@ -19,8 +19,9 @@ the channels and whether the first axis is a stack of planes:
 
 Writing
 -------
-:func:`write_tiff` and :func:`write_labels` write to a temporary file in the target folder and
-then ``os.replace`` it, so a crash never leaves a half-written file behind, and they refuse to
+:func:`write_tiff`, :func:`write_tiffs` and :func:`write_labels` write to a temporary file in the
+target folder and then ``os.replace`` it (:mod:`~napari_unet.engine.atomic`), so a crash never
+leaves a half-written file behind and a set of files is written all or nothing; they refuse to
 replace an existing file unless ``overwrite=True``.
 """
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +48,7 @@ __all__ = [
     "read_tiff",
     "write_labels",
     "write_tiff",
+    "write_tiffs",
 ]
 
 #: File name endings read as images (case-insensitive).
@@ -293,7 +294,8 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Check that ``path`` may be written: refuse an existing file unless ``overwrite``.
+    """Check that ``path`` may be written: refuse an existing file unless ``overwrite``, and a
+    folder where no file can be created.
 
     Raises
     ------
@@ -301,12 +303,17 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         ``path`` exists and ``overwrite`` is False.
     IsADirectoryError
         ``path`` is a folder.
+    PermissionError, NotADirectoryError
+        No file can be created where ``path`` would be (read-only folder or file system).
     """
+    from napari_unet.engine.atomic import check_writable
+
     path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(f"the output {path} is a folder, not a file name")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; refusing to replace it without overwrite")
+    check_writable(path)
     return path
 
 
@@ -325,28 +332,51 @@ def write_tiff(
     ------
     FileExistsError
         ``path`` exists and ``overwrite`` is False; nothing is written.
+    OSError
+        The file could not be written (the sentence names ``path``); nothing is written.
+    """
+    return write_tiffs([(path, data)], overwrite=overwrite, compress=compress)[0]
+
+
+def write_tiffs(
+    items: list[tuple[str | os.PathLike, np.ndarray]],
+    *,
+    overwrite: bool = False,
+    compress: bool = True,
+) -> list[Path]:
+    """Write a set of TIFF files all or nothing (e.g. a label image and its probabilities).
+
+    Every file is written to a temporary file beside it first; only when all are written are
+    they moved into place (:func:`~napari_unet.engine.atomic.commit`). An error or an
+    interrupt leaves no file of the set behind. Temporary files that killed processes left for
+    these targets are removed first. The files get the mode the umask gives new files.
     """
     import tifffile
 
-    data = np.asarray(data)
-    if data.dtype.kind not in "biuf":
-        raise ValueError(f"cannot write {data.dtype} data as a TIFF image")
-    path = check_output(path, overwrite=overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    from napari_unet.engine.atomic import commit, discard, new_temp, remove_stale_temps, write_error
+
+    arrays = [np.asarray(data) for _, data in items]
+    for data in arrays:
+        if data.dtype.kind not in "biuf":
+            raise ValueError(f"cannot write {data.dtype} data as a TIFF image")
+    paths = [check_output(path, overwrite=overwrite) for path, _ in items]
+    pairs: list[tuple[Path, Path]] = []
     try:
-        tifffile.imwrite(
-            tmp, np.ascontiguousarray(data), compression="zlib" if compress else None
-        )
-        os.replace(tmp, path)
+        for path, data in zip(paths, arrays, strict=True):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(path)
+            pairs.append((new_temp(path), path))
+            try:
+                tifffile.imwrite(
+                    pairs[-1][0], np.ascontiguousarray(data), compression="zlib" if compress else None
+                )
+            except OSError as err:
+                raise write_error(path, err) from None
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        discard([tmp for tmp, _ in pairs])
         raise
-    return path
+    commit(pairs)
+    return paths
 
 
 def write_labels(

@@ -20,11 +20,12 @@ stack), C channels.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MIN_SIDE", "as_planes", "check_shape"]
+__all__ = ["MIN_SIDE", "as_planes", "check_shape", "instance_ids"]
 
 #: The smallest number of rows and columns an image may have.
 MIN_SIDE = 2
@@ -57,7 +58,8 @@ def as_planes(
     Returns
     -------
     (P, C, Y, X) ndarray
-        A view of ``image`` where possible (no copy, no dtype change).
+        A view of ``image`` where possible (no copy, no dtype change); float64 values far
+        outside float32's range are scaled by a power of two (a copy).
 
     Raises
     ------
@@ -122,7 +124,22 @@ def as_planes(
         )
     if check_values and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise ValueError("image contains NaN or infinite values")
-    return array
+    return _within_float32(array)
+
+
+def _within_float32(array: np.ndarray) -> np.ndarray:
+    """``array``, or for float64 values far outside float32's range (1e-300, 1e300) a copy
+    times a power of two that brings the largest magnitude to about 1.
+
+    The engine computes in float32, where such values become 0 or infinity; percentile
+    normalisation, ``(x - p_low) / (p_high - p_low)``, does not see a common factor.
+    """
+    if array.dtype != np.float64:
+        return array
+    top = float(np.abs(array).max())
+    if top == 0.0 or not math.isfinite(top) or 2.0**-60 <= top <= 2.0**60:
+        return array
+    return np.ldexp(array, -math.frexp(top)[1])
 
 
 def check_shape(
@@ -144,3 +161,26 @@ def check_shape(
         stack=stack,
         check_values=False,
     )
+
+
+def instance_ids(labels: Any) -> np.ndarray:
+    """Instance labels as int32, the ids renumbered 1..n when one is too large for int32.
+
+    An id is only a name, but a cast would wrap ids of 2**31 and more (uint32, uint64, int64
+    files) onto other cells or onto 0; renumbering keeps every cell apart and 0 as background.
+
+    Parameters
+    ----------
+    labels : integer array, any shape
+        Instance ids, 0 = background; none negative.
+
+    Returns
+    -------
+    int32 array of the same shape
+    """
+    labels = np.asarray(labels)
+    if labels.size == 0 or labels.max() <= np.iinfo(np.int32).max:
+        return labels.astype(np.int32, copy=False)
+    ids, index = np.unique(labels, return_inverse=True)
+    index = index.reshape(labels.shape) + (0 if ids[0] == 0 else 1)
+    return index.astype(np.int32)

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from napari_unet.engine.limits import check_config_limits
+
 PADDINGS = ("valid", "same")
 NORMS = (None, "batch", "group")
 GROUP_SIZE = 8  # channels per group for norm="group"
@@ -193,6 +195,7 @@ class UNetConfig:
         ):
             raise ValueError(f"UNetConfig.dropout must be a number in [0, 1), got {self.dropout!r}")
         self.dropout = float(self.dropout)
+        check_config_limits(self)  # before any tensor: a model file's config is untrusted
 
     @classmethod
     def paper(cls, **overrides) -> UNetConfig:

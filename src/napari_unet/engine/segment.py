@@ -48,6 +48,7 @@ from napari_unet.engine.diameter import (
     AUTO_DIAMETER_TOLERANCE,
     RESCALE_TOLERANCE,
     check_diameter,
+    check_scaled_size,
     estimate_diameter,
     rescale_factor,
     scaled_shape,
@@ -110,12 +111,7 @@ class SegmentResult:
 
 
 def _check_scaled_size(spatial: tuple[int, int], factor: float, diameter: float | None) -> None:
-    rows, cols = scaled_shape(spatial, factor)
-    if rows * cols > MAX_RESCALED_PIXELS:
-        raise ValueError(
-            f"a cell diameter of {diameter:g} px would enlarge the image {factor:.3g}-fold to "
-            f"{rows} x {cols} pixels per plane, more than can be processed; check the diameter"
-        )
+    check_scaled_size(spatial, factor, diameter, limit=MAX_RESCALED_PIXELS)
 
 
 def _resize_stack(array: np.ndarray, shape: tuple[int, int], *, mode: str) -> np.ndarray:

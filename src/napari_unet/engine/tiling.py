@@ -38,6 +38,7 @@ import torch
 from napari_unet.engine.device import free_memory_bytes, release_memory, resolve_device
 from napari_unet.engine.events import Event, PlaneDone, TileDone, TileSizeReduced, drive
 from napari_unet.engine.layout import as_planes
+from napari_unet.engine.limits import normalization_percentiles
 from napari_unet.engine.model import UNet, UNetConfig, border, output_size, valid_input_size
 
 MIRROR_MODE = "symmetric"
@@ -80,7 +81,10 @@ def percentile_range(
 
 
 def _percentiles(values: np.ndarray, qs: tuple[float, float]) -> np.ndarray:
-    """``np.percentile(values, qs)`` (linear method); O(n) via a histogram for 8/16-bit ints."""
+    """``np.percentile(values, qs)`` (linear method); O(n) via a histogram for 8/16-bit ints
+    (bool counted as 0/1)."""
+    if values.dtype == bool:
+        values = values.view(np.uint8)
     if values.dtype not in (np.uint8, np.uint16):
         return np.percentile(values, qs)
     counts = np.cumsum(np.bincount(values.ravel()))
@@ -560,12 +564,7 @@ def iter_predict(
     elif normalization is False:
         low = high = None
     elif isinstance(normalization, dict):
-        unknown = set(normalization) - {"low", "high"}
-        if unknown:
-            raise ValueError(f"unknown normalization keys: {sorted(unknown)}")
-        low, high = float(normalization.get("low", 1.0)), float(normalization.get("high", 99.8))
-        if not 0.0 <= low < high <= 100.0:
-            raise ValueError(f"normalization percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
+        low, high = normalization_percentiles(normalization)
     else:
         raise ValueError(f"normalization must be None, False or a dict, got {normalization!r}")
     if batch_size is not None and (int(batch_size) < 1):

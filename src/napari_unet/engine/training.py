@@ -303,7 +303,7 @@ def _as_lists(images, labels, regions):
 
 def _prepare(image, labels, regions, channel_axis, in_channels, n_classes, normalization, config):
     """Normalise one image to (C, Y, X) float32 and build its target and weights."""
-    from napari_unet.engine.layout import as_planes
+    from napari_unet.engine.layout import as_planes, instance_ids
     from napari_unet.engine.tiling import normalize
     from napari_unet.engine.weights import training_targets
 
@@ -324,7 +324,7 @@ def _prepare(image, labels, regions, channel_axis, in_channels, n_classes, norma
             )
         regions = regions.astype(bool)
     norm = normalize(chw, low=normalization["low"], high=normalization["high"], channel_axis=0)
-    labels = labels.astype(np.int32, copy=False)
+    labels = instance_ids(labels)
     target, weights, _ = training_targets(
         labels,
         regions,

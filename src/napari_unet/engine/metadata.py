@@ -1,18 +1,17 @@
-"""What a model file holds besides tensors, and how its writing is made durable: plain
-JSON-like metadata, the training diameter, the weights' checksum (see
-:mod:`napari_unet.engine.checkpoint`)."""
+"""The plain-data rules of a model file: JSON-like metadata, the training diameter, and the
+checksum of the weights (used by :mod:`~napari_unet.engine.checkpoint` when saving and loading).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+__all__ = ["diameter_and_extra", "plain", "weights_digest"]
 
 
 def plain(value: Any, where: str) -> Any:
@@ -50,11 +49,16 @@ def diameter_and_extra(
 ) -> tuple[float | None, dict]:
     """The diameter entry and ``extra`` without the ``"diameter"`` key older files kept there.
 
-    ``diameter`` wins over ``extra["diameter"]``. A value that is not a finite positive number
-    raises ``ValueError`` when ``strict`` (saving) and counts as unknown otherwise (reading).
+    ``diameter`` wins over ``extra["diameter"]``. A value that is not a finite number of at
+    least :data:`~napari_unet.engine.diameter.MIN_DIAMETER` pixels raises ``ValueError`` when
+    ``strict`` (saving; reading the typed entry) and counts as unknown otherwise (reading an
+    older file's ``extra["diameter"]``).
     """
+    from napari_unet.engine.diameter import MIN_DIAMETER
+
     extra = dict(extra or {})
     legacy = extra.pop("diameter", None)
+    strict = strict or diameter is not None
     value = diameter if diameter is not None else legacy
     if value is None:
         return None, extra
@@ -62,9 +66,12 @@ def diameter_and_extra(
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
-    if isinstance(value, bool) or not (math.isfinite(number) and number > 0):
+    if isinstance(value, bool) or not (math.isfinite(number) and number >= MIN_DIAMETER):
         if strict:
-            raise ValueError(f"the diameter must be a positive number of pixels, not {value!r}")
+            raise ValueError(
+                f"the diameter must be a positive number of pixels, at least {MIN_DIAMETER:g}, "
+                f"not {value!r}"
+            )
         return None, extra
     return number, extra
 
@@ -79,14 +86,3 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
         if tensor.numel():
             digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
-
-
-def fsync_folder(folder: Path) -> None:
-    """fsync ``folder`` so that a rename inside it is durable (where the platform allows)."""
-    # make the rename itself durable; not possible on every platform (e.g. Windows)
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

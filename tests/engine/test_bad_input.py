@@ -1,0 +1,224 @@
+"""The bad-input catalogue: odd images, labels and model files, through the Python API and the
+command line alike. Each case says what must happen -- the same result as a plain input, or one
+clear sentence and nothing written -- so that what passes today keeps passing."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet import cli
+from napari_unet.engine.checkpoint import save_checkpoint
+from napari_unet.engine.model import UNet, UNetConfig
+from napari_unet.engine.segment import segment
+from napari_unet.engine.synthetic import synthetic_nuclei
+from napari_unet.engine.train_config import TrainConfig
+from napari_unet.engine.training import train
+
+#: The bundled model's training diameter: given, so that one pass runs and no estimate.
+DIAMETER = 27.732
+
+
+@pytest.fixture(scope="module")
+def cells():
+    """A (64, 64) uint16 image of a few nuclei and its instance labels."""
+    return synthetic_nuclei((64, 64), n_cells=5, diameter=DIAMETER, rng=1)
+
+
+def _api(image, tmp_path, **kw):
+    return segment(image, device="cpu", diameter=DIAMETER, **kw)
+
+
+def _cli(image, tmp_path, **kw):
+    src, out = tmp_path / "in.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, image)
+    argv = ["predict", src, "-o", out, "--device", "cpu", "--diameter", DIAMETER, "-q"]
+    code = cli.main([str(a) for a in argv])
+    assert code == 0
+    return tifffile.imread(out)
+
+
+@pytest.fixture(params=[_api, _cli], ids=["api", "cli"])
+def segment_via(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def reference(cells):
+    labels = segment(cells[0], device="cpu", diameter=DIAMETER)
+    assert labels.max() >= 3
+    return labels
+
+
+# -- images -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factor", [1e-300, 1e300], ids=["tiny", "huge"])
+def test_extreme_float64_values_segment_like_the_plain_image(
+    cells, reference, segment_via, tmp_path, factor
+):
+    image = cells[0].astype(np.float64) * factor
+    np.testing.assert_array_equal(segment_via(image, tmp_path), reference)
+
+
+def test_a_bool_image_is_segmented(segment_via, tmp_path):
+    image = np.zeros((64, 64), bool)
+    image[10:30, 12:34] = image[40:58, 36:60] = True
+    labels = segment_via(image, tmp_path)
+    assert labels.shape == image.shape
+    assert labels.max() >= 1
+
+
+# -- refused: one sentence, nothing written -----------------------------------------------------
+
+
+class _MakesFolder:
+    """Unpickling this calls os.mkdir(marker): a stand-in for any code a model file could run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def _payload(**changes) -> dict:
+    net = UNet(UNetConfig(depth=1, base_channels=2))
+    payload = {"format": "napari-unet", "format_version": 1, "config": net.config.to_dict(),
+               "state_dict": net.state_dict()}
+    config = {**payload["config"], **changes.pop("config", {})}
+    return {**payload, "config": config, **changes}
+
+
+#: (case, the model file's content or None for the bundled model, the image, words expected)
+REFUSED = [
+    ("nan", None, np.full((32, 32), np.nan), "NaN"),
+    ("inf", None, np.full((32, 32), np.inf), "infinite"),
+    ("one-pixel", None, np.zeros((1, 1), np.uint8), "too small"),
+    ("rgb-for-a-gray-model", None, np.zeros((32, 32, 3), np.uint8), "channel"),
+    ("depth-40", _payload(config={"depth": 40}), None, "depth must be at most"),
+    ("in-channels-1e7", _payload(config={"in_channels": 10**7}), None, "in_channels must be at most"),
+    ("huge-net", _payload(config={"depth": 5, "base_channels": 256}), None, "M parameters"),
+    ("diameter-1e-9", _payload(diameter=1e-9), None, "at least 1"),
+    ("bad-percentiles", _payload(normalization={"low": 60.0, "high": 5.0}), None, "0 <= low < high"),
+    ("bare-weights", UNet(UNetConfig(depth=1, base_channels=2)).state_dict(), None, "bare weights"),
+    ("code", "pickle", None, "refused"),
+    ("truncated", b"PK\x03\x04" + b"\x00" * 40, None, "could not be read"),
+]
+
+
+def _model_file(tmp_path, content):
+    if content is None:
+        return None
+    path = tmp_path / "model.pt"
+    if content == "pickle":
+        torch.save({"format": "napari-unet", "x": _MakesFolder(tmp_path / "ran")}, path)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    return path
+
+
+@pytest.mark.parametrize(("content", "image", "words"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+@pytest.mark.parametrize("via", ["api", "cli"])
+def test_refused_with_one_sentence_and_nothing_written(tmp_path, capsys, via, content, image, words):
+    model = _model_file(tmp_path, content)
+    image = np.zeros((32, 32), np.uint8) if image is None else image
+    out = tmp_path / "out.tif"
+    if via == "api":
+        with pytest.raises(ValueError, match=words):
+            segment(image, model, device="cpu")
+    else:
+        src = tmp_path / "in.tif"
+        tifffile.imwrite(src, image, photometric="rgb" if image.ndim == 3 else "minisblack")
+        argv = ["predict", src, "-o", out, "--device", "cpu"]
+        code = cli.main([str(a) for a in [*argv, *(["--model", model] if model else [])]])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert len(err.strip().splitlines()) == 1 and words in err and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "ran").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# -- training data ----------------------------------------------------------------------------
+
+
+def _tiny() -> UNet:
+    torch.manual_seed(0)
+    return UNet(UNetConfig(depth=1, base_channels=2, padding="same"))
+
+
+def test_training_on_a_bool_image():
+    image = np.zeros((32, 32), bool)
+    image[4:12, 4:12] = True
+    labels = image.astype(np.int32)
+    result = train(_tiny(), image, labels, config=TrainConfig(steps=1, val_fraction=0), device="cpu")
+    assert result.steps_done == 1
+
+
+def test_label_ids_past_int32_stay_distinct(monkeypatch):
+    """Ids 2**32 + 5 and 5 would be one cell as int32; 2**31 would be negative."""
+    from napari_unet.engine import weights
+
+    seen = []
+    original = weights.training_targets
+    monkeypatch.setattr(
+        weights, "training_targets", lambda labels, *a, **k: seen.append(labels) or original(labels, *a, **k)
+    )
+    labels = np.zeros((32, 32), np.int64)
+    labels[4:12, 4:12], labels[12:20, 4:12], labels[20:28, 20:28] = 2**32 + 5, 5, 2**31
+    image = (labels > 0).astype(np.float32)
+    train(_tiny(), image, labels, config=TrainConfig(steps=1, val_fraction=0), device="cpu")
+    (used,) = seen
+    assert used.dtype == np.int32 and used.min() == 0
+    assert len(np.unique(used[labels > 0])) == 3
+
+
+# -- label files on the command line --------------------------------------------------------
+
+
+def _run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_evaluate_a_uint64_file_with_ids_past_int64(tmp_path, capsys):
+    labels = np.zeros((32, 32), np.uint64)
+    labels[2:10, 2:10], labels[15:25, 15:25] = 2**63 + 3, 7
+    tifffile.imwrite(tmp_path / "pred.tif", labels)
+    tifffile.imwrite(tmp_path / "gt.tif", labels)
+    code, _, err = _run(capsys, "evaluate", tmp_path / "pred.tif", tmp_path / "gt.tif")
+    assert code == 0, err
+    assert "negative" not in err
+
+
+def test_training_with_bool_labels_measures_the_cells(tmp_path, capsys):
+    image, labels = synthetic_nuclei((64, 64), n_cells=6, diameter=12.0, rng=2)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "img_labels.tif", labels > 0)
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    code, _, err = _run(
+        capsys, "train", "--images", tmp_path / "img.tif", "--labels", tmp_path / "img_labels.tif",
+        "--from", tmp_path / "start.pt", "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu",
+    )
+    assert code == 0, err
+    assert "stores none" not in err and "too few" not in err
+
+
+def test_too_few_cells_to_measure_keep_the_models_diameter(tmp_path, capsys):
+    image, labels = synthetic_nuclei((48, 48), n_cells=1, diameter=12.0, rng=2)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "img_labels.tif", labels.astype(np.uint16))
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    code, _, err = _run(
+        capsys, "train", "--images", tmp_path / "img.tif", "--labels", tmp_path / "img_labels.tif",
+        "--from", tmp_path / "start.pt", "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu",
+    )
+    assert code == 0, err
+    assert "the model keeps its 12.0 px" in err and "stores none" not in err
