@@ -146,4 +146,83 @@ def test_missing_model_file_is_reported(viewer_with_image, tmp_path, errors):
     widget.model.value = "model file…"
     widget.model_file.value = tmp_path / "nope.pt"
     assert widget.segment() is None
-    assert len(errors) == 1 and "model file" in errors[0]
+    assert len(errors) == 1 and "nope.pt does not exist" in errors[0]
+    widget.model_file.value = ""
+    assert widget.segment() is None
+    assert "choose a model file (.pt) first" in errors[-1]
+
+
+def test_a_corrected_result_is_kept_and_its_undo_still_works(viewer_with_image, wait_job):
+    """Painting in '<image> labels' makes it the user's: a rerun adds a new layer, the
+    corrected one keeps its pixels and its undo history."""
+    viewer = viewer_with_image
+    widget = _widget(viewer)
+    wait_job(widget.segment())
+    corrected = viewer.layers["nuclei labels"]
+    before = corrected.data.copy()
+    corrected.brush_size = 5
+    corrected.paint((60, 60), 99)
+    painted = corrected.data.copy()
+    assert (painted == 99).any()
+
+    wait_job(widget.segment())
+    assert viewer.layers["nuclei labels"] is corrected
+    np.testing.assert_array_equal(corrected.data, painted)
+    assert "napari_unet" not in corrected.metadata  # now the user's layer
+    new = widget.labels_layer
+    assert new is not corrected and new.metadata["napari_unet"] == "segment"
+    assert new.name == "nuclei labels [1]" and "corrected" in widget.status.value
+    corrected.undo()
+    np.testing.assert_array_equal(corrected.data, before)
+
+    n_layers = len(viewer.layers)
+    wait_job(widget.segment())  # the new, unedited result layer is updated in place
+    assert len(viewer.layers) == n_layers and widget.labels_layer is new
+
+
+def test_the_panel_shows_progress(viewer_with_image, stack_image, wait_job, qtbot):
+    viewer = viewer_with_image
+    widget = _widget(viewer, qtbot)
+    widget.image.value = viewer.add_image(stack_image[:4], name="stack")
+    shown = []
+    job = widget.segment()
+    assert widget.progress.bar.isVisibleTo(widget)
+    job.worker.yielded.connect(lambda _e: shown.append(widget.progress.bar.format()))
+    wait_job(job)
+    assert any(text.startswith("plane 4 of 4 · 100 %") for text in shown), shown[-3:]
+    assert any("left" in text for text in shown)
+    assert not widget.progress.bar.isVisibleTo(widget)
+
+
+def test_removing_the_image_cancels_its_job(viewer_with_image, stack_image, wait_job, qtbot):
+    viewer = viewer_with_image
+    layer = viewer.add_image(np.concatenate([stack_image] * 4), name="long stack")
+    widget = _widget(viewer, qtbot)
+    widget.image.value = layer
+    job = widget.segment()
+    qtbot.waitUntil(lambda: widget.progress.fraction > 0, timeout=30_000)
+    viewer.layers.remove(layer)
+    wait_job(job, timeout=30_000)
+    assert job.cancelled
+    assert widget.status.value == "cancelled: the image 'long stack' was removed"
+    assert widget.run_button.isEnabled() and not widget.progress.bar.isVisibleTo(widget)
+    assert "long stack labels" not in viewer.layers
+
+
+def test_closing_the_viewer_during_a_job_ends_it_cleanly(
+    make_napari_viewer, stack_image, tiny_entry, qtbot
+):
+    """The panel is deleted with the viewer while its job runs: the job ends (cancelled) and
+    no handler touches a deleted widget (pytest-qt fails the test on an exception in a slot)."""
+    from napari_unet._qt._session import session_for
+
+    viewer = make_napari_viewer()
+    session_for(viewer).set_current(tiny_entry)
+    viewer.add_image(np.concatenate([stack_image] * 4), name="long stack")
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    job = widget.segment()
+    qtbot.waitUntil(lambda: job.worker.is_running or job.done, timeout=30_000)
+    viewer.close()
+    qtbot.waitUntil(lambda: job.done, timeout=30_000)
+    assert job.cancelled

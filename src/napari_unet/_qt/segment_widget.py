@@ -1,14 +1,15 @@
 """The Segment dock widget: one label per cell, computed off the GUI thread.
 
 Pick an image layer and a model, click *Segment*. The engine's :func:`iter_segment` runs in a
-napari worker thread; a napari progress bar follows its tiles and planes, *Cancel* stops it at
-the next tile, and the result lands in a plugin-owned Labels layer ``"<image> labels"`` (updated
-in place on a rerun), optionally with the cell probability as an Image layer.
+napari worker thread; the panel's progress bar (and napari's) follows its tiles and planes,
+*Cancel* stops it at the next tile, and the result lands in a plugin-owned Labels layer
+``"<image> labels"`` (updated in place on a rerun, unless the user has corrected it: then it is
+left as it is and the result goes into a new layer), optionally with the cell probability as an
+Image layer. Removing the image cancels its job.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from magicgui.widgets import (
     FileEdit,
     Label,
 )
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QWidget
 
 from napari_unet._qt import _controls as controls
 from napari_unet._qt._layers import (
@@ -29,9 +30,10 @@ from napari_unet._qt._layers import (
     plan_layout,
     show_segmentation,
 )
+from napari_unet._qt._progress import PanelProgress, tile_fraction
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
-from napari_unet.engine.events import TileSizeReduced
+from napari_unet.engine.events import TileDone, TileSizeReduced
 
 MODEL_FILE = "model file…"
 
@@ -73,7 +75,8 @@ class SegmentWidget(QWidget):
         self.session = session_for(napari_viewer)
         self.job: Job | None = None
         self.labels_layer: Any = None
-        self._started = 0.0
+        self._job_layer: Any = None
+        self.progress = PanelProgress()
         self.leading_applies = False
 
         self.image = controls.image_combo(
@@ -97,14 +100,14 @@ class SegmentWidget(QWidget):
             "Pixels above this cell probability seed a cell; lower it to find dim cells.",
         )
         self.min_size = controls.count_control(
-            "minimum cell size (px)",
+            "minimum cell area (px²)",
             0,
             (0, 1_000_000),
-            "Objects with fewer pixels are removed; 0 chooses from the object sizes.",
+            "Objects with fewer pixels (an area) are removed; 0 chooses from the cell size.",
         )
         self.show_probabilities = CheckBox(label="add the probability map", value=False)
-        self.tile_size = Label(label="tile size", value="automatic (from free memory)")
-        self.status = Label(label="", value="")
+        self.tile_size = Label(label="tiles", value="sized automatically (from free memory)")
+        self.status = controls.status_label()
         self.form = Container(
             widgets=[
                 self.image,
@@ -126,9 +129,10 @@ class SegmentWidget(QWidget):
         )
         self.cancel_button.setEnabled(False)
 
-        layout = QVBoxLayout(self)
+        layout = controls.scroll_layout(self)
         layout.addWidget(self.form.native)
         layout.addLayout(buttons)
+        layout.addWidget(self.progress.bar)
         layout.addWidget(self.status.native)
         layout.addStretch(1)
 
@@ -139,6 +143,12 @@ class SegmentWidget(QWidget):
         self.session.changed.connect(self._session_changed)
         self._select_entry(self.session.current)
         self._update_leading()
+        connections = [
+            (napari_viewer.layers.events.removed, self._layer_removed),
+            (self.session.changed, self._session_changed),
+        ]
+        napari_viewer.layers.events.removed.connect(self._layer_removed)
+        self.destroyed.connect(lambda *_: controls.disconnect_all(connections))
 
     # -- model choice ------------------------------------------------------------------------
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -165,8 +175,10 @@ class SegmentWidget(QWidget):
         value = self.model.value
         if value == MODEL_FILE:
             path = Path(self.model_file.value)
-            if not path.is_file():
+            if str(self.model_file.value) in ("", ".") or path.is_dir():
                 raise ValueError("choose a model file (.pt) first")
+            if not path.is_file():
+                raise ValueError(f"the model file {path} does not exist")
             current = self.session.current
             if current.kind == "file" and Path(current.source) == path:
                 return current
@@ -207,7 +219,8 @@ class SegmentWidget(QWidget):
             "diameter": float(self.diameter.value) or None,
         }
         self._set_running(True)
-        self._started = time.perf_counter()
+        self._job_layer = layer
+        self.progress.start()
         self.status.value = f"segmenting {layer.name} with {entry.label}…"
         self.job = start_job(
             segment_job,
@@ -230,27 +243,49 @@ class SegmentWidget(QWidget):
             self.cancel_button.setEnabled(False)
 
     def _on_event(self, event: Any) -> None:
-        if isinstance(event, TileSizeReduced):
-            self.tile_size.value = f"{event.new} px (reduced: {event.reason})"
+        match event:
+            case TileDone():
+                self.progress.show(*tile_fraction(event))
+            case TileSizeReduced():
+                self.tile_size.value = f"{event.new} px (reduced: {event.reason})"
+
+    def _layer_removed(self, event: Any) -> None:
+        """The image of the running job was removed: cancel the job."""
+        job = self.job
+        if job is None or job.done or event.value is not self._job_layer:
+            return
+        job.cancel()
+        controls.show_text(self.status, f"cancelled: the image '{event.value.name}' was removed")
 
     def _on_result(self, layer: Any, layout: Layout, result: Any) -> None:
         if layer not in self.viewer.layers:
             return
+        before = self.labels_layer
         self.labels_layer = show_segmentation(
             self.viewer, layer, layout, result, probabilities=self.show_probabilities.value
         )
         n_cells = int(result.labels.max()) if result.labels.size else 0
-        seconds = time.perf_counter() - self._started
+        seconds = self.progress.elapsed()
         diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
-        self.status.value = f"{n_cells} cells in {seconds:.1f} s{diameter}"
+        text = f"{n_cells} cells in {seconds:.1f} s{diameter}"
+        kept = before is not None and before in self.viewer.layers
+        if kept and before is not self.labels_layer and before.name != self.labels_layer.name:
+            text += f"; your corrected '{before.name}' is kept, the result is in a new layer"
+        self.status.value = text
 
     def _on_done(self, job: Job) -> None:
-        if job.cancelled:
-            self.status.value = "cancelled"
-        elif job.error is not None:
-            self.status.value = "failed (see the notification)"
-        self._set_running(False)
+        self._job_layer = None
+        try:
+            self.progress.stop()
+            if job.cancelled and not self.status.value.startswith("cancelled"):
+                self.status.value = "cancelled"
+            elif job.error is not None:
+                self.status.value = "failed (see the notification)"
+            self._set_running(False)
+        except RuntimeError:  # the panel is already gone (the viewer closed during the job)
+            pass
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+
