@@ -112,8 +112,7 @@ def border_weight_controls(*, sliders: bool, w0_label: str, sigma_label: str) ->
         defaults.sigma,
         SIGMA_RANGE,
         0.5,
-        "How far from the gaps between cells the border weight reaches, in pixels (the "
-        "paper: ~5).",
+        "How far from the gaps between cells the border weight reaches, in pixels (the paper: ~5).",
         slider=sliders,
     )
     return w0, sigma

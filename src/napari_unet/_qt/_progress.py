@@ -75,19 +75,24 @@ class PanelProgress:
         leaves the bar as it is.
         """
         fraction = min(max(float(fraction), 0.0), 1.0)
-        if fraction < self.fraction:
-            return self.bar.format()
-        self.fraction = fraction
         elapsed = self.elapsed()
-        left = remaining(self.fraction, elapsed)
+        left = remaining(fraction, elapsed)
         parts = [what] if what else []
-        parts.append(f"{100 * self.fraction:.0f} %")
+        parts.append(f"{100 * fraction:.0f} %")
         timing = duration(elapsed)
-        if left is not None and self.fraction < 1.0:
+        if left is not None and fraction < 1.0:
             timing += f", about {duration(left)} left"
         parts.append(timing)
-        text = " · ".join(parts)
-        self.bar.setValue(round(BAR_MAXIMUM * self.fraction))
+        return self.set(fraction, " · ".join(parts))
+
+    def set(self, fraction: float, text: str, *, monotonic: bool = True) -> str:
+        """Show ``fraction`` done with ``text``; returns the text shown. With ``monotonic`` a
+        smaller (older) fraction than the one shown leaves the bar as it is."""
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        if monotonic and fraction < self.fraction:
+            return self.bar.format()
+        self.fraction = fraction
+        self.bar.setValue(round(BAR_MAXIMUM * fraction))
         self.bar.setFormat(text)
         return text
 

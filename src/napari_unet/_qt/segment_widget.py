@@ -195,7 +195,9 @@ class SegmentWidget(QWidget):
 
     def layout_for(self, layer: Any) -> Layout:
         """How ``layer`` is read (see :func:`~napari_unet._qt._layers.plan_layout`)."""
-        return plan_layout(layer, leading_is_channels=controls.leading_is_channels(self.leading, layer))
+        return plan_layout(
+            layer, leading_is_channels=controls.leading_is_channels(self.leading, layer)
+        )
 
     # -- run ---------------------------------------------------------------------------------
     def segment(self) -> Job | None:
@@ -288,4 +290,3 @@ class SegmentWidget(QWidget):
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-
