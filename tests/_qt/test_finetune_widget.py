@@ -244,8 +244,10 @@ def test_errors_reach_the_user(viewer_with_image, nuclei_image, wait_job, errors
     assert "has no shape on this plane" in errors[-1]
     widget.regions.value = None
 
-    rgb = viewer.add_image(np.zeros((128, 128, 3), np.uint8), name="rgb", rgb=True)
-    widget.image.value = rgb
+    from napari_unet._qt._controls import LEADING_CHANNELS
+
+    widget.image.value = viewer.add_image(np.zeros((2, 128, 128), np.uint8), name="two")
+    widget.leading.value = LEADING_CHANNELS  # two channels for a one-channel model
     n_errors = len(errors)
     job = widget.start()
     wait_job(job)

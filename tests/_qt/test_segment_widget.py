@@ -129,11 +129,31 @@ def test_event_loop_keeps_running_during_segment(
     assert gaps.max() <= 0.100
 
 
-def test_wrong_channels_is_reported(viewer_with_image, wait_job, errors):
+def test_an_rgb_image_is_segmented_as_gray(viewer_with_image, nuclei_image, wait_job, errors):
+    """The docs promise RGB: a one-channel model reads the mean of the colours."""
     viewer = viewer_with_image
-    rgb = viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="rgb", rgb=True)
+    gray = nuclei_image[0]
+    colour = np.stack([gray // 2, gray, gray // 4], axis=-1)
+    rgb = viewer.add_image(colour, name="rgb", rgb=True)
     widget = _widget(viewer)
+    wait_job(widget.segment())
+    expected = viewer.layers["nuclei labels"].data
     widget.image.value = rgb
+    wait_job(widget.segment())
+    assert errors == []
+    labels = viewer.layers["rgb labels"].data
+    assert labels.shape == gray.shape and labels.max() > 1
+    assert abs(int(labels.max()) - int(expected.max())) <= 2  # the same cells, about
+
+
+def test_wrong_channels_is_reported(viewer_with_image, wait_job, errors):
+    from napari_unet._qt._controls import LEADING_CHANNELS
+
+    viewer = viewer_with_image
+    two = viewer.add_image(np.zeros((2, 64, 64), np.uint8), name="two channels")
+    widget = _widget(viewer)
+    widget.image.value = two
+    widget.leading.value = LEADING_CHANNELS
     job = widget.segment()
     wait_job(job)
     assert job.error is not None

@@ -157,6 +157,7 @@ def finetune_job(request: FineTuneRequest, run: RunState):
 def _finetune(request: FineTuneRequest, run: RunState):
     """The body of :func:`finetune_job`."""
     from napari_unet.engine.diameter import match_training_diameter
+    from napari_unet.engine.layout import gray_for_model
     from napari_unet.engine.models import load_model
     from napari_unet.engine.training import iter_train
     from napari_unet.engine.weights import training_targets
@@ -176,7 +177,11 @@ def _finetune(request: FineTuneRequest, run: RunState):
     )
     yield WeightMapReady(shown, tuple(annotation_warnings(labels, regions)))
 
-    plane = np.asarray(request.image)
+    plane, channel_axis = gray_for_model(
+        np.asarray(request.image),
+        channel_axis=request.channel_axis,
+        in_channels=int(net.config.in_channels),
+    )
     (image,), (labels,), (regions,), scale = match_training_diameter(
         [plane],
         [labels],
@@ -191,7 +196,7 @@ def _finetune(request: FineTuneRequest, run: RunState):
         "fine_tuned_on": request.labels_name,
     }
     before = _segment_plane(
-        plane, request.channel_axis, (net, checkpoint), scale.input_diameter, request.device
+        plane, channel_axis, (net, checkpoint), scale.input_diameter, request.device
     )
     run.score_before = painted_score(before.labels, request.labels, request.regions)
     yield ScoreBefore(run.score_before)
@@ -219,7 +224,7 @@ def _finetune(request: FineTuneRequest, run: RunState):
         image,
         labels,
         regions=regions,
-        channel_axis=request.channel_axis,
+        channel_axis=channel_axis,
         config=config,
         device=request.device,
         normalization=run.normalization,
@@ -294,19 +299,21 @@ def _segment_plane(image: Any, channel_axis: int | None, source: Any, diameter, 
     model that stores one."""
     import torch
 
+    from napari_unet.engine.layout import gray_for_model
     from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
 
-    if isinstance(source, (tuple, torch.nn.Module)):
-        net, checkpoint = load_model(source)
-        source = (copy.deepcopy(net), checkpoint)
-    trained = source[1].diameter if isinstance(source, tuple) else None
+    shared = isinstance(source, (tuple, torch.nn.Module))
+    net, checkpoint = load_model(source)
+    image, channel_axis = gray_for_model(
+        np.asarray(image), channel_axis=channel_axis, in_channels=int(net.config.in_channels)
+    )
     return drive(
         iter_segment(
-            np.asarray(image),
-            source,
+            image,
+            (copy.deepcopy(net) if shared else net, checkpoint),
             channel_axis=channel_axis,
-            diameter=diameter if trained is not None or not isinstance(source, tuple) else None,
+            diameter=diameter if checkpoint.diameter is not None else None,
             device=device,
         )
     )

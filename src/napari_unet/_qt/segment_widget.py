@@ -48,12 +48,18 @@ def segment_job(data: Any, layout: Layout, entry: ModelEntry, **options: Any):
     entry : the model to use; resolved here (a fine-tuned model may be built on first use).
     **options : passed on to :func:`napari_unet.engine.segment.iter_segment`.
     """
+    from napari_unet.engine.layout import gray_for_model
+    from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
 
+    model = load_model(entry.resolve())
     image, channel_axis = layout.to_engine(data)
+    image, channel_axis = gray_for_model(
+        image, channel_axis=channel_axis, in_channels=int(model[0].config.in_channels)
+    )
     return (
         yield from iter_segment(
-            image, entry.resolve(), channel_axis=channel_axis, stack=layout.stack, **options
+            image, model, channel_axis=channel_axis, stack=layout.stack, **options
         )
     )
 
