@@ -447,7 +447,11 @@ def test_regions_are_preselected_and_their_absence_is_warned(
 ):
     viewer = viewer_with_image
     _paint(viewer, nuclei_image[1])
-    assert _widget(viewer, steps=3).regions.value is None  # no Shapes layer: (none)
+    widget = _widget(viewer, steps=3)
+    assert widget.regions.value is None  # no Shapes layer: (none), worded as everywhere
+    assert [widget.regions.native.itemText(i) for i in range(widget.regions.native.count())] == [
+        "(none)"
+    ]
     shapes = viewer.add_shapes(name="regions")
     assert _widget(viewer, steps=3).regions.value is shapes
 

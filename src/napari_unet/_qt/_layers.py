@@ -41,7 +41,7 @@ def layer_combo(
     """
 
     def choices(_widget: Any = None) -> list[tuple[str, Any]]:
-        out: list[tuple[str, Any]] = [(NONE_CHOICE, None)] if nullable else []
+        out: list[tuple[str, Any]] = []
         for layer in viewer.layers:
             if not isinstance(layer, layer_type):
                 continue
@@ -51,6 +51,9 @@ def layer_combo(
         return out
 
     combo = ComboBox(label=label, choices=choices, nullable=nullable, tooltip=tooltip)
+    if nullable:  # magicgui's own "-----" entry, worded as everywhere else
+        combo.null_string = NONE_CHOICE
+        combo.reset_choices()
 
     def refresh(_event: Any = None) -> None:
         try:

@@ -18,7 +18,7 @@ import napari
 import numpy as np
 from magicgui.widgets import Container, Label
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QPushButton, QWidget
 
 from napari_unet._qt._annotations import regions_mask, show_weight_map
 from napari_unet._qt._controls import (
@@ -27,6 +27,7 @@ from napari_unet._qt._controls import (
     image_combo,
     number_control,
     regions_combo,
+    scroll_layout,
 )
 from napari_unet._qt._layers import (
     OWNER_KEY,
@@ -186,7 +187,7 @@ class InspectWidget(QWidget):
             "Draw a new random elastic deformation and show it beside the labels."
         )
 
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         layout.addWidget(_title("Weight map (equation 2 of the paper)"))
         layout.addWidget(weights_box.native)
         layout.addWidget(self.show_button)
