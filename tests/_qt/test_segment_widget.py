@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from napari_unet._qt.segment_widget import SegmentWidget
 
@@ -246,3 +247,37 @@ def test_closing_the_viewer_during_a_job_ends_it_cleanly(
     viewer.close()
     qtbot.waitUntil(lambda: job.done, timeout=30_000)
     assert job.cancelled
+
+
+def test_an_extreme_rescaling_is_asked_first(
+    viewer_with_image, tiny_model_path, wait_job, monkeypatch, qtbot, errors
+):
+    """A diameter of 3 px for a model trained on 16 px cells would upscale 5.3x (µm typed as
+    pixels?): the panel asks; no does nothing, yes segments."""
+    import dataclasses
+
+    from napari_unet._qt._session import ModelEntry, session_for
+    from napari_unet.engine.models import load_model
+
+    net, checkpoint = load_model(tiny_model_path)
+    trained = (net, dataclasses.replace(checkpoint, diameter=16.0))
+    session_for(viewer_with_image).set_current(ModelEntry("16 px model", trained, kind="file"))
+    widget = _widget(viewer_with_image)
+    asked, answer = [], {"yes": False}
+    monkeypatch.setattr(widget, "confirm_rescale", lambda q: asked.append(q) or answer["yes"])
+    widget.diameter.value = 3.0
+    wait_job(widget.segment())
+    assert len(asked) == 1 and asked[0].factor == pytest.approx(16 / 3)
+    assert widget.status.value.startswith("not segmented: a diameter of 3 px would rescale")
+    assert "nuclei labels" not in viewer_with_image.layers and widget.run_button.isEnabled()
+
+    answer["yes"] = True
+    wait_job(widget.segment())
+    qtbot.waitUntil(lambda: "nuclei labels" in viewer_with_image.layers, timeout=60_000)
+    wait_job(widget.job)
+    assert len(asked) == 2 and errors == []
+    assert "cell diameter 3.0 px" in widget.status.value
+
+    widget.diameter.value = 12.0  # 1.3x: no question
+    wait_job(widget.segment())
+    assert len(asked) == 2

@@ -10,6 +10,7 @@ Image layer. Removing the image cancels its job.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from magicgui.widgets import (
     FileEdit,
     Label,
 )
-from qtpy.QtWidgets import QWidget
+from qtpy.QtWidgets import QMessageBox, QWidget
 
 from napari_unet._qt import _controls as controls
 from napari_unet._qt._layers import (
@@ -36,23 +37,45 @@ from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import TileDone, TileSizeReduced
 
 MODEL_FILE = "model file…"
+#: a typed diameter that rescales the image by more than this factor (or less than its inverse)
+#: is asked about first: often µm typed as pixels, and the work grows with the factor squared
+RESCALE_ASK = 4.0
 
 
-def segment_job(data: Any, layout: Layout, entry: ModelEntry, **options: Any):
-    """Worker-thread generator: load the layer data, segment it, return the ``SegmentResult``.
+@dataclass(frozen=True)
+class RescaleQuestion:
+    """What :func:`segment_job` returns instead of segmenting when the typed diameter would
+    rescale the image by ``factor`` (beyond :data:`RESCALE_ASK`) and that was not confirmed."""
+
+    factor: float
+    diameter: float
+    trained: float
+
+
+def segment_job(
+    data: Any, layout: Layout, entry: ModelEntry, *, confirmed: bool = False, **options: Any
+):
+    """Worker-thread generator: load the layer data, segment it, return the ``SegmentResult``
+    (or a :class:`RescaleQuestion`, unless ``confirmed``).
 
     Parameters
     ----------
     data : the layer's (full-resolution) data; read here, not on the GUI thread.
     layout : how the layer's axes map onto the engine's.
     entry : the model to use; resolved here (a fine-tuned model may be built on first use).
+    confirmed : the user has agreed to an extreme rescaling.
     **options : passed on to :func:`napari_unet.engine.segment.iter_segment`.
     """
+    from napari_unet.engine.diameter import rescale_factor
     from napari_unet.engine.layout import gray_for_model
     from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
 
     model = load_model(entry.resolve())
+    diameter, trained = options.get("diameter"), model[1].diameter
+    factor = rescale_factor(diameter, trained)
+    if not confirmed and not 1 / RESCALE_ASK <= factor <= RESCALE_ASK:
+        return RescaleQuestion(factor, diameter, trained)
     image, channel_axis = layout.to_engine(data)
     image, channel_axis = gray_for_model(
         image, channel_axis=channel_axis, in_channels=int(model[0].config.in_channels)
@@ -82,6 +105,7 @@ class SegmentWidget(QWidget):
         self.job: Job | None = None
         self.labels_layer: Any = None
         self._job_layer: Any = None
+        self._rescale_question: RescaleQuestion | None = None
         self.progress = PanelProgress()
         self.leading_applies = False
 
@@ -95,8 +119,8 @@ class SegmentWidget(QWidget):
         )
         self.device = controls.device_combo()
         self.diameter = controls.diameter_field(
-            "Typical cell diameter in pixels; 0 estimates it (the image is rescaled to the size "
-            "the model was trained at)."
+            "Typical cell diameter in pixels (not µm); 0 estimates it. The image is rescaled to "
+            "the size the model was trained at; beyond 4x either way you are asked first."
         )
         self.threshold = controls.number_control(
             "probability threshold",
@@ -206,8 +230,23 @@ class SegmentWidget(QWidget):
         )
 
     # -- run ---------------------------------------------------------------------------------
-    def segment(self) -> Job | None:
-        """Start segmenting the chosen image; returns the job (``None`` if it could not start)."""
+    def confirm_rescale(self, question: RescaleQuestion) -> bool:
+        """Ask whether to rescale the image by an extreme factor; ``True`` means yes."""
+        answer = QMessageBox.question(
+            self,
+            "Rescale the image?",
+            f"With a cell diameter of {question.diameter:g} px the image is rescaled by "
+            f"{question.factor:.3g}x (the model was trained on cells of {question.trained:g} "
+            "px), which can take much longer and rarely helps. Was the diameter typed in µm "
+            "instead of pixels? Segment anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def segment(self, *, confirmed: bool = False) -> Job | None:
+        """Start segmenting the chosen image; returns the job (``None`` if it could not start).
+        ``confirmed``: do not ask about an extreme rescaling."""
         if self.job is not None and self.job.running:
             return self.job
         layer = self.image.value
@@ -235,6 +274,7 @@ class SegmentWidget(QWidget):
             layer_array(layer),
             layout,
             entry,
+            confirmed=confirmed,
             what="Segmentation",
             description=f"Segmenting {layer.name}",
             on_event=self._on_event,
@@ -268,6 +308,13 @@ class SegmentWidget(QWidget):
     def _on_result(self, layer: Any, layout: Layout, result: Any) -> None:
         if layer not in self.viewer.layers:
             return
+        if isinstance(result, RescaleQuestion):
+            self.status.value = (
+                f"not segmented: a diameter of {result.diameter:g} px would rescale the image "
+                f"by {result.factor:.3g}x"
+            )
+            self._rescale_question = result
+            return
         before = self.labels_layer
         self.labels_layer = show_segmentation(
             self.viewer, layer, layout, result, probabilities=self.show_probabilities.value
@@ -283,6 +330,12 @@ class SegmentWidget(QWidget):
 
     def _on_done(self, job: Job) -> None:
         self._job_layer = None
+        question, self._rescale_question = self._rescale_question, None
+        if question is not None:  # asked once the job is over, so that a new one can start
+            self._set_running(False)
+            if self.confirm_rescale(question):
+                self.segment(confirmed=True)
+            return
         try:
             self.progress.stop()
             if job.cancelled and not self.status.value.startswith("cancelled"):
