@@ -103,11 +103,12 @@ def test_cancel_stops_a_long_run(viewer_with_image, stack_image, wait_job):
 
 
 def test_event_loop_keeps_running_during_segment(
-    viewer_with_image, stack_image, wait_job, run_with_ticks
+    viewer_with_image, stack_image, wait_job, run_with_ticks, cpu_load
 ):
-    """A QTimer keeps ticking while the worker segments a stack: the longest gap between ticks,
-    from the click until the result reaches the main thread, stays under 100 ms. (Drawing the
-    finished result is the viewer's own repaint and is reported, not asserted.)"""
+    """A QTimer keeps ticking while the worker segments a stack, with two CPU-burning processes
+    beside it: the longest gap between ticks, from the click until the result reaches the main
+    thread, stays under 100 ms (18-22 ms measured). (Drawing the finished result is the
+    viewer's own repaint and is reported, not asserted: about 240 ms under that load.)"""
     viewer = viewer_with_image
     warm = viewer.add_image(stack_image[:2], name="warm-up")
     widget = _widget(viewer)
