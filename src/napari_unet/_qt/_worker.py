@@ -263,13 +263,15 @@ class Job:
 
     # -- signal handlers (main thread) ---------------------------------------------------
     def _yielded(self, event: Any) -> None:
-        if self.pbar is not None:
-            self._advance(event)
+        # the job's own handler first: napari's progress bar processes events while it redraws,
+        # so after it the job may have ended (and its panel shown the end) already
         if self._on_event is not None and not self.cancelled:
             try:
                 self._on_event(event)
             except Exception as exc:  # a failing display update must not kill the job silently
                 notify_error(exc, f"{self.what} (display update)")
+        if self.pbar is not None:
+            self._advance(event)
 
     def _advance(self, event: Any) -> None:
         match event:

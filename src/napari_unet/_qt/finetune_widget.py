@@ -90,6 +90,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self._image_layer: Any = None
         self._request: FineTuneRequest | None = None
         self._preview_diameter: float | None = None
+        self._warned: set[str] = set()
 
         self.form = self._build_settings(napari_viewer)
         self.status, self.notes, self.preview_info = status_label(), status_label(), status_label()
@@ -196,8 +197,11 @@ class FineTuneWidget(QWidget, FineTuneSettings):
                 self.stop(f"stopping: '{event.value.name}' was removed…")
 
     def _warn(self, text: str) -> None:
-        """A warning about the annotations: a notification, and a line in the panel."""
-        show_warning(f"Fine-tuning: {text}.")
+        """A warning about the annotations: a line in the panel, and a notification the first
+        time (a notification costs the GUI thread a hitch, and the line stays)."""
+        if text not in self._warned:
+            self._warned.add(text)
+            show_warning(f"Fine-tuning: {text}.")
         self.notes.value = "\n".join(filter(None, [self.notes.value, f"⚠ {text}"]))
 
     def _on_event(self, event: Any) -> None:
