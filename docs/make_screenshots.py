@@ -259,7 +259,7 @@ def shoot_finetune(viewer: Any, out: Path, model: Path | None, steps: int, secon
     if job.error is not None:
         raise Skipped(f"Fine-tuning failed: {job.error}")
     widget.refresh_preview()  # a segmentation of the image with the fine-tuned model
-    wait_until(lambda: not widget.preview_runner.busy, 300, "The preview")
+    wait_until(lambda: not widget.preview.runner.busy, 300, "The preview")
     ours = [layer for layer in viewer.layers if layer.metadata.get("napari_unet") == "finetune"]
     preview = [layer for layer in ours if "preview" in layer.name]
     augmented = [layer for layer in ours if "augmented" in layer.name]

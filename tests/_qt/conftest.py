@@ -141,3 +141,17 @@ def stack_image(nuclei_image):
     """A (12, 128, 128) stack: the nuclei image shifted plane by plane."""
     image = nuclei_image[0]
     return np.stack([np.roll(image, 5 * i, axis=1) for i in range(12)])
+
+
+@pytest.fixture
+def cpu_load():
+    """Two processes that keep both cores of a small machine busy while the test runs (a
+    laptop doing other work); they end with the test."""
+    import subprocess
+    import sys
+
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    yield burners
+    for process in burners:
+        process.kill()
+        process.wait()

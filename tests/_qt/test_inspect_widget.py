@@ -273,3 +273,16 @@ def test_stack_uses_the_current_plane(make_napari_viewer, qtbot, cells, errors):
     viewer.layers.remove(layer)  # live updates without labels stay silent
     widget.w0.value = 4.0
     assert errors == []
+
+
+def test_weight_map_layers_are_shared_with_fine_tune(widget, viewer, cells, qtbot, errors):
+    """Fine-tune and Inspect show the weight map of the same labels in one set of layers."""
+    from napari_unet._qt._annotations import show_weight_map
+
+    shown = show_weight_map(viewer, viewer.layers["cells"], weight_map(cells[1]), role="finetune")
+    n_layers = len(viewer.layers)
+    widget.update_weights()
+    settle(qtbot, widget.weights_runner)
+    assert errors == [] and len(viewer.layers) == n_layers
+    assert widget.weight_layers == shown
+    assert not any(layer.name.endswith("]") for layer in viewer.layers)

@@ -32,3 +32,23 @@ def test_sample_data_opens(make_napari_viewer):
     image = viewer.layers["nuclei (synthetic)"].data
     assert image.shape == (512, 512)
     assert viewer.layers["nuclei ground truth"].data.max() > 50
+
+
+def test_all_three_panels_fit_a_laptop_screen(make_napari_viewer, qtbot):
+    """Docked together in a 1366 x 768 window, the panels scroll instead of growing: each
+    needs little height, and Fine-tune's Start button is reached by scrolling."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    panels = [viewer.window.add_plugin_dock_widget("napari-unet", name)[1] for name in WIDGETS]
+    qtbot.wait(50)
+    for panel in panels:
+        assert panel.minimumSizeHint().height() < 200, type(panel).__name__
+    finetune = panels[1]
+    area = finetune.findChild(QScrollArea)
+    assert area is not None
+    area.ensureWidgetVisible(finetune.start_button)
+    qtbot.wait(50)
+    corner = finetune.start_button.mapTo(area.viewport(), finetune.start_button.rect().center())
+    assert area.viewport().rect().contains(corner)

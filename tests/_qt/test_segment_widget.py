@@ -111,11 +111,12 @@ def test_cancel_stops_a_long_run(viewer_with_image, stack_image, wait_job):
 
 
 def test_event_loop_keeps_running_during_segment(
-    viewer_with_image, stack_image, wait_job, run_with_ticks
+    viewer_with_image, stack_image, wait_job, run_with_ticks, cpu_load
 ):
-    """A QTimer keeps ticking while the worker segments a stack: the longest gap between ticks,
-    from the click until the result reaches the main thread, stays under 100 ms. (Drawing the
-    finished result is the viewer's own repaint and is reported, not asserted.)"""
+    """A QTimer keeps ticking while the worker segments a stack, with two CPU-burning processes
+    beside it: the longest gap between ticks, from the click until the result reaches the main
+    thread, stays under 100 ms (18-22 ms measured). (Drawing the finished result is the
+    viewer's own repaint and is reported, not asserted: about 240 ms under that load.)"""
     viewer = viewer_with_image
     warm = viewer.add_image(stack_image[:2], name="warm-up")
     widget = _widget(viewer)
@@ -138,11 +139,31 @@ def test_event_loop_keeps_running_during_segment(
     assert gaps.max() <= 0.100
 
 
-def test_wrong_channels_is_reported(viewer_with_image, wait_job, errors):
+def test_an_rgb_image_is_segmented_as_gray(viewer_with_image, nuclei_image, wait_job, errors):
+    """The docs promise RGB: a one-channel model reads the mean of the colours."""
     viewer = viewer_with_image
-    rgb = viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="rgb", rgb=True)
+    gray = nuclei_image[0]
+    colour = np.stack([gray // 2, gray, gray // 4], axis=-1)
+    rgb = viewer.add_image(colour, name="rgb", rgb=True)
     widget = _widget(viewer)
+    wait_job(widget.segment())
+    expected = viewer.layers["nuclei labels"].data
     widget.image.value = rgb
+    wait_job(widget.segment())
+    assert errors == []
+    labels = viewer.layers["rgb labels"].data
+    assert labels.shape == gray.shape and labels.max() > 1
+    assert abs(int(labels.max()) - int(expected.max())) <= 2  # the same cells, about
+
+
+def test_wrong_channels_is_reported(viewer_with_image, wait_job, errors):
+    from napari_unet._qt._controls import LEADING_CHANNELS
+
+    viewer = viewer_with_image
+    two = viewer.add_image(np.zeros((2, 64, 64), np.uint8), name="two channels")
+    widget = _widget(viewer)
+    widget.image.value = two
+    widget.leading.value = LEADING_CHANNELS
     job = widget.segment()
     wait_job(job)
     assert job.error is not None
@@ -155,4 +176,117 @@ def test_missing_model_file_is_reported(viewer_with_image, tmp_path, errors):
     widget.model.value = "model file…"
     widget.model_file.value = tmp_path / "nope.pt"
     assert widget.segment() is None
-    assert len(errors) == 1 and "model file" in errors[0]
+    assert len(errors) == 1 and "nope.pt does not exist" in errors[0]
+    widget.model_file.value = ""
+    assert widget.segment() is None
+    assert "choose a model file (.pt) first" in errors[-1]
+
+
+def test_a_corrected_result_is_kept_and_its_undo_still_works(viewer_with_image, wait_job):
+    """Painting in '<image> labels' makes it the user's: a rerun adds a new layer, the
+    corrected one keeps its pixels and its undo history."""
+    viewer = viewer_with_image
+    widget = _widget(viewer)
+    wait_job(widget.segment())
+    corrected = viewer.layers["nuclei labels"]
+    before = corrected.data.copy()
+    corrected.brush_size = 5
+    corrected.paint((60, 60), 99)
+    painted = corrected.data.copy()
+    assert (painted == 99).any()
+
+    wait_job(widget.segment())
+    assert viewer.layers["nuclei labels"] is corrected
+    np.testing.assert_array_equal(corrected.data, painted)
+    assert "napari_unet" not in corrected.metadata  # now the user's layer
+    new = widget.labels_layer
+    assert new is not corrected and new.metadata["napari_unet"] == "segment"
+    assert new.name == "nuclei labels [1]" and "corrected" in widget.status.value
+    corrected.undo()
+    np.testing.assert_array_equal(corrected.data, before)
+
+    n_layers = len(viewer.layers)
+    wait_job(widget.segment())  # the new, unedited result layer is updated in place
+    assert len(viewer.layers) == n_layers and widget.labels_layer is new
+
+
+def test_the_panel_shows_progress(viewer_with_image, stack_image, wait_job, qtbot):
+    viewer = viewer_with_image
+    widget = _widget(viewer, qtbot)
+    widget.image.value = viewer.add_image(stack_image[:4], name="stack")
+    shown = []
+    job = widget.segment()
+    assert widget.progress.bar.isVisibleTo(widget)
+    job.worker.yielded.connect(lambda _e: shown.append(widget.progress.bar.format()))
+    wait_job(job)
+    assert any(text.startswith("plane 4 of 4 · 100 %") for text in shown), shown[-3:]
+    assert any("left" in text for text in shown)
+    assert not widget.progress.bar.isVisibleTo(widget)
+
+
+def test_removing_the_image_cancels_its_job(viewer_with_image, stack_image, wait_job, qtbot):
+    viewer = viewer_with_image
+    layer = viewer.add_image(np.concatenate([stack_image] * 4), name="long stack")
+    widget = _widget(viewer, qtbot)
+    widget.image.value = layer
+    job = widget.segment()
+    qtbot.waitUntil(lambda: widget.progress.fraction > 0, timeout=30_000)
+    viewer.layers.remove(layer)
+    wait_job(job, timeout=30_000)
+    assert job.cancelled
+    assert widget.status.value == "cancelled: the image 'long stack' was removed"
+    assert widget.run_button.isEnabled() and not widget.progress.bar.isVisibleTo(widget)
+    assert "long stack labels" not in viewer.layers
+
+
+def test_closing_the_viewer_during_a_job_ends_it_cleanly(
+    make_napari_viewer, stack_image, tiny_entry, qtbot
+):
+    """The panel is deleted with the viewer while its job runs: the job ends (cancelled) and
+    no handler touches a deleted widget (pytest-qt fails the test on an exception in a slot)."""
+    from napari_unet._qt._session import session_for
+
+    viewer = make_napari_viewer()
+    session_for(viewer).set_current(tiny_entry)
+    viewer.add_image(np.concatenate([stack_image] * 4), name="long stack")
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    job = widget.segment()
+    qtbot.waitUntil(lambda: job.worker.is_running or job.done, timeout=30_000)
+    viewer.close()
+    qtbot.waitUntil(lambda: job.done, timeout=30_000)
+    assert job.cancelled
+
+
+def test_an_extreme_rescaling_is_asked_first(
+    viewer_with_image, tiny_model_path, wait_job, monkeypatch, qtbot, errors
+):
+    """A diameter of 3 px for a model trained on 16 px cells would upscale 5.3x (µm typed as
+    pixels?): the panel asks; no does nothing, yes segments."""
+    import dataclasses
+
+    from napari_unet._qt._session import ModelEntry, session_for
+    from napari_unet.engine.models import load_model
+
+    net, checkpoint = load_model(tiny_model_path)
+    trained = (net, dataclasses.replace(checkpoint, diameter=16.0))
+    session_for(viewer_with_image).set_current(ModelEntry("16 px model", trained, kind="file"))
+    widget = _widget(viewer_with_image)
+    asked, answer = [], {"yes": False}
+    monkeypatch.setattr(widget, "confirm_rescale", lambda q: asked.append(q) or answer["yes"])
+    widget.diameter.value = 3.0
+    wait_job(widget.segment())
+    assert len(asked) == 1 and asked[0].factor == pytest.approx(16 / 3)
+    assert widget.status.value.startswith("not segmented: a diameter of 3 px would rescale")
+    assert "nuclei labels" not in viewer_with_image.layers and widget.run_button.isEnabled()
+
+    answer["yes"] = True
+    wait_job(widget.segment())
+    qtbot.waitUntil(lambda: "nuclei labels" in viewer_with_image.layers, timeout=60_000)
+    wait_job(widget.job)
+    assert len(asked) == 2 and errors == []
+    assert "cell diameter 3.0 px" in widget.status.value
+
+    widget.diameter.value = 12.0  # 1.3x: no question
+    wait_job(widget.segment())
+    assert len(asked) == 2

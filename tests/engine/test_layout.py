@@ -29,8 +29,9 @@ def test_every_layout_becomes_planes_of_channels(shape, kwargs, planes):
     # channel c of plane p is the image's channel c of plane p
     axis = kwargs.get("channel_axis")
     expected = image if axis is None else np.moveaxis(image, axis, -3)
-    np.testing.assert_array_equal(out.reshape(-1), np.ascontiguousarray(
-        expected.reshape(planes)).reshape(-1))
+    np.testing.assert_array_equal(
+        out.reshape(-1), np.ascontiguousarray(expected.reshape(planes)).reshape(-1)
+    )
 
 
 @pytest.mark.parametrize(
@@ -64,3 +65,18 @@ def test_check_shape_reads_no_pixels():
     check_shape((5, 4000, 4000), in_channels=1, stack=True)
     with pytest.raises(ValueError, match="expects 3 channels"):
         check_shape((64, 64), in_channels=3)
+
+
+def test_gray_for_model_averages_rgb_for_a_one_channel_model():
+    from napari_unet.engine.layout import gray_for_model
+
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 30, 60, 90, 255
+    gray, axis = gray_for_model(rgba, channel_axis=-1, in_channels=1)
+    assert axis is None and gray.dtype == np.float32 and np.all(gray == 60)  # alpha dropped
+    planar = np.moveaxis(rgba[..., :3], -1, 0)
+    assert np.all(gray_for_model(planar, channel_axis=0, in_channels=1)[0] == 60)
+    same, axis = gray_for_model(rgba, channel_axis=-1, in_channels=4)  # a 4-channel model
+    assert same is rgba and axis == -1
+    two = np.zeros((4, 5, 2))
+    assert gray_for_model(two, channel_axis=-1, in_channels=1)[0] is two  # not RGB: refused later

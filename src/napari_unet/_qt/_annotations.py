@@ -129,7 +129,7 @@ def show_weight_map(
             data,
             kind="image",
             name=title,
-            key=f"{role}:weights:{part}:{name}",
+            key=f"weights:{part}:{name}",  # one set per labels layer, shared by the panels
             role=role,
             geometry=geometry,
             colormap="inferno",

@@ -8,8 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import napari
-from magicgui.widgets import ComboBox, FloatSlider, FloatSpinBox, SpinBox
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QPushButton
+from magicgui.widgets import ComboBox, FloatSlider, FloatSpinBox, Label, SpinBox
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_unet._qt._layers import layer_combo
 from napari_unet.engine.device import DEVICE_CHOICES
@@ -103,8 +112,7 @@ def border_weight_controls(*, sliders: bool, w0_label: str, sigma_label: str) ->
         defaults.sigma,
         SIGMA_RANGE,
         0.5,
-        "How far from the gaps between cells the border weight reaches, in pixels (the "
-        "paper: ~5).",
+        "How far from the gaps between cells the border weight reaches, in pixels (the paper: ~5).",
         slider=sliders,
     )
     return w0, sigma
@@ -152,3 +160,45 @@ def confirm_overwrite(parent: Any, path: Path) -> bool:
         QMessageBox.StandardButton.No,
     )
     return answer == QMessageBox.StandardButton.Yes
+
+
+def scroll_layout(panel: QWidget) -> QVBoxLayout:
+    """Give ``panel`` a vertical scroll area and return the layout to fill: a panel taller than
+    the dock (a laptop screen, several panels docked) scrolls instead of pushing its buttons
+    off-screen."""
+    outer = QVBoxLayout(panel)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea(panel)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    content = QWidget()
+    area.setWidget(content)
+    outer.addWidget(area)
+    return QVBoxLayout(content)
+
+
+def show_text(label: Any, text: str) -> None:
+    """Set a status ``Label``'s text; nothing when its Qt widget is gone (the viewer closed
+    while a job ended)."""
+    try:
+        label.value = text
+    except RuntimeError:
+        pass
+
+
+def status_label() -> Any:
+    """A status line that wraps (long layer names must not widen the dock)."""
+    label = Label(label="", value="")
+    label.native.setWordWrap(True)
+    return label
+
+
+def disconnect_all(connections: list[tuple[Any, Any]]) -> None:
+    """Disconnect every ``(emitter, callback)`` pair and empty the list; emitters that are
+    already gone are passed over."""
+    for emitter, callback in connections:
+        try:
+            emitter.disconnect(callback)
+        except (RuntimeError, TypeError, ValueError):  # already gone
+            pass
+    connections.clear()

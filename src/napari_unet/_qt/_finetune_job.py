@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from napari_unet._qt._finetune_checks import annotation_warnings, painted_score
 from napari_unet._qt._session import ModelEntry
 from napari_unet._qt._worker import shield_runtime_error
-from napari_unet.engine.events import ModelSnapshot, StepDone, ValidationDone, drive, relay
+from napari_unet.engine.events import (
+    STOPPED,
+    ModelSnapshot,
+    StepDone,
+    ValidationDone,
+    drive,
+    relay,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +35,19 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, eq=False)
 class WeightMapReady:
     """Event of the fine-tune job: the :class:`~napari_unet.engine.weights.WeightMap` of the
-    annotations, float32 (Y, X) parts at the labels' own scale."""
+    annotations, float32 (Y, X) parts at the labels' own scale, and the
+    :func:`~napari_unet._qt._finetune_checks.annotation_warnings` of the painted cells."""
 
     weight_map: Any
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScoreBefore:
+    """Event of the fine-tune job: how the start model finds the painted cells
+    (a :class:`~napari_unet._qt._finetune_checks.PaintedScore`), before training."""
+
+    score: Any
 
 
 @dataclass(eq=False)
@@ -46,6 +65,8 @@ class FineTuneRequest:
     device : ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
     diameter : the cells' diameter in image pixels, or ``None`` to measure the painted cells.
     labels_name : the Labels layer's name (recorded in the model's metadata).
+    time_limit : seconds of training after which the run stops (after that step), or
+        ``None``: ``config.steps`` only.
     """
 
     entry: ModelEntry
@@ -57,6 +78,7 @@ class FineTuneRequest:
     device: str
     diameter: float | None
     labels_name: str = ""
+    time_limit: float | None = None
 
 
 @dataclass(eq=False)
@@ -81,6 +103,8 @@ class RunState:
     final : ``(UNet, Checkpoint)`` on the CPU once the run is over and left a model, else ``None``.
     final_step : the step ``final`` holds.
     failed : whether the run ended with an error (``final`` then comes from ``snapshot``).
+    time_up : whether the run ended because its time budget was spent.
+    score_before : how the start model found the painted cells (a ``PaintedScore``).
     """
 
     base_label: str
@@ -95,6 +119,8 @@ class RunState:
     final_step: int = 0
     failed: bool = False
     config: Any = None
+    time_up: bool = False
+    score_before: Any = None
 
 
 def _checkpoint_for(run: RunState, step: int) -> Any:
@@ -131,6 +157,7 @@ def finetune_job(request: FineTuneRequest, run: RunState):
 def _finetune(request: FineTuneRequest, run: RunState):
     """The body of :func:`finetune_job`."""
     from napari_unet.engine.diameter import match_training_diameter
+    from napari_unet.engine.layout import gray_for_model
     from napari_unet.engine.models import load_model
     from napari_unet.engine.training import iter_train
     from napari_unet.engine.weights import training_targets
@@ -148,10 +175,15 @@ def _finetune(request: FineTuneRequest, run: RunState):
     _, _, shown = training_targets(
         labels, regions, w0=config.w0, sigma=config.sigma, n_classes=int(net.config.n_classes)
     )
-    yield WeightMapReady(shown)
+    yield WeightMapReady(shown, tuple(annotation_warnings(labels, regions)))
 
+    plane, channel_axis = gray_for_model(
+        np.asarray(request.image),
+        channel_axis=request.channel_axis,
+        in_channels=int(net.config.in_channels),
+    )
     (image,), (labels,), (regions,), scale = match_training_diameter(
-        [np.asarray(request.image)],
+        [plane],
         [labels],
         [regions],
         model_diameter=checkpoint.diameter,
@@ -163,6 +195,11 @@ def _finetune(request: FineTuneRequest, run: RunState):
         "fine_tuned_from": request.entry.label,
         "fine_tuned_on": request.labels_name,
     }
+    before = _segment_plane(
+        plane, channel_axis, (net, checkpoint), scale.input_diameter, request.device
+    )
+    run.score_before = painted_score(before.labels, request.labels, request.regions)
+    yield ScoreBefore(run.score_before)
 
     def record(event: Any) -> Any:
         match event:
@@ -187,16 +224,25 @@ def _finetune(request: FineTuneRequest, run: RunState):
         image,
         labels,
         regions=regions,
-        channel_axis=request.channel_axis,
+        channel_axis=channel_axis,
         config=config,
         device=request.device,
         normalization=run.normalization,
         extra=run.extra,
         diameter=scale.diameter,
     )
+    started = time.perf_counter()
+    limit = request.time_limit
+
+    def time_up() -> bool:
+        return limit is not None and time.perf_counter() - started >= limit
+
     try:
-        # relay closes gen after Stop: the engine's cleanup runs (model to the CPU, memory freed)
-        return (yield from relay(gen, record))
+        # relay closes gen after Stop or when the time is up: the engine's cleanup runs (model
+        # to the CPU, memory freed) and the model of the last completed step is kept
+        result = yield from relay(gen, record, stop=time_up)
+        run.time_up = result is STOPPED
+        return None if run.time_up else result
     except GeneratorExit:
         raise
     except BaseException as exc:
@@ -229,25 +275,45 @@ def snapshot_model(run: RunState, snapshot: Any) -> tuple[Any, Any]:
     return model_from_weights(run.net_config, snapshot.state_dict), _checkpoint_for(
         run, snapshot.step
     )
+
+
 def preview_job(image: Any, channel_axis: int | None, model: Any, *, diameter, device) -> Any:
     """Worker thread: segment one (Y, X[, C]) plane with ``model`` (a zero-argument callable
     returning what ``load_model`` accepts); returns the ``SegmentResult``. A shared network is
     copied first, so a preview never moves the session's model to a device."""
+    return _segment_plane(image, channel_axis, model(), diameter, device)
+
+
+def scored_preview_job(
+    image: Any, channel_axis: int | None, model: Any, painted: Any, regions: Any, **options: Any
+) -> tuple[Any, Any]:
+    """:func:`preview_job`, and how its labels find the ``painted`` cells (in ``regions``):
+    returns ``(SegmentResult, PaintedScore)``."""
+    result = preview_job(image, channel_axis, model, **options)
+    return result, painted_score(result.labels, painted, regions)
+
+
+def _segment_plane(image: Any, channel_axis: int | None, source: Any, diameter, device) -> Any:
+    """Segment one plane with ``source`` (anything ``load_model`` accepts); a network is
+    copied first, so that it never moves to another device. The diameter is passed only to a
+    model that stores one."""
     import torch
 
+    from napari_unet.engine.layout import gray_for_model
     from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
 
-    source = model()
-    if isinstance(source, (tuple, torch.nn.Module)):
-        net, checkpoint = load_model(source)
-        source = (copy.deepcopy(net), checkpoint)
+    shared = isinstance(source, (tuple, torch.nn.Module))
+    net, checkpoint = load_model(source)
+    image, channel_axis = gray_for_model(
+        np.asarray(image), channel_axis=channel_axis, in_channels=int(net.config.in_channels)
+    )
     return drive(
         iter_segment(
-            np.asarray(image),
-            source,
+            image,
+            (copy.deepcopy(net) if shared else net, checkpoint),
             channel_axis=channel_axis,
-            diameter=diameter,
+            diameter=diameter if checkpoint.diameter is not None else None,
             device=device,
         )
     )
@@ -274,13 +340,10 @@ def kept_model(run: RunState | None, job: Any) -> tuple[ModelEntry | None, str |
     if run.failed and not job.cancelled:
         return entry, (
             f"failed at step {run.steps_done + 1} (see the notification); kept the model of "
-            f"step {run.final_step}, now the current model"
+            f"step {run.final_step}"
         )
-    what = "stopped" if job.cancelled else "done"
-    return entry, (
-        f"{what} after step {run.final_step}: the fine-tuned model is now the current model "
-        "(Segment uses it)"
-    )
+    what = "stopped" if job.cancelled else "time is up" if run.time_up else "done"
+    return entry, f"{what} after step {run.final_step}"
 
 
 def save_model_file(path: Any, entry: ModelEntry) -> Any:

@@ -3,13 +3,15 @@
 The plugin never modifies a user's layer. Every layer it creates carries
 ``metadata["napari_unet"] = <role>`` and ``metadata["napari_unet_key"] = <key>``; a rerun updates
 the layer with the same key if it still exists (and is of the same kind), and adds a new one
-otherwise.
+otherwise. A plugin Labels layer the user has painted in (corrected) becomes the user's: a rerun
+leaves it, with its undo history, as it is and adds a new layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,8 @@ from magicgui.widgets import ComboBox
 
 OWNER_KEY = "napari_unet"
 KEY_KEY = "napari_unet_key"
+#: set in a plugin Labels layer's metadata once the user has painted in it
+EDITED_KEY = "napari_unet_edited"
 NONE_CHOICE = "(none)"
 
 
@@ -37,7 +41,7 @@ def layer_combo(
     """
 
     def choices(_widget: Any = None) -> list[tuple[str, Any]]:
-        out: list[tuple[str, Any]] = [(NONE_CHOICE, None)] if nullable else []
+        out: list[tuple[str, Any]] = []
         for layer in viewer.layers:
             if not isinstance(layer, layer_type):
                 continue
@@ -47,6 +51,9 @@ def layer_combo(
         return out
 
     combo = ComboBox(label=label, choices=choices, nullable=nullable, tooltip=tooltip)
+    if nullable:  # magicgui's own "-----" entry, worded as everywhere else
+        combo.null_string = NONE_CHOICE
+        combo.reset_choices()
 
     def refresh(_event: Any = None) -> None:
         try:
@@ -142,6 +149,9 @@ def put_layer(
     """
     geometry = geometry or {}
     layer = find_owned(viewer, key)
+    if layer is not None and layer.metadata.get(EDITED_KEY):
+        hand_over(layer)
+        layer = None
     from napari.layers import Image, Labels
 
     layer_class = Labels if kind == "labels" else Image
@@ -164,7 +174,22 @@ def put_layer(
         viewer.layers.remove(layer)
     metadata = {OWNER_KEY: role, KEY_KEY: key}
     adder = viewer.add_labels if kind == "labels" else viewer.add_image
-    return adder(data, name=name, metadata=metadata, **geometry, **kwargs)
+    layer = adder(data, name=name, metadata=metadata, **geometry, **kwargs)
+    if kind == "labels":
+        layer.events.paint.connect(partial(_mark_edited, layer))
+    return layer
+
+
+def _mark_edited(layer: Any, _event: Any = None) -> None:
+    if OWNER_KEY in layer.metadata:
+        layer.metadata[EDITED_KEY] = True
+
+
+def hand_over(layer: Any) -> None:
+    """Make a plugin layer the user's: no rerun updates or removes it again (its data, name
+    and undo history stay as they are)."""
+    for key in (OWNER_KEY, KEY_KEY, EDITED_KEY):
+        layer.metadata.pop(key, None)
 
 
 def remove_owned(viewer: Any, key: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -140,12 +142,15 @@ class LiveProgress:
         self.step: Any = None
         self.validation: dict | None = None
         self.sample: Any = None
+        self.training_started: float | None = None
 
     def record(self, event: Any, plot: LossPlot) -> bool:
         """Keep ``event`` if it is a step, a validation or a tile (adding losses to ``plot``);
         return whether it was one of those."""
         match event:
             case StepDone():
+                if self.training_started is None:  # the first step began this long ago
+                    self.training_started = time.perf_counter() - event.seconds
                 plot.add_loss(event.step, event.loss)
                 if self.step is None or event.step > self.step.step:
                     self.step = event
@@ -161,15 +166,45 @@ class LiveProgress:
         return True
 
     def status(self) -> str:
-        """``"step 12/100: loss 0.512, validation loss 0.498, ..."``, or ``""`` before a step."""
+        """``"loss 0.512 (held-out cells: 0.498)"``, or ``""`` before a step."""
         if self.step is None:
             return ""
-        text = f"step {self.step.step}/{self.step.total}: loss {self.step.loss:.3f}"
-        if self.validation:
-            text += ", validation " + ", ".join(f"{k} {v:.3f}" for k, v in self.validation.items())
+        text = f"loss {self.step.loss:.3f}"
+        if self.validation and "loss" in self.validation:
+            text += f" (held-out cells: {self.validation['loss']:.3f})"
         return text
+
+    def timing(self, time_limit: float | None) -> Timing | None:
+        """How fast the run goes and how long it still needs (``None`` before a step)."""
+        if self.step is None or self.training_started is None:
+            return None
+        done, steps = self.step.step, self.step.total
+        elapsed = time.perf_counter() - self.training_started
+        per_step = elapsed / done
+        left = (steps - done) * per_step
+        if time_limit is not None:
+            left = min(left, max(time_limit - elapsed, 0.0))
+        expected = min(steps, done + math.ceil(left / per_step)) if per_step > 0 else steps
+        return Timing(done, max(expected, done), per_step, elapsed, left)
 
     def take_sample(self) -> Any:
         """The newest augmented tile not yet shown (``None`` if none), now counted as shown."""
         sample, self.sample = self.sample, None
         return sample
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where a run stands: steps done, steps expected in all (from the steps asked for, the time
+    budget and the measured seconds per step), seconds per step, seconds so far and left."""
+
+    done: int
+    expected: int
+    per_step: float
+    elapsed: float
+    left: float
+
+    @property
+    def fraction(self) -> float:
+        """The part of the run done, 0 to 1."""
+        return self.done / self.expected if self.expected else 0.0

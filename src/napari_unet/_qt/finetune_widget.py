@@ -4,10 +4,12 @@ Pick an image layer, a Labels layer with a few painted cells (one id per cell) a
 a Shapes layer of *annotated regions* (inside them unpainted pixels are background, outside they
 are ignored). *Start* runs :func:`~napari_unet._qt._finetune_job.finetune_job` in a worker
 thread on the plane the viewer shows, starting from the session's current model; the panel shows
-the weight map, the augmented tiles, a preview segmentation and the loss plot (refreshed at most
-every :data:`DISPLAY_INTERVAL_MS`). *Stop* keeps the model of the last completed step, which
-becomes the session's current model; *Save model…* writes it atomically. The user's layers are
-never modified. See docs/architecture.md, "Fine-tune", for the whole flow.
+the weight map, the augmented tiles, a preview segmentation, the loss plot and the progress
+(seconds per step, elapsed, ETA; refreshed at most every :data:`DISPLAY_INTERVAL_MS`). Training
+stops after the time budget or the steps, whichever comes first, or at *Stop*; the model of the
+last completed step is kept, scored against the painted cells before and after, and becomes
+Segment's model only when the user clicks *Use for Segment*; *Save model…* writes it atomically.
+The user's layers are never modified. See docs/architecture.md, "Fine-tune", for the whole flow.
 """
 
 from __future__ import annotations
@@ -17,71 +19,45 @@ from pathlib import Path
 from typing import Any
 
 import napari
-from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Label, SpinBox
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QWidget
 
-from napari_unet._qt._annotations import (
-    painted_plane,
-    show_augmented_tile,
-    show_weight_map,
-)
+from napari_unet._qt._annotations import show_augmented_tile, show_weight_map
 from napari_unet._qt._controls import (
     ask_save_path,
-    border_weight_controls,
     button_row,
     confirm_overwrite,
-    count_control,
-    device_combo,
-    diameter_field,
-    image_combo,
-    leading_axis_applies,
-    leading_axis_combo,
-    leading_is_channels,
-    regions_combo,
+    disconnect_all,
+    scroll_layout,
+    show_text,
+    status_label,
 )
+from napari_unet._qt._finetune_checks import describe_scores
 from napari_unet._qt._finetune_job import (
     FineTuneRequest,
     RunState,
+    ScoreBefore,
     WeightMapReady,
     finetune_job,
     kept_model,
-    preview_job,
     save_model_file,
     snapshot_model,
 )
-from napari_unet._qt._layers import (
-    Layout,
-    current_image_plane,
-    layer_combo,
-    show_segmentation,
-)
+from napari_unet._qt._finetune_preview import LivePreview
+from napari_unet._qt._finetune_settings import FineTuneSettings
 from napari_unet._qt._loss_plot import LiveProgress, LossPlot
+from napari_unet._qt._progress import PanelProgress, duration
 from napari_unet._qt._session import ModelEntry, session_for
-from napari_unet._qt._worker import Job, LatestOnly, call_once, run_shielded, start_job, tell_user
+from napari_unet._qt._worker import Job, call_once, run_shielded, start_job, tell_user
 from napari_unet.engine.events import ModelSnapshot
-from napari_unet.engine.train_config import (
-    DEFAULT_LR,
-    FINE_TUNE_FOREGROUND_FRACTION,
-    OPTIMIZERS,
-    TrainConfig,
-)
 
 ROLE = "finetune"
 #: the live displays (plot, status, augmentation layers) are refreshed at most this often
 DISPLAY_INTERVAL_MS = 250
-#: about 2 minutes on a 2-core CPU (0.11 s per step at the CPU's 192 px tiles,
-#: docs/benchmarks/training_steps.md): the budget of the few-shot benchmark
-DEFAULT_STEPS = 1000
-#: an augmented tile is sent, and a CPU copy of the weights is taken (for the preview, and as a
-#: fallback should training fail) at least, every this many steps
-SAMPLE_EVERY = SNAPSHOT_EVERY = 10
 
 
-class FineTuneWidget(QWidget):
+class FineTuneWidget(QWidget, FineTuneSettings):
     """Fine-tune the current U-Net on a few painted cells, with live feedback.
 
     napari injects the viewer (``napari_viewer``).
@@ -90,12 +66,12 @@ class FineTuneWidget(QWidget):
     ----------
     job : the running (or last) training :class:`~napari_unet._qt._worker.Job`, or ``None``.
     run : the :class:`RunState` of that job.
-    result_entry : the :class:`ModelEntry` of the model this widget fine-tuned last, or ``None``.
-    preview_runner : runs the preview segmentations (newest request wins).
-    preview_source : what the last preview asked for segments with (``"step N"`` for a
-        snapshot of the running training, else the model's label), or ``None``.
+    result_entry : the :class:`ModelEntry` of the model this widget fine-tuned last, or ``None``
+        (Segment uses it after *Use for Segment*).
+    preview : the :class:`LivePreview` (its ``runner``, and ``source``: ``"step N"`` for a
+        snapshot of the running training, else the model's label).
     save_job : the last *Save model…* job.
-    plot : the :class:`LossPlot`.
+    plot : the :class:`LossPlot`; ``progress``: the :class:`PanelProgress` bar.
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -106,104 +82,19 @@ class FineTuneWidget(QWidget):
         self.run: RunState | None = None
         self.result_entry: ModelEntry | None = None
         self.save_job: Job | None = None
-        self.preview_runner = LatestOnly("Preview")
-        self.preview_source: str | None = None
         self._snapshot: Any = None
         self._next_preview = 0
-        self.progress = LiveProgress()
+        self.live = LiveProgress()
+        self.progress = PanelProgress()
         self._labels_layer: Any = None
+        self._image_layer: Any = None
+        self._request: FineTuneRequest | None = None
         self._preview_diameter: float | None = None
+        self._warned: set[str] = set()
 
-        self.image = image_combo(
-            napari_viewer, "The image the cells were painted on (its current plane is used)."
-        )
-        self.leading = leading_axis_combo()
-        self.labels = layer_combo(
-            napari_viewer,
-            napari.layers.Labels,
-            label="painted cells",
-            exclude_plugin_layers=True,
-            tooltip="A Labels layer with a few painted cells, one id per cell (0 = not painted).",
-        )
-        self.regions = regions_combo(
-            napari_viewer,
-            "Optional: rectangles/polygons in which every cell is painted. Inside them "
-            "unpainted pixels are background, outside they are ignored. Without regions the "
-            "whole plane counts: unpainted pixels are background everywhere.",
-        )
-        self.start_model = Label(label="start from", value=self.session.current.label)
-        self.steps = SpinBox(
-            label="steps",
-            value=DEFAULT_STEPS,
-            min=1,
-            max=100_000,
-            tooltip="Training steps. Stop ends training early and keeps the model of that step.",
-        )
-        defaults = TrainConfig()
-        self.optimizer = ComboBox(
-            label="optimiser",
-            choices=list(OPTIMIZERS),
-            value=defaults.optimizer,
-            tooltip="adam: quick fine-tuning; sgd: the paper's preset (momentum 0.99).",
-        )
-        self.lr = FloatSpinBox(
-            label="learning rate", value=defaults.learning_rate, min=1e-6, max=1.0, step=1e-4
-        )
-        self.lr.native.setDecimals(6)
-        self.w0, self.sigma = border_weight_controls(
-            sliders=False, w0_label="border weight w0", sigma_label="border width σ (px)"
-        )
-        self.augment = FloatSlider(
-            label="augmentation strength",
-            value=defaults.augment_strength,
-            min=0.0,
-            max=2.0,
-            step=0.1,
-            tooltip="Scales the elastic deformation, rotations, scaling and gray values; 0 = off.",
-        )
-        self.diameter = diameter_field(
-            "Typical cell diameter in pixels; 0 measures the painted cells. The image is "
-            "rescaled to the size the model was trained at."
-        )
-        self.tile_size = count_control(
-            "tile size (px)",
-            0,
-            (0, 4096),
-            "Side of the network's output tile per step; 0 chooses for the device.",
-        )
-        self.device = device_combo()
-        self.preview_every = SpinBox(
-            label="preview every (steps)",
-            value=50,
-            min=0,
-            max=100_000,
-            tooltip="Segment the current plane with the newest weights every this many steps "
-            "and at the end; 0 = only on 'Refresh preview'.",
-        )
-        self.status = Label(label="", value="")
-        self.preview_info = Label(label="", value="")
-        for label in (self.status, self.preview_info):
-            label.native.setWordWrap(True)  # long layer names must not widen the dock
-        self.form = Container(
-            widgets=[
-                self.image,
-                self.leading,
-                self.labels,
-                self.regions,
-                self.start_model,
-                self.steps,
-                self.optimizer,
-                self.lr,
-                self.w0,
-                self.sigma,
-                self.augment,
-                self.diameter,
-                self.tile_size,
-                self.device,
-                self.preview_every,
-            ]
-        )
-
+        self.form = self._build_settings(napari_viewer)
+        self.status, self.notes, self.preview_info = status_label(), status_label(), status_label()
+        self.preview = LivePreview(napari_viewer, self.preview_info)
         row1, (self.start_button, self.stop_button) = button_row(
             ("Start", "Fine-tune the current model on the painted cells."),
             ("Stop", "Stop after the current step and keep that model."),
@@ -212,17 +103,21 @@ class FineTuneWidget(QWidget):
             ("Refresh preview", "Segment the current plane with the newest weights."),
             ("Save model…", "Write the fine-tuned model to a file (.pt)."),
         )
-        self.stop_button.setEnabled(False)
-        self.save_button.setEnabled(False)
+        row3, (self.use_button,) = button_row(
+            ("Use for Segment", "Make the fine-tuned model the one Segment uses."),
+        )
+        for button in (self.stop_button, self.save_button, self.use_button):
+            button.setEnabled(False)
         self.plot = LossPlot()
 
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         layout.addWidget(self.form.native)
-        layout.addLayout(row1)
-        layout.addLayout(row2)
+        for row in (row1, row2, row3):
+            layout.addLayout(row)
+        layout.addWidget(self.progress.bar)
         layout.addWidget(self.plot)
-        layout.addWidget(self.status.native)
-        layout.addWidget(self.preview_info.native)
+        for label in (self.status, self.notes, self.preview_info):
+            layout.addWidget(label.native)
         layout.addStretch(1)
 
         self.timer = QTimer(self)
@@ -233,10 +128,11 @@ class FineTuneWidget(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.preview_button.clicked.connect(self.refresh_preview)
         self.save_button.clicked.connect(self.save_model)
-        self.optimizer.changed.connect(self._optimizer_changed)
-        self.image.changed.connect(self._update_leading)
+        self.use_button.clicked.connect(self.use_for_segment)
         self.session.changed.connect(self._session_changed)
-        self._update_leading()
+        napari_viewer.layers.events.removed.connect(self._layer_removed)
+        removed = [(napari_viewer.layers.events.removed, self._layer_removed)]
+        self.destroyed.connect(lambda *_: disconnect_all(removed))
 
     # -- session -------------------------------------------------------------------------------
     def _session_changed(self, entry: ModelEntry) -> None:
@@ -247,57 +143,6 @@ class FineTuneWidget(QWidget):
 
     def _disconnect_session(self) -> None:
         self.session.changed.disconnect(self._session_changed)
-
-    def _optimizer_changed(self, value: str) -> None:
-        self.lr.value = DEFAULT_LR[value]
-
-    def _update_leading(self, *_: Any) -> None:
-        self.leading.visible = leading_axis_applies(self.image.value)
-
-    def image_plane(self, layer: Any) -> tuple[Any, int | None]:
-        """The plane of ``layer`` the viewer shows, ``(Y, X[, C])``, and its channel axis."""
-        return current_image_plane(
-            self.viewer, layer, leading_is_channels=leading_is_channels(self.leading, layer)
-        )
-
-    # -- gathering the data --------------------------------------------------------------------
-    def training_request(self) -> FineTuneRequest:
-        """Collect the planes and settings of a run from the chosen layers.
-
-        Raises ``ValueError`` with a sentence for the user when something is missing or does
-        not fit (no layer, no painted cell on this plane, different shapes, no region drawn).
-        """
-        image, channel_axis, labels, regions = painted_plane(
-            self.viewer,
-            self.image.value,
-            self.labels.value,
-            self.regions.value,
-            leading_is_channels=leading_is_channels(self.leading, self.image.value),
-        )
-        preview = max(0, int(self.preview_every.value))
-        config = TrainConfig(
-            steps=int(self.steps.value),
-            optimizer=self.optimizer.value,
-            lr=float(self.lr.value),
-            w0=float(self.w0.value),
-            sigma=float(self.sigma.value),
-            augment_strength=float(self.augment.value),
-            tile_size=int(self.tile_size.value) or None,
-            foreground_fraction=FINE_TUNE_FOREGROUND_FRACTION,
-            sample_every=SAMPLE_EVERY,
-            snapshot_every=preview if 0 < preview <= SNAPSHOT_EVERY else SNAPSHOT_EVERY,
-        )
-        return FineTuneRequest(
-            entry=self.session.current,
-            image=image,
-            channel_axis=channel_axis,
-            labels=labels,
-            regions=regions,
-            config=config,
-            device=self.device.value,
-            diameter=float(self.diameter.value) or None,
-            labels_name=self.labels.value.name,
-        )
 
     # -- Start / Stop ----------------------------------------------------------------------------
     def start(self) -> Job | None:
@@ -310,13 +155,21 @@ class FineTuneWidget(QWidget):
             tell_user(f"Fine-tuning failed: {exc}.")
             return None
         labels_layer = self.labels.value
-        self._labels_layer = labels_layer
+        self._labels_layer, self._image_layer = labels_layer, self.image.value
+        self._request = request
         self.run = RunState(base_label=request.entry.label)
         self._snapshot = None
-        self.progress = LiveProgress()
+        self.live = LiveProgress()
         self._next_preview = int(self.preview_every.value)
         self.plot.clear(request.config.steps)
+        self.notes.value = ""
+        if request.regions is None:
+            self._warn(
+                "no annotated regions: every unpainted pixel of the plane is taught as "
+                "background; draw a Shapes layer around fully painted areas, or paint every cell"
+            )
         self.status.value = f"fine-tuning {request.entry.label} on {labels_layer.name}…"
+        self.progress.start("preparing (weight map, first segmentation)…")
         self._set_running(True)
         self.job = start_job(
             finetune_job,
@@ -330,15 +183,29 @@ class FineTuneWidget(QWidget):
         self.timer.start()
         return self.job
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "stopping after the current step…") -> None:
         """Stop training after the step in progress; the model of that step is kept."""
         if self.job is not None and self.job.running:
             self.job.cancel()
             self.stop_button.setEnabled(False)
-            self.status.value = "stopping after the current step…"
+            self.status.value = reason
+
+    def _layer_removed(self, event: Any) -> None:
+        """The image or the painted cells of the running job were removed: stop it."""
+        if self.job is not None and self.job.running and not self.job.cancelled:
+            if event.value is self._image_layer or event.value is self._labels_layer:
+                self.stop(f"stopping: '{event.value.name}' was removed…")
+
+    def _warn(self, text: str) -> None:
+        """A warning about the annotations: a line in the panel, and a notification the first
+        time (a notification costs the GUI thread a hitch, and the line stays)."""
+        if text not in self._warned:
+            self._warned.add(text)
+            show_warning(f"Fine-tuning: {text}.")
+        self.notes.value = "\n".join(filter(None, [self.notes.value, f"⚠ {text}"]))
 
     def _on_event(self, event: Any) -> None:
-        if self.progress.record(event, self.plot):
+        if self.live.record(event, self.plot):
             return
         match event:
             case ModelSnapshot():
@@ -347,6 +214,10 @@ class FineTuneWidget(QWidget):
                 layer = self._labels_layer
                 if layer is not None and layer in self.viewer.layers:
                     show_weight_map(self.viewer, layer, event.weight_map, role=ROLE)
+                for text in event.warnings:
+                    self._warn(text)
+            case ScoreBefore():
+                self.progress.set(0.0, "training…")
 
     def _on_snapshot(self, event: Any) -> None:
         """Keep the newest snapshot; segment the preview with it every N steps."""
@@ -361,13 +232,26 @@ class FineTuneWidget(QWidget):
             self.refresh_preview()
 
     def _refresh_display(self) -> None:
-        """Timer tick: repaint the plot, the status and the augmentation layers if they changed."""
+        """Timer tick: the progress, the plot (its axis follows the steps expected), the status
+        and the augmentation layers, if they changed."""
+        request = self._request
+        timing = self.live.timing(request.time_limit if request is not None else None)
+        if timing is not None:
+            if self.plot.total != timing.expected:
+                self.plot.total, self.plot.dirty = timing.expected, True
+            self.progress.set(
+                timing.fraction,
+                f"step {timing.done} of {'about ' if timing.expected < self.live.step.total else ''}"
+                f"{timing.expected} · {timing.per_step:.2f} s per step · "
+                f"{duration(timing.elapsed)}, about {duration(timing.left)} left",
+                monotonic=False,
+            )
         if self.plot.dirty:
             self.plot.update()
-        text = self.progress.status()
+        text = self.live.status()
         if text and self.job is not None and self.job.running and not self.job.cancelled:
             self.status.value = text
-        sample = self.progress.take_sample()
+        sample = self.live.take_sample()
         if sample is not None:
             self._show_sample(sample)
 
@@ -377,40 +261,85 @@ class FineTuneWidget(QWidget):
             show_augmented_tile(self.viewer, layer, sample, role=ROLE)
 
     def _on_done(self, job: Job) -> None:
+        try:
+            self._finish(job)
+        except RuntimeError:  # the panel is already gone (the viewer closed during the run)
+            self.timer.stop()
+
+    def _finish(self, job: Job) -> None:
         self.timer.stop()
         self._refresh_display()
+        self.plot.total = max(self.plot.steps[-1:] or [self.plot.total])  # the steps done
         self.plot.update()
-        run = self.run
+        self.progress.stop()
+        run, request = self.run, self._request
         entry, message = kept_model(run, job)
         if message is not None:
+            timing = self.live.timing(None)
+            if entry is not None and timing is not None:
+                message += f" ({duration(timing.elapsed)}, {timing.per_step:.2f} s per step)"
             self.status.value = message
-        kept = entry is not None
-        if kept:
-            self.result_entry = entry
-            self._preview_diameter = run.scale.input_diameter
-            self.session.set_current(entry)
         # the widget keeps the kept CPU model (in the entry) only
         self._snapshot = None
         if run is not None:
             run.snapshot = None
+        if entry is not None:
+            self.result_entry = entry
+            self._preview_diameter = run.scale.input_diameter
+            self._check_result(entry, request)
         self._set_running(False)
-        if kept and int(self.preview_every.value) > 0:
-            self.refresh_preview()
+
+    def _check_result(self, entry: ModelEntry, request: FineTuneRequest) -> None:
+        """Segment the trained plane with the kept model into the preview layer, and tell how
+        it finds the painted cells, before and after."""
+        before = self.run.score_before
+        layer = self._image_layer
+        if layer is None or layer not in self.viewer.layers:
+            return
+
+        def scored(after: Any) -> None:
+            scores = describe_scores(before, after)
+            hint = " Click 'Use for Segment' to segment with it."
+            if entry is not self.session.current:
+                show_text(self.status, f"{self.status.value}. Painted cells, {scores}.{hint}")
+
+        self.preview.request(
+            layer,
+            (request.image, request.channel_axis),
+            entry.resolve,
+            entry.label,
+            diameter=self._preview_diameter,
+            device=self.device.value,
+            painted=(request.labels, request.regions),
+            on_score=scored,
+        )
+
+    def use_for_segment(self) -> None:
+        """Make the fine-tuned model the session's current model (Segment uses it)."""
+        if self.result_entry is not None:
+            self.session.set_current(self.result_entry)
+            self.status.value = f"Segment now uses '{self.result_entry.label}'"
+            self._set_running(False)
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
-        self.save_button.setEnabled(not running and self.result_entry is not None)
+        result = self.result_entry
+        self.save_button.setEnabled(not running and result is not None)
+        self.use_button.setEnabled(
+            not running and result is not None and result is not self.session.current
+        )
 
     # -- preview -------------------------------------------------------------------------------
     def refresh_preview(self) -> None:
         """Segment the image's current plane with the newest weights (the latest snapshot while
         training runs, else the session's current model) in a worker thread."""
         image_layer = self.image.value
+        if self.job is not None and self.job.running and self._image_layer in self.viewer.layers:
+            image_layer = self._image_layer  # the run's image, whatever the picker shows now
         if image_layer is None:
             tell_user("Preview failed: add or choose an image layer first.")
             return
-        image, channel_axis = self.image_plane(image_layer)
         run, snapshot = self.run, self._snapshot
         if snapshot is not None and run is not None and run.net_config is not None:
             model = partial(snapshot_model, run, snapshot)
@@ -425,38 +354,22 @@ class FineTuneWidget(QWidget):
                 else float(self.diameter.value) or None
             )
             label = entry.label
-        self.preview_source = label
-        layout = Layout(tuple(image.shape), channel_axis, ())
-        self.preview_runner.submit(
-            run_shielded,
-            preview_job,
-            image,
-            channel_axis,
+        self.preview.request(
+            image_layer,
+            self.image_plane(image_layer),
             model,
+            label,
             diameter=diameter,
             device=self.device.value,
-            on_result=lambda result: self._show_preview(image_layer, layout, result, label),
         )
-
-    def _show_preview(self, image_layer: Any, layout: Layout, result: Any, label: str) -> None:
-        if image_layer not in self.viewer.layers:
-            return
-        show_segmentation(
-            self.viewer,
-            image_layer,
-            layout,
-            result,
-            name=f"{image_layer.name} preview",
-            key_prefix=ROLE,
-        )
-        n_cells = int(result.labels.max()) if result.labels.size else 0
-        self.preview_info.value = f"preview ({label}): {n_cells} cells"
 
     # -- saving --------------------------------------------------------------------------------
     def ask_save_path(self) -> str:
         """Ask where to save the model; ``""`` when cancelled (:meth:`save_model` asks about an
         existing file itself, for every way a path can come in)."""
-        return ask_save_path(self, "Save the fine-tuned model", "fine-tuned.pt", "U-Net model (*.pt)")
+        return ask_save_path(
+            self, "Save the fine-tuned model", "fine-tuned.pt", "U-Net model (*.pt)"
+        )
 
     def confirm_overwrite(self, path: Path) -> bool:
         """Ask whether to replace the existing file ``path``; ``True`` means yes."""

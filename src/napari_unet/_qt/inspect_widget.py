@@ -18,14 +18,16 @@ import napari
 import numpy as np
 from magicgui.widgets import Container, Label
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QPushButton, QWidget
 
 from napari_unet._qt._annotations import regions_mask, show_weight_map
 from napari_unet._qt._controls import (
     border_weight_controls,
+    disconnect_all,
     image_combo,
     number_control,
     regions_combo,
+    scroll_layout,
 )
 from napari_unet._qt._layers import (
     OWNER_KEY,
@@ -113,15 +115,6 @@ def _title(text: str) -> QLabel:
     return label
 
 
-def _disconnect_all(connections: list[tuple[Any, Callable]]) -> None:
-    for emitter, callback in connections:
-        try:
-            emitter.disconnect(callback)
-        except (RuntimeError, TypeError, ValueError):  # already gone
-            pass
-    connections.clear()
-
-
 class InspectWidget(QWidget):
     """Weight maps and elastic deformations of a Labels layer, with live sliders.
 
@@ -194,7 +187,7 @@ class InspectWidget(QWidget):
             "Draw a new random elastic deformation and show it beside the labels."
         )
 
-        layout = QVBoxLayout(self)
+        layout = scroll_layout(self)
         layout.addWidget(_title("Weight map (equation 2 of the paper)"))
         layout.addWidget(weights_box.native)
         layout.addWidget(self.show_button)
@@ -219,7 +212,7 @@ class InspectWidget(QWidget):
         watched = self._watched
         dims_event = napari_viewer.dims.events.current_step
         on_plane = self._plane_changed
-        self.destroyed.connect(lambda *_: _disconnect_all([*watched, (dims_event, on_plane)]))
+        self.destroyed.connect(lambda *_: disconnect_all([*watched, (dims_event, on_plane)]))
 
     # -- layer choice and edits ----------------------------------------------------------
     def _image_fits(self, image: Any) -> bool:
@@ -241,7 +234,7 @@ class InspectWidget(QWidget):
 
     def _watch_layers(self) -> None:
         """Follow edits of the chosen labels (painting) and regions (shapes drawn)."""
-        _disconnect_all(self._watched)
+        disconnect_all(self._watched)
         for layer, names in (
             (self.labels.value, ("data", "paint")),
             (self.regions.value, ("data",)),

@@ -1,14 +1,16 @@
 """The Segment dock widget: one label per cell, computed off the GUI thread.
 
 Pick an image layer and a model, click *Segment*. The engine's :func:`iter_segment` runs in a
-napari worker thread; a napari progress bar follows its tiles and planes, *Cancel* stops it at
-the next tile, and the result lands in a plugin-owned Labels layer ``"<image> labels"`` (updated
-in place on a rerun), optionally with the cell probability as an Image layer.
+napari worker thread; the panel's progress bar (and napari's) follows its tiles and planes,
+*Cancel* stops it at the next tile, and the result lands in a plugin-owned Labels layer
+``"<image> labels"`` (updated in place on a rerun, unless the user has corrected it: then it is
+left as it is and the result goes into a new layer), optionally with the cell probability as an
+Image layer. Removing the image cancels its job.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from magicgui.widgets import (
     FileEdit,
     Label,
 )
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QMessageBox, QWidget
 
 from napari_unet._qt import _controls as controls
 from napari_unet._qt._layers import (
@@ -29,29 +31,58 @@ from napari_unet._qt._layers import (
     plan_layout,
     show_segmentation,
 )
+from napari_unet._qt._progress import PanelProgress, tile_fraction
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
-from napari_unet.engine.events import TileSizeReduced
+from napari_unet.engine.events import TileDone, TileSizeReduced
 
 MODEL_FILE = "model file…"
+#: a typed diameter that rescales the image by more than this factor (or less than its inverse)
+#: is asked about first: often µm typed as pixels, and the work grows with the factor squared
+RESCALE_ASK = 4.0
 
 
-def segment_job(data: Any, layout: Layout, entry: ModelEntry, **options: Any):
-    """Worker-thread generator: load the layer data, segment it, return the ``SegmentResult``.
+@dataclass(frozen=True)
+class RescaleQuestion:
+    """What :func:`segment_job` returns instead of segmenting when the typed diameter would
+    rescale the image by ``factor`` (beyond :data:`RESCALE_ASK`) and that was not confirmed."""
+
+    factor: float
+    diameter: float
+    trained: float
+
+
+def segment_job(
+    data: Any, layout: Layout, entry: ModelEntry, *, confirmed: bool = False, **options: Any
+):
+    """Worker-thread generator: load the layer data, segment it, return the ``SegmentResult``
+    (or a :class:`RescaleQuestion`, unless ``confirmed``).
 
     Parameters
     ----------
     data : the layer's (full-resolution) data; read here, not on the GUI thread.
     layout : how the layer's axes map onto the engine's.
     entry : the model to use; resolved here (a fine-tuned model may be built on first use).
+    confirmed : the user has agreed to an extreme rescaling.
     **options : passed on to :func:`napari_unet.engine.segment.iter_segment`.
     """
+    from napari_unet.engine.diameter import rescale_factor
+    from napari_unet.engine.layout import gray_for_model
+    from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
 
+    model = load_model(entry.resolve())
+    diameter, trained = options.get("diameter"), model[1].diameter
+    factor = rescale_factor(diameter, trained)
+    if not confirmed and not 1 / RESCALE_ASK <= factor <= RESCALE_ASK:
+        return RescaleQuestion(factor, diameter, trained)
     image, channel_axis = layout.to_engine(data)
+    image, channel_axis = gray_for_model(
+        image, channel_axis=channel_axis, in_channels=int(model[0].config.in_channels)
+    )
     return (
         yield from iter_segment(
-            image, entry.resolve(), channel_axis=channel_axis, stack=layout.stack, **options
+            image, model, channel_axis=channel_axis, stack=layout.stack, **options
         )
     )
 
@@ -73,7 +104,9 @@ class SegmentWidget(QWidget):
         self.session = session_for(napari_viewer)
         self.job: Job | None = None
         self.labels_layer: Any = None
-        self._started = 0.0
+        self._job_layer: Any = None
+        self._rescale_question: RescaleQuestion | None = None
+        self.progress = PanelProgress()
         self.leading_applies = False
 
         self.image = controls.image_combo(
@@ -86,8 +119,8 @@ class SegmentWidget(QWidget):
         )
         self.device = controls.device_combo()
         self.diameter = controls.diameter_field(
-            "Typical cell diameter in pixels; 0 estimates it (the image is rescaled to the size "
-            "the model was trained at)."
+            "Typical cell diameter in pixels (not µm); 0 estimates it. The image is rescaled to "
+            "the size the model was trained at; beyond 4x either way you are asked first."
         )
         self.threshold = controls.number_control(
             "probability threshold",
@@ -97,10 +130,10 @@ class SegmentWidget(QWidget):
             "Pixels above this cell probability seed a cell; lower it to find dim cells.",
         )
         self.min_size = controls.count_control(
-            "minimum cell size (px)",
+            "minimum cell area (px²)",
             0,
             (0, 1_000_000),
-            "Objects with fewer pixels are removed; 0 chooses from the object sizes.",
+            "Objects with fewer pixels (an area) are removed; 0 chooses from the cell size.",
         )
         self.tta = CheckBox(
             label="average flips and turns (8x slower)",
@@ -109,8 +142,8 @@ class SegmentWidget(QWidget):
             "quarter turns and the results are averaged; steadier edges, 8 times the work.",
         )
         self.show_probabilities = CheckBox(label="add the probability map", value=False)
-        self.tile_size = Label(label="tile size", value="automatic (from free memory)")
-        self.status = Label(label="", value="")
+        self.tile_size = Label(label="tiles", value="sized automatically (from free memory)")
+        self.status = controls.status_label()
         self.form = Container(
             widgets=[
                 self.image,
@@ -133,9 +166,10 @@ class SegmentWidget(QWidget):
         )
         self.cancel_button.setEnabled(False)
 
-        layout = QVBoxLayout(self)
+        layout = controls.scroll_layout(self)
         layout.addWidget(self.form.native)
         layout.addLayout(buttons)
+        layout.addWidget(self.progress.bar)
         layout.addWidget(self.status.native)
         layout.addStretch(1)
 
@@ -146,6 +180,12 @@ class SegmentWidget(QWidget):
         self.session.changed.connect(self._session_changed)
         self._select_entry(self.session.current)
         self._update_leading()
+        connections = [
+            (napari_viewer.layers.events.removed, self._layer_removed),
+            (self.session.changed, self._session_changed),
+        ]
+        napari_viewer.layers.events.removed.connect(self._layer_removed)
+        self.destroyed.connect(lambda *_: controls.disconnect_all(connections))
 
     # -- model choice ------------------------------------------------------------------------
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -172,8 +212,10 @@ class SegmentWidget(QWidget):
         value = self.model.value
         if value == MODEL_FILE:
             path = Path(self.model_file.value)
-            if not path.is_file():
+            if str(self.model_file.value) in ("", ".") or path.is_dir():
                 raise ValueError("choose a model file (.pt) first")
+            if not path.is_file():
+                raise ValueError(f"the model file {path} does not exist")
             current = self.session.current
             if current.kind == "file" and Path(current.source) == path:
                 return current
@@ -190,11 +232,28 @@ class SegmentWidget(QWidget):
 
     def layout_for(self, layer: Any) -> Layout:
         """How ``layer`` is read (see :func:`~napari_unet._qt._layers.plan_layout`)."""
-        return plan_layout(layer, leading_is_channels=controls.leading_is_channels(self.leading, layer))
+        return plan_layout(
+            layer, leading_is_channels=controls.leading_is_channels(self.leading, layer)
+        )
 
     # -- run ---------------------------------------------------------------------------------
-    def segment(self) -> Job | None:
-        """Start segmenting the chosen image; returns the job (``None`` if it could not start)."""
+    def confirm_rescale(self, question: RescaleQuestion) -> bool:
+        """Ask whether to rescale the image by an extreme factor; ``True`` means yes."""
+        answer = QMessageBox.question(
+            self,
+            "Rescale the image?",
+            f"With a cell diameter of {question.diameter:g} px the image is rescaled by "
+            f"{question.factor:.3g}x (the model was trained on cells of {question.trained:g} "
+            "px), which can take much longer and rarely helps. Was the diameter typed in µm "
+            "instead of pixels? Segment anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def segment(self, *, confirmed: bool = False) -> Job | None:
+        """Start segmenting the chosen image; returns the job (``None`` if it could not start).
+        ``confirmed``: do not ask about an extreme rescaling."""
         if self.job is not None and self.job.running:
             return self.job
         layer = self.image.value
@@ -215,13 +274,15 @@ class SegmentWidget(QWidget):
             "tta": bool(self.tta.value),
         }
         self._set_running(True)
-        self._started = time.perf_counter()
+        self._job_layer = layer
+        self.progress.start()
         self.status.value = f"segmenting {layer.name} with {entry.label}…"
         self.job = start_job(
             segment_job,
             layer_array(layer),
             layout,
             entry,
+            confirmed=confirmed,
             what="Segmentation",
             description=f"Segmenting {layer.name}",
             on_event=self._on_event,
@@ -238,26 +299,60 @@ class SegmentWidget(QWidget):
             self.cancel_button.setEnabled(False)
 
     def _on_event(self, event: Any) -> None:
-        if isinstance(event, TileSizeReduced):
-            self.tile_size.value = f"{event.new} px (reduced: {event.reason})"
+        match event:
+            case TileDone():
+                self.progress.show(*tile_fraction(event))
+            case TileSizeReduced():
+                self.tile_size.value = f"{event.new} px (reduced: {event.reason})"
+
+    def _layer_removed(self, event: Any) -> None:
+        """The image of the running job was removed: cancel the job."""
+        job = self.job
+        if job is None or job.done or event.value is not self._job_layer:
+            return
+        job.cancel()
+        controls.show_text(self.status, f"cancelled: the image '{event.value.name}' was removed")
 
     def _on_result(self, layer: Any, layout: Layout, result: Any) -> None:
         if layer not in self.viewer.layers:
             return
+        if isinstance(result, RescaleQuestion):
+            self.status.value = (
+                f"not segmented: a diameter of {result.diameter:g} px would rescale the image "
+                f"by {result.factor:.3g}x"
+            )
+            self._rescale_question = result
+            return
+        before = self.labels_layer
         self.labels_layer = show_segmentation(
             self.viewer, layer, layout, result, probabilities=self.show_probabilities.value
         )
         n_cells = int(result.labels.max()) if result.labels.size else 0
-        seconds = time.perf_counter() - self._started
+        seconds = self.progress.elapsed()
         diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
-        self.status.value = f"{n_cells} cells in {seconds:.1f} s{diameter}"
+        text = f"{n_cells} cells in {seconds:.1f} s{diameter}"
+        kept = before is not None and before in self.viewer.layers
+        if kept and before is not self.labels_layer and before.name != self.labels_layer.name:
+            text += f"; your corrected '{before.name}' is kept, the result is in a new layer"
+        self.status.value = text
 
     def _on_done(self, job: Job) -> None:
-        if job.cancelled:
-            self.status.value = "cancelled"
-        elif job.error is not None:
-            self.status.value = "failed (see the notification)"
-        self._set_running(False)
+        self._job_layer = None
+        question, self._rescale_question = self._rescale_question, None
+        if question is not None:  # asked once the job is over, so that a new one can start
+            self._set_running(False)
+            if self.confirm_rescale(question):
+                self.segment(confirmed=True)
+            return
+        try:
+            self.progress.stop()
+            if job.cancelled and not self.status.value.startswith("cancelled"):
+                self.status.value = "cancelled"
+            elif job.error is not None:
+                self.status.value = "failed (see the notification)"
+            self._set_running(False)
+        except RuntimeError:  # the panel is already gone (the viewer closed during the job)
+            pass
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)

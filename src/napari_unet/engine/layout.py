@@ -184,3 +184,26 @@ def instance_ids(labels: Any) -> np.ndarray:
     ids, index = np.unique(labels, return_inverse=True)
     index = index.reshape(labels.shape) + (0 if ids[0] == 0 else 1)
     return index.astype(np.int32)
+
+
+def gray_for_model(
+    image: np.ndarray, *, channel_axis: int | None, in_channels: int
+) -> tuple[np.ndarray, int | None]:
+    """An RGB or RGBA image as one gray channel for a one-channel model.
+
+    Returns ``(image, channel_axis)`` unchanged unless the model reads one channel and
+    ``channel_axis`` holds 3 or 4 (RGB, RGBA); then the mean of the colour channels (alpha
+    dropped), float32, and ``None``. Intensities are normalised per image by percentiles
+    afterwards, so the weighting of the colours does not matter for a stain in one channel.
+
+    Examples
+    --------
+    >>> rgb = np.zeros((4, 5, 3), np.uint8)
+    >>> gray_for_model(rgb, channel_axis=-1, in_channels=1)[0].shape
+    (4, 5)
+    """
+    array = np.asarray(image)
+    if channel_axis is None or in_channels != 1 or array.shape[channel_axis] not in (3, 4):
+        return image, channel_axis
+    colours = np.take(array, [0, 1, 2], axis=channel_axis).astype(np.float32)
+    return colours.mean(axis=channel_axis), None

@@ -1,0 +1,86 @@
+"""The Fine-tune panel's preview: segment the plane on screen with the newest weights in a
+worker thread (newest request wins) into one plugin layer, *<image> preview labels*, reused by
+every run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from napari_unet._qt._finetune_job import preview_job, scored_preview_job
+from napari_unet._qt._layers import Layout, show_segmentation
+from napari_unet._qt._worker import LatestOnly, run_shielded
+
+ROLE = "finetune"
+
+
+class LivePreview:
+    """Preview segmentations of one panel.
+
+    Attributes
+    ----------
+    runner : the :class:`~napari_unet._qt._worker.LatestOnly` running them.
+    source : what the last preview asked for segments with (``"step N"``, or a model's
+        label), or ``None`` before the first.
+    info : the panel's line that says what the preview shows.
+    """
+
+    def __init__(self, viewer: Any, info: Any) -> None:
+        self.viewer = viewer
+        self.info = info
+        self.runner = LatestOnly("Preview")
+        self.source: str | None = None
+
+    def request(
+        self,
+        image_layer: Any,
+        plane: tuple[Any, int | None],
+        model: Callable[[], Any],
+        label: str,
+        *,
+        diameter: float | None,
+        device: str,
+        painted: tuple[Any, Any] | None = None,
+        on_score: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Segment ``plane`` (``(image, channel_axis)``) of ``image_layer`` with ``model()``.
+
+        With ``painted`` (the painted labels and regions of the run) the result is also scored
+        against the painted cells and ``on_score`` gets the ``PaintedScore``.
+        """
+        image, channel_axis = plane
+        self.source = label
+        layout = Layout(tuple(image.shape), channel_axis, ())
+
+        def shown(outcome: Any) -> None:
+            result, score = outcome if painted is not None else (outcome, None)
+            self._show(image_layer, layout, result, label)
+            if on_score is not None and score is not None:
+                on_score(score)
+
+        job, extra = (preview_job, ()) if painted is None else (scored_preview_job, painted)
+        self.runner.submit(
+            run_shielded,
+            job,
+            image,
+            channel_axis,
+            model,
+            *extra,
+            diameter=diameter,
+            device=device,
+            on_result=shown,
+        )
+
+    def _show(self, image_layer: Any, layout: Layout, result: Any, label: str) -> None:
+        if image_layer not in self.viewer.layers:
+            return
+        show_segmentation(
+            self.viewer,
+            image_layer,
+            layout,
+            result,
+            name=f"{image_layer.name} preview",
+            key_prefix=ROLE,
+        )
+        n_cells = int(result.labels.max()) if result.labels.size else 0
+        self.info.value = f"preview ({label}): {n_cells} cells"

@@ -1,0 +1,203 @@
+"""The Fine-tune panel's settings: the layers and training options a run reads, and the
+request (:class:`~napari_unet._qt._finetune_job.FineTuneRequest`) gathered from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Label, SpinBox
+
+from napari_unet._qt._annotations import painted_plane
+from napari_unet._qt._controls import (
+    border_weight_controls,
+    count_control,
+    device_combo,
+    diameter_field,
+    image_combo,
+    leading_axis_applies,
+    leading_axis_combo,
+    leading_is_channels,
+    number_control,
+    regions_combo,
+)
+from napari_unet._qt._finetune_job import FineTuneRequest
+from napari_unet._qt._layers import current_image_plane, layer_combo, pick_default
+from napari_unet.engine.train_config import (
+    DEFAULT_LR,
+    FINE_TUNE_FOREGROUND_FRACTION,
+    OPTIMIZERS,
+    TrainConfig,
+)
+
+#: the most steps a run takes; the time budget usually ends it first on a CPU
+DEFAULT_STEPS = 1000
+#: minutes of training: the budget of the few-shot benchmark
+DEFAULT_MINUTES = 2.0
+#: an augmented tile is sent, and a CPU copy of the weights is taken (for the preview, and as a
+#: fallback should training fail) at least, every this many steps
+SAMPLE_EVERY = SNAPSHOT_EVERY = 10
+
+
+class FineTuneSettings:
+    """The settings part of the Fine-tune panel (a mixin: the panel has ``viewer`` and
+    ``session``; :meth:`_build_settings` makes the controls its attributes)."""
+
+    viewer: Any
+    session: Any
+
+    def _build_settings(self, viewer: Any) -> Container:
+        """Make the controls and return them in a form."""
+        self.image = image_combo(
+            viewer, "The image the cells were painted on (its current plane is used)."
+        )
+        self.leading = leading_axis_combo()
+        self.labels = layer_combo(
+            viewer,
+            napari.layers.Labels,
+            label="painted cells",
+            exclude_plugin_layers=True,
+            tooltip="A Labels layer with a few painted cells, one id per cell (0 = not painted).",
+        )
+        self.regions = regions_combo(
+            viewer,
+            "Optional: rectangles/polygons in which every cell is painted. Inside them "
+            "unpainted pixels are background, outside they are ignored. Without regions the "
+            "whole plane counts: unpainted pixels are background everywhere.",
+        )
+        pick_default(self.regions, lambda layer: True)  # a Shapes layer, if there is one
+        self.start_model = Label(label="start from", value=self.session.current.label)
+        self.minutes = number_control(
+            "time budget (min)",
+            DEFAULT_MINUTES,
+            (0.0, 600.0),
+            0.5,
+            "Minutes of training; 0 = no limit (the steps only). Training stops after the step "
+            "that reaches it, or after the steps below, whichever comes first.",
+            slider=False,
+        )
+        self.steps = SpinBox(
+            label="steps (at most)",
+            value=DEFAULT_STEPS,
+            min=1,
+            max=100_000,
+            tooltip="Training steps. Stop ends training early and keeps the model of that step.",
+        )
+        defaults = TrainConfig()
+        self.optimizer = ComboBox(
+            label="optimiser",
+            choices=list(OPTIMIZERS),
+            value=defaults.optimizer,
+            tooltip="adam: quick fine-tuning; sgd: the paper's preset (momentum 0.99).",
+        )
+        self.lr = FloatSpinBox(
+            label="learning rate", value=defaults.learning_rate, min=1e-6, max=1.0, step=1e-4
+        )
+        self.lr.native.setDecimals(6)
+        self.w0, self.sigma = border_weight_controls(
+            sliders=False, w0_label="border weight w0", sigma_label="border width σ (px)"
+        )
+        self.augment = FloatSlider(
+            label="augmentation strength",
+            value=defaults.augment_strength,
+            min=0.0,
+            max=2.0,
+            step=0.1,
+            tooltip="Scales the elastic deformation, rotations, scaling and gray values; 0 = off.",
+        )
+        self.diameter = diameter_field(
+            "Typical cell diameter in pixels; 0 measures the painted cells. The image is "
+            "rescaled to the size the model was trained at."
+        )
+        self.tile_size = count_control(
+            "tile size (px)",
+            0,
+            (0, 4096),
+            "Side of the network's output tile per step; 0 chooses for the device.",
+        )
+        self.device = device_combo()
+        self.preview_every = SpinBox(
+            label="preview every (steps)",
+            value=50,
+            min=0,
+            max=100_000,
+            tooltip="Segment the current plane with the newest weights every this many steps "
+            "and at the end; 0 = only on 'Refresh preview'.",
+        )
+        form = Container(
+            widgets=[
+                self.image,
+                self.leading,
+                self.labels,
+                self.regions,
+                self.start_model,
+                self.minutes,
+                self.steps,
+                self.optimizer,
+                self.lr,
+                self.w0,
+                self.sigma,
+                self.augment,
+                self.diameter,
+                self.tile_size,
+                self.device,
+                self.preview_every,
+            ]
+        )
+
+        self.optimizer.changed.connect(self._optimizer_changed)
+        self.image.changed.connect(self._update_leading)
+        self._update_leading()
+        return form
+
+    def _optimizer_changed(self, value: str) -> None:
+        self.lr.value = DEFAULT_LR[value]
+
+    def _update_leading(self, *_: Any) -> None:
+        self.leading.visible = leading_axis_applies(self.image.value)
+
+    def image_plane(self, layer: Any) -> tuple[Any, int | None]:
+        """The plane of ``layer`` the viewer shows, ``(Y, X[, C])``, and its channel axis."""
+        return current_image_plane(
+            self.viewer, layer, leading_is_channels=leading_is_channels(self.leading, layer)
+        )
+
+    # -- gathering the data --------------------------------------------------------------------
+    def training_request(self) -> FineTuneRequest:
+        """Collect the planes and settings of a run from the chosen layers.
+
+        Raises ``ValueError`` with a sentence for the user when something is missing or does
+        not fit (no layer, no painted cell on this plane, different shapes, no region drawn).
+        """
+        image, channel_axis, labels, regions = painted_plane(
+            self.viewer,
+            self.image.value,
+            self.labels.value,
+            self.regions.value,
+            leading_is_channels=leading_is_channels(self.leading, self.image.value),
+        )
+        preview = max(0, int(self.preview_every.value))
+        config = TrainConfig(
+            steps=int(self.steps.value),
+            optimizer=self.optimizer.value,
+            lr=float(self.lr.value),
+            w0=float(self.w0.value),
+            sigma=float(self.sigma.value),
+            augment_strength=float(self.augment.value),
+            tile_size=int(self.tile_size.value) or None,
+            foreground_fraction=FINE_TUNE_FOREGROUND_FRACTION,
+            sample_every=SAMPLE_EVERY,
+            snapshot_every=preview if 0 < preview <= SNAPSHOT_EVERY else SNAPSHOT_EVERY,
+        )
+        return FineTuneRequest(
+            entry=self.session.current,
+            image=image,
+            channel_axis=channel_axis,
+            labels=labels,
+            regions=regions,
+            config=config,
+            device=self.device.value,
+            diameter=float(self.diameter.value) or None,
+            labels_name=self.labels.value.name,
+            time_limit=60.0 * float(self.minutes.value) or None,
+        )
