@@ -64,7 +64,8 @@ from benchmarks.corpus import SHARES, Corpus, build_corpus
 DEFAULT_OUT = (
     Path(__file__).resolve().parent.parent / "src" / "napari_unet" / "models" / "default.pt"
 )
-NORMALIZATION = {"low": 1.0, "high": 99.8}
+from napari_unet.engine.normalization import DEFAULT_NORMALIZATION as NORMALIZATION  # noqa: E402
+
 LICENCE_NOTE = (
     "Trained on Cell Tracking Challenge data (Fluo-N2DL-HeLa, provided by the Mitocheck "
     "consortium), used under the challenge's terms: cite Maska et al., Nature Methods 2023 (and "

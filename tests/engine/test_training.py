@@ -16,7 +16,8 @@ from napari_unet.engine.events import (
 )
 from napari_unet.engine.model import UNet, UNetConfig
 from napari_unet.engine.synthetic import synthetic_nuclei
-from napari_unet.engine.training import TrainConfig, _window, iter_train, train
+from napari_unet.engine.training import TrainConfig, iter_train, train
+from napari_unet.engine.training_tiles import window as _window
 
 
 def tiny_model(depth: int = 2, base: int = 8, seed: int = 0) -> UNet:

@@ -108,7 +108,9 @@ def normalization_percentiles(normalization: Any) -> tuple[float, float]:
     if unknown:
         raise ValueError(f"unknown normalization keys: {unknown}")
     values = []
-    for key, default in (("low", 1.0), ("high", 99.8)):
+    from napari_unet.engine.normalization import DEFAULT_NORMALIZATION
+
+    for key, default in DEFAULT_NORMALIZATION.items():
         value = normalization.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"the normalization percentile {key!r} must be a number, not {value!r}")

@@ -90,8 +90,9 @@ def _default_checkpoint(net: UNet) -> Checkpoint:
     """Metadata for a network that came without a model file: percentile normalisation 1-99.8
     (the engine's default), no training diameter."""
     from napari_unet.engine.checkpoint import Checkpoint
+    from napari_unet.engine.normalization import DEFAULT_NORMALIZATION
 
-    return Checkpoint(config=net.config, normalization={"low": 1.0, "high": 99.8})
+    return Checkpoint(config=net.config, normalization=dict(DEFAULT_NORMALIZATION))
 
 
 def model_from_weights(config: Any, state_dict: dict) -> UNet:

@@ -28,118 +28,43 @@ as float32.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from napari_unet.engine.device import free_memory_bytes, release_memory, resolve_device
+from napari_unet.engine.device import release_memory, resolve_device
 from napari_unet.engine.events import Event, PlaneDone, TileDone, TileSizeReduced, drive
 from napari_unet.engine.layout import as_planes
 from napari_unet.engine.limits import normalization_percentiles
-from napari_unet.engine.model import UNet, UNetConfig, border, output_size, valid_input_size
+from napari_unet.engine.model import UNet, UNetConfig, border
+from napari_unet.engine.normalization import (  # noqa: F401 - normalize re-exported
+    DEFAULT_HIGH,
+    DEFAULT_LOW,
+    _scale,
+    normalize,
+    percentile_range,
+)
+from napari_unet.engine.tile_geometry import (  # noqa: F401 - re-exported
+    CPU_ACTIVATION_BUDGET,
+    CPU_MAX_TILE,
+    GPU_BUDGET_FRACTION,
+    MAX_BATCH,
+    MAX_TILE,
+    AxisTiling,
+    activation_bytes,
+    axis_tiling,
+    blend_window,
+    choose_tiling,
+    input_side,
+    round_tile_size,
+    tile_size_for_budget,
+    valid_output_at_least,
+    valid_output_at_most,
+)
 
 MIRROR_MODE = "symmetric"
 OUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
-CPU_ACTIVATION_BUDGET = 1024**3  # bytes of activations on CPU (and at most a quarter of free RAM)
-# Output side beyond which CPU tiles get slower again (activations fall out of the caches):
-# benchmarks/bench_cpu_tiles.py, default net on 2048² in channels-last: 1.5 Mpx/s with 196 px
-# tiles, 2.1-2.7 at 388-580, 1.6 at 772, 1.4 at 1028 (docs/benchmarks/cpu_tiles.md).
-CPU_MAX_TILE = 580
-GPU_BUDGET_FRACTION = 0.5  # of the free device memory
-MAX_TILE = 2048  # output pixels per side; larger tiles gain nothing
-MAX_BATCH = 16
-
-
-# ---------------------------------------------------------------------------------------------
-# normalisation
-# ---------------------------------------------------------------------------------------------
-
-
-def percentile_range(
-    image: np.ndarray, *, low: float = 1.0, high: float = 99.8, channel_axis: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``low``/``high`` percentiles of ``image`` as float32 arrays of shape (C,).
-
-    Without ``channel_axis`` C is 1 and the percentiles run over the whole array.
-    """
-    if not 0.0 <= low < high <= 100.0:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
-    data = np.asarray(image)
-    if channel_axis is None:
-        data = data[np.newaxis]
-    else:
-        data = np.moveaxis(data, channel_axis, 0)
-    lows, highs = [], []
-    for channel in data:
-        lo, hi = _percentiles(channel, (low, high))
-        lows.append(lo)
-        highs.append(hi)
-    return np.asarray(lows, np.float32), np.asarray(highs, np.float32)
-
-
-def _percentiles(values: np.ndarray, qs: tuple[float, float]) -> np.ndarray:
-    """``np.percentile(values, qs)`` (linear method); O(n) via a histogram for 8/16-bit ints
-    (bool counted as 0/1)."""
-    if values.dtype == bool:
-        values = values.view(np.uint8)
-    if values.dtype not in (np.uint8, np.uint16):
-        return np.percentile(values, qs)
-    counts = np.cumsum(np.bincount(values.ravel()))
-    n = counts[-1]
-    result = []
-    for q in qs:
-        pos = q / 100.0 * (n - 1)
-        below = np.searchsorted(counts, np.floor(pos), side="right")
-        above = np.searchsorted(counts, np.ceil(pos), side="right")
-        result.append(below + (above - below) * (pos - np.floor(pos)))
-    return np.asarray(result, np.float64)
-
-
-def _scale(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """``1 / (hi - lo)``, with 1 where the range is empty (constant images map to 0)."""
-    span = hi.astype(np.float32) - lo.astype(np.float32)
-    return np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 1.0).astype(np.float32)
-
-
-def normalize(
-    image: np.ndarray, *, low: float = 1.0, high: float = 99.8, channel_axis: int | None = None
-) -> np.ndarray:
-    """Percentile normalisation per channel to roughly [0, 1].
-
-    Parameters
-    ----------
-    image : ndarray
-        Any shape, integer or float dtype.
-    low, high : float
-        Percentiles (0-100) mapped to 0 and 1. Values outside are not clipped.
-    channel_axis : int, optional
-        Axis of the channels, each normalised on its own; ``None`` normalises the whole array
-        with one pair of percentiles (for a stack: over all its planes).
-
-    Returns
-    -------
-    ndarray
-        float32, the shape of ``image``. A constant image (or channel) maps to 0.
-
-    Examples
-    --------
-    >>> normalize(np.arange(101, dtype=np.uint8), low=0, high=100)[[0, 50, 100]]
-    array([0. , 0.5, 1. ], dtype=float32)
-    """
-    data = np.asarray(image)
-    if data.size == 0:
-        raise ValueError("cannot normalise an empty image")
-    lo, hi = percentile_range(data, low=low, high=high, channel_axis=channel_axis)
-    out = data.astype(np.float32, copy=True)
-    shape = [1] * data.ndim
-    if channel_axis is not None:
-        shape[channel_axis] = -1
-    out -= lo.reshape(shape)
-    out *= _scale(lo, hi).reshape(shape)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,138 +124,6 @@ def mirrored_window(
 # tile geometry and memory budget
 # ---------------------------------------------------------------------------------------------
 
-
-def valid_output_at_least(size: int, depth: int) -> int:
-    """The smallest output side ``>= size`` that a ``"valid"`` net of ``depth`` can produce."""
-    return output_size(valid_input_size(size + 2 * border(depth), depth), depth)
-
-
-def valid_output_at_most(size: int, depth: int) -> int:
-    """The largest valid output side ``<= size`` (at least the smallest possible output)."""
-    out = valid_output_at_least(size, depth)
-    while out > size and out - 2**depth >= valid_output_at_least(1, depth):
-        out -= 2**depth
-    return out
-
-
-def round_tile_size(tile_size: int, config: UNetConfig) -> int:
-    """``tile_size`` rounded down to an output side the net accepts (valid output size, or a
-    multiple of ``2**depth`` for ``"same"`` nets)."""
-    if config.padding == "same":
-        return max(2**config.depth, int(tile_size) // 2**config.depth * 2**config.depth)
-    return valid_output_at_most(int(tile_size), config.depth)
-
-
-def input_side(tile_size: int, config: UNetConfig) -> int:
-    """Input side in pixels for an output tile side (``tile_size + 2 * border`` if valid)."""
-    return tile_size + 2 * border(config.depth) if config.padding == "valid" else tile_size
-
-
-def activation_bytes(
-    config: UNetConfig, tile_size: int, *, batch_size: int = 1, bytes_per_value: int = 4
-) -> int:
-    """Rough peak activation memory in bytes of one forward pass on ``batch_size`` tiles.
-
-    Counts the skip connections held by the contracting path plus the largest working set (input,
-    up-convolution, concatenation and output at the top level). ``tile_size`` is the output side.
-    """
-    side = input_side(tile_size, config)
-    values = 0
-    for level in range(config.depth + 1):
-        values += config.channels(level) * side * side
-        side = max(side // 2, 1)
-    top = input_side(tile_size, config)
-    values += 5 * config.channels(0) * top * top
-    return int(values * batch_size * bytes_per_value)
-
-
-def tile_size_for_budget(
-    config: UNetConfig, budget_bytes: int, *, batch_size: int = 1, bytes_per_value: int = 4
-) -> int:
-    """The largest output tile side whose :func:`activation_bytes` fits ``budget_bytes``.
-
-    Never smaller than the smallest tile the net accepts nor larger than ``MAX_TILE``.
-    """
-    smallest = round_tile_size(1, config) if config.padding == "same" else valid_output_at_least(1, config.depth)
-    step = 2**config.depth
-    best = smallest
-    tile = smallest
-    while tile <= MAX_TILE:
-        if activation_bytes(config, tile, batch_size=batch_size, bytes_per_value=bytes_per_value) > budget_bytes:
-            break
-        best = tile
-        tile += step
-    return best
-
-
-def choose_tiling(
-    config: UNetConfig, device: torch.device, *, amp: bool = True, free_bytes: int | None = None
-) -> tuple[int, int]:
-    """Default ``(tile_size, batch_size)`` for ``device`` from its memory budget.
-
-    CPU (and MPS): one large tile at a time, activations under ``CPU_ACTIVATION_BUDGET`` and the
-    output side at most ``CPU_MAX_TILE`` (large tiles waste less on borders than batches of small
-    ones, up to the size where they fall out of the caches). CUDA: half of the free memory
-    (:func:`~napari_unet.engine.device.free_memory_bytes`); tiles of up to 1024 pixels output,
-    then as many per batch as fit (at most ``MAX_BATCH``).
-    """
-    free = free_memory_bytes(device) if free_bytes is None else int(free_bytes)
-    if device.type != "cuda":
-        budget = min(CPU_ACTIVATION_BUDGET, free // 4)
-        return min(tile_size_for_budget(config, budget), round_tile_size(CPU_MAX_TILE, config)), 1
-    bpv = 2 if amp else 4
-    budget = int(free * GPU_BUDGET_FRACTION)
-    tile = min(tile_size_for_budget(config, budget, bytes_per_value=bpv), round_tile_size(1024, config))
-    per_tile = activation_bytes(config, tile, bytes_per_value=bpv)
-    return tile, int(max(1, min(MAX_BATCH, budget // max(per_tile, 1))))
-
-
-@dataclass(frozen=True)
-class AxisTiling:
-    """Tiles along one axis: output starts, the output tile side, and the input side."""
-
-    starts: tuple[int, ...]
-    tile: int
-    input: int
-
-
-def axis_tiling(size: int, tile_size: int, config: UNetConfig) -> AxisTiling:
-    """Tile positions along one axis of ``size`` pixels with output tiles of at most
-    ``tile_size`` (already rounded with :func:`round_tile_size`).
-
-    Valid nets: starts are multiples of a stride that is a multiple of ``2**depth``; the last
-    tile may reach past the image (mirror extrapolation). An axis shorter than a tile gets one
-    tile of the smallest valid size covering it. Same nets: overlapping tiles inside the image.
-    """
-    step = 2**config.depth
-    if config.padding == "valid":
-        single = valid_output_at_least(size, config.depth)
-        if single <= tile_size:
-            return AxisTiling((0,), single, input_side(single, config))
-        max_stride = max(step, tile_size - tile_size % step)
-        count = math.ceil(size / max_stride)
-        stride = math.ceil(math.ceil(size / count) / step) * step
-        tile = valid_output_at_least(stride, config.depth)
-        return AxisTiling(tuple(i * stride for i in range(count)), tile, input_side(tile, config))
-    single = math.ceil(size / step) * step
-    if single <= tile_size:
-        return AxisTiling((0,), single, single)
-    overlap = max(step, tile_size // 4 // step * step)
-    stride = tile_size - overlap
-    count = math.ceil((size - tile_size) / stride) + 1
-    starts = [min(i * stride, size - tile_size) for i in range(count)]
-    return AxisTiling(tuple(starts), tile_size, tile_size)
-
-
-def blend_window(tile: int, overlap: int) -> np.ndarray:
-    """1D float32 weights for a ``"same"`` tile: a linear ramp over ``overlap`` pixels at both
-    ends, 1 inside, never 0 (image borders covered by one tile keep their value)."""
-    w = np.ones(tile, np.float32)
-    ramp = np.arange(1, overlap + 1, dtype=np.float32) / (overlap + 1)
-    n = min(overlap, tile // 2)
-    w[:n] = ramp[:n]
-    w[tile - n :] = ramp[:n][::-1]
-    return w
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,7 +353,7 @@ def iter_predict(
         check_values=False,  # per plane below, as each is predicted
     )
     if normalization is None:
-        low, high = 1.0, 99.8
+        low, high = DEFAULT_LOW, DEFAULT_HIGH
     elif normalization is False:
         low = high = None
     elif isinstance(normalization, dict):
