@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for (_, gt), prob in zip(pairs, probs, strict=True):
             labels = instances_from_probabilities(
-                prob, min_size=_min_size_for(None, d), background_threshold=threshold,
-                keep_unseeded=False,
+                prob, min_size=_min_size_for(None, d), background_threshold=threshold
             )
             sc = evaluate(labels, gt)
             rows.append((sc["ap@0.5"], sc["ap@0.75"], (labels > 0).mean() / (gt > 0).mean(),

@@ -10,7 +10,7 @@ depth is a fraction of the nucleus diameter, so it means the same at every scale
 
 For each held-out set the model's probabilities are computed once (at the reference diameter),
 then every variant labels them, otherwise as ``napari_unet.segment`` does (its background
-threshold, objects without a confident interior dropped). Columns as in ``bench_accuracy.py``, plus merges and splits.
+threshold). Columns as in ``bench_accuracy.py``, plus merges and splits.
 
 Usage::
 
@@ -73,7 +73,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     min_size=_min_size_for(None, d),
                     interior_split=fraction * d,
                     background_threshold=BACKGROUND_THRESHOLD,
-                    keep_unseeded=False,
                 ).astype(np.int64)
                 preds.append(np.where(lab > 0, lab + offset, 0))
                 gts.append(np.where(s.labels > 0, s.labels.astype(np.int64) + g_offset, 0))

@@ -239,14 +239,11 @@ def _min_size_for(min_size: int | None, diameter: float | None) -> int | None:
 def _label(prob: np.ndarray, *, threshold: float, min_size: int | None, stack: bool) -> np.ndarray:
     from napari_unet.engine.instances import as_label_dtype, instances_from_probabilities
 
-    # objects without a confident interior pixel are dropped: at the model's scale a nucleus
-    # always has one, and on noisy images such regions are background noise
     labels = instances_from_probabilities(
         prob if stack else prob[0],
         threshold=threshold,
         min_size=min_size,
         background_threshold=BACKGROUND_THRESHOLD,
-        keep_unseeded=False,
     )
     return as_label_dtype(labels)
 
