@@ -393,16 +393,15 @@ def training_targets(
     """
     labels = _as_labels(labels)
     mask = annotation_mask(labels, regions, margin=margin)
-    target, ridge = _targets_and_ridge(labels, border_width, n_classes, 2)
-    wm = _weight_map_from(
+    target = class_targets(labels, border_width=border_width, n_classes=n_classes)
+    wm = weight_map(
         labels,
-        target,
-        ridge,
-        mask,
         w0=w0,
         sigma=sigma,
+        mask=mask,
         class_balance=class_balance,
         n_classes=n_classes,
+        border_width=border_width,
         truncate=truncate,
     )
     return target, wm.total, wm
