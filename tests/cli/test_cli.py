@@ -504,7 +504,8 @@ def test_ctrl_c_names_the_step_the_file_holds(work, capsys, monkeypatch):
         @staticmethod
         def perf_counter():
             calls.append(None)
-            if len(calls) == 6:  # start and end of steps 1-3: the end of step 3
+            # the run's start, then the start and end of steps 1-3: the end of step 3
+            if len(calls) == 7:
                 raise KeyboardInterrupt
             return float(len(calls))
 
