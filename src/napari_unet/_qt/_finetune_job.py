@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,6 @@ from napari_unet._qt._finetune_checks import annotation_warnings, painted_score
 from napari_unet._qt._session import ModelEntry
 from napari_unet._qt._worker import shield_runtime_error
 from napari_unet.engine.events import (
-    STOPPED,
     ModelSnapshot,
     StepDone,
     ValidationDone,
@@ -65,8 +63,8 @@ class FineTuneRequest:
     device : ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
     diameter : the cells' diameter in image pixels, or ``None`` to measure the painted cells.
     labels_name : the Labels layer's name (recorded in the model's metadata).
-    time_limit : seconds of training after which the run stops (after that step), or
-        ``None``: ``config.steps`` only.
+
+    The time budget is ``config.time_limit``: the engine stops after the step that reaches it.
     """
 
     entry: ModelEntry
@@ -78,7 +76,6 @@ class FineTuneRequest:
     device: str
     diameter: float | None
     labels_name: str = ""
-    time_limit: float | None = None
 
 
 @dataclass(eq=False)
@@ -231,17 +228,12 @@ def _finetune(request: FineTuneRequest, run: RunState):
         extra=run.extra,
         diameter=scale.diameter,
     )
-    started = time.perf_counter()
-    limit = request.time_limit
-
-    def time_up() -> bool:
-        return limit is not None and time.perf_counter() - started >= limit
-
     try:
-        # relay closes gen after Stop or when the time is up: the engine's cleanup runs (model
-        # to the CPU, memory freed) and the model of the last completed step is kept
-        result = yield from relay(gen, record, stop=time_up)
-        run.time_up = result is STOPPED
+        # Stop closes gen: the engine's cleanup runs (model to the CPU, memory freed) and the
+        # model of the last completed step is kept; a spent time budget ends the run in the
+        # engine, after the step that reached it
+        result = yield from relay(gen, record)
+        run.time_up = result.steps_done < config.steps
         return None if run.time_up else result
     except GeneratorExit:
         raise

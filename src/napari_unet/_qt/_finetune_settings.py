@@ -188,6 +188,7 @@ class FineTuneSettings:
             foreground_fraction=FINE_TUNE_FOREGROUND_FRACTION,
             sample_every=SAMPLE_EVERY,
             snapshot_every=preview if 0 < preview <= SNAPSHOT_EVERY else SNAPSHOT_EVERY,
+            time_limit=60.0 * float(self.minutes.value) or None,
         )
         return FineTuneRequest(
             entry=self.session.current,
@@ -199,5 +200,4 @@ class FineTuneSettings:
             device=self.device.value,
             diameter=float(self.diameter.value) or None,
             labels_name=self.labels.value.name,
-            time_limit=60.0 * float(self.minutes.value) or None,
         )

@@ -235,7 +235,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         """Timer tick: the progress, the plot (its axis follows the steps expected), the status
         and the augmentation layers, if they changed."""
         request = self._request
-        timing = self.live.timing(request.time_limit if request is not None else None)
+        timing = self.live.timing(request.config.time_limit if request is not None else None)
         if timing is not None:
             if self.plot.total != timing.expected:
                 self.plot.total, self.plot.dirty = timing.expected, True
