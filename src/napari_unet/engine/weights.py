@@ -301,6 +301,25 @@ def _resolve_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray
     return mask.astype(bool, copy=False)
 
 
+def _targets_and_weights(
+    labels, mask, w0, sigma, class_balance, n_classes, border_width, connectivity, truncate
+) -> tuple[np.ndarray, WeightMap]:
+    """The class targets and the weight map of ``labels``, the separation ridge found once."""
+    target, ridge = _targets_and_ridge(labels, border_width, n_classes, connectivity)
+    weights = _weight_map_from(
+        labels,
+        target,
+        ridge,
+        mask,
+        w0=w0,
+        sigma=sigma,
+        class_balance=class_balance,
+        n_classes=n_classes,
+        truncate=truncate,
+    )
+    return target, weights
+
+
 def weight_map(
     labels: np.ndarray,
     *,
@@ -348,18 +367,9 @@ def weight_map(
     """
     labels = _as_labels(labels)
     mask = _resolve_mask(mask, labels.shape)
-    target, ridge = _targets_and_ridge(labels, border_width, n_classes, connectivity)
-    return _weight_map_from(
-        labels,
-        target,
-        ridge,
-        mask,
-        w0=w0,
-        sigma=sigma,
-        class_balance=class_balance,
-        n_classes=n_classes,
-        truncate=truncate,
-    )
+    return _targets_and_weights(
+        labels, mask, w0, sigma, class_balance, n_classes, border_width, connectivity, truncate
+    )[1]
 
 
 def training_targets(
@@ -393,15 +403,7 @@ def training_targets(
     """
     labels = _as_labels(labels)
     mask = annotation_mask(labels, regions, margin=margin)
-    target = class_targets(labels, border_width=border_width, n_classes=n_classes)
-    wm = weight_map(
-        labels,
-        w0=w0,
-        sigma=sigma,
-        mask=mask,
-        class_balance=class_balance,
-        n_classes=n_classes,
-        border_width=border_width,
-        truncate=truncate,
+    target, wm = _targets_and_weights(
+        labels, mask, w0, sigma, class_balance, n_classes, border_width, 2, truncate
     )
     return target, wm.total, wm
