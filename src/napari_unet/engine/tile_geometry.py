@@ -157,3 +157,12 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
     w[:n] = ramp[:n]
     w[tile - n :] = ramp[:n][::-1]
     return w
+
+
+def whole_plane_tile(shape: tuple[int, int], config: UNetConfig) -> int:
+    """The smallest output tile side that covers a plane of ``shape`` in one tile."""
+    side = max(int(shape[0]), int(shape[1]))
+    if config.padding == "same":
+        step = 2**config.depth
+        return -(-side // step) * step
+    return valid_output_at_least(side, config.depth)

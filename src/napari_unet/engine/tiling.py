@@ -61,6 +61,7 @@ from napari_unet.engine.tile_geometry import (  # noqa: F401 - re-exported
     tile_size_for_budget,
     valid_output_at_least,
     valid_output_at_most,
+    whole_plane_tile,
 )
 
 MIRROR_MODE = "symmetric"
@@ -140,15 +141,6 @@ def _check_finite(plane: np.ndarray, index: int, n_planes: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # prediction
 # ---------------------------------------------------------------------------------------------
-
-
-def _whole_plane_tile(shape: tuple[int, int], config: UNetConfig) -> int:
-    """The smallest output tile side that covers a plane of ``shape`` in one tile."""
-    side = max(int(shape[0]), int(shape[1]))
-    if config.padding == "same":
-        step = 2**config.depth
-        return -(-side // step) * step
-    return valid_output_at_least(side, config.depth)
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -371,7 +363,7 @@ def iter_predict(
     if tile_size is None and not config.seamless:
         # the norm takes its statistics from each tile: one tile over the whole plane, so that
         # the result does not depend on the machine's memory (halved only on out-of-memory)
-        tile = _whole_plane_tile(data.shape[-2:], config)
+        tile = whole_plane_tile(data.shape[-2:], config)
     batch = int(batch_size) if batch_size is not None else auto_batch
     if channels_last is None:
         use_cl = dev.type == "cpu" or (dev.type == "cuda" and config.norm != "group")
