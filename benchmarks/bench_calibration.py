@@ -1,12 +1,19 @@
-"""How tight a model's masks are on the validation images of its corpus, per background threshold.
+"""Calibrate the instance step of a model on the validation images of its corpus.
 
-Instances grow over the pixels whose background probability is below a threshold
-(``instances_from_probabilities(background_threshold=)``). This script labels the validation
-images of the training corpus (HeLa frames 14-16 and the procedural validation images of
-``benchmarks/corpus.py``, never the test sets) at several thresholds and prints AP@0.5, AP@0.75,
-the predicted foreground area over the reference's and the object count over the reference's.
-It chose ``engine.segment.BACKGROUND_THRESHOLD`` for the bundled model, and showed that a model
-trained with class balancing draws its masks too wide (area ratio above 1).
+Two tables, both on the validation images of the training corpus (HeLa frames 14-16 and the
+procedural validation images of ``benchmarks/corpus.py``; never a test set):
+
+1. **Background threshold.** Instances grow over the pixels whose background probability is
+   below a threshold (``instances_from_probabilities(background_threshold=)``): AP@0.5, AP@0.75,
+   the predicted foreground area over the reference's and the object count over the reference's.
+   It chose ``engine.segment.BACKGROUND_THRESHOLD`` for the bundled model, and showed that a
+   model trained with class balancing draws its masks too wide (area ratio above 1).
+2. **Object filters.** Objects smaller than a fraction of the disc of the cell diameter, and
+   objects whose mean interior probability is below a confidence, are removed. The pair with the
+   best AP@0.5 (then AP@0.75) is the one marked; it chose ``MIN_AREA_OF_CELL`` and
+   ``MIN_CONFIDENCE`` in ``engine/segment.py``.
+
+Scores are pooled over the images (one matching over the stack of validation planes).
 
 Usage::
 
@@ -16,16 +23,43 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-from benchmarks.corpus import Corpus, build_corpus
+from benchmarks.corpus import Corpus, build_corpus  # noqa: E402
 
 THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.15)
+AREA_FRACTIONS = (0.1, 0.2, 0.25, 0.3, 0.35, 0.4)
+CONFIDENCES = (0.0, 0.3, 0.35, 0.4, 0.45, 0.5)
+
+
+def _stack(planes: list[np.ndarray]) -> np.ndarray:
+    """Label planes of any shapes as one padded stack with ids unique across planes."""
+    rows = max(p.shape[0] for p in planes)
+    cols = max(p.shape[1] for p in planes)
+    out = np.zeros((len(planes), rows, cols), np.int64)
+    offset = 0
+    for i, p in enumerate(planes):
+        p = p.astype(np.int64)
+        out[i, : p.shape[0], : p.shape[1]] = np.where(p > 0, p + offset, 0)
+        offset += int(p.max())
+    return out
+
+
+def _filtered(labels: np.ndarray, prob: np.ndarray, min_area: float, confidence: float):
+    from napari_unet.engine.instances import object_confidence
+
+    area = np.bincount(labels.reshape(-1), minlength=int(labels.max()) + 1)
+    keep = (area >= min_area) & (object_confidence(labels, prob) >= confidence)
+    keep[0] = False
+    return np.where(keep[labels], labels, 0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,13 +67,19 @@ def main(argv: list[str] | None = None) -> None:
     from napari_unet.engine.events import drive
     from napari_unet.engine.instances import instances_from_probabilities
     from napari_unet.engine.metrics import evaluate
-    from napari_unet.engine.segment import _min_size_for
+    from napari_unet.engine.segment import (
+        BACKGROUND_THRESHOLD,
+        MIN_AREA_OF_CELL,
+        MIN_CONFIDENCE,
+    )
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
     p.add_argument("--corpus", type=Path, default=None, help="a corpus .npz from corpus.py")
     p.add_argument("--cache", default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "calibration.md")
+    p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args(argv)
     import torch
 
@@ -48,21 +88,77 @@ def main(argv: list[str] | None = None) -> None:
     corpus = Corpus.load(args.corpus) if args.corpus else build_corpus(cache=args.cache)
     model = load_model(args.model, device="cpu")
     d = corpus.diameter
-    pairs = list(zip(corpus.val_images, corpus.val_labels, strict=True))
-    probs = [drive(iter_segment(im, model, diameter=d, device="cpu")).probabilities for im, _ in pairs]
-    print("| P(background) below | AP@0.5 | AP@0.75 | area / reference | objects / reference |")
-    print("|---|---|---|---|---|")
+    gts = list(corpus.val_labels)
+    probs = [
+        drive(iter_segment(im, model, diameter=d, device="cpu")).probabilities
+        for im in corpus.val_images
+    ]
+    gt = _stack(gts)
+    lines = [
+        "# Calibration of the instance step",
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
+        "`benchmarks/bench_calibration.py` on the validation images of the bundled model's "
+        f"corpus ({len(gts)} images: HeLa frames 14-16 and procedural validation images; no "
+        f"test set), model `{args.model}`, cell diameter {d:.1f} px. Scores pooled over the "
+        "images.",
+        "",
+        "## Background threshold (objects kept: all above 10 % of a cell's area)",
+        "",
+        "| P(background) below | AP@0.5 | AP@0.75 | area / reference | objects / reference |",
+        "|---|---|---|---|---|",
+    ]
+    base_area = 0.1 * math.pi / 4.0 * d * d
     for threshold in THRESHOLDS:
-        rows = []
-        for (_, gt), prob in zip(pairs, probs, strict=True):
-            labels = instances_from_probabilities(
-                prob, min_size=_min_size_for(None, d), background_threshold=threshold
-            )
-            sc = evaluate(labels, gt)
-            rows.append((sc["ap@0.5"], sc["ap@0.75"], (labels > 0).mean() / (gt > 0).mean(),
-                         sc["n_pred"] / sc["n_gt"]))
-        m = np.mean(rows, axis=0)
-        print(f"| {threshold} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} | {m[3]:.3f} |", flush=True)
+        planes = [
+            _filtered(instances_from_probabilities(pr, min_size=0, background_threshold=threshold),
+                      pr, base_area, 0.0)
+            for pr in probs
+        ]
+        pred = _stack(planes)
+        sc = evaluate(pred, gt)
+        mark = " (used)" if threshold == BACKGROUND_THRESHOLD else ""
+        lines.append(
+            f"| {threshold}{mark} | {sc['ap@0.5']:.3f} | {sc['ap@0.75']:.3f} | "
+            f"{(pred > 0).mean() / (gt > 0).mean():.3f} | {sc['n_pred'] / sc['n_gt']:.3f} |"
+        )
+        print(lines[-1], flush=True)
+
+    raw = [instances_from_probabilities(pr, min_size=0, background_threshold=BACKGROUND_THRESHOLD)
+           for pr in probs]
+    grid = {}
+    for fraction in AREA_FRACTIONS:
+        for confidence in CONFIDENCES:
+            min_area = fraction * math.pi / 4.0 * d * d
+            pred = _stack([_filtered(lab, pr, min_area, confidence)
+                           for lab, pr in zip(raw, probs, strict=True)])
+            sc = evaluate(pred, gt)
+            grid[fraction, confidence] = (sc["ap@0.5"], sc["ap@0.75"], sc["n_pred"] / sc["n_gt"])
+    best = max(grid, key=lambda k: (round(grid[k][0], 4), round(grid[k][1], 4)))
+    lines += [
+        "",
+        "## Object filters: AP@0.5 (AP@0.75), by minimum area and minimum confidence",
+        "",
+        "Minimum area as a fraction of the disc of the cell diameter; minimum confidence = the "
+        "mean interior probability an object needs. **Bold**: the best AP@0.5 (then AP@0.75); "
+        f"the defaults in use are area {MIN_AREA_OF_CELL:g}, confidence {MIN_CONFIDENCE:g}.",
+        "",
+        "| area \\ confidence | " + " | ".join(f"{c:g}" for c in CONFIDENCES) + " |",
+        "|---|" + "---|" * len(CONFIDENCES),
+    ]
+    for fraction in AREA_FRACTIONS:
+        cells = []
+        for confidence in CONFIDENCES:
+            a50, a75, _ = grid[fraction, confidence]
+            cell = f"{a50:.3f} ({a75:.3f})"
+            cells.append(f"**{cell}**" if (fraction, confidence) == best else cell)
+        lines.append(f"| {fraction:g} | " + " | ".join(cells) + " |")
+    lines += ["", f"Best: area {best[0]:g}, confidence {best[1]:g}.", ""]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

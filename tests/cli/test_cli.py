@@ -258,7 +258,8 @@ def test_predict_draws_a_progress_bar_on_a_terminal(files, work, capsys, monkeyp
 
 def test_usage_errors_are_one_line(capsys):
     for argv in (["predict"], ["predict", "x.tif"], ["frobnicate"], ["predict", "a", "-o", "b", "--threshold", "2"],
-                 ["predict", "a", "-o", "b", "--diameter", "-3"], ["predict", "a", "-o", "b", "--device", "tpu"]):
+                 ["predict", "a", "-o", "b", "--diameter", "-3"], ["predict", "a", "-o", "b", "--device", "tpu"],
+                 ["predict", "a", "-o", "b", "--min-confidence", "1"]):
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
         assert_one_line_error(err)

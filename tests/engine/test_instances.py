@@ -9,6 +9,7 @@ from scipy import ndimage as ndi
 from napari_unet.engine.instances import (
     as_label_dtype,
     instances_from_probabilities,
+    object_confidence,
     relabel_consecutive,
 )
 
@@ -118,6 +119,38 @@ def test_bad_input_raises():
         instances_from_probabilities(np.zeros((3, 8, 8), np.float32), threshold=1.5)
     with pytest.raises(ValueError, match="differ"):
         instances_from_probabilities(np.zeros((3, 8, 8), np.float32), cell_class=2)
+    with pytest.raises(ValueError, match="min_confidence"):
+        instances_from_probabilities(np.zeros((3, 8, 8), np.float32), min_confidence=1.0)
+
+
+def test_min_confidence_drops_a_faint_object_and_keeps_a_confident_one():
+    truth = _two_touching_discs()
+    prob = _probabilities(truth)
+    # make disc 2 one the network half believes in: its interior probability is scaled down
+    # to about 0.4 (the rest goes to the border class, so it still counts as foreground)
+    faint = truth == 2
+    moved = prob[1] * 0.45 * faint
+    prob[1] -= moved
+    prob[2] += moved
+    both = instances_from_probabilities(prob)
+    assert both.max() == 2
+    confidence = object_confidence(both, prob)
+    assert confidence.shape == (3,) and confidence[0] == 0.0
+    strong, weak = sorted(confidence[1:], reverse=True)
+    assert strong > 0.6 and 0.2 < weak < 0.5
+    kept = instances_from_probabilities(prob, min_confidence=0.5)
+    assert kept.max() == 1
+    assert _best_iou(kept, truth == 1) > 0.85
+    assert not kept[faint & (prob[0] < 0.5)].any()
+    # 0 keeps everything, as before
+    np.testing.assert_array_equal(instances_from_probabilities(prob, min_confidence=0.0), both)
+
+
+def test_object_confidence_is_the_mean_interior_probability():
+    labels = np.array([[0, 1, 1], [0, 3, 3]], np.int32)
+    prob = np.zeros((3, 2, 3), np.float32)
+    prob[1] = [[0.9, 0.2, 0.4], [0.5, 1.0, 0.0]]
+    np.testing.assert_allclose(object_confidence(labels, prob), [0.0, 0.3, 0.0, 0.5])
 
 
 def test_as_label_dtype():

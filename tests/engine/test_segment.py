@@ -186,6 +186,8 @@ def test_segment_stack_and_channels(nuclei):
         (np.zeros((40, 40)), {"diameter": 400}, "larger than the image"),
         (np.zeros((40, 40)), {"threshold": 1.0}, "threshold"),
         (np.zeros((40, 40)), {"min_size": -1}, "min_size"),
+        (np.zeros((40, 40)), {"min_confidence": 1.0}, "min_confidence"),
+        (np.zeros((40, 40)), {"min_confidence": -0.1}, "min_confidence"),
         (np.zeros((40, 40)), {"tile_size": 0}, "tile_size"),
     ],
 )
@@ -332,7 +334,8 @@ def test_nuclei_sample_is_shared_with_the_napari_sample():
 def test_known_diameter_sets_the_default_min_size():
     assert segment_module._min_size_for(None, None) is None
     assert segment_module._min_size_for(7, 30.0) == 7
-    assert segment_module._min_size_for(None, 30.0) == int(np.ceil(0.1 * np.pi / 4 * 30.0**2))
+    fraction = segment_module.MIN_AREA_OF_CELL
+    assert segment_module._min_size_for(None, 30.0) == int(np.ceil(fraction * np.pi / 4 * 30.0**2))
     assert segment_module._min_size_for(None, 2.0) == 10  # never below DEFAULT_MIN_SIZE
 
 
@@ -345,3 +348,24 @@ def test_given_diameter_removes_specks_but_not_cells(model_file, oracle):
     assert result.labels[0:5, 0:5].max() == 0
     kept = drive(api.iter_segment(image, model_file, diameter=24, min_size=10))
     assert kept.labels[0:5, 0:5].max() > 0  # the caller's min_size wins
+
+
+def test_objects_the_network_is_unsure_of_are_dropped_unless_asked(model_file, monkeypatch):
+    image, truth = discs((96, 96), 24, 32)
+    image = image.copy()
+    image[truth == 5] = 300  # one faint disc: the stand-in network gives it P(interior) 0.3
+
+    def unsure_iter_predict(model, planes, **kwargs):
+        out = []
+        for plane in planes.astype(np.float32).mean(axis=1):
+            cell = np.where(plane > 200, np.clip(plane / 1000.0, 0, 1), 0).astype(np.float32)
+            border = np.where(plane > 200, 1.0 - cell, 0).astype(np.float32)
+            out.append(np.stack([(plane <= 200).astype(np.float32), cell, border]))
+        yield TileDone(done=1, total=1)
+        return np.stack(out)
+
+    monkeypatch.setattr("napari_unet.engine.tiling.iter_predict", unsure_iter_predict)
+    default = drive(api.iter_segment(image, model_file, diameter=24))
+    assert default.labels.max() == 8 and not default.labels[truth == 5].any()
+    kept = drive(api.iter_segment(image, model_file, diameter=24, min_confidence=0))
+    assert kept.labels.max() == 9 and kept.labels[truth == 5].all()

@@ -43,3 +43,5 @@ POSITIVE = number(float, lambda v: 0 < v < math.inf, "a positive number")
 SHARE = number(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
 #: strictly between 0 and 1
 FRACTION = number(float, lambda v: 0 < v < 1, "a number between 0 and 1")
+#: from 0 (included) to 1 (excluded)
+CONFIDENCE = number(float, lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1")

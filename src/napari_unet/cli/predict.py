@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from napari_unet.cli.files import base_stem, check_new_outputs, is_tiff_name
-from napari_unet.cli.numbers import FRACTION, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
+from napari_unet.cli.numbers import (
+    CONFIDENCE,
+    FRACTION,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+)
 from napari_unet.cli.output import ProgressBar, UsageError, one_line, say
 from napari_unet.engine.device import DEVICE_CHOICES
 
@@ -150,7 +156,9 @@ def count_objects(labels: np.ndarray) -> int:
 
 
 #: options passed on to iter_segment as they are
-SEGMENT_OPTIONS = ("diameter", "device", "threshold", "min_size", "tile_size", "tta")
+SEGMENT_OPTIONS = (
+    "diameter", "device", "threshold", "min_size", "min_confidence", "tile_size", "tta"
+)
 HELP = "segment a TIFF image (or every TIFF in a folder) into instance labels"
 
 
@@ -170,7 +178,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=FRACTION, default=0.5,
                    help="cell-interior probability threshold (default: 0.5)")
     p.add_argument("--min-size", type=NON_NEGATIVE_INT, metavar="PX",
-                   help="drop objects with fewer pixels (default: adaptive)")
+                   help="drop objects with fewer pixels (default: 30%% of a cell of the "
+                   "diameter, or adaptive)")
+    p.add_argument("--min-confidence", type=CONFIDENCE, metavar="P",
+                   help="drop objects whose mean cell-interior probability is below P "
+                   "(default: 0.35; 0 keeps all)")
     p.add_argument("--tile-size", type=POSITIVE_INT, metavar="PX",
                    help="tile side in pixels (default: from the available memory)")
     p.add_argument("--tta", action="store_true",

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_MIN_SIZE",
     "as_label_dtype",
     "instances_from_probabilities",
+    "object_confidence",
     "relabel_consecutive",
     "resolve_min_size",
 ]
@@ -110,6 +111,33 @@ def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return labels
 
 
+def object_confidence(labels: np.ndarray, prob: np.ndarray, *, cell_class: int = 1) -> np.ndarray:
+    """The mean cell (interior) probability inside each object.
+
+    Parameters
+    ----------
+    labels : (Y, X) int array, ids 0..n (0 background).
+    prob : (n_classes, Y, X) float class probabilities of the same plane.
+    cell_class : channel of the cell (interior) class.
+
+    Returns
+    -------
+    (n + 1,) float64: entry ``i`` is object ``i``'s mean probability; entry 0 (background) and
+    ids without pixels are 0.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max()) if labels.size else 0
+    counts = np.bincount(labels.reshape(-1), minlength=n + 1)
+    sums = np.bincount(
+        labels.reshape(-1),
+        weights=np.asarray(prob[cell_class], np.float64).reshape(-1),
+        minlength=n + 1,
+    )
+    out = np.divide(sums, counts, out=np.zeros(n + 1), where=counts > 0)
+    out[0] = 0.0
+    return out
+
+
 def _watershed(
     elevation: np.ndarray, seeds: np.ndarray, foreground: np.ndarray, *, keep_unseeded: bool
 ) -> np.ndarray:
@@ -148,6 +176,7 @@ def _label_plane(
     interior_split: float,
     background_threshold: float,
     keep_unseeded: bool,
+    min_confidence: float,
 ) -> np.ndarray:
     n_classes = prob.shape[0]
     cell = prob[cell_class].astype(np.float32, copy=False)
@@ -172,6 +201,10 @@ def _label_plane(
             peaks = foreground
         seeds, _ = ndi.label(peaks, structure=np.ones((3, 3), bool))
         labels = _watershed(-distance, seeds, foreground, keep_unseeded=keep_unseeded)
+    if min_confidence > 0.0 and labels.any():
+        weak = object_confidence(labels, prob, cell_class=cell_class) < min_confidence
+        weak[0] = False
+        labels = np.where(weak[labels], 0, labels)
     labels = _remove_small(labels, resolve_min_size(labels, min_size))
     return relabel_consecutive(labels)[0]
 
@@ -188,6 +221,7 @@ def instances_from_probabilities(
     interior_split: float = 0.0,
     background_threshold: float = 0.5,
     keep_unseeded: bool = True,
+    min_confidence: float = 0.0,
 ) -> np.ndarray:
     """Turn class probabilities into an instance label image.
 
@@ -200,7 +234,9 @@ def instances_from_probabilities(
        cells meet along the predicted border ridge;
     4. foreground regions that hold no seed (tiny cells seen only as border) become objects of
        their own when ``keep_unseeded``;
-    5. objects smaller than ``min_size`` pixels are dropped and the rest renumbered 1..n.
+    5. objects whose mean interior probability is below ``min_confidence`` are dropped (faint
+       debris and noise that the network half believes in), then objects smaller than
+       ``min_size`` pixels, and the rest are renumbered 1..n.
 
     With two classes (background, cell), or ``border_class=None``, the foreground is
     ``P(cell) > threshold`` and touching cells are split by a watershed on its distance transform,
@@ -236,6 +272,10 @@ def instances_from_probabilities(
         probability is below this. Lower values draw tighter masks.
     keep_unseeded : bool
         Keep foreground regions without any seed as objects (still subject to ``min_size``).
+    min_confidence : float in [0, 1)
+        Objects whose mean ``prob[cell_class]`` is below this are removed (see
+        :func:`object_confidence`); 0 keeps all. In two-class mode every object is above
+        ``threshold`` by construction, so only values above it have an effect.
 
     Returns
     -------
@@ -267,6 +307,8 @@ def instances_from_probabilities(
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     if not 0.0 < background_threshold < 1.0:
         raise ValueError(f"background_threshold must be in (0, 1), got {background_threshold}")
+    if not 0.0 <= min_confidence < 1.0:
+        raise ValueError(f"min_confidence must be in [0, 1), got {min_confidence}")
     if n_classes == 2:
         border_class = None
     used = [c for c in (background_class, cell_class, border_class) if c is not None]
@@ -288,6 +330,7 @@ def instances_from_probabilities(
         interior_split=float(interior_split),
         background_threshold=float(background_threshold),
         keep_unseeded=keep_unseeded,
+        min_confidence=float(min_confidence),
     )
     if prob.ndim == 3:
         return _label_plane(prob, **options)

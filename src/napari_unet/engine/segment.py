@@ -23,9 +23,10 @@ that noise specks and the fragments of cells far larger than the model's do not 
 and when it differs from the model's by more than 15 % the sample is measured again at the scale
 that estimate asks for -- where the cells are near the training size, which the network measures
 best -- up to twice, until two measurements agree within 10 %; then the image is segmented at the
-final scale (reusing the last measurement pass when it covered the whole image). With a diameter given or estimated, objects under 10 % of a cell's area are
-removed unless ``min_size`` says otherwise. To keep the
-first pass cheap on large inputs it only looks at a sample: the middle plane of a stack, and at
+final scale (reusing the last measurement pass when it covered the whole image). With a
+diameter given or estimated, objects under 30 % of a cell's area are removed unless ``min_size``
+says otherwise, and objects the network is unsure of (mean interior probability under 0.35)
+unless ``min_confidence`` says otherwise. To keep the first pass cheap on large inputs it only looks at a sample: the middle plane of a stack, and at
 most a central 1024 x 1024 crop of that plane. (A crop, not a downsampled copy: downsampling
 would shrink the very cells whose size is being measured.) Models without a stored training
 diameter are never rescaled.
@@ -71,8 +72,15 @@ ESTIMATE_CROP = 1024
 ESTIMATE_REFINEMENTS = 2
 ESTIMATE_AGREEMENT = 0.1
 #: With a known cell diameter and no ``min_size``, objects smaller than this fraction of the
-#: cell's disc area are removed.
-MIN_AREA_OF_CELL = 0.1
+#: cell's disc area are removed (a nucleus of 55 % of the typical diameter still passes).
+#: Chosen with ``MIN_CONFIDENCE`` on the validation images of the bundled model's corpus
+#: (``benchmarks/bench_calibration.py``): the false objects of the bundled model on unseen images
+#: are mostly fragments and debris of 20-60 % of a nucleus' area with a mean interior
+#: probability near 0.5, where the true nuclei have 0.74 (docs/benchmarks/calibration.md).
+MIN_AREA_OF_CELL = 0.3
+#: Objects whose mean interior probability is below this are removed unless the caller says
+#: otherwise (``min_confidence``); chosen with ``MIN_AREA_OF_CELL``.
+MIN_CONFIDENCE = 0.35
 #: A pixel belongs to a cell where the background probability is below this. Chosen on the
 #: validation images of the bundled model's corpus (HeLa frames 14-16 and procedural images):
 #: for the bundled model, trained without class balancing, 0.5 gives foreground areas of 0.96
@@ -224,9 +232,9 @@ class _Passes:
 def _min_size_for(min_size: int | None, diameter: float | None) -> int | None:
     """The minimum object area: the caller's, else a fraction of a cell of ``diameter`` px.
 
-    ``MIN_AREA_OF_CELL`` (10 %) of the disc of the given or estimated diameter; the smallest
+    ``MIN_AREA_OF_CELL`` (30 %) of the disc of the given or estimated diameter; the smallest
     1 % of the nuclei of a HeLa test frame have about a third of the median area (226 vs 628
-    px), so this removes noise specks and debris, not cells. ``None`` when neither is known (the
+    px; the limit there is 186 px), so this removes fragments and debris, not cells. ``None`` when neither is known (the
     label step then adapts to the objects' median area).
     """
     if min_size is not None or diameter is None:
@@ -236,7 +244,14 @@ def _min_size_for(min_size: int | None, diameter: float | None) -> int | None:
     return max(DEFAULT_MIN_SIZE, math.ceil(MIN_AREA_OF_CELL * math.pi / 4.0 * diameter**2))
 
 
-def _label(prob: np.ndarray, *, threshold: float, min_size: int | None, stack: bool) -> np.ndarray:
+def _label(
+    prob: np.ndarray,
+    *,
+    threshold: float,
+    min_size: int | None,
+    stack: bool,
+    min_confidence: float = MIN_CONFIDENCE,
+) -> np.ndarray:
     from napari_unet.engine.instances import as_label_dtype, instances_from_probabilities
 
     labels = instances_from_probabilities(
@@ -244,6 +259,7 @@ def _label(prob: np.ndarray, *, threshold: float, min_size: int | None, stack: b
         threshold=threshold,
         min_size=min_size,
         background_threshold=BACKGROUND_THRESHOLD,
+        min_confidence=min_confidence,
     )
     return as_label_dtype(labels)
 
@@ -258,6 +274,7 @@ def iter_segment(
     device: Any = "auto",
     threshold: float = 0.5,
     min_size: int | None = None,
+    min_confidence: float | None = None,
     tile_size: int | None = None,
     amp: bool = True,
     tta: bool = False,
@@ -285,9 +302,12 @@ def iter_segment(
     threshold : float in (0, 1)
         Probability above which a pixel is a confident cell interior.
     min_size : int or None
-        Objects with fewer pixels (in the input's scale) are removed; ``None``: 10 % of the
+        Objects with fewer pixels (in the input's scale) are removed; ``None``: 30 % of the
         area of a cell of the given or estimated diameter, or, when no diameter is known,
         adapted to the object sizes (see :func:`~napari_unet.engine.instances.resolve_min_size`).
+    min_confidence : float in [0, 1) or None
+        Objects whose mean interior probability is below this are removed; ``None``:
+        ``MIN_CONFIDENCE`` (0.35); 0 keeps every object the network draws.
     tile_size : int or None
         Side of the tiles in pixels (of the rescaled image); ``None`` chooses from the memory.
     amp : bool
@@ -333,6 +353,10 @@ def iter_segment(
         raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
     if min_size is not None and (int(min_size) != min_size or min_size < 0):
         raise ValueError(f"min_size must be a whole number of pixels >= 0, not {min_size}")
+    if min_confidence is None:
+        min_confidence = MIN_CONFIDENCE
+    if not 0.0 <= float(min_confidence) < 1.0:
+        raise ValueError(f"min_confidence must be at least 0 and below 1, not {min_confidence}")
     if tile_size is not None and (int(tile_size) != tile_size or tile_size < 1):
         raise ValueError(f"tile_size must be a positive whole number of pixels, not {tile_size}")
     spatial = (int(planes.shape[2]), int(planes.shape[3]))
@@ -341,7 +365,13 @@ def iter_segment(
 
     def result(prob: np.ndarray, diameter: float | None, factor: float) -> SegmentResult:
         min_area = _min_size_for(min_size, diameter)
-        labels = _label(prob, threshold=threshold, min_size=min_area, stack=stack)
+        labels = _label(
+            prob,
+            threshold=threshold,
+            min_size=min_area,
+            stack=stack,
+            min_confidence=float(min_confidence),
+        )
         return SegmentResult(labels, prob if stack else prob[0], diameter, factor)
 
     if diameter is not None:
