@@ -205,3 +205,29 @@ def test_background_threshold_draws_tighter_masks():
     assert (tight > 0).sum() == (r <= 8).sum()
     with pytest.raises(ValueError, match="background_threshold"):
         instances_from_probabilities(prob, background_threshold=1.0)
+
+
+def test_holes_inside_one_object_are_filled_but_gaps_between_objects_are_not():
+    from napari_unet.engine.instances import fill_holes
+
+    labels = np.zeros((20, 30), np.int32)
+    labels[2:12, 2:12] = 1
+    labels[5:8, 5:8] = 0  # a nucleolus predicted as background
+    labels[2:12, 14:20] = 2
+    labels[2:12, 21:27] = 3
+    labels[2, 20] = 2
+    labels[11, 20] = 3
+    labels[5:8, 20] = 0  # a gap enclosed by objects 2 and 3 together
+    labels[3:5, 20] = 2
+    labels[8:11, 20] = 3
+    filled = fill_holes(labels)
+    assert (filled[5:8, 5:8] == 1).all()
+    assert (filled[5:8, 20] == 0).all()
+    np.testing.assert_array_equal(filled[labels > 0], labels[labels > 0])
+    no_holes = np.zeros((5, 5), np.int32)
+    assert fill_holes(no_holes) is no_holes
+    # the label step fills them too
+    truth = _two_touching_discs()
+    prob = _probabilities(truth)
+    prob[:, 18:21, 14:17] = np.array([1.0, 0.0, 0.0], np.float32)[:, None, None]
+    assert (instances_from_probabilities(prob, min_size=0)[18:21, 14:17] > 0).all()
