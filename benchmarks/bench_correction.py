@@ -9,9 +9,9 @@ The simulated user of the correction loop (docs/user_guide.md, "Correct and fine
 2. visits boxes of three cell diameters a side, either the ranked boxes of
    :func:`~napari_unet.engine.uncertainty.annotation_boxes` (most uncertainty first, over all
    training planes) or boxes drawn at random (seeded, centre inside the set's mask);
-3. in each box, deletes the false objects (predicted objects with < 10 % of their pixels on a
-   reference cell; deleting is one click each and is not counted) and fixes every reference cell
-   whose best predicted match has IoU < 0.5 -- a miss is painted from the reference, a merge or
+3. in each box, deletes the false objects that reach into it (predicted objects with < 10 % of
+   their pixels on a reference cell; deleting is one click each and is not counted) and fixes
+   every reference cell reaching into it whose best predicted match has IoU < 0.5 -- a miss is painted from the reference, a merge or
    a split is replaced by the reference cell (the predicted objects that lay mostly inside it
    are removed) -- counting one *corrected cell* per fixed reference cell, until ``n`` cells are
    corrected (the last box may be left half done);
@@ -86,6 +86,7 @@ def simulate_user(
     area = np.zeros(pred.shape, bool)
     fixed = 0
     next_id = int(max(pred.max(), 0)) + 1
+    ref_slices = ndi.find_objects(ref)
     for r0, c0, r1, c1 in boxes:
         if fixed >= budget:
             break
@@ -94,41 +95,40 @@ def simulate_user(
         box[r0:r1, c0:c1] = True
         if mask is not None:
             box &= mask
-        # false objects whose centre lies in the box
-        for pid, sl in enumerate(ndi.find_objects(corrected), start=1):
-            if sl is None:
-                continue
+        # the user reviews every object that reaches into the box: false ones are deleted
+        slices = ndi.find_objects(corrected)
+        touched = np.unique(corrected[box])
+        for pid in touched[touched > 0]:
+            sl = slices[pid - 1]
             obj = corrected[sl] == pid
-            cy, cx = (np.mean(ix) + s.start for ix, s in zip(np.nonzero(obj), sl, strict=True))
-            if not box[int(cy), int(cx)]:
-                continue
             if (ref[sl][obj] > 0).mean() < 0.1:
                 corrected[sl][obj] = 0
         done = True
-        for gid, sl in enumerate(ndi.find_objects(ref), start=1):
-            if sl is None:
-                continue
-            g = ref == gid
-            cy, cx = ndi.center_of_mass(g)
-            if not box[int(cy), int(cx)]:
-                continue
-            ids, counts = np.unique(corrected[g], return_counts=True)
+        cells = np.unique(ref[box])
+        slices = ndi.find_objects(corrected)
+        for gid in cells[cells > 0]:
+            gsl = ref_slices[gid - 1]
+            g = ref[gsl] == gid
+            ids, counts = np.unique(corrected[gsl][g], return_counts=True)
             best = 0.0
             for pid, inter in zip(ids, counts, strict=True):
-                if pid == 0:
+                if pid == 0 or pid > len(slices) or slices[pid - 1] is None:
                     continue
-                union = g.sum() + (corrected == pid).sum() - inter
-                best = max(best, inter / union)
+                p_area = (corrected[slices[pid - 1]] == pid).sum()
+                best = max(best, inter / (g.sum() + p_area - inter))
             if best >= 0.5:
                 continue
             if fixed >= budget:
                 done = False
                 break
-            for pid in ids[ids > 0]:
-                p = corrected == pid
-                if (p & g).sum() * 2 >= p.sum():
-                    corrected[p] = 0
-            corrected[g] = next_id
+            for pid, inter in zip(ids, counts, strict=True):
+                if pid == 0 or pid > len(slices) or slices[pid - 1] is None:
+                    continue
+                psl = slices[pid - 1]
+                p = corrected[psl] == pid
+                if inter * 2 >= p.sum():
+                    corrected[psl][p] = 0
+            corrected[gsl][g] = next_id
             next_id += 1
             fixed += 1
         if done:
@@ -243,7 +243,7 @@ def main(argv=None) -> list[dict]:
         side = max(16, round(3 * d))
         margin = max(1, round(d / 2))
 
-        def score(pair, ds=ds, d=d):
+        def score(pair, ds=ds, d=d, test=test):
             return _evaluate(ds, [segment(s.image, pair, diameter=d, device="cpu") for s in test])
 
         add(ds, "bundled, no fine-tuning", "0", score(base))

@@ -16,6 +16,7 @@ inputs are never changed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -136,7 +137,7 @@ def _line_pixels(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
     mask = np.zeros(shape, bool)
     pts = np.rint(points).astype(np.int64)
-    for (r0, c0), (r1, c1) in zip(pts[:-1], pts[1:], strict=True):
+    for (r0, c0), (r1, c1) in pairwise(pts):
         rr, cc = line(int(r0), int(c0), int(r1), int(c1))
         inside = (rr >= 0) & (rr < shape[0]) & (cc >= 0) & (cc < shape[1])
         mask[rr[inside], cc[inside]] = True
