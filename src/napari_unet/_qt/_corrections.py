@@ -151,7 +151,13 @@ def corrected_annotation(
     d = estimate_diameter(labels)
     if d is not None:
         margin = max(1, round(d / 2))
-    return correction_annotation(before, labels, region=regions, margin=margin)
+    labels, region = correction_annotation(before, labels, region=regions, margin=margin)
+    if not labels.any():
+        raise ValueError(
+            "the corrected area holds no cell, only background; draw the corrected area (a "
+            "Shapes layer, chosen as annotated regions) over some correct cells too"
+        )
+    return labels, region
 
 
 def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options: Any):
