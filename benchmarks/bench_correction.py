@@ -320,40 +320,28 @@ def main(argv=None) -> list[dict]:
     return rows
 
 
-def write_report(runs: list[dict], out: Path) -> None:
-    """The markdown report from one or more runs' JSON."""
-    first = runs[0]
-    lines = [
-        "# Few-shot fine-tuning by correcting the model's output",
-        "",
-        f"Run {first['date']} by `benchmarks/bench_correction.py` (one process per set, run at "
-        "the same time).",
-        "",
-        f"- Machine: {first['machine']}; shared with four other sessions' work.",
-        f"- Versions: {first['versions']}.",
-        "- Commands: " + "; ".join(f"`{r['command']}`" for r in runs),
-        f"- Starting model: {first['model']}.",
-        (
-            f"- Fine-tuning: {first['steps']} steps per few-shot run, {2 * first['steps']} for "
-            "all labels (a step budget: the wall clock of this loaded machine bought too few); Adam,"
-            if first.get("steps")
-            else f"- Fine-tuning: {first['budget']:.0f} s of wall clock per few-shot run, "
-            f"{first['ref_budget']:.0f} s for all labels; Adam,"
+def _budget(run: dict) -> str:
+    if run.get("steps"):
+        return (
+            f"{run['steps']} steps per few-shot run, {2 * run['steps']} for all labels (a step "
+            "budget: on this loaded machine the wall clock bought too few)"
         )
-        + f" learning rate {first['lr']:g} constant, "
-        f"tiles of {first['tile']} px, seed {first['seed']}, torch {first['threads']} thread(s).",
-        "",
-        "`n` = corrected cells asked for, `fixed` = cells the simulated user could fix in the "
-        "boxes (fewer when the boxes hold fewer errors); ratio = AP@0.5 / AP@0.5 of the model "
-        "fine-tuned on all labels. Goal: with 10 cells ratio >= 0.90, ranked boxes >= random.",
-        "",
+    return (
+        f"{run['budget']:.0f} s of wall clock per few-shot run, {run['ref_budget']:.0f} s for "
+        "all labels"
+    )
+
+
+def _table(runs: list[dict]) -> list[str]:
+    """One table and its goal check for runs of the same budget."""
+    lines = [
         "| set | method | n | fixed | AP@0.5 | ratio | F1@0.5 | objects (pred/ref) | steps in s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [r for run in runs for r in run["rows"]]
     for r in rows:
-        ref = next(x for x in rows if x["set"] == r["set"] and x["method"] == "all labels")
-        r["ratio"] = r["ap50"] / ref["ap50"] if ref["ap50"] > 0 else float("nan")
+        ref = next((x for x in rows if x["set"] == r["set"] and x["method"] == "all labels"), None)
+        r["ratio"] = r["ap50"] / ref["ap50"] if ref and ref["ap50"] > 0 else float("nan")
         steps = f"{r['steps']} in {r['seconds']:.0f}" if r["steps"] is not None else ""
         fixed = "" if r["fixed"] is None else str(r["fixed"])
         lines.append(
@@ -370,6 +358,43 @@ def write_report(runs: list[dict], out: Path) -> None:
                 f"({'met' if rk['ratio'] >= 0.9 else 'missed'}), random {rd['ratio']:.2f}; "
                 f"ranked {'>=' if rk['ap50'] >= rd['ap50'] else '<'} random."
             )
+    return lines
+
+
+def write_report(runs: list[dict], out: Path) -> None:
+    """The markdown report from one or more runs' JSON: one table per budget."""
+    first = runs[0]
+    lines = [
+        "# Few-shot fine-tuning by correcting the model's output",
+        "",
+        "Made by `benchmarks/bench_correction.py` (one process per set, run at the same time; "
+        "see the script's notes for the simulated user).",
+        "",
+        f"- Machine: {first['machine']}; shared with four other sessions' work (load average "
+        "about 10 on 2 cores during the runs).",
+        f"- Versions: {first['versions']}.",
+        f"- Starting model: {first['model']}.",
+        f"- Adam, learning rate {first['lr']:g} constant, tiles of {first['tile']} px, seed "
+        f"{first['seed']}, torch {first['threads']} thread per process, one seed only.",
+        "",
+        "`n` = corrected cells asked for, `fixed` = cells the simulated user could fix in the "
+        "boxes (fewer when the boxes hold fewer errors); ratio = AP@0.5 / AP@0.5 of the model "
+        "fine-tuned on all labels of the training part. Goal: with 10 cells ratio >= 0.90, and "
+        "ranked boxes >= random boxes.",
+    ]
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(_budget(run), []).append(run)
+    for budget, group in groups.items():
+        lines += [
+            "",
+            f"## {budget}",
+            "",
+            "Run " + ", ".join(r["date"] for r in group) + "; commands: "
+            + "; ".join(f"`{r['command']}`" for r in group) + ".",
+            "",
+        ]
+        lines += _table(group)
     lines.append("")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
