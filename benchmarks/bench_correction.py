@@ -207,11 +207,12 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="JSON rows of this run")
     p.add_argument("--merge", nargs="+", type=Path, help="join JSON rows into the report")
+    p.add_argument("--note", default="", help="a paragraph added to the report (with --merge)")
     p.add_argument("--report", type=Path, default=REPO / "docs" / "benchmarks" / "correction.md")
     args = p.parse_args(argv)
     if args.merge:
         runs = [json.loads(f.read_text()) for f in args.merge]
-        write_report(runs, args.report)
+        write_report(runs, args.report, note=args.note)
         return [r for run in runs for r in run["rows"]]
 
     import torch
@@ -361,7 +362,7 @@ def _table(runs: list[dict]) -> list[str]:
     return lines
 
 
-def write_report(runs: list[dict], out: Path) -> None:
+def write_report(runs: list[dict], out: Path, *, note: str = "") -> None:
     """The markdown report from one or more runs' JSON: one table per budget."""
     first = runs[0]
     lines = [
@@ -395,6 +396,8 @@ def write_report(runs: list[dict], out: Path) -> None:
             "",
         ]
         lines += _table(group)
+    if note:
+        lines += ["", "## What the runs say", "", note]
     lines.append("")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
