@@ -211,10 +211,12 @@ def annotation_boxes(
     )  # (rows - bh + 1, cols - bw + 1): the sum of the box whose top-left corner is (r, c)
     free = np.ones(sums.shape, bool)
     chosen = []
+    # box sums from the integral image carry rounding residues (~1e-15) where u is 0
+    floor = 1e-9 * max(float(integral[-1, -1]), 1e-12)
     for _ in range(int(n)):
         scores = np.where(free, sums, -np.inf)
         r, c = np.unravel_index(int(np.argmax(scores)), scores.shape)
-        if not np.isfinite(scores[r, c]) or scores[r, c] <= 0:
+        if not np.isfinite(scores[r, c]) or scores[r, c] <= floor:
             break
         chosen.append(((int(r), int(c), int(r) + bh, int(c) + bw), float(sums[r, c])))
         free[max(0, r - bh + 1) : r + bh, max(0, c - bw + 1) : c + bw] = False
