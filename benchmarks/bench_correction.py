@@ -60,6 +60,8 @@ SHOTS = (5, 10, 20)
 TRPL_SPLITS = {"train": range(0, 11), "test": range(11, 20)}
 #: below this AP@0.5 of the all-labels reference, a ratio to it is not a measure of anything
 WEAK_REFERENCE = 0.5
+#: how many of the first ranked and random boxes are searched for errors
+BOXES_COUNTED = 20
 
 
 def load_set(name: str, cache=None) -> DataSet:
@@ -155,6 +157,19 @@ def random_boxes(planes: list[Sample], side: int, n: int, rng) -> list[tuple[int
     return out
 
 
+def errors_in_boxes(planes, preds, boxes, k: int) -> list[int]:
+    """Errors the simulated user finds in each of the first ``k`` boxes (cells to fix plus
+    false objects to delete), each box corrected on its own."""
+    out = []
+    for i, b in boxes[:k]:
+        pred = preds[i]
+        corrected, _, fixed = simulate_user(pred, planes[i].labels, [b], 10**9, mask=planes[i].mask)
+        before = set(np.unique(pred).tolist()) - {0}
+        deleted = len(before - set(np.unique(corrected).tolist()))
+        out.append(fixed + deleted)
+    return out
+
+
 def corrected_annotation(planes, preds, boxes, n, *, margin):
     """(image, labels, region) per plane after correcting ``n`` cells in ``boxes`` (in order)."""
     from napari_unet.engine.corrections import correction_annotation
@@ -209,6 +224,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="JSON rows of this run")
     p.add_argument("--merge", nargs="+", type=Path, help="join JSON rows into the report")
+    p.add_argument(
+        "--box-errors",
+        action="store_true",
+        help="only count the errors in the first ranked and random boxes (no fine-tuning)",
+    )
     p.add_argument("--note", default="", help="a paragraph added to the report (with --merge)")
     p.add_argument("--report", type=Path, default=REPO / "docs" / "benchmarks" / "correction.md")
     args = p.parse_args(argv)
@@ -227,7 +247,7 @@ def main(argv=None) -> list[dict]:
     machine = _machine()
     base = load_model(args.model, device="cpu")
     d_model = model_diameter(base[1])
-    rows = []
+    rows, box_rows = [], []
     t_start = time.perf_counter()
     if args.steps:
         few, ref = {"steps": args.steps}, {"steps": 2 * args.steps}
@@ -261,7 +281,8 @@ def main(argv=None) -> list[dict]:
         def score(pair, ds=ds, d=d, test=test):
             return _evaluate(ds, [segment(s.image, pair, diameter=d, device="cpu") for s in test])
 
-        add(ds, "bundled, no fine-tuning", "0", score(base))
+        if not args.box_errors:
+            add(ds, "bundled, no fine-tuning", "0", score(base))
         preds, ranked = [], []
         t0 = time.perf_counter()
         for i, s in enumerate(train):
@@ -273,6 +294,14 @@ def main(argv=None) -> list[dict]:
         ranked = [(i, b) for _, i, b in sorted(ranked, key=lambda x: -x[0])]
         rng = np.random.default_rng(args.seed)
         rand = random_boxes(train, side, 400, rng)
+        found = {
+            "ranked": errors_in_boxes(train, preds, ranked, BOXES_COUNTED),
+            "random": errors_in_boxes(train, preds, rand, BOXES_COUNTED),
+        }
+        box_rows.append({"set": name, **found})
+        print(json.dumps(box_rows[-1]), flush=True)
+        if args.box_errors:
+            continue
         for kind, boxes in (("ranked boxes", ranked), ("random boxes", rand)):
             for n in args.shots:
                 annotation, fixed = corrected_annotation(train, preds, boxes, n, margin=margin)
@@ -302,6 +331,7 @@ def main(argv=None) -> list[dict]:
         add(ds, "all labels", str(ds.n_cells("train")), score(pair), steps, secs)
     run = {
         "rows": rows,
+        "box_errors": box_rows,
         "machine": machine,
         "versions": _versions(),
         "model": _model_summary(args.model),
@@ -394,9 +424,30 @@ def write_report(runs: list[dict], out: Path, *, note: str = "") -> None:
         "fine-tuned on all labels of the training part. Goal: with 10 cells ratio >= 0.90, and "
         "ranked boxes >= random boxes.",
     ]
+    boxes = [b for run in runs for b in run.get("box_errors", [])]
+    if boxes:
+        lines += [
+            "",
+            f"## Errors in the first {BOXES_COUNTED} boxes, ranked by uncertainty or at random",
+            "",
+            "The errors (cells to fix + false objects to delete) the simulated user finds in each "
+            "box when it corrects it alone: a direct measure of whether the ranking points at the "
+            "model's mistakes, without the noise of a fine-tuning run.",
+            "",
+            "| set | ranked: errors in boxes 1-5 | ranked: mean per box | random: errors in "
+            "boxes 1-5 | random: mean per box |",
+            "|---|---|---|---|---|",
+        ]
+        for b in boxes:
+            lines.append(
+                f"| {b['set']} | {' '.join(map(str, b['ranked'][:5]))} | "
+                f"{np.mean(b['ranked']):.1f} | {' '.join(map(str, b['random'][:5]))} | "
+                f"{np.mean(b['random']):.1f} |"
+            )
     groups: dict[str, list[dict]] = {}
     for run in runs:
-        groups.setdefault(_budget(run), []).append(run)
+        if run["rows"]:
+            groups.setdefault(_budget(run), []).append(run)
     for budget, group in groups.items():
         lines += [
             "",
