@@ -229,6 +229,12 @@ def main(argv=None) -> list[dict]:
         action="store_true",
         help="only count the errors in the first ranked and random boxes (no fine-tuning)",
     )
+    p.add_argument(
+        "--exclude-edges",
+        type=int,
+        default=0,
+        help="rank boxes by the uncertainty away from object edges (a band of this many px)",
+    )
     p.add_argument("--note", default="", help="a paragraph added to the report (with --merge)")
     p.add_argument("--report", type=Path, default=REPO / "docs" / "benchmarks" / "correction.md")
     args = p.parse_args(argv)
@@ -288,7 +294,15 @@ def main(argv=None) -> list[dict]:
         for i, s in enumerate(train):
             u = tta_uncertainty(s.image, base, diameter=d, device="cpu")
             preds.append(u.labels.astype(np.int64))
-            for b, sc in annotation_boxes(u.uncertainty, box=side, n=50, mask=s.mask):
+            score_map = u.uncertainty
+            if args.exclude_edges:
+                from skimage.segmentation import find_boundaries
+
+                band = ndi.binary_dilation(
+                    find_boundaries(u.labels), iterations=args.exclude_edges
+                )
+                score_map = np.where(band, 0.0, u.uncertainty)
+            for b, sc in annotation_boxes(score_map, box=side, n=50, mask=s.mask):
                 ranked.append((sc, i, b))
         print(f"{name}: uncertainty of {len(train)} planes in {time.perf_counter() - t0:.0f} s")
         ranked = [(i, b) for _, i, b in sorted(ranked, key=lambda x: -x[0])]
@@ -298,7 +312,8 @@ def main(argv=None) -> list[dict]:
             "ranked": errors_in_boxes(train, preds, ranked, BOXES_COUNTED),
             "random": errors_in_boxes(train, preds, rand, BOXES_COUNTED),
         }
-        box_rows.append({"set": name, **found})
+        label = name + (f" (edges +-{args.exclude_edges} px left out)" if args.exclude_edges else "")
+        box_rows.append({"set": label, **found})
         print(json.dumps(box_rows[-1]), flush=True)
         if args.box_errors:
             continue
@@ -410,7 +425,9 @@ def write_report(runs: list[dict], out: Path, *, note: str = "") -> None:
         "# Few-shot fine-tuning by correcting the model's output",
         "",
         "Made by `benchmarks/bench_correction.py` (one process per set, run at the same time; "
-        "see the script's notes for the simulated user).",
+        "see the script's notes for the simulated user). The runs' JSON is kept in "
+        "`docs/benchmarks/correction_runs/`; this page is `python benchmarks/bench_correction.py "
+        "--merge docs/benchmarks/correction_runs/*.json --note ...`.",
         "",
         f"- Machine: {first['machine']}; shared with four other sessions' work (load average "
         "about 10 on 2 cores during the runs).",
