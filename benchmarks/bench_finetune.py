@@ -163,11 +163,15 @@ class _BudgetSpent(Exception):
     """Raised from the event handler to end a fine-tune when its time is up."""
 
 
-def finetune(base, annotation, *, diameter: float, budget: float, seed: int, lr: float, tile: int):
+def finetune(
+    base, annotation, *, diameter: float, budget: float, seed: int, lr: float, tile: int,
+    steps: int = 100_000,
+):
     """Fine-tune a copy of ``base`` (UNet, Checkpoint) on ``annotation`` for ``budget`` seconds.
 
     The annotation, with cells of ``diameter`` px, is brought to the model's training diameter
     by the rule of the Fine-tune panel and ``napari-unet train`` (``match_training_diameter``).
+    ``steps`` caps the number of steps (whichever of it and ``budget`` comes first).
     Returns (UNet, steps done, seconds used).
     """
     from napari_unet.engine.diameter import match_training_diameter
@@ -179,7 +183,7 @@ def finetune(base, annotation, *, diameter: float, budget: float, seed: int, lr:
         *zip(*annotation, strict=True), model_diameter=base[1].diameter, diameter=diameter
     )
     config = TrainConfig(
-        steps=100_000,
+        steps=steps,
         optimizer="adam",
         lr=lr,
         schedule="constant",
@@ -191,7 +195,7 @@ def finetune(base, annotation, *, diameter: float, budget: float, seed: int, lr:
         seed=seed,
     )
     t0 = time.perf_counter()
-    steps = 0
+    done = 0
     gen = iter_train(
         net,
         images,
@@ -203,9 +207,9 @@ def finetune(base, annotation, *, diameter: float, budget: float, seed: int, lr:
     )
 
     def count(event) -> None:
-        nonlocal steps
+        nonlocal done
         if isinstance(event, StepDone):
-            steps = event.step
+            done = event.step
             if time.perf_counter() - t0 >= budget:
                 raise _BudgetSpent
 
@@ -214,7 +218,7 @@ def finetune(base, annotation, *, diameter: float, budget: float, seed: int, lr:
     except _BudgetSpent:
         pass
     net.to("cpu").eval()
-    return net, steps, time.perf_counter() - t0
+    return net, done, time.perf_counter() - t0
 
 
 def score(model_pair, ds: DataSet, diameter: float) -> dict:

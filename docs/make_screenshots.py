@@ -6,7 +6,10 @@ into ``docs/images/``:
 
 * ``segment.png``  -- Segment on the sample image (the bundled model, or ``--model``);
 * ``inspect.png``  -- Inspect: the weight map of the sample's labels and a deformation sample;
-* ``finetune.png`` -- Fine-tune for a few seconds on a handful of painted cells.
+* ``finetune.png`` -- Fine-tune for a few seconds on a handful of painted cells;
+* ``correct.png``  -- Segment's *Correct this result* and *Show uncertainty*: the uncertainty
+  layer and the ranked "annotate here next" boxes over the editable copy of the result;
+* ``errors.png``   -- Inspect's error layers: the Segment result against the sample's labels.
 
 Needs a display; on a machine without one run it under Xvfb::
 
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-STEPS = ("segment", "inspect", "finetune")
+STEPS = ("segment", "inspect", "finetune", "correct", "errors")
 DOCK_WIDTH = 380
 #: rows and columns of the crop the Inspect screenshot zooms into
 CROP = 160
@@ -275,6 +278,62 @@ def shoot_finetune(viewer: Any, out: Path, model: Path | None, steps: int, secon
     undock(viewer, dock_widget)
 
 
+def _segment_result(viewer: Any, model: Path | None) -> tuple[Any, Any, Any]:
+    """Dock Segment, segment the sample; returns (dock, widget, result layer)."""
+    use_model(viewer, model)
+    image = first_layer(viewer, "image")
+    dock_widget, widget = dock(viewer, "Segment")
+    widget.image.value = image
+    job = widget.segment()
+    if job is None:
+        raise Skipped("Segment did not start (see the notification)")
+    wait_until(lambda: job.done, 600, "Segmentation")
+    if widget.labels_layer is None:
+        raise Skipped("Segment gave no result (see the notification)")
+    return dock_widget, widget, widget.labels_layer
+
+
+def shoot_correct(viewer: Any, out: Path, model: Path | None) -> None:
+    image = first_layer(viewer, "image")
+    dock_widget, widget, _ = _segment_result(viewer, model)
+    tools = widget.corrections
+    corrections = tools.correct()
+    job = tools.show_uncertainty()
+    if job is None:
+        raise Skipped("Show uncertainty did not start (see the notification)")
+    wait_until(lambda: job.done, 900, "The uncertainty")
+    if tools.uncertainty_layer is None:
+        raise Skipped("the uncertainty gave no layers (see the notification)")
+    corrections.contour = 1
+    show_only(viewer, image, corrections, tools.uncertainty_layer, tools.boxes_layer)
+    viewer.layers.selection.active = corrections
+    print(f"correct: {tools.status.text()}")
+    save(viewer, out / "correct.png")
+    undock(viewer, dock_widget)
+
+
+def shoot_errors(viewer: Any, out: Path, model: Path | None) -> None:
+    image = first_layer(viewer, "image")
+    truth = first_layer(viewer, "labels")
+    segment_dock, _, result = _segment_result(viewer, model)
+    undock(viewer, segment_dock)
+    dock_widget, widget = dock(viewer, "Inspect")
+    tools = widget.errors
+    tools.prediction.value = result
+    tools.reference.value = truth
+    job = tools.show_errors()
+    if job is None:
+        raise Skipped("Show errors did not start (see the notification)")
+    wait_until(lambda: job.done, 300, "The error map")
+    if tools.errors_layer is None:
+        raise Skipped("the error map gave no layer (see the notification)")
+    show_only(viewer, image, tools.errors_layer)
+    viewer.layers.selection.active = tools.errors_layer
+    print(f"errors: {tools.status.text()}")
+    save(viewer, out / "errors.png")
+    undock(viewer, dock_widget)
+
+
 # -- main ---------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -326,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
                 shoot_segment(viewer, args.out, args.model)
             elif step == "inspect":
                 shoot_inspect(viewer, args.out)
+            elif step == "correct":
+                shoot_correct(viewer, args.out, args.model)
+            elif step == "errors":
+                shoot_errors(viewer, args.out, args.model)
             else:
                 shoot_finetune(
                     viewer, args.out, args.model, args.finetune_steps, args.finetune_seconds

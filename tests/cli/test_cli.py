@@ -357,6 +357,39 @@ def test_evaluate_bad_input(work, capsys):
     assert_one_line_error(err, "not a label image")
 
 
+def test_evaluate_writes_the_error_map_and_refuses_to_replace_it(work, capsys):
+    truth = tifffile.imread(work / "cells_ground_truth.tif")
+    pred = truth.copy()
+    pred[pred == 1] = 0  # one miss
+    tifffile.imwrite(work / "pred.tif", pred)
+    out_path = work / "errors.tif"
+    code, out, err = run(
+        capsys, "evaluate", work / "pred.tif", work / "cells_ground_truth.tif", "--errors", out_path
+    )
+    assert code == 0, err
+    codes = tifffile.imread(out_path)
+    assert codes.shape == truth.shape
+    assert (codes[truth == 1] == 3).all()  # the miss
+    assert (codes[(truth > 1)] == 1).all()  # the rest correct
+    assert "misses 1" in out and "error map" in out
+    out_path.write_bytes(b"keep me")
+    code, _, err = run(
+        capsys, "evaluate", work / "pred.tif", work / "cells_ground_truth.tif", "--errors", out_path
+    )
+    assert code == 2
+    assert_one_line_error(err, "already exists", "--overwrite")
+    assert out_path.read_bytes() == b"keep me"
+    code, _, err = run(
+        capsys, "evaluate", work / "pred.tif", work / "cells_ground_truth.tif", "--errors",
+        out_path, "--overwrite",
+    )
+    assert code == 0, err
+    assert tifffile.imread(out_path).shape == truth.shape
+    code, _, err = run(capsys, "evaluate", work, work, "--errors", work / "e2.tif")
+    assert code == 2
+    assert_one_line_error(err, "--errors needs one prediction file")
+
+
 # -- sample -----------------------------------------------------------------------------------
 
 

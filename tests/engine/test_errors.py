@@ -59,3 +59,63 @@ def test_stacks_and_bad_input():
         merges_and_splits(gt[0], gt)
     with pytest.raises(ValueError, match="integer"):
         merges_and_splits(gt.astype(float), gt)
+
+
+# -- the error map -------------------------------------------------------------------------------
+
+
+def _crafted():
+    """Reference: five cells. Prediction: cell 1 right, cells 2+3 merged, cell 4 split in two,
+    cell 5 missed, one false object."""
+    gt = np.zeros((20, 60), np.int32)
+    pred = np.zeros_like(gt)
+    gt[2:8, 2:8] = 1
+    pred[2:8, 2:8] = 11
+    gt[2:8, 12:18] = 2
+    gt[2:8, 18:24] = 3
+    pred[2:8, 12:24] = 12  # merge
+    gt[2:8, 30:42] = 4
+    pred[2:8, 30:36] = 13
+    pred[2:8, 36:42] = 14  # split
+    gt[12:18, 2:8] = 5  # miss
+    pred[12:18, 40:46] = 15  # false positive
+    return pred, gt
+
+
+def test_error_map_colours_each_kind_of_error():
+    from napari_unet.engine.errors import ERROR_CLASSES, error_map
+
+    pred, gt = _crafted()
+    errors = error_map(pred, gt)
+    code = {name: c for c, name in ERROR_CLASSES.items()}
+    assert (errors.codes[2:8, 2:8] == code["correct"]).all()
+    assert (errors.codes[2:8, 12:24] == code["merge"]).all()
+    assert (errors.codes[2:8, 30:42] == code["split"]).all()
+    assert (errors.codes[12:18, 2:8] == code["miss"]).all()
+    assert (errors.codes[12:18, 40:46] == code["false positive"]).all()
+    assert (errors.codes[(pred == 0) & (gt == 0)] == 0).all()
+    assert errors.counts == {
+        "correct": 1,
+        "false positives": 1,
+        "misses": 1,
+        "merges": 1,
+        "merged": 2,
+        "splits": 1,
+        "pieces": 2,
+        "predicted": 5,
+        "reference": 5,
+    }
+    # the merge holds cell 2 at IoU exactly 0.5, a piece cell 4: 3 TP, 2 FP, 2 FN in AP@0.5
+    assert errors.ap50 == pytest.approx(3 / 7)
+
+
+def test_error_map_of_a_stack_sums_the_planes():
+    from napari_unet.engine.errors import error_map
+
+    pred, gt = _crafted()
+    both = error_map(np.stack([pred, pred]), np.stack([gt, gt]))
+    one = error_map(pred, gt)
+    assert both.codes.shape == (2, *pred.shape)
+    assert both.counts == {k: 2 * v for k, v in one.counts.items()}
+    with pytest.raises(ValueError, match="same shape"):
+        error_map(pred, gt[:5])

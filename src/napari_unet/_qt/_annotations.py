@@ -70,6 +70,10 @@ def painted_plane(
                 f"the regions layer '{shapes_layer.name}' has no shape on this plane; draw "
                 "rectangles or polygons around fully painted areas, or choose (none)"
             )
+    from napari_unet._qt._corrections import corrected_annotation
+
+    # a corrections layer teaches its corrected area only (the edits, or the regions drawn)
+    labels, regions = corrected_annotation(labels_layer, label_plane, labels, regions)
     return image, channel_axis, labels, regions
 
 

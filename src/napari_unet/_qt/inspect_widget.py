@@ -29,6 +29,7 @@ from napari_unet._qt._controls import (
     regions_combo,
     scroll_layout,
 )
+from napari_unet._qt._error_layers import ErrorTools
 from napari_unet._qt._layers import (
     OWNER_KEY,
     current_plane_index,
@@ -195,6 +196,9 @@ class InspectWidget(QWidget):
         layout.addWidget(deform_box.native)
         layout.addWidget(self.sample_button)
         layout.addWidget(self.status.native)
+        layout.addWidget(_title("Errors against reference labels"))
+        self.errors = ErrorTools(napari_viewer)
+        layout.addWidget(self.errors)
         layout.addStretch(1)
 
         pick_default(self.labels, lambda layer: OWNER_KEY not in layer.metadata)

@@ -25,6 +25,7 @@ from magicgui.widgets import (
 from qtpy.QtWidgets import QMessageBox, QWidget
 
 from napari_unet._qt import _controls as controls
+from napari_unet._qt._corrections import CorrectionTools
 from napari_unet._qt._layers import (
     Layout,
     layer_array,
@@ -171,6 +172,8 @@ class SegmentWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress.bar)
         layout.addWidget(self.status.native)
+        self.corrections = CorrectionTools(napari_viewer, self)
+        layout.addWidget(self.corrections)
         layout.addStretch(1)
 
         self.run_button.clicked.connect(self.segment)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.cli.files import as_label_array, pair_by_name
+from napari_unet.cli.files import as_label_array, check_new_outputs, pair_by_name
 from napari_unet.cli.output import UsageError, say
 
 
@@ -59,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
         pairs = pair_by_name(list_images(pred), list_images(gt))
     else:
         pairs = [(pred, gt)]
+    errors_path = Path(args.errors).expanduser() if args.errors else None
+    if errors_path is not None:
+        if pred.is_dir():
+            raise UsageError("--errors needs one prediction file and one ground-truth file")
+        check_new_outputs([errors_path], overwrite=args.overwrite, inputs=[pred, gt])
 
     results = []
     for p, g in pairs:
@@ -67,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         if a.shape != b.shape:
             raise UsageError(f"{p.name} has shape {a.shape} but {g.name} has shape {b.shape}")
         results.append((p, g, evaluate(a, b)))
+        if errors_path is not None:
+            _write_errors(errors_path, a, b, overwrite=args.overwrite, quiet=args.json)
 
     keys = list(results[0][2])
     mean = {k: float(np.mean([r[2][k] for r in results])) for k in keys}
@@ -102,6 +109,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_errors(path: Path, pred: np.ndarray, gt: np.ndarray, *, overwrite: bool, quiet: bool):
+    """Write the error map (codes of ``ERROR_CLASSES``) of one pair, atomically."""
+    from napari_unet.engine.errors import ERROR_CLASSES, error_map
+    from napari_unet.engine.io import write_tiff
+
+    errors = error_map(pred, gt)
+    write_tiff(path, errors.codes, overwrite=overwrite)
+    if not quiet:
+        legend = ", ".join(f"{code} {name}" for code, name in ERROR_CLASSES.items())
+        counts = ", ".join(f"{k} {v}" for k, v in errors.counts.items())
+        say(f"error map: {path} ({legend})\n  {counts}")
+
+
 HELP = "score predicted labels against ground truth"
 
 
@@ -110,3 +130,10 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("prediction", metavar="PRED", help="predicted labels: a TIFF file or a folder")
     e.add_argument("ground_truth", metavar="GT", help="ground-truth labels: a TIFF file or a folder")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument(
+        "--errors",
+        metavar="OUT.tif",
+        help="write a map of the errors (0 background, 1 correct, 2 false positive, 3 miss, "
+        "4 merge, 5 split) for one prediction file",
+    )
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --errors file")

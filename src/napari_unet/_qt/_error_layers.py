@@ -1,0 +1,136 @@
+"""The Inspect panel's error section: a segmentation against reference labels, coloured by what
+went wrong (false positives, misses, merges, splits), with the counts and AP@0.5.
+
+The numbers come from :func:`napari_unet.engine.errors.error_map`, computed in a worker thread;
+the result goes into a plugin-owned Labels layer ``"<prediction> errors"`` whose values are the
+codes of :data:`~napari_unet.engine.errors.ERROR_CLASSES`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import Container
+from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
+
+from napari_unet._qt._layers import OWNER_KEY, geometry_of, layer_combo, pick_default, put_layer
+from napari_unet._qt._worker import Job, start_job, tell_user
+
+ROLE = "errors"
+#: colour per code of ERROR_CLASSES
+ERROR_COLORS = {
+    0: "transparent",
+    1: "#4daf4a",  # correct: green
+    2: "#e41a1c",  # false positive: red
+    3: "#377eb8",  # miss: blue
+    4: "#ff7f00",  # merge: orange
+    5: "#f781bf",  # split: pink
+    None: "transparent",
+}
+
+
+def error_job(pred: Any, ref: Any):
+    """Worker thread: the :class:`~napari_unet.engine.errors.ErrorMap` of two label arrays."""
+    from napari_unet.engine.errors import error_map
+
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    if pred.shape != ref.shape:
+        raise ValueError(f"the labels {pred.shape} and the reference {ref.shape} differ in shape")
+    if not (np.issubdtype(pred.dtype, np.integer) and np.issubdtype(ref.dtype, np.integer)):
+        raise ValueError("both layers must hold integer labels")
+    return error_map(pred, ref)
+    yield  # unreachable: makes this a generator for Job
+
+
+def describe(errors: Any) -> str:
+    """One line: AP@0.5 and the counts, e.g. ``"AP@0.5 0.750: 6 correct, 1 false positive…"``."""
+    c = errors.counts
+    return (
+        f"AP@0.5 {errors.ap50:.3f}: {c['correct']} correct, {c['false positives']} false "
+        f"positives, {c['misses']} misses, {c['merges']} merges (of {c['merged']} cells), "
+        f"{c['splits']} splits (in {c['pieces']} pieces); {c['predicted']} objects, "
+        f"{c['reference']} in the reference"
+    )
+
+
+class ErrorTools(QWidget):
+    """Pick a segmentation and reference labels, click *Show errors*.
+
+    Attributes
+    ----------
+    errors_layer : the layer last shown; ``last`` : the last ErrorMap; ``job`` : the last job.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.errors_layer: Any = None
+        self.last: Any = None
+        self.job: Job | None = None
+        self.prediction = layer_combo(
+            viewer,
+            napari.layers.Labels,
+            label="segmentation",
+            tooltip="The labels to check (e.g. a Segment result).",
+            exclude_plugin_layers=False,
+        )
+        self.reference = layer_combo(
+            viewer,
+            napari.layers.Labels,
+            label="reference",
+            tooltip="Labels you trust (ground truth) of the same shape.",
+            exclude_plugin_layers=True,
+        )
+        self.button = QPushButton("Show errors")
+        self.button.setToolTip(
+            "Colour the segmentation: green correct, red false positive, blue miss, orange "
+            "merge, pink split."
+        )
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(Container(widgets=[self.prediction, self.reference]).native)
+        layout.addWidget(self.button)
+        layout.addWidget(self.status)
+        pick_default(self.reference, lambda layer: layer is not self.prediction.value)
+        self.button.clicked.connect(lambda: self.show_errors())
+
+    def show_errors(self) -> Job | None:
+        """Compute and show the error layer; returns the job (``None`` if it could not start)."""
+        pred, ref = self.prediction.value, self.reference.value
+        if pred is None or ref is None or pred is ref:
+            tell_user("Errors failed: choose a segmentation and a different reference layer.")
+            return None
+        self.status.setText(f"comparing {pred.name} with {ref.name}…")
+        self.job = start_job(
+            error_job,
+            pred.data,
+            ref.data,
+            what="Errors",
+            show_progress=False,
+            on_result=lambda errors: self._show(pred, errors),
+        )
+        return self.job
+
+    def _show(self, pred: Any, errors: Any) -> None:
+        if pred not in self.viewer.layers:
+            return
+        from napari.utils.colormaps import DirectLabelColormap
+
+        self.last = errors
+        self.errors_layer = put_layer(
+            self.viewer,
+            errors.codes,
+            kind="labels",
+            name=f"{pred.name} errors",
+            key=f"{ROLE}:{pred.name}",
+            role=ROLE,
+            geometry=geometry_of(pred),
+            colormap=DirectLabelColormap(color_dict=ERROR_COLORS),
+            opacity=0.6,
+        )
+        self.errors_layer.metadata.setdefault(OWNER_KEY, ROLE)
+        self.status.setText(describe(errors))
