@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.engine.uncertainty import annotation_boxes, object_confidence, tta_uncertainty
+from napari_unet.engine.uncertainty import annotation_boxes, object_scores, tta_uncertainty
 
 
 def _disc(image, r0, c0, radius, value):
@@ -64,14 +64,15 @@ def test_boxes_rank_the_uncertain_places_first_and_do_not_overlap():
     assert annotation_boxes(u, box=20, n=1, mask=mask)[0][0][:2] != b1[:2]
 
 
-def test_object_confidence_is_agreement_inside_each_object():
+def test_object_scores_is_agreement_inside_each_object():
     labels = np.zeros((10, 10), np.int32)
     labels[0:4, 0:4] = 3
     labels[6:10, 6:10] = 8
     u = np.zeros((10, 10))
     u[6:10, 6:10] = 0.4
     prob = np.stack([np.full((10, 10), 0.2), np.full((10, 10), 0.8)])
-    conf = object_confidence(labels, u, prob)
+    conf = object_scores(labels, u, prob)
     assert conf["id"].tolist() == [3, 8]
     assert np.allclose(conf["agreement"], [1.0, 0.6])
     assert np.allclose(conf["max_probability"], [0.8, 0.8])
+    assert np.allclose(conf["interior_probability"], [0.8, 0.8])

@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_unet.engine.instances import object_confidence
+
 __all__ = [
     "Uncertainty",
     "annotation_boxes",
-    "object_confidence",
+    "object_scores",
     "tta_uncertainty",
 ]
 
@@ -140,10 +142,11 @@ def tta_uncertainty(
     )
 
 
-def object_confidence(
+def object_scores(
     labels: np.ndarray, uncertainty: np.ndarray, probabilities: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """Per-object confidence: agreement of the passes, and the mean winning probability.
+    """Per-object confidence: agreement of the passes, the mean winning probability and the
+    mean interior probability (the one Segment's ``min_confidence`` filters on).
 
     Parameters
     ----------
@@ -155,7 +158,8 @@ def object_confidence(
     -------
     dict of 1-D arrays, one entry per object present, sorted by id: ``"id"``, ``"agreement"``
     (1 - mean uncertainty inside the object: 1 = every pass agrees) and, with probabilities,
-    ``"max_probability"`` (mean over the object's pixels of the largest class probability).
+    ``"max_probability"`` (mean over the object's pixels of the largest class probability) and
+    ``"interior_probability"`` (:func:`~napari_unet.engine.instances.object_confidence`).
     """
     labels = np.asarray(labels)
     uncertainty = np.asarray(uncertainty, dtype=np.float64)
@@ -168,11 +172,13 @@ def object_confidence(
         out["agreement"] = np.zeros(0)
         if probabilities is not None:
             out["max_probability"] = np.zeros(0)
+            out["interior_probability"] = np.zeros(0)
         return out
     out["agreement"] = 1.0 - np.asarray(ndi.mean(uncertainty, labels, ids))
     if probabilities is not None:
         top = np.asarray(probabilities).max(axis=0)
         out["max_probability"] = np.asarray(ndi.mean(top, labels, ids))
+        out["interior_probability"] = object_confidence(labels, probabilities)[ids]
     return out
 
 
