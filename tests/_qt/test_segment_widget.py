@@ -74,13 +74,38 @@ def test_stack_is_segmented_plane_by_plane(viewer_with_image, stack_image, wait_
     layer = viewer.add_image(stack_image[:3], name="stack")
     widget = _widget(viewer)
     widget.image.value = layer
-    assert widget.leading_applies
+    assert widget.axes.value == "ZYX" and not widget.axes.native.isHidden()
     wait_job(widget.segment())
     labels = viewer.layers["stack labels"].data
     assert labels.shape == (3, 128, 128)
     ids = [set(np.unique(plane)) - {0} for plane in labels]
     assert all(len(plane_ids) > 1 for plane_ids in ids)
     assert not (ids[0] & ids[1]) and not (ids[1] & ids[2])  # no id is used in two planes
+
+
+def test_planes_on_the_last_axis(viewer_with_image, stack_image, wait_job, errors):
+    """A (Y, X, Z) layer: detected as YXZ (2 planes, not 128 planes of 128 x 2); the labels
+    keep the layer's axes and geometry, and each plane is the one of the same plane as ZYX."""
+    viewer = viewer_with_image
+    data = np.moveaxis(stack_image[:2], 0, -1)  # (128, 128, 2)
+    layer = viewer.add_image(data, name="yxz", scale=(0.5, 0.5, 2.0))
+    widget = _widget(viewer)
+    widget.image.value = layer
+    assert widget.axes.value == "YXZ"
+    assert {"ZYX", "YXC", "YXZ"} <= set(widget.axes.choices)
+    wait_job(widget.segment())
+    assert errors == []
+    labels = viewer.layers["yxz labels"]
+    assert labels.data.shape == data.shape
+    np.testing.assert_allclose(labels.scale, layer.scale)
+    first = viewer.add_image(stack_image[0], name="first plane")
+    widget.image.value = first
+    wait_job(widget.segment())
+    np.testing.assert_array_equal(labels.data[..., 0] > 0, viewer.layers["first plane labels"].data > 0)
+    # the user's choice wins: the same layer read as planes first is 128 planes of 128 x 2
+    widget.image.value = layer
+    widget.axes.value = "ZYX"
+    assert widget.layout_for(layer).n_planes == 128
 
 
 @pytest.mark.timing
@@ -157,13 +182,11 @@ def test_an_rgb_image_is_segmented_as_gray(viewer_with_image, nuclei_image, wait
 
 
 def test_wrong_channels_is_reported(viewer_with_image, wait_job, errors):
-    from napari_unet._qt._controls import LEADING_CHANNELS
-
     viewer = viewer_with_image
     two = viewer.add_image(np.zeros((2, 64, 64), np.uint8), name="two channels")
     widget = _widget(viewer)
     widget.image.value = two
-    widget.leading.value = LEADING_CHANNELS
+    widget.axes.value = "CYX"
     job = widget.segment()
     wait_job(job)
     assert job.error is not None

@@ -50,7 +50,7 @@ class LivePreview:
         """
         image, channel_axis = plane
         self.source = label
-        layout = Layout(tuple(image.shape), channel_axis, ())
+        layout = Layout(tuple(image.shape), "YX" if channel_axis is None else "YXC")
 
         def shown(outcome: Any) -> None:
             result, score = outcome if painted is not None else (outcome, None)

@@ -107,12 +107,11 @@ class SegmentWidget(QWidget):
         self._job_layer: Any = None
         self._rescale_question: RescaleQuestion | None = None
         self.progress = PanelProgress()
-        self.leading_applies = False
 
         self.image = controls.image_combo(
             napari_viewer, "The image to segment: 2D, 2D with channels (RGB), or a Z / time stack."
         )
-        self.leading = controls.leading_axis_combo()
+        self.axes = controls.axes_combo()
         self.model = ComboBox(label="model", choices=self._model_choices)
         self.model_file = FileEdit(
             label="model file", mode="r", filter="U-Net model (*.pt)", visible=False
@@ -147,7 +146,7 @@ class SegmentWidget(QWidget):
         self.form = Container(
             widgets=[
                 self.image,
-                self.leading,
+                self.axes,
                 self.model,
                 self.model_file,
                 self.device,
@@ -175,11 +174,11 @@ class SegmentWidget(QWidget):
 
         self.run_button.clicked.connect(self.segment)
         self.cancel_button.clicked.connect(self.cancel)
-        self.image.changed.connect(self._update_leading)
+        self.image.changed.connect(self._update_axes)
         self.model.changed.connect(self._model_changed)
         self.session.changed.connect(self._session_changed)
         self._select_entry(self.session.current)
-        self._update_leading()
+        self._update_axes()
         connections = [
             (napari_viewer.layers.events.removed, self._layer_removed),
             (self.session.changed, self._session_changed),
@@ -226,15 +225,13 @@ class SegmentWidget(QWidget):
         return value
 
     # -- layout ------------------------------------------------------------------------------
-    def _update_leading(self, *_: Any) -> None:
-        self.leading_applies = controls.leading_axis_applies(self.image.value)
-        self.leading.visible = self.leading_applies
+    def _update_axes(self, *_: Any) -> None:
+        controls.update_axes(self.axes, self.image.value)
 
     def layout_for(self, layer: Any) -> Layout:
-        """How ``layer`` is read (see :func:`~napari_unet._qt._layers.plan_layout`)."""
-        return plan_layout(
-            layer, leading_is_channels=controls.leading_is_channels(self.leading, layer)
-        )
+        """How ``layer`` is read: the chosen axes (see
+        :func:`~napari_unet._qt._layers.plan_layout`)."""
+        return plan_layout(layer, axes=controls.chosen_axes(self.axes, layer))
 
     # -- run ---------------------------------------------------------------------------------
     def confirm_rescale(self, question: RescaleQuestion) -> bool:
