@@ -135,6 +135,35 @@ def test_cancel_stops_a_long_run(viewer_with_image, stack_image, wait_job):
     assert widget.status.value == "cancelled"
 
 
+def test_cancel_keeps_the_planes_done(viewer_with_image, stack_image, wait_job, errors):
+    """Cancel after 3 of 6 planes: a layer "(partial, 3 of 6 planes)" holds those planes as a
+    full run labels them, the other planes 0; a full result of an earlier run is kept."""
+    viewer = viewer_with_image
+    layer = viewer.add_image(stack_image[:6], name="stack")
+    widget = _widget(viewer)
+    widget.image.value = layer
+    wait_job(widget.segment())
+    full = viewer.layers["stack labels"].data.copy()
+
+    job = widget.segment()
+    seen = []
+
+    def cancel_at_the_third_plane(event):
+        if type(event).__name__ == "PlaneSegmented":
+            seen.append(event.plane)
+            if len(seen) == 3:
+                widget.cancel()
+
+    job.worker.yielded.connect(cancel_at_the_third_plane)
+    wait_job(job, timeout=60_000)
+    assert job.cancelled and errors == []
+    partial = viewer.layers["stack labels (partial, 3 of 6 planes)"]
+    np.testing.assert_array_equal(partial.data[:3], full[:3])
+    assert full[3:].any() and not partial.data[3:].any()
+    np.testing.assert_array_equal(viewer.layers["stack labels"].data, full)  # kept as it was
+    assert "partial, 3 of 6 planes" in widget.status.value
+
+
 def test_event_loop_keeps_running_during_segment(
     viewer_with_image, stack_image, wait_job, run_with_ticks, cpu_load
 ):

@@ -31,10 +31,11 @@ from napari_unet._qt._layers import (
     plan_layout,
     show_segmentation,
 )
+from napari_unet._qt._partial import show_partial
 from napari_unet._qt._progress import PanelProgress, tile_fraction
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
-from napari_unet.engine.events import TileDone, TileSizeReduced
+from napari_unet.engine.events import PlaneSegmented, TileDone, TileSizeReduced
 
 MODEL_FILE = "model file…"
 #: a typed diameter that rescales the image by more than this factor (or less than its inverse)
@@ -105,6 +106,8 @@ class SegmentWidget(QWidget):
         self.job: Job | None = None
         self.labels_layer: Any = None
         self._job_layer: Any = None
+        self._job_layout: Layout | None = None
+        self._partial: Any = None
         self._rescale_question: RescaleQuestion | None = None
         self.progress = PanelProgress()
 
@@ -270,8 +273,10 @@ class SegmentWidget(QWidget):
             "diameter": float(self.diameter.value) or None,
             "tta": bool(self.tta.value),
         }
+        from napari_unet.engine.segment import PartialLabels
+
         self._set_running(True)
-        self._job_layer = layer
+        self._job_layer, self._job_layout, self._partial = layer, layout, PartialLabels()
         self.progress.start()
         self.status.value = f"segmenting {layer.name} with {entry.label}…"
         self.job = start_job(
@@ -299,6 +304,8 @@ class SegmentWidget(QWidget):
         match event:
             case TileDone():
                 self.progress.show(*tile_fraction(event))
+            case PlaneSegmented():
+                self._partial.add(event)
             case TileSizeReduced():
                 self.tile_size.value = f"{event.new} px (reduced: {event.reason})"
 
@@ -334,7 +341,8 @@ class SegmentWidget(QWidget):
         self.status.value = text
 
     def _on_done(self, job: Job) -> None:
-        self._job_layer = None
+        layer, layout, partial = self._job_layer, self._job_layout, self._partial
+        self._job_layer = self._job_layout = self._partial = None
         question, self._rescale_question = self._rescale_question, None
         if question is not None:  # asked once the job is over, so that a new one can start
             self._set_running(False)
@@ -345,6 +353,9 @@ class SegmentWidget(QWidget):
             self.progress.stop()
             if job.cancelled and not self.status.value.startswith("cancelled"):
                 self.status.value = "cancelled"
+                kept = show_partial(self.viewer, layer, layout, partial) if partial else None
+                if kept is not None:
+                    self.status.value = f"cancelled; the planes done are in '{kept.name}'"
             elif job.error is not None:
                 self.status.value = "failed (see the notification)"
             self._set_running(False)
