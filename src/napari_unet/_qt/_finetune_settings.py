@@ -198,4 +198,5 @@ class FineTuneSettings:
             device=self.device.value,
             diameter=float(self.diameter.value) or None,
             labels_name=self.labels.value.name,
+            segment_options=dict(self.session.segment_options),
         )

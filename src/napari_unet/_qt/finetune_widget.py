@@ -89,7 +89,6 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self._labels_layer: Any = None
         self._image_layer: Any = None
         self._request: FineTuneRequest | None = None
-        self._preview_diameter: float | None = None
         self._warned: set[str] = set()
 
         self.form = self._build_settings(napari_viewer)
@@ -285,7 +284,6 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             run.snapshot = None
         if entry is not None:
             self.result_entry = entry
-            self._preview_diameter = run.scale.input_diameter
             self._check_result(entry, request)
         self._set_running(False)
 
@@ -308,7 +306,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             (request.image, request.channel_axis),
             entry.resolve,
             entry.label,
-            diameter=self._preview_diameter,
+            options=self.session.segment_options,
             device=self.device.value,
             painted=(request.labels, request.regions),
             on_score=scored,
@@ -343,23 +341,17 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         run, snapshot = self.run, self._snapshot
         if snapshot is not None and run is not None and run.net_config is not None:
             model = partial(snapshot_model, run, snapshot)
-            diameter = run.scale.input_diameter
             label = f"step {snapshot.step}"
         else:
             entry = self.session.current
             model = entry.resolve
-            diameter = (
-                self._preview_diameter
-                if entry is self.result_entry
-                else float(self.diameter.value) or None
-            )
             label = entry.label
         self.preview.request(
             image_layer,
             self.image_plane(image_layer),
             model,
             label,
-            diameter=diameter,
+            options=self.session.segment_options,
             device=self.device.value,
         )
 

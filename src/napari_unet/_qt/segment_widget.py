@@ -33,6 +33,7 @@ from napari_unet._qt._layers import (
 )
 from napari_unet._qt._partial import show_partial
 from napari_unet._qt._progress import PanelProgress, tile_fraction
+from napari_unet._qt._segment_call import SEGMENT_OPTION_NAMES, segment_call
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import PlaneSegmented, TileDone, TileSizeReduced
@@ -68,9 +69,7 @@ def segment_job(
     **options : passed on to :func:`napari_unet.engine.segment.iter_segment`.
     """
     from napari_unet.engine.diameter import rescale_factor
-    from napari_unet.engine.layout import gray_for_model
     from napari_unet.engine.models import load_model
-    from napari_unet.engine.segment import iter_segment
 
     model = load_model(entry.resolve())
     diameter, trained = options.get("diameter"), model[1].diameter
@@ -78,14 +77,7 @@ def segment_job(
     if not confirmed and not 1 / RESCALE_ASK <= factor <= RESCALE_ASK:
         return RescaleQuestion(factor, diameter, trained)
     image, channel_axis = layout.to_engine(data)
-    image, channel_axis = gray_for_model(
-        image, channel_axis=channel_axis, in_channels=int(model[0].config.in_channels)
-    )
-    return (
-        yield from iter_segment(
-            image, model, channel_axis=channel_axis, stack=layout.stack, **options
-        )
-    )
+    return (yield from segment_call(image, channel_axis, model, stack=layout.stack, **options))
 
 
 class SegmentWidget(QWidget):
@@ -182,6 +174,9 @@ class SegmentWidget(QWidget):
         self.session.changed.connect(self._session_changed)
         self._select_entry(self.session.current)
         self._update_axes()
+        for name in SEGMENT_OPTION_NAMES:
+            getattr(self, name).changed.connect(self._publish_options)
+        self._publish_options()
         connections = [
             (napari_viewer.layers.events.removed, self._layer_removed),
             (self.session.changed, self._session_changed),
@@ -266,13 +261,7 @@ class SegmentWidget(QWidget):
             tell_user(f"Segmentation failed: {exc}.")
             return None
         layout = self.layout_for(layer)
-        options = {
-            "device": self.device.value,
-            "threshold": float(self.threshold.value),
-            "min_size": int(self.min_size.value) or None,
-            "diameter": float(self.diameter.value) or None,
-            "tta": bool(self.tta.value),
-        }
+        options = {"device": self.device.value, **self.segment_options()}
         from napari_unet.engine.segment import PartialLabels
 
         self._set_running(True)
@@ -293,6 +282,19 @@ class SegmentWidget(QWidget):
             **options,
         )
         return self.job
+
+    def segment_options(self) -> dict[str, Any]:
+        """The options that decide the result (:data:`SEGMENT_OPTION_NAMES`), as the engine
+        takes them; shared with the Fine-tune preview through the session."""
+        return {
+            "threshold": float(self.threshold.value),
+            "min_size": int(self.min_size.value) or None,
+            "diameter": float(self.diameter.value) or None,
+            "tta": bool(self.tta.value),
+        }
+
+    def _publish_options(self, *_: Any) -> None:
+        self.session.segment_options = self.segment_options()
 
     def cancel(self) -> None:
         """Stop the running segmentation at the next tile."""
