@@ -342,3 +342,25 @@ def test_an_extreme_rescaling_is_asked_first(
     widget.diameter.value = 12.0  # 1.3x: no question
     wait_job(widget.segment())
     assert len(asked) == 2
+
+
+def test_a_long_model_name_fits_with_the_full_path_as_tooltip(viewer_with_image, tmp_path):
+    import shutil
+
+    from napari_unet._qt._session import ModelEntry, session_for
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+
+    viewer = viewer_with_image
+    source = session_for(viewer).current.source
+    long = tmp_path / ("nuclei_fine_tuned_on_the_third_experiment_" * 3 + ".pt")
+    shutil.copy(source, long)
+    widget = _widget(viewer)
+    finetune = FineTuneWidget(viewer)
+    before = widget.model.native.sizeHint().width()
+    session_for(viewer).set_current(ModelEntry(long.name, str(long), kind="file"))
+    assert widget.model.value.label == long.name
+    assert widget.model.native.sizeHint().width() < before + 80  # the dock does not widen
+    assert str(long) in widget.model.native.toolTip()
+    assert finetune.start_model.value == long.name  # whole, wrapped
+    assert finetune.start_model.native.wordWrap()
+    assert str(long) in finetune.start_model.native.toolTip()

@@ -204,6 +204,34 @@ def show_text(label: Any, text: str) -> None:
         pass
 
 
+#: a model's name is elided beyond about this many characters (the full name is the tooltip)
+MODEL_NAME_CHARS = 24
+
+
+def model_description(entry: Any) -> str:
+    """The full name of a model for a tooltip: a file's full path, else its label."""
+    if getattr(entry, "kind", None) == "file" and isinstance(entry.source, (str, Path)):
+        return f"{entry.label}\n{Path(entry.source).expanduser().resolve()}"
+    return str(getattr(entry, "label", entry))
+
+
+def elide_combo(combo: ComboBox) -> None:
+    """Let a ComboBox of models elide a long name ("…") instead of widening the dock."""
+    from qtpy.QtWidgets import QComboBox
+
+    native = combo.native
+    native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    native.setMinimumContentsLength(MODEL_NAME_CHARS)
+
+
+def show_model_name(label: Any, entry: Any) -> None:
+    """Show a model's whole name in a ``Label`` that wraps (never cut off, never widening
+    the dock), with the full name and path as its tooltip."""
+    label.native.setWordWrap(True)
+    label.value = str(entry.label)
+    label.tooltip = model_description(entry)
+
+
 def status_label() -> Any:
     """A status line that wraps (long layer names must not widen the dock)."""
     label = Label(label="", value="")

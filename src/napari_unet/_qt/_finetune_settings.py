@@ -19,6 +19,7 @@ from napari_unet._qt._controls import (
     image_combo,
     number_control,
     regions_combo,
+    show_model_name,
     update_axes,
 )
 from napari_unet._qt._finetune_job import FineTuneRequest
@@ -66,7 +67,8 @@ class FineTuneSettings:
             "whole plane counts: unpainted pixels are background everywhere.",
         )
         pick_default(self.regions, lambda layer: True)  # a Shapes layer, if there is one
-        self.start_model = Label(label="start from", value=self.session.current.label)
+        self.start_model = Label(label="start from")
+        show_model_name(self.start_model, self.session.current)
         self.minutes = number_control(
             "time budget (min)",
             DEFAULT_MINUTES,

@@ -30,6 +30,7 @@ from napari_unet._qt._controls import (
     confirm_overwrite,
     disconnect_all,
     scroll_layout,
+    show_model_name,
     show_text,
     status_label,
 )
@@ -136,7 +137,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
     # -- session -------------------------------------------------------------------------------
     def _session_changed(self, entry: ModelEntry) -> None:
         try:
-            self.start_model.value = entry.label
+            show_model_name(self.start_model, entry)
         except RuntimeError:  # the Qt widget is already gone
             self._disconnect_session()
 

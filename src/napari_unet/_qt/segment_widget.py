@@ -108,6 +108,7 @@ class SegmentWidget(QWidget):
         )
         self.axes = controls.axes_combo()
         self.model = ComboBox(label="model", choices=self._model_choices)
+        controls.elide_combo(self.model)
         self.model_file = FileEdit(
             label="model file", mode="r", filter="U-Net model (*.pt)", visible=False
         )
@@ -194,6 +195,7 @@ class SegmentWidget(QWidget):
         if entry in [c for c in self.model.choices]:
             self.model.value = entry
         self.model_file.visible = self.model.value == MODEL_FILE
+        self.model.tooltip = controls.model_description(entry)
 
     def _session_changed(self, entry: ModelEntry) -> None:
         if self.model.value is not entry:
@@ -201,6 +203,8 @@ class SegmentWidget(QWidget):
 
     def _model_changed(self, value: Any) -> None:
         self.model_file.visible = value == MODEL_FILE
+        if isinstance(value, ModelEntry):
+            self.model.tooltip = controls.model_description(value)
         if isinstance(value, ModelEntry) and value is not self.session.current:
             self.session.set_current(value)
 
