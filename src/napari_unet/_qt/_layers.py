@@ -165,7 +165,9 @@ def put_layer(
     if compatible:
         layer.data = data
         for attr, value in geometry.items():
-            setattr(layer, attr, value)
+            # each assignment re-emits through the layer list and redraws: only when it moves
+            if not np.allclose(np.asarray(getattr(layer, attr), float), np.asarray(value, float)):
+                setattr(layer, attr, value)
         if kind == "image" and "contrast_limits" in kwargs:
             layer.contrast_limits = kwargs["contrast_limits"]
         elif kind == "image" and not rgb:

@@ -179,6 +179,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             description=f"Fine-tuning on {labels_layer.name}",
             on_event=self._on_event,
             on_done=self._on_done,
+            show_progress=False,  # the panel's own bar: napari's redraws held the event loop
         )
         self.timer.start()
         return self.job
@@ -249,7 +250,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         if self.plot.dirty:
             self.plot.update()
         text = self.live.status()
-        if text and self.job is not None and self.job.running and not self.job.cancelled:
+        running = self.job is not None and self.job.running and not self.job.cancelled
+        if text and running and text != self.status.value:  # a wrapped label relays out
             self.status.value = text
         sample = self.live.take_sample()
         if sample is not None:

@@ -283,6 +283,7 @@ class SegmentWidget(QWidget):
             on_event=self._on_event,
             on_result=lambda result: self._on_result(layer, layout, result),
             on_done=self._on_done,
+            show_progress=False,  # the panel's own bar: napari's redraws held the event loop
             **options,
         )
         return self.job
