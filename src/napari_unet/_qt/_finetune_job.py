@@ -18,7 +18,7 @@ import numpy as np
 
 from napari_unet._qt._finetune_checks import annotation_warnings, painted_score
 from napari_unet._qt._session import ModelEntry
-from napari_unet._qt._worker import limit_torch_threads, shield_runtime_error
+from napari_unet._qt._worker import shield_runtime_error
 from napari_unet.engine.events import (
     ModelSnapshot,
     StepDone,
@@ -162,7 +162,6 @@ def _finetune(request: FineTuneRequest, run: RunState):
     from napari_unet.engine.training import iter_train
     from napari_unet.engine.weights import training_targets
 
-    limit_torch_threads()
     base, checkpoint = load_model(request.entry.resolve(), device="cpu")
     net = copy.deepcopy(base)  # never train the session's model object in place
     del base

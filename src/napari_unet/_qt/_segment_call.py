@@ -23,12 +23,10 @@ def segment_call(
     """
     import numpy as np
 
-    from napari_unet._qt._worker import limit_torch_threads
     from napari_unet.engine.layout import gray_for_model
     from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
 
-    limit_torch_threads()
     net, checkpoint = load_model(model)
     image, channel_axis = gray_for_model(
         np.asarray(image), channel_axis=channel_axis, in_channels=int(net.config.in_channels)

@@ -11,7 +11,6 @@ Nothing in the worker thread touches Qt or a layer.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -30,22 +29,6 @@ OOM_MESSAGE = "out of memory on the GPU; try a smaller tile size or the CPU"
 #: napari's progress bar processes pending events while it redraws (a job with many small tiles
 #: ran about 3x slower with it): it is updated at most this often, in seconds, and at the end
 PROGRESS_INTERVAL = 0.25
-
-
-#: torch computes with at most this many threads fewer than the machine's cores (at least 1),
-#: leaving a core for the GUI thread
-GUI_SPARE_CORES = 1
-
-
-def limit_torch_threads() -> None:
-    """Let torch use one core fewer than the machine has (:data:`GUI_SPARE_CORES`), unless
-    fewer threads were set already; call it in the worker thread, before computing."""
-    import torch
-
-    cores = os.cpu_count() or 1
-    wanted = max(1, cores - GUI_SPARE_CORES)
-    if GUI_SPARE_CORES > 0 and torch.get_num_threads() > wanted:
-        torch.set_num_threads(wanted)
 
 
 def _delegate(gen: Generator, stop: threading.Event) -> Generator:
