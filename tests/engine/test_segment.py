@@ -352,7 +352,7 @@ def test_a_stopped_stack_keeps_the_planes_done(model_file, oracle):
     """Planes are labelled as they are done (PlaneSegmented, ids following the planes before);
     closing the generator after two of four planes leaves those two complete, the rest 0."""
     from napari_unet.engine.events import PlaneSegmented
-    from napari_unet.engine.segment import PartialLabels
+    from napari_unet.engine.partial import PartialLabels
 
     image, _ = discs((48, 48), 12, 24)
     stack = np.stack([image, image[::-1], image[:, ::-1], image])

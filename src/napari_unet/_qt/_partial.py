@@ -14,7 +14,7 @@ def partial_name(image_name: str, done: int, n_planes: int) -> str:
 
 
 def show_partial(viewer: Any, image_layer: Any, layout: Layout, partial: Any) -> Any | None:
-    """Put the planes of ``partial`` (a :class:`~napari_unet.engine.segment.PartialLabels`)
+    """Put the planes of ``partial`` (a :class:`~napari_unet.engine.partial.PartialLabels`)
     over ``image_layer``; returns the layer, or ``None`` when no plane was done.
 
     The layer is the plugin's own (one per image, reused by the next stopped job and renamed);

@@ -266,7 +266,7 @@ class SegmentWidget(QWidget):
             return None
         layout = self.layout_for(layer)
         options = {"device": self.device.value, **self.segment_options()}
-        from napari_unet.engine.segment import PartialLabels
+        from napari_unet.engine.partial import PartialLabels
 
         self._set_running(True)
         self._job_layer, self._job_layout, self._partial = layer, layout, PartialLabels()

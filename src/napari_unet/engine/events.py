@@ -47,7 +47,7 @@ class PlaneSegmented:
 
     ``labels`` is (Y, X) int32 at the input's scale; its ids follow those of the planes before
     it, as in the final result. A consumer that stops the job keeps the planes done (see
-    :class:`~napari_unet.engine.segment.PartialLabels`).
+    :class:`~napari_unet.engine.partial.PartialLabels`).
     """
 
     plane: int
