@@ -33,7 +33,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 STEPS = ("segment", "inspect", "finetune", "correct", "errors")
-DOCK_WIDTH = 380
+DOCK_WIDTH = 430
 #: rows and columns of the crop the Inspect screenshot zooms into
 CROP = 160
 
@@ -101,18 +101,55 @@ def first_layer(viewer: Any, kind: str) -> Any:
     raise Skipped(f"the sample has no {kind} layer")
 
 
+#: the panels docked so far (menu name -> (dock widget, widget)); with ``--all-docked`` all
+#: three stay docked, one above the other, as on a laptop screen with every panel open
+DOCKED: dict[str, tuple[Any, Any]] = {}
+ALL_DOCKED = {"on": True}
+
+
 def dock(viewer: Any, name: str, width: int = DOCK_WIDTH) -> tuple[Any, Any]:
-    """Dock the plugin widget ``name`` (its menu name) as a user would, ``width`` px wide."""
+    """Dock the plugin widget ``name`` (its menu name) as a user would, ``width`` px wide
+    (the one docked already, when it is)."""
     from qtpy.QtCore import Qt
 
+    if name in DOCKED:
+        focus(viewer, name)
+        return DOCKED[name]
     dock_widget, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
     pump(0.2)
     viewer.window._qt_window.resizeDocks([dock_widget], [width], Qt.Orientation.Horizontal)
     pump(0.1)
+    DOCKED[name] = (dock_widget, widget)
     return dock_widget, widget
 
 
+def focus(viewer: Any, name: str) -> None:
+    """Give the docked panel ``name`` most of the dock's height (the others stay docked,
+    smaller; every panel scrolls)."""
+    from qtpy.QtCore import Qt
+
+    docks = [docked for docked, _ in DOCKED.values()]
+    height = viewer.window._qt_window.height()
+    sizes = [int(0.6 * height) if DOCKED[name][0] is d else int(0.2 * height) for d in docks]
+    viewer.window._qt_window.resizeDocks(docks, sizes, Qt.Orientation.Vertical)
+    pump(0.2)
+
+
+def scroll_to_end(widget: Any) -> None:
+    """Scroll a panel to its bottom."""
+    from qtpy.QtWidgets import QScrollArea
+
+    for area in widget.findChildren(QScrollArea):
+        area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
+    pump(0.2)
+
+
 def undock(viewer: Any, dock_widget: Any) -> None:
+    if ALL_DOCKED["on"]:
+        return
+    for name, (docked, _) in list(DOCKED.items()):
+        if docked is dock_widget:
+            del DOCKED[name]
     viewer.window.remove_dock_widget(dock_widget)
     pump(0.1)
 
@@ -274,6 +311,7 @@ def shoot_finetune(viewer: Any, out: Path, model: Path | None, steps: int, secon
     viewer.camera.zoom *= 0.6
     viewer.layers.selection.active = painted
     print(f"finetune: {widget.status.value}")
+    scroll_to_end(widget)  # the buttons, the progress, the loss plot and the status
     save(viewer, out / "finetune.png")
     undock(viewer, dock_widget)
 
@@ -344,7 +382,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=HERE / "images", help="folder for the PNGs")
     parser.add_argument(
-        "--size", default="1200x800", help="window size WIDTHxHEIGHT (default 1200x800)"
+        "--size", default="1366x768", help="window size WIDTHxHEIGHT (default 1366x768, a laptop)"
+    )
+    parser.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="dock only the panel being shown (default: all three docked, one above the other)",
     )
     parser.add_argument(
         "--only", choices=STEPS, action="append", help="take only this screenshot (repeatable)"
@@ -364,7 +407,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
-        parser.error(f"--size must look like 1200x800, not {args.size!r}")
+        parser.error(f"--size must look like 1366x768, not {args.size!r}")
     args.width, args.height = width, height
     return args
 
@@ -377,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     viewer.window.resize(args.width, args.height)
     viewer.open_sample("napari-unet", "nuclei")
     pump(0.5)
+    ALL_DOCKED["on"] = not args.one_at_a_time
+    if ALL_DOCKED["on"]:
+        for name in ("Segment", "Inspect", "Fine-tune"):
+            dock(viewer, name)
     skipped = []
     steps = args.only or list(STEPS)
     for step in steps:

@@ -245,10 +245,8 @@ def test_errors_reach_the_user(viewer_with_image, nuclei_image, wait_job, errors
     assert "has no shape on this plane" in errors[-1]
     widget.regions.value = None
 
-    from napari_unet._qt._controls import LEADING_CHANNELS
-
     widget.image.value = viewer.add_image(np.zeros((2, 128, 128), np.uint8), name="two")
-    widget.leading.value = LEADING_CHANNELS  # two channels for a one-channel model
+    widget.axes.value = "CYX"  # two channels for a one-channel model
     n_errors = len(errors)
     job = widget.start()
     wait_job(job)
@@ -282,6 +280,26 @@ def test_the_current_plane_of_a_stack_is_used(viewer_with_image, nuclei_image, s
         widget.training_request()
 
 
+def test_planes_on_the_last_axis_take_the_plane_on_screen(
+    viewer_with_image, nuclei_image, stack_image
+):
+    """A (Y, X, Z) image, shown Z-sliced (dims order 2, 0, 1): axes YXZ are detected and the
+    plane at the Z slider is the one trained on."""
+    viewer = viewer_with_image
+    data = np.moveaxis(stack_image[:2], 0, -1)  # (128, 128, 2); 3 would be taken for RGB
+    layer = viewer.add_image(data, name="yxz")
+    painted = _paint(viewer, nuclei_image[1])
+    widget = _widget(viewer, steps=3)
+    widget.image.value = layer
+    widget.labels.value = painted
+    assert widget.axes.value == "YXZ"
+    viewer.dims.order = (2, 0, 1)
+    viewer.dims.set_point(2, 1.0)  # Z = 1 (world and data agree for this layer)
+    request = widget.training_request()
+    assert request.channel_axis is None
+    np.testing.assert_array_equal(np.asarray(request.image), stack_image[1])
+
+
 def test_a_channel_first_image_trains_on_all_its_channels(
     viewer_with_image, nuclei_image, wait_job, qtbot, errors
 ):
@@ -289,7 +307,6 @@ def test_a_channel_first_image_trains_on_all_its_channels(
     plane, whichever channel the viewer shows, and a 2-channel model fine-tunes and previews."""
     import torch
 
-    from napari_unet._qt._controls import LEADING_CHANNELS
     from napari_unet.engine.model import UNet, UNetConfig
 
     viewer = viewer_with_image
@@ -299,14 +316,14 @@ def test_a_channel_first_image_trains_on_all_its_channels(
     widget = _widget(viewer, steps=3)
     widget.image.value = two
     widget.labels.value = painted
-    assert not widget.leading.native.isHidden()  # the choice is offered for this layer
+    assert not widget.axes.native.isHidden()  # the choice is offered for this layer
     viewer.dims.set_current_step(0, 1)  # the viewer shows the second channel
 
-    request = widget.training_request()  # first axis: planes (the default)
+    request = widget.training_request()  # axes ZYX: planes (the default)
     assert request.channel_axis is None
     np.testing.assert_array_equal(np.asarray(request.image), data[1])
 
-    widget.leading.value = LEADING_CHANNELS
+    widget.axes.value = "CYX"
     request = widget.training_request()
     assert request.channel_axis == -1
     np.testing.assert_array_equal(np.asarray(request.image), np.moveaxis(data, 0, -1))
@@ -325,7 +342,7 @@ def test_a_channel_first_image_trains_on_all_its_channels(
     assert errors == []
 
     widget.image.value = viewer.layers["nuclei"]
-    assert widget.leading.native.isHidden()  # not for a 2D layer
+    assert widget.axes.native.isHidden()  # not for a 2D layer
 
 
 def test_a_failure_mid_run_keeps_the_last_snapshot(
@@ -414,11 +431,10 @@ def test_event_loop_keeps_running_during_finetune(
     """A QTimer keeps ticking while the worker trains and the live layers update, with two
     CPU-burning processes beside it: the longest gap between ticks from the first training
     step until the run ends stays under 250 ms. (The issue's goal is 100 ms and Segment meets
-    it; training and the live layers' uploads hold the main thread or the GIL for longer: 86-130
-    ms measured under this load, 190 ms with a third busy process beside it, so the bound keeps a
-    margin for a loaded CI machine rather than asserting the goal, which is not met yet. The
-    preparation before the first step, the weight map and the start model's score computed with
-    scipy in the worker, is printed, not asserted: 87-153 ms under this load.)"""
+    it; Fine-tune does not yet: 149-408 ms measured here on a shared 2-core machine whose load
+    average was about 11, 124-293 ms at other times; see docs/benchmarks/responsiveness.md. The
+    bound keeps the 250 ms of before rather than asserting the goal. The preparation before
+    the first step is printed, not asserted.)"""
     viewer = viewer_with_image
     painted_data, _ = _top_half(nuclei_image[1])
     _paint(viewer, painted_data)

@@ -88,11 +88,15 @@ def test_weight_map_layers_and_sliders(widget, viewer, cells, qtbot, errors):
 
 def test_slider_drag_ends_with_the_last_value(widget, viewer, cells, qtbot):
     widget.update_weights()
+    assert not widget.progress.bar.isHidden()  # a moving bar while the map is computed
+    assert "weight map" in widget.progress.bar.format()
     settle(qtbot, widget.weights_runner)
+    qtbot.waitUntil(lambda: widget.progress.bar.isHidden(), timeout=5_000)
     for value in np.arange(1.0, 15.5, 0.5):  # many changes while jobs are still running
         widget.w0.value = float(value)
-    assert widget.weights_runner.busy
+    assert widget.weights_runner.busy and not widget.progress.bar.isHidden()
     settle(qtbot, widget.weights_runner)
+    qtbot.waitUntil(lambda: widget.progress.bar.isHidden(), timeout=5_000)
     expected = weight_map(cells[1], w0=15.0, sigma=5.0)
     np.testing.assert_allclose(viewer.layers["cells weight map"].data, expected.total)
 

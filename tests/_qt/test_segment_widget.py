@@ -74,13 +74,38 @@ def test_stack_is_segmented_plane_by_plane(viewer_with_image, stack_image, wait_
     layer = viewer.add_image(stack_image[:3], name="stack")
     widget = _widget(viewer)
     widget.image.value = layer
-    assert widget.leading_applies
+    assert widget.axes.value == "ZYX" and not widget.axes.native.isHidden()
     wait_job(widget.segment())
     labels = viewer.layers["stack labels"].data
     assert labels.shape == (3, 128, 128)
     ids = [set(np.unique(plane)) - {0} for plane in labels]
     assert all(len(plane_ids) > 1 for plane_ids in ids)
     assert not (ids[0] & ids[1]) and not (ids[1] & ids[2])  # no id is used in two planes
+
+
+def test_planes_on_the_last_axis(viewer_with_image, stack_image, wait_job, errors):
+    """A (Y, X, Z) layer: detected as YXZ (2 planes, not 128 planes of 128 x 2); the labels
+    keep the layer's axes and geometry, and each plane is the one of the same plane as ZYX."""
+    viewer = viewer_with_image
+    data = np.moveaxis(stack_image[:2], 0, -1)  # (128, 128, 2)
+    layer = viewer.add_image(data, name="yxz", scale=(0.5, 0.5, 2.0))
+    widget = _widget(viewer)
+    widget.image.value = layer
+    assert widget.axes.value == "YXZ"
+    assert {"ZYX", "YXC", "YXZ"} <= set(widget.axes.choices)
+    wait_job(widget.segment())
+    assert errors == []
+    labels = viewer.layers["yxz labels"]
+    assert labels.data.shape == data.shape
+    np.testing.assert_allclose(labels.scale, layer.scale)
+    first = viewer.add_image(stack_image[0], name="first plane")
+    widget.image.value = first
+    wait_job(widget.segment())
+    np.testing.assert_array_equal(labels.data[..., 0] > 0, viewer.layers["first plane labels"].data > 0)
+    # the user's choice wins: the same layer read as planes first is 128 planes of 128 x 2
+    widget.image.value = layer
+    widget.axes.value = "ZYX"
+    assert widget.layout_for(layer).n_planes == 128
 
 
 @pytest.mark.timing
@@ -108,6 +133,35 @@ def test_cancel_stops_a_long_run(viewer_with_image, stack_image, wait_job):
     assert "long stack labels" not in viewer.layers
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
     assert widget.status.value == "cancelled"
+
+
+def test_cancel_keeps_the_planes_done(viewer_with_image, stack_image, wait_job, errors):
+    """Cancel after 3 of 6 planes: a layer "(partial, 3 of 6 planes)" holds those planes as a
+    full run labels them, the other planes 0; a full result of an earlier run is kept."""
+    viewer = viewer_with_image
+    layer = viewer.add_image(stack_image[:6], name="stack")
+    widget = _widget(viewer)
+    widget.image.value = layer
+    wait_job(widget.segment())
+    full = viewer.layers["stack labels"].data.copy()
+
+    job = widget.segment()
+    seen = []
+
+    def cancel_at_the_third_plane(event):
+        if type(event).__name__ == "PlaneSegmented":
+            seen.append(event.plane)
+            if len(seen) == 3:
+                widget.cancel()
+
+    job.worker.yielded.connect(cancel_at_the_third_plane)
+    wait_job(job, timeout=60_000)
+    assert job.cancelled and errors == []
+    partial = viewer.layers["stack labels (partial, 3 of 6 planes)"]
+    np.testing.assert_array_equal(partial.data[:3], full[:3])
+    assert full[3:].any() and not partial.data[3:].any()
+    np.testing.assert_array_equal(viewer.layers["stack labels"].data, full)  # kept as it was
+    assert "partial, 3 of 6 planes" in widget.status.value
 
 
 def test_event_loop_keeps_running_during_segment(
@@ -157,13 +211,11 @@ def test_an_rgb_image_is_segmented_as_gray(viewer_with_image, nuclei_image, wait
 
 
 def test_wrong_channels_is_reported(viewer_with_image, wait_job, errors):
-    from napari_unet._qt._controls import LEADING_CHANNELS
-
     viewer = viewer_with_image
     two = viewer.add_image(np.zeros((2, 64, 64), np.uint8), name="two channels")
     widget = _widget(viewer)
     widget.image.value = two
-    widget.leading.value = LEADING_CHANNELS
+    widget.axes.value = "CYX"
     job = widget.segment()
     wait_job(job)
     assert job.error is not None
@@ -290,3 +342,25 @@ def test_an_extreme_rescaling_is_asked_first(
     widget.diameter.value = 12.0  # 1.3x: no question
     wait_job(widget.segment())
     assert len(asked) == 2
+
+
+def test_a_long_model_name_fits_with_the_full_path_as_tooltip(viewer_with_image, tmp_path):
+    import shutil
+
+    from napari_unet._qt._session import ModelEntry, session_for
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+
+    viewer = viewer_with_image
+    source = session_for(viewer).current.source
+    long = tmp_path / ("nuclei_fine_tuned_on_the_third_experiment_" * 3 + ".pt")
+    shutil.copy(source, long)
+    widget = _widget(viewer)
+    finetune = FineTuneWidget(viewer)
+    before = widget.model.native.sizeHint().width()
+    session_for(viewer).set_current(ModelEntry(long.name, str(long), kind="file"))
+    assert widget.model.value.label == long.name
+    assert widget.model.native.sizeHint().width() < before + 80  # the dock does not widen
+    assert str(long) in widget.model.native.toolTip()
+    assert finetune.start_model.value == long.name  # whole, wrapped
+    assert finetune.start_model.native.wordWrap()
+    assert str(long) in finetune.start_model.native.toolTip()

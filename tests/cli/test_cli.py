@@ -158,9 +158,10 @@ def test_predict_an_rgb_tiff_with_a_three_channel_model(files, work, capsys):
     code, _, err = run(capsys, "predict", work / "rgb.tif", "-o", work / "l.tif", "--model", files / "rgb.pt")
     assert code == 0, err
     assert tifffile.imread(work / "l.tif").shape == (48, 64)
+    # a one-channel model reads the mean of the colours, as the Segment panel does
     code, _, err = run(capsys, "predict", work / "rgb.tif", "-o", work / "g.tif", "--model", files / "gray.pt")
-    assert code == 2
-    assert_one_line_error(err, "expects 1 channel but the image has 3")
+    assert code == 0, err
+    assert tifffile.imread(work / "g.tif").shape == (48, 64)
 
 
 def test_predict_a_stack_plane_by_plane(files, work, capsys):
@@ -578,3 +579,55 @@ def test_the_cli_imports_no_gui():
     code = "import sys, napari_unet.cli; print(' '.join(sorted(sys.modules)))"
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     assert not {m for m in loaded if m.split(".")[0] in ("qtpy", "napari", "magicgui", "PyQt5")}
+
+
+def test_predict_reads_a_small_trailing_axis_as_planes(files, work, capsys):
+    """A (Y, X, 2) TIFF is two planes (was read as 48 planes of 64 x 2), and --axes says so
+    too; the labels keep the input's axes."""
+    image = tifffile.imread(work / "cells.tif")
+    tifffile.imwrite(work / "yxz.tif", np.stack([image, image[::-1]], axis=-1))
+    code, _, err = run(capsys, "predict", work / "yxz.tif", "-o", work / "a.tif", "--model", files / "gray.pt", "--diameter", "12")
+    assert code == 0, err
+    labels = tifffile.imread(work / "a.tif")
+    assert labels.shape == (48, 64, 2)
+    code, _, err = run(capsys, "predict", work / "cells.tif", "-o", work / "b.tif", "--model", files / "gray.pt", "--diameter", "12")
+    assert code == 0, err
+    np.testing.assert_array_equal(labels[..., 0] > 0, tifffile.imread(work / "b.tif") > 0)
+    code, _, err = run(capsys, "predict", work / "yxz.tif", "-o", work / "c.tif", "--model", files / "gray.pt", "--diameter", "12", "--axes", "yxz")
+    assert code == 0, err
+    np.testing.assert_array_equal(tifffile.imread(work / "c.tif"), labels)
+    code, _, err = run(capsys, "predict", work / "yxz.tif", "-o", work / "d.tif", "--model", files / "gray.pt", "--axes", "YXQ")
+    assert code == 2
+    assert_one_line_error(err, "yxz.tif", "contain Q")
+    code, _, err = run(capsys, "predict", work / "yxz.tif", "-o", work / "d.tif", "--model", files / "gray.pt", "--axes", "YXZ", "--stack")
+    assert code == 2
+    assert_one_line_error(err, "not both")
+
+
+def test_train_with_axes(work, capsys):
+    image = tifffile.imread(work / "cells.tif")
+    truth = tifffile.imread(work / "cells_ground_truth.tif")
+    tifffile.imwrite(work / "yxz.tif", np.stack([image, image], axis=-1))
+    tifffile.imwrite(work / "yxz_labels.tif", np.stack([truth, truth], axis=-1))
+    common = ["--from", "scratch", "--depth", "2", "--base-channels", "4", "--steps", "2", "--tile-size", "16", "--val-fraction", "0", "--device", "cpu"]
+    code, _, err = run(capsys, "train", "--images", work / "yxz.tif", "--labels", work / "yxz_labels.tif", *common, "--out", work / "m.pt")
+    assert code == 0, err
+    code, _, err = run(capsys, "train", "--images", work / "yxz.tif", "--labels", work / "yxz_labels.tif", *common, "--axes", "YXC", "--out", work / "n.pt")
+    assert code == 2
+    assert_one_line_error(err, "labels of shape")
+
+
+def test_evaluate_planes_last_with_axes(work, capsys):
+    truth = tifffile.imread(work / "cells_ground_truth.tif")
+    empty = np.zeros_like(truth)
+    tifffile.imwrite(work / "p.tif", np.stack([truth, empty], axis=-1))
+    tifffile.imwrite(work / "g.tif", np.stack([truth, truth], axis=-1))
+    code, out, err = run(capsys, "evaluate", work / "p.tif", work / "g.tif", "--axes", "YXZ", "--json")
+    assert code == 0, err
+    metrics = json.loads(out)["mean"]
+    # plane 0 is perfect, plane 1 finds nothing: half of the cells
+    assert metrics["tp@0.5"] == np.unique(truth).size - 1
+    assert metrics["fn@0.5"] == np.unique(truth).size - 1
+    code, _, err = run(capsys, "evaluate", work / "p.tif", work / "g.tif", "--axes", "YXC")
+    assert code == 2
+    assert_one_line_error(err, "no channel axis")

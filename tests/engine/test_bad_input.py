@@ -86,6 +86,11 @@ class _MakesFolder:
         return (os.mkdir, (self.marker,))
 
 
+def _payload_of(net: UNet) -> dict:
+    return {"format": "napari-unet", "format_version": 1, "config": net.config.to_dict(),
+            "state_dict": net.state_dict()}
+
+
 def _payload(**changes) -> dict:
     net = UNet(UNetConfig(depth=1, base_channels=2))
     payload = {"format": "napari-unet", "format_version": 1, "config": net.config.to_dict(),
@@ -99,7 +104,9 @@ REFUSED = [
     ("nan", None, np.full((32, 32), np.nan), "NaN"),
     ("inf", None, np.full((32, 32), np.inf), "infinite"),
     ("one-pixel", None, np.zeros((1, 1), np.uint8), "too small"),
-    ("rgb-for-a-gray-model", None, np.zeros((32, 32, 3), np.uint8), "channel"),
+    # RGB for a one-channel model is read as gray (the panels' and the CLI's rule); three
+    # colours for a two-channel model cannot be
+    ("rgb-for-a-two-channel-model", "two-channels", np.zeros((32, 32, 3), np.uint8), "channel"),
     ("depth-40", _payload(config={"depth": 40}), None, "depth must be at most"),
     ("in-channels-1e7", _payload(config={"in_channels": 10**7}), None, "in_channels must be at most"),
     ("huge-net", _payload(config={"depth": 5, "base_channels": 256}), None, "M parameters"),
@@ -119,6 +126,8 @@ def _model_file(tmp_path, content):
         torch.save({"format": "napari-unet", "x": _MakesFolder(tmp_path / "ran")}, path)
     elif isinstance(content, bytes):
         path.write_bytes(content)
+    elif content == "two-channels":
+        torch.save(_payload_of(UNet(UNetConfig(in_channels=2, depth=1, base_channels=2))), path)
     else:
         torch.save(content, path)
     return path

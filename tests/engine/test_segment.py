@@ -290,11 +290,12 @@ def test_automatic_diameter_samples_big_images_and_stacks(model_file, oracle, mo
     stack = np.stack([image, image, image])
     result = drive(api.iter_segment(stack, model_file, stack=True))
     # first pass: the middle plane, a central crop; second: that crop again at the scale the
-    # first estimate asks for (the refinement); third: the whole stack, enlarged
+    # first estimate asks for (the refinement); then the planes of the stack one by one, enlarged
+    # (one by one, so that a Stop keeps the planes done)
     assert oracle[0]["shape"] == (1, 1, 48, 48)
     assert 90 <= oracle[1]["shape"][2] <= 102 and oracle[1]["shape"][:2] == (1, 1)
     side = round(96 * result.scale)
-    assert oracle[2]["shape"] == (3, 1, side, side)
+    assert [c["shape"] for c in oracle[2:]] == [(1, 1, side, side)] * 3
     assert 180 <= side <= 204
     assert result.labels.shape == (3, 96, 96)
     assert result.probabilities.shape == (3, 3, 96, 96)
@@ -369,3 +370,33 @@ def test_objects_the_network_is_unsure_of_are_dropped_unless_asked(model_file, m
     assert default.labels.max() == 8 and not default.labels[truth == 5].any()
     kept = drive(api.iter_segment(image, model_file, diameter=24, min_confidence=0))
     assert kept.labels.max() == 9 and kept.labels[truth == 5].all()
+
+
+def test_a_stopped_stack_keeps_the_planes_done(model_file, oracle):
+    """Planes are labelled as they are done (PlaneSegmented, ids following the planes before);
+    closing the generator after two of four planes leaves those two complete, the rest 0."""
+    from napari_unet.engine.events import PlaneSegmented
+    from napari_unet.engine.partial import PartialLabels
+
+    image, _ = discs((48, 48), 12, 24)
+    stack = np.stack([image, image[::-1], image[:, ::-1], image])
+    events, full = drain(api.iter_segment(stack, model_file, stack=True, diameter=12))
+    done = [e for e in events if isinstance(e, PlaneSegmented)]
+    assert [e.plane for e in done] == [0, 1, 2, 3] and {e.n_planes for e in done} == {4}
+    np.testing.assert_array_equal(np.stack([e.labels for e in done]), full.labels)
+    tiles = [e for e in events if isinstance(e, TileDone)]
+    assert {e.total for e in tiles} == {4}  # one count for the whole job
+    assert [e.plane for e in tiles] == [0, 1, 2, 3] and {e.n_planes for e in tiles} == {4}
+
+    partial = PartialLabels()
+    gen = api.iter_segment(stack, model_file, stack=True, diameter=12)
+    for event in gen:
+        partial.add(event)
+        if partial.done == 2:
+            gen.close()
+            break
+    labels = partial.labels()
+    assert partial.n_planes == 4 and labels.shape == full.labels.shape
+    np.testing.assert_array_equal(labels[:2], full.labels[:2])
+    assert labels[:2].max() > 0 and not labels[2:].any()
+    assert len(oracle) == 4 + 2  # planes are predicted one by one: nothing after the Stop

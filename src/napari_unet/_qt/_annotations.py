@@ -23,7 +23,7 @@ def painted_plane(
     labels_layer: Any,
     shapes_layer: Any,
     *,
-    leading_is_channels: bool = False,
+    axes: str | None = None,
 ) -> tuple[Any, int | None, np.ndarray, np.ndarray | None]:
     """The plane of the painted cells the viewer shows, ready for training.
 
@@ -43,9 +43,7 @@ def painted_plane(
     where = f" on plane {label_plane}" if label_plane else ""
     if labels.ndim != 2:
         raise ValueError(f"the labels '{labels_layer.name}' are not a 2D plane{where}")
-    image, channel_axis = current_image_plane(
-        viewer, image_layer, leading_is_channels=leading_is_channels
-    )
+    image, channel_axis = current_image_plane(viewer, image_layer, axes=axes)
     spatial = tuple(image.shape[:2] if channel_axis is not None else image.shape)
     if len(spatial) != 2 or image.ndim > 3:
         raise ValueError(

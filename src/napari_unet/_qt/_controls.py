@@ -20,12 +20,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet._qt._layers import layer_combo
+from napari_unet._qt._layers import layer_array, layer_combo
 from napari_unet.engine.device import DEVICE_CHOICES
 from napari_unet.engine.train_config import TrainConfig
 
-LEADING_PLANES = "planes (Z / time)"
-LEADING_CHANNELS = "channels"
 #: the border weight w0 (unitless) and its width sigma (pixels) a user may choose
 W0_RANGE = (0.0, 100.0)
 SIGMA_RANGE = (0.5, 50.0)
@@ -47,25 +45,45 @@ def _user_layers(viewer: Any, kind: type, label: str, tooltip: str, nullable: bo
     )
 
 
-def leading_axis_combo() -> ComboBox:
-    """The "first axis" choice for a grayscale layer with 3 or more axes: planes or channels."""
+def axes_combo() -> ComboBox:
+    """The choice of an image's axes (``ZYX``, ``YXC``, ``YXZ``, ...), the detected one first
+    (see :func:`update_axes`)."""
     return ComboBox(
-        label="first axis",
-        choices=[LEADING_PLANES, LEADING_CHANNELS],
-        value=LEADING_PLANES,
-        tooltip="For a 3D grayscale layer: is the first axis a stack of planes or channels?",
+        label="axes",
+        choices=["YX"],
+        value="YX",
+        tooltip="One letter per axis of the image: Y rows, X columns, C channels, Z / T "
+        "planes (slices, time points), segmented one by one. The detected order comes first.",
     )
 
 
-def leading_axis_applies(layer: Any) -> bool:
-    """Whether the "first axis" choice means anything for ``layer`` (grayscale, 3+ axes)."""
-    return layer is not None and not getattr(layer, "rgb", False) and layer.ndim >= 3
+def update_axes(combo: ComboBox, layer: Any) -> None:
+    """Offer the axes orders that fit ``layer`` (the detected one selected); the choice is
+    shown only where there is one to make (grayscale, 3 or more axes)."""
+    from napari_unet.engine.layout import axes_choices, detect_axes
+
+    if layer is None:
+        combo.visible = False
+        return
+    shape = tuple(layer_array(layer).shape)
+    rgb = bool(getattr(layer, "rgb", False))
+    detected = detect_axes(shape, rgb=rgb)
+    choices = [detected] if rgb else axes_choices(shape, detected)
+    try:
+        combo.choices = choices
+        combo.value = detected
+        combo.visible = len(shape) >= 3 and not rgb
+    except RuntimeError:  # the Qt widget is already gone (viewer closing)
+        pass
 
 
-def leading_is_channels(combo: ComboBox, layer: Any) -> bool:
-    """Whether ``layer``'s first axis is to be read as channels (the combo's choice, if it
-    applies to the layer)."""
-    return leading_axis_applies(layer) and combo.value == LEADING_CHANNELS
+def chosen_axes(combo: ComboBox, layer: Any) -> str | None:
+    """The axes chosen for ``layer``, or ``None`` (detect them) when the choice does not fit
+    it (another layer was picked meanwhile)."""
+    value = combo.value
+    if layer is None or not isinstance(value, str) or len(value) != len(layer_array(layer).shape):
+        return None
+    return value
 
 
 def device_combo() -> ComboBox:
@@ -184,6 +202,34 @@ def show_text(label: Any, text: str) -> None:
         label.value = text
     except RuntimeError:
         pass
+
+
+#: a model's name is elided beyond about this many characters (the full name is the tooltip)
+MODEL_NAME_CHARS = 24
+
+
+def model_description(entry: Any) -> str:
+    """The full name of a model for a tooltip: a file's full path, else its label."""
+    if getattr(entry, "kind", None) == "file" and isinstance(entry.source, (str, Path)):
+        return f"{entry.label}\n{Path(entry.source).expanduser().resolve()}"
+    return str(getattr(entry, "label", entry))
+
+
+def elide_combo(combo: ComboBox) -> None:
+    """Let a ComboBox of models elide a long name ("…") instead of widening the dock."""
+    from qtpy.QtWidgets import QComboBox
+
+    native = combo.native
+    native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    native.setMinimumContentsLength(MODEL_NAME_CHARS)
+
+
+def show_model_name(label: Any, entry: Any) -> None:
+    """Show a model's whole name in a ``Label`` that wraps (never cut off, never widening
+    the dock), with the full name and path as its tooltip."""
+    label.native.setWordWrap(True)
+    label.value = str(entry.label)
+    label.tooltip = model_description(entry)
 
 
 def status_label() -> Any:

@@ -63,6 +63,8 @@ class FineTuneRequest:
     device : ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
     diameter : the cells' diameter in image pixels, or ``None`` to measure the painted cells.
     labels_name : the Labels layer's name (recorded in the model's metadata).
+    segment_options : the Segment panel's options (``Session.segment_options``): the score
+        before training segments with them, as the previews do.
 
     The time budget is ``config.time_limit``: the engine stops after the step that reaches it.
     """
@@ -76,6 +78,7 @@ class FineTuneRequest:
     device: str
     diameter: float | None
     labels_name: str = ""
+    segment_options: dict = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -193,7 +196,7 @@ def _finetune(request: FineTuneRequest, run: RunState):
         "fine_tuned_on": request.labels_name,
     }
     before = _segment_plane(
-        plane, channel_axis, (net, checkpoint), scale.input_diameter, request.device
+        plane, channel_axis, (net, checkpoint), device=request.device, **request.segment_options
     )
     run.score_before = painted_score(before.labels, request.labels, request.regions)
     yield ScoreBefore(run.score_before)
@@ -269,11 +272,12 @@ def snapshot_model(run: RunState, snapshot: Any) -> tuple[Any, Any]:
     )
 
 
-def preview_job(image: Any, channel_axis: int | None, model: Any, *, diameter, device) -> Any:
+def preview_job(image: Any, channel_axis: int | None, model: Any, **options: Any) -> Any:
     """Worker thread: segment one (Y, X[, C]) plane with ``model`` (a zero-argument callable
-    returning what ``load_model`` accepts); returns the ``SegmentResult``. A shared network is
+    returning what ``load_model`` accepts) and the Segment panel's ``options`` (``device``,
+    ``diameter``, ``threshold``, ...); returns the ``SegmentResult``. A shared network is
     copied first, so a preview never moves the session's model to a device."""
-    return _segment_plane(image, channel_axis, model(), diameter, device)
+    return _segment_plane(image, channel_axis, model(), **options)
 
 
 def scored_preview_job(
@@ -285,30 +289,19 @@ def scored_preview_job(
     return result, painted_score(result.labels, painted, regions)
 
 
-def _segment_plane(image: Any, channel_axis: int | None, source: Any, diameter, device) -> Any:
-    """Segment one plane with ``source`` (anything ``load_model`` accepts); a network is
-    copied first, so that it never moves to another device. The diameter is passed only to a
-    model that stores one."""
+def _segment_plane(image: Any, channel_axis: int | None, source: Any, **options: Any) -> Any:
+    """Segment one plane with ``source`` (anything ``load_model`` accepts) through the same
+    call as the Segment panel (:func:`~napari_unet._qt._segment_call.segment_call`); a
+    network is copied first, so that it never moves to another device."""
     import torch
 
-    from napari_unet.engine.layout import gray_for_model
+    from napari_unet._qt._segment_call import segment_call
     from napari_unet.engine.models import load_model
-    from napari_unet.engine.segment import iter_segment
 
     shared = isinstance(source, (tuple, torch.nn.Module))
     net, checkpoint = load_model(source)
-    image, channel_axis = gray_for_model(
-        np.asarray(image), channel_axis=channel_axis, in_channels=int(net.config.in_channels)
-    )
-    return drive(
-        iter_segment(
-            image,
-            (copy.deepcopy(net) if shared else net, checkpoint),
-            channel_axis=channel_axis,
-            diameter=diameter if checkpoint.diameter is not None else None,
-            device=device,
-        )
-    )
+    model = (copy.deepcopy(net) if shared else net, checkpoint)
+    return drive(segment_call(image, channel_axis, model, **options))
 
 
 def kept_model(run: RunState | None, job: Any) -> tuple[ModelEntry | None, str | None]:

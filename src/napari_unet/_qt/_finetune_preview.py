@@ -38,19 +38,20 @@ class LivePreview:
         model: Callable[[], Any],
         label: str,
         *,
-        diameter: float | None,
+        options: dict[str, Any],
         device: str,
         painted: tuple[Any, Any] | None = None,
         on_score: Callable[[Any], None] | None = None,
     ) -> None:
-        """Segment ``plane`` (``(image, channel_axis)``) of ``image_layer`` with ``model()``.
+        """Segment ``plane`` (``(image, channel_axis)``) of ``image_layer`` with ``model()`` and
+        the Segment panel's ``options`` (``Session.segment_options``), as Segment would.
 
         With ``painted`` (the painted labels and regions of the run) the result is also scored
         against the painted cells and ``on_score`` gets the ``PaintedScore``.
         """
         image, channel_axis = plane
         self.source = label
-        layout = Layout(tuple(image.shape), channel_axis, ())
+        layout = Layout(tuple(image.shape), "YX" if channel_axis is None else "YXC")
 
         def shown(outcome: Any) -> None:
             result, score = outcome if painted is not None else (outcome, None)
@@ -66,8 +67,8 @@ class LivePreview:
             channel_axis,
             model,
             *extra,
-            diameter=diameter,
             device=device,
+            **options,
             on_result=shown,
         )
 

@@ -10,16 +10,17 @@ from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Lab
 
 from napari_unet._qt._annotations import painted_plane
 from napari_unet._qt._controls import (
+    axes_combo,
     border_weight_controls,
+    chosen_axes,
     count_control,
     device_combo,
     diameter_field,
     image_combo,
-    leading_axis_applies,
-    leading_axis_combo,
-    leading_is_channels,
     number_control,
     regions_combo,
+    show_model_name,
+    update_axes,
 )
 from napari_unet._qt._finetune_job import FineTuneRequest
 from napari_unet._qt._layers import current_image_plane, layer_combo, pick_default
@@ -51,7 +52,7 @@ class FineTuneSettings:
         self.image = image_combo(
             viewer, "The image the cells were painted on (its current plane is used)."
         )
-        self.leading = leading_axis_combo()
+        self.axes = axes_combo()
         self.labels = layer_combo(
             viewer,
             napari.layers.Labels,
@@ -66,7 +67,8 @@ class FineTuneSettings:
             "whole plane counts: unpainted pixels are background everywhere.",
         )
         pick_default(self.regions, lambda layer: True)  # a Shapes layer, if there is one
-        self.start_model = Label(label="start from", value=self.session.current.label)
+        self.start_model = Label(label="start from")
+        show_model_name(self.start_model, self.session.current)
         self.minutes = number_control(
             "time budget (min)",
             DEFAULT_MINUTES,
@@ -127,7 +129,7 @@ class FineTuneSettings:
         form = Container(
             widgets=[
                 self.image,
-                self.leading,
+                self.axes,
                 self.labels,
                 self.regions,
                 self.start_model,
@@ -146,21 +148,19 @@ class FineTuneSettings:
         )
 
         self.optimizer.changed.connect(self._optimizer_changed)
-        self.image.changed.connect(self._update_leading)
-        self._update_leading()
+        self.image.changed.connect(self._update_axes)
+        self._update_axes()
         return form
 
     def _optimizer_changed(self, value: str) -> None:
         self.lr.value = DEFAULT_LR[value]
 
-    def _update_leading(self, *_: Any) -> None:
-        self.leading.visible = leading_axis_applies(self.image.value)
+    def _update_axes(self, *_: Any) -> None:
+        update_axes(self.axes, self.image.value)
 
     def image_plane(self, layer: Any) -> tuple[Any, int | None]:
         """The plane of ``layer`` the viewer shows, ``(Y, X[, C])``, and its channel axis."""
-        return current_image_plane(
-            self.viewer, layer, leading_is_channels=leading_is_channels(self.leading, layer)
-        )
+        return current_image_plane(self.viewer, layer, axes=chosen_axes(self.axes, layer))
 
     # -- gathering the data --------------------------------------------------------------------
     def training_request(self) -> FineTuneRequest:
@@ -174,7 +174,7 @@ class FineTuneSettings:
             self.image.value,
             self.labels.value,
             self.regions.value,
-            leading_is_channels=leading_is_channels(self.leading, self.image.value),
+            axes=chosen_axes(self.axes, self.image.value),
         )
         preview = max(0, int(self.preview_every.value))
         config = TrainConfig(
@@ -200,4 +200,5 @@ class FineTuneSettings:
             device=self.device.value,
             diameter=float(self.diameter.value) or None,
             labels_name=self.labels.value.name,
+            segment_options=dict(self.session.segment_options),
         )

@@ -10,12 +10,13 @@ leaves it, with its undo history, as it is and adds a new layer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox
+
+from napari_unet.engine.layout import AxesLayout, detect_axes
 
 OWNER_KEY = "napari_unet"
 KEY_KEY = "napari_unet_key"
@@ -164,7 +165,9 @@ def put_layer(
     if compatible:
         layer.data = data
         for attr, value in geometry.items():
-            setattr(layer, attr, value)
+            # each assignment re-emits through the layer list and redraws: only when it moves
+            if not np.allclose(np.asarray(getattr(layer, attr), float), np.asarray(value, float)):
+                setattr(layer, attr, value)
         if kind == "image" and "contrast_limits" in kwargs:
             layer.contrast_limits = kwargs["contrast_limits"]
         elif kind == "image" and not rgb:
@@ -227,100 +230,59 @@ def current_plane_index(viewer: Any, layer: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class Layout:
-    """How an image layer's axes map onto the engine's ``(P, Y, X[, C])`` layout.
-
-    Attributes
-    ----------
-    shape : the layer's full data shape.
-    channel_axis : the layer axis holding channels (``-1`` for RGB, ``-3`` for a channel axis
-        just before the rows), or ``None`` for grayscale.
-    lead_shape : the shape of the remaining leading axes (Z, T, ...), flattened into planes.
-    """
-
-    shape: tuple[int, ...]
-    channel_axis: int | None
-    lead_shape: tuple[int, ...]
-
-    @property
-    def stack(self) -> bool:
-        """Whether the engine sees a stack of planes."""
-        return len(self.lead_shape) > 0
-
-    @property
-    def n_planes(self) -> int:
-        """Number of planes the engine sees."""
-        return int(np.prod(self.lead_shape)) if self.lead_shape else 1
-
-    @property
-    def spatial_ndim(self) -> int:
-        """Axes of a label image of this layer: leading axes plus rows and columns."""
-        return len(self.lead_shape) + 2
-
-    def to_engine(self, data: Any) -> tuple[np.ndarray, int | None]:
-        """Load ``data`` and return it as ``(Y, X[, C])`` or ``(P, Y, X[, C])``, plus the
-        ``channel_axis`` to pass to the engine. Runs in the worker thread (it reads the data).
-        """
-        array = np.asarray(data)
-        channel_axis = None
-        if self.channel_axis is not None:
-            array = np.moveaxis(array, self.channel_axis, -1)
-            channel_axis = -1
-            spatial = array.shape[-3:]
-        else:
-            spatial = array.shape[-2:]
-        if self.lead_shape:
-            array = array.reshape((self.n_planes, *spatial))
-        return array, channel_axis
-
-    def from_engine(self, labels: np.ndarray) -> np.ndarray:
-        """Reshape engine output ``(Y, X)`` / ``(P, Y, X)`` back to the layer's leading axes."""
-        return labels.reshape((*self.lead_shape, *labels.shape[-2:]))
+#: how an image layer's axes map onto the engine's (see
+#: :class:`~napari_unet.engine.layout.AxesLayout`: ``to_engine``, ``from_engine``, ``stack``)
+Layout = AxesLayout
 
 
-def plan_layout(layer: Any, *, leading_is_channels: bool = False) -> Layout:
-    """The :class:`Layout` of an image layer.
-
-    RGB(A) layers have channels on the last axis. Otherwise, with ``leading_is_channels`` the axis
-    just before the rows holds channels (``(C, Y, X)``, ``(Z, C, Y, X)``); every other leading
-    axis (Z slices, time points) is a plane predicted on its own.
-    """
+def plan_layout(layer: Any, *, axes: str | None = None) -> Layout:
+    """The :class:`Layout` of an image layer: ``axes`` (one letter per axis of its data), or
+    detected (:func:`~napari_unet.engine.layout.detect_axes`; RGB(A) layers have their
+    colours last)."""
     shape = tuple(int(s) for s in layer_array(layer).shape)
-    if getattr(layer, "rgb", False):
-        return Layout(shape, -1, shape[:-3])
-    if leading_is_channels and len(shape) >= 3:
-        return Layout(shape, -3, shape[:-3])
-    return Layout(shape, None, shape[:-2])
+    if axes is None:
+        axes = detect_axes(shape, rgb=bool(getattr(layer, "rgb", False)))
+    return Layout(shape, axes)
 
 
 def current_image_plane(
-    viewer: Any, layer: Any, *, leading_is_channels: bool = False
+    viewer: Any, layer: Any, *, axes: str | None = None
 ) -> tuple[Any, int | None]:
     """The plane of an Image layer the viewer shows now, as ``(Y, X)`` or ``(Y, X, C)``, and
     the ``channel_axis`` to pass to the engine (``-1`` or ``None``).
 
-    RGB(A) layers keep their channels last. With ``leading_is_channels`` the axis just before
-    the rows holds channels (``(C, Y, X)``, ``(Z, C, Y, X)``): all channels of the current plane
-    are taken, whichever channel the viewer shows.
+    ``axes`` (see :func:`plan_layout`) say which axes are planes, wherever they stand (``YXZ``):
+    the viewer's position along each of them is taken; all channels of the plane are taken,
+    whichever channel the viewer shows.
     """
-    layout = plan_layout(layer, leading_is_channels=leading_is_channels)
-    plane = current_plane_index(viewer, layer)
-    if layout.channel_axis == -3:
-        plane = plane[:-1]  # the channel axis is not a plane index: take all channels
+    layout = plan_layout(layer, axes=axes)
+    rgb = bool(getattr(layer, "rgb", False))
+    n_dims = len(layout.axes) - int(rgb)  # napari's dims exclude the RGB(A) axis
+    world = [float(v) for v in viewer.dims.point]
+    point = world[-n_dims:] if len(world) >= n_dims else [0.0] * n_dims
+    data_point = list(layer.world_to_data(point))
+    index: list[Any] = []
+    for axis, letter in enumerate(layout.axes):
+        if letter in "YXC":
+            index.append(slice(None))
+            continue
+        value = int(round(float(data_point[axis]))) if axis < len(data_point) else 0
+        index.append(min(max(value, 0), layout.shape[axis] - 1))
     # no np.asarray: lazy (dask, zarr) data is read in the worker thread, not here
-    data = plane_of(layer, plane)
-    if layout.channel_axis is None:
-        return data, None
-    return np.moveaxis(data, layout.channel_axis, -1), -1
+    data = layer_array(layer)[tuple(index)]
+    kept = [letter for letter in layout.axes if letter in "YXC"]
+    order = [kept.index(letter) for letter in "YXC" if letter in kept]
+    if order != list(range(len(order))):
+        data = data.transpose(order)
+    return data, (-1 if "C" in kept else None)
 
 
 def spatial_geometry(layer: Any, layout: Layout) -> dict[str, Any]:
     """``scale``/``translate`` of ``layer`` for a label image of ``layout`` (channels dropped)."""
     scale = list(np.asarray(layer.scale, dtype=float))
     translate = list(np.asarray(layer.translate, dtype=float))
-    if layout.channel_axis == -3 and not getattr(layer, "rgb", False):
-        del scale[-3], translate[-3]
+    if layout.channel_axis is not None and not getattr(layer, "rgb", False):
+        del scale[layout.channel_axis], translate[layout.channel_axis]
     n = layout.spatial_ndim
     return {"scale": tuple(scale[-n:]), "translate": tuple(translate[-n:])}
 

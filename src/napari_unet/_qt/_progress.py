@@ -96,9 +96,17 @@ class PanelProgress:
         self.bar.setFormat(text)
         return text
 
+    def busy(self, text: str) -> None:
+        """Show a moving bar with ``text`` for work whose length is unknown (a preview)."""
+        self.started = time.perf_counter()
+        self.bar.setRange(0, 0)
+        self.bar.setFormat(text)
+        self.bar.setVisible(True)
+
     def stop(self) -> None:
         """Hide the bar (the job is over)."""
         try:
+            self.bar.setRange(0, BAR_MAXIMUM)
             self.bar.setVisible(False)
         except RuntimeError:  # the panel is already gone (viewer closing)
             pass

@@ -62,6 +62,9 @@ class Session:
     Attributes
     ----------
     changed : psygnal signal emitted with the new current :class:`ModelEntry`.
+    segment_options : the Segment panel's options that decide a result (diameter, threshold,
+        minimum area, test-time augmentation; empty: the engine's defaults, as in a new
+        panel); the Fine-tune preview segments with them, so that it shows what Segment gives.
     """
 
     changed = Signal(object)
@@ -70,6 +73,7 @@ class Session:
         self.default = ModelEntry(DEFAULT_LABEL, "default", kind="default")
         self.current: ModelEntry = self.default
         self.fine_tuned: ModelEntry | None = None
+        self.segment_options: dict[str, Any] = {}
 
     def set_current(self, entry: ModelEntry) -> None:
         """Make ``entry`` the current model and tell every widget."""

@@ -137,10 +137,12 @@ class LatestOnly:
     last one asked for while a job was running is started after it.
     """
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, *, on_busy: Callable[[bool], None] | None = None) -> None:
         self.what = what
         self.job: Job | None = None
         self._pending: tuple | None = None
+        #: called with True when work starts and False when the last request is done
+        self.on_busy = on_busy
 
     def submit(
         self, func: Callable[..., Any], *args: Any, on_result: Callable[[Any], None], **kwargs: Any
@@ -154,6 +156,8 @@ class LatestOnly:
 
     def _start(self, request: tuple) -> None:
         func, args, kwargs, on_result = request
+        if self.on_busy is not None:
+            self.on_busy(True)
         self.job = start_job(
             call_once,
             func,
@@ -169,6 +173,11 @@ class LatestOnly:
         request, self._pending = self._pending, None
         if request is not None:
             self._start(request)
+        elif self.on_busy is not None:
+            try:
+                self.on_busy(False)
+            except RuntimeError:  # the panel is already gone (viewer closing)
+                pass
 
     @property
     def busy(self) -> bool:

@@ -30,6 +30,7 @@ from napari_unet._qt._controls import (
     confirm_overwrite,
     disconnect_all,
     scroll_layout,
+    show_model_name,
     show_text,
     status_label,
 )
@@ -89,7 +90,6 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self._labels_layer: Any = None
         self._image_layer: Any = None
         self._request: FineTuneRequest | None = None
-        self._preview_diameter: float | None = None
         self._warned: set[str] = set()
 
         self.form = self._build_settings(napari_viewer)
@@ -137,7 +137,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
     # -- session -------------------------------------------------------------------------------
     def _session_changed(self, entry: ModelEntry) -> None:
         try:
-            self.start_model.value = entry.label
+            show_model_name(self.start_model, entry)
         except RuntimeError:  # the Qt widget is already gone
             self._disconnect_session()
 
@@ -179,6 +179,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             description=f"Fine-tuning on {labels_layer.name}",
             on_event=self._on_event,
             on_done=self._on_done,
+            show_progress=False,  # the panel's own bar: napari's redraws held the event loop
         )
         self.timer.start()
         return self.job
@@ -249,7 +250,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         if self.plot.dirty:
             self.plot.update()
         text = self.live.status()
-        if text and self.job is not None and self.job.running and not self.job.cancelled:
+        running = self.job is not None and self.job.running and not self.job.cancelled
+        if text and running and text != self.status.value:  # a wrapped label relays out
             self.status.value = text
         sample = self.live.take_sample()
         if sample is not None:
@@ -285,7 +287,6 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             run.snapshot = None
         if entry is not None:
             self.result_entry = entry
-            self._preview_diameter = run.scale.input_diameter
             self._check_result(entry, request)
         self._set_running(False)
 
@@ -308,7 +309,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             (request.image, request.channel_axis),
             entry.resolve,
             entry.label,
-            diameter=self._preview_diameter,
+            options=self.session.segment_options,
             device=self.device.value,
             painted=(request.labels, request.regions),
             on_score=scored,
@@ -343,23 +344,17 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         run, snapshot = self.run, self._snapshot
         if snapshot is not None and run is not None and run.net_config is not None:
             model = partial(snapshot_model, run, snapshot)
-            diameter = run.scale.input_diameter
             label = f"step {snapshot.step}"
         else:
             entry = self.session.current
             model = entry.resolve
-            diameter = (
-                self._preview_diameter
-                if entry is self.result_entry
-                else float(self.diameter.value) or None
-            )
             label = entry.label
         self.preview.request(
             image_layer,
             self.image_plane(image_layer),
             model,
             label,
-            diameter=diameter,
+            options=self.session.segment_options,
             device=self.device.value,
         )
 

@@ -12,6 +12,7 @@ The user's layers are only read: results go into plugin-owned layers (see ``_lay
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import napari
@@ -41,6 +42,7 @@ from napari_unet._qt._layers import (
     side_by_side_geometry,
     spatial_shape,
 )
+from napari_unet._qt._progress import PanelProgress
 from napari_unet._qt._worker import LatestOnly, notify_error, tell_user
 from napari_unet.engine.train_config import TrainConfig
 
@@ -134,8 +136,14 @@ class InspectWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.seed = 0
-        self.weights_runner = LatestOnly("Weight map")
-        self.deform_runner = LatestOnly("Deformation preview")
+        self.progress = PanelProgress()
+        self._busy: set[str] = set()
+        self.weights_runner = LatestOnly(
+            "Weight map", on_busy=partial(self._set_busy, "computing the weight map…")
+        )
+        self.deform_runner = LatestOnly(
+            "Deformation preview", on_busy=partial(self._set_busy, "deforming…")
+        )
         self.weight_layers: list[Any] = []
         self.deformed_labels: Any = None
         self.deformed_image: Any = None
@@ -195,6 +203,7 @@ class InspectWidget(QWidget):
         layout.addWidget(_title("Elastic deformation"))
         layout.addWidget(deform_box.native)
         layout.addWidget(self.sample_button)
+        layout.addWidget(self.progress.bar)
         layout.addWidget(self.status.native)
         layout.addWidget(_title("Errors against reference labels"))
         self.errors = ErrorTools(napari_viewer)
@@ -217,6 +226,14 @@ class InspectWidget(QWidget):
         dims_event = napari_viewer.dims.events.current_step
         on_plane = self._plane_changed
         self.destroyed.connect(lambda *_: disconnect_all([*watched, (dims_event, on_plane)]))
+
+    def _set_busy(self, what: str, busy: bool) -> None:
+        """Show a moving bar while a weight map or a deformation is computed."""
+        (self._busy.add if busy else self._busy.discard)(what)
+        if self._busy:
+            self.progress.busy(" · ".join(sorted(self._busy)))
+        else:
+            self.progress.stop()
 
     # -- layer choice and edits ----------------------------------------------------------
     def _image_fits(self, image: Any) -> bool:

@@ -32,10 +32,12 @@ from napari_unet._qt._layers import (
     plan_layout,
     show_segmentation,
 )
+from napari_unet._qt._partial import show_partial
 from napari_unet._qt._progress import PanelProgress, tile_fraction
+from napari_unet._qt._segment_call import SEGMENT_OPTION_NAMES, segment_call
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
-from napari_unet.engine.events import TileDone, TileSizeReduced
+from napari_unet.engine.events import PlaneSegmented, TileDone, TileSizeReduced
 
 MODEL_FILE = "model file…"
 #: a typed diameter that rescales the image by more than this factor (or less than its inverse)
@@ -68,9 +70,7 @@ def segment_job(
     **options : passed on to :func:`napari_unet.engine.segment.iter_segment`.
     """
     from napari_unet.engine.diameter import rescale_factor
-    from napari_unet.engine.layout import gray_for_model
     from napari_unet.engine.models import load_model
-    from napari_unet.engine.segment import iter_segment
 
     model = load_model(entry.resolve())
     diameter, trained = options.get("diameter"), model[1].diameter
@@ -78,14 +78,7 @@ def segment_job(
     if not confirmed and not 1 / RESCALE_ASK <= factor <= RESCALE_ASK:
         return RescaleQuestion(factor, diameter, trained)
     image, channel_axis = layout.to_engine(data)
-    image, channel_axis = gray_for_model(
-        image, channel_axis=channel_axis, in_channels=int(model[0].config.in_channels)
-    )
-    return (
-        yield from iter_segment(
-            image, model, channel_axis=channel_axis, stack=layout.stack, **options
-        )
-    )
+    return (yield from segment_call(image, channel_axis, model, stack=layout.stack, **options))
 
 
 class SegmentWidget(QWidget):
@@ -106,15 +99,17 @@ class SegmentWidget(QWidget):
         self.job: Job | None = None
         self.labels_layer: Any = None
         self._job_layer: Any = None
+        self._job_layout: Layout | None = None
+        self._partial: Any = None
         self._rescale_question: RescaleQuestion | None = None
         self.progress = PanelProgress()
-        self.leading_applies = False
 
         self.image = controls.image_combo(
             napari_viewer, "The image to segment: 2D, 2D with channels (RGB), or a Z / time stack."
         )
-        self.leading = controls.leading_axis_combo()
+        self.axes = controls.axes_combo()
         self.model = ComboBox(label="model", choices=self._model_choices)
+        controls.elide_combo(self.model)
         self.model_file = FileEdit(
             label="model file", mode="r", filter="U-Net model (*.pt)", visible=False
         )
@@ -148,7 +143,7 @@ class SegmentWidget(QWidget):
         self.form = Container(
             widgets=[
                 self.image,
-                self.leading,
+                self.axes,
                 self.model,
                 self.model_file,
                 self.device,
@@ -178,11 +173,14 @@ class SegmentWidget(QWidget):
 
         self.run_button.clicked.connect(self.segment)
         self.cancel_button.clicked.connect(self.cancel)
-        self.image.changed.connect(self._update_leading)
+        self.image.changed.connect(self._update_axes)
         self.model.changed.connect(self._model_changed)
         self.session.changed.connect(self._session_changed)
         self._select_entry(self.session.current)
-        self._update_leading()
+        self._update_axes()
+        for name in SEGMENT_OPTION_NAMES:
+            getattr(self, name).changed.connect(self._publish_options)
+        self._publish_options()
         connections = [
             (napari_viewer.layers.events.removed, self._layer_removed),
             (self.session.changed, self._session_changed),
@@ -200,6 +198,7 @@ class SegmentWidget(QWidget):
         if entry in [c for c in self.model.choices]:
             self.model.value = entry
         self.model_file.visible = self.model.value == MODEL_FILE
+        self.model.tooltip = controls.model_description(entry)
 
     def _session_changed(self, entry: ModelEntry) -> None:
         if self.model.value is not entry:
@@ -207,6 +206,8 @@ class SegmentWidget(QWidget):
 
     def _model_changed(self, value: Any) -> None:
         self.model_file.visible = value == MODEL_FILE
+        if isinstance(value, ModelEntry):
+            self.model.tooltip = controls.model_description(value)
         if isinstance(value, ModelEntry) and value is not self.session.current:
             self.session.set_current(value)
 
@@ -229,15 +230,13 @@ class SegmentWidget(QWidget):
         return value
 
     # -- layout ------------------------------------------------------------------------------
-    def _update_leading(self, *_: Any) -> None:
-        self.leading_applies = controls.leading_axis_applies(self.image.value)
-        self.leading.visible = self.leading_applies
+    def _update_axes(self, *_: Any) -> None:
+        controls.update_axes(self.axes, self.image.value)
 
     def layout_for(self, layer: Any) -> Layout:
-        """How ``layer`` is read (see :func:`~napari_unet._qt._layers.plan_layout`)."""
-        return plan_layout(
-            layer, leading_is_channels=controls.leading_is_channels(self.leading, layer)
-        )
+        """How ``layer`` is read: the chosen axes (see
+        :func:`~napari_unet._qt._layers.plan_layout`)."""
+        return plan_layout(layer, axes=controls.chosen_axes(self.axes, layer))
 
     # -- run ---------------------------------------------------------------------------------
     def confirm_rescale(self, question: RescaleQuestion) -> bool:
@@ -269,15 +268,11 @@ class SegmentWidget(QWidget):
             tell_user(f"Segmentation failed: {exc}.")
             return None
         layout = self.layout_for(layer)
-        options = {
-            "device": self.device.value,
-            "threshold": float(self.threshold.value),
-            "min_size": int(self.min_size.value) or None,
-            "diameter": float(self.diameter.value) or None,
-            "tta": bool(self.tta.value),
-        }
+        options = {"device": self.device.value, **self.segment_options()}
+        from napari_unet.engine.partial import PartialLabels
+
         self._set_running(True)
-        self._job_layer = layer
+        self._job_layer, self._job_layout, self._partial = layer, layout, PartialLabels()
         self.progress.start()
         self.status.value = f"segmenting {layer.name} with {entry.label}…"
         self.job = start_job(
@@ -291,9 +286,23 @@ class SegmentWidget(QWidget):
             on_event=self._on_event,
             on_result=lambda result: self._on_result(layer, layout, result),
             on_done=self._on_done,
+            show_progress=False,  # the panel's own bar: napari's redraws held the event loop
             **options,
         )
         return self.job
+
+    def segment_options(self) -> dict[str, Any]:
+        """The options that decide the result (:data:`SEGMENT_OPTION_NAMES`), as the engine
+        takes them; shared with the Fine-tune preview through the session."""
+        return {
+            "threshold": float(self.threshold.value),
+            "min_size": int(self.min_size.value) or None,
+            "diameter": float(self.diameter.value) or None,
+            "tta": bool(self.tta.value),
+        }
+
+    def _publish_options(self, *_: Any) -> None:
+        self.session.segment_options = self.segment_options()
 
     def cancel(self) -> None:
         """Stop the running segmentation at the next tile."""
@@ -305,6 +314,8 @@ class SegmentWidget(QWidget):
         match event:
             case TileDone():
                 self.progress.show(*tile_fraction(event))
+            case PlaneSegmented():
+                self._partial.add(event)
             case TileSizeReduced():
                 self.tile_size.value = f"{event.new} px (reduced: {event.reason})"
 
@@ -340,7 +351,8 @@ class SegmentWidget(QWidget):
         self.status.value = text
 
     def _on_done(self, job: Job) -> None:
-        self._job_layer = None
+        layer, layout, partial = self._job_layer, self._job_layout, self._partial
+        self._job_layer = self._job_layout = self._partial = None
         question, self._rescale_question = self._rescale_question, None
         if question is not None:  # asked once the job is over, so that a new one can start
             self._set_running(False)
@@ -351,6 +363,9 @@ class SegmentWidget(QWidget):
             self.progress.stop()
             if job.cancelled and not self.status.value.startswith("cancelled"):
                 self.status.value = "cancelled"
+                kept = show_partial(self.viewer, layer, layout, partial) if partial else None
+                if kept is not None:
+                    self.status.value = f"cancelled; the planes done are in '{kept.name}'"
             elif job.error is not None:
                 self.status.value = "failed (see the notification)"
             self._set_running(False)

@@ -46,6 +46,7 @@ def _format_value(key: str, value: float) -> str:
 def run(args: argparse.Namespace) -> int:
     """``napari-unet evaluate``: score predicted labels against ground truth."""
     from napari_unet.engine.io import list_images, read_tiff
+    from napari_unet.engine.layout import AxesLayout
     from napari_unet.engine.metrics import evaluate
 
     pred = Path(args.prediction).expanduser()
@@ -71,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
         b = as_label_array(read_tiff(g).data, g)
         if a.shape != b.shape:
             raise UsageError(f"{p.name} has shape {a.shape} but {g.name} has shape {b.shape}")
+        if args.axes:  # planes first, as the metrics read a 3-D label image
+            if "C" in args.axes.upper():
+                raise UsageError("label images have no channel axis; --axes takes Y, X, Z, T, P")
+            try:
+                layout = AxesLayout(a.shape, args.axes)
+            except ValueError as exc:
+                raise UsageError(f"{p}: {exc}") from None
+            a, b = layout.to_engine(a)[0], layout.to_engine(b)[0]
         results.append((p, g, evaluate(a, b)))
         if errors_path is not None:
             _write_errors(errors_path, a, b, overwrite=args.overwrite, quiet=args.json)
@@ -137,3 +146,8 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
         "4 merge, 5 split) for one prediction file",
     )
     e.add_argument("--overwrite", action="store_true", help="replace an existing --errors file")
+    e.add_argument(
+        "--axes",
+        metavar="AXES",
+        help="the label images' axes, e.g. YXZ for planes last (default: planes first)",
+    )

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.cli.axes import add_axes_option, choose_axes
 from napari_unet.cli.files import base_stem, check_new_outputs, is_tiff_name
 from napari_unet.cli.numbers import (
     CONFIDENCE,
@@ -28,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.engine.atomic import check_space
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.events import TileDone, TileSizeReduced, drive
-    from napari_unet.engine.io import infer_layout, list_images, probe_tiff, read_tiff, write_tiffs
-    from napari_unet.engine.layout import check_shape
+    from napari_unet.engine.io import list_images, probe_tiff, read_tiff, write_tiffs
+    from napari_unet.engine.layout import AxesLayout
     from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
 
@@ -79,35 +80,34 @@ def run(args: argparse.Namespace) -> int:
     # Check every input's header before any work, so that a bad file stops the run early.
     layouts, needs = [], []
     for image, labels_path, probs_path in jobs:
-        shape, _dtype, axes = probe_tiff(image)
-        channel_axis, stack = infer_layout(
-            shape, axes, in_channels=in_channels, channel_axis=args.channel_axis, stack=args.stack
-        )
+        shape, _dtype, file_axes = probe_tiff(image)
+        axes = choose_axes(shape, file_axes, args, in_channels=in_channels, name=image)
+        layout = AxesLayout(shape, axes)
         try:
-            check_shape(shape, in_channels=in_channels, channel_axis=channel_axis, stack=stack)
+            layout.check_model(in_channels=in_channels)
         except ValueError as exc:
             hint = ""
-            if channel_axis is not None and args.channel_axis is None and len(shape) == 3:
-                hint = f" (read as channels on axis {channel_axis}; pass --stack if the first axis holds planes)"
+            if args.axes is None and args.channel_axis is None and args.stack is None:
+                hint = f" (read as {axes}; pass --axes, or --stack for planes first)"
             raise UsageError(f"{image}: {one_line(exc)}{hint}") from None
-        layouts.append((channel_axis, stack))
-        needs.extend(_output_sizes(shape, channel_axis, labels_path, probs_path, model, args))
+        layouts.append(layout)
+        needs.extend(_output_sizes(shape, layout.channel_axis, labels_path, probs_path, model, args))
     try:
         check_space(needs)
     except OSError as exc:
         raise UsageError(one_line(exc)) from None
 
-    for n, ((image, labels_path, probs_path), (channel_axis, stack)) in enumerate(
+    for n, ((image, labels_path, probs_path), layout) in enumerate(
         zip(jobs, layouts, strict=True), start=1
     ):
-        data = read_tiff(image).data
+        data, channel_axis = layout.for_model(read_tiff(image).data, in_channels=in_channels)
         label = image.name if len(jobs) == 1 else f"[{n}/{len(jobs)}] {image.name}"
         bar = ProgressBar(label, enabled=False if args.quiet else None)
         gen = iter_segment(
             data,
             model,
             channel_axis=channel_axis,
-            stack=stack,
+            stack=layout.stack,
             **{key: getattr(args, key) for key in SEGMENT_OPTIONS},
         )
 
@@ -125,9 +125,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{image}: {one_line(exc)}") from None
         finally:
             bar.close()
-        outputs = [(labels_path, result.labels)]
+        outputs = [(labels_path, layout.from_engine(result.labels))]
         if probs_path is not None:
-            outputs.append((probs_path, result.probabilities.astype(args.probabilities_dtype)))
+            prob = result.probabilities.astype(args.probabilities_dtype)
+            outputs.append((probs_path, prob.reshape((*layout.lead_shape, *prob.shape[-3:]))))
         write_tiffs(outputs, overwrite=args.overwrite)  # all or nothing
         n_cells = count_objects(result.labels)
         diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
@@ -193,6 +194,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack", action=argparse.BooleanOptionalAction, default=None,
                    help="treat the first axis of 3-D data as planes (--stack) or not (--no-stack); "
                    "default: detected")
+    add_axes_option(p)
     p.add_argument("--probabilities", metavar="PATH",
                    help="also write the class probabilities (n_classes before Y, X) to this TIFF "
                    "(a folder when INPUT is one)")

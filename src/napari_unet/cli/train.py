@@ -9,13 +9,35 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from napari_unet.cli.axes import add_axes_option
 from napari_unet.cli.files import as_label_array, check_new_outputs, expand_inputs, pair_files
 from napari_unet.cli.numbers import POSITIVE, POSITIVE_INT, SHARE
 from napari_unet.cli.output import UsageError, one_line, say
 from napari_unet.engine.device import DEVICE_CHOICES
 from napari_unet.engine.train_config import FINE_TUNE_FOREGROUND_FRACTION, OPTIMIZERS, TrainConfig
+
+
+def _training_layout(args, tif, lab, image_path, in_channels):
+    """The :class:`~napari_unet.engine.layout.AxesLayout` of a training image: ``--axes``, or
+    detected from the image and its labels (an image with one axis more than its labels has
+    channels)."""
+    from napari_unet.cli.axes import choose_axes
+    from napari_unet.engine.layout import PLANE_LETTERS, AxesLayout
+
+    shape = tif.data.shape
+    axes = choose_axes(shape, tif.axes, args, in_channels=in_channels or 1, name=image_path)
+    if not args.axes and args.channel_axis is None:
+        if len(shape) == lab.ndim and "C" in axes:  # as many axes as the labels: no channels
+            free = next(c for c in PLANE_LETTERS if c not in axes)
+            axes = axes.replace("C", free)
+        elif len(shape) == lab.ndim + 1 and "C" not in axes:
+            raise UsageError(
+                f"{image_path}: cannot tell which axis of shape {shape} holds the channels; "
+                "pass --axes (e.g. YXC or CYX)"
+            )
+    if args.channel_axis is not None and len(shape) == lab.ndim:
+        raise UsageError(f"{image_path} has no channel axis (shape {shape})")
+    return AxesLayout(shape, axes)
 
 
 def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
@@ -24,7 +46,7 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
     Returns lists of images, int32 labels and bool regions (or None), and the channel axis of
     the (2-D) images.
     """
-    from napari_unet.engine.io import infer_layout, read_tiff
+    from napari_unet.engine.io import read_tiff
 
     image_files = expand_inputs(args.images, "images")
     label_files = expand_inputs(args.labels, "labels")
@@ -41,32 +63,28 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
         tif = read_tiff(image_path)
         lab = as_label_array(read_tiff(label_path).data, label_path)
         reg = read_tiff(region_path).data.astype(bool) if region_path is not None else None
-        data = tif.data
-        stack = lab.ndim == 3
-        if data.ndim == 2 + int(stack):
-            channel_axis = None
-            if args.channel_axis is not None:
-                raise UsageError(f"{image_path} has no channel axis (shape {data.shape})")
-        else:
-            channel_axis, _ = infer_layout(
-                data.shape,
-                tif.axes,
-                in_channels=in_channels or 1,
-                channel_axis=args.channel_axis,
-                stack=stack,
-            )
+        layout = _training_layout(args, tif, lab, image_path, in_channels)
+        data, channel_axis = (
+            layout.for_model(tif.data, in_channels=in_channels)
+            if in_channels
+            else layout.to_engine(tif.data)
+        )
         if channel_axis is not None:
-            data = np.moveaxis(data, channel_axis, -1)
             channel_axis_out = -1
-        expected = data.shape[: 2 + int(stack)]
-        if lab.shape != expected:
+        if lab.shape != layout.label_shape:
             raise UsageError(
                 f"{label_path} has shape {lab.shape} but the image {image_path.name} needs "
-                f"labels of shape {expected}"
+                f"labels of shape {layout.label_shape} (axes {layout.label_axes})"
             )
-        if reg is not None and reg.shape not in (expected, expected[-2:]):
-            raise UsageError(f"{region_path} has shape {reg.shape}, not that of {label_path.name}")
-        if stack:
+        lab = layout.labels_to_engine(lab)
+        if reg is not None:
+            if reg.shape == layout.label_shape:
+                reg = layout.labels_to_engine(reg)
+            elif reg.shape != lab.shape[-2:]:
+                raise UsageError(
+                    f"{region_path} has shape {reg.shape}, not that of {label_path.name}"
+                )
+        if layout.stack:
             for p in range(data.shape[0]):
                 images.append(data[p])
                 labels.append(lab[p])
@@ -276,6 +294,7 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
                    help="compute device (default: %(default)s)")
     t.add_argument("--diameter", type=POSITIVE, metavar="PX",
                    help="median cell diameter of the training data (default: measured from the labels)")
+    add_axes_option(t)
     t.add_argument("--channel-axis", type=int, metavar="AXIS", help="channel axis of multichannel images")
     t.add_argument("--depth", type=POSITIVE_INT, help="with --from scratch: resolution levels")
     t.add_argument("--base-channels", type=POSITIVE_INT, help="with --from scratch: channels of the first level")

@@ -41,6 +41,20 @@ class PlaneDone:
     n_planes: int
 
 
+@dataclass(frozen=True, eq=False)
+class PlaneSegmented:
+    """Plane ``plane`` of ``n_planes`` has its final instance labels.
+
+    ``labels`` is (Y, X) int32 at the input's scale; its ids follow those of the planes before
+    it, as in the final result. A consumer that stops the job keeps the planes done (see
+    :class:`~napari_unet.engine.partial.PartialLabels`).
+    """
+
+    plane: int
+    n_planes: int
+    labels: np.ndarray
+
+
 @dataclass(frozen=True)
 class TileSizeReduced:
     """The device ran out of memory; prediction goes on with a smaller tile (pixels per side)."""
@@ -110,6 +124,7 @@ class ModelSnapshot:
 Event = (
     TileDone
     | PlaneDone
+    | PlaneSegmented
     | TileSizeReduced
     | StepDone
     | ValidationDone

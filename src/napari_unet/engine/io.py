@@ -256,17 +256,11 @@ def infer_layout(
 
 
 def _channel_axis_3d(shape: tuple[int, ...], axes: str, in_channels: int) -> int | None:
-    for letter in "SC":
-        if letter in axes:
-            return axes.index(letter)
-    if in_channels > 1:
-        if shape[-1] == in_channels:
-            return 2
-        if shape[0] == in_channels:
-            return 0
-    if shape[-1] in (3, 4) and min(shape[:2]) > 4:
-        return 2
-    return None
+    """The channel axis :func:`~napari_unet.engine.layout.detect_axes` finds, or ``None``."""
+    from napari_unet.engine.layout import detect_axes
+
+    found = detect_axes(shape, file_axes=axes, in_channels=in_channels)
+    return found.index("C") if "C" in found else None
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -54,7 +54,14 @@ from napari_unet.engine.diameter import (
     rescale_factor,
     scaled_shape,
 )
-from napari_unet.engine.events import PlaneDone, TileDone, TileSizeReduced, drive, relay
+from napari_unet.engine.events import (
+    PlaneDone,
+    PlaneSegmented,
+    TileDone,
+    TileSizeReduced,
+    drive,
+    relay,
+)
 from napari_unet.engine.layout import as_planes
 from napari_unet.engine.models import load_model, model_normalization
 
@@ -181,11 +188,14 @@ class _Passes:
         offset: int = 0,
         extra_total: float = 0.0,
         plane_events: bool = True,
+        plane_of: tuple[int, int] | None = None,
     ) -> Generator[Any, None, tuple[np.ndarray, int]]:
         """Predict (P, C, Y, X) ``planes`` rescaled by ``factor``.
 
         ``TileDone`` events are counted for the whole job: ``offset`` tiles are done before
         this pass, and ``extra_total`` times this pass's tiles are still to come after it.
+        ``plane_of=(p, n)``: the one plane given is plane ``p`` of ``n`` of the job (events say
+        so).
         Returns the (P, K, Y, X) float32 probabilities at the input's scale and the number of
         tiles this pass took.
         """
@@ -201,14 +211,17 @@ class _Passes:
                 case TileDone():
                     tiles = event.total
                     more = max(1, round(event.total * extra_total)) if extra_total else 0
+                    plane, n_planes = plane_of or (event.plane, event.n_planes)
                     return TileDone(
                         done=offset + event.done,
                         total=offset + event.total + more,
-                        plane=event.plane,
-                        n_planes=event.n_planes,
+                        plane=plane,
+                        n_planes=n_planes,
                     )
                 case PlaneDone():
-                    return event if plane_events else None
+                    if not plane_events:
+                        return None
+                    return PlaneDone(*plane_of) if plane_of else event
                 case TileSizeReduced():
                     self.tile_size = event.new
             return event
@@ -252,16 +265,17 @@ def _label(
     stack: bool,
     min_confidence: float = MIN_CONFIDENCE,
 ) -> np.ndarray:
-    from napari_unet.engine.instances import as_label_dtype, instances_from_probabilities
+    """Instance labels (int32) of (P, K, Y, X) probabilities: of all planes with ``stack``,
+    else of the first."""
+    from napari_unet.engine.instances import instances_from_probabilities
 
-    labels = instances_from_probabilities(
+    return instances_from_probabilities(
         prob if stack else prob[0],
         threshold=threshold,
         min_size=min_size,
         background_threshold=BACKGROUND_THRESHOLD,
         min_confidence=min_confidence,
-    )
-    return as_label_dtype(labels)
+    ).astype(np.int32, copy=False)
 
 
 def iter_segment(
@@ -363,16 +377,43 @@ def iter_segment(
     trained = checkpoint.diameter
     passes = _Passes(net, model_normalization(checkpoint), device, amp, tile_size, bool(tta))
 
-    def result(prob: np.ndarray, diameter: float | None, factor: float) -> SegmentResult:
+    def result(prob: np.ndarray, diameter: float | None, factor: float):
+        """Label the probabilities of a one-plane input, (1, K, Y, X)."""
         min_area = _min_size_for(min_size, diameter)
         labels = _label(
-            prob,
-            threshold=threshold,
-            min_size=min_area,
-            stack=stack,
+            prob, threshold=threshold, min_size=min_area, stack=False,
             min_confidence=float(min_confidence),
-        )
-        return SegmentResult(labels, prob if stack else prob[0], diameter, factor)
+        )  # fmt: skip
+        yield PlaneSegmented(0, 1, labels)
+        labels = as_label_dtype(labels)
+        return SegmentResult(labels[None] if stack else labels, prob if stack else prob[0],
+                             diameter, factor)  # fmt: skip
+
+    def final(factor: float, diameter: float | None, offset: int = 0):
+        """Predict and label ``planes`` plane by plane (so that the planes done before a Stop
+        are complete); the ids of each plane follow those of the planes before it."""
+        if not stack:
+            prob, _ = yield from passes.run(planes, factor=factor, offset=offset)
+            return (yield from result(prob, diameter, factor))
+        n = planes.shape[0]
+        min_area = _min_size_for(min_size, diameter)
+        probs, labels, next_id = [], [], 0
+        for p in range(n):
+            prob, tiles = yield from passes.run(
+                planes[p : p + 1], factor=factor, offset=offset, extra_total=n - 1 - p,
+                plane_of=(p, n),
+            )  # fmt: skip
+            offset += tiles
+            plane = _label(
+                prob, threshold=threshold, min_size=min_area, stack=False,
+                min_confidence=float(min_confidence),
+            )  # fmt: skip
+            plane = np.where(plane > 0, plane + next_id, 0).astype(np.int32)
+            next_id = max(next_id, int(plane.max()))
+            yield PlaneSegmented(p, n, plane)
+            probs.append(prob[0])
+            labels.append(plane)
+        return SegmentResult(as_label_dtype(np.stack(labels)), np.stack(probs), diameter, factor)
 
     if diameter is not None:
         diameter = check_diameter(diameter, spatial)
@@ -384,12 +425,10 @@ def iter_segment(
             )
         factor = rescale_factor(diameter, trained)
         _check_scaled_size(spatial, factor, diameter)
-        prob, _ = yield from passes.run(planes, factor=factor)
-        return result(prob, diameter, factor)
+        return (yield from final(factor, diameter))
 
     if trained is None:
-        prob, _ = yield from passes.run(planes, factor=1.0)
-        return result(prob, None, 1.0)
+        return (yield from final(1.0, None))
 
     # automatic diameter: a first pass on a sample at the native scale, counted as if a second
     # full pass followed
@@ -421,13 +460,12 @@ def iter_segment(
         # the last refinement already segmented the whole image at (about) this scale
         yield TileDone(done=first_total, total=first_total)
         yield PlaneDone(plane=0, n_planes=1)
-        return result(last[1], estimate, last[0])
+        return (yield from result(last[1], estimate, last[0]))
     if whole and factor == 1.0:
         yield TileDone(done=done_first, total=done_first)
         yield PlaneDone(plane=0, n_planes=1)
-        return result(sample_prob, estimate, factor)
-    prob, _ = yield from passes.run(planes, factor=factor, offset=done_first)
-    return result(prob, estimate, factor)
+        return (yield from result(sample_prob, estimate, factor))
+    return (yield from final(factor, estimate, offset=done_first))
 
 
 def _refine_estimate(passes, sample, estimate, trained, *, threshold, progress):
@@ -482,6 +520,13 @@ def _estimation_sample(planes: np.ndarray) -> tuple[np.ndarray, bool]:
     c0 = max(0, (cols - ESTIMATE_CROP) // 2)
     sample = plane[..., r0 : r0 + ESTIMATE_CROP, c0 : c0 + ESTIMATE_CROP]
     return sample, sample.shape == planes.shape
+
+
+def as_label_dtype(labels: np.ndarray) -> np.ndarray:
+    """:func:`~napari_unet.engine.instances.as_label_dtype` (imported when first needed)."""
+    from napari_unet.engine.instances import as_label_dtype as cast
+
+    return cast(labels)
 
 
 def segment(image: np.ndarray, model: Any = None, **kwargs: Any) -> np.ndarray:

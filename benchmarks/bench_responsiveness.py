@@ -1,0 +1,337 @@
+"""Responsiveness of the panels: gaps in the Qt event loop while they work, idle and under load.
+
+A 10 ms ``QTimer`` ticks on the main thread of a real napari viewer while each panel works; a gap
+between two ticks is time the user's clicks, slider drags and repaints wait. Three scenarios:
+
+* **Segment**: the Segment panel on a stack of synthetic nuclei (``--planes`` planes of 256 x 256,
+  bundled model, diameter given);
+* **Fine-tune + previews**: the Fine-tune panel on one painted 256 x 256 plane, ``--steps`` steps,
+  a preview segmentation every 5 steps, the live weight-map and augmentation layers on;
+* **Inspect slider drag**: 30 values of the w0 slider, one every 30 ms (a drag), with the weight
+  map shown, on 512 x 512 labels.
+
+Each runs idle and with ``--burners`` processes burning CPU (default 2: both cores of a small
+laptop busy). Reported per run: the job's duration, the ticks, the largest and the 99th
+percentile gap, and the main thread's time in the panel's own handlers (events, results: layer
+updates), which is the part the plugin controls; the rest of a gap is the worker thread holding
+the GIL, napari's repaint, or the burners. The ratio compares under load with idle.
+
+Usage (needs a display; on a server run it under Xvfb)::
+
+    xvfb-run -a python benchmarks/bench_responsiveness.py [--planes 6] [--steps 20]
+
+writes docs/benchmarks/responsiveness.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "responsiveness.md"
+
+
+class Ticks:
+    """A 10 ms QTimer's tick times (``time.perf_counter``) on the main thread."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.times: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(lambda: self.times.append(time.perf_counter()))
+
+    def gaps(self, start: float, end: float) -> np.ndarray:
+        """The gaps (s) between ticks from ``start`` to ``end`` (both ends count as ticks)."""
+        t = np.asarray(self.times)
+        inside = t[(t >= start) & (t <= end)]
+        return np.diff(np.concatenate([[start], inside, [end]]))
+
+
+class HandlerClock:
+    """Main-thread seconds spent in the plugin's job handlers (events and results)."""
+
+    def __init__(self) -> None:
+        from napari_unet._qt import _worker
+
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.longest: dict[str, float] = defaultdict(float)
+        self._originals = (_worker.Job._yielded, _worker.Job._returned)
+        clock = self
+
+        def timed(name, original):
+            def handler(job, value):
+                t0 = time.perf_counter()
+                try:
+                    return original(job, value)
+                finally:
+                    dt = time.perf_counter() - t0
+                    key = f"{name} {type(value).__name__}"
+                    clock.seconds[key] += dt
+                    clock.longest[key] = max(clock.longest[key], dt)
+
+            return handler
+
+        _worker.Job._yielded = timed("event", self._originals[0])
+        _worker.Job._returned = timed("result", self._originals[1])
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.longest.clear()
+
+    def worst(self) -> str:
+        if not self.longest:
+            return "-"
+        key = max(self.longest, key=self.longest.get)
+        return f"{key}: {1000 * self.longest[key]:.0f} ms"
+
+
+def run_until(app, done, timeout: float = 600.0) -> None:
+    """Run the Qt event loop until ``done()`` (checked every 5 ms by a timer)."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    check = QTimer()
+    check.setInterval(5)
+    deadline = time.perf_counter() + timeout
+    check.timeout.connect(lambda: (done() or time.perf_counter() > deadline) and loop.quit())
+    check.start()
+    loop.exec_()
+    check.stop()
+
+
+def wait_ms(app, ms: int) -> None:
+    end = time.perf_counter() + ms / 1000
+    run_until(app, lambda: time.perf_counter() >= end)
+
+
+def segment_scenario(viewer, app, args):
+    from napari_unet._qt.segment_widget import SegmentWidget
+    from napari_unet.engine.synthetic import synthetic_nuclei
+
+    planes = [
+        synthetic_nuclei((256, 256), n_cells=40, diameter=20.0, rng=i)[0]
+        for i in range(args.planes)
+    ]
+    layer = viewer.add_image(np.stack(planes), name="stack")
+    widget = SegmentWidget(viewer)
+    widget.image.value = layer
+    widget.diameter.value = 20.0
+    widget.device.value = "cpu"
+
+    def start():
+        return widget.segment()
+
+    def wait(job):
+        run_until(app, lambda: job.done)
+
+    return widget, start, wait
+
+
+def finetune_scenario(viewer, app, args):
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+    from napari_unet.engine.synthetic import synthetic_nuclei
+
+    image, labels = synthetic_nuclei((256, 256), n_cells=40, diameter=20.0, rng=11)
+    layer = viewer.add_image(image, name="cells")
+    painted = np.where(np.isin(labels, np.unique(labels[:128])[1:]), labels, 0)
+    painted_layer = viewer.add_labels(painted.astype(np.int32), name="painted")
+    widget = FineTuneWidget(viewer)
+    widget.image.value = layer
+    widget.labels.value = painted_layer
+    widget.device.value = "cpu"
+    widget.preview_every.value = 5
+    widget.minutes.value = 0
+    runs = []
+
+    def start():
+        widget.steps.value = args.steps if runs else 5  # a short warm-up run
+        runs.append(1)
+        return widget.start()
+
+    def wait(job):
+        run_until(app, lambda: job.done and not widget.preview.runner.busy)
+
+    return widget, start, wait
+
+
+def inspect_scenario(viewer, app, args):
+    from napari_unet._qt.inspect_widget import InspectWidget
+    from napari_unet.engine.synthetic import synthetic_nuclei
+
+    _, labels = synthetic_nuclei((512, 512), n_cells=150, diameter=20.0, rng=5)
+    layer = viewer.add_labels(labels.astype(np.int32), name="labels")
+    widget = InspectWidget(viewer)
+    widget.labels.value = layer
+    widget.update_weights()
+    run_until(app, lambda: not widget.weights_runner.busy)
+
+    class Drag:
+        done = False
+
+    def start():
+        drag = Drag()
+        values = iter(np.linspace(2.0, 30.0, 30))
+        from qtpy.QtCore import QTimer
+
+        timer = QTimer()
+        timer.setInterval(30)
+
+        def step():
+            try:
+                widget.w0.value = float(next(values))
+            except StopIteration:
+                timer.stop()
+                drag.done = True
+
+        timer.timeout.connect(step)
+        timer.start()
+        drag.timer = timer
+        return drag
+
+    def wait(drag):
+        run_until(app, lambda: drag.done and not widget.weights_runner.busy)
+
+    return widget, start, wait
+
+
+_KEEP: list = []
+
+SCENARIOS = {
+    "Segment": segment_scenario,
+    "Fine-tune + previews": finetune_scenario,
+    "Inspect slider drag": inspect_scenario,
+}
+
+
+def measure(name, viewer, app, args, clock, load: int):
+    """One run of scenario ``name`` (after a warm-up run) with ``load`` burners."""
+    widget, start, wait = SCENARIOS[name](viewer, app, args)
+    _KEEP.append(widget)  # the panel lives as long as the viewer
+    wait(start())  # warm-up: imports, the first model load, the first layers
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
+    try:
+        wait_ms(app, 300)
+        ticks = Ticks()
+        ticks.timer.start()
+        wait_ms(app, 50)
+        clock.reset()
+        t0 = time.perf_counter()
+        wait(start())
+        t1 = time.perf_counter()
+        ticks.timer.stop()
+    finally:
+        for proc in burners:
+            proc.kill()
+            proc.wait()
+    gaps = ticks.gaps(t0, t1)
+    handlers = sum(clock.seconds.values())
+    return {
+        "seconds": t1 - t0,
+        "ticks": len(gaps) - 1,
+        "max": 1000 * float(gaps.max()),
+        "p99": 1000 * float(np.percentile(gaps, 99)),
+        "over100": int((gaps > 0.1).sum()),
+        "handlers": 1000 * handlers,
+        "worst": clock.worst(),
+    }
+
+
+def run_one(name: str, args) -> list:
+    """Both loads of scenario ``name`` in this process; returns ``[(load, row), ...]``."""
+    import napari
+    import torch
+
+    torch.set_num_threads(1)
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    app = napari.qt.get_qapp()
+    clock = HandlerClock()
+    return [(load, measure(name, viewer, app, args, clock, load)) for load in (0, args.burners)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--planes", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--burners", type=int, default=2)
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--note", default="", help="a line to add under the table")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one scenario, JSON out
+    args = parser.parse_args(argv)
+    if args.one:
+        print("ROWS " + json.dumps(run_one(args.one, args)), flush=True)
+        os._exit(0)  # no teardown of the viewer and its threads (it crashed at exit)
+
+    from benchmarks.bench_accuracy import _machine, _versions
+
+    machine = _machine()
+    rows = []
+    for name in args.scenarios:  # each in its own process: a fresh viewer, no leftovers
+        command = [sys.executable, __file__, "--one", name, "--planes", str(args.planes),
+                   "--steps", str(args.steps), "--burners", str(args.burners)]  # fmt: skip
+        output = subprocess.run(command, capture_output=True, text=True).stdout
+        found = [line for line in output.splitlines() if line.startswith("ROWS ")]
+        if not found:
+            print(f"{name}: no result\n{output[-2000:]}", flush=True)
+            continue
+        for load, row in json.loads(found[0][5:]):
+            rows.append((name, load, row))
+            print(
+                f"{name:<22} load {load}: {row['seconds']:.1f} s, max gap {row['max']:.0f} ms, "
+                f"p99 {row['p99']:.0f} ms, {row['over100']} gaps > 100 ms, handlers "
+                f"{row['handlers']:.0f} ms (longest {row['worst']})",
+                flush=True,
+            )
+
+    idle = {name: row for name, load, row in rows if load == 0}
+    lines = [
+        "# Responsiveness: event-loop gaps while the panels work",
+        "",
+        f"Measured {datetime.date.today()} by `benchmarks/bench_responsiveness.py` "
+        f"(`xvfb-run -a python benchmarks/bench_responsiveness.py --planes {args.planes} "
+        f"--steps {args.steps} --burners {args.burners}`), one run each, torch with 1 thread.",
+        f"Machine: {machine}. {_versions()}.",
+        "",
+        "A 10 ms QTimer ticks on the GUI thread; a gap is time a click or a repaint waits. "
+        f"*Load*: {args.burners} processes burning CPU beside the viewer. *Handlers*: the main "
+        "thread's time in the panel's own event and result handlers (layer updates). *Ratio*: "
+        "max gap under load / idle.",
+        "",
+        "| scenario | load | job (s) | ticks | max gap (ms) | p99 gap (ms) | gaps > 100 ms "
+        "| handlers (ms) | longest handler | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, load, row in rows:
+        ratio = row["max"] / idle[name]["max"] if load and idle[name]["max"] else 1.0
+        lines.append(
+            f"| {name} | {load} | {row['seconds']:.1f} | {row['ticks']} | {row['max']:.0f} | "
+            f"{row['p99']:.0f} | {row['over100']} | {row['handlers']:.0f} | {row['worst']} | "
+            f"{ratio:.2f} |"
+        )
+    if args.note:
+        lines += ["", args.note]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(lines) + "\n"
+    if args.out.exists() and args.note:
+        text = args.out.read_text() + "\n" + "\n".join(lines[2:]) + "\n"
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

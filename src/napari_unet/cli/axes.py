@@ -1,0 +1,45 @@
+"""The ``--axes`` option of the commands that read images: one letter per axis, detected when
+not given (:func:`napari_unet.engine.layout.detect_axes`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+AXES_HELP = (
+    "the image's axes, one letter each: Y, X, C (channels), Z/T (planes), e.g. YX, ZYX, YXC, "
+    "CYX, YXZ, ZCYX (default: detected; a trailing axis of at most 4 after two larger ones is "
+    "channels, or planes for a one-channel model unless it holds 3-4 colours)"
+)
+
+
+def add_axes_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--axes`` to ``parser``."""
+    parser.add_argument("--axes", metavar="AXES", help=AXES_HELP)
+
+
+def choose_axes(
+    shape: tuple[int, ...], file_axes: str, args: Any, *, in_channels: int, name: Any
+) -> str:
+    """The axes of an input of ``shape``: ``--axes``, else those of ``--channel-axis`` /
+    ``--stack`` where the command has them, else detected. Raises ``UsageError`` with the
+    file's ``name`` for a choice that does not fit."""
+    from napari_unet.cli.output import UsageError
+    from napari_unet.engine.io import infer_layout
+    from napari_unet.engine.layout import axes_from_layout, check_axes, detect_axes
+
+    channel_axis = getattr(args, "channel_axis", None)
+    stack = getattr(args, "stack", None)
+    try:
+        if args.axes:
+            if channel_axis is not None or stack is not None:
+                raise ValueError("give --axes or --channel-axis/--stack, not both")
+            return check_axes(args.axes, len(shape))
+        if channel_axis is not None or stack is not None:
+            channel_axis, stack = infer_layout(
+                shape, file_axes, in_channels=in_channels, channel_axis=channel_axis, stack=stack
+            )
+            return axes_from_layout(len(shape), channel_axis=channel_axis, stack=stack)
+        return detect_axes(shape, file_axes=file_axes, in_channels=in_channels)
+    except ValueError as exc:
+        raise UsageError(f"{name}: {exc}") from None
