@@ -137,6 +137,7 @@ def test_stop_keeps_the_model_and_segment_uses_it(
     image_data = viewer.layers["nuclei"].data.copy()
     painted = _paint(viewer, nuclei_image[1])
     segment = SegmentWidget(viewer)
+    segment.min_confidence.value = 0.0  # the tiny test model is unsure of every cell
     widget = _widget(viewer, steps=500)
     job = widget.start()
 

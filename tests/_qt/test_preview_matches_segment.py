@@ -24,6 +24,7 @@ def test_preview_and_segment_agree(viewer_with_image, tiny_model_path, tmp_path,
     segment = SegmentWidget(viewer)
     segment.threshold.value = 0.65  # not the engine's default: the preview must follow it
     segment.min_size.value = 30
+    segment.min_confidence.value = 0.1  # not the engine's default either
     segment.device.value = "cpu"
     finetune = FineTuneWidget(viewer)
     finetune.device.value = "cpu"
@@ -38,3 +39,19 @@ def test_preview_and_segment_agree(viewer_with_image, tiny_model_path, tmp_path,
     qtbot.waitUntil(lambda: not finetune.preview.runner.busy, timeout=60_000)
     np.testing.assert_array_equal(viewer.layers["nuclei preview labels"].data, expected)
     assert f"{int(expected.max())} cells" in finetune.preview_info.value
+
+
+def test_previews_during_training_reuse_the_diameter_measured_before(make_napari_viewer):
+    from types import SimpleNamespace
+
+    finetune = FineTuneWidget(make_napari_viewer())
+    session = session_for(finetune.viewer)
+    session.segment_options = {"diameter": None, "threshold": 0.6}
+    finetune._training_diameter = 21.5
+    finetune.job = None  # not training: exactly Segment's options
+    assert finetune._preview_options() == {"diameter": None, "threshold": 0.6}
+    finetune.job = SimpleNamespace(running=True)
+    assert finetune._preview_options() == {"diameter": 21.5, "threshold": 0.6}
+    session.segment_options = {"diameter": 30.0, "threshold": 0.6}  # Segment's own diameter wins
+    assert finetune._preview_options()["diameter"] == 30.0
+    assert session.segment_options == {"diameter": 30.0, "threshold": 0.6}  # not changed

@@ -43,9 +43,12 @@ class WeightMapReady:
 @dataclass(frozen=True)
 class ScoreBefore:
     """Event of the fine-tune job: how the start model finds the painted cells
-    (a :class:`~napari_unet._qt._finetune_checks.PaintedScore`), before training."""
+    (a :class:`~napari_unet._qt._finetune_checks.PaintedScore`), before training, and the cell
+    diameter (image pixels) that segmentation used (given or estimated; ``None`` for a model
+    without a training diameter)."""
 
     score: Any
+    diameter: float | None = None
 
 
 @dataclass(eq=False)
@@ -199,7 +202,7 @@ def _finetune(request: FineTuneRequest, run: RunState):
         plane, channel_axis, (net, checkpoint), device=request.device, **request.segment_options
     )
     run.score_before = painted_score(before.labels, request.labels, request.regions)
-    yield ScoreBefore(run.score_before)
+    yield ScoreBefore(run.score_before, before.diameter)
 
     def record(event: Any) -> Any:
         match event:

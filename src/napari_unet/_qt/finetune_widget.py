@@ -84,6 +84,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self.result_entry: ModelEntry | None = None
         self.save_job: Job | None = None
         self._snapshot: Any = None
+        #: the diameter the score before training used; previews during training reuse it
+        self._training_diameter: float | None = None
         self._next_preview = 0
         self.live = LiveProgress()
         self.progress = PanelProgress()
@@ -159,6 +161,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self._request = request
         self.run = RunState(base_label=request.entry.label)
         self._snapshot = None
+        self._training_diameter = None
         self.live = LiveProgress()
         self._next_preview = int(self.preview_every.value)
         self.plot.clear(request.config.steps)
@@ -218,6 +221,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
                 for text in event.warnings:
                     self._warn(text)
             case ScoreBefore():
+                self._training_diameter = event.diameter
                 self.progress.set(0.0, "training…")
 
     def _on_snapshot(self, event: Any) -> None:
@@ -354,9 +358,21 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             self.image_plane(image_layer),
             model,
             label,
-            options=self.session.segment_options,
+            options=self._preview_options(),
             device=self.device.value,
         )
+
+    def _preview_options(self) -> dict:
+        """Segment's options, except that previews *during training* reuse the diameter that
+        the score before training measured when Segment's is automatic: one network pass per
+        preview instead of up to three, so the worker thread leaves the GUI thread more time
+        and the previews keep up with the steps. Previews outside training are exactly
+        Segment's call."""
+        options = dict(self.session.segment_options)
+        training = self.job is not None and self.job.running
+        if training and options.get("diameter") is None and self._training_diameter is not None:
+            options["diameter"] = self._training_diameter
+        return options
 
     # -- saving --------------------------------------------------------------------------------
     def ask_save_path(self) -> str:

@@ -35,6 +35,7 @@ from napari_unet._qt._layers import (
 from napari_unet._qt._partial import show_partial
 from napari_unet._qt._progress import PanelProgress, tile_fraction
 from napari_unet._qt._segment_call import SEGMENT_OPTION_NAMES, segment_call
+from napari_unet.engine.segment import MIN_CONFIDENCE
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import PlaneSegmented, TileDone, TileSizeReduced
@@ -131,6 +132,14 @@ class SegmentWidget(QWidget):
             (0, 1_000_000),
             "Objects with fewer pixels (an area) are removed; 0 chooses from the cell size.",
         )
+        self.min_confidence = controls.number_control(
+            "minimum confidence",
+            MIN_CONFIDENCE,
+            (0.0, 0.95),
+            0.05,
+            "Objects whose mean cell probability is below this are removed (faint debris the "
+            "network half believes in); 0 keeps every object. Lower it for a weakly trained model.",
+        )
         self.tta = CheckBox(
             label="average flips and turns (8x slower)",
             value=False,
@@ -150,6 +159,7 @@ class SegmentWidget(QWidget):
                 self.diameter,
                 self.threshold,
                 self.min_size,
+                self.min_confidence,
                 self.tta,
                 self.show_probabilities,
                 self.tile_size,
@@ -297,6 +307,7 @@ class SegmentWidget(QWidget):
         return {
             "threshold": float(self.threshold.value),
             "min_size": int(self.min_size.value) or None,
+            "min_confidence": float(self.min_confidence.value),
             "diameter": float(self.diameter.value) or None,
             "tta": bool(self.tta.value),
         }

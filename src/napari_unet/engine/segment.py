@@ -437,13 +437,17 @@ def iter_segment(
     sample_prob, done_first = yield from passes.run(
         sample, factor=1.0, extra_total=ratio, plane_events=False
     )
-    sample_labels = _label(sample_prob, threshold=threshold, min_size=None, stack=False)
+    sample_labels = _label(
+        sample_prob, threshold=threshold, min_size=None, stack=False,
+        min_confidence=float(min_confidence),
+    )  # fmt: skip
     estimate = estimate_diameter(sample_labels, weighting="area")
     first_total = done_first + max(1, round(done_first * ratio))
     still = TileDone(done=done_first, total=first_total)
     estimate, last = yield from _refine_estimate(
-        passes, sample, estimate, trained, threshold=threshold, progress=still
-    )
+        passes, sample, estimate, trained, threshold=threshold, progress=still,
+        min_confidence=float(min_confidence),
+    )  # fmt: skip
     factor = 1.0
     if estimate is not None and abs(estimate / trained - 1.0) > AUTO_DIAMETER_TOLERANCE:
         factor = rescale_factor(estimate, trained)
@@ -468,7 +472,9 @@ def iter_segment(
     return (yield from final(factor, estimate, offset=done_first))
 
 
-def _refine_estimate(passes, sample, estimate, trained, *, threshold, progress):
+def _refine_estimate(
+    passes, sample, estimate, trained, *, threshold, progress, min_confidence=MIN_CONFIDENCE
+):
     """Measure the cell diameter of ``sample`` again at the scale the last estimate asks for.
 
     A network measures cells best near its training size; at the native scale cells far from it
@@ -501,7 +507,11 @@ def _refine_estimate(passes, sample, estimate, trained, *, threshold, progress):
         prob, _ = yield from relay(passes.run(sample, factor=factor, plane_events=False), hold)
         last = (factor, prob)
         refined = estimate_diameter(
-            _label(prob, threshold=threshold, min_size=None, stack=False), weighting="area"
+            _label(
+                prob, threshold=threshold, min_size=None, stack=False,
+                min_confidence=min_confidence,
+            ),
+            weighting="area",
         )
         if refined is None:
             break
