@@ -466,8 +466,9 @@ def worker_model(payload: Any) -> Any:
 def _block_task(region: np.ndarray, payload: Any, settings: BlockSettings, block: Block, shape) -> BlockLabels:
     import torch
 
-    if torch.get_num_threads() > 1 and os.environ.get("NAPARI_UNET_WORKER_THREADS"):
-        torch.set_num_threads(int(os.environ["NAPARI_UNET_WORKER_THREADS"]))
+    threads = os.environ.get("NAPARI_UNET_WORKER_THREADS")  # set by cluster.connect("local")
+    if threads and torch.get_num_threads() != int(threads):
+        torch.set_num_threads(int(threads))
     return segment_block(region, worker_model(payload), settings, block, shape)
 
 
