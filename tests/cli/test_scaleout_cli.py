@@ -142,6 +142,7 @@ def test_failure_mid_job_leaves_no_store(capsys, work, monkeypatch, failure):
     monkeypatch.setattr(blockwise, "segment_block", fail_on_third)
     code, _, err = run(capsys, "predict", folder / "cells.zarr", "-o", folder / "labels.zarr", *BLOCK)
     assert code == (130 if isinstance(failure, KeyboardInterrupt) else 1)
+    assert ("interrupted" if isinstance(failure, KeyboardInterrupt) else "disk on fire") in err
     assert not (folder / "labels.zarr").exists() and leftovers(folder) == []
 
 

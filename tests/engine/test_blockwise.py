@@ -141,7 +141,7 @@ def test_block_grid_covers_the_plane_once():
     for b in blocks:
         r0, r1, c0, c1 = b.core
         cover[r0:r1, c0:c1] += 1
-        R0, R1, C0, C1 = b.region
+        R0, R1, _, C1 = b.region
         assert R0 == max(r0 - 32, 0) and R1 == min(r1 + 32, 300) and C1 == min(c1 + 32, 260)
     assert (cover == 1).all() and len(blocks) == 9
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -51,7 +52,7 @@ def wanted(args: argparse.Namespace, source: Path, output: Path) -> bool:
 
         try:
             shape, _, axes = probe_tiff(source)
-            channel_axis, stack = infer_layout(shape, axes, channel_axis=args.channel_axis, stack=args.stack)
+            channel_axis, _ = infer_layout(shape, axes, channel_axis=args.channel_axis, stack=args.stack)
         except ValueError:
             return False  # the in-memory path reports it
         axis = None if channel_axis is None else channel_axis % len(shape)
@@ -138,14 +139,16 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
 
     from napari_unet.engine.cluster import connect
     from napari_unet.engine.events import drive
-    from napari_unet.engine.zarr_io import LabelStore, write_tiff_from_array
+    from napari_unet.engine.zarr_io import LabelStore, remove_stale_stores, write_tiff_from_array
 
     cluster = connect(args.scheduler, workers=args.workers) if args.scheduler else contextlib.nullcontext()
     with cluster as client, contextlib.ExitStack() as stack_:
         if zarr_out:
             store = stack_.enter_context(LabelStore(output, out_shape, chunks=chunks, overwrite=args.overwrite))
         else:  # labels first to a store beside the TIFF, then the TIFF from it
-            folder = stack_.enter_context(tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent))
+            remove_stale_stores(output)
+            folder = stack_.enter_context(tempfile.TemporaryDirectory(
+                prefix=f".{output.name}.{os.getpid()}.", suffix=".tmp", dir=output.parent))
             store = stack_.enter_context(LabelStore(Path(folder) / "labels.zarr", out_shape, chunks=chunks))
         gen = iter_segment_blockwise(
             image, model, out=store.array, channel_axis=channel_axis, stack=stack,

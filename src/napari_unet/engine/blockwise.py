@@ -430,7 +430,7 @@ class ModelPayload:
         if model is None or (isinstance(model, str) and model == "default"):
             model = bundled_model_path()
         if isinstance(model, (str, os.PathLike)):
-            data = open(model, "rb").read()  # noqa: SIM115 - read at once
+            data = open(model, "rb").read()
         else:
             from napari_unet.engine.checkpoint import save_checkpoint
 
@@ -440,7 +440,7 @@ class ModelPayload:
                     os.path.join(folder, "model.pt"), net,
                     diameter=checkpoint.diameter, normalization=checkpoint.normalization,
                 )
-                data = open(path, "rb").read()  # noqa: SIM115
+                data = open(path, "rb").read()
         return cls(data, hashlib.sha256(data).hexdigest())
 
 
