@@ -31,8 +31,12 @@ def connect(scheduler: str, *, workers: int | None = None, timeout: float = CONN
     ValueError
         ``workers`` given with an address (the cluster's workers are its own), or below 1.
     """
-    from distributed import Client, LocalCluster
-
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ImportError(
+            "a dask cluster needs the distributed package: pip install 'napari-unet[cluster]'"
+        ) from None
     if scheduler == "local":
         n = 2 if workers is None else int(workers)
         if n < 1:
