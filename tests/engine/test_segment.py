@@ -345,3 +345,15 @@ def test_given_diameter_removes_specks_but_not_cells(model_file, oracle):
     assert result.labels[0:5, 0:5].max() == 0
     kept = drive(api.iter_segment(image, model_file, diameter=24, min_size=10))
     assert kept.labels[0:5, 0:5].max() > 0  # the caller's min_size wins
+
+
+def test_intensity_range_replaces_the_plane_percentiles(oracle):
+    """Given (low, high) the planes reach the network already normalised by them (the network
+    is told not to normalise again); a range of the wrong length is refused."""
+    image = np.full((40, 40), 100, np.uint16)
+    image[10:30, 10:30] = 300
+    drive(segment_module.iter_segment(image, tiny_net(), intensity_range=([100.0], [300.0]), min_size=0))
+    call = oracle[-1]
+    assert call["normalization"] is False
+    with pytest.raises(ValueError, match="one low and one high value per channel"):
+        drive(segment_module.iter_segment(image, tiny_net(), intensity_range=([0.0, 1.0], [2.0, 3.0])))
