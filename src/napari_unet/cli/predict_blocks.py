@@ -1,8 +1,9 @@
 """``napari-unet predict`` block by block: zarr / OME-Zarr stores, images too large for memory,
 and dask clusters (``--scheduler``).
 
-Chosen when the input or the output is a zarr store, when ``--scheduler`` is given, or when a
-TIFF's planes have more than :data:`BLOCKWISE_PIXELS` pixels (the in-memory pipeline needs about
+Chosen when the input or the output is a zarr store, when ``--scheduler``, ``--workers`` or
+``--block-size`` is given, or when a TIFF's planes have more than :data:`BLOCKWISE_PIXELS` pixels
+and no ``--probabilities`` are asked for (the in-memory pipeline needs about
 55 bytes per pixel; block by block the memory is bounded by the block size). The labels go to a
 temporary store beside the output and are moved into place only when every block is done
 (:class:`~napari_unet.engine.zarr_io.LabelStore`); a TIFF output is written from that store one
@@ -47,7 +48,7 @@ def wanted(args: argparse.Namespace, source: Path, output: Path) -> bool:
         return True
     if is_zarr_path(source) or output.suffix.lower() == ".zarr":
         return True
-    if source.is_file():
+    if source.is_file() and not args.probabilities:  # probabilities: in memory, as before
         from napari_unet.engine.io import infer_layout, probe_tiff
 
         try:
