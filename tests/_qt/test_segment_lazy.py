@@ -51,6 +51,7 @@ def test_lazy_layer_goes_to_a_zarr_store_and_a_lazy_labels_layer(
     assert "cells" in widget.status.value and "out.zarr" in widget.status.value
 
 
+@pytest.mark.timing
 def test_cancel_leaves_no_store(viewer_with_image, nuclei_image, wait_job, tmp_path, monkeypatch):
     from napari_unet.engine import blockwise
 
