@@ -123,14 +123,16 @@ def test_blocks_use_the_whole_image_percentiles(image, reference, monkeypatch):
 
 
 def test_estimated_diameter_is_measured_once(image, monkeypatch):
+    from napari_unet.engine import block_plan
+
     calls = []
-    original = blockwise._estimate_diameter
+    original = block_plan._estimate_diameter
 
     def count(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(blockwise, "_estimate_diameter", count)
+    monkeypatch.setattr(block_plan, "_estimate_diameter", count)
     result = drive(iter_segment_blockwise(image[:160, :160], "default", block_size=BLOCK))
     assert calls == [1] and result.diameter is not None and 15 < result.diameter < 35
 
