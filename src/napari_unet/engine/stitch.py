@@ -10,10 +10,10 @@ completely, while two different cells that merely touch share a few boundary pix
 :func:`merge_map` joins all pairs of the image with a connected-components pass over a sparse
 graph (scipy) and returns a lookup table from block ids to final, consecutive ids. The graph has
 one node per block id and one edge per matched pair, so it grows with the number of cells, not
-pixels. Cellpose's distributed segmentation stitches with the same kind of graph
-(``contrib/distributed_segmentation.py``, which links labels that touch across block faces); here
-the link is the overlap of the two blocks' labels in their shared strip instead, so that
-touching neighbours are not joined.
+pixels. Cellpose's distributed segmentation (``cellpose/contrib/distributed_segmentation.py``)
+merges with the same kind of graph, linking labels that meet across block faces; its earlier
+contributed version (cellpose PR #356) linked labels by their overlap in the shared border
+region, as here, which keeps touching neighbours apart.
 """
 
 from __future__ import annotations
