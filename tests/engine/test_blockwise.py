@@ -211,7 +211,7 @@ def test_small_chunks_are_rechunked_with_a_note(image):
 def test_threaded_local_cluster_with_two_workers(image, reference):
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         labels = segment_blockwise(image, "default", block_size=BLOCK, diameter=DIAMETER, client=client)
     assert_same_objects(reference, labels)
@@ -223,7 +223,7 @@ def test_worker_processes_survive_a_killed_worker(image, reference):
     computed again on the other worker (or on its restarted self) and the result is the same."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=50) as cluster, Client(cluster) as client:
         pids = client.run(os.getpid)
         gen = iter_segment_blockwise(image, "default", block_size=BLOCK, diameter=DIAMETER, client=client)

@@ -47,7 +47,7 @@ def connect(scheduler: str, *, workers: int | None = None, timeout: float = CONN
         try:
             with (
                 LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                             dashboard_address=None, silence_logs=40) as cluster,
+                             dashboard_address=":0", silence_logs=40) as cluster,
                 Client(cluster) as client,
             ):
                 yield client
