@@ -297,3 +297,12 @@ def test_rescaled_blocks_match_nearly_every_object():
     forward, backward = matched_ious(reference, labels), matched_ious(labels, reference)
     assert (forward >= 0.9).mean() >= 0.95 and (backward >= 0.9).mean() >= 0.95
     assert np.median(forward) >= 0.95
+
+
+def test_connect_refuses_bad_worker_counts():
+    from napari_unet.engine.cluster import connect
+
+    with pytest.raises(ValueError, match="at least 1"), connect("local", workers=0):
+        pass
+    with pytest.raises(ValueError, match="brings its own workers"), connect("tcp://127.0.0.1:9", workers=2):
+        pass
