@@ -108,16 +108,19 @@ def rss(size: int) -> None:
     })
 
 
-def workers(size: int, block: int) -> None:
+def workers(size: int, block: int, only: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from distributed import Client, LocalCluster
 
-    from napari_unet.engine.blockwise import iter_segment_blockwise, segment_blockwise
-    from napari_unet.engine.events import drive
+    from napari_unet.engine.blockwise import segment_blockwise
     from napari_unet.engine.segment import segment
 
+    if only is not None:  # add (or redo) one run to an existing record
+        record = json.loads((RESULTS / f"workers_{size}.json").read_text())
+        record["runs"] = [r for r in record["runs"] if r["workers"] != only]
+        _worker_runs(size, block, record, (only,))
+        return
     # stitching overhead first (short): in memory vs block-wise in this process, same image
     small = mosaic(2048, seed=1)
     start = time.perf_counter()
@@ -131,11 +134,20 @@ def workers(size: int, block: int) -> None:
         "ratio": t_blocks / t_mem, "objects_in_memory": int(ref.max()), "objects_blockwise": int(blocks.max())}}
     save(f"workers_{size}", record)
     del small, ref, blocks
+    _worker_runs(size, block, record, (1, 2))
+
+
+def _worker_runs(size: int, block: int, record: dict, counts: tuple[int, ...]) -> None:
+    from distributed import Client, LocalCluster
+
+    from napari_unet.engine.blockwise import iter_segment_blockwise
+    from napari_unet.engine.events import drive
+
     source = make_zarr(size)
     import dask.array as da
 
     image = da.from_zarr(str(source))
-    for n in (1, 2):
+    for n in counts:
         os.environ["NAPARI_UNET_WORKER_THREADS"] = "1"
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                           silence_logs=40) as cluster, Client(cluster) as client:
@@ -149,6 +161,7 @@ def workers(size: int, block: int) -> None:
                                "n_objects": result.n_objects, "n_blocks": result.n_blocks,
                                "load_after": os.getloadavg()[0],
                                "peak_rss_per_worker_mb": sorted(peaks.values())})
+        record["runs"].sort(key=lambda r: r["workers"])
         save(f"workers_{size}", record)  # after each run, so that a partial result survives
 
 
@@ -217,12 +230,13 @@ def main() -> None:
     w = sub.add_parser("workers")
     w.add_argument("size", type=int)
     w.add_argument("--block", type=int, default=2048)
+    w.add_argument("--only", type=int, help="run this many workers only, added to the saved record")
     sub.add_parser("table")
     args = parser.parse_args()
     if args.part == "rss":
         rss(args.size)
     elif args.part == "workers":
-        workers(args.size, args.block)
+        workers(args.size, args.block, args.only)
     else:
         table()
 
