@@ -206,3 +206,15 @@ def test_cluster_started_with_dask_commands(work, tmp_path):
     assert f"on {address}" in proc.stdout
     labels = read_store(folder / "labels.zarr")
     assert matched_min_iou(reference, labels) >= 0.9 and matched_min_iou(labels, reference) >= 0.9
+
+
+@pytest.mark.slow
+def test_scheduler_local_starts_worker_processes(capsys, work):
+    folder, reference = work
+    code, out, err = run(capsys, "predict", folder / "cells.zarr", "-o", folder / "labels.zarr",
+                         "--scheduler", "local", "--workers", "2", *BLOCK)
+    assert code == 0, err
+    assert "9 blocks on local" in out
+    labels = read_store(folder / "labels.zarr")
+    assert matched_min_iou(reference, labels) >= 0.9 and matched_min_iou(labels, reference) >= 0.9
+    assert leftovers(folder) == []
