@@ -21,13 +21,21 @@ def segment(image: np.ndarray, model: Any = None, **kwargs: Any) -> np.ndarray:
     """Segment cells in ``image`` and return an instance label image.
 
     A thin lazy wrapper of :func:`napari_unet.engine.segment.segment` (see there for every option), so
-    that ``import napari_unet`` stays free of torch.
+    that ``import napari_unet`` stays free of torch. A dask array is segmented block by block
+    and lazily: the result is a uint32 dask array
+    (:func:`napari_unet.engine.blockwise.segment_dask`; ``block_size=`` is one more option),
+    computed on the current dask scheduler, a ``distributed.Client``'s cluster included.
 
     Examples
     --------
     >>> import napari_unet
     >>> labels = napari_unet.segment(image)  # doctest: +SKIP
+    >>> lazy = napari_unet.segment(dask.array.from_zarr("plate.zarr"), diameter=20)  # doctest: +SKIP
     """
+    if type(image).__module__.startswith("dask."):
+        from napari_unet.engine.blockwise import segment_dask
+
+        return segment_dask(image, model, **kwargs)
     from napari_unet.engine.segment import segment as _segment
 
     return _segment(image, model=model, **kwargs)

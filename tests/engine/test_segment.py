@@ -400,3 +400,15 @@ def test_a_stopped_stack_keeps_the_planes_done(model_file, oracle):
     np.testing.assert_array_equal(labels[:2], full.labels[:2])
     assert labels[:2].max() > 0 and not labels[2:].any()
     assert len(oracle) == 4 + 2  # planes are predicted one by one: nothing after the Stop
+
+
+def test_intensity_range_replaces_the_plane_percentiles(oracle):
+    """Given (low, high) the planes reach the network already normalised by them (the network
+    is told not to normalise again); a range of the wrong length is refused."""
+    image = np.full((40, 40), 100, np.uint16)
+    image[10:30, 10:30] = 300
+    drive(segment_module.iter_segment(image, tiny_net(), intensity_range=([100.0], [300.0]), min_size=0))
+    call = oracle[-1]
+    assert call["normalization"] is False
+    with pytest.raises(ValueError, match="one low and one high value per channel"):
+        drive(segment_module.iter_segment(image, tiny_net(), intensity_range=([0.0, 1.0], [2.0, 3.0])))

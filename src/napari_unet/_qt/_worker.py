@@ -21,7 +21,7 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
 
-from napari_unet.engine.events import STOPPED, StepDone, TileDone, relay
+from napari_unet.engine.events import STOPPED, BlockDone, StepDone, TileDone, relay
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,9 @@ class Job:
         # the middle of this method and close the bar: check it is still open after each call.
         bar = self.pbar
         match event:
-            case TileDone(done=done, total=total) | StepDone(step=done, total=total):
+            case TileDone(done=done, total=total) | StepDone(step=done, total=total) | BlockDone(
+                done=done, total=total
+            ):
                 pass
             case _:
                 return

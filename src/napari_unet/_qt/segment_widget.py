@@ -5,7 +5,9 @@ napari worker thread; the panel's progress bar (and napari's) follows its tiles 
 *Cancel* stops it at the next tile, and the result lands in a plugin-owned Labels layer
 ``"<image> labels"`` (updated in place on a rerun, unless the user has corrected it: then it is
 left as it is and the result goes into a new layer), optionally with the cell probability as an
-Image layer. Removing the image cancels its job.
+Image layer. Removing the image cancels its job. A lazy (dask or zarr) layer is not loaded: it
+is segmented block by block into a zarr store (:mod:`napari_unet._qt._lazy`) that is shown as a
+lazy Labels layer.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ from napari_unet._qt._layers import (
 from napari_unet._qt._partial import show_partial
 from napari_unet._qt._progress import PanelProgress, tile_fraction
 from napari_unet._qt._segment_call import SEGMENT_OPTION_NAMES, segment_call
-from napari_unet.engine.segment import MIN_CONFIDENCE
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
-from napari_unet.engine.events import PlaneSegmented, TileDone, TileSizeReduced
+from napari_unet.engine.events import BlockDone, PlaneSegmented, TileDone, TileSizeReduced
+from napari_unet.engine.segment import MIN_CONFIDENCE
 
 MODEL_FILE = "model file…"
 #: a typed diameter that rescales the image by more than this factor (or less than its inverse)
@@ -104,6 +106,7 @@ class SegmentWidget(QWidget):
         self._partial: Any = None
         self._rescale_question: RescaleQuestion | None = None
         self.progress = PanelProgress()
+        self.lazy_input = False
 
         self.image = controls.image_combo(
             napari_viewer, "The image to segment: 2D, 2D with channels (RGB), or a Z / time stack."
@@ -148,6 +151,11 @@ class SegmentWidget(QWidget):
         )
         self.show_probabilities = CheckBox(label="add the probability map", value=False)
         self.tile_size = Label(label="tiles", value="sized automatically (from free memory)")
+        self.store = FileEdit(
+            label="labels store", mode="w", filter="zarr store (*.zarr)", visible=False,
+            tooltip="A lazy (dask/zarr) image is segmented block by block into this new zarr "
+            "store, shown as a lazy labels layer; empty: a new store in the temporary folder.",
+        )
         self.status = controls.status_label()
         self.form = Container(
             widgets=[
@@ -163,6 +171,7 @@ class SegmentWidget(QWidget):
                 self.tta,
                 self.show_probabilities,
                 self.tile_size,
+                self.store,
             ]
         )
 
@@ -241,7 +250,12 @@ class SegmentWidget(QWidget):
 
     # -- layout ------------------------------------------------------------------------------
     def _update_axes(self, *_: Any) -> None:
+        from napari_unet._qt._lazy import is_lazy
+
         controls.update_axes(self.axes, self.image.value)
+        layer = self.image.value
+        self.lazy_input = layer is not None and is_lazy(layer_array(layer))
+        self.store.visible = self.lazy_input
 
     def layout_for(self, layer: Any) -> Layout:
         """How ``layer`` is read: the chosen axes (see
@@ -279,6 +293,10 @@ class SegmentWidget(QWidget):
             return None
         layout = self.layout_for(layer)
         options = {"device": self.device.value, **self.segment_options()}
+        from napari_unet._qt._lazy import is_lazy
+
+        if is_lazy(layer_array(layer)):
+            return self._segment_lazy(layer, layout, entry, options)
         from napari_unet.engine.partial import PartialLabels
 
         self._set_running(True)
@@ -315,6 +333,39 @@ class SegmentWidget(QWidget):
     def _publish_options(self, *_: Any) -> None:
         self.session.segment_options = self.segment_options()
 
+    def _segment_lazy(self, layer: Any, layout: Layout, entry: ModelEntry, options: dict) -> Job | None:
+        """Segment a lazy layer block by block into a new zarr store (module notes)."""
+        from napari_unet._qt._lazy import default_store, lazy_segment_job
+        from napari_unet.engine.zarr_io import check_store_target
+
+        named = str(self.store.value) not in ("", ".")
+        store = Path(self.store.value) if named else default_store(layer.name)
+        if store.suffix.lower() != ".zarr":
+            store = store.with_name(store.name + ".zarr")
+        try:
+            check_store_target(store, overwrite=False)
+        except OSError as exc:
+            tell_user(f"Segmentation failed: {exc}.")
+            return None
+        self._set_running(True)
+        self._job_layer = layer
+        self.progress.start()
+        self.status.value = f"segmenting {layer.name} block by block into {store}…"
+        self.job = start_job(
+            lazy_segment_job,
+            layer_array(layer),
+            layout,
+            entry,
+            store,
+            what="Segmentation",
+            description=f"Segmenting {layer.name} by blocks",
+            on_event=self._on_event,
+            on_result=lambda result: self._on_result(layer, layout, result),
+            on_done=self._on_done,
+            **options,
+        )
+        return self.job
+
     def cancel(self) -> None:
         """Stop the running segmentation at the next tile."""
         if self.job is not None:
@@ -327,6 +378,8 @@ class SegmentWidget(QWidget):
                 self.progress.show(*tile_fraction(event))
             case PlaneSegmented():
                 self._partial.add(event)
+            case BlockDone():
+                self.progress.show(event.done / event.total, f"block {event.done} of {event.total}")
             case TileSizeReduced():
                 self.tile_size.value = f"{event.new} px (reduced: {event.reason})"
 
@@ -347,6 +400,13 @@ class SegmentWidget(QWidget):
                 f"by {result.factor:.3g}x"
             )
             self._rescale_question = result
+            return
+        from napari_unet._qt._lazy import LazyResult, show_lazy_labels
+
+        if isinstance(result, LazyResult):
+            self.labels_layer = show_lazy_labels(self.viewer, layer, result)
+            seconds = self.progress.elapsed()
+            self.status.value = f"{result.n_objects} cells in {seconds:.1f} s -> {result.store}"
             return
         before = self.labels_layer
         self.labels_layer = show_segmentation(

@@ -1,5 +1,6 @@
 """``napari-unet predict``: segment a TIFF image, or every TIFF in a folder, into a uint16 (or
-uint32) TIFF of instance labels with the input's spatial shape.
+uint32) TIFF of instance labels with the input's spatial shape; large images, zarr / OME-Zarr
+stores and dask clusters block by block (:mod:`napari_unet.cli.predict_blocks`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
     probs_out = Path(args.probabilities).expanduser() if args.probabilities else None
     if not source.exists():
         raise FileNotFoundError(f"no such file or folder: {source}")
+    from napari_unet.cli import predict_blocks
+
+    if predict_blocks.wanted(args, source, output):
+        return predict_blocks.run(args, source, output)
 
     jobs: list[tuple[Path, Path, Path | None]] = []
     if source.is_dir():
@@ -165,10 +170,11 @@ HELP = "segment a TIFF image (or every TIFF in a folder) into instance labels"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``napari-unet predict``."""
-    p.add_argument("input", metavar="INPUT", help="a TIFF file, or a folder of TIFF files")
+    p.add_argument("input", metavar="INPUT", help="a TIFF file, a zarr / OME-Zarr store, or a folder of TIFF files")
     p.add_argument(
         "-o", "--output", required=True, metavar="OUTPUT",
-        help="the labels TIFF to write; a folder when INPUT is one (<stem>_labels.tif per image)",
+        help="the labels TIFF (or .zarr store) to write; a folder when INPUT is one "
+        "(<stem>_labels.tif per image)",
     )
     p.add_argument("--model", default="default", metavar="default|PATH",
                    help="the bundled model (default) or a model file from `napari-unet train`")
@@ -200,3 +206,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(a folder when INPUT is one)")
     p.add_argument("--probabilities-dtype", choices=("float32", "float16"), default="float32")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    from napari_unet.cli.predict_blocks import add_arguments as add_block_arguments
+
+    add_block_arguments(p)

@@ -65,6 +65,23 @@ class TileSizeReduced:
 
 
 @dataclass(frozen=True)
+class BlockDone:
+    """One block of a block-wise segmentation is labelled (``done`` of ``total`` blocks, over
+    all planes)."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something the user should know about how the work is done (e.g. the input was
+    re-chunked); one sentence."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class StepDone:
     """One optimisation step finished. ``loss`` is the weighted cross-entropy of that step."""
 
@@ -126,6 +143,8 @@ Event = (
     | PlaneDone
     | PlaneSegmented
     | TileSizeReduced
+    | BlockDone
+    | Note
     | StepDone
     | ValidationDone
     | AugmentationSample

@@ -174,7 +174,7 @@ class _Passes:
     teaches the next (a tile size reduced after running out of memory is kept)."""
 
     net: UNet
-    normalization: dict | None
+    normalization: dict | bool | None
     device: Any
     amp: bool
     tile_size: int | None
@@ -292,6 +292,7 @@ def iter_segment(
     tile_size: int | None = None,
     amp: bool = True,
     tta: bool = False,
+    intensity_range: tuple[Any, Any] | None = None,
 ) -> Generator[Any, None, SegmentResult]:
     """Segment cells, yielding progress events; return a :class:`SegmentResult`.
 
@@ -330,6 +331,11 @@ def iter_segment(
         Test-time augmentation: average the network's output over the flips and quarter turns
         of every tile (8 times the network's work; gain and cost in
         docs/benchmarks/accuracy.md).
+    intensity_range : (low, high) or None
+        Per-channel intensities (arrays of shape (C,), input units) mapped to 0 and 1, in place
+        of the model's percentiles computed on each plane. Block-wise segmentation
+        (:mod:`~napari_unet.engine.blockwise`) computes them once over the whole image and
+        passes them to every block, so that blocks are normalised like the whole image.
 
     Yields
     ------
@@ -375,7 +381,11 @@ def iter_segment(
         raise ValueError(f"tile_size must be a positive whole number of pixels, not {tile_size}")
     spatial = (int(planes.shape[2]), int(planes.shape[3]))
     trained = checkpoint.diameter
-    passes = _Passes(net, model_normalization(checkpoint), device, amp, tile_size, bool(tta))
+    normalization = model_normalization(checkpoint)
+    if intensity_range is not None:
+        planes = _normalized(planes, intensity_range)
+        normalization = False
+    passes = _Passes(net, normalization, device, amp, tile_size, bool(tta))
 
     def result(prob: np.ndarray, diameter: float | None, factor: float):
         """Label the probabilities of a one-plane input, (1, K, Y, X)."""
@@ -470,6 +480,28 @@ def iter_segment(
         yield PlaneDone(plane=0, n_planes=1)
         return (yield from result(sample_prob, estimate, factor))
     return (yield from final(factor, estimate, offset=done_first))
+
+
+def _normalized(planes: np.ndarray, intensity_range: tuple[Any, Any]) -> np.ndarray:
+    """(P, C, Y, X) ``planes`` mapped per channel from ``intensity_range`` to [0, 1]; float32."""
+    from napari_unet.engine.normalization import _scale
+
+    n_channels = planes.shape[1]
+    lo = np.asarray(intensity_range[0], np.float32).reshape(-1)
+    hi = np.asarray(intensity_range[1], np.float32).reshape(-1)
+    if lo.shape != (n_channels,) or hi.shape != (n_channels,):
+        raise ValueError(
+            f"intensity_range needs one low and one high value per channel ({n_channels}), "
+            f"got {lo.size} and {hi.size}"
+        )
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise ValueError("intensity_range must hold finite numbers")
+    out = planes.astype(np.float32)  # a copy: the caller's image is left alone
+    out -= lo.reshape(1, -1, 1, 1)
+    out *= _scale(lo, hi).reshape(1, -1, 1, 1)
+    return out
+
+
 
 
 def _refine_estimate(

@@ -1,0 +1,85 @@
+"""Segmenting a lazy (dask or zarr) layer without loading it: block by block into a zarr store.
+
+The Segment panel runs :func:`lazy_segment_job` instead of its in-memory job when the layer's
+data is a dask or zarr array. The blocks (:mod:`napari_unet.engine.blockwise`) are read from the
+layer's array one at a time in the worker thread, the labels go to a new zarr store
+(:class:`~napari_unet.engine.zarr_io.LabelStore`: moved into place only when complete, removed on
+Cancel or an error), and the main thread shows that store as a lazy Labels layer.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LazyResult", "default_store", "is_lazy", "lazy_segment_job"]
+
+
+def is_lazy(data: Any) -> bool:
+    """Whether layer data is a dask or zarr array (read on demand, maybe larger than memory)."""
+    return type(data).__module__.split(".")[0] in ("dask", "zarr")
+
+
+def default_store(layer_name: str) -> Path:
+    """Where the labels of a lazy layer go when no store is named: a new store in the
+    temporary folder, ``napari-unet/<layer>_labels_<time>.zarr``."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", layer_name).strip("._") or "image"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(tempfile.gettempdir()) / "napari-unet" / f"{safe}_labels_{stamp}.zarr"
+
+
+@dataclass(frozen=True)
+class LazyResult:
+    """What :func:`lazy_segment_job` returns: the store written and what was found."""
+
+    store: Path
+    n_objects: int
+    diameter: float | None
+
+
+def lazy_segment_job(data: Any, layout: Any, entry: Any, store: Path, **options: Any):
+    """Worker-thread generator: segment the lazy layer ``data`` block by block into ``store``.
+
+    ``layout`` is the layer's :class:`~napari_unet._qt._layers.Layout` (one leading axis at most
+    is segmented plane by plane); ``options`` go to
+    :func:`~napari_unet.engine.blockwise.iter_segment_blockwise`.
+    """
+    from napari_unet.engine.blockwise import DEFAULT_BLOCK, iter_segment_blockwise
+    from napari_unet.engine.models import load_model
+    from napari_unet.engine.zarr_io import LabelStore
+
+    if len(layout.lead_shape) > 1:
+        raise ValueError("a lazy layer is segmented with one leading axis (Z or time) at most")
+    model = load_model(entry.resolve())
+    shape = tuple(int(n) for n in data.shape)
+    channel_axis = None if layout.channel_axis is None else layout.channel_axis % len(shape)
+    spatial = [n for i, n in enumerate(shape) if i != channel_axis]
+    out_shape = (*layout.lead_shape, *spatial[-2:])
+    block = int(options.pop("block_size", None) or DEFAULT_BLOCK)
+    chunks = (1,) * len(layout.lead_shape) + (min(block, spatial[-2]), min(block, spatial[-1]))
+    with LabelStore(store, out_shape, chunks=chunks) as target:
+        result = yield from iter_segment_blockwise(
+            data, model, out=target.array, channel_axis=channel_axis, stack=layout.stack,
+            block_size=block, **options,
+        )
+        path = target.commit()
+    return LazyResult(path, result.n_objects, result.diameter)
+
+
+def show_lazy_labels(viewer: Any, layer: Any, result: LazyResult) -> Any:
+    """Add the store of ``result`` as a lazy Labels layer over ``layer``."""
+    import dask.array as da
+
+    labels = da.from_zarr(str(result.store), component="0")
+    n = labels.ndim
+    return viewer.add_labels(
+        labels,
+        name=f"{layer.name} labels",
+        scale=tuple(layer.scale)[-n:],
+        translate=tuple(layer.translate)[-n:],
+        metadata={"napari_unet": "segment", "store": str(result.store)},
+    )

@@ -1,0 +1,292 @@
+"""Planning a block-wise segmentation: the blocks, and what is measured once for the whole image.
+
+The (P, C, Y, X) dask view of any input (:func:`as_dask_planes`), its re-chunking when its chunks
+do not fit the blocks, the blocks of a plane (:func:`block_grid`), and :func:`plan`, which measures
+once what every block is segmented with (:class:`BlockSettings`): the normalisation percentiles
+of each plane, the cell diameter, the halo and the stitching strips. Used by
+:mod:`~napari_unet.engine.blockwise`; see there for the design.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_BLOCK",
+    "HALO_DIAMETERS",
+    "PERCENTILE_SAMPLE",
+    "Block",
+    "BlockSettings",
+    "as_dask_planes",
+    "block_grid",
+    "plan",
+]
+
+#: Side of a block's core in input pixels when none is given: 2048² blocks of the bundled
+#: model keep a worker under about 1 GB (docs/benchmarks/scaleout.md).
+DEFAULT_BLOCK = 2048
+#: The halo holds this many cell diameters beyond the network's border.
+HALO_DIAMETERS = 2.0
+#: Float images: the normalisation percentiles come from a strided sample of at most this many
+#: pixels per plane and channel (integer images of 8 and 16 bits are counted exactly).
+PERCENTILE_SAMPLE = 2**22
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of one plane: its core and the region read around it, as (row0, row1, col0,
+    col1) half-open pixel bounds in the plane; ``index`` is (block row, block column)."""
+
+    plane: int
+    index: tuple[int, int]
+    core: tuple[int, int, int, int]
+    region: tuple[int, int, int, int]
+
+
+def block_grid(shape: tuple[int, int], *, block_size: int, halo: int, plane: int = 0) -> list[Block]:
+    """The blocks of a (Y, X) plane, row by row; regions are clipped to the plane."""
+    rows, cols = int(shape[0]), int(shape[1])
+    out = []
+    for i, r0 in enumerate(range(0, rows, block_size)):
+        for j, c0 in enumerate(range(0, cols, block_size)):
+            r1, c1 = min(r0 + block_size, rows), min(c0 + block_size, cols)
+            region = (max(r0 - halo, 0), min(r1 + halo, rows), max(c0 - halo, 0), min(c1 + halo, cols))
+            out.append(Block(plane, (i, j), (r0, r1, c0, c1), region))
+    return out
+
+
+@dataclass(frozen=True)
+class BlockSettings:
+    """What every block is segmented with; small and picklable (sent with every task).
+
+    ``intensity_range`` holds per plane the per-channel (low, high) intensities;
+    ``diameter`` is the one the blocks are rescaled for (``None``: no rescaling);
+    ``strip`` the half-width in pixels of the strips compared across block faces.
+    """
+
+    diameter: float | None
+    min_size: int | None
+    threshold: float
+    min_confidence: float
+    tile_size: int | None
+    device: str
+    tta: bool
+    intensity_range: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]
+    strip: int
+    halo: int
+    block_size: int
+
+
+# -------------------------------------------------------------------------------------
+# the input as (P, C, Y, X) dask planes
+
+
+def as_dask_planes(image: Any, *, channel_axis: int | None = None, stack: bool = False):
+    """``image`` (numpy, zarr, dask or any sliceable array) as a lazy (P, C, Y, X) dask array.
+
+    The layouts are those of :mod:`~napari_unet.engine.layout`; nothing is read.
+    """
+    import dask.array as da
+
+    if isinstance(image, da.Array):
+        arr = image
+    elif isinstance(image, np.ndarray):
+        arr = da.from_array(image, chunks=image.shape)
+    else:
+        chunks = getattr(image, "chunks", None)
+        arr = da.from_array(image, chunks=chunks if isinstance(chunks, tuple) else "auto")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"the image must hold numbers, not {arr.dtype}")
+    if channel_axis is None:
+        arr = arr[..., np.newaxis, :, :]
+    else:
+        axis = channel_axis % arr.ndim
+        if stack and axis == 0:
+            raise ValueError("with a stack the channel axis cannot be the first axis")
+        arr = da.moveaxis(arr, axis, -3)
+    if not stack:
+        arr = arr[np.newaxis]
+    if arr.ndim != 4:
+        kind = "a stack of planes" if stack else "one plane"
+        raise ValueError(f"the image has {image.ndim} dimensions, which is not {kind}")
+    return arr
+
+
+def _planes_chunked(planes, block_size: int) -> tuple[Any, str | None]:
+    """Rechunk ``planes`` so that chunks hold whole channels and are not much smaller than a
+    block (reading a block then touches few chunks); returns the array and a note or None."""
+    _, _, row_chunks, col_chunks = planes.chunks
+    small = max(row_chunks) * 4 < block_size or max(col_chunks) * 4 < block_size
+    split_channels = len(planes.chunks[1]) > 1
+    if not (small or split_channels):
+        return planes, None
+    side = min(block_size, 4096)
+    note = (
+        f"the input's chunks ({max(row_chunks)} x {max(col_chunks)} pixels"
+        f"{', channels split' if split_channels else ''}) do not fit blocks of {block_size} "
+        f"pixels; reading it in chunks of {side} x {side}"
+    )
+    return planes.rechunk((1, -1, side, side)), note
+
+
+# -------------------------------------------------------------------------------------
+# normalisation and diameter, once for the whole image
+
+
+def _plane_percentiles(plane, low: float, high: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel ``low``/``high`` percentiles of a (C, Y, X) dask plane (computed by the
+    current dask scheduler; a client's workers when one is active)."""
+    import dask
+
+    from napari_unet.engine.normalization import _percentiles
+
+    lows, highs = [], []
+    for c in range(plane.shape[0]):
+        channel = plane[c]
+        if channel.dtype in (np.uint8, np.uint16, np.bool_):
+            bins = 2 ** (8 * channel.dtype.itemsize) if channel.dtype != np.bool_ else 2
+            parts = [
+                dask.delayed(_histogram)(block, bins) for block in channel.to_delayed().ravel()
+            ]
+            counts = dask.delayed(sum)(parts).compute()
+            lo, hi = _percentiles_from_counts(counts, (low, high))
+        else:
+            step = max(1, math.ceil(math.sqrt(channel.size / PERCENTILE_SAMPLE)))
+            sample = np.asarray(channel[::step, ::step].compute())
+            if sample.dtype.kind == "f" and not np.isfinite(sample).all():
+                raise ValueError("the image contains NaN or infinite values")
+            lo, hi = _percentiles(sample, (low, high))
+        lows.append(float(lo))
+        highs.append(float(hi))
+    return tuple(lows), tuple(highs)
+
+
+def _histogram(block: np.ndarray, bins: int) -> np.ndarray:
+    values = np.asarray(block)
+    if values.dtype == np.bool_:
+        values = values.view(np.uint8)
+    return np.bincount(values.ravel(), minlength=bins).astype(np.int64)
+
+
+def _percentiles_from_counts(counts: np.ndarray, qs: tuple[float, float]) -> np.ndarray:
+    """Percentiles (linear method, as ``np.percentile``) of the values 0..len-1 counted in
+    ``counts``; the same arithmetic as :func:`~napari_unet.engine.normalization._percentiles`."""
+    cum = np.cumsum(counts)
+    n = cum[-1]
+    result = []
+    for q in qs:
+        pos = q / 100.0 * (n - 1)
+        below = np.searchsorted(cum, np.floor(pos), side="right")
+        above = np.searchsorted(cum, np.ceil(pos), side="right")
+        result.append(below + (above - below) * (pos - np.floor(pos)))
+    return np.asarray(result, np.float64)
+
+
+def _estimate_diameter(
+    planes, model, *, threshold: float, min_confidence: float | None, device: Any
+) -> float | None:
+    """The cell diameter the in-memory path would estimate: the same central crop of the
+    middle plane (:data:`~napari_unet.engine.segment.ESTIMATE_CROP`), read alone."""
+    from napari_unet.engine.events import drive
+    from napari_unet.engine.segment import ESTIMATE_CROP, iter_segment
+
+    n, _, rows, cols = planes.shape
+    r0, c0 = max(0, (rows - ESTIMATE_CROP) // 2), max(0, (cols - ESTIMATE_CROP) // 2)
+    crop = np.asarray(planes[n // 2, :, r0 : r0 + ESTIMATE_CROP, c0 : c0 + ESTIMATE_CROP].compute())
+    result = drive(
+        iter_segment(
+            crop, model, channel_axis=0, threshold=threshold, min_confidence=min_confidence,
+            device=device,
+        )
+    )  # fmt: skip
+    return result.diameter
+
+
+def plan(
+    planes,
+    model: Any,
+    *,
+    block_size: int | None = None,
+    diameter: float | None = None,
+    min_size: int | None = None,
+    threshold: float = 0.5,
+    min_confidence: float | None = None,
+    tile_size: int | None = None,
+    device: str = "cpu",
+    tta: bool = False,
+) -> tuple[BlockSettings, float, float | None]:
+    """Measure what every block needs, once: percentiles per plane, the cell diameter, the
+    halo and the strips. ``planes`` is (P, C, Y, X) dask. Returns the settings, the
+    rescaling factor and the diameter given or measured (input pixels; None when unknown)."""
+    from napari_unet.engine.diameter import (
+        AUTO_DIAMETER_TOLERANCE,
+        check_diameter,
+        rescale_factor,
+    )
+    from napari_unet.engine.limits import normalization_percentiles
+    from napari_unet.engine.model import border
+    from napari_unet.engine.models import load_model, model_normalization
+    from napari_unet.engine.normalization import DEFAULT_HIGH, DEFAULT_LOW
+    from napari_unet.engine.segment import MIN_CONFIDENCE, _min_size_for
+
+    net, checkpoint = load_model(model, device="cpu")
+    if planes.shape[1] != int(net.config.in_channels):
+        raise ValueError(
+            f"the model reads {net.config.in_channels} channel(s), the image has {planes.shape[1]}"
+        )
+    if not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
+    if min_confidence is None:
+        min_confidence = MIN_CONFIDENCE
+    if not 0.0 <= float(min_confidence) < 1.0:
+        raise ValueError(f"min_confidence must be at least 0 and below 1, not {min_confidence}")
+    block = DEFAULT_BLOCK if block_size is None else int(block_size)
+    if block < 64:
+        raise ValueError(f"block_size must be at least 64 pixels, not {block_size}")
+    spatial = (int(planes.shape[2]), int(planes.shape[3]))
+    trained = checkpoint.diameter
+    norm = model_normalization(checkpoint)
+    low, high = normalization_percentiles(norm) if norm else (DEFAULT_LOW, DEFAULT_HIGH)
+    ranges = tuple(_plane_percentiles(planes[p], low, high) for p in range(planes.shape[0]))
+
+    measured = None
+    if diameter is not None:
+        diameter = check_diameter(diameter, spatial)
+        measured = diameter
+    elif trained is not None:
+        measured = _estimate_diameter(
+            planes, (net, checkpoint), threshold=threshold, min_confidence=min_confidence,
+            device=device,
+        )  # fmt: skip
+        if measured is not None:
+            # as the in-memory path: no rescaling within the estimate's tolerance
+            diameter = trained if abs(measured / trained - 1.0) <= AUTO_DIAMETER_TOLERANCE else measured
+    factor = rescale_factor(diameter, trained) if diameter is not None else 1.0
+    cell = measured if measured is not None else (trained or 32.0)
+    step = 2 ** int(net.config.depth)
+    halo = math.ceil(border(net.config.depth) / factor) + math.ceil(HALO_DIAMETERS * cell)
+    halo = -(-halo // step) * step
+    block = -(-block // step) * step
+    min_area = _min_size_for(min_size, measured)
+    if min_area is None:
+        from napari_unet.engine.instances import DEFAULT_MIN_SIZE
+
+        min_area = DEFAULT_MIN_SIZE  # a per-block adaptive size would differ between blocks
+    settings = BlockSettings(
+        diameter=diameter if trained is not None else None,
+        min_size=int(min_area),
+        threshold=float(threshold),
+        min_confidence=float(min_confidence),
+        tile_size=tile_size,
+        device=str(device),
+        tta=bool(tta),
+        intensity_range=ranges,
+        strip=max(4, min(halo // 2, math.ceil(cell))),
+        halo=int(halo),
+        block_size=int(block),
+    )
+    return settings, (factor if trained is not None else 1.0), measured

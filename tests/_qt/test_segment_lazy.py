@@ -1,0 +1,90 @@
+"""Segment on a lazy (dask) layer: block by block into a zarr store, shown as lazy labels;
+Cancel leaves no store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+pytest.importorskip("zarr")
+
+from napari_unet._qt.segment_widget import SegmentWidget  # noqa: E402
+
+
+def _lazy_layer(viewer, image, name="lazy"):
+    reads = []
+
+    def read(block, block_info=None):
+        reads.append(block.size)
+        return block
+
+    lazy = da.from_array(image, chunks=(64, 64)).map_blocks(read, dtype=image.dtype)
+    return viewer.add_image(lazy, name=name, scale=(0.5, 0.5), translate=(3.0, 4.0)), reads
+
+
+def test_lazy_layer_goes_to_a_zarr_store_and_a_lazy_labels_layer(
+    viewer_with_image, nuclei_image, wait_job, errors, tmp_path
+):
+    viewer = viewer_with_image
+    image = np.tile(nuclei_image[0], (2, 2))  # (256, 256)
+    layer, reads = _lazy_layer(viewer, image)
+    widget = SegmentWidget(viewer)
+    widget.min_confidence.value = 0.0  # the tiny test model is unsure of every cell
+    widget.image.value = layer
+    assert widget.lazy_input
+    widget.store.value = tmp_path / "out.zarr"
+    widget.diameter.value = 16
+    widget.min_size.value = 10  # the tiny model draws small fragments of its 16 px cells
+    reads.clear()
+    events = []
+    job = widget.segment()
+    job.worker.yielded.connect(events.append)
+    wait_job(job)
+    assert errors == []
+    labels = viewer.layers["lazy labels"]
+    assert isinstance(labels.data, da.Array) and labels.data.shape == image.shape
+    assert (tmp_path / "out.zarr").is_dir()
+    values = np.asarray(labels.data)
+    assert len(np.unique(values)) > 10
+    np.testing.assert_allclose(labels.scale, layer.scale)
+    assert any(type(e).__name__ == "BlockDone" for e in events)
+    assert max(reads) <= 64 * 64  # read chunk by chunk, never as a whole
+    assert "cells" in widget.status.value and "out.zarr" in widget.status.value
+
+
+@pytest.mark.timing
+def test_cancel_leaves_no_store(viewer_with_image, nuclei_image, wait_job, tmp_path, monkeypatch):
+    from napari_unet.engine import blockwise
+
+    monkeypatch.setattr(blockwise, "DEFAULT_BLOCK", 128)  # 9 blocks: cancelled after the first
+    viewer = viewer_with_image
+    layer, _ = _lazy_layer(viewer, np.tile(nuclei_image[0], (3, 3)))
+    widget = SegmentWidget(viewer)
+    widget.min_confidence.value = 0.0  # the tiny test model is unsure of every cell
+    widget.image.value = layer
+    widget.store.value = tmp_path / "out.zarr"
+    widget.diameter.value = 16
+    job = widget.segment()
+
+    def cancel_on_first_block(event):
+        if type(event).__name__ == "BlockDone":
+            widget.cancel()
+
+    job.worker.yielded.connect(cancel_on_first_block)
+    wait_job(job, timeout=60_000)
+    assert job.cancelled
+    assert "lazy labels" not in viewer.layers
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_store_is_refused(viewer_with_image, nuclei_image, errors, tmp_path):
+    viewer = viewer_with_image
+    layer, _ = _lazy_layer(viewer, nuclei_image[0])
+    (tmp_path / "out.zarr").mkdir()
+    widget = SegmentWidget(viewer)
+    widget.min_confidence.value = 0.0  # the tiny test model is unsure of every cell
+    widget.image.value = layer
+    widget.store.value = tmp_path / "out.zarr"
+    assert widget.segment() is None
+    assert errors and "already exists" in errors[0]

@@ -1,0 +1,220 @@
+"""``napari-unet predict`` block by block: zarr and OME-Zarr in and out, large TIFFs, refusals,
+nothing left behind on failure, and a cluster started with dask's own commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+zarr = pytest.importorskip("zarr")
+pytest.importorskip("distributed")
+
+from napari_unet import cli  # noqa: E402
+from napari_unet.cli import predict_blocks  # noqa: E402
+from napari_unet.engine import blockwise  # noqa: E402
+from napari_unet.engine.synthetic import synthetic_nuclei  # noqa: E402
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+BLOCK = ["--block-size", "128", "--diameter", "24"]
+
+
+def matched_min_iou(a: np.ndarray, b: np.ndarray) -> float:
+    worst = 1.0
+    for i in np.unique(a[a > 0]):
+        mask = a == i
+        ids, counts = np.unique(b[mask], return_counts=True)
+        counts, ids = counts[ids > 0], ids[ids > 0]
+        if ids.size == 0:
+            return 0.0
+        other = b == ids[np.argmax(counts)]
+        worst = min(worst, (mask & other).sum() / (mask | other).sum())
+    return worst
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A (288, 288) nuclei image as TIFF, plain zarr and OME-Zarr (tczyx, singletons), and its
+    in-memory labels."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("scaleout")
+    image, _ = synthetic_nuclei((288, 288), n_cells=110, diameter=24.0, rng=5)
+    tifffile.imwrite(root / "cells.tif", image)
+    z = zarr.create_array(str(root / "cells.zarr"), shape=image.shape, chunks=(96, 96), dtype=image.dtype)
+    z[:] = image
+    group = zarr.open_group(str(root / "cells.ome.zarr"), mode="w", zarr_format=2)
+    level = group.create_array("0", shape=(1, 1, 1, *image.shape), chunks=(1, 1, 1, 144, 144), dtype=image.dtype)
+    level[:] = image[None, None, None]
+    group.create_array("1", shape=(1, 1, 1, 144, 144), chunks=(1, 1, 1, 144, 144), dtype=image.dtype)
+    group.attrs["multiscales"] = [{
+        "version": "0.4",
+        "axes": [{"name": n} for n in "tczyx"],
+        "datasets": [{"path": "0"}, {"path": "1"}],
+    }]
+    from napari_unet.engine.segment import segment
+
+    return root, segment(image, diameter=24.0, device="cpu")
+
+
+@pytest.fixture
+def work(data, tmp_path):
+    root, reference = data
+    for name in ("cells.tif", "cells.zarr", "cells.ome.zarr"):
+        (shutil.copytree if (root / name).is_dir() else shutil.copy)(root / name, tmp_path / name)
+    return tmp_path, reference
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_store(path: Path) -> np.ndarray:
+    group = zarr.open_group(str(path), mode="r")
+    assert group.attrs["multiscales"][0]["datasets"][0]["path"] == "0"
+    return np.asarray(group["0"][:])
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("name", ["cells.zarr", "cells.ome.zarr"])
+def test_zarr_in_zarr_out_equals_in_memory(capsys, work, name):
+    folder, reference = work
+    code, out, err = run(capsys, "predict", folder / name, "-o", folder / "labels.zarr", *BLOCK)
+    assert code == 0, err
+    labels = read_store(folder / "labels.zarr")
+    assert labels.shape == reference.shape and labels.dtype == np.uint32
+    assert labels.max() == len(np.unique(reference)) - 1
+    assert matched_min_iou(reference, labels) >= 0.9 and matched_min_iou(labels, reference) >= 0.9
+    assert "9 blocks" in out and leftovers(folder) == []
+
+
+def test_large_tiff_goes_block_wise_to_a_tiff(capsys, work, monkeypatch):
+    folder, reference = work
+    monkeypatch.setattr(predict_blocks, "BLOCKWISE_PIXELS", 100 * 100)
+    code, out, err = run(capsys, "predict", folder / "cells.tif", "-o", folder / "labels.tif",
+                         "--diameter", "24")
+    assert code == 0, err
+    assert "blocks" in out  # went block by block
+    labels = tifffile.imread(folder / "labels.tif")
+    assert labels.dtype == np.uint16 and labels.shape == reference.shape
+    assert matched_min_iou(reference, labels) >= 0.9 and matched_min_iou(labels, reference) >= 0.9
+    assert leftovers(folder) == []
+
+
+def test_existing_store_is_refused_then_replaced_with_overwrite(capsys, work):
+    folder, _ = work
+    target = folder / "labels.zarr"
+    target.mkdir()
+    (target / ".zgroup").write_text('{"zarr_format": 2}')
+    code, _, err = run(capsys, "predict", folder / "cells.zarr", "-o", target, *BLOCK)
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    assert sorted(p.name for p in target.iterdir()) == [".zgroup"]
+    code, _, err = run(capsys, "predict", folder / "cells.zarr", "-o", target, *BLOCK, "--overwrite")
+    assert code == 0, err
+    assert read_store(target).max() > 0 and leftovers(folder) == []
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("disk on fire"), KeyboardInterrupt()])
+def test_failure_mid_job_leaves_no_store(capsys, work, monkeypatch, failure):
+    folder, _ = work
+    calls = []
+    original = blockwise.segment_block
+
+    def fail_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise failure
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(blockwise, "segment_block", fail_on_third)
+    code, _, err = run(capsys, "predict", folder / "cells.zarr", "-o", folder / "labels.zarr", *BLOCK)
+    assert code == (130 if isinstance(failure, KeyboardInterrupt) else 1)
+    assert ("interrupted" if isinstance(failure, KeyboardInterrupt) else "disk on fire") in err
+    assert not (folder / "labels.zarr").exists() and leftovers(folder) == []
+
+
+def test_bad_block_options(capsys, work):
+    folder, _ = work
+    code, _, err = run(capsys, "predict", folder / "cells.zarr", "-o", folder / "l.zarr", "--workers", "2")
+    assert code == 2 and "--scheduler local" in err
+    code, _, err = run(capsys, "predict", folder / "cells.zarr", "-o", folder / "l.tif",
+                       "--probabilities", folder / "p.tif")
+    assert code == 2 and "--probabilities" in err
+    code, _, err = run(capsys, "predict", folder / "cells.zarr", "-o", folder / "l.png")
+    assert code == 2 and ".zarr" in err
+    assert not (folder / "l.zarr").exists()
+
+
+def test_unreachable_scheduler_exits_quickly(capsys, work):
+    folder, _ = work
+    start = time.monotonic()
+    code, _, err = run(capsys, "predict", folder / "cells.zarr", "-o", folder / "l.zarr",
+                       "--scheduler", "tcp://127.0.0.1:9", *BLOCK)
+    assert code == 1 and "cannot reach the dask scheduler at tcp://127.0.0.1:9" in err
+    assert time.monotonic() - start < 30 and not (folder / "l.zarr").exists()
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_cluster_started_with_dask_commands(work, tmp_path):
+    """`dask scheduler` and `dask worker` as subprocesses, `napari-unet predict --scheduler`
+    against them, as a user on a cluster would."""
+    folder, reference = work
+    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    info = tmp_path / "scheduler.json"
+    dask_cli = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    worker_cli = [sys.executable, "-m", "distributed.cli.dask_worker"]
+    scheduler = subprocess.Popen([*dask_cli, "--host", "127.0.0.1", "--port", "0", "--scheduler-file",
+                                  str(info), "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(info.read_text())["address"]
+        worker = subprocess.Popen([*worker_cli, address, "--nthreads", "1", "--no-dashboard"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [sys.executable, "-m", "napari_unet.cli", "predict", str(folder / "cells.zarr"), "-o",
+             str(folder / "labels.zarr"), "--scheduler", address, *BLOCK],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    assert proc.returncode == 0, proc.stderr
+    assert f"on {address}" in proc.stdout
+    labels = read_store(folder / "labels.zarr")
+    assert matched_min_iou(reference, labels) >= 0.9 and matched_min_iou(labels, reference) >= 0.9
+
+
+@pytest.mark.slow
+def test_scheduler_local_starts_worker_processes(capsys, work):
+    folder, reference = work
+    code, out, err = run(capsys, "predict", folder / "cells.zarr", "-o", folder / "labels.zarr",
+                         "--scheduler", "local", "--workers", "2", *BLOCK)
+    assert code == 0, err
+    assert "9 blocks on local" in out
+    labels = read_store(folder / "labels.zarr")
+    assert matched_min_iou(reference, labels) >= 0.9 and matched_min_iou(labels, reference) >= 0.9
+    assert leftovers(folder) == []

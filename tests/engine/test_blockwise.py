@@ -1,0 +1,308 @@
+"""Block-wise segmentation against the in-memory path, stitching, dask arrays and clusters.
+
+The bundled model on a small synthetic image whose nuclei (24 px, the model's training
+diameter) cross the faces of 128-pixel blocks; the in-memory result is computed once per module.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+
+import dask.array as da  # noqa: E402
+
+from napari_unet.engine import blockwise  # noqa: E402
+from napari_unet.engine.blockwise import (  # noqa: E402
+    block_grid,
+    iter_segment_blockwise,
+    segment_blockwise,
+    segment_dask,
+)
+from napari_unet.engine.events import BlockDone, Note, drive  # noqa: E402
+from napari_unet.engine.stitch import match_strips, merge_map  # noqa: E402
+
+BLOCK = 128
+DIAMETER = 24.0
+
+
+def matched_ious(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For every object of ``a``, the IoU with the object of ``b`` it overlaps most (0: none)."""
+    out = []
+    for i in np.unique(a[a > 0]):
+        mask = a == i
+        ids, counts = np.unique(b[mask], return_counts=True)
+        counts, ids = counts[ids > 0], ids[ids > 0]
+        if ids.size == 0:
+            out.append(0.0)
+            continue
+        other = b == ids[np.argmax(counts)]
+        out.append((mask & other).sum() / (mask | other).sum())
+    return np.asarray(out)
+
+
+def assert_same_objects(a: np.ndarray, b: np.ndarray) -> None:
+    assert a.max() > 0 and b.max() > 0
+    assert len(np.unique(a[a > 0])) == len(np.unique(b[b > 0]))
+    assert matched_ious(a, b).min() >= 0.9
+    assert matched_ious(b, a).min() >= 0.9
+
+
+@pytest.fixture(scope="module")
+def image():
+    """(320, 352) uint16 nuclei of 24 px; the right 64 columns hold background only (a block
+    normalised on its own would stretch the noise there into objects)."""
+    from napari_unet.engine.synthetic import synthetic_nuclei
+
+    torch.set_num_threads(1)
+    img, _ = synthetic_nuclei((320, 352), n_cells=140, diameter=DIAMETER, rng=3)
+    img[:, -64:] = np.median(img[:16, -64:])
+    return img
+
+
+@pytest.fixture(scope="module")
+def reference(image):
+    from napari_unet.engine.segment import segment
+
+    return segment(image, diameter=DIAMETER, device="cpu")
+
+
+def crossing(labels: np.ndarray, block: int) -> int:
+    """How many objects have pixels on both sides of a block face."""
+    ids = set()
+    for face in range(block, labels.shape[0], block):
+        a, b = labels[face - 1], labels[face]
+        ids |= set(np.unique(a[(a == b) & (a > 0)]))
+    for face in range(block, labels.shape[1], block):
+        a, b = labels[:, face - 1], labels[:, face]
+        ids |= set(np.unique(a[(a == b) & (a > 0)]))
+    return len(ids)
+
+
+def test_blockwise_equals_in_memory(image, reference):
+    assert crossing(reference, BLOCK) >= 10  # the test means something: objects cross faces
+    events = []
+    result = drive(
+        iter_segment_blockwise(image, "default", block_size=BLOCK, diameter=DIAMETER),
+        events.append,
+    )
+    labels = result.labels
+    assert labels.dtype == np.uint32 and labels.shape == image.shape
+    assert result.n_blocks == 9 and result.n_objects == len(np.unique(labels)) - 1
+    assert [e.done for e in events if isinstance(e, BlockDone)] == list(range(1, 10))
+    assert_same_objects(reference, labels)
+    # ids are consecutive from 1
+    assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
+
+
+def test_blocks_use_the_whole_image_percentiles(image, reference, monkeypatch):
+    """Each block normalised by percentiles of its own would find objects in the empty band
+    (and change the rest); the planner measures them once for the whole plane."""
+    from napari_unet.engine.normalization import percentile_range
+
+    seen = []
+    original = blockwise.segment_block
+
+    def spy(region, model, settings, block, shape):
+        seen.append(settings.intensity_range[0])
+        return original(region, model, settings, block, shape)
+
+    monkeypatch.setattr(blockwise, "segment_block", spy)
+    labels = segment_blockwise(image, "default", block_size=BLOCK, diameter=DIAMETER)
+    lo, hi = percentile_range(image, low=1.0, high=99.8)
+    assert all(np.allclose(s, (lo, hi)) for s in seen) and len(seen) == 9
+    assert labels[:, -48:].max() == 0 and reference[:, -48:].max() == 0
+
+
+def test_estimated_diameter_is_measured_once(image, monkeypatch):
+    from napari_unet.engine import block_plan
+
+    calls = []
+    original = block_plan._estimate_diameter
+
+    def count(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(block_plan, "_estimate_diameter", count)
+    result = drive(iter_segment_blockwise(image[:160, :160], "default", block_size=BLOCK))
+    assert calls == [1] and result.diameter is not None and 15 < result.diameter < 35
+
+
+def test_block_grid_covers_the_plane_once():
+    blocks = block_grid((300, 260), block_size=128, halo=32)
+    cover = np.zeros((300, 260), int)
+    for b in blocks:
+        r0, r1, c0, c1 = b.core
+        cover[r0:r1, c0:c1] += 1
+        R0, R1, _, C1 = b.region
+        assert R0 == max(r0 - 32, 0) and R1 == min(r1 + 32, 300) and C1 == min(c1 + 32, 260)
+    assert (cover == 1).all() and len(blocks) == 9
+
+
+def test_match_strips_joins_one_object_not_touching_neighbours():
+    first = np.zeros((8, 8), int)
+    second = np.zeros((8, 8), int)
+    first[1:5, 1:5] = 3  # the same cell seen by both blocks, one pixel shifted
+    second[1:5, 2:6] = 7
+    first[5:8, 0:4] = 4  # two different cells that touch along a row
+    second[4:5, 0:1] = 9
+    second[6:8, 5:8] = 11  # seen by one block only
+    pairs = match_strips(first, second)
+    assert pairs.tolist() == [[3, 7]]
+
+
+def test_merge_map_joins_chains_and_numbers_by_first_id():
+    pairs = np.array([[5, 2], [2, 9], [7, 8]])
+    used = np.ones(10, bool)
+    used[8] = used[7] = False  # an object whose ids never reach the output
+    lut, n = merge_map(9, pairs, used)
+    assert lut[0] == 0 and n == 5
+    assert lut[2] == lut[5] == lut[9] == 2  # ids 1, {2,5,9}, 3, 4, 6 -> 1..5
+    assert lut[1] == 1 and lut[3] == 3 and lut[4] == 4 and lut[6] == 5
+    assert lut[7] == lut[8] == 0
+
+
+def test_dask_array_in_lazy_dask_array_out(image, reference):
+    import napari_unet
+
+    lazy = da.from_array(image, chunks=(160, 176))
+    calls = []
+    original = blockwise.segment_block
+
+    def count(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(blockwise, "segment_block", count)
+        out = napari_unet.segment(lazy, block_size=BLOCK, diameter=DIAMETER)
+        assert isinstance(out, da.Array) and out.dtype == np.uint32 and out.shape == image.shape
+        assert calls == []  # nothing segmented yet
+        labels = out.compute(scheduler="synchronous")
+    assert len(calls) == 9
+    assert_same_objects(reference, labels)
+    assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
+
+
+def test_segment_dask_stack_has_ids_unique_across_planes(image):
+    stack = da.from_array(np.stack([image[:160, :160], image[160:, :160]]), chunks=(1, 160, 160))
+    labels = segment_dask(stack, stack=True, block_size=BLOCK, diameter=DIAMETER).compute(scheduler="synchronous")
+    first, second = set(np.unique(labels[0])) - {0}, set(np.unique(labels[1])) - {0}
+    assert first and second and not first & second
+
+
+def test_small_chunks_are_rechunked_with_a_note(image):
+    lazy = da.from_array(image[:160, :160], chunks=(16, 16))
+    events = []
+    drive(iter_segment_blockwise(lazy, block_size=BLOCK, diameter=DIAMETER), events.append)
+    notes = [e.message for e in events if isinstance(e, Note)]
+    assert len(notes) == 1 and "16 x 16" in notes[0]
+
+
+def test_threaded_local_cluster_with_two_workers(image, reference):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        labels = segment_blockwise(image, "default", block_size=BLOCK, diameter=DIAMETER, client=client)
+    assert_same_objects(reference, labels)
+
+
+@pytest.mark.slow
+def test_worker_processes_survive_a_killed_worker(image, reference):
+    """Two worker processes; one is killed (SIGKILL) after the first block: its blocks are
+    computed again on the other worker (or on its restarted self) and the result is the same."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=50) as cluster, Client(cluster) as client:
+        pids = client.run(os.getpid)
+        gen = iter_segment_blockwise(image, "default", block_size=BLOCK, diameter=DIAMETER, client=client)
+        killed = False
+
+        def kill_one(event):
+            nonlocal killed
+            if isinstance(event, BlockDone) and not killed:
+                os.kill(next(iter(pids.values())), signal.SIGKILL)
+                killed = True
+
+        result = drive(gen, kill_one)
+    assert killed
+    assert_same_objects(reference, result.labels)
+
+
+def test_a_block_that_keeps_killing_workers_fails_clearly(monkeypatch):
+    """KilledWorker (the block's retries spent) becomes one sentence naming the block."""
+    from distributed import KilledWorker
+
+    class Dead:
+        def result(self):
+            raise KilledWorker("task", "worker", 3)
+
+    block = blockwise.Block(0, (1, 2), (0, 1, 0, 1), (0, 1, 0, 1))
+    with pytest.raises(RuntimeError, match=r"block \(1, 2\).*nothing was written"):
+        blockwise._block_result(Dead(), block)
+
+
+def test_unreachable_scheduler_is_reported_quickly():
+    from napari_unet.engine.cluster import connect
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match="cannot reach the dask scheduler"), \
+            connect(f"tcp://127.0.0.1:{port}", timeout=2):
+        pass
+    assert time.monotonic() - start < 15
+
+
+def test_model_is_loaded_once_per_worker(monkeypatch):
+    from napari_unet.engine import checkpoint
+
+    payload = blockwise.ModelPayload.from_model("default")
+    loads = []
+    original = checkpoint.load_checkpoint
+
+    def count(*args, **kwargs):
+        loads.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", count)
+    monkeypatch.setattr(blockwise, "_WORKER_MODELS", {})
+    first = blockwise.worker_model(payload)
+    second = blockwise.worker_model(payload)
+    assert first is second and loads == [1]
+
+
+def test_rescaled_blocks_match_nearly_every_object():
+    """Cells of 16 px, the model's 24: every block is rescaled by 1.5 on its own, so its
+    resampling grid and pooling phase differ slightly from the whole image's; nearly every object
+    still matches (docs/scaleout.md: exact equality holds at the training scale only)."""
+    from napari_unet.engine.segment import segment
+    from napari_unet.engine.synthetic import synthetic_nuclei
+
+    img, _ = synthetic_nuclei((320, 320), n_cells=200, diameter=16.0, rng=4)
+    reference = segment(img, device="cpu", diameter=16.0)
+    labels = segment_blockwise(img, block_size=BLOCK, diameter=16.0)
+    forward, backward = matched_ious(reference, labels), matched_ious(labels, reference)
+    assert (forward >= 0.9).mean() >= 0.95 and (backward >= 0.9).mean() >= 0.95
+    assert np.median(forward) >= 0.95
+
+
+def test_connect_refuses_bad_worker_counts():
+    from napari_unet.engine.cluster import connect
+
+    with pytest.raises(ValueError, match="at least 1"), connect("local", workers=0):
+        pass
+    with pytest.raises(ValueError, match="brings its own workers"), connect("tcp://127.0.0.1:9", workers=2):
+        pass
