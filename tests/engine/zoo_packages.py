@@ -99,7 +99,7 @@ def foreground_boundary_package(
     ]
     out_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(n) for n in channel_names])]
     out_axes += [
-        spec.SpaceOutputAxis(id=spec.AxisId(a), size=spec.SizeReference(tensor_id=spec.TensorId("input0"), axis_id=spec.AxisId(a)))
+        spec.SpaceOutputAxisWithHalo(id=spec.AxisId(a), halo=2, size=spec.SizeReference(tensor_id=spec.TensorId("input0"), axis_id=spec.AxisId(a)))
         for a in space
     ]
     torch_version = spec.Version(torch.__version__.split("+")[0])

@@ -155,11 +155,12 @@ def _finetune(request: FineTuneRequest, run: RunState):
     """The body of :func:`finetune_job`."""
     from napari_unet.engine.diameter import match_training_diameter
     from napari_unet.engine.layout import gray_for_model
-    from napari_unet.engine.models import load_model
+    from napari_unet.engine.models import load_model, require_unet
     from napari_unet.engine.training import iter_train
     from napari_unet.engine.weights import training_targets
 
     base, checkpoint = load_model(request.entry.resolve(), device="cpu")
+    require_unet(base, checkpoint)
     net = copy.deepcopy(base)  # never train the session's model object in place
     del base
     labels = np.asarray(request.labels)

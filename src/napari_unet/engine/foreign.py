@@ -41,6 +41,9 @@ _INTERIOR = ("interior", "foreground", "fg", "cell", "nucle", "object", "inside"
 _BORDER = ("border", "boundar", "contour", "edge")
 _BACKGROUND = ("background", "bg")
 SUPPORTED_WEIGHTS = ("torchscript", "pytorch_state_dict")
+#: Side of the blocks bioimageio.core predicts (rounded up to a size the package accepts); the
+#: bundled model's CPU tiles are of this order (docs/benchmarks/cpu_tiles.md).
+BLOCK_SIDE = 256
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,18 @@ def _pad_for(model: ForeignModel, shape: tuple[int, int]) -> tuple[tuple[int, in
     return extra, crop
 
 
+def _block_parameters(descr: Any, side: int) -> dict:
+    """The size parameter n of each parameterized input axis for blocks of about ``side`` px."""
+    from bioimageio.spec.model import v0_5
+
+    tensor = descr.inputs[0]
+    return {
+        (tensor.id, a.id): max(0, -(-(side - a.size.min) // a.size.step))
+        for a in tensor.axes
+        if isinstance(getattr(a, "size", None), v0_5.ParameterizedSize)
+    }
+
+
 def _in_layout(plane: np.ndarray, axes: Any) -> np.ndarray:
     """(C, Y, X) ``plane`` in the order of the package's input ``axes`` (batch of one)."""
     source = {"channel": 0, "y": 1, "x": 2}
@@ -285,7 +300,9 @@ def iter_predict_foreign(
         plane = np.pad(planes[p].astype(np.float32), ((0, 0), (pad_r, pad_r), (pad_c, pad_c)), mode="symmetric")
         tensor = Tensor.from_numpy(_in_layout(plane, descr.inputs[0].axes), dims=[a.id for a in descr.inputs[0].axes])
         sample = Sample(members={descr.inputs[0].id: tensor}, stat={}, id=p)
-        total, intermediates = pipeline.predict_sample_with_blocking_yield_intermediates(sample)
+        total, intermediates = pipeline.predict_sample_with_blocking_yield_intermediates(
+            sample, ns=_block_parameters(descr, BLOCK_SIDE)
+        )
         predicted = None
         for i, step in enumerate(intermediates):
             predicted = step.sample

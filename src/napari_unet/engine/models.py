@@ -14,7 +14,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from napari_unet.engine.checkpoint import Checkpoint
     from napari_unet.engine.model import UNet
 
-__all__ = ["bundled_model_path", "load_model", "model_from_weights", "model_normalization"]
+__all__ = [
+    "bundled_model_path",
+    "load_model",
+    "model_from_weights",
+    "model_normalization",
+    "require_unet",
+]
 
 _BUNDLED = ("models", "default.pt")
 
@@ -124,3 +130,16 @@ def model_normalization(checkpoint: Any) -> dict | None:
     ``None`` to let the engine use its default."""
     norm = getattr(checkpoint, "normalization", None)
     return dict(norm) if isinstance(norm, dict) and norm else None
+
+
+def require_unet(net: Any, checkpoint: Any) -> None:
+    """Raise ``ValueError`` unless ``net`` is napari-unet's U-Net (what training needs): a
+    foreign BioImage.IO package runs, but cannot be fine-tuned here."""
+    from napari_unet.engine.model import UNet
+
+    if not isinstance(net, UNet):
+        name = (getattr(checkpoint, "extra", None) or {}).get("name", "the model")
+        raise ValueError(
+            f"{name!r} is a foreign BioImage.IO package: napari-unet runs it but fine-tunes only its "
+            "own U-Net (the bundled model, a model file, or a package exported by napari-unet)"
+        )
