@@ -67,6 +67,7 @@ def foreground_boundary_package(
     import_from: str | None = None,
     channel_names=("foreground", "boundaries"),
     three_d: bool = False,
+    description: str = "a foreign network with a foreground and a boundary output",
 ) -> Path:
     """Write a foreign package zip into ``folder`` and return its path.
 
@@ -100,6 +101,8 @@ def foreground_boundary_package(
     out_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(n) for n in channel_names])]
     out_axes += [
         spec.SpaceOutputAxisWithHalo(id=spec.AxisId(a), halo=2, size=spec.SizeReference(tensor_id=spec.TensorId("input0"), axis_id=spec.AxisId(a)))
+        if a != "z"
+        else spec.SpaceOutputAxis(id=spec.AxisId(a), size=spec.SizeReference(tensor_id=spec.TensorId("input0"), axis_id=spec.AxisId(a)))
         for a in space
     ]
     torch_version = spec.Version(torch.__version__.split("+")[0])
@@ -121,7 +124,7 @@ def foreground_boundary_package(
         }
     descr = spec.ModelDescr(
         name="edge net",
-        description="a foreign network with a foreground and a boundary output",
+        description=description,
         authors=[spec.Author(name="Test Author")],
         cite=[spec.CiteEntry(text="Ronneberger et al. 2015", doi=spec.Doi("10.1007/978-3-319-24574-4_28"))],
         license=spec.LicenseId("MIT"),

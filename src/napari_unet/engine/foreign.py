@@ -260,16 +260,20 @@ def _pad_for(model: ForeignModel, shape: tuple[int, int]) -> tuple[tuple[int, in
     return extra, crop
 
 
-def _block_parameters(descr: Any, side: int) -> dict:
-    """The size parameter n of each parameterized input axis for blocks of about ``side`` px."""
+def _block_parameters(descr: Any, side: int, shape: tuple[int, int]) -> dict:
+    """The size parameter n of each parameterized input axis for blocks of about ``side`` px,
+    no larger than the (padded) plane of ``shape``."""
     from bioimageio.spec.model import v0_5
 
     tensor = descr.inputs[0]
-    return {
-        (tensor.id, a.id): max(0, -(-(side - a.size.min) // a.size.step))
-        for a in tensor.axes
-        if isinstance(getattr(a, "size", None), v0_5.ParameterizedSize)
-    }
+    extent = {"y": shape[0], "x": shape[1]}
+    out = {}
+    for a in tensor.axes:
+        size = getattr(a, "size", None)
+        if isinstance(size, v0_5.ParameterizedSize):
+            limit = min(side, extent.get(str(a.id), side))
+            out[(tensor.id, a.id)] = max(0, (limit - size.min) // size.step)
+    return out
 
 
 def _in_layout(plane: np.ndarray, axes: Any) -> np.ndarray:
@@ -301,7 +305,7 @@ def iter_predict_foreign(
         tensor = Tensor.from_numpy(_in_layout(plane, descr.inputs[0].axes), dims=[a.id for a in descr.inputs[0].axes])
         sample = Sample(members={descr.inputs[0].id: tensor}, stat={}, id=p)
         total, intermediates = pipeline.predict_sample_with_blocking_yield_intermediates(
-            sample, ns=_block_parameters(descr, BLOCK_SIDE)
+            sample, ns=_block_parameters(descr, BLOCK_SIDE, plane.shape[-2:])
         )
         predicted = None
         for i, step in enumerate(intermediates):
