@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("bioimageio.core")
 
-from napari_unet._qt.segment_widget import MODEL_FILE, SegmentWidget  # noqa: E402
+from napari_unet._qt.segment_widget import MODEL_FILE, SegmentWidget
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-from zoo_packages import discs, foreground_boundary_package  # noqa: E402
+from zoo_packages import discs, foreground_boundary_package
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +61,46 @@ def test_foreign_package_asks_for_trust(make_napari_viewer, tmp_path, wait_job, 
     assert len(errors) == 1
     labels = viewer.layers["discs labels"].data
     assert labels.max() == 3
+
+
+def test_finetune_save_as_package(viewer_with_image, nuclei_image, wait_job, tmp_path, monkeypatch, errors):
+    """Fine-tune's Save writes a BioImage.IO package when a .zip is chosen; it passes
+    bioimageio.core's test and reloads as the fine-tuned network with its diameter."""
+    import torch
+    from bioimageio.core import test_model
+
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+    from napari_unet.engine.api import load_model
+
+    viewer = viewer_with_image
+    viewer.add_labels(np.asarray(nuclei_image[1], np.int32), name="painted", scale=(0.5, 0.5),
+                      translate=(3.0, 4.0))
+    widget = FineTuneWidget(viewer)
+    widget.steps.value = 2
+    widget.tile_size.value = 48
+    widget.device.value = "cpu"
+    widget.preview_every.value = 0
+    wait_job(widget.start())
+    monkeypatch.setattr(widget, "ask_save_path", lambda: str(tmp_path / "shared.zip"))
+    wait_job(widget.save_model())
+    assert errors == []
+    path = tmp_path / "shared.zip"
+    assert widget.status.value == f"saved {path}"
+    net, checkpoint = load_model(path)
+    kept_net, kept = widget.result_entry.source
+    for name, tensor in kept_net.state_dict().items():
+        assert torch.equal(net.state_dict()[name], tensor.cpu())
+    assert checkpoint.diameter == pytest.approx(kept.diameter)
+    assert test_model(path, weight_format="pytorch_state_dict").status == "passed"
+
+
+def test_save_dialog_suffix_follows_the_chosen_format(monkeypatch):
+    from napari_unet._qt import _controls
+
+    answers = iter([("/data/shared", "BioImage.IO model package (*.zip)"),
+                    ("/data/mine", "U-Net model (*.pt)"), ("/data/named.zip", "U-Net model (*.pt)"),
+                    ("", "")])
+    monkeypatch.setattr(_controls.QFileDialog, "getSaveFileName", lambda *a, **k: next(answers))
+    filters = "U-Net model (*.pt);;BioImage.IO model package (*.zip)"
+    got = [_controls.ask_save_path(None, "t", "n.pt", filters) for _ in range(4)]
+    assert got == ["/data/shared.zip", "/data/mine.pt", "/data/named.zip", ""]

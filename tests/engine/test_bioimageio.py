@@ -16,13 +16,13 @@ from napari_unet.engine.model import UNet, UNetConfig, border
 
 pytest.importorskip("bioimageio.core")
 
-from zoo_packages import discs, foreground_boundary_package  # noqa: E402
+from zoo_packages import discs, foreground_boundary_package
 
-from napari_unet.engine.bioimageio import export_package  # noqa: E402
-from napari_unet.engine.foreign import ForeignModel, to_classes  # noqa: E402
-from napari_unet.engine.models import load_model, require_unet  # noqa: E402
-from napari_unet.engine.packages import PackageError, PackageSource  # noqa: E402
-from napari_unet.engine.segment import segment  # noqa: E402
+from napari_unet.engine.bioimageio import export_package
+from napari_unet.engine.foreign import ForeignModel, to_classes
+from napari_unet.engine.models import load_model, require_unet
+from napari_unet.engine.packages import PackageError, PackageSource
+from napari_unet.engine.segment import segment
 
 
 @pytest.fixture(autouse=True)
@@ -197,20 +197,20 @@ def _three_discs_found(labels: np.ndarray) -> None:
 
 def test_foreign_torchscript_needs_trust_then_segments(zoo_dir):
     path = foreground_boundary_package(zoo_dir / "ts")
-    with pytest.raises(PackageError, match="TorchScript program.*--trust-package-code") as info:
+    with pytest.raises(PackageError, match=r"TorchScript program.*--trust-package-code") as info:
         load_model(path)
     assert "\n" not in str(info.value)
     net, checkpoint = load_model(PackageSource(path, trust_code=True))
     assert isinstance(net, ForeignModel) and net.semantics == "foreground_boundary"
     assert checkpoint.diameter is None and checkpoint.in_channels == 1
     _three_discs_found(segment(discs(), (net, checkpoint), device="cpu"))
-    with pytest.raises(ValueError, match="foreign BioImage.IO package"):
+    with pytest.raises(ValueError, match=r"foreign BioImage\.IO package"):
         require_unet(net, checkpoint)
 
 
 def test_foreign_state_dict_with_architecture_file(zoo_dir):
     path = foreground_boundary_package(zoo_dir / "sd", weights="pytorch_state_dict")
-    with pytest.raises(PackageError, match="Python architecture in its file edge_net.py"):
+    with pytest.raises(PackageError, match=r"Python architecture in its file edge_net\.py"):
         load_model(path)
     _three_discs_found(segment(discs(), PackageSource(path, trust_code=True), device="cpu"))
 
@@ -219,7 +219,7 @@ def test_unknown_architecture(zoo_dir):
     path = foreground_boundary_package(
         zoo_dir / "unknown", weights="pytorch_state_dict", import_from="no_such_module_for_unet_tests"
     )
-    with pytest.raises(PackageError, match="no_such_module_for_unet_tests.EdgeNet"):
+    with pytest.raises(PackageError, match=r"no_such_module_for_unet_tests\.EdgeNet"):
         load_model(path)
     with pytest.raises(PackageError, match="could not load its pytorch_state_dict weights") as info:
         load_model(PackageSource(path, trust_code=True))
@@ -266,7 +266,7 @@ def test_corrupt_zip(tiny_package, tmp_path):
 
 def test_missing_weights_file(tiny_package, tmp_path):
     broken = _rezip(tiny_package[0], tmp_path / "noweights.zip", drop={"weights.pt"})
-    with pytest.raises(PackageError, match="noweights.zip") as info:
+    with pytest.raises(PackageError, match=r"noweights\.zip") as info:
         load_model(broken)
     assert "\n" not in str(info.value)
 
@@ -275,7 +275,7 @@ def test_altered_weights_fail_their_checksum(tiny_package, tmp_path):
     evil = io.BytesIO()
     torch.save({"x": torch.zeros(1)}, evil)
     broken = _rezip(tiny_package[0], tmp_path / "altered.zip", replace={"weights.pt": evil.getvalue()})
-    with pytest.raises(PackageError, match="altered.zip"):
+    with pytest.raises(PackageError, match=r"altered\.zip"):
         load_model(broken)
 
 

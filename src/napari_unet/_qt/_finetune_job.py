@@ -339,6 +339,16 @@ def kept_model(run: RunState | None, job: Any) -> tuple[ModelEntry | None, str |
     return entry, f"{what} after step {run.final_step}"
 
 
+def save_package_file(path: Any, entry: ModelEntry) -> Any:
+    """Worker thread: write the ``(UNet, Checkpoint)`` of ``entry`` as a BioImage.IO package
+    (:func:`~napari_unet.engine.bioimageio.export_package`, atomic); returns the path written."""
+    from napari_unet.engine.bioimageio import export_package
+
+    net, checkpoint = entry.source
+    export_package((net, checkpoint), path)
+    return path
+
+
 def save_model_file(path: Any, entry: ModelEntry) -> Any:
     """Worker thread: write the ``(UNet, Checkpoint)`` of ``entry`` to ``path`` atomically, with
     all its metadata; returns the path written."""
