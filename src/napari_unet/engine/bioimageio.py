@@ -355,6 +355,10 @@ def export_package(
         test_out = _run(prob_net, test_in, normalization)
         np.save(tmp / "test_input.npy", test_in)
         np.save(tmp / "test_output.npy", test_out)
+        import tifffile  # sample tensors: the same arrays as images, for the zoo's previews
+
+        tifffile.imwrite(tmp / "sample_input.tif", test_in)
+        tifffile.imwrite(tmp / "sample_output.tif", test_out)
         torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp / "weights.pt")
         (tmp / "README.md").write_text(_model_card(checkpoint, name, (size_min, step), offset))
         example = torch.from_numpy(test_in.copy())
@@ -387,6 +391,7 @@ def export_package(
                 description="the image, one plane; any intensity range (normalised in the package)",
                 axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=channel_names), *space_in],
                 test_tensor=spec.FileDescr(source=tmp / "test_input.npy"),
+                sample_tensor=spec.FileDescr(source=tmp / "sample_input.tif"),
                 data=spec.IntervalOrRatioDataDescr(type="float32"),
                 preprocessing=[
                     spec.ScaleRangeDescr(
@@ -405,6 +410,7 @@ def export_package(
                 description="class probabilities (softmax); valid convolutions: the halo is cropped",
                 axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=classes), *space_out],
                 test_tensor=spec.FileDescr(source=tmp / "test_output.npy"),
+                sample_tensor=spec.FileDescr(source=tmp / "sample_output.tif"),
                 data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
             )
         ]
