@@ -331,10 +331,11 @@ def export_package(
     from bioimageio.spec.model import v0_5 as spec
 
     from napari_unet.engine import atomic
-    from napari_unet.engine.models import load_model
+    from napari_unet.engine.models import load_model, require_unet
     from napari_unet.engine.normalization import DEFAULT_NORMALIZATION
 
     net, checkpoint = load_model(model, device="cpu")
+    require_unet(net, checkpoint)
     config = net.config
     prob_net = ProbabilityUNet(config)
     prob_net.load_state_dict(net.state_dict())

@@ -140,6 +140,7 @@ def require_unet(net: Any, checkpoint: Any) -> None:
     if not isinstance(net, UNet):
         name = (getattr(checkpoint, "extra", None) or {}).get("name", "the model")
         raise ValueError(
-            f"{name!r} is a foreign BioImage.IO package: napari-unet runs it but fine-tunes only its "
-            "own U-Net (the bundled model, a model file, or a package exported by napari-unet)"
+            f"{name!r} is a foreign BioImage.IO package: napari-unet runs it but fine-tunes and "
+            "exports only its own U-Net (the bundled model, a model file, or a package exported "
+            "by napari-unet)"
         )
