@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_unet.engine._package_card import CLASS_NAMES, citations, model_card
 from napari_unet.engine.model import UNet, UNetConfig, border, valid_input_size
 
 __all__ = [
@@ -50,40 +51,10 @@ ARCHITECTURE_MODULE = "napari_unet.engine.bioimageio"
 ARCHITECTURE_CALLABLE = "build_unet"
 #: The name of the section of ``config`` that holds what this plugin needs to re-import a model.
 CONFIG_KEY = "napari_unet"
-#: The output channels of a three-class model.
-CLASS_NAMES = ("background", "interior", "border")
 INPUT_ID = "raw"
 OUTPUT_ID = "probabilities"
 ONNX_OPSET = 17
 
-_UNET_PAPER = (
-    "Ronneberger O, Fischer P, Brox T. U-Net: Convolutional networks for biomedical image "
-    "segmentation. MICCAI 2015, LNCS 9351, 234-241.",
-    "10.1007/978-3-319-24574-4_28",
-)
-#: The papers the bundled model's training data asks to cite (docs/data.md).
-_DATA_PAPERS = (
-    (
-        "Maška M, et al. The Cell Tracking Challenge: 10 years of objective benchmarking. "
-        "Nature Methods 20, 1010-1020 (2023).",
-        "10.1038/s41592-023-01879-y",
-    ),
-    (
-        "Ulman V, et al. An objective comparison of cell-tracking algorithms. Nature Methods 14, "
-        "1141-1152 (2017).",
-        "10.1038/nmeth.4473",
-    ),
-    (
-        "Jones TR, Carpenter AE, Golland P. Voronoi-based segmentation of cells on image "
-        "manifolds. ICCV Workshop on Computer Vision for Biomedical Image Applications, 2005.",
-        "10.1007/11569541_54",
-    ),
-    (
-        "Ljosa V, Sokolnicki KL, Carpenter AE. Annotated high-throughput microscopy image sets "
-        "for validation. Nature Methods 9, 637 (2012).",
-        "10.1038/nmeth.2083",
-    ),
-)
 
 
 class ProbabilityUNet(UNet):
@@ -168,66 +139,6 @@ def _run(net: ProbabilityUNet, image: np.ndarray, normalization: dict) -> np.nda
         return net(torch.from_numpy(x[np.newaxis].astype(np.float32))).numpy()
 
 
-def _model_card(checkpoint: Any, name: str, size_rule: tuple[int, int], offset: int) -> str:
-    """The package's documentation: what the model is, how to feed it, its data and terms."""
-    config = checkpoint.config
-    norm = checkpoint.normalization or {"low": 1.0, "high": 99.8}
-    extra = checkpoint.extra or {}
-    data = extra.get("training_data") if isinstance(extra.get("training_data"), dict) else {}
-    lines = [
-        f"# {name}",
-        "",
-        "A U-Net (Ronneberger, Fischer & Brox, MICCAI 2015) exported by napari-unet "
-        "(https://github.com/napari-unet) for instance segmentation of cells or nuclei in 2D images.",
-        "",
-        "## Network",
-        "",
-        f"- depth {config.depth}, {config.base_channels} base channels, {config.padding} 3x3 "
-        f"convolutions, normalisation: {config.norm or 'none'}, dropout {config.dropout:g}",
-        f"- input: {config.in_channels} channel(s), sides {size_rule[0]} + n x {size_rule[1]} px",
-        f"- output: {config.n_classes} class probabilities ({', '.join(CLASS_NAMES[: config.n_classes])}"
-        f"{'' if config.n_classes <= 3 else ', ...'}), softmax inside the network; "
-        + (
-            f"each side {-offset} px smaller than the input (the valid convolutions' halo, "
-            f"{-offset // 2} px per edge), centred on it"
-            if offset
-            else "the input's size"
-        ),
-        "",
-        "## How to use it",
-        "",
-        f"- Normalise each channel of each image so that its {norm['low']:g}th percentile maps to 0 "
-        f"and its {norm['high']:g}th percentile to 1 (`scale_range`, in the package).",
-    ]
-    if checkpoint.diameter is not None:
-        lines.append(
-            f"- **Cell diameter: {checkpoint.diameter:g} px.** The model was trained on cells of "
-            "this median diameter; rescale images so that their cells have it "
-            "(`config.napari_unet.diameter`; napari-unet does this itself)."
-        )
-    lines += [
-        "- Instances: connected confident interiors (P(interior) > 0.5), grown by watershed over "
-        "the pixels with P(background) < 0.5 (napari-unet's `instances_from_probabilities`).",
-        "",
-        "## Training data and its terms",
-        "",
-        str(data.get("licence") or "Not recorded in the model file."),
-    ]
-    validation = extra.get("validation")
-    if isinstance(validation, dict) and validation:
-        scores = ", ".join(f"{k} {v:.3g}" for k, v in validation.items() if isinstance(v, (int, float)))
-        lines += ["", "## Validation", "", scores]
-    lines += [
-        "",
-        "## Citations",
-        "",
-        "Cite the U-Net paper and, for the bundled model's training data, the data papers "
-        "listed in the package's `cite` section.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def _script(net: ProbabilityUNet, path: Path, example: torch.Tensor) -> str | None:
     """Write ``net`` as TorchScript; ``None`` when done, else the reason it failed."""
     try:
@@ -266,19 +177,6 @@ def _onnx(net: ProbabilityUNet, path: Path, example: torch.Tensor) -> str | None
     except Exception as err:  # the exporter raises many kinds
         return f"{type(err).__name__}: {str(err).strip().splitlines()[0][:120]}"
     return None
-
-
-def _citations(checkpoint: Any) -> list[tuple[str, str]]:
-    """The U-Net paper, plus the training data's papers when the model file names that data."""
-    cites = [_UNET_PAPER]
-    extra = checkpoint.extra or {}
-    data = extra.get("training_data") if isinstance(extra.get("training_data"), dict) else {}
-    terms = str(data.get("licence", ""))
-    if "Cell Tracking Challenge" in terms:
-        cites += list(_DATA_PAPERS[:2])
-    if "BBBC007" in terms:
-        cites += list(_DATA_PAPERS[2:])
-    return cites
 
 
 def export_package(
@@ -361,7 +259,7 @@ def export_package(
         tifffile.imwrite(tmp / "sample_input.tif", test_in)
         tifffile.imwrite(tmp / "sample_output.tif", test_out)
         torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp / "weights.pt")
-        (tmp / "README.md").write_text(_model_card(checkpoint, name, (size_min, step), offset))
+        (tmp / "README.md").write_text(model_card(checkpoint, name, (size_min, step), offset))
         example = torch.from_numpy(test_in.copy())
         if "torchscript" in formats:
             results["torchscript"] = _script(prob_net, tmp / "weights_torchscript.pt", example)
@@ -461,7 +359,7 @@ def export_package(
                     "exported by napari-unet: probabilities of background, interior and border."
                     + diameter_note,
                     authors=[spec.Author(name=a) for a in authors],
-                    cite=[spec.CiteEntry(text=t, doi=spec.Doi(d)) for t, d in _citations(checkpoint)],
+                    cite=[spec.CiteEntry(text=t, doi=spec.Doi(d)) for t, d in citations(checkpoint)],
                     license=spec.LicenseId(license),
                     documentation=spec.FileDescr(source=tmp / "README.md"),
                     tags=["unet", "2d", "pytorch", "segmentation", "instance-segmentation", "nuclei",
