@@ -279,6 +279,21 @@ def test_altered_weights_fail_their_checksum(tiny_package, tmp_path):
         load_model(broken)
 
 
+def test_input_layouts():
+    from types import SimpleNamespace as Axis
+
+    from napari_unet.engine.foreign import _in_layout
+
+    plane = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    bcyx = [Axis(type="batch", id="batch"), Axis(type="channel", id="c"),
+            Axis(type="space", id="y"), Axis(type="space", id="x")]
+    assert _in_layout(plane, bcyx).shape == (1, 2, 3, 4)
+    byxc = [bcyx[0], bcyx[2], bcyx[3], bcyx[1]]
+    np.testing.assert_array_equal(_in_layout(plane, byxc)[0, ..., 1], plane[1])
+    byx = [bcyx[0], bcyx[2], bcyx[3]]
+    np.testing.assert_array_equal(_in_layout(plane[:1], byx)[0], plane[0])
+
+
 def test_output_mapping_by_hand():
     fg_b = np.array([[[0.8]], [[0.25]]], np.float32)  # foreground 0.8, boundary 0.25
     np.testing.assert_allclose(

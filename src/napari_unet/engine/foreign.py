@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.engine.events import TileDone
+from napari_unet.engine.events import PlaneDone, TileDone
 from napari_unet.engine.packages import PackageError
 
 __all__ = ["ForeignConfig", "ForeignModel", "foreign_model", "output_semantics"]
@@ -278,12 +278,12 @@ def _block_parameters(descr: Any, side: int, shape: tuple[int, int]) -> dict:
 
 def _in_layout(plane: np.ndarray, axes: Any) -> np.ndarray:
     """(C, Y, X) ``plane`` in the order of the package's input ``axes`` (batch of one)."""
-    source = {"channel": 0, "y": 1, "x": 2}
     kinds = [a.type if a.type != "space" else str(a.id) for a in axes]
-    data = plane if "channel" in kinds else plane[0:1]
+    if "channel" in kinds:
+        data, source = plane, {"channel": 0, "y": 1, "x": 2}
+    else:
+        data, source = plane[0], {"y": 0, "x": 1}
     data = np.transpose(data, [source[k] for k in kinds if k != "batch"])
-    if "channel" not in kinds:
-        data = data[0]
     return np.expand_dims(data, kinds.index("batch")) if "batch" in kinds else data
 
 
@@ -322,4 +322,5 @@ def iter_predict_foreign(
         r0, c0 = pad_r - crop, pad_c - crop
         result = result[:, r0 : r0 + rows, c0 : c0 + cols]
         out[p] = to_classes(result, model.semantics, model.channels)
+        yield PlaneDone(plane=p, n_planes=n_planes)
     return out
