@@ -233,7 +233,7 @@ def test_missing_model_file_is_reported(viewer_with_image, tmp_path, errors):
     assert len(errors) == 1 and "nope.pt does not exist" in errors[0]
     widget.model_file.value = ""
     assert widget.segment() is None
-    assert "choose a model file (.pt) first" in errors[-1]
+    assert "choose a model file (.pt) or package (.zip) first" in errors[-1]
 
 
 def test_a_corrected_result_is_kept_and_its_undo_still_works(viewer_with_image, wait_job):

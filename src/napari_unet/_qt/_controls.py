@@ -4,6 +4,7 @@ engine (:class:`~napari_unet.engine.train_config.TrainConfig`,
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -156,15 +157,20 @@ def button_row(*buttons: tuple[str, str]) -> tuple[QHBoxLayout, list[QPushButton
 def ask_save_path(parent: Any, title: str, name: str, file_filter: str) -> str:
     """Ask where to save a file (a Qt dialog starting at ``~/name``); ``""`` when cancelled.
 
-    The dialog does not ask about an existing file itself (see :func:`confirm_overwrite`).
+    ``file_filter`` may offer several formats (``"A (*.pt);;B (*.zip)"``); a name typed without
+    a suffix gets the one of the format chosen in the dialog. The dialog does not ask about an
+    existing file itself (see :func:`confirm_overwrite`).
     """
-    path, _ = QFileDialog.getSaveFileName(
+    path, chosen = QFileDialog.getSaveFileName(
         parent,
         title,
         str(Path.home() / name),
         file_filter,
         options=QFileDialog.Option.DontConfirmOverwrite,
     )
+    found = re.search(r"\(\*(\.\w+)", chosen or "")
+    if path and found and not Path(path).suffix:
+        path += found.group(1)
     return path
 
 

@@ -161,11 +161,12 @@ def _finetune(request: FineTuneRequest, run: RunState):
     """The body of :func:`finetune_job`."""
     from napari_unet.engine.diameter import match_training_diameter
     from napari_unet.engine.layout import gray_for_model
-    from napari_unet.engine.models import load_model
+    from napari_unet.engine.models import load_model, require_unet
     from napari_unet.engine.training import iter_train
     from napari_unet.engine.weights import training_targets
 
     base, checkpoint = load_model(request.entry.resolve(), device="cpu")
+    require_unet(base, checkpoint)
     net = copy.deepcopy(base)  # never train the session's model object in place
     del base
     labels = np.asarray(request.labels)
@@ -332,6 +333,16 @@ def kept_model(run: RunState | None, job: Any) -> tuple[ModelEntry | None, str |
         )
     what = "stopped" if job.cancelled else "time is up" if run.time_up else "done"
     return entry, f"{what} after step {run.final_step}"
+
+
+def save_package_file(path: Any, entry: ModelEntry) -> Any:
+    """Worker thread: write the ``(UNet, Checkpoint)`` of ``entry`` as a BioImage.IO package
+    (:func:`~napari_unet.engine.bioimageio.export_package`, atomic); returns the path written."""
+    from napari_unet.engine.bioimageio import export_package
+
+    net, checkpoint = entry.source
+    export_package((net, checkpoint), path)
+    return path
 
 
 def save_model_file(path: Any, entry: ModelEntry) -> Any:

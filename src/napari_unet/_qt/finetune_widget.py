@@ -43,6 +43,7 @@ from napari_unet._qt._finetune_job import (
     finetune_job,
     kept_model,
     save_model_file,
+    save_package_file,
     snapshot_model,
 )
 from napari_unet._qt._finetune_preview import LivePreview
@@ -103,7 +104,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         )
         row2, (self.preview_button, self.save_button) = button_row(
             ("Refresh preview", "Segment the current plane with the newest weights."),
-            ("Save model…", "Write the fine-tuned model to a file (.pt)."),
+            ("Save model…", "Write the fine-tuned model to a file: napari-unet's .pt, or a "
+             "BioImage.IO package (.zip) for the model zoo and other tools."),
         )
         row3, (self.use_button,) = button_row(
             ("Use for Segment", "Make the fine-tuned model the one Segment uses."),
@@ -379,7 +381,10 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         """Ask where to save the model; ``""`` when cancelled (:meth:`save_model` asks about an
         existing file itself, for every way a path can come in)."""
         return ask_save_path(
-            self, "Save the fine-tuned model", "fine-tuned.pt", "U-Net model (*.pt)"
+            self,
+            "Save the fine-tuned model",
+            "fine-tuned.pt",
+            "U-Net model (*.pt);;BioImage.IO model package (*.zip)",
         )
 
     def confirm_overwrite(self, path: Path) -> bool:
@@ -401,7 +406,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         if not chosen:
             return None
         path = Path(chosen).expanduser()
-        if path.suffix.lower() != ".pt":
+        package = path.suffix.lower() == ".zip"  # the format follows the name (and the filter)
+        if not package and path.suffix.lower() != ".pt":
             path = path.with_name(path.name + ".pt")
         if path.is_dir():
             tell_user(f"Saving the model failed: {path} is a folder.")
@@ -413,7 +419,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self.save_job = start_job(
             call_once,
             run_shielded,
-            save_model_file,
+            save_package_file if package else save_model_file,
             path,
             entry,
             what="Saving the model",

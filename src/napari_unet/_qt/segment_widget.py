@@ -115,7 +115,18 @@ class SegmentWidget(QWidget):
         self.model = ComboBox(label="model", choices=self._model_choices)
         controls.elide_combo(self.model)
         self.model_file = FileEdit(
-            label="model file", mode="r", filter="U-Net model (*.pt)", visible=False
+            label="model file",
+            mode="r",
+            filter="U-Net model or BioImage.IO package (*.pt *.zip *.yaml)",
+            visible=False,
+        )
+        self.trust_code = CheckBox(
+            label="run package code",
+            value=False,
+            visible=False,
+            tooltip="A foreign BioImage.IO package (from the model zoo) brings its own network "
+            "as code: Python or a TorchScript program. Tick this only for packages you trust. "
+            "Packages exported by napari-unet never need it.",
         )
         self.device = controls.device_combo()
         self.diameter = controls.diameter_field(
@@ -163,6 +174,7 @@ class SegmentWidget(QWidget):
                 self.axes,
                 self.model,
                 self.model_file,
+                self.trust_code,
                 self.device,
                 self.diameter,
                 self.threshold,
@@ -194,6 +206,7 @@ class SegmentWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.image.changed.connect(self._update_axes)
         self.model.changed.connect(self._model_changed)
+        self.model_file.changed.connect(self._update_trust)
         self.session.changed.connect(self._session_changed)
         self._select_entry(self.session.current)
         self._update_axes()
@@ -218,6 +231,16 @@ class SegmentWidget(QWidget):
             self.model.value = entry
         self.model_file.visible = self.model.value == MODEL_FILE
         self.model.tooltip = controls.model_description(entry)
+        self._update_trust()
+
+    def _update_trust(self, *_: Any) -> None:
+        """Offer *run package code* only when a package file is picked."""
+        from napari_unet.engine.packages import is_package_path
+
+        picked = str(self.model_file.value) not in ("", ".")
+        self.trust_code.visible = (
+            self.model.value == MODEL_FILE and picked and is_package_path(self.model_file.value)
+        )
 
     def _session_changed(self, entry: ModelEntry) -> None:
         if self.model.value is not entry:
@@ -227,6 +250,7 @@ class SegmentWidget(QWidget):
         self.model_file.visible = value == MODEL_FILE
         if isinstance(value, ModelEntry):
             self.model.tooltip = controls.model_description(value)
+        self._update_trust()
         if isinstance(value, ModelEntry) and value is not self.session.current:
             self.session.set_current(value)
 
@@ -236,13 +260,18 @@ class SegmentWidget(QWidget):
         if value == MODEL_FILE:
             path = Path(self.model_file.value)
             if str(self.model_file.value) in ("", ".") or path.is_dir():
-                raise ValueError("choose a model file (.pt) first")
+                raise ValueError("choose a model file (.pt) or package (.zip) first")
             if not path.is_file():
                 raise ValueError(f"the model file {path} does not exist")
+            from napari_unet.engine.packages import PackageSource, is_package_path
+
+            source: Any = str(path)
+            if is_package_path(path):
+                source = PackageSource(str(path), trust_code=bool(self.trust_code.value))
             current = self.session.current
-            if current.kind == "file" and Path(current.source) == path:
+            if current.kind == "file" and current.source == source:
                 return current
-            entry = ModelEntry(path.name, str(path), kind="file")
+            entry = ModelEntry(path.name, source, kind="file")
             self.session.set_current(entry)
             self.model.value = MODEL_FILE  # keep showing the file picker
             return entry

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from napari_unet.cli import evaluate, predict, sample, train
+from napari_unet.cli import evaluate, export, predict, sample, train
 from napari_unet.cli.output import PROG, UsageError, error, one_line
 
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for command in (predict, train, evaluate, sample):
+    for command in (predict, train, evaluate, sample, export):
         name = command.__name__.rsplit(".", 1)[-1]
         # the module's docstring, without its "``napari-unet <name>``: ", describes the command
         about = " ".join(command.__doc__.split(": ", 1)[1].split())

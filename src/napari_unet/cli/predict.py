@@ -80,7 +80,12 @@ def run(args: argparse.Namespace) -> int:
     check_new_outputs(outputs, overwrite=args.overwrite, inputs=[image for image, _, _ in jobs])
     resolve_device(args.device)  # an unavailable device is a usage error, before any work
 
-    model = load_model(args.model, device="cpu")
+    from napari_unet.engine.packages import PackageSource, is_package_path
+
+    source = args.model
+    if source != "default" and is_package_path(source):
+        source = PackageSource(source, trust_code=args.trust_package_code)
+    model = load_model(source, device="cpu")
     in_channels = int(model[0].config.in_channels)
     # Check every input's header before any work, so that a bad file stops the run early.
     layouts, needs = [], []
@@ -177,7 +182,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(<stem>_labels.tif per image)",
     )
     p.add_argument("--model", default="default", metavar="default|PATH",
-                   help="the bundled model (default) or a model file from `napari-unet train`")
+                   help="the bundled model (default), a model file from `napari-unet train`, or a "
+                   "BioImage.IO package (.zip or its rdf.yaml)")
+    p.add_argument("--trust-package-code", action="store_true",
+                   help="let a foreign BioImage.IO package run its own code (its Python "
+                   "architecture or TorchScript program); packages exported by napari-unet never need it")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="compute device (default: %(default)s)")
     p.add_argument("--diameter", type=POSITIVE, metavar="PX",

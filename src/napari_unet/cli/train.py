@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.diameter import match_training_diameter
     from napari_unet.engine.events import CheckpointSaved, StepDone, ValidationDone, drive
-    from napari_unet.engine.models import load_model
+    from napari_unet.engine.models import load_model, require_unet
 
     out = Path(args.out).expanduser()
     check_new_outputs([out], overwrite=args.overwrite)
@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if not scratch:
         try:
             net, checkpoint = load_model(args.start, device="cpu")
+            require_unet(net, checkpoint)
         except FileNotFoundError as exc:
             hint = "; use --from scratch to train a new network" if args.start == "default" else ""
             raise UsageError(f"{one_line(exc)}{hint}") from None

@@ -48,6 +48,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "load_checkpoint",
+    "network_from_state_dict",
     "read_checkpoint_metadata",
     "save_checkpoint",
 ]
@@ -442,17 +443,35 @@ def load_checkpoint(
         ``expect_in_channels``, or if its weights are not finite (a diverged training).
     """
     from napari_unet.engine.device import resolve_device
-    from napari_unet.engine.model import UNet
 
     path = Path(path)
     checkpoint, state_dict = _parse(_torch_load(path), path)
     _check_channels(checkpoint, expect_in_channels)
+    model = network_from_state_dict(checkpoint.config, state_dict, where=f"the model file {path}")
+    model.to(resolve_device(device))
+    model.eval()
+    return model, checkpoint
+
+
+def network_from_state_dict(config: UNetConfig, state_dict: Any, *, where: str) -> UNet:
+    """Build ``UNet(config)`` holding ``state_dict``, checked before any memory is spent.
+
+    The shapes are compared on the meta device first, the weights are loaded strictly and must
+    be finite. ``where`` names the source in the messages (e.g. ``"the model file x.pt"``).
+    Returns the network on the CPU; raises :class:`CheckpointError` with one sentence.
+    """
+    from napari_unet.engine.model import UNet
+
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise CheckpointError(f"{where} holds no weights")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
+        raise CheckpointError(f"{where} has malformed weights (not a dict of named tensors)")
     try:
         with torch.device("meta"):  # shapes only: no memory until the weights are known to fit
-            expected = UNet(checkpoint.config).state_dict()
+            expected = UNet(config).state_dict()
     except (TypeError, ValueError) as err:
         raise CheckpointError(
-            f"the model file {path} has a model configuration that cannot be built: "
+            f"{where} has a model configuration that cannot be built: "
             f"{_first_line(err)}"
         ) from None
     missing = [k for k in expected if k not in state_dict]
@@ -471,24 +490,22 @@ def load_checkpoint(
         problems.append(f"{len(wrong)} of the wrong shape (e.g. {wrong[0]})")
     if problems:
         raise CheckpointError(
-            f"the model file {path} has weights that do not fit its model configuration: "
+            f"{where} has weights that do not fit its model configuration: "
             + "; ".join(problems)
         )
-    model = UNet(checkpoint.config)
+    model = UNet(config)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:
         raise CheckpointError(
-            f"the model file {path} has weights that cannot be loaded: {_first_line(err)}"
+            f"{where} has weights that cannot be loaded: {_first_line(err)}"
         ) from None
     bad = [
         k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()
     ]
     if bad:
         raise CheckpointError(
-            f"the model file {path} has weights that are not finite (NaN or infinity, e.g. in "
+            f"{where} has weights that are not finite (NaN or infinity, e.g. in "
             f"{bad[0]}); the training that wrote it diverged"
         )
-    model.to(resolve_device(device))
-    model.eval()
-    return model, checkpoint
+    return model

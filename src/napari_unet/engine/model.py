@@ -345,19 +345,31 @@ class UNet(nn.Module):
                     module.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # TorchScript (package export) skips the Python checks
+            self.check_input(x)
+        return self.logits(x)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` with a hint unless ``x`` is (N, in_channels, H, W) of valid sides."""
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"UNet expects (N, {self.config.in_channels}, H, W) input, got {tuple(x.shape)}"
             )
         for size in x.shape[-2:]:
             output_size(size, self.config.depth, self.config.padding)  # raises with a hint
-        skips = []
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's computation without the input checks (TorchScript-compilable)."""
+        skips: list[torch.Tensor] = []
         for block in self.down:
             x = block(x)
             skips.append(x)
             x = self.pool(x)
         x = self.dropout(self.bottom(x))
-        for upconv, block, skip in zip(self.upconv, self.up, reversed(skips), strict=True):
+        level = len(skips)
+        for upconv, block in zip(self.upconv, self.up):  # noqa: B905 - TorchScript has no strict=
+            level -= 1
+            skip = skips[level]
             x = upconv(x)
             x = block(torch.cat([center_crop(skip, x.shape[-2], x.shape[-1]), x], dim=1))
         return self.head(x)

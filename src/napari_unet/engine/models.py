@@ -14,7 +14,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from napari_unet.engine.checkpoint import Checkpoint
     from napari_unet.engine.model import UNet
 
-__all__ = ["bundled_model_path", "load_model", "model_from_weights", "model_normalization"]
+__all__ = [
+    "bundled_model_path",
+    "load_model",
+    "model_from_weights",
+    "model_normalization",
+    "require_unet",
+]
 
 _BUNDLED = ("models", "default.pt")
 
@@ -24,10 +30,13 @@ def load_model(model: Any = None, *, device: Any = "cpu") -> tuple[UNet, Checkpo
 
     Parameters
     ----------
-    model : None, "default", str or os.PathLike, UNet, or (UNet, Checkpoint)
+    model : None, "default", str or os.PathLike, PackageSource, UNet, or (UNet, Checkpoint)
         ``None`` or ``"default"``: the bundled model ``napari_unet/models/default.pt``. A path:
         a model file written by :func:`~napari_unet.engine.checkpoint.save_checkpoint` (e.g. by
-        ``napari-unet train``). A bare :class:`~napari_unet.engine.model.UNet`: used as is, with
+        ``napari-unet train``), or a BioImage.IO package (``.zip``, its ``rdf.yaml``; see
+        :func:`~napari_unet.engine.packages.load_package`, which a
+        :class:`~napari_unet.engine.packages.PackageSource` also goes to, with the user's
+        decision about running a foreign package's code). A bare :class:`~napari_unet.engine.model.UNet`: used as is, with
         default metadata (percentile normalisation 1-99.8, no training diameter). A
         ``(UNet, Checkpoint)`` pair (what this function returns) is passed through.
     device : str or torch.device
@@ -36,21 +45,29 @@ def load_model(model: Any = None, *, device: Any = "cpu") -> tuple[UNet, Checkpo
     Returns
     -------
     (UNet, Checkpoint)
+        Or, for a foreign BioImage.IO package, ``(ForeignModel, Checkpoint)``
+        (:mod:`~napari_unet.engine.foreign`): ``config.in_channels`` and ``config.n_classes`` as
+        for a UNet, no training diameter.
 
     Raises
     ------
     FileNotFoundError
         The file does not exist, or the bundled model is not installed.
     napari_unet.engine.checkpoint.CheckpointError
-        The file is not a napari-unet model, or is corrupt or incompatible.
+        The file is not a napari-unet model, or is corrupt or incompatible
+        (:class:`~napari_unet.engine.packages.PackageError` for packages).
     TypeError
         ``model`` is none of the above.
     """
     from napari_unet.engine.checkpoint import load_checkpoint
+    from napari_unet.engine.foreign import ForeignModel
     from napari_unet.engine.model import UNet
+    from napari_unet.engine.packages import PackageSource, is_package_path, load_package
 
-    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], UNet):
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], (UNet, ForeignModel)):
         return model[0], model[1]
+    if isinstance(model, PackageSource):
+        return load_package(model, device=device)
     if isinstance(model, UNet):
         return model, _default_checkpoint(model)
     if model is None or (isinstance(model, str) and model == "default"):
@@ -65,11 +82,13 @@ def load_model(model: Any = None, *, device: Any = "cpu") -> tuple[UNet, Checkpo
         path = Path(model).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"model file not found: {path}")
+        if is_package_path(path) or (path.is_dir() and (path / "rdf.yaml").is_file()):
+            return load_package(path, device=device)
         if path.is_dir():
             raise FileNotFoundError(f"the model path is a folder, not a model file: {path}")
         return load_checkpoint(path, device=device)
     raise TypeError(
-        "model must be None, 'default', a path to a model file, a UNet or a (UNet, Checkpoint) "
+        "model must be None, 'default', a path to a model file or package, a UNet or a (UNet, Checkpoint) "
         f"pair, not {type(model).__name__}"
     )
 
@@ -111,3 +130,17 @@ def model_normalization(checkpoint: Any) -> dict | None:
     ``None`` to let the engine use its default."""
     norm = getattr(checkpoint, "normalization", None)
     return dict(norm) if isinstance(norm, dict) and norm else None
+
+
+def require_unet(net: Any, checkpoint: Any) -> None:
+    """Raise ``ValueError`` unless ``net`` is napari-unet's U-Net (what training needs): a
+    foreign BioImage.IO package runs, but cannot be fine-tuned here."""
+    from napari_unet.engine.model import UNet
+
+    if not isinstance(net, UNet):
+        name = (getattr(checkpoint, "extra", None) or {}).get("name", "the model")
+        raise ValueError(
+            f"{name!r} is a foreign BioImage.IO package: napari-unet runs it but fine-tunes and "
+            "exports only its own U-Net (the bundled model, a model file, or a package exported "
+            "by napari-unet)"
+        )

@@ -204,6 +204,15 @@ class _Passes:
         spatial = planes.shape[2:]
         work = planes if factor == 1.0 else _resize_planes(planes, scaled_shape(spatial, factor))
         tiles = 0
+        from napari_unet.engine.foreign import ForeignModel
+
+        if isinstance(self.net, ForeignModel):  # a zoo package: bioimageio.core tiles it
+            from napari_unet.engine.device import resolve_device
+            from napari_unet.engine.foreign import iter_predict_foreign
+
+            device = resolve_device(self.device).type
+            prob = yield from iter_predict_foreign(self.net, work, device=device)
+            return _resize_probabilities(prob, spatial), 0
 
         def recount(event: Any) -> Any:
             nonlocal tiles
