@@ -173,10 +173,10 @@ def test_bundled_model_exports_passes_and_segments_the_same(tmp_path):
     export_package("default", path, formats=("torchscript",))
     summary = test_model(path)
     assert summary.status == "passed", [d.name for d in summary.details if d.status == "failed"]
-    image, _ = generate_nuclei((192, 192), rng=5)
+    image, truth = generate_nuclei((192, 192), rng=6)  # 18 nuclei, most of them whole
     a = segment(image, "default", device="cpu")
     b = segment(image, path, device="cpu")
-    assert a.max() > 5
+    assert a.max() > 0.7 * truth.max()
     np.testing.assert_array_equal(a, b)
 
 
