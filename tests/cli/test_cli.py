@@ -628,6 +628,13 @@ def test_evaluate_planes_last_with_axes(work, capsys):
     # plane 0 is perfect, plane 1 finds nothing: half of the cells
     assert metrics["tp@0.5"] == np.unique(truth).size - 1
     assert metrics["fn@0.5"] == np.unique(truth).size - 1
+    errors_path = work / "errors.tif"
+    code, _, err = run(capsys, "evaluate", work / "p.tif", work / "g.tif", "--axes", "YXZ",
+                       "--errors", errors_path)
+    assert code == 0, err
+    codes = tifffile.imread(errors_path)
+    assert codes.shape == (*truth.shape, 2)  # the files' axes, planes last
+    assert (codes[..., 0][truth > 0] == 1).all() and (codes[..., 1][truth > 0] == 3).all()
     code, _, err = run(capsys, "evaluate", work / "p.tif", work / "g.tif", "--axes", "YXC")
     assert code == 2
     assert_one_line_error(err, "no channel axis")

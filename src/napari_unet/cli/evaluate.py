@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         b = as_label_array(read_tiff(g).data, g)
         if a.shape != b.shape:
             raise UsageError(f"{p.name} has shape {a.shape} but {g.name} has shape {b.shape}")
+        layout = None
         if args.axes:  # planes first, as the metrics read a 3-D label image
             if "C" in args.axes.upper():
                 raise UsageError("label images have no channel axis; --axes takes Y, X, Z, T, P")
@@ -82,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
             a, b = layout.to_engine(a)[0], layout.to_engine(b)[0]
         results.append((p, g, evaluate(a, b)))
         if errors_path is not None:
-            _write_errors(errors_path, a, b, overwrite=args.overwrite, quiet=args.json)
+            _write_errors(
+                errors_path, a, b, overwrite=args.overwrite, quiet=args.json,
+                to_file=layout.from_engine if layout is not None else None,
+            )  # fmt: skip
 
     keys = list(results[0][2])
     mean = {k: float(np.mean([r[2][k] for r in results])) for k in keys}
@@ -118,13 +122,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_errors(path: Path, pred: np.ndarray, gt: np.ndarray, *, overwrite: bool, quiet: bool):
-    """Write the error map (codes of ``ERROR_CLASSES``) of one pair, atomically."""
+def _write_errors(
+    path: Path, pred: np.ndarray, gt: np.ndarray, *, overwrite: bool, quiet: bool, to_file=None
+):
+    """Write the error map (codes of ``ERROR_CLASSES``) of one pair, atomically; ``to_file``
+    puts the engine's (P, Y, X) order back into the files' axes (``--axes``)."""
     from napari_unet.engine.errors import ERROR_CLASSES, error_map
     from napari_unet.engine.io import write_tiff
 
     errors = error_map(pred, gt)
-    write_tiff(path, errors.codes, overwrite=overwrite)
+    codes = errors.codes if to_file is None else to_file(errors.codes)
+    write_tiff(path, codes, overwrite=overwrite)
     if not quiet:
         legend = ", ".join(f"{code} {name}" for code, name in ERROR_CLASSES.items())
         counts = ", ".join(f"{k} {v}" for k, v in errors.counts.items())
