@@ -142,7 +142,7 @@ def _plane_percentiles(plane, low: float, high: float) -> tuple[tuple[float, ...
     current dask scheduler; a client's workers when one is active)."""
     import dask
 
-    from napari_unet.engine.normalization import _percentiles
+    from napari_unet.engine.normalization import _percentiles, percentiles_from_counts
 
     lows, highs = [], []
     for c in range(plane.shape[0]):
@@ -153,7 +153,7 @@ def _plane_percentiles(plane, low: float, high: float) -> tuple[tuple[float, ...
                 dask.delayed(_histogram)(block, bins) for block in channel.to_delayed().ravel()
             ]
             counts = dask.delayed(sum)(parts).compute()
-            lo, hi = _percentiles_from_counts(counts, (low, high))
+            lo, hi = percentiles_from_counts(counts, (low, high))
         else:
             step = max(1, math.ceil(math.sqrt(channel.size / PERCENTILE_SAMPLE)))
             sample = np.asarray(channel[::step, ::step].compute())
@@ -170,20 +170,6 @@ def _histogram(block: np.ndarray, bins: int) -> np.ndarray:
     if values.dtype == np.bool_:
         values = values.view(np.uint8)
     return np.bincount(values.ravel(), minlength=bins).astype(np.int64)
-
-
-def _percentiles_from_counts(counts: np.ndarray, qs: tuple[float, float]) -> np.ndarray:
-    """Percentiles (linear method, as ``np.percentile``) of the values 0..len-1 counted in
-    ``counts``; the same arithmetic as :func:`~napari_unet.engine.normalization._percentiles`."""
-    cum = np.cumsum(counts)
-    n = cum[-1]
-    result = []
-    for q in qs:
-        pos = q / 100.0 * (n - 1)
-        below = np.searchsorted(cum, np.floor(pos), side="right")
-        above = np.searchsorted(cum, np.ceil(pos), side="right")
-        result.append(below + (above - below) * (pos - np.floor(pos)))
-    return np.asarray(result, np.float64)
 
 
 def _estimate_diameter(

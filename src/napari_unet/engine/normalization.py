@@ -47,13 +47,20 @@ def _percentiles(values: np.ndarray, qs: tuple[float, float]) -> np.ndarray:
         values = values.view(np.uint8)
     if values.dtype not in (np.uint8, np.uint16):
         return np.percentile(values, qs)
-    counts = np.cumsum(np.bincount(values.ravel()))
-    n = counts[-1]
+    return percentiles_from_counts(np.bincount(values.ravel()), qs)
+
+
+def percentiles_from_counts(counts: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """Percentiles (linear method, as ``np.percentile``) of the integer values 0..len-1 that
+    occur ``counts[v]`` times: a histogram is enough, so 8/16-bit images (or blocks of them,
+    their histograms summed) need no sort."""
+    cum = np.cumsum(counts)
+    n = cum[-1]
     result = []
     for q in qs:
         pos = q / 100.0 * (n - 1)
-        below = np.searchsorted(counts, np.floor(pos), side="right")
-        above = np.searchsorted(counts, np.ceil(pos), side="right")
+        below = np.searchsorted(cum, np.floor(pos), side="right")
+        above = np.searchsorted(cum, np.ceil(pos), side="right")
         result.append(below + (above - below) * (pos - np.floor(pos)))
     return np.asarray(result, np.float64)
 
