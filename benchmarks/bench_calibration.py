@@ -42,15 +42,14 @@ CONFIDENCES = (0.0, 0.3, 0.35, 0.4, 0.45, 0.5)
 
 def _stack(planes: list[np.ndarray]) -> np.ndarray:
     """Label planes of any shapes as one padded stack with ids unique across planes."""
-    rows = max(p.shape[0] for p in planes)
-    cols = max(p.shape[1] for p in planes)
-    out = np.zeros((len(planes), rows, cols), np.int64)
-    offset = 0
-    for i, p in enumerate(planes):
+    from benchmarks.bench_accuracy import pad_stack
+
+    unique, offset = [], 0
+    for p in planes:
         p = p.astype(np.int64)
-        out[i, : p.shape[0], : p.shape[1]] = np.where(p > 0, p + offset, 0)
+        unique.append(np.where(p > 0, p + offset, 0))
         offset += int(p.max())
-    return out
+    return pad_stack(unique)
 
 
 def _filtered(labels: np.ndarray, prob: np.ndarray, min_area: float, confidence: float):
