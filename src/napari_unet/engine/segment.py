@@ -181,6 +181,7 @@ def iter_segment(
     amp: bool = True,
     tta: bool = False,
     intensity_range: tuple[Any, Any] | None = None,
+    region: tuple[tuple[int, int], tuple[int, int]] | None = None,
 ) -> Generator[Any, None, SegmentResult]:
     """Segment cells, yielding progress events; return a :class:`SegmentResult`.
 
@@ -224,6 +225,11 @@ def iter_segment(
         of the model's percentiles computed on each plane. Block-wise segmentation
         (:mod:`~napari_unet.engine.blockwise`) computes them once over the whole image and
         passes them to every block, so that blocks are normalised like the whole image.
+    region : ((rows, columns), (row, column)) or None
+        The image is a region of a larger plane of ``(rows, columns)`` pixels with its first
+        pixel at ``(row, column)``: it is rescaled on the larger plane's pixel grid, so that a
+        block's probabilities equal the whole plane's away from its edges (block-wise
+        segmentation passes it; 2-D images only).
 
     Yields
     ------
@@ -265,6 +271,8 @@ def iter_segment(
         min_confidence = MIN_CONFIDENCE
     if not 0.0 <= float(min_confidence) < 1.0:
         raise ValueError(f"min_confidence must be at least 0 and below 1, not {min_confidence}")
+    if region is not None and stack:
+        raise ValueError("region is for one 2-D plane, not for a stack")
     if tile_size is not None and (int(tile_size) != tile_size or tile_size < 1):
         raise ValueError(f"tile_size must be a positive whole number of pixels, not {tile_size}")
     spatial = (int(planes.shape[2]), int(planes.shape[3]))
@@ -291,7 +299,7 @@ def iter_segment(
         """Predict and label ``planes`` plane by plane (so that the planes done before a Stop
         are complete); the ids of each plane follow those of the planes before it."""
         if not stack:
-            prob, _ = yield from passes.run(planes, factor=factor, offset=offset)
+            prob, _ = yield from passes.run(planes, factor=factor, offset=offset, region=region)
             return (yield from result(prob, diameter, factor))
         n = planes.shape[0]
         min_area = _min_size_for(min_size, diameter)

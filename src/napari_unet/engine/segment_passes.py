@@ -14,6 +14,12 @@ import numpy as np
 
 from napari_unet.engine.diameter import scaled_shape
 from napari_unet.engine.events import PlaneDone, TileDone, TileSizeReduced, relay
+from napari_unet.engine.resample import (
+    PlaneWindow,
+    resize_from_plane_grid,
+    resize_stack,
+    resize_to_plane_grid,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_unet.engine.model import UNet
@@ -21,39 +27,37 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Passes"]
 
 
-def _resize_stack(array: np.ndarray, shape: tuple[int, int], *, mode: str) -> np.ndarray:
-    """Resize the last two axes of a 4-D array to ``shape``: bilinear, anti-aliased when
-    shrinking; float32."""
-    from skimage.transform import resize
-
-    out = np.empty((*array.shape[:2], *shape), np.float32)
-    shrink = shape[0] < array.shape[2] or shape[1] < array.shape[3]
-    for p in range(array.shape[0]):
-        for c in range(array.shape[1]):
-            out[p, c] = resize(
-                array[p, c].astype(np.float32, copy=False),
-                shape,
-                order=1,
-                mode=mode,
-                anti_aliasing=shrink,
-                preserve_range=True,
-            )
-    return out
-
-
 def _resize_planes(planes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize (P, C, Y, X) image planes to (P, C, *shape), mirrored at the edges."""
-    return _resize_stack(planes, shape, mode="reflect")
+    return resize_stack(planes, shape, mode="reflect")
 
 
 def _resize_probabilities(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize (P, K, y, x) probabilities to (P, K, *shape), keeping them in [0, 1]."""
     if prob.shape[2:] == tuple(shape):
         return prob.astype(np.float32, copy=False)
-    out = _resize_stack(prob, shape, mode="edge")
+    out = resize_stack(prob, shape, mode="edge")
     np.clip(out, 0.0, 1.0, out=out)
     return out
 
+
+def _normalized_planes(planes: np.ndarray, normalization: dict | None) -> np.ndarray:
+    """(P, C, Y, X) ``planes`` normalised plane by plane, per channel, by the percentiles of
+    ``normalization`` (``None``: the engine's default), as the tiling would; float32."""
+    from napari_unet.engine.limits import normalization_percentiles
+    from napari_unet.engine.normalization import DEFAULT_HIGH, DEFAULT_LOW, _scale, percentile_range
+
+    low, high = (
+        (DEFAULT_LOW, DEFAULT_HIGH)
+        if normalization is None
+        else normalization_percentiles(normalization)
+    )
+    out = planes.astype(np.float32)  # a copy: the caller's image is left alone
+    for p in range(out.shape[0]):
+        lo, hi = percentile_range(planes[p], low=low, high=high, channel_axis=0)
+        out[p] -= lo[:, None, None]
+        out[p] *= _scale(lo, hi)[:, None, None]
+    return out
 
 
 @dataclass(eq=False)
@@ -77,6 +81,7 @@ class Passes:
         extra_total: float = 0.0,
         plane_events: bool = True,
         plane_of: tuple[int, int] | None = None,
+        region: tuple[tuple[int, int], tuple[int, int]] | None = None,
     ) -> Generator[Any, None, tuple[np.ndarray, int]]:
         """Predict (P, C, Y, X) ``planes`` rescaled by ``factor``.
 
@@ -84,23 +89,53 @@ class Passes:
         this pass, and ``extra_total`` times this pass's tiles are still to come after it.
         ``plane_of=(p, n)``: the one plane given is plane ``p`` of ``n`` of the job (events say
         so).
+        ``region=(plane_shape, (row, column))``: the planes are a region of a larger plane,
+        at that origin; they are rescaled on the larger plane's pixel grid
+        (:mod:`~napari_unet.engine.resample`), so that a block gives what the whole plane gives.
         Returns the (P, K, Y, X) float32 probabilities at the input's scale and the number of
         tiles this pass took.
         """
         from napari_unet.engine.tiling import iter_predict
 
-        spatial = planes.shape[2:]
-        work = planes if factor == 1.0 else _resize_planes(planes, scaled_shape(spatial, factor))
-        tiles = 0
         from napari_unet.engine.foreign import ForeignModel
 
-        if isinstance(self.net, ForeignModel):  # a zoo package: bioimageio.core tiles it
+        foreign = isinstance(self.net, ForeignModel)
+        spatial = planes.shape[2:]
+        normalization = self.normalization
+        if factor != 1.0 and normalization is not False and not foreign:
+            # the percentiles of the image as given, not of its resized copy: a block of a
+            # larger image, normalised by the whole image's percentiles, then gets the whole
+            # image's values (blockwise.py)
+            planes = _normalized_planes(planes, normalization)
+            normalization = False
+        window = None
+        if factor == 1.0:
+            work = planes
+        elif region is None:
+            work = _resize_planes(planes, scaled_shape(spatial, factor))
+        else:
+            (rows, cols), (r0, c0) = region
+            window = PlaneWindow(
+                (rows, cols),
+                scaled_shape((rows, cols), factor),
+                (r0, r0 + spatial[0], c0, c0 + spatial[1]),
+                align=2 ** int(getattr(getattr(self.net, "config", None), "depth", 0)),
+            )
+            work = resize_to_plane_grid(planes, window, mode="reflect")
+
+        def back(prob: np.ndarray) -> np.ndarray:
+            if window is None:
+                return _resize_probabilities(prob, spatial)
+            out = resize_from_plane_grid(prob, window, mode="edge")
+            return np.clip(out, 0.0, 1.0, out=out)
+        tiles = 0
+        if foreign:  # a zoo package: bioimageio.core tiles it
             from napari_unet.engine.device import resolve_device
             from napari_unet.engine.foreign import iter_predict_foreign
 
             device = resolve_device(self.device).type
             prob = yield from iter_predict_foreign(self.net, work, device=device)
-            return _resize_probabilities(prob, spatial), 0
+            return back(prob), 0
 
         def recount(event: Any) -> Any:
             nonlocal tiles
@@ -132,8 +167,8 @@ class Passes:
             device=self.device,
             amp=self.amp,
             out_dtype=np.float32,
-            normalization=self.normalization,
+            normalization=normalization,
             tta=self.tta,
         )
         prob = yield from relay(gen, recount)
-        return _resize_probabilities(np.asarray(prob), spatial), tiles
+        return back(np.asarray(prob)), tiles
