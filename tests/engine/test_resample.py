@@ -52,7 +52,7 @@ def test_window_resizing_equals_whole_plane_resizing(factor, region):
 
 def test_window_start_is_aligned_to_the_pooling_grid():
     window = PlaneWindow((500, 500), (750, 750), (101, 400, 0, 333), align=16)
-    j0, j1, k0, k1 = window.window
+    j0, j1, k0, _ = window.window
     assert j0 % 16 == 0 and k0 == 0
     # every scaled pixel of the window sits inside the region
     assert (j0 + 0.5) * 500 / 750 - 0.5 >= 101 and (j1 - 0.5) * 500 / 750 - 0.5 <= 399

@@ -95,9 +95,8 @@ class Passes:
         Returns the (P, K, Y, X) float32 probabilities at the input's scale and the number of
         tiles this pass took.
         """
-        from napari_unet.engine.tiling import iter_predict
-
         from napari_unet.engine.foreign import ForeignModel
+        from napari_unet.engine.tiling import iter_predict
 
         foreign = isinstance(self.net, ForeignModel)
         spatial = planes.shape[2:]
