@@ -266,7 +266,7 @@ def test_unreachable_scheduler_is_reported_quickly():
     assert time.monotonic() - start < 15
 
 
-def test_model_is_loaded_once_per_worker(monkeypatch):
+def test_model_is_loaded_once_per_worker_thread(monkeypatch):
     from napari_unet.engine import checkpoint
 
     payload = blockwise.ModelPayload.from_model("default")
@@ -282,6 +282,12 @@ def test_model_is_loaded_once_per_worker(monkeypatch):
     first = blockwise.worker_model(payload)
     second = blockwise.worker_model(payload)
     assert first is second and loads == [1]
+    # another thread of the same worker gets a network of its own
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(blockwise.worker_model, payload).result()
+    assert other[0] is not first[0] and loads == [1, 1]
 
 
 def same_up_to_numbering(a: np.ndarray, b: np.ndarray) -> bool:
@@ -313,3 +319,56 @@ def test_connect_refuses_bad_worker_counts():
         pass
     with pytest.raises(ValueError, match="brings its own workers"), connect("tcp://127.0.0.1:9", workers=2):
         pass
+
+
+def test_face_matcher_holds_about_one_row_of_strips_and_ignores_finishing_order():
+    """Strips are matched as soon as both neighbours are done and then dropped: in row order the
+    driver holds about one row of blocks' strips, and any finishing order gives the same table."""
+    from napari_unet.engine.blockwise import FaceMatcher, _strip_bounds
+
+    rng = np.random.default_rng(0)
+    shape, size, strip = (480, 600), 60, 8
+    truth = np.zeros(shape, np.int64)
+    n = 0
+    for r in range(2, 440, 40):  # separate squares, many crossing faces
+        for c in range(2, 560, 40):
+            n += 1
+            dr, dc = rng.integers(0, 8, 2)
+            truth[r + dr : r + dr + 30, c + dc : c + dc + 30] = n
+    blocks = block_grid(shape, block_size=size, halo=16)
+    order = {(b.plane, b.index): k for k, b in enumerate(blocks)}
+    cores, strips, n_ids = [], [], []
+    for block in blocks:  # block ids: the truth's ids present in the core, renumbered
+        r0, r1, c0, c1 = block.core
+        ids = np.unique(truth[r0:r1, c0:c1])
+        ids = ids[ids > 0]
+        local = np.zeros(truth.max() + 1, np.uint32)
+        local[ids] = np.arange(1, ids.size + 1)
+        cores.append(local[truth[r0:r1, c0:c1]])
+        strips.append({face: local[truth[a:b, c:d]] for face, (a, b, c, d) in _strip_bounds(block, shape, strip).items()})
+        n_ids.append(ids.size)
+    n_ids = np.asarray(n_ids)
+
+    def stitched(sequence):
+        faces = FaceMatcher(blocks, order)
+        for k in sequence:
+            faces.add(k, strips[k])
+        lut, offsets, n = faces.lookup(n_ids)
+        out = np.zeros(shape, np.int64)
+        for k, block in enumerate(blocks):
+            r0, r1, c0, c1 = block.core
+            out[r0:r1, c0:c1] = np.where(cores[k] > 0, lut[cores[k].astype(np.int64) + offsets[k]], 0)
+        return out, n, faces.peak_bytes
+
+    in_order, n, peak = stitched(range(len(blocks)))
+    shuffled, n2, _ = stitched(rng.permutation(len(blocks)))
+    assert n == n2 == len(np.unique(truth)) - 1
+    assert same_up_to_numbering(in_order, truth) and same_up_to_numbering(shuffled, truth)
+    n_cols = -(-shape[1] // size)
+    face = 2 * strip * size * 4  # bytes of one face strip: +-strip pixels, uint32
+    assert peak <= (n_cols + 1) * face  # a row of bottom faces and one right face
+    assert len(blocks) >= 8 * n_cols  # holding every block's strips would be 8x more
+    partial = FaceMatcher(blocks, order)
+    partial.add(0, strips[0])
+    with pytest.raises(RuntimeError, match="still wait"):
+        partial.lookup(n_ids)

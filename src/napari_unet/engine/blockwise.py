@@ -24,10 +24,12 @@ context, each block keeping the objects it is responsible for) and Cellpose's
 ``distributed_segmentation`` (unique ids per block, a graph over block faces) are the designs
 this follows; docs/scaleout.md compares them.
 
-Memory: one block (image region, float32 copy, probabilities, labels) per worker, the strips
-(``4 * strip * block_size`` ids per block) and the lookup table (one entry per block id) on the
-driver; nothing grows with the number of pixels but the output array itself, which may live on
-disk (a zarr array). :func:`iter_segment_blockwise` runs the blocks in this process or, given a
+Memory: one block (image region, float32 copy, probabilities, labels) per worker; on the
+driver, the face strips (``strip * block_size`` ids per face) of the blocks whose neighbours
+are not done yet (:class:`FaceMatcher` matches a face as soon as both sides are done and drops
+it: about one row of blocks when blocks finish in order), the matched pairs and the lookup
+table (one entry per block id). Only the output array grows with the number of pixels, and it
+may live on disk (a zarr array). :func:`iter_segment_blockwise` runs the blocks in this process or, given a
 ``dask.distributed`` client, on its workers (the model is scattered to every worker once);
 :func:`segment_dask` returns a lazy dask array instead.
 """
@@ -208,12 +210,23 @@ class ModelPayload:
         return cls(data, hashlib.sha256(data).hexdigest())
 
 
+#: models kept per worker process: one per thread that asked (the oldest dropped first)
+MAX_WORKER_MODELS = 8
+
+
 def worker_model(payload: Any) -> Any:
-    """The ``(UNet, Checkpoint)`` of a :class:`ModelPayload`, loaded once per process (other
-    models pass through)."""
+    """The ``(UNet, Checkpoint)`` of a :class:`ModelPayload`, loaded once per worker thread
+    (other models pass through).
+
+    Once per *thread*, not per process: dask runs several blocks at a time in the threads of
+    one process (its threaded scheduler, ``processes=False`` clusters), and a prediction moves
+    its network between memory layouts and devices, so two threads must not share one."""
+    import threading
+
     if not isinstance(payload, ModelPayload):
         return payload
-    cached = _WORKER_MODELS.get(payload.key)
+    key = f"{payload.key}:{threading.get_ident()}"
+    cached = _WORKER_MODELS.get(key)
     if cached is None:
         from napari_unet.engine.checkpoint import load_checkpoint
 
@@ -222,8 +235,11 @@ def worker_model(payload: Any) -> Any:
             with open(path, "wb") as f:
                 f.write(payload.data)
             cached = load_checkpoint(path, device="cpu")
-        _WORKER_MODELS.clear()  # keep one model per worker
-        _WORKER_MODELS[payload.key] = cached
+        for other in [k for k in _WORKER_MODELS if not k.startswith(payload.key)]:
+            _WORKER_MODELS.pop(other, None)  # another model's: not needed any more
+        while len(_WORKER_MODELS) >= MAX_WORKER_MODELS:
+            _WORKER_MODELS.pop(next(iter(_WORKER_MODELS)), None)
+        _WORKER_MODELS[key] = cached
     return cached
 
 
@@ -354,18 +370,17 @@ def iter_segment_blockwise(
     ]
     order = {(b.plane, b.index): k for k, b in enumerate(blocks)}
     n_ids = np.zeros(len(blocks), np.int64)
-    strips: dict[int, dict[str, np.ndarray]] = {}
+    faces = FaceMatcher(blocks, order)
     runner = model if client is not None else _loaded(model)
     for done, (block, result) in enumerate(_run_blocks(planes, runner, settings, blocks, shape, client), 1):
         k = order[(block.plane, block.index)]
         r0, r1, c0, c1 = block.core
         view[block.plane, r0:r1, c0:c1] = result.core
         n_ids[k] = result.n_ids
-        strips[k] = result.strips
+        faces.add(k, result.strips)
         yield BlockDone(done, len(blocks))
 
-    offsets = np.concatenate([[0], np.cumsum(n_ids)[:-1]])
-    lut, n_objects = _stitch(blocks, order, offsets, int(n_ids.sum()), strips)
+    lut, offsets, n_objects = faces.lookup(n_ids)
     for k, block in enumerate(blocks):
         r0, r1, c0, c1 = block.core
         local = np.asarray(view[block.plane, r0:r1, c0:c1])
@@ -395,23 +410,65 @@ class _PlaneView:
             self.out[key[1:]] = value
 
 
-def _stitch(blocks, order, offsets, n_ids, strips) -> tuple[np.ndarray, int]:
-    """The lookup table from global block ids to final ids (see :mod:`stitch`)."""
-    from napari_unet.engine.stitch import match_strips, merge_map
+#: face of a block -> (step to the neighbour in block rows and columns, the neighbour's face)
+_NEIGHBOURS = {
+    "top": ((-1, 0), "bottom"),
+    "bottom": ((1, 0), "top"),
+    "left": ((0, -1), "right"),
+    "right": ((0, 1), "left"),
+}
 
-    pairs = []
-    for k, block in enumerate(blocks):
+
+class FaceMatcher:
+    """Matches the face strips of neighbouring blocks as soon as both blocks are done, and
+    drops them: the driver holds the strips of blocks whose neighbours are still running (in
+    row order about one row of blocks), not of the whole image, plus the matched pairs (a few
+    per cell that crosses a face).
+
+    ``blocks``: every block of the job; ``order``: (plane, index) -> position in ``blocks``.
+    """
+
+    def __init__(self, blocks: list[Block], order: dict) -> None:
+        self.blocks, self.order = blocks, order
+        self.waiting: dict[int, dict[str, np.ndarray]] = {}
+        self.pairs: list[tuple[int, int, np.ndarray]] = []
+        self.peak_bytes = 0
+
+    def add(self, k: int, strips: dict[str, np.ndarray]) -> None:
+        """Block ``k`` is done, with its face strips in block ids."""
+        from napari_unet.engine.stitch import match_strips
+
+        block = self.blocks[k]
         i, j = block.index
-        for face, other, their in (("bottom", (i + 1, j), "top"), ("right", (i, j + 1), "left")):
-            if face not in strips[k]:
+        left = {}
+        for face, strip in strips.items():
+            (di, dj), their = _NEIGHBOURS[face]
+            m = self.order[(block.plane, (i + di, j + dj))]
+            theirs = self.waiting.get(m, {}).pop(their, None)
+            if theirs is None:
+                left[face] = strip
                 continue
-            m = order[(block.plane, other)]
-            mine, theirs = strips[k][face], strips[m][their]
-            a = np.where(mine > 0, mine.astype(np.int64) + offsets[k], 0)
-            b = np.where(theirs > 0, theirs.astype(np.int64) + offsets[m], 0)
-            pairs.append(match_strips(a, b))
-    pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
-    return merge_map(n_ids, pairs, np.ones(n_ids + 1, bool))
+            self.pairs.append((k, m, match_strips(strip, theirs)))
+            if not self.waiting[m]:
+                del self.waiting[m]
+        if left:
+            self.waiting[k] = left
+        held = sum(a.nbytes for faces in self.waiting.values() for a in faces.values())
+        self.peak_bytes = max(self.peak_bytes, held)
+
+    def lookup(self, n_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Once every block is done: the lookup table from global block ids to final ids (see
+        :mod:`stitch`), the per-block id offsets, and the number of objects."""
+        from napari_unet.engine.stitch import merge_map
+
+        if self.waiting:
+            raise RuntimeError(f"{len(self.waiting)} blocks still wait for a neighbour")
+        offsets = np.concatenate([[0], np.cumsum(n_ids)[:-1]]).astype(np.int64)
+        pairs = [p + [offsets[k], offsets[m]] for k, m, p in self.pairs if len(p)]
+        pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+        total = int(np.sum(n_ids))
+        lut, n_objects = merge_map(total, pairs, np.ones(total + 1, bool))
+        return lut, offsets, n_objects
 
 
 def segment_blockwise(image: Any, model: Any = None, **kwargs: Any) -> Any:
@@ -477,9 +534,10 @@ def segment_dask(image: Any, model: Any = None, **kwargs: Any):
 
 
 def _lookup(results: list[BlockLabels], blocks: list[Block], order) -> tuple[np.ndarray, np.ndarray]:
-    n_ids = np.array([r.n_ids for r in results], np.int64)
-    offsets = np.concatenate([[0], np.cumsum(n_ids)[:-1]])
-    lut, _ = _stitch(blocks, order, offsets, int(n_ids.sum()), {k: r.strips for k, r in enumerate(results)})
+    faces = FaceMatcher(blocks, order)
+    for k, r in enumerate(results):
+        faces.add(k, r.strips)
+    lut, offsets, _ = faces.lookup(np.array([r.n_ids for r in results], np.int64))
     return lut, offsets
 
 
