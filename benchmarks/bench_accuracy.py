@@ -6,7 +6,7 @@ Held-out sets (none of their pixels was used in training, see ``benchmarks/datas
 * Fluo-N2DL-HeLa frames 17-19 (the training corpus holds frames 0-13 of the same sequence);
 * BBBC007 folder ``A9`` (the corpus holds the two other folders);
 * the ``test`` crops (right part) of the scratch assay, the cells3d planes and the light-sheet
-  planes (the corpus holds the left part, two nucleus diameters away);
+  planes (the corpus holds the left part, more than a nucleus diameter away);
 * Fluo-N3DH-CHO: a set never trained on at all;
 * a synthetic test draw of the procedural generator (seeds the corpus never uses).
 

@@ -6,7 +6,7 @@ training diameter (:data:`TRAIN_DIAMETER`):
 * Fluo-N2DL-HeLa frames 0-13 (CTC reference segmentation), frames 14-16 for validation;
 * BBBC007 folders ``f96 (17)`` and ``f9620`` (machine-made Voronoi-Otsu labels);
 * the ``train`` crops of the scratch assay, the cells3d volume and the light-sheet volume (the
-  left part of each image, two nucleus diameters away from the ``test`` crops; machine-made
+  left part of each image, more than a nucleus diameter away from the ``test`` crops; machine-made
   labels; see ``datasets.py``);
 * procedural nuclei from :mod:`napari_unet.engine.nucleus_generator` (exact labels), drawn with
   seeds that the synthetic test set never uses.

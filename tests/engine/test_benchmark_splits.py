@@ -1,0 +1,49 @@
+"""The spatial train/test splits of the benchmark sets (benchmarks/datasets.py): crops that never
+overlap, far enough apart that no nucleus lies in both."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks import datasets
+
+#: (columns, planes or None, width of the image, nucleus diameter in px as documented)
+SPLITS = {
+    "scratch": (datasets.SCRATCH_COLUMNS, None, 576, 12),
+    "cells3d": (datasets.CELLS3D_COLUMNS, datasets.CELLS3D_PLANES, 256, 39),
+    "lightsheet": (datasets.LIGHTSHEET_COLUMNS, datasets.LIGHTSHEET_PLANES, 160, 25),
+}
+
+
+@pytest.mark.parametrize("name", SPLITS)
+def test_train_and_test_crops_are_apart(name):
+    columns, planes, width, diameter = SPLITS[name]
+    (a0, a1), (b0, b1) = columns["train"], columns["test"]
+    assert 0 <= a0 < a1 <= b0 < b1 <= width
+    assert b0 - a1 >= diameter  # at least one nucleus diameter between the crops
+    if planes is not None:
+        assert set(planes) == {"train", "test"} and all(planes.values())
+
+
+def test_column_splits_crop_and_renumber():
+    rng = np.random.default_rng(0)
+    image = rng.random((6, 20, 50)).astype(np.float32)
+    labels = np.zeros((6, 20, 50), np.int32)
+    labels[:, 2:8, 2:8] = 7  # left only
+    labels[:, 10:16, 40:46] = 9  # right only
+    labels[:, 10:16, 22:28] = 3  # in the gap: in neither crop
+    splits = datasets._column_splits(
+        image, labels, {"train": (1, 3), "test": (4,)}, {"train": (0, 20), "test": (30, 50)}
+    )
+    assert [len(v) for v in splits.values()] == [2, 1]
+    train, test = splits["train"][0], splits["test"][0]
+    np.testing.assert_array_equal(train.image, image[1, :, 0:20])
+    np.testing.assert_array_equal(test.image, image[4, :, 30:50])
+    assert set(np.unique(train.labels)) == {0, 1} and set(np.unique(test.labels)) == {0, 1}
+    assert train.labels[5, 5] == 1 and test.labels[12, 12] == 1
