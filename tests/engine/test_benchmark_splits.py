@@ -47,3 +47,13 @@ def test_column_splits_crop_and_renumber():
     np.testing.assert_array_equal(test.image, image[4, :, 30:50])
     assert set(np.unique(train.labels)) == {0, 1} and set(np.unique(test.labels)) == {0, 1}
     assert train.labels[5, 5] == 1 and test.labels[12, 12] == 1
+
+
+def test_edge_band_marks_both_sides_of_each_edge():
+    from benchmarks.corpus import _edge_band
+
+    labels = np.zeros((20, 20), np.int32)
+    labels[5:15, 5:15] = 1
+    band = _edge_band(labels, 2)
+    assert band[5, 10] and band[6, 10] and band[4, 10] and band[3, 10]  # 2 px on each side
+    assert not band[10, 10] and not band[0, 0] and not band[7, 10]
