@@ -324,7 +324,8 @@ def test_connect_refuses_bad_worker_counts():
 def test_face_matcher_holds_about_one_row_of_strips_and_ignores_finishing_order():
     """Strips are matched as soon as both neighbours are done and then dropped: in row order the
     driver holds about one row of blocks' strips, and any finishing order gives the same table."""
-    from napari_unet.engine.blockwise import FaceMatcher, _strip_bounds
+    from napari_unet.engine.blockwise import _strip_bounds
+    from napari_unet.engine.stitch import FaceMatcher
 
     rng = np.random.default_rng(0)
     shape, size, strip = (480, 600), 60, 8

@@ -26,7 +26,7 @@ this follows; docs/scaleout.md compares them.
 
 Memory: one block (image region, float32 copy, probabilities, labels) per worker; on the
 driver, the face strips (``strip * block_size`` ids per face) of the blocks whose neighbours
-are not done yet (:class:`FaceMatcher` matches a face as soon as both sides are done and drops
+are not done yet (:class:`~napari_unet.engine.stitch.FaceMatcher` matches a face as soon as both sides are done and drops
 it: about one row of blocks when blocks finish in order), the matched pairs and the lookup
 table (one entry per block id). Only the output array grows with the number of pixels, and it
 may live on disk (a zarr array). :func:`iter_segment_blockwise` runs the blocks in this process or, given a
@@ -57,6 +57,7 @@ from napari_unet.engine.block_plan import (
     plan,
 )
 from napari_unet.engine.events import BlockDone, Note
+from napari_unet.engine.stitch import FaceMatcher
 
 __all__ = [
     "DEFAULT_BLOCK",
@@ -408,67 +409,6 @@ class _PlaneView:
             self.out[key] = value
         else:
             self.out[key[1:]] = value
-
-
-#: face of a block -> (step to the neighbour in block rows and columns, the neighbour's face)
-_NEIGHBOURS = {
-    "top": ((-1, 0), "bottom"),
-    "bottom": ((1, 0), "top"),
-    "left": ((0, -1), "right"),
-    "right": ((0, 1), "left"),
-}
-
-
-class FaceMatcher:
-    """Matches the face strips of neighbouring blocks as soon as both blocks are done, and
-    drops them: the driver holds the strips of blocks whose neighbours are still running (in
-    row order about one row of blocks), not of the whole image, plus the matched pairs (a few
-    per cell that crosses a face).
-
-    ``blocks``: every block of the job; ``order``: (plane, index) -> position in ``blocks``.
-    """
-
-    def __init__(self, blocks: list[Block], order: dict) -> None:
-        self.blocks, self.order = blocks, order
-        self.waiting: dict[int, dict[str, np.ndarray]] = {}
-        self.pairs: list[tuple[int, int, np.ndarray]] = []
-        self.peak_bytes = 0
-
-    def add(self, k: int, strips: dict[str, np.ndarray]) -> None:
-        """Block ``k`` is done, with its face strips in block ids."""
-        from napari_unet.engine.stitch import match_strips
-
-        block = self.blocks[k]
-        i, j = block.index
-        left = {}
-        for face, strip in strips.items():
-            (di, dj), their = _NEIGHBOURS[face]
-            m = self.order[(block.plane, (i + di, j + dj))]
-            theirs = self.waiting.get(m, {}).pop(their, None)
-            if theirs is None:
-                left[face] = strip
-                continue
-            self.pairs.append((k, m, match_strips(strip, theirs)))
-            if not self.waiting[m]:
-                del self.waiting[m]
-        if left:
-            self.waiting[k] = left
-        held = sum(a.nbytes for faces in self.waiting.values() for a in faces.values())
-        self.peak_bytes = max(self.peak_bytes, held)
-
-    def lookup(self, n_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """Once every block is done: the lookup table from global block ids to final ids (see
-        :mod:`stitch`), the per-block id offsets, and the number of objects."""
-        from napari_unet.engine.stitch import merge_map
-
-        if self.waiting:
-            raise RuntimeError(f"{len(self.waiting)} blocks still wait for a neighbour")
-        offsets = np.concatenate([[0], np.cumsum(n_ids)[:-1]]).astype(np.int64)
-        pairs = [p + [offsets[k], offsets[m]] for k, m, p in self.pairs if len(p)]
-        pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
-        total = int(np.sum(n_ids))
-        lut, n_objects = merge_map(total, pairs, np.ones(total + 1, bool))
-        return lut, offsets, n_objects
 
 
 def segment_blockwise(image: Any, model: Any = None, **kwargs: Any) -> Any:

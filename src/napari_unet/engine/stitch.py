@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MATCH_FRACTION", "apply_map", "match_strips", "merge_map"]
+__all__ = ["MATCH_FRACTION", "FaceMatcher", "apply_map", "match_strips", "merge_map"]
 
 #: Two ids are one object when their overlap in a strip covers at least this fraction of the
 #: smaller of the two within the strip.
@@ -103,3 +103,61 @@ def merge_map(n_ids: int, pairs: np.ndarray, used: np.ndarray) -> tuple[np.ndarr
 def apply_map(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """``lut[labels]`` as uint32: block ids to final ids."""
     return np.asarray(lut, np.uint32)[np.asarray(labels)]
+
+
+#: face of a block -> (step to the neighbour in block rows and columns, the neighbour's face)
+_NEIGHBOURS = {
+    "top": ((-1, 0), "bottom"),
+    "bottom": ((1, 0), "top"),
+    "left": ((0, -1), "right"),
+    "right": ((0, 1), "left"),
+}
+
+
+class FaceMatcher:
+    """Matches the face strips of neighbouring blocks as soon as both blocks are done, and
+    drops them: the driver holds the strips of blocks whose neighbours are still running (in
+    row order about one row of blocks), not of the whole image, plus the matched pairs (a few
+    per cell that crosses a face).
+
+    ``blocks``: every block of the job (:class:`~napari_unet.engine.block_plan.Block`: its
+    ``plane`` and ``index``); ``order``: (plane, index) -> position in ``blocks``.
+    """
+
+    def __init__(self, blocks: list, order: dict) -> None:
+        self.blocks, self.order = blocks, order
+        self.waiting: dict[int, dict[str, np.ndarray]] = {}
+        self.pairs: list[tuple[int, int, np.ndarray]] = []
+        self.peak_bytes = 0
+
+    def add(self, k: int, strips: dict[str, np.ndarray]) -> None:
+        """Block ``k`` is done, with its face strips in block ids."""
+        block = self.blocks[k]
+        i, j = block.index
+        left = {}
+        for face, strip in strips.items():
+            (di, dj), their = _NEIGHBOURS[face]
+            m = self.order[(block.plane, (i + di, j + dj))]
+            theirs = self.waiting.get(m, {}).pop(their, None)
+            if theirs is None:
+                left[face] = strip
+                continue
+            self.pairs.append((k, m, match_strips(strip, theirs)))
+            if not self.waiting[m]:
+                del self.waiting[m]
+        if left:
+            self.waiting[k] = left
+        held = sum(a.nbytes for faces in self.waiting.values() for a in faces.values())
+        self.peak_bytes = max(self.peak_bytes, held)
+
+    def lookup(self, n_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Once every block is done: the lookup table from global block ids to final ids
+        (:func:`merge_map`), the per-block id offsets, and the number of objects."""
+        if self.waiting:
+            raise RuntimeError(f"{len(self.waiting)} blocks still wait for a neighbour")
+        offsets = np.concatenate([[0], np.cumsum(n_ids)[:-1]]).astype(np.int64)
+        pairs = [p + [offsets[k], offsets[m]] for k, m, p in self.pairs if len(p)]
+        pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+        total = int(np.sum(n_ids))
+        lut, n_objects = merge_map(total, pairs, np.ones(total + 1, bool))
+        return lut, offsets, n_objects
