@@ -43,21 +43,16 @@ def _resize_probabilities(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarra
 
 def _normalized_planes(planes: np.ndarray, normalization: dict | None) -> np.ndarray:
     """(P, C, Y, X) ``planes`` normalised plane by plane, per channel, by the percentiles of
-    ``normalization`` (``None``: the engine's default), as the tiling would; float32."""
+    ``normalization`` (``None``: the engine's default), as the tiling would; float32 copy."""
     from napari_unet.engine.limits import normalization_percentiles
-    from napari_unet.engine.normalization import DEFAULT_HIGH, DEFAULT_LOW, _scale, percentile_range
+    from napari_unet.engine.normalization import DEFAULT_HIGH, DEFAULT_LOW, normalize
 
     low, high = (
         (DEFAULT_LOW, DEFAULT_HIGH)
         if normalization is None
         else normalization_percentiles(normalization)
     )
-    out = planes.astype(np.float32)  # a copy: the caller's image is left alone
-    for p in range(out.shape[0]):
-        lo, hi = percentile_range(planes[p], low=low, high=high, channel_axis=0)
-        out[p] -= lo[:, None, None]
-        out[p] *= _scale(lo, hi)[:, None, None]
-    return out
+    return np.stack([normalize(plane, low=low, high=high, channel_axis=0) for plane in planes])
 
 
 @dataclass(eq=False)
