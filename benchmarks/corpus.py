@@ -193,15 +193,15 @@ def build_corpus(
 
     corpus = Corpus(diameter=float(diameter))
     hela = load_hela(cache=cache)
-    factor = diameter / hela.diameter("train")
+    hela_factor = diameter / hela.diameter("train")
     for s in hela.splits["train"]:
-        image, labels = _rescale(s.image, s.labels, factor)
+        image, labels = _rescale(s.image, s.labels, hela_factor)
         corpus.images.append(image)
         corpus.labels.append(labels)
         corpus.regions.append(None)  # the CTC reference: reviewed, used as it is
         corpus.sources.append("hela")
     for s in hela.splits["val"]:
-        image, labels = _rescale(s.image, s.labels, factor)
+        image, labels = _rescale(s.image, s.labels, hela_factor)
         corpus.val_images.append(image)
         corpus.val_labels.append(labels)
 
@@ -241,7 +241,7 @@ def build_corpus(
         "hela": {
             "train": "frames 0-13",
             "val": "frames 14-16",
-            "factor": round(factor, 4),
+            "factor": round(hela_factor, 4),
             "n_val": len(hela.splits["val"]),
         },
         "bbbc007": {

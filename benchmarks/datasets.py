@@ -216,15 +216,18 @@ def _read_tif(wheel: Path, member: str) -> np.ndarray:
 
 
 def median_diameter(labels: list[np.ndarray]) -> float:
-    """Median equivalent diameter (``2 * sqrt(area / pi)``, pixels) over all instances."""
-    areas = []
-    for lab in labels:
-        counts = np.bincount(np.asarray(lab).ravel().astype(np.int64))[1:]
-        areas.append(counts[counts > 0])
-    areas = np.concatenate(areas) if areas else np.zeros(0)
-    if areas.size == 0:
-        return float("nan")
-    return float(np.median(2.0 * np.sqrt(areas / np.pi)))
+    """Median equivalent diameter (``2 * sqrt(area / pi)``, pixels) of the whole nuclei.
+
+    Objects that touch an image's edge are left out, as the engine's estimate leaves them out
+    (:func:`napari_unet.engine.diameter.estimate_diameter`, whose rule this is): a nucleus cut
+    by the edge of a crop is not a small nucleus, and in the narrow crops of the cropped sets
+    (the cells3d and light-sheet columns) they are up to a third of the objects. With fewer
+    than three whole objects every object counts; ``nan`` with fewer than three objects.
+    """
+    from napari_unet.engine.diameter import estimate_diameter
+
+    whole = estimate_diameter([np.asarray(lab) for lab in labels]) if labels else None
+    return float("nan") if whole is None else whole
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:

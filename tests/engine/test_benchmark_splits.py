@@ -57,3 +57,18 @@ def test_edge_band_marks_both_sides_of_each_edge():
     band = _edge_band(labels, 2)
     assert band[5, 10] and band[6, 10] and band[4, 10] and band[3, 10]  # 2 px on each side
     assert not band[10, 10] and not band[0, 0] and not band[7, 10]
+
+
+def test_median_diameter_leaves_out_nuclei_cut_by_the_edge():
+    labels = np.zeros((60, 60), np.int32)
+    for i, (r, c) in enumerate([(10, 10), (10, 35), (35, 10), (35, 35)]):
+        labels[r : r + 12, c : c + 12] = i + 1  # four whole 12 x 12 squares
+    labels[50:60, 50:54] = 5  # cut by the edge: 10 x 4
+    labels[0:3, 20:30] = 6  # cut by the edge: 3 x 10
+    whole = 2 * np.sqrt(144 / np.pi)
+    assert datasets.median_diameter([labels]) == pytest.approx(whole)
+    # fewer than three whole objects: every object counts
+    few = np.where(labels <= 2, labels, 0) + np.where(labels >= 5, labels, 0)
+    expected = 2 * np.sqrt(np.median([144, 144, 40, 30]) / np.pi)
+    assert datasets.median_diameter([few]) == pytest.approx(expected)
+    assert np.isnan(datasets.median_diameter([few * (few <= 2)]))  # two objects: no estimate
