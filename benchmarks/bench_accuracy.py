@@ -397,8 +397,10 @@ def write_report(args, rows: list[dict], summary: list[str], machine: str) -> No
         "",
         "Data and splits: `docs/data.md`. No plane scored here was used in training. `d` is the "
         "nucleus diameter in pixels handed to the method: *given* is the median equivalent "
-        "diameter of the reference labels of the set; *estimated* lets the U-Net measure it per "
-        "plane (the d-error column is the median over the planes of |estimate / reference - 1|). "
+        "diameter of the whole reference nuclei of the set (those cut by the image or crop edge "
+        "left out, the rule of the estimate); *estimated* lets the U-Net measure it per plane "
+        "(the d-error column is the median over the planes of |estimate / reference - 1|, the "
+        "reference measured on that plane by the same rule). "
         "The U-Nets rescale each plane by (training diameter / d); the baseline derives its blur "
         "and peak distance from d.",
         "",

@@ -317,6 +317,31 @@ def test_planes_on_the_last_axis_take_the_plane_on_screen(
     np.testing.assert_array_equal(np.asarray(request.image), stack_image[1])
 
 
+def test_labels_with_planes_last_give_the_plane_on_screen(
+    viewer_with_image, nuclei_image, stack_image
+):
+    """(Y, X, Z) labels painted over a (Y, X, Z) image: the painted plane at the Z slider is
+    read in the labels' own axes, and the run's weight map lies on that plane."""
+    viewer = viewer_with_image
+    layer = viewer.add_image(np.moveaxis(stack_image[:2], 0, -1), name="yxz")
+    painted = np.zeros((128, 128, 2), np.int32)
+    painted[:, :, 1] = nuclei_image[1]
+    labels = viewer.add_labels(painted, name="yxz cells")
+    widget = _widget(viewer, steps=3)
+    widget.image.value = layer
+    widget.labels.value = labels
+    viewer.dims.order = (2, 0, 1)
+    viewer.dims.set_point(2, 1.0)
+    request = widget.training_request()
+    np.testing.assert_array_equal(request.labels, nuclei_image[1])
+    np.testing.assert_array_equal(np.asarray(request.image), stack_image[1])
+    assert widget.label_plane == (slice(None), slice(None), 1)
+
+    viewer.dims.set_point(2, 0.0)
+    with pytest.raises(ValueError, match=r"no painted cells in 'yxz cells' on plane \(0,\)"):
+        widget.training_request()
+
+
 def test_a_channel_first_image_trains_on_all_its_channels(
     viewer_with_image, nuclei_image, wait_job, qtbot, errors
 ):

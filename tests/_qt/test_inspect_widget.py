@@ -290,3 +290,41 @@ def test_weight_map_layers_are_shared_with_fine_tune(widget, viewer, cells, qtbo
     assert errors == [] and len(viewer.layers) == n_layers
     assert widget.weight_layers == shown
     assert not any(layer.name.endswith("]") for layer in viewer.layers)
+
+
+def test_labels_with_planes_last_are_read_and_shown_on_the_plane(
+    widget, viewer, cells, qtbot, errors
+):
+    """(Y, X, Z) labels: axes YXZ are detected; the weight map and the deformation are of the
+    plane at the Z slider and lie on that plane, in the labels' own axes."""
+    from napari_unet._qt.inspect_widget import compute_deformation
+
+    labels = cells[1]
+    stack = np.zeros((*labels.shape, 3), labels.dtype)
+    stack[:, :, 2] = labels
+    layer = viewer.add_labels(stack, name="yxz")
+    widget.labels.value = layer
+    assert widget.axes.value == "YXZ" and not widget.axes.native.isHidden()
+    assert all("C" not in choice for choice in widget.axes.choices)
+    viewer.dims.order = (2, 0, 1)
+    viewer.dims.set_point(2, 2.0)
+
+    widget.update_weights()
+    settle(qtbot, widget.weights_runner)
+    total = viewer.layers["yxz weight map"]
+    assert total.data.shape == (96, 96, 1)
+    np.testing.assert_allclose(total.translate, (0.0, 0.0, 2.0))
+    np.testing.assert_allclose(total.data[:, :, 0], weight_map(labels, w0=10.0, sigma=5.0).total)
+
+    widget.update_deformation()
+    settle(qtbot, widget.deform_runner)
+    deformed = viewer.layers["yxz deformed"]
+    assert deformed.data.shape == (96, 96, 1)
+    np.testing.assert_allclose(deformed.translate, (0.0, 96.0 + 16.0, 2.0))
+    expected = compute_deformation(None, labels, sigma=10.0, seed=0)[1]
+    np.testing.assert_array_equal(deformed.data[:, :, 0], expected)
+
+    widget.axes.value = "ZYX"  # the user's choice is followed: planes on the first axis
+    settle(qtbot, widget.weights_runner)
+    assert viewer.layers["yxz weight map"].data.shape == (96, 3)  # a (X, Z) plane, 2D
+    assert errors == []

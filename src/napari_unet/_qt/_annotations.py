@@ -9,8 +9,11 @@ import numpy as np
 
 from napari_unet._qt._layers import (
     current_image_plane,
-    current_plane_index,
+    embedded_plane,
     geometry_of,
+    is_embedded,
+    labels_plane_index,
+    plan_layout,
     plane_of,
     put_layer,
     side_by_side_geometry,
@@ -38,9 +41,11 @@ def painted_plane(
         raise ValueError("add or choose an image layer first")
     if labels_layer is None:
         raise ValueError("add a Labels layer and paint a few cells in it first")
-    label_plane = current_plane_index(viewer, labels_layer)
+    label_axes = plan_layout(image_layer, axes=axes).label_axes
+    label_plane = labels_plane_index(viewer, labels_layer, label_axes)
     labels = np.array(plane_of(labels_layer, label_plane))  # a copy: painting may go on
-    where = f" on plane {label_plane}" if label_plane else ""
+    at = [v for v in label_plane if not isinstance(v, slice)]
+    where = f" on plane {tuple(at)}" if at else ""
     if labels.ndim != 2:
         raise ValueError(f"the labels '{labels_layer.name}' are not a 2D plane{where}")
     image, channel_axis = current_image_plane(viewer, image_layer, axes=axes)
@@ -82,15 +87,20 @@ def regions_mask(
 
     Shape vertices go from the shapes layer's data coordinates through world coordinates into
     the target's. Over a stack, a shape drawn on a plane counts for that plane only; a 2D shapes
-    layer counts for every plane. Returns a (Y, X) bool array, True inside any shape, or ``None``
-    when there is no shapes layer or no shape on this plane.
+    layer counts for every plane. ``plane`` is the plane's leading indices or a full index with
+    ``slice(None)`` on Y and X (:func:`~napari_unet._qt._layers.labels_plane_index`). Returns a
+    (Y, X) bool array, True inside any shape, or ``None`` when there is no shapes layer or no
+    shape on this plane.
     """
     from napari.layers import Shapes
 
     if shapes_layer is None or len(shapes_layer.data) == 0:
         return None
     ndim = target_layer.ndim
-    check_plane = bool(plane) and shapes_layer.ndim >= ndim
+    full = tuple(plane) + (slice(None),) * (ndim - len(plane))
+    plane_axes = [i for i, v in enumerate(full) if not isinstance(v, slice)]
+    yx_axes = [i for i, v in enumerate(full) if isinstance(v, slice)][-2:]
+    check_plane = bool(plane_axes) and shapes_layer.ndim >= ndim
     polygons, types = [], []
     for vertices, shape_type in zip(shapes_layer.data, shapes_layer.shape_type, strict=True):
         # world_to_data pads a shorter point with leading zeros and keeps a longer one's tail
@@ -98,10 +108,10 @@ def regions_mask(
             [target_layer.world_to_data(shapes_layer.data_to_world(v)) for v in vertices]
         )
         if check_plane:
-            lead = np.round(points[:, : len(plane)]).astype(int)
-            if not np.all(lead == np.asarray(plane)):
+            at = np.round(points[:, plane_axes]).astype(int)
+            if not np.all(at == np.asarray([full[i] for i in plane_axes])):
                 continue
-        polygons.append(points[:, -2:])
+        polygons.append(points[:, yx_axes])
         types.append(shape_type)
     if not polygons:
         return None
@@ -110,13 +120,21 @@ def regions_mask(
 
 
 def show_weight_map(
-    viewer: Any, labels_layer: Any, weight_map: Any, *, role: str, visible_parts: bool = False
+    viewer: Any,
+    labels_layer: Any,
+    weight_map: Any,
+    *,
+    role: str,
+    visible_parts: bool = False,
+    plane: tuple[Any, ...] = (),
 ) -> list[Any]:
     """Show a ``WeightMap`` as plugin-owned image layers over ``labels_layer``'s rows and columns.
 
     Three layers, keyed by ``role`` and the labels layer's name: the total weight (visible) and
     its two parts, ``w_c`` and the border term (hidden unless ``visible_parts``; a rerun keeps
-    whatever visibility the user gave them). Returns the layers in that order.
+    whatever visibility the user gave them). Returns the layers in that order. A ``plane``
+    with planes after Y or X (:func:`~napari_unet._qt._layers.labels_plane_index`, ``YXZ``)
+    puts the maps on that plane, in the labels' own axes.
     """
     geometry = geometry_of(labels_layer, 2)
     name = labels_layer.name
@@ -125,6 +143,10 @@ def show_weight_map(
         ("class_term", f"{name} weight w_c", weight_map.class_term, visible_parts),
         ("border_term", f"{name} weight border term", weight_map.border_term, visible_parts),
     ]
+    if is_embedded(plane):
+        embedded = [embedded_plane(data, labels_layer, plane) for _, _, data, _ in parts]
+        geometry = embedded[0][1]
+        parts = [(p, t, e[0], v) for (p, t, _, v), e in zip(parts, embedded, strict=True)]
     return [
         put_layer(  # an update keeps the layer's display settings; these apply to a new layer
             viewer,

@@ -78,6 +78,28 @@ def update_axes(combo: ComboBox, layer: Any) -> None:
         pass
 
 
+def update_label_axes(combo: ComboBox, layer: Any) -> None:
+    """:func:`update_axes` for a Labels layer: orders without channels only (a small last axis
+    is planes, ``YXZ``); shown for 3 or more axes."""
+    from napari_unet.engine.layout import PLANE_LETTERS, axes_choices, detect_axes
+
+    if layer is None:
+        combo.visible = False
+        return
+    shape = tuple(layer_array(layer).shape)
+    detected = detect_axes(shape)
+    if "C" in detected:
+        free = next(c for c in PLANE_LETTERS if c not in detected)
+        detected = detected.replace("C", free)
+    choices = [a for a in axes_choices(shape, detected) if "C" not in a]
+    try:
+        combo.choices = choices
+        combo.value = detected
+        combo.visible = len(shape) >= 3
+    except RuntimeError:  # the Qt widget is already gone (viewer closing)
+        pass
+
+
 def chosen_axes(combo: ComboBox, layer: Any) -> str | None:
     """The axes chosen for ``layer``, or ``None`` (detect them) when the choice does not fit
     it (another layer was picked meanwhile)."""

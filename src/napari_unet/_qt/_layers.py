@@ -245,6 +245,36 @@ def plan_layout(layer: Any, *, axes: str | None = None) -> Layout:
     return Layout(shape, axes)
 
 
+def plane_index(viewer: Any, layer: Any, axes: str) -> tuple[Any, ...]:
+    """The index into ``layer``'s data of the plane the viewer shows now: the viewer's position
+    on each plane axis of ``axes`` (one letter per axis of the data, RGB(A) colours included;
+    see :func:`plan_layout`), ``slice(None)`` on Y, X and C, wherever they stand (``YXZ``)."""
+    rgb = bool(getattr(layer, "rgb", False))
+    shape = tuple(int(s) for s in layer_array(layer).shape)
+    n_dims = len(axes) - int(rgb)  # napari's dims exclude the RGB(A) axis
+    world = [float(v) for v in viewer.dims.point]
+    point = world[-n_dims:] if len(world) >= n_dims else [0.0] * n_dims
+    data_point = list(layer.world_to_data(point))
+    index: list[Any] = []
+    for axis, letter in enumerate(axes):
+        if letter in "YXC":
+            index.append(slice(None))
+            continue
+        value = int(round(float(data_point[axis]))) if axis < len(data_point) else 0
+        index.append(min(max(value, 0), shape[axis] - 1))
+    return tuple(index)
+
+
+def labels_plane_index(viewer: Any, layer: Any, axes: str | None = None) -> tuple[Any, ...]:
+    """The plane of a Labels layer the viewer shows: :func:`current_plane_index` (planes on
+    the leading axes) unless ``axes`` (one letter per axis of the labels, no C) put planes
+    after Y or X (``YXZ``); then the full :func:`plane_index`. Either indexes the data
+    (:func:`plane_of`) as ``(Y, X)``."""
+    if axes is None or len(axes) != layer.ndim or axes.endswith("YX"):
+        return current_plane_index(viewer, layer)
+    return plane_index(viewer, layer, axes)
+
+
 def current_image_plane(
     viewer: Any, layer: Any, *, axes: str | None = None
 ) -> tuple[Any, int | None]:
@@ -256,25 +286,39 @@ def current_image_plane(
     whichever channel the viewer shows.
     """
     layout = plan_layout(layer, axes=axes)
-    rgb = bool(getattr(layer, "rgb", False))
-    n_dims = len(layout.axes) - int(rgb)  # napari's dims exclude the RGB(A) axis
-    world = [float(v) for v in viewer.dims.point]
-    point = world[-n_dims:] if len(world) >= n_dims else [0.0] * n_dims
-    data_point = list(layer.world_to_data(point))
-    index: list[Any] = []
-    for axis, letter in enumerate(layout.axes):
-        if letter in "YXC":
-            index.append(slice(None))
-            continue
-        value = int(round(float(data_point[axis]))) if axis < len(data_point) else 0
-        index.append(min(max(value, 0), layout.shape[axis] - 1))
     # no np.asarray: lazy (dask, zarr) data is read in the worker thread, not here
-    data = layer_array(layer)[tuple(index)]
+    data = layer_array(layer)[plane_index(viewer, layer, layout.axes)]
     kept = [letter for letter in layout.axes if letter in "YXC"]
     order = [kept.index(letter) for letter in "YXC" if letter in kept]
     if order != list(range(len(order))):
         data = data.transpose(order)
     return data, (-1 if "C" in kept else None)
+
+
+def embedded_plane(
+    data: np.ndarray, layer: Any, plane: tuple[Any, ...], *, x_offset: float = 0.0
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A ``(Y, X)`` result of plane ``plane`` (a full :func:`plane_index`) of ``layer`` as an
+    array in ``layer``'s own axes, one pixel thick on each plane axis, and the ``scale`` /
+    ``translate`` that put it on that plane (``x_offset``: world units to the right), so that
+    it lies over the plane whatever order the axes are in and the viewer shows them."""
+    plane_axes = [i for i, v in enumerate(plane) if not isinstance(v, slice)]
+    scale = np.asarray(layer.scale, dtype=float)
+    translate = np.asarray(layer.translate, dtype=float).copy()
+    for axis in plane_axes:
+        translate[axis] += plane[axis] * scale[axis]
+    x_axis = [i for i, v in enumerate(plane) if isinstance(v, slice)][1]
+    translate[x_axis] += x_offset
+    return np.expand_dims(data, plane_axes), {
+        "scale": tuple(scale),
+        "translate": tuple(translate),
+    }
+
+
+def is_embedded(plane: tuple[Any, ...]) -> bool:
+    """Whether ``plane`` is a full index (planes after Y or X, see :func:`labels_plane_index`)
+    whose results are shown with :func:`embedded_plane` rather than as 2D layers."""
+    return any(isinstance(v, slice) for v in plane)
 
 
 def spatial_geometry(layer: Any, layout: Layout) -> dict[str, Any]:

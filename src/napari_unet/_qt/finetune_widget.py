@@ -93,6 +93,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self._labels_layer: Any = None
         self._image_layer: Any = None
         self._request: FineTuneRequest | None = None
+        #: the painted plane of the run (``_layers.labels_plane_index``), set with the request
+        self.label_plane: tuple[Any, ...] = ()
         self._warned: set[str] = set()
 
         self.form = self._build_settings(napari_viewer)
@@ -104,8 +106,11 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         )
         row2, (self.preview_button, self.save_button) = button_row(
             ("Refresh preview", "Segment the current plane with the newest weights."),
-            ("Save model…", "Write the fine-tuned model to a file: napari-unet's .pt, or a "
-             "BioImage.IO package (.zip) for the model zoo and other tools."),
+            (
+                "Save model…",
+                "Write the fine-tuned model to a file: napari-unet's .pt, or a "
+                "BioImage.IO package (.zip) for the model zoo and other tools.",
+            ),
         )
         row3, (self.use_button,) = button_row(
             ("Use for Segment", "Make the fine-tuned model the one Segment uses."),
@@ -219,7 +224,9 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             case WeightMapReady():
                 layer = self._labels_layer
                 if layer is not None and layer in self.viewer.layers:
-                    show_weight_map(self.viewer, layer, event.weight_map, role=ROLE)
+                    show_weight_map(
+                        self.viewer, layer, event.weight_map, role=ROLE, plane=self.label_plane
+                    )
                 for text in event.warnings:
                     self._warn(text)
             case ScoreBefore():

@@ -23,17 +23,23 @@ from qtpy.QtWidgets import QLabel, QPushButton, QWidget
 
 from napari_unet._qt._annotations import regions_mask, show_weight_map
 from napari_unet._qt._controls import (
+    axes_combo,
     border_weight_controls,
+    chosen_axes,
     disconnect_all,
     image_combo,
     number_control,
     regions_combo,
     scroll_layout,
+    update_label_axes,
 )
 from napari_unet._qt._error_layers import ErrorTools
 from napari_unet._qt._layers import (
     OWNER_KEY,
-    current_plane_index,
+    current_image_plane,
+    embedded_plane,
+    is_embedded,
+    labels_plane_index,
     layer_combo,
     pick_default,
     plane_of,
@@ -163,6 +169,12 @@ class InspectWidget(QWidget):
             label="labels",
             tooltip="The painted or segmented cells whose training weights you want to see.",
         )
+        self.axes = axes_combo()
+        self.axes.tooltip = (
+            "One letter per axis of the labels: Y rows, X columns, Z / T planes. The weight "
+            "map and the deformation are of the plane the viewer shows. The detected order "
+            "comes first."
+        )
         self.regions = regions_combo(
             napari_viewer,
             "Optional: inside these shapes unpainted pixels are background; outside, "
@@ -185,7 +197,7 @@ class InspectWidget(QWidget):
         )
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long layer names must not widen the dock
-        weights_box = Container(widgets=[self.labels, self.regions, self.w0, self.sigma])
+        weights_box = Container(widgets=[self.labels, self.axes, self.regions, self.w0, self.sigma])
         deform_box = Container(widgets=[self.image, self.strength])
         self.show_button = QPushButton("Show weight map")
         self.show_button.setToolTip(
@@ -219,6 +231,8 @@ class InspectWidget(QWidget):
         self.strength.changed.connect(self._deform_changed)
         self.image.changed.connect(self._deform_changed)
         self.labels.changed.connect(self._labels_changed)
+        self.axes.changed.connect(self._axes_changed)
+        update_label_axes(self.axes, self.labels.value)
         self.regions.changed.connect(self._regions_changed)
         self._watch_layers()
         napari_viewer.dims.events.current_step.connect(self._plane_changed)
@@ -269,10 +283,21 @@ class InspectWidget(QWidget):
                     self._watched.append((emitter, self._layer_edited))
 
     def _labels_changed(self, *_: Any) -> None:
+        with self.axes.changed.blocked():
+            update_label_axes(self.axes, self.labels.value)
         self._watch_layers()
         self._pick_image()
         self._weights_changed()
         self._deform_changed()
+
+    def _axes_changed(self, *_: Any) -> None:
+        self._weights_changed()
+        self._deform_changed()
+
+    def _label_plane(self, layer: Any) -> tuple[Any, ...]:
+        """The plane of ``layer`` the viewer shows, by the chosen axes
+        (:func:`~napari_unet._qt._layers.labels_plane_index`)."""
+        return labels_plane_index(self.viewer, layer, chosen_axes(self.axes, layer))
 
     def _regions_changed(self, *_: Any) -> None:
         self._watch_layers()
@@ -314,7 +339,7 @@ class InspectWidget(QWidget):
             return
         self._weights_shown = True
         try:
-            plane = current_plane_index(self.viewer, layer)
+            plane = self._label_plane(layer)
             labels = plane_of(layer, plane)
             regions = regions_mask(self.regions.value, layer, plane, tuple(labels.shape[-2:]))
         except Exception as exc:
@@ -330,13 +355,13 @@ class InspectWidget(QWidget):
             regions,
             w0=float(self.w0.value),
             sigma=float(self.sigma.value),
-            on_result=lambda result: self._show_weights(layer, result),
+            on_result=lambda result: self._show_weights(layer, plane, result),
         )
 
-    def _show_weights(self, layer: Any, result: Any) -> None:
+    def _show_weights(self, layer: Any, plane: tuple[Any, ...], result: Any) -> None:
         if layer not in self.viewer.layers:
             return
-        self.weight_layers = show_weight_map(self.viewer, layer, result, role=ROLE)
+        self.weight_layers = show_weight_map(self.viewer, layer, result, role=ROLE, plane=plane)
         self.status.value = (
             f"weight map of {layer.name}: max {float(result.total.max()):.1f} "
             f"(w0 = {self.w0.value:g}, sigma = {self.sigma.value:g} px)"
@@ -361,10 +386,15 @@ class InspectWidget(QWidget):
         self._deform_shown = True
         image_layer = self.image.value
         try:
-            labels = plane_of(layer, current_plane_index(self.viewer, layer))
+            plane = self._label_plane(layer)
+            labels = plane_of(layer, plane)
             image = None
             if image_layer is not None:
-                image = plane_of(image_layer, current_plane_index(self.viewer, image_layer))
+                # the labels' axes fit an image of as many axes (a YXZ image under YXZ labels)
+                axes = chosen_axes(self.axes, layer)
+                fits = axes is not None and len(axes) == image_layer.ndim
+                image_axes = axes if fits and not image_layer.rgb else None
+                image = current_image_plane(self.viewer, image_layer, axes=image_axes)[0]
         except Exception as exc:
             notify_error(exc, "Deformation preview")
             return
@@ -385,16 +415,30 @@ class InspectWidget(QWidget):
             sigma=float(self.strength.value),
             seed=self.seed,
             rgb=rgb,
-            on_result=lambda arrays: self._show_deformation(layer, image_layer, arrays),
+            on_result=lambda arrays: self._show_deformation(layer, image_layer, plane, arrays),
         )
 
     def _show_deformation(
-        self, layer: Any, image_layer: Any, arrays: tuple[np.ndarray | None, np.ndarray]
+        self,
+        layer: Any,
+        image_layer: Any,
+        plane: tuple[Any, ...],
+        arrays: tuple[np.ndarray | None, np.ndarray],
     ) -> None:
         if layer not in self.viewer.layers:
             return
         image, labels = arrays
         geometry = side_by_side_geometry(layer)
+        if is_embedded(plane):  # planes after Y or X: on the plane, in the labels' axes
+            x_axis = [i for i, v in enumerate(plane) if isinstance(v, slice)][1]
+            shift = (labels.shape[1] + 16.0) * float(layer.scale[x_axis])
+            labels, geometry = embedded_plane(labels, layer, plane, x_offset=shift)
+            if image is not None and image.ndim == 2:
+                image = embedded_plane(image, layer, plane, x_offset=shift)[0]
+            elif image is not None:  # RGB: colours stay last
+                image = np.expand_dims(
+                    image, [i for i, v in enumerate(plane) if not isinstance(v, slice)]
+                )
         image_key = f"{ROLE}:deformed-image:{layer.name}"
         if image is None or image_layer not in self.viewer.layers:
             remove_owned(self.viewer, image_key)
