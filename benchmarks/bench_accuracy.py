@@ -70,6 +70,12 @@ SETS = (
 )
 
 
+def previous_name(path: str) -> str:
+    """The table's name for the previously bundled model: ``v3`` for ``nuclei-v3.pt``."""
+    stem = Path(path).stem
+    return stem.split("-", 1)[1] if stem.startswith("nuclei-") else "previous"
+
+
 def _machine() -> str:
     import torch
 
@@ -268,8 +274,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ("v1, d estimated", _unet(v1), True, "v1"),
         ("baseline, d given", _baseline, False, "baseline"),
     ]
+    prev = previous_name(args.previous)
     if previous is not None:
-        methods.insert(3, ("v2, d estimated", _unet(previous), True, "v2"))
+        methods.insert(3, (f"{prev}, d estimated", _unet(previous), True, prev))
     hela = load("hela", cache=args.cache)
     speed_image = image_1024(hela.splits["test"][0].image)
     # at each model's own training diameter, so that no rescaling is timed
@@ -279,7 +286,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "new + TTA": time_1024(lambda im: _unet(new, tta=True)(im, d_new), speed_image),
         "v1": time_1024(lambda im: _unet(v1)(im, d_v1), speed_image),
         **(
-            {"v2": time_1024(lambda im: _unet(previous)(im, d_new), speed_image)}
+            {prev: time_1024(lambda im: _unet(previous)(im, d_new), speed_image)}
             if previous is not None
             else {}
         ),
@@ -315,7 +322,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for line in summary:
         print(line)
     robustness = scale_robustness(
-        {"new": new, **({"v2": previous} if previous is not None else {}), "v1": v1},
+        {"new": new, **({prev: previous} if previous is not None else {}), "v1": v1},
         [k for k in SCALE_SETS if k in args.sets], args.cache
     )
     for line in robustness:
@@ -390,7 +397,7 @@ def write_report(args, rows: list[dict], summary: list[str], machine: str) -> No
         f"- v1: {_model_summary(args.v1)}.",
     ]
     if args.previous:
-        lines.append(f"- v2: {_model_summary(args.previous)}.")
+        lines.append(f"- {previous_name(args.previous)}: {_model_summary(args.previous)}.")
     if args.note:
         lines.append(f"- Note: {args.note}")
     lines += [

@@ -235,6 +235,13 @@ def main(argv=None) -> list[dict]:
         default=0,
         help="rank boxes by the uncertainty away from object edges (a band of this many px)",
     )
+    p.add_argument(
+        "--rank-by",
+        choices=["uncertainty", "expected-errors"],
+        default="uncertainty",
+        help="the map boxes are ranked by: summed pixel uncertainty, or the expected number of "
+        "errors (napari_unet.engine.uncertainty.expected_errors)",
+    )
     p.add_argument("--note", default="", help="a paragraph added to the report (with --merge)")
     p.add_argument("--report", type=Path, default=REPO / "docs" / "benchmarks" / "correction.md")
     args = p.parse_args(argv)
@@ -246,7 +253,11 @@ def main(argv=None) -> list[dict]:
     import torch
 
     from napari_unet.engine.api import load_model, model_diameter, segment
-    from napari_unet.engine.uncertainty import annotation_boxes, tta_uncertainty
+    from napari_unet.engine.uncertainty import (
+        annotation_boxes,
+        expected_errors,
+        tta_uncertainty,
+    )
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -295,7 +306,9 @@ def main(argv=None) -> list[dict]:
             u = tta_uncertainty(s.image, base, diameter=d, device="cpu")
             preds.append(u.labels.astype(np.int64))
             score_map = u.uncertainty
-            if args.exclude_edges:
+            if args.rank_by == "expected-errors":
+                score_map = expected_errors(u.labels, u.uncertainty, u.probabilities)
+            elif args.exclude_edges:
                 from skimage.segmentation import find_boundaries
 
                 band = ndi.binary_dilation(
@@ -313,6 +326,8 @@ def main(argv=None) -> list[dict]:
             "random": errors_in_boxes(train, preds, rand, BOXES_COUNTED),
         }
         label = name + (f" (edges +-{args.exclude_edges} px left out)" if args.exclude_edges else "")
+        if args.rank_by == "expected-errors":
+            label = f"{name} (ranked by expected errors)"
         box_rows.append({"set": label, **found})
         print(json.dumps(box_rows[-1]), flush=True)
         if args.box_errors:

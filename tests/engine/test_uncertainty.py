@@ -76,3 +76,31 @@ def test_object_scores_is_agreement_inside_each_object():
     assert np.allclose(conf["agreement"], [1.0, 0.6])
     assert np.allclose(conf["max_probability"], [0.8, 0.8])
     assert np.allclose(conf["interior_probability"], [0.8, 0.8])
+
+
+def test_expected_errors_count_each_object_once_and_doubt_per_cell_area():
+    from napari_unet.engine.uncertainty import annotation_boxes, expected_errors
+
+    labels = np.zeros((60, 120), np.int32)
+    labels[5:15, 5:15] = 1  # sure: the passes agree, interior probability 1
+    labels[5:15, 25:35] = 2  # unsure inside
+    labels[5:15, 45:55] = 3  # sure, but a long doubtful edge around it
+    u = np.zeros(labels.shape)
+    u[5:15, 25:35] = 0.5
+    u[3:17, 43:57] = 1.0
+    u[labels == 3] = 0.0
+    u[40:50, 90:100] = 0.6  # a cell-sized patch of doubt, far from every object
+    prob = np.zeros((3, *labels.shape))
+    prob[1] = labels > 0
+    prob[0] = labels == 0
+    m = expected_errors(labels, u, prob, edge_band=2)
+    assert m[labels == 1].sum() == pytest.approx(0.0)
+    assert m[labels == 2].sum() == pytest.approx(0.5)  # 1 - agreement (0.5) x interior (1)
+    assert m[labels == 3].sum() == pytest.approx(0.0)
+    assert m[40:50, 90:100].sum() == pytest.approx(0.6)  # 100 px at u = 0.6 / median area 100
+    assert m[3:17, 43:57].sum() == pytest.approx(0.0)  # the edge band does not count
+    # the summed pixel uncertainty prefers the doubtful edge; expected errors the missed cell
+    (r0, c0, r1, c1), _ = annotation_boxes(u, box=20, n=1)[0]
+    assert c0 < 57 and c1 > 43  # on the doubtful edge
+    (r0, c0, r1, c1), _ = annotation_boxes(m, box=20, n=1)[0]
+    assert r0 <= 40 and r1 >= 50 and c0 <= 90 and c1 >= 100  # over the missed cell

@@ -30,6 +30,7 @@ from napari_unet.engine.instances import object_confidence
 __all__ = [
     "Uncertainty",
     "annotation_boxes",
+    "expected_errors",
     "object_scores",
     "tta_uncertainty",
 ]
@@ -180,6 +181,52 @@ def object_scores(
         out["max_probability"] = np.asarray(ndi.mean(top, labels, ids))
         out["interior_probability"] = object_confidence(labels, probabilities)[ids]
     return out
+
+
+def expected_errors(
+    labels: np.ndarray,
+    uncertainty: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    edge_band: int = 2,
+) -> np.ndarray:
+    """A per-pixel map whose sum over a region estimates how many errors the region holds.
+
+    Summed pixel uncertainty (:func:`annotation_boxes` on :attr:`Uncertainty.uncertainty`)
+    grows with the length of the object edges in a box, where the passes always disagree by a
+    pixel, so it favours crowded boxes over wrong ones. Here each object counts once: its
+    pixels share ``1 - agreement * interior probability`` (:func:`object_scores`), the chance
+    that it is false, merged or cut. Uncertainty in the background, more than ``edge_band``
+    pixels from any object, counts as a possible missed cell: it is divided by the median
+    object area, so a cell-sized patch where the passes fully disagree counts as one.
+
+    Parameters
+    ----------
+    labels : (Y, X) int instance labels (:attr:`Uncertainty.labels`).
+    uncertainty : (Y, X) float in [0, 1].
+    probabilities : (K, Y, X) mean class probabilities (:attr:`Uncertainty.probabilities`).
+    edge_band : pixels around the objects left out of the background term.
+
+    Returns
+    -------
+    (Y, X) float64 map, >= 0, to pass to :func:`annotation_boxes`.
+    """
+    labels = np.asarray(labels)
+    u = np.asarray(uncertainty, dtype=np.float64)
+    scores = object_scores(labels, u, probabilities)
+    ids = scores["id"]
+    n = int(labels.max()) if labels.size else 0
+    per_object = np.zeros(n + 1)
+    areas = np.bincount(labels.reshape(-1), minlength=n + 1).astype(np.float64)
+    if ids.size:
+        error = np.clip(1.0 - scores["agreement"] * scores["interior_probability"], 0.0, 1.0)
+        per_object[ids] = error / areas[ids]
+    out = per_object[labels]
+    typical_area = float(np.median(areas[ids])) if ids.size else 1.0
+    near = labels > 0
+    if edge_band > 0 and near.any():
+        near = ndi.binary_dilation(near, structure=np.ones((3, 3), bool), iterations=int(edge_band))
+    return out + np.where(near, 0.0, u / max(typical_area, 1.0))
 
 
 def annotation_boxes(
