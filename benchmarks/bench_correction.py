@@ -7,8 +7,10 @@ The simulated user of the correction loop (docs/user_guide.md, "Correct and fine
    diameter, and computes the test-time-transform uncertainty
    (:func:`napari_unet.engine.uncertainty.tta_uncertainty`, 4 passes);
 2. visits boxes of three cell diameters a side, either the ranked boxes of
-   :func:`~napari_unet.engine.uncertainty.annotation_boxes` (most uncertainty first, over all
-   training planes) or boxes drawn at random (seeded, centre inside the set's mask);
+   :func:`~napari_unet.engine.uncertainty.annotation_boxes` (most expected errors first,
+   :func:`~napari_unet.engine.uncertainty.expected_errors`, over all training planes, as the
+   Segment panel's *annotate here next*; ``--rank-by uncertainty``: the summed pixel
+   uncertainty instead) or boxes drawn at random (seeded, centre inside the set's mask);
 3. in each box, deletes the false objects that reach into it (predicted objects with < 10 % of
    their pixels on a reference cell; deleting is one click each and is not counted) and fixes
    every reference cell reaching into it whose best predicted match has IoU < 0.5 -- a miss is painted from the reference, a merge or
@@ -238,7 +240,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument(
         "--rank-by",
         choices=["uncertainty", "expected-errors"],
-        default="uncertainty",
+        default="expected-errors",
         help="the map boxes are ranked by: summed pixel uncertainty, or the expected number of "
         "errors (napari_unet.engine.uncertainty.expected_errors)",
     )
@@ -326,8 +328,8 @@ def main(argv=None) -> list[dict]:
             "random": errors_in_boxes(train, preds, rand, BOXES_COUNTED),
         }
         label = name + (f" (edges +-{args.exclude_edges} px left out)" if args.exclude_edges else "")
-        if args.rank_by == "expected-errors":
-            label = f"{name} (ranked by expected errors)"
+        if args.rank_by == "uncertainty":
+            label = f"{name} (ranked by summed pixel uncertainty)"
         box_rows.append({"set": label, **found})
         print(json.dumps(box_rows[-1]), flush=True)
         if args.box_errors:

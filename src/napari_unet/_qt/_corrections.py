@@ -167,7 +167,12 @@ def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options:
     """
     from napari_unet.engine.layout import gray_for_model
     from napari_unet.engine.models import load_model
-    from napari_unet.engine.uncertainty import annotation_boxes, object_scores, tta_uncertainty
+    from napari_unet.engine.uncertainty import (
+        annotation_boxes,
+        expected_errors,
+        object_scores,
+        tta_uncertainty,
+    )
 
     model = load_model(entry.resolve())
     image, channel_axis = gray_for_model(
@@ -177,7 +182,8 @@ def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options:
         raise ValueError("the uncertainty needs a one-channel image (or RGB)")
     result = tta_uncertainty(image, model, **options)
     side = max(16, round(BOX_DIAMETERS * (result.diameter or 30.0)))
-    boxes = annotation_boxes(result.uncertainty, box=side, n=N_BOXES)
+    errors = expected_errors(result.labels, result.uncertainty, result.probabilities)
+    boxes = annotation_boxes(errors, box=side, n=N_BOXES)
     confidence = object_scores(result.labels, result.uncertainty, result.probabilities)
     return result, boxes, confidence
     yield  # unreachable: makes this a generator for Job
