@@ -11,8 +11,9 @@ one, the area inferred from the edits.
 
 *Show uncertainty* segments the current plane under four flips and turns
 (:func:`engine.uncertainty.tta_uncertainty`) and shows the disagreement as an Image layer, the
-per-object agreement as another, and the boxes where a correction teaches most as a ranked Shapes
-layer ``"<image> annotate here next"``.
+per-object agreement as another, and the boxes that hold the most expected errors
+(:func:`engine.uncertainty.expected_errors`) as a ranked Shapes layer
+``"<image> annotate here next"``.
 """
 
 from __future__ import annotations
