@@ -389,7 +389,7 @@ def _budget(run: dict) -> str:
     if run.get("steps"):
         return (
             f"{run['steps']} steps per few-shot run, {2 * run['steps']} for all labels (a step "
-            "budget: on this loaded machine the wall clock bought too few)"
+            "budget, the same work whatever the machine's load)"
         )
     return (
         f"{run['budget']:.0f} s of wall clock per few-shot run, {run['ref_budget']:.0f} s for "
@@ -443,11 +443,11 @@ def write_report(runs: list[dict], out: Path, *, note: str = "") -> None:
         "",
         "Made by `benchmarks/bench_correction.py` (one process per set, run at the same time; "
         "see the script's notes for the simulated user). The runs' JSON is kept in "
-        "`docs/benchmarks/correction_runs/`; this page is `python benchmarks/bench_correction.py "
+        "`docs/benchmarks/correction_runs/` (those of earlier runs, from v2, in its `v2/` "
+        "folder); this page is `python benchmarks/bench_correction.py "
         "--merge docs/benchmarks/correction_runs/*.json --note ...`.",
         "",
-        f"- Machine: {first['machine']}; shared with four other sessions' work (load average "
-        "about 10 on 2 cores during the runs).",
+        f"- Machine: {first['machine']}.",
         f"- Versions: {first['versions']}.",
         f"- Starting model: {first['model']}.",
         f"- Adam, learning rate {first['lr']:g} constant, tiles of {first['tile']} px, seed "
@@ -458,24 +458,30 @@ def write_report(runs: list[dict], out: Path, *, note: str = "") -> None:
         "fine-tuned on all labels of the training part. Goal: with 10 cells ratio >= 0.90, and "
         "ranked boxes >= random boxes.",
     ]
-    boxes = [b for run in runs for b in run.get("box_errors", [])]
+    # a fine-tuning run counts its boxes too: one row per set and ranking
+    boxes = list({b["set"]: b for run in runs for b in run.get("box_errors", [])}.values())
     if boxes:
         lines += [
             "",
-            f"## Errors in the first {BOXES_COUNTED} boxes, ranked by uncertainty or at random",
+            f"## Errors in the first {BOXES_COUNTED} boxes, ranked or at random",
             "",
             "The errors (cells to fix + false objects to delete) the simulated user finds in each "
             "box when it corrects it alone: a direct measure of whether the ranking points at the "
-            "model's mistakes, without the noise of a fine-tuning run.",
+            "model's mistakes, without the noise of a fine-tuning run. Ranked: by expected "
+            "errors (`uncertainty.expected_errors`, what the Segment panel shows) unless the set "
+            "says *summed pixel uncertainty* (the ranking before). Ranked boxes do not overlap; "
+            "random ones may, so a set whose few ranked boxes cover the whole image (epithelium: "
+            "one) compares its whole image with a random box.",
             "",
-            "| set | ranked: errors in boxes 1-5 | ranked: mean per box | random: errors in "
-            "boxes 1-5 | random: mean per box |",
-            "|---|---|---|---|---|",
+            "| set | ranked: errors in boxes 1-5 | sum 1-5 | mean per box | random: errors in "
+            "boxes 1-5 | sum 1-5 | mean per box |",
+            "|---|---|---|---|---|---|---|",
         ]
         for b in boxes:
             lines.append(
                 f"| {b['set']} | {' '.join(map(str, b['ranked'][:5]))} | "
-                f"{np.mean(b['ranked']):.1f} | {' '.join(map(str, b['random'][:5]))} | "
+                f"{sum(b['ranked'][:5])} | {np.mean(b['ranked']):.1f} | "
+                f"{' '.join(map(str, b['random'][:5]))} | {sum(b['random'][:5])} | "
                 f"{np.mean(b['random']):.1f} |"
             )
     groups: dict[str, list[dict]] = {}
