@@ -27,12 +27,13 @@ def painted_plane(
     shapes_layer: Any,
     *,
     axes: str | None = None,
-) -> tuple[Any, int | None, np.ndarray, np.ndarray | None]:
+) -> tuple[Any, int | None, np.ndarray, np.ndarray | None, tuple[Any, ...]]:
     """The plane of the painted cells the viewer shows, ready for training.
 
     Returns the image plane (Y, X[, C]; not yet read when lazy), its ``channel_axis`` (``-1``
-    or ``None``), a (Y, X) copy of the labels (painting may go on) and the (Y, X) bool mask of
-    the annotated regions (``None`` without a Shapes layer).
+    or ``None``), a (Y, X) copy of the labels (painting may go on), the (Y, X) bool mask of
+    the annotated regions (``None`` without a Shapes layer) and the labels' plane index
+    (:func:`~napari_unet._qt._layers.labels_plane_index`, where results of it are shown).
 
     Raises ``ValueError`` with a sentence for the user when something is missing or does not
     fit (no layer, no painted cell on this plane, different shapes, no region drawn).
@@ -77,7 +78,7 @@ def painted_plane(
 
     # a corrections layer teaches its corrected area only (the edits, or the regions drawn)
     labels, regions = corrected_annotation(labels_layer, label_plane, labels, regions)
-    return image, channel_axis, labels, regions
+    return image, channel_axis, labels, regions, label_plane
 
 
 def regions_mask(

@@ -23,13 +23,7 @@ from napari_unet._qt._controls import (
     update_axes,
 )
 from napari_unet._qt._finetune_job import FineTuneRequest
-from napari_unet._qt._layers import (
-    current_image_plane,
-    labels_plane_index,
-    layer_combo,
-    pick_default,
-    plan_layout,
-)
+from napari_unet._qt._layers import current_image_plane, layer_combo, pick_default
 from napari_unet.engine.train_config import (
     DEFAULT_LR,
     FINE_TUNE_FOREGROUND_FRACTION,
@@ -175,13 +169,14 @@ class FineTuneSettings:
         Raises ``ValueError`` with a sentence for the user when something is missing or does
         not fit (no layer, no painted cell on this plane, different shapes, no region drawn).
         """
-        axes = chosen_axes(self.axes, self.image.value)
-        image, channel_axis, labels, regions = painted_plane(
-            self.viewer, self.image.value, self.labels.value, self.regions.value, axes=axes
-        )
-        # where the run's weight map is shown (the labels' own axes when planes follow Y, X)
-        self.label_plane = labels_plane_index(
-            self.viewer, self.labels.value, plan_layout(self.image.value, axes=axes).label_axes
+        # label_plane: where the run's weight map is shown (the labels' own axes when planes
+        # follow Y, X)
+        image, channel_axis, labels, regions, self.label_plane = painted_plane(
+            self.viewer,
+            self.image.value,
+            self.labels.value,
+            self.regions.value,
+            axes=chosen_axes(self.axes, self.image.value),
         )
         preview = max(0, int(self.preview_every.value))
         config = TrainConfig(

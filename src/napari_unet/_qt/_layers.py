@@ -296,19 +296,21 @@ def current_image_plane(
 
 
 def embedded_plane(
-    data: np.ndarray, layer: Any, plane: tuple[Any, ...], *, x_offset: float = 0.0
+    data: np.ndarray, layer: Any, plane: tuple[Any, ...], *, beside: float | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """A ``(Y, X)`` result of plane ``plane`` (a full :func:`plane_index`) of ``layer`` as an
-    array in ``layer``'s own axes, one pixel thick on each plane axis, and the ``scale`` /
-    ``translate`` that put it on that plane (``x_offset``: world units to the right), so that
-    it lies over the plane whatever order the axes are in and the viewer shows them."""
+    """A ``(Y, X[, C])`` result of plane ``plane`` (a full :func:`plane_index`) of ``layer`` as
+    an array in ``layer``'s own axes (colours, if any, stay last), one pixel thick on each plane
+    axis, and the ``scale`` / ``translate`` that put it on that plane, so that it lies over the
+    plane whatever order the axes are in and the viewer shows them. ``beside``: a gap in pixels;
+    the result is put that far right of the plane instead of over it."""
     plane_axes = [i for i, v in enumerate(plane) if not isinstance(v, slice)]
     scale = np.asarray(layer.scale, dtype=float)
     translate = np.asarray(layer.translate, dtype=float).copy()
     for axis in plane_axes:
         translate[axis] += plane[axis] * scale[axis]
-    x_axis = [i for i, v in enumerate(plane) if isinstance(v, slice)][1]
-    translate[x_axis] += x_offset
+    if beside is not None:
+        x_axis = [i for i, v in enumerate(plane) if isinstance(v, slice)][1]
+        translate[x_axis] += (data.shape[1] + beside) * scale[x_axis]
     return np.expand_dims(data, plane_axes), {
         "scale": tuple(scale),
         "translate": tuple(translate),
@@ -331,7 +333,11 @@ def spatial_geometry(layer: Any, layout: Layout) -> dict[str, Any]:
     return {"scale": tuple(scale[-n:]), "translate": tuple(translate[-n:])}
 
 
-def side_by_side_geometry(layer: Any, gap: float = 16.0) -> dict[str, Any]:
+#: pixels between a layer and a result shown beside it
+SIDE_GAP = 16.0
+
+
+def side_by_side_geometry(layer: Any, gap: float = SIDE_GAP) -> dict[str, Any]:
     """``scale``/``translate`` that place a 2D layer just right of ``layer``'s last plane."""
     geometry = geometry_of(layer, 2)
     shape = spatial_shape(layer)

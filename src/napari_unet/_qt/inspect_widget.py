@@ -36,6 +36,7 @@ from napari_unet._qt._controls import (
 from napari_unet._qt._error_layers import ErrorTools
 from napari_unet._qt._layers import (
     OWNER_KEY,
+    SIDE_GAP,
     current_image_plane,
     embedded_plane,
     is_embedded,
@@ -430,15 +431,9 @@ class InspectWidget(QWidget):
         image, labels = arrays
         geometry = side_by_side_geometry(layer)
         if is_embedded(plane):  # planes after Y or X: on the plane, in the labels' axes
-            x_axis = [i for i, v in enumerate(plane) if isinstance(v, slice)][1]
-            shift = (labels.shape[1] + 16.0) * float(layer.scale[x_axis])
-            labels, geometry = embedded_plane(labels, layer, plane, x_offset=shift)
-            if image is not None and image.ndim == 2:
-                image = embedded_plane(image, layer, plane, x_offset=shift)[0]
-            elif image is not None:  # RGB: colours stay last
-                image = np.expand_dims(
-                    image, [i for i, v in enumerate(plane) if not isinstance(v, slice)]
-                )
+            labels, geometry = embedded_plane(labels, layer, plane, beside=SIDE_GAP)
+            if image is not None:
+                image = embedded_plane(image, layer, plane, beside=SIDE_GAP)[0]
         image_key = f"{ROLE}:deformed-image:{layer.name}"
         if image is None or image_layer not in self.viewer.layers:
             remove_owned(self.viewer, image_key)
