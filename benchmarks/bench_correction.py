@@ -247,6 +247,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--note", default="", help="a paragraph added to the report (with --merge)")
     p.add_argument("--report", type=Path, default=REPO / "docs" / "benchmarks" / "correction.md")
     args = p.parse_args(argv)
+    if args.exclude_edges and args.rank_by != "uncertainty":
+        p.error("--exclude-edges applies to --rank-by uncertainty only")
     if args.merge:
         runs = [json.loads(f.read_text()) for f in args.merge]
         write_report(runs, args.report, note=args.note)
