@@ -144,6 +144,59 @@ def test_uncertainty_layers_and_ranked_boxes(viewer_with_image, wait_job, errors
     assert sum(lyr.name.startswith("nuclei annotate here next") for lyr in viewer.layers) == 1
 
 
+def test_uncertainty_of_an_image_with_planes_last_lies_on_the_plane_shown(
+    make_napari_viewer, nuclei_image, tiny_entry, wait_job, errors
+):
+    viewer = make_napari_viewer()
+    image = nuclei_image[0]
+    stack = np.stack([image, image[::-1]], axis=-1)  # (Y, X, Z): planes on the last axis
+    layer = viewer.add_image(stack, name="yxz", scale=(0.5, 0.5, 2.0), translate=(3.0, 4.0, 1.0))
+    session_for(viewer).set_current(tiny_entry)
+    segment = SegmentWidget(viewer)
+    segment.min_confidence.value = 0.0
+    segment.device.value = "cpu"
+    assert segment.axes.value == "YXZ"
+    viewer.dims.set_point(2, layer.data_to_world([0, 0, 1])[2])  # show plane Z = 1
+    tools = segment.corrections
+    wait_job(tools.show_uncertainty())
+    assert errors == []
+    u = tools.uncertainty_layer
+    assert u.data.shape == (128, 128, 1)  # the plane's uncertainty, in the image's own axes
+    np.testing.assert_allclose(u.scale, (0.5, 0.5, 2.0))
+    np.testing.assert_allclose(u.translate, (3.0, 4.0, 1.0 + 1 * 2.0))  # on plane Z = 1
+    boxes = tools.boxes_layer
+    assert boxes.ndim == 3 and len(boxes.data) >= 1
+    assert all((np.asarray(box)[:, 2] == 1).all() for box in boxes.data)  # corners on Z = 1
+    rows = np.concatenate([np.asarray(box)[:, 0] for box in boxes.data])
+    assert rows.min() >= 0 and rows.max() <= 128  # Y holds rows, not planes
+    assert "plane (1,)" in tools.status.text()
+
+
+def test_errors_of_labels_with_planes_last_are_scored_plane_by_plane(
+    make_napari_viewer, wait_job, errors
+):
+    viewer = make_napari_viewer()
+    gt = np.zeros((20, 60, 2), np.int32)
+    pred = np.zeros_like(gt)
+    gt[2:8, 2:8, 0], pred[2:8, 2:8, 0] = 1, 11  # plane 0: one correct cell
+    gt[2:8, 30:42, 0], pred[2:8, 30:36, 0], pred[2:8, 36:42, 0] = 4, 13, 14  # and a split
+    gt[10:16, 10:16, 1] = 2  # plane 1: a miss
+    viewer.add_labels(gt, name="truth")
+    viewer.add_labels(pred, name="seg")
+    panel = InspectWidget(viewer)
+    tools = panel.errors
+    tools.prediction.value = viewer.layers["seg"]
+    tools.reference.value = viewer.layers["truth"]
+    assert tools.axes.value == "YXZ"
+    wait_job(tools.show_errors())
+    assert errors == []
+    codes = np.asarray(viewer.layers["seg errors"].data)
+    assert codes.shape == gt.shape
+    assert codes[4, 4, 0] == 1 and codes[4, 33, 0] == 5 and codes[12, 12, 1] == 3
+    text = tools.status.text()
+    assert "1 misses" in text and "1 splits (in 2 pieces)" in text and "1 correct" in text
+
+
 def test_inspect_colours_merges_splits_misses_and_false_objects(make_napari_viewer, wait_job, errors):
     viewer = make_napari_viewer()
     gt = np.zeros((20, 60), np.int32)

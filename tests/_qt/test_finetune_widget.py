@@ -336,6 +336,21 @@ def test_labels_with_planes_last_give_the_plane_on_screen(
     np.testing.assert_array_equal(request.labels, nuclei_image[1])
     np.testing.assert_array_equal(np.asarray(request.image), stack_image[1])
     assert widget.label_plane == (slice(None), slice(None), 1)
+    assert request.regions is None
+
+    # a region drawn on the plane shown (vertices in the labels' own axes: Y, X, Z = 1) counts
+    # there only; one drawn on plane 0 does not
+    on_plane = np.array([[10, 20, 1], [10, 60, 1], [50, 60, 1], [50, 20, 1]], float)
+    elsewhere = np.array([[70, 70, 0], [70, 90, 0], [90, 90, 0], [90, 70, 0]], float)
+    widget.regions.value = viewer.add_shapes(
+        [on_plane, elsewhere], shape_type="rectangle", name="yxz regions"
+    )
+    request = widget.training_request()
+    region = np.asarray(request.regions)
+    assert region.shape == (128, 128)
+    assert region[30, 40] and not region[5, 40] and not region[30, 70]
+    assert not region[80, 80]  # drawn on plane 0
+    assert 30 * 30 <= region.sum() <= 42 * 42
 
     viewer.dims.set_point(2, 0.0)
     with pytest.raises(ValueError, match=r"no painted cells in 'yxz cells' on plane \(0,\)"):

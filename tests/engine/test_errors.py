@@ -119,3 +119,33 @@ def test_error_map_of_a_stack_sums_the_planes():
     assert both.counts == {k: 2 * v for k, v in one.counts.items()}
     with pytest.raises(ValueError, match="same shape"):
         error_map(pred, gt[:5])
+
+
+def test_error_map_scores_each_plane_in_the_labels_own_axes():
+    from napari_unet.engine.errors import error_map
+
+    pred, gt = _crafted()
+    second = np.zeros_like(pred)  # the second plane: one missed cell only
+    second_gt = np.zeros_like(gt)
+    second_gt[4:10, 4:10] = 9
+    yxz_pred = np.stack([pred, second], axis=-1)
+    yxz_gt = np.stack([gt, second_gt], axis=-1)
+    found = error_map(yxz_pred, yxz_gt, axes="YXZ")
+    planes = error_map(np.stack([pred, second]), np.stack([gt, second_gt]))
+    assert found.codes.shape == yxz_pred.shape
+    np.testing.assert_array_equal(np.moveaxis(found.codes, -1, 0), planes.codes)
+    assert found.counts == planes.counts and found.ap50 == planes.ap50
+    assert found.counts["misses"] == 2  # one in each plane
+    tzyx = error_map(yxz_pred.transpose(2, 0, 1)[None], yxz_gt.transpose(2, 0, 1)[None], axes="TZYX")
+    assert tzyx.counts == planes.counts and tzyx.codes.shape == (1, 2, *pred.shape)
+    with pytest.raises(ValueError, match="no channel axis"):
+        error_map(yxz_pred, yxz_gt, axes="YXC")
+
+
+def test_label_axes_read_a_small_last_axis_as_planes():
+    from napari_unet.engine.layout import detect_label_axes
+
+    assert detect_label_axes((64, 64)) == "YX"
+    assert detect_label_axes((64, 64, 3)) == "YXZ"  # an image would be RGB: labels are planes
+    assert detect_label_axes((6, 64, 64)) == "ZYX"
+    assert detect_label_axes((2, 6, 64, 64)) == "TZYX"

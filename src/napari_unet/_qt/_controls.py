@@ -81,16 +81,13 @@ def update_axes(combo: ComboBox, layer: Any) -> None:
 def update_label_axes(combo: ComboBox, layer: Any) -> None:
     """:func:`update_axes` for a Labels layer: orders without channels only (a small last axis
     is planes, ``YXZ``); shown for 3 or more axes."""
-    from napari_unet.engine.layout import PLANE_LETTERS, axes_choices, detect_axes
+    from napari_unet.engine.layout import axes_choices, detect_label_axes
 
     if layer is None:
         combo.visible = False
         return
     shape = tuple(layer_array(layer).shape)
-    detected = detect_axes(shape)
-    if "C" in detected:
-        free = next(c for c in PLANE_LETTERS if c not in detected)
-        detected = detected.replace("C", free)
+    detected = detect_label_axes(shape)
     choices = [a for a in axes_choices(shape, detected) if "C" not in a]
     try:
         combo.choices = choices

@@ -28,9 +28,11 @@ from napari_unet._qt import _controls as controls
 from napari_unet._qt._layers import (
     OWNER_KEY,
     current_image_plane,
-    current_plane_index,
+    embedded_plane,
     geometry_of,
+    plane_index,
     put_layer,
+    spatial_geometry,
 )
 from napari_unet._qt._worker import Job, notify_error, start_job, tell_user
 
@@ -161,6 +163,26 @@ def corrected_annotation(
     return labels, region
 
 
+def box_on_plane(box: tuple[int, int, int, int], layout: Any, plane: tuple[Any, ...]) -> np.ndarray:
+    """The four corners of a ``(row0, col0, row1, col1)`` box of plane ``plane`` (a full
+    ``plane_index`` of an image read by ``layout``) as ``(4, D)`` coordinates in the image's
+    label axes (the plane's position on each plane axis)."""
+    r0, c0, r1, c1 = box
+    corners = [(r0, c0), (r0, c1), (r1, c1), (r1, c0)]
+    out = []
+    for r, c in corners:
+        point = []
+        for letter, value in zip(layout.axes, plane, strict=True):
+            if letter == "Y":
+                point.append(r)
+            elif letter == "X":
+                point.append(c)
+            elif letter != "C":
+                point.append(value)
+        out.append(point)
+    return np.asarray(out, float)
+
+
 def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options: Any):
     """Worker thread: the TTA uncertainty of one image plane, its boxes and object confidences.
 
@@ -261,11 +283,12 @@ class CorrectionTools(QWidget):
             return None
         try:
             entry = self.panel.selected_model()
-            image, channel_axis = current_image_plane(self.viewer, layer)
+            layout = self.panel.layout_for(layer)
+            image, channel_axis = current_image_plane(self.viewer, layer, axes=layout.axes)
         except ValueError as exc:
             tell_user(f"Uncertainty failed: {exc}.")
             return None
-        plane = current_plane_index(self.viewer, layer)
+        plane = plane_index(self.viewer, layer, layout.axes)
         self.status.setText(f"uncertainty of {layer.name}: 4 passes…")
         self.uncertainty_button.setEnabled(False)
         self.job = start_job(
@@ -277,19 +300,21 @@ class CorrectionTools(QWidget):
             device=self.panel.device.value,
             what="Uncertainty",
             description=f"Uncertainty of {layer.name}",
-            on_result=lambda result: self._show(layer, plane, result),
+            on_result=lambda result: self._show(layer, layout, plane, result),
             on_done=lambda _job: self.uncertainty_button.setEnabled(True),
         )
         return self.job
 
-    def _show(self, layer: Any, plane: tuple[int, ...], result: Any) -> None:
+    def _show(self, layer: Any, layout: Any, plane: tuple[Any, ...], result: Any) -> None:
+        """Show the uncertainty of plane ``plane`` (a full ``plane_index``) of ``layer`` on that
+        plane, in the layer's label axes (``layout``)."""
         if layer not in self.viewer.layers:
             return
         u, boxes, confidence = result
-        geometry = geometry_of(layer, 2)
+        uncertainty, geometry = embedded_plane(u.uncertainty, layer, plane, layout=layout)
         self.uncertainty_layer = put_layer(
             self.viewer,
-            u.uncertainty,
+            uncertainty,
             kind="image",
             name=f"{layer.name} uncertainty",
             key=f"{ROLE}:uncertainty:{layer.name}",
@@ -306,7 +331,7 @@ class CorrectionTools(QWidget):
             agreement = lookup[u.labels]
         self.confidence_layer = put_layer(
             self.viewer,
-            agreement,
+            embedded_plane(agreement, layer, plane, layout=layout)[0],
             kind="image",
             name=f"{layer.name} object confidence",
             key=f"{ROLE}:confidence:{layer.name}",
@@ -316,7 +341,7 @@ class CorrectionTools(QWidget):
             contrast_limits=(0.0, 1.0),
             visible=False,
         )
-        rects = [np.array([[r0, c0], [r1, c1]], float) for (r0, c0, r1, c1), _ in boxes]
+        rects = [box_on_plane(box, layout, plane) for box, _ in boxes]
         name = f"{layer.name} annotate here next"
         old = next((lyr for lyr in self.viewer.layers if lyr.name == name), None)
         if old is not None and old.metadata.get(OWNER_KEY) == ROLE:
@@ -331,14 +356,15 @@ class CorrectionTools(QWidget):
             features={"rank": np.arange(1, len(rects) + 1)},
             text={"string": "{rank}", "color": "cyan", "anchor": "upper_left"},
             metadata={OWNER_KEY: ROLE},
-            **geometry,
+            **spatial_geometry(layer, layout),
         )
         order = np.argsort(confidence["agreement"])[:5]
         least = ", ".join(
             f"{int(confidence['id'][i])} ({confidence['agreement'][i]:.2f})" for i in order
         )
+        at = tuple(v for v in plane if not isinstance(v, slice))
         self.status.setText(
-            f"uncertainty of {layer.name}{' plane ' + str(plane) if plane else ''}: mean "
+            f"uncertainty of {layer.name}{' plane ' + str(at) if at else ''}: mean "
             f"{float(u.uncertainty.mean()):.3f}, {len(rects)} boxes ranked; least confident "
             f"objects: {least or 'none'}"
         )

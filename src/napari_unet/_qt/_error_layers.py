@@ -15,6 +15,7 @@ import numpy as np
 from magicgui.widgets import Container
 from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
+from napari_unet._qt import _controls as controls
 from napari_unet._qt._layers import OWNER_KEY, geometry_of, layer_combo, pick_default, put_layer
 from napari_unet._qt._worker import Job, start_job, tell_user
 
@@ -31,16 +32,20 @@ ERROR_COLORS = {
 }
 
 
-def error_job(pred: Any, ref: Any):
-    """Worker thread: the :class:`~napari_unet.engine.errors.ErrorMap` of two label arrays."""
+def error_job(pred: Any, ref: Any, axes: str | None = None):
+    """Worker thread: the :class:`~napari_unet.engine.errors.ErrorMap` of two label arrays,
+    each plane scored on its own; ``axes`` (one letter per axis, e.g. ``YXZ``) say which axes
+    are planes, ``None`` detects them
+    (:func:`~napari_unet.engine.layout.detect_label_axes`)."""
     from napari_unet.engine.errors import error_map
+    from napari_unet.engine.layout import detect_label_axes
 
     pred, ref = np.asarray(pred), np.asarray(ref)
     if pred.shape != ref.shape:
         raise ValueError(f"the labels {pred.shape} and the reference {ref.shape} differ in shape")
     if not (np.issubdtype(pred.dtype, np.integer) and np.issubdtype(ref.dtype, np.integer)):
         raise ValueError("both layers must hold integer labels")
-    return error_map(pred, ref)
+    return error_map(pred, ref, axes=axes or detect_label_axes(pred.shape))
     yield  # unreachable: makes this a generator for Job
 
 
@@ -83,6 +88,11 @@ class ErrorTools(QWidget):
             tooltip="Labels you trust (ground truth) of the same shape.",
             exclude_plugin_layers=True,
         )
+        self.axes = controls.axes_combo()
+        self.axes.tooltip = (
+            "How the labels' axes are ordered: Y and X, and the planes (Z, T), each plane "
+            "scored on its own. Detected; shown for stacks."
+        )
         self.button = QPushButton("Show errors")
         self.button.setToolTip(
             "Colour the segmentation: green correct, red false positive, blue miss, orange "
@@ -92,10 +102,12 @@ class ErrorTools(QWidget):
         self.status.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(Container(widgets=[self.prediction, self.reference]).native)
+        layout.addWidget(Container(widgets=[self.prediction, self.reference, self.axes]).native)
         layout.addWidget(self.button)
         layout.addWidget(self.status)
         pick_default(self.reference, lambda layer: layer is not self.prediction.value)
+        self.prediction.changed.connect(self._update_axes)
+        self._update_axes()
         self.button.clicked.connect(lambda: self.show_errors())
 
     def show_errors(self) -> Job | None:
@@ -109,11 +121,15 @@ class ErrorTools(QWidget):
             error_job,
             pred.data,
             ref.data,
+            controls.chosen_axes(self.axes, pred),
             what="Errors",
             show_progress=False,
             on_result=lambda errors: self._show(pred, errors),
         )
         return self.job
+
+    def _update_axes(self, *_: Any) -> None:
+        controls.update_label_axes(self.axes, self.prediction.value)
 
     def _show(self, pred: Any, errors: Any) -> None:
         if pred not in self.viewer.layers:
@@ -133,4 +149,7 @@ class ErrorTools(QWidget):
             opacity=0.6,
         )
         self.errors_layer.metadata.setdefault(OWNER_KEY, ROLE)
-        self.status.setText(describe(errors))
+        try:
+            self.status.setText(describe(errors))
+        except RuntimeError:  # the panel is already gone; the layer holds the result
+            pass

@@ -296,16 +296,28 @@ def current_image_plane(
 
 
 def embedded_plane(
-    data: np.ndarray, layer: Any, plane: tuple[Any, ...], *, beside: float | None = None
+    data: np.ndarray,
+    layer: Any,
+    plane: tuple[Any, ...],
+    *,
+    beside: float | None = None,
+    layout: Layout | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """A ``(Y, X[, C])`` result of plane ``plane`` (a full :func:`plane_index`) of ``layer`` as
     an array in ``layer``'s own axes (colours, if any, stay last), one pixel thick on each plane
     axis, and the ``scale`` / ``translate`` that put it on that plane, so that it lies over the
     plane whatever order the axes are in and the viewer shows them. ``beside``: a gap in pixels;
-    the result is put that far right of the plane instead of over it."""
+    the result is put that far right of the plane instead of over it. ``layout``: how an image
+    layer with channels is read (:func:`plan_layout`); the result then has its label axes
+    (channels dropped, :func:`spatial_geometry`)."""
+    if layout is not None:
+        plane = tuple(v for v, c in zip(plane, layout.axes, strict=True) if c != "C")
+        geometry = spatial_geometry(layer, layout)
+    else:
+        geometry = geometry_of(layer)
     plane_axes = [i for i, v in enumerate(plane) if not isinstance(v, slice)]
-    scale = np.asarray(layer.scale, dtype=float)
-    translate = np.asarray(layer.translate, dtype=float).copy()
+    scale = np.asarray(geometry["scale"], dtype=float)
+    translate = np.asarray(geometry["translate"], dtype=float).copy()
     for axis in plane_axes:
         translate[axis] += plane[axis] * scale[axis]
     if beside is not None:

@@ -179,7 +179,9 @@ def _plane_errors(pred: np.ndarray, gt: np.ndarray, min_piece: float):
     return codes, counts, (m.tp, m.fp, m.fn)
 
 
-def error_map(pred: np.ndarray, gt: np.ndarray, *, min_piece: float = 0.2) -> ErrorMap:
+def error_map(
+    pred: np.ndarray, gt: np.ndarray, *, min_piece: float = 0.2, axes: str | None = None
+) -> ErrorMap:
     """Colour-code what is wrong with ``pred`` against the reference ``gt``.
 
     Parameters
@@ -187,6 +189,10 @@ def error_map(pred: np.ndarray, gt: np.ndarray, *, min_piece: float = 0.2) -> Er
     pred, gt : integer instance labels of the same shape, (Y, X) or a stack (P, Y, X) of planes
         scored independently; 0 background.
     min_piece : see :func:`merges_and_splits`.
+    axes : one letter per axis of the labels (Y, X and plane letters Z, T, P, in any order:
+        ``YXZ``, ``TZYX``, see :func:`napari_unet.engine.layout.check_axes`); every plane is
+        scored on its own and the codes come back in the same axes. ``None``: ``(Y, X)`` or
+        ``(P, Y, X)``.
 
     Returns
     -------
@@ -203,6 +209,14 @@ def error_map(pred: np.ndarray, gt: np.ndarray, *, min_piece: float = 0.2) -> Er
     gt = np.asarray(gt)
     if pred.shape != gt.shape:
         raise ValueError(f"pred and gt must have the same shape, got {pred.shape} and {gt.shape}")
+    if axes is not None:
+        from napari_unet.engine.layout import AxesLayout
+
+        if "C" in axes.upper():
+            raise ValueError("labels have no channel axis: axes take Y, X, Z, T, P")
+        layout = AxesLayout(pred.shape, axes)
+        found = error_map(layout.to_engine(pred)[0], layout.to_engine(gt)[0], min_piece=min_piece)
+        return ErrorMap(layout.from_engine(found.codes), found.counts, found.ap50)
     if pred.ndim not in (2, 3):
         raise ValueError(f"labels must be (Y, X) or (P, Y, X), got shape {pred.shape}")
     for name, a in (("pred", pred), ("gt", gt)):

@@ -336,6 +336,24 @@ def detect_axes(
     return ("TZP"[: ndim - 2]) + "YX"
 
 
+def detect_label_axes(shape: tuple[int, ...]) -> str:
+    """The most likely axes of a label image of ``shape``: :func:`detect_axes`, with an axis
+    it would read as channels read as planes (labels have none; a small last axis is ``YXZ``).
+
+    Examples
+    --------
+    >>> detect_label_axes((64, 64, 3))
+    'YXZ'
+    >>> detect_label_axes((5, 64, 64))
+    'ZYX'
+    """
+    detected = detect_axes(shape)
+    if "C" in detected:
+        free = next(c for c in PLANE_LETTERS if c not in detected)
+        detected = detected.replace("C", free)
+    return detected
+
+
 def axes_choices(shape: tuple[int, ...], detected: str) -> list[str]:
     """The axes orders to offer for an image of ``shape``: ``detected`` first, then the
     common ones (:data:`COMMON_AXES`)."""
