@@ -221,6 +221,12 @@ def main(argv=None) -> list[dict]:
     )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--tile", type=int, default=160)
+    p.add_argument(
+        "--schedule",
+        choices=["constant", "cosine"],
+        default="constant",
+        help="the learning rate over the steps (constant: the Fine-tune panel's default)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None)
     p.add_argument("--threads", type=int, default=1)
@@ -347,6 +353,7 @@ def main(argv=None) -> list[dict]:
                     seed=args.seed,
                     lr=args.lr,
                     tile=args.tile,
+                    schedule=args.schedule,
                     **few,
                 )
                 pair = with_diameter(net, base[1], d_model)
@@ -359,6 +366,7 @@ def main(argv=None) -> list[dict]:
             seed=args.seed,
             lr=args.lr,
             tile=args.tile,
+            schedule=args.schedule,
             **ref,
         )
         pair = with_diameter(net, base[1], d_model)
@@ -374,6 +382,7 @@ def main(argv=None) -> list[dict]:
         "steps": args.steps,
         "ref_budget": args.ref_budget,
         "lr": args.lr,
+        "schedule": args.schedule,
         "tile": args.tile,
         "seed": args.seed,
         "threads": args.threads,
@@ -475,7 +484,7 @@ def write_report(runs: list[dict], out: Path, *, note: str = "") -> None:
         f"- Machine: {first['machine']}.",
         f"- Versions: {first['versions']}.",
         f"- Starting model: {first['model']}.",
-        f"- Adam, learning rate {first['lr']:g} constant, tiles of {first['tile']} px, seeds "
+        f"- Adam, learning rate {first['lr']:g} {first.get('schedule', 'constant')}, tiles of {first['tile']} px, seeds "
         f"{', '.join(str(x) for x in sorted({r.get('seed', 0) for r in runs}))}, torch "
         f"{first['threads']} thread per process.",
         "",

@@ -165,13 +165,15 @@ class _BudgetSpent(Exception):
 
 def finetune(
     base, annotation, *, diameter: float, budget: float, seed: int, lr: float, tile: int,
-    steps: int = 100_000,
+    steps: int = 100_000, schedule: str = "constant",
 ):
     """Fine-tune a copy of ``base`` (UNet, Checkpoint) on ``annotation`` for ``budget`` seconds.
 
     The annotation, with cells of ``diameter`` px, is brought to the model's training diameter
     by the rule of the Fine-tune panel and ``napari-unet train`` (``match_training_diameter``).
-    ``steps`` caps the number of steps (whichever of it and ``budget`` comes first).
+    ``steps`` caps the number of steps (whichever of it and ``budget`` comes first);
+    ``schedule``: the learning rate's (``TrainConfig.schedule``; the Fine-tune panel's default is
+    constant).
     Returns (UNet, steps done, seconds used).
     """
     from napari_unet.engine.diameter import match_training_diameter
@@ -186,7 +188,7 @@ def finetune(
         steps=steps,
         optimizer="adam",
         lr=lr,
-        schedule="constant",
+        schedule=schedule,
         tile_size=tile,
         batch_size=1,
         foreground_fraction=FOREGROUND_FRACTION,

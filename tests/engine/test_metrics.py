@@ -246,3 +246,20 @@ def test_matching_scores_shares_one_table(two_gt_three_pred):
     for t, m in scores.items():
         single = match_instances(pred, gt, threshold=t)
         assert (m.tp, m.fp, m.fn) == (single.tp, single.fp, single.fn)
+
+
+def test_size_ratio_is_the_median_area_ratio_of_matched_objects():
+    from napari_unet.engine.metrics import size_ratio
+
+    gt = np.zeros((40, 40), np.int32)
+    gt[2:12, 2:12] = 1  # 100 px
+    gt[20:30, 20:30] = 2
+    gt[2:6, 30:34] = 3  # no match: left out
+    pred = np.zeros_like(gt)
+    pred[1:12, 1:12] = 7  # 121 px: 1.21
+    pred[21:30, 21:30] = 8  # 81 px: 0.81
+    pred[20:31, 20:21] = 9  # a sliver: matches nothing
+    assert size_ratio(pred, gt) == pytest.approx((1.21 + 0.81) / 2)
+    grown = np.where(pred == 8, 0, pred)
+    assert size_ratio(grown, gt) == pytest.approx(1.21)
+    assert np.isnan(size_ratio(np.zeros_like(gt), gt))

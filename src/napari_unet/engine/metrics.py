@@ -45,6 +45,7 @@ __all__ = [
     "pixel_error",
     "rand_error",
     "seg_score",
+    "size_ratio",
 ]
 
 
@@ -163,6 +164,32 @@ def seg_score(pred: np.ndarray, gt: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------------------------
 # everything at once
+
+
+def size_ratio(pred: np.ndarray, gt: np.ndarray, *, threshold: float = 0.5) -> float:
+    """How large the predicted objects are drawn: the median, over the pairs matched at IoU
+    ``threshold`` (:func:`match_instances`), of predicted area / ground-truth area. 1.0 is the
+    reference's own size; 1.2 is masks 20 % larger in area (about 10 % in diameter, 1 px on a
+    20 px nucleus). ``nan`` without a matched pair. Arrays of any dimension (objects in a
+    stack should carry ids unique across its planes).
+
+    Examples
+    --------
+    >>> gt = np.array([[1, 1, 1, 1, 0, 0]])
+    >>> size_ratio(np.array([[2, 2, 2, 2, 2, 0]]), gt)
+    1.25
+    """
+    pred, gt = _check_pair(pred, gt)
+    matching = match_instances(pred, gt, threshold=threshold)
+    if matching.tp == 0:
+        return float("nan")
+
+    def areas(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        found, counts = np.unique(labels, return_counts=True)
+        return counts[np.searchsorted(found, ids)]
+
+    pairs = matching.pairs
+    return float(np.median(areas(pred, pairs[:, 0]) / areas(gt, pairs[:, 1])))
 
 
 def _drop_outside(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
