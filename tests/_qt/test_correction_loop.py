@@ -26,6 +26,18 @@ def _with_square(image, truth):
     return img
 
 
+def _error_tools(viewer, pred, gt):
+    """Layers "seg" (``pred``) and "truth" (``gt``), an Inspect panel with its error section set
+    to compare them: (panel, its ErrorTools). Keep the panel: its widgets die with it."""
+    viewer.add_labels(gt, name="truth")
+    viewer.add_labels(pred, name="seg")
+    panel = InspectWidget(viewer)
+    tools = panel.errors
+    tools.prediction.value = viewer.layers["seg"]
+    tools.reference.value = viewer.layers["truth"]
+    return panel, tools
+
+
 def _square_pixels(labels):
     r, c, n = SQUARE
     return int((np.asarray(labels)[r : r + n, c : c + n] > 0).sum())
@@ -181,12 +193,7 @@ def test_errors_of_labels_with_planes_last_are_scored_plane_by_plane(
     gt[2:8, 2:8, 0], pred[2:8, 2:8, 0] = 1, 11  # plane 0: one correct cell
     gt[2:8, 30:42, 0], pred[2:8, 30:36, 0], pred[2:8, 36:42, 0] = 4, 13, 14  # and a split
     gt[10:16, 10:16, 1] = 2  # plane 1: a miss
-    viewer.add_labels(gt, name="truth")
-    viewer.add_labels(pred, name="seg")
-    panel = InspectWidget(viewer)
-    tools = panel.errors
-    tools.prediction.value = viewer.layers["seg"]
-    tools.reference.value = viewer.layers["truth"]
+    _panel, tools = _error_tools(viewer, pred, gt)  # the panel kept alive for the job
     assert tools.axes.value == "YXZ"
     wait_job(tools.show_errors())
     assert errors == []
@@ -206,12 +213,7 @@ def test_inspect_colours_merges_splits_misses_and_false_objects(make_napari_view
     gt[2:8, 30:42], pred[2:8, 30:36], pred[2:8, 36:42] = 4, 13, 14  # split
     gt[12:18, 2:8] = 5  # miss
     pred[12:18, 40:46] = 15  # false positive
-    viewer.add_labels(gt, name="truth")
-    viewer.add_labels(pred, name="seg")
-    panel = InspectWidget(viewer)
-    tools = panel.errors
-    tools.prediction.value = viewer.layers["seg"]
-    tools.reference.value = viewer.layers["truth"]
+    _panel, tools = _error_tools(viewer, pred, gt)  # the panel kept alive for the job
     wait_job(tools.show_errors())
     layer = viewer.layers["seg errors"]
     assert layer is tools.errors_layer
