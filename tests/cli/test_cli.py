@@ -638,3 +638,7 @@ def test_evaluate_planes_last_with_axes(work, capsys):
     code, _, err = run(capsys, "evaluate", work / "p.tif", work / "g.tif", "--axes", "YXC")
     assert code == 2
     assert_one_line_error(err, "no channel axis")
+    # without --axes, the small last axis is detected as planes: the same scores
+    code, out, err = run(capsys, "evaluate", work / "p.tif", work / "g.tif", "--json")
+    assert code == 0, err
+    assert json.loads(out)["mean"] == metrics

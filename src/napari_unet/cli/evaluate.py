@@ -46,7 +46,7 @@ def _format_value(key: str, value: float) -> str:
 def run(args: argparse.Namespace) -> int:
     """``napari-unet evaluate``: score predicted labels against ground truth."""
     from napari_unet.engine.io import list_images, read_tiff
-    from napari_unet.engine.layout import AxesLayout
+    from napari_unet.engine.layout import AxesLayout, detect_label_axes
     from napari_unet.engine.metrics import evaluate
 
     pred = Path(args.prediction).expanduser()
@@ -72,21 +72,19 @@ def run(args: argparse.Namespace) -> int:
         b = as_label_array(read_tiff(g).data, g)
         if a.shape != b.shape:
             raise UsageError(f"{p.name} has shape {a.shape} but {g.name} has shape {b.shape}")
-        layout = None
-        if args.axes:  # planes first, as the metrics read a 3-D label image
-            if "C" in args.axes.upper():
-                raise UsageError("label images have no channel axis; --axes takes Y, X, Z, T, P")
-            try:
-                layout = AxesLayout(a.shape, args.axes)
-            except ValueError as exc:
-                raise UsageError(f"{p}: {exc}") from None
-            a, b = layout.to_engine(a)[0], layout.to_engine(b)[0]
-        results.append((p, g, evaluate(a, b)))
+        # planes first, as the metrics read a 3-D label image; detected as in the Inspect panel
+        # (a small last axis is planes, YXZ) unless --axes says otherwise
+        if args.axes and "C" in args.axes.upper():
+            raise UsageError("label images have no channel axis; --axes takes Y, X, Z, T, P")
+        try:
+            layout = AxesLayout(a.shape, args.axes or detect_label_axes(a.shape))
+        except ValueError as exc:
+            raise UsageError(f"{p}: {exc}") from None
+        results.append((p, g, evaluate(layout.to_engine(a)[0], layout.to_engine(b)[0])))
         if errors_path is not None:
             _write_errors(
-                errors_path, a, b, overwrite=args.overwrite, quiet=args.json,
-                to_file=layout.from_engine if layout is not None else None,
-            )  # fmt: skip
+                errors_path, a, b, layout.axes, overwrite=args.overwrite, quiet=args.json
+            )
 
     keys = list(results[0][2])
     mean = {k: float(np.mean([r[2][k] for r in results])) for k in keys}
@@ -123,16 +121,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_errors(
-    path: Path, pred: np.ndarray, gt: np.ndarray, *, overwrite: bool, quiet: bool, to_file=None
+    path: Path, pred: np.ndarray, gt: np.ndarray, axes: str, *, overwrite: bool, quiet: bool
 ):
-    """Write the error map (codes of ``ERROR_CLASSES``) of one pair, atomically; ``to_file``
-    puts the engine's (P, Y, X) order back into the files' axes (``--axes``)."""
+    """Write the error map (codes of ``ERROR_CLASSES``) of one pair in the files' ``axes``,
+    every plane scored on its own, atomically."""
     from napari_unet.engine.errors import ERROR_CLASSES, error_map
     from napari_unet.engine.io import write_tiff
 
-    errors = error_map(pred, gt)
-    codes = errors.codes if to_file is None else to_file(errors.codes)
-    write_tiff(path, codes, overwrite=overwrite)
+    errors = error_map(pred, gt, axes=axes)
+    write_tiff(path, errors.codes, overwrite=overwrite)
     if not quiet:
         legend = ", ".join(f"{code} {name}" for code, name in ERROR_CLASSES.items())
         counts = ", ".join(f"{k} {v}" for k, v in errors.counts.items())
@@ -157,5 +154,6 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument(
         "--axes",
         metavar="AXES",
-        help="the label images' axes, e.g. YXZ for planes last (default: planes first)",
+        help="the label images' axes, e.g. YXZ for planes last (default: detected; a small "
+        "last axis is planes, YXZ, otherwise planes come first)",
     )
