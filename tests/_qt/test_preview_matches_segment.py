@@ -25,6 +25,8 @@ def test_preview_and_segment_agree(viewer_with_image, tiny_model_path, tmp_path,
     segment.threshold.value = 0.65  # not the engine's default: the preview must follow it
     segment.min_size.value = 30
     segment.min_confidence.value = 0.1  # not the engine's default either
+    segment.background_threshold.value = 0.35  # a tighter outline than the default
+    assert segment.segment_options()["background_threshold"] == 0.35
     segment.device.value = "cpu"
     finetune = FineTuneWidget(viewer)
     finetune.device.value = "cpu"

@@ -88,6 +88,21 @@ def test_predict_with_test_time_augmentation(files, work, capsys):
     assert np.abs(tifffile.imread(work / "p0.tif") - tifffile.imread(work / "p1.tif")).max() > 1e-3
 
 
+def test_predict_background_threshold_draws_tighter_outlines(files, work, capsys):
+    common = ["--model", files / "gray.pt", "--min-confidence", "0", "--min-size", "0"]
+    areas = []
+    for value in ("0.2", "0.5"):
+        out = work / f"labels_{value}.tif"
+        code, _, err = run(capsys, "predict", work / "cells.tif", "-o", out, *common,
+                           "--background-threshold", value)  # fmt: skip
+        assert code == 0, err
+        areas.append(int((tifffile.imread(out) > 0).sum()))
+    default = work / "labels_default.tif"
+    code, _, err = run(capsys, "predict", work / "cells.tif", "-o", default, *common)
+    assert code == 0, err
+    assert areas[0] < areas[1] == int((tifffile.imread(default) > 0).sum())
+
+
 def test_predict_refuses_an_existing_output_unless_overwrite(files, work, capsys):
     out = work / "labels.tif"
     out.write_bytes(b"precious")
@@ -260,7 +275,8 @@ def test_predict_draws_a_progress_bar_on_a_terminal(files, work, capsys, monkeyp
 def test_usage_errors_are_one_line(capsys):
     for argv in (["predict"], ["predict", "x.tif"], ["frobnicate"], ["predict", "a", "-o", "b", "--threshold", "2"],
                  ["predict", "a", "-o", "b", "--diameter", "-3"], ["predict", "a", "-o", "b", "--device", "tpu"],
-                 ["predict", "a", "-o", "b", "--min-confidence", "1"]):
+                 ["predict", "a", "-o", "b", "--min-confidence", "1"],
+                 ["predict", "a", "-o", "b", "--background-threshold", "0"]):
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
         assert_one_line_error(err)

@@ -103,6 +103,19 @@ def test_blockwise_equals_in_memory(image, reference):
     assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
 
 
+def test_blocks_take_the_outline_threshold(image):
+    from napari_unet.engine.segment import segment
+
+    tight = segment(image, diameter=DIAMETER, device="cpu", background_threshold=0.2)
+    blocks = drive(
+        iter_segment_blockwise(
+            image, "default", block_size=BLOCK, diameter=DIAMETER, background_threshold=0.2
+        )
+    ).labels
+    assert_same_objects(tight, blocks)
+    assert (blocks > 0).sum() < (segment(image, diameter=DIAMETER, device="cpu") > 0).sum()
+
+
 def test_blocks_use_the_whole_image_percentiles(image, reference, monkeypatch):
     """Each block normalised by percentiles of its own would find objects in the empty band
     (and change the rest); the planner measures them once for the whole plane."""

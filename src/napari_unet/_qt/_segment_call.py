@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 #: the Segment panel's options that decide its result (besides the model and the device)
-SEGMENT_OPTION_NAMES = ("diameter", "threshold", "min_size", "min_confidence", "tta")
+SEGMENT_OPTION_NAMES = (
+    "diameter", "threshold", "min_size", "min_confidence", "background_threshold", "tta"
+)
 
 
 def segment_call(

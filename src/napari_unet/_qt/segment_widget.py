@@ -40,7 +40,7 @@ from napari_unet._qt._segment_call import SEGMENT_OPTION_NAMES, segment_call
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import BlockDone, PlaneSegmented, TileDone, TileSizeReduced
-from napari_unet.engine.segment import MIN_CONFIDENCE
+from napari_unet.engine.segment import BACKGROUND_THRESHOLD, MIN_CONFIDENCE
 
 MODEL_FILE = "model file…"
 #: a typed diameter that rescales the image by more than this factor (or less than its inverse)
@@ -154,6 +154,15 @@ class SegmentWidget(QWidget):
             "Objects whose mean cell probability is below this are removed (faint debris the "
             "network half believes in); 0 keeps every object. Lower it for a weakly trained model.",
         )
+        self.background_threshold = controls.number_control(
+            "outline threshold",
+            BACKGROUND_THRESHOLD,
+            (0.05, 0.95),
+            0.05,
+            "Where outlines run: a cell's pixels are those whose background probability is "
+            "below this. 0.5 is the model's own outline; lower draws tighter outlines (0.3: "
+            "about 10 % less area, for labels drawn tight), higher looser ones.",
+        )
         self.tta = CheckBox(
             label="average flips and turns (8x slower)",
             value=False,
@@ -180,6 +189,7 @@ class SegmentWidget(QWidget):
                 self.threshold,
                 self.min_size,
                 self.min_confidence,
+                self.background_threshold,
                 self.tta,
                 self.show_probabilities,
                 self.tile_size,
@@ -355,6 +365,7 @@ class SegmentWidget(QWidget):
             "threshold": float(self.threshold.value),
             "min_size": int(self.min_size.value) or None,
             "min_confidence": float(self.min_confidence.value),
+            "background_threshold": float(self.background_threshold.value),
             "diameter": float(self.diameter.value) or None,
             "tta": bool(self.tta.value),
         }

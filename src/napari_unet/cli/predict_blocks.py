@@ -155,7 +155,8 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
             image, model, out=store.array, channel_axis=channel_axis, stack=stack,
             block_size=block, client=client, diameter=args.diameter, device=device,
             threshold=args.threshold, min_size=args.min_size, min_confidence=args.min_confidence,
-            tile_size=args.tile_size, tta=args.tta,
+            background_threshold=args.background_threshold, tile_size=args.tile_size,
+            tta=args.tta,
         )
         try:
             result = drive(gen, show)

@@ -72,6 +72,7 @@ class BlockSettings:
     min_size: int | None
     threshold: float
     min_confidence: float
+    background_threshold: float
     tile_size: int | None
     device: str
     tta: bool
@@ -201,6 +202,7 @@ def plan(
     min_size: int | None = None,
     threshold: float = 0.5,
     min_confidence: float | None = None,
+    background_threshold: float | None = None,
     tile_size: int | None = None,
     device: str = "cpu",
     tta: bool = False,
@@ -217,19 +219,16 @@ def plan(
     from napari_unet.engine.model import border
     from napari_unet.engine.models import load_model, model_normalization
     from napari_unet.engine.normalization import DEFAULT_HIGH, DEFAULT_LOW
-    from napari_unet.engine.segment import MIN_CONFIDENCE, _min_size_for
+    from napari_unet.engine.segment import _min_size_for, check_label_options
 
     net, checkpoint = load_model(model, device="cpu")
     if planes.shape[1] != int(net.config.in_channels):
         raise ValueError(
             f"the model reads {net.config.in_channels} channel(s), the image has {planes.shape[1]}"
         )
-    if not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
-    if min_confidence is None:
-        min_confidence = MIN_CONFIDENCE
-    if not 0.0 <= float(min_confidence) < 1.0:
-        raise ValueError(f"min_confidence must be at least 0 and below 1, not {min_confidence}")
+    threshold, min_confidence, background_threshold = check_label_options(
+        threshold, min_confidence, background_threshold
+    )
     block = DEFAULT_BLOCK if block_size is None else int(block_size)
     if block < 64:
         raise ValueError(f"block_size must be at least 64 pixels, not {block_size}")
@@ -265,8 +264,9 @@ def plan(
     settings = BlockSettings(
         diameter=diameter if trained is not None else None,
         min_size=int(min_area),
-        threshold=float(threshold),
-        min_confidence=float(min_confidence),
+        threshold=threshold,
+        min_confidence=min_confidence,
+        background_threshold=background_threshold,
         tile_size=tile_size,
         device=str(device),
         tta=bool(tta),

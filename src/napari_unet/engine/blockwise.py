@@ -155,6 +155,7 @@ def segment_block(
                 threshold=settings.threshold,
                 min_size=settings.min_size,
                 min_confidence=settings.min_confidence,
+                background_threshold=settings.background_threshold,
                 tile_size=settings.tile_size,
                 tta=settings.tta,
                 intensity_range=(low, high),
@@ -312,6 +313,7 @@ def iter_segment_blockwise(
     threshold: float = 0.5,
     min_size: int | None = None,
     min_confidence: float | None = None,
+    background_threshold: float | None = None,
     tile_size: int | None = None,
     tta: bool = False,
 ) -> Generator[Any, None, BlockwiseResult]:
@@ -334,7 +336,7 @@ def iter_segment_blockwise(
     client : distributed.Client or None
         Run the blocks on this cluster's workers (each reads its block region itself from a
         lazily read input; the model is scattered once); ``None`` runs them here, one by one.
-    diameter, device, threshold, min_size, min_confidence, tile_size, tta
+    diameter, device, threshold, min_size, min_confidence, background_threshold, tile_size, tta
         As for :func:`~napari_unet.engine.segment.iter_segment`; ``min_size=None`` with no
         known diameter means the fixed ``DEFAULT_MIN_SIZE`` (an adaptive size would differ
         between blocks).
@@ -351,8 +353,8 @@ def iter_segment_blockwise(
     planes = as_dask_planes(image, channel_axis=channel_axis, stack=stack)
     settings, factor, measured = plan(
         planes, model, block_size=block_size, diameter=diameter, min_size=min_size,
-        threshold=threshold, min_confidence=min_confidence, tile_size=tile_size, device=device,
-        tta=tta,
+        threshold=threshold, min_confidence=min_confidence,
+        background_threshold=background_threshold, tile_size=tile_size, device=device, tta=tta,
     )
     planes, note = _planes_chunked(planes, settings.block_size)
     if note:
