@@ -174,13 +174,16 @@ def time_1024(fn, image: np.ndarray) -> float:
     return best
 
 
-def _unet(model, *, tta=False):
-    """A method: plane, diameter or None -> (labels, diameter used)."""
+def _unet(model, *, tta=False, **options):
+    """A method: plane, diameter or None -> (labels, diameter used). ``options``: more keywords
+    of ``iter_segment`` (e.g. ``background_threshold``)."""
     from napari_unet.engine.api import iter_segment
     from napari_unet.engine.events import drive
 
     def run(image, diameter):
-        result = drive(iter_segment(image, model, diameter=diameter, device="cpu", tta=tta))
+        result = drive(
+            iter_segment(image, model, diameter=diameter, device="cpu", tta=tta, **options)
+        )
         return result.labels, result.diameter
 
     return run

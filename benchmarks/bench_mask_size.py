@@ -85,23 +85,6 @@ def size_by_brightness(fn, planes, diameter: float) -> dict:
     return out
 
 
-def _outlined(model, background_threshold: float):
-    """The new model as a method, with its outlines drawn at ``background_threshold``."""
-    from napari_unet.engine.api import iter_segment
-    from napari_unet.engine.events import drive
-
-    def run(image, diameter):
-        result = drive(
-            iter_segment(
-                image, model, diameter=diameter, device="cpu",
-                background_threshold=background_threshold,
-            )
-        )  # fmt: skip
-        return result.labels, result.diameter
-
-    return run
-
-
 def write_figure(path: Path, fn, sample, diameter: float) -> None:
     """A 3x enlarged 200 px crop of ``sample`` around its false positives (predicted objects
     matching no reference at IoU 0.5) with the outlines: reference yellow, prediction cyan,
@@ -166,7 +149,10 @@ def main(argv=None) -> None:
     new = load_model(args.model, device="cpu")
     methods = [
         ("new", _unet(new)),
-        *((f"new, outline threshold {t:g}", _outlined(new, t)) for t in args.outlines),
+        *(
+            (f"new, outline threshold {t:g}", _unet(new, background_threshold=t))
+            for t in args.outlines
+        ),
         (prev, _unet(load_model(args.previous, device="cpu"))),
         ("baseline", _baseline),
     ]
