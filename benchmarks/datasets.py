@@ -230,6 +230,15 @@ def median_diameter(labels: list[np.ndarray]) -> float:
     return float("nan") if whole is None else whole
 
 
+def median_diameter_all(labels: list[np.ndarray]) -> float:
+    """Median equivalent diameter (pixels) of *every* labelled object, those cut by an image or
+    crop edge included: the rule the corpus of the bundled v3 model was rescaled by
+    (``benchmarks/corpus.py --size-rule all``); ``nan`` without objects."""
+    areas = [np.bincount(np.asarray(lab).ravel().astype(np.int64))[1:] for lab in labels]
+    areas = np.concatenate([a[a > 0] for a in areas]) if areas else np.zeros(0)
+    return float(np.median(2.0 * np.sqrt(areas / np.pi))) if areas.size else float("nan")
+
+
 def _relabel(labels: np.ndarray) -> np.ndarray:
     """Consecutive int32 ids 1..n, 0 kept as background."""
     labels = np.asarray(labels)

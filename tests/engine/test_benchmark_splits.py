@@ -72,3 +72,12 @@ def test_median_diameter_leaves_out_nuclei_cut_by_the_edge():
     expected = 2 * np.sqrt(np.median([144, 144, 40, 30]) / np.pi)
     assert datasets.median_diameter([few]) == pytest.approx(expected)
     assert np.isnan(datasets.median_diameter([few * (few <= 2)]))  # two objects: no estimate
+    # v3's corpus rule counts the cut ones too
+    assert datasets.median_diameter_all([labels]) == pytest.approx(whole)
+    assert datasets.median_diameter_all([few]) == pytest.approx(
+        np.median(2 * np.sqrt(np.array([144, 144, 40, 30]) / np.pi))
+    )
+    assert datasets.median_diameter_all([few * (few == 5)]) == pytest.approx(
+        2 * np.sqrt(40 / np.pi)
+    )
+    assert np.isnan(datasets.median_diameter_all([np.zeros((4, 4), int)]))
