@@ -382,7 +382,7 @@ def test_the_background_threshold_moves_the_outlines_not_the_diameter_estimate(
     threshold draws every object tighter; the diameter estimate measures at the default."""
     from scipy import ndimage as ndi
 
-    image, truth = discs((96, 96), 24, 32)
+    image, _ = discs((96, 96), 24, 32)
 
     def soft_iter_predict(model, planes, **kwargs):
         out = []
