@@ -6,12 +6,12 @@ procedural validation images of ``benchmarks/corpus.py``; never a test set):
 1. **Background threshold.** Instances grow over the pixels whose background probability is
    below a threshold (``instances_from_probabilities(background_threshold=)``): AP@0.5, AP@0.75,
    the predicted foreground area over the reference's and the object count over the reference's.
-   It chose ``engine.segment.BACKGROUND_THRESHOLD`` for the bundled model, and showed that a
+   It chose ``engine.label_step.BACKGROUND_THRESHOLD`` for the bundled model, and showed that a
    model trained with class balancing draws its masks too wide (area ratio above 1).
 2. **Object filters.** Objects smaller than a fraction of the disc of the cell diameter, and
    objects whose mean interior probability is below a confidence, are removed. The pair with the
    best AP@0.5 (then AP@0.75) is the one marked; it chose ``MIN_AREA_OF_CELL`` and
-   ``MIN_CONFIDENCE`` in ``engine/segment.py``.
+   ``MIN_CONFIDENCE`` in ``engine/label_step.py``.
 
 Scores are pooled over the images (one matching over the stack of validation planes).
 
@@ -65,12 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     from napari_unet.engine.api import iter_segment, load_model
     from napari_unet.engine.events import drive
     from napari_unet.engine.instances import instances_from_probabilities
-    from napari_unet.engine.metrics import evaluate
-    from napari_unet.engine.segment import (
+    from napari_unet.engine.label_step import (
         BACKGROUND_THRESHOLD,
         MIN_AREA_OF_CELL,
         MIN_CONFIDENCE,
     )
+    from napari_unet.engine.metrics import evaluate
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")

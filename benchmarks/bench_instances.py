@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from napari_unet.engine.errors import merges_and_splits
     from napari_unet.engine.events import drive
     from napari_unet.engine.instances import instances_from_probabilities
+    from napari_unet.engine.label_step import BACKGROUND_THRESHOLD, min_size_for
     from napari_unet.engine.metrics import evaluate
-    from napari_unet.engine.segment import BACKGROUND_THRESHOLD, _min_size_for
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for s, prob in zip(planes, probs, strict=True):
                 lab = instances_from_probabilities(
                     prob,
-                    min_size=_min_size_for(None, d),
+                    min_size=min_size_for(None, d),
                     interior_split=fraction * d,
                     background_threshold=BACKGROUND_THRESHOLD,
                 ).astype(np.int64)

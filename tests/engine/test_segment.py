@@ -335,11 +335,13 @@ def test_nuclei_sample_is_shared_with_the_napari_sample():
 
 
 def test_known_diameter_sets_the_default_min_size():
-    assert segment_module._min_size_for(None, None) is None
-    assert segment_module._min_size_for(7, 30.0) == 7
-    fraction = segment_module.MIN_AREA_OF_CELL
-    assert segment_module._min_size_for(None, 30.0) == int(np.ceil(fraction * np.pi / 4 * 30.0**2))
-    assert segment_module._min_size_for(None, 2.0) == 10  # never below DEFAULT_MIN_SIZE
+    from napari_unet.engine.label_step import MIN_AREA_OF_CELL, min_size_for
+
+    assert min_size_for(None, None) is None
+    assert min_size_for(7, 30.0) == 7
+    fraction = MIN_AREA_OF_CELL
+    assert min_size_for(None, 30.0) == int(np.ceil(fraction * np.pi / 4 * 30.0**2))
+    assert min_size_for(None, 2.0) == 10  # never below DEFAULT_MIN_SIZE
 
 
 def test_given_diameter_removes_specks_but_not_cells(model_file, oracle):

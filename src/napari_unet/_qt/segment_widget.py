@@ -40,7 +40,7 @@ from napari_unet._qt._segment_call import SEGMENT_OPTION_NAMES, segment_call
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import BlockDone, PlaneSegmented, TileDone, TileSizeReduced
-from napari_unet.engine.segment import BACKGROUND_THRESHOLD, MIN_CONFIDENCE
+from napari_unet.engine.label_step import BACKGROUND_THRESHOLD, MIN_CONFIDENCE
 
 MODEL_FILE = "model file…"
 #: a typed diameter that rescales the image by more than this factor (or less than its inverse)

@@ -215,11 +215,11 @@ def plan(
         check_diameter,
         rescale_factor,
     )
+    from napari_unet.engine.label_step import check_label_options, min_size_for
     from napari_unet.engine.limits import normalization_percentiles
     from napari_unet.engine.model import border
     from napari_unet.engine.models import load_model, model_normalization
     from napari_unet.engine.normalization import DEFAULT_HIGH, DEFAULT_LOW
-    from napari_unet.engine.segment import _min_size_for, check_label_options
 
     net, checkpoint = load_model(model, device="cpu")
     if planes.shape[1] != int(net.config.in_channels):
@@ -256,7 +256,7 @@ def plan(
     halo = math.ceil(border(net.config.depth) / factor) + math.ceil(HALO_DIAMETERS * cell)
     halo = -(-halo // step) * step
     block = -(-block // step) * step
-    min_area = _min_size_for(min_size, measured)
+    min_area = min_size_for(min_size, measured)
     if min_area is None:
         from napari_unet.engine.instances import DEFAULT_MIN_SIZE
 
