@@ -51,10 +51,10 @@ SETS = {
 
 def size_by_brightness(fn, planes, diameter: float) -> dict:
     """Size ratios of method ``fn`` over ``planes``: ``all`` (the median over every matched
-    pair, :func:`~napari_unet.engine.metrics.size_ratio`'s rule) and by the reference nucleus'
+    pair, :func:`~napari_unet.engine.metrics.matched_area_ratios`) and by the reference nucleus'
     brightness (its mean intensity above the plane's median background), in terciles ``dim``,
     ``mid`` and ``bright``; ``n`` matched nuclei."""
-    from napari_unet.engine.metrics import evaluate, match_instances
+    from napari_unet.engine.metrics import evaluate, matched_area_ratios
 
     ratios, brightness, preds, refs = [], [], [], []
     for s in planes:
@@ -62,14 +62,12 @@ def size_by_brightness(fn, planes, diameter: float) -> dict:
         ref = s.labels.astype(np.int64)
         preds.append(pred)
         refs.append(ref)
-        pairs = match_instances(pred, ref).pairs
-        pred_area = np.bincount(pred.ravel())
+        pairs, plane_ratios = matched_area_ratios(pred, ref)
         ref_area = np.bincount(ref.ravel())
         ref_sum = np.bincount(ref.ravel(), weights=s.image.astype(np.float64).ravel())
         background = float(np.median(s.image[ref == 0])) if (ref == 0).any() else 0.0
-        for p, g in pairs:
-            ratios.append(pred_area[p] / ref_area[g])
-            brightness.append(ref_sum[g] / ref_area[g] - background)
+        ratios.extend(plane_ratios)
+        brightness.extend(ref_sum[pairs[:, 1]] / ref_area[pairs[:, 1]] - background)
     scores = evaluate(pad_stack(preds), pad_stack(refs))  # planes scored one by one
     ap = {"ap50": float(scores["ap@0.5"]), "ap75": float(scores["ap@0.75"])}
     ratios, brightness = np.asarray(ratios), np.asarray(brightness)

@@ -41,6 +41,7 @@ __all__ = [
     "evaluate",
     "foreground_iou",
     "match_instances",
+    "matched_area_ratios",
     "matching_scores",
     "pixel_error",
     "rand_error",
@@ -166,11 +167,28 @@ def seg_score(pred: np.ndarray, gt: np.ndarray) -> float:
 # everything at once
 
 
+def matched_area_ratios(
+    pred: np.ndarray, gt: np.ndarray, *, threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs matched at IoU ``threshold`` (:func:`match_instances`), ``(n, 2)`` (pred id,
+    gt id), and each pair's predicted area over its ground-truth area, ``(n,)`` float64."""
+    pred, gt = _check_pair(pred, gt)
+    pairs = match_instances(pred, gt, threshold=threshold).pairs
+
+    def areas(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        found, counts = np.unique(labels, return_counts=True)
+        return counts[np.searchsorted(found, ids)]
+
+    if pairs.size == 0:
+        return pairs, np.zeros(0)
+    return pairs, areas(pred, pairs[:, 0]) / areas(gt, pairs[:, 1])
+
+
 def size_ratio(pred: np.ndarray, gt: np.ndarray, *, threshold: float = 0.5) -> float:
     """How large the predicted objects are drawn: the median, over the pairs matched at IoU
-    ``threshold`` (:func:`match_instances`), of predicted area / ground-truth area. 1.0 is the
-    reference's own size; 1.2 is masks 20 % larger in area (about 10 % in diameter, 1 px on a
-    20 px nucleus). ``nan`` without a matched pair. Arrays of any dimension (objects in a
+    ``threshold`` (:func:`matched_area_ratios`), of predicted area / ground-truth area. 1.0 is
+    the reference's own size; 1.2 is masks 20 % larger in area (about 10 % in diameter, 1 px on
+    a 20 px nucleus). ``nan`` without a matched pair. Arrays of any dimension (objects in a
     stack should carry ids unique across its planes).
 
     Examples
@@ -179,17 +197,8 @@ def size_ratio(pred: np.ndarray, gt: np.ndarray, *, threshold: float = 0.5) -> f
     >>> size_ratio(np.array([[2, 2, 2, 2, 2, 0]]), gt)
     1.25
     """
-    pred, gt = _check_pair(pred, gt)
-    matching = match_instances(pred, gt, threshold=threshold)
-    if matching.tp == 0:
-        return float("nan")
-
-    def areas(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        found, counts = np.unique(labels, return_counts=True)
-        return counts[np.searchsorted(found, ids)]
-
-    pairs = matching.pairs
-    return float(np.median(areas(pred, pairs[:, 0]) / areas(gt, pairs[:, 1])))
+    ratios = matched_area_ratios(pred, gt, threshold=threshold)[1]
+    return float(np.median(ratios)) if ratios.size else float("nan")
 
 
 def _drop_outside(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
