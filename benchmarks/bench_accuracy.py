@@ -184,7 +184,9 @@ def _unet(model, *, tta=False, **options):
         result = drive(
             iter_segment(image, model, diameter=diameter, device="cpu", tta=tta, **options)
         )
-        return result.labels, result.diameter
+        # an estimate that found too few cells leaves the plane at the model's own diameter
+        used = result.diameter if result.diameter is not None else model[1].diameter
+        return result.labels, used
 
     return run
 
@@ -411,7 +413,8 @@ def write_report(args, rows: list[dict], summary: list[str], machine: str) -> No
         "diameter of the whole reference nuclei of the set (those cut by the image or crop edge "
         "left out, the rule of the estimate); *estimated* lets the U-Net measure it per plane "
         "(the d-error column is the median over the planes of |estimate / reference - 1|, the "
-        "reference measured on that plane by the same rule). "
+        "reference measured on that plane by the same rule; a plane where the estimate found "
+        "too few cells is segmented at the model's own diameter, and counts with it). "
         "The U-Nets rescale each plane by (training diameter / d); the baseline derives its blur "
         "and peak distance from d.",
         "",

@@ -69,8 +69,29 @@ def test_area_weighted_estimate_ignores_many_specks():
         specks[r, c] = 1000 + i  # 40 one-pixel specks outnumber the discs
     assert estimate_diameter(specks) < 3
     assert estimate_diameter(specks, weighting="area") == pytest.approx(14, abs=0.6)
+    assert estimate_diameter(specks, weighting="trimmed") == pytest.approx(14, abs=0.6)
     with pytest.raises(ValueError, match="weighting"):
         estimate_diameter(labels, weighting="mode")
+
+
+def test_trimmed_estimate_is_not_pulled_up_by_a_few_large_cells():
+    """Eleven cells of 14 px and five of 24 px: the large ones hold most of the foreground, so
+    the area-weighted median says 24; counting each cell once says 14, as the labels do.
+    Specks under a quarter of the area-weighted median area still do not count."""
+    labels = np.zeros((200, 200), np.int32)
+    rows, cols = np.mgrid[:200, :200]
+    centres = [(20 + 30 * (i // 6), 20 + 30 * (i % 6)) for i in range(16)]
+    for i, (r, c) in enumerate(centres):
+        radius = 12 if i < 5 else 7
+        labels[(rows - r) ** 2 + (cols - c) ** 2 <= radius**2] = i + 1
+    for j in range(30):  # specks between the cells
+        labels[185 + j % 2 * 5, 5 + j * 6] = 100 + j
+    assert estimate_diameter(labels, weighting="area") == pytest.approx(24, abs=1)
+    assert estimate_diameter(labels, weighting="trimmed") == pytest.approx(14, abs=1)
+    assert estimate_diameter(labels, weighting="count") < 3  # the specks outnumber the cells
+    two_large = np.where(labels <= 2, labels, 0)
+    two_large[150:152, 150:152] = 50  # two cells and a speck: too few cells once trimmed
+    assert estimate_diameter(two_large, weighting="trimmed") is None
 
 
 def test_rescale_training_data_keeps_ids_dtypes_and_channels():

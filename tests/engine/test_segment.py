@@ -280,6 +280,26 @@ def test_automatic_diameter_keeps_the_scale_when_it_fits(model_file, oracle):
     assert sum(isinstance(e, PlaneDone) for e in events) == 1
 
 
+def test_automatic_diameter_counts_cells_not_pixels(model_file, oracle):
+    """Five cells of 24 px hold most of the foreground among eleven of 14 px: the area-weighted
+    median (which steers the scale) says 24, the model's own diameter, so no rescaling seems
+    needed; the diameter measured with each cell counting once says 14, and the image is
+    measured again and segmented at the scale that asks for (the native pass is not reused)."""
+    rows, cols = np.mgrid[:200, :200]
+    labels = np.zeros((200, 200), np.int32)
+    for i in range(16):
+        r, c = 30 + 46 * (i // 4), 30 + 46 * (i % 4)
+        labels[(rows - r) ** 2 + (cols - c) ** 2 <= (12 if i < 5 else 7) ** 2] = i + 1
+    image = np.where(labels > 0, 1000, 100).astype(np.uint16)
+    result = drive(api.iter_segment(image, model_file))
+    assert result.diameter == pytest.approx(14, abs=1.0)
+    assert result.scale == pytest.approx(TRAINED_DIAMETER / result.diameter)
+    assert oracle[0]["shape"] == (1, 1, 200, 200)
+    assert oracle[1]["shape"] == (1, 1) + (round(200 * result.scale),) * 2
+    assert len(oracle) == 2  # the count's pass covers the whole image and is the result
+    assert result.labels.max() == 16
+
+
 def test_automatic_diameter_without_cells_keeps_the_scale(model_file, oracle):
     result = drive(api.iter_segment(np.full((64, 64), 7, np.uint16), model_file))
     assert result.diameter is None and result.scale == 1.0

@@ -24,6 +24,7 @@ __all__ = [
     "MIN_CELLS_FOR_ESTIMATE",
     "MIN_DIAMETER",
     "RESCALE_TOLERANCE",
+    "TRIM_FRACTION",
     "TrainingScale",
     "check_diameter",
     "check_scaled_size",
@@ -44,6 +45,9 @@ AUTO_DIAMETER_TOLERANCE = 0.15
 MIN_DIAMETER = 1.0
 #: Fewer measured cells than this and the estimate is not trusted.
 MIN_CELLS_FOR_ESTIMATE = 3
+#: ``estimate_diameter(weighting="trimmed")`` drops objects under this fraction of the
+#: area-weighted median area (a cell of half the median diameter has a quarter of its area).
+TRIM_FRACTION = 0.25
 #: A training image may be enlarged to at most this many pixels (training holds about 50 bytes
 #: per pixel: the image, labels, weight map and their augmented copies).
 MAX_TRAINING_PIXELS = 2**26
@@ -74,11 +78,15 @@ def estimate_diameter(
     exclude_border : bool
         Leave out objects that touch the image edge (they are cut off and would bias the
         estimate low), unless that would leave fewer than :data:`MIN_CELLS_FOR_ESTIMATE`.
-    weighting : ``"count"`` or ``"area"``
+    weighting : ``"count"``, ``"area"`` or ``"trimmed"``
         ``"count"``: the median over objects (right for ground-truth labels). ``"area"``: the
-        median over foreground pixels of their object's diameter, so that many small false
+        median over foreground pixels of their object's area, so that many small false
         detections (noise specks, fragments of cells much larger than a model's) weigh by
-        their area, not their number -- used on a model's own first-pass output.
+        their area, not their number. ``"trimmed"`` (used on a model's own output): objects
+        under :data:`TRIM_FRACTION` of the area-weighted median area are dropped as specks and
+        fragments, and the median is over the objects left, each counting once, so that a few
+        large cells do not pull it up as they do the area-weighted one (chosen by measurement:
+        ``benchmarks/bench_diameter.py``).
 
     Returns
     -------
@@ -121,17 +129,27 @@ def estimate_diameter(
     inner = np.concatenate(inner_areas) if inner_areas else np.zeros(0)
     if exclude_border and inner.size >= MIN_CELLS_FOR_ESTIMATE:
         areas = inner
+    if weighting not in ("count", "area", "trimmed"):
+        raise ValueError(f"weighting must be 'count', 'area' or 'trimmed', not {weighting!r}")
     if areas.size < MIN_CELLS_FOR_ESTIMATE:
         return None
-    if weighting == "area":
-        order = np.sort(areas)
-        cumulative = np.cumsum(order)
-        median_area = order[np.searchsorted(cumulative, cumulative[-1] / 2.0)]
-    elif weighting == "count":
+    if weighting == "count":
         median_area = np.median(areas)
     else:
-        raise ValueError(f"weighting must be 'count' or 'area', not {weighting!r}")
+        median_area = _area_weighted_median(areas)
+        if weighting == "trimmed":
+            kept = areas[areas >= TRIM_FRACTION * median_area]
+            if kept.size < MIN_CELLS_FOR_ESTIMATE:
+                return None
+            median_area = np.median(kept)
     return float(np.sqrt(4.0 * median_area / np.pi))
+
+
+def _area_weighted_median(areas: np.ndarray) -> float:
+    """The area of the object that covers the median foreground pixel."""
+    order = np.sort(areas)
+    cumulative = np.cumsum(order)
+    return float(order[np.searchsorted(cumulative, cumulative[-1] / 2.0)])
 
 
 

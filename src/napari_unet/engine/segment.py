@@ -22,8 +22,12 @@ native scale finds cells, their median equivalent diameter is measured (weighted
 that noise specks and the fragments of cells far larger than the model's do not pull it down),
 and when it differs from the model's by more than 15 % the sample is measured again at the scale
 that estimate asks for -- where the cells are near the training size, which the network measures
-best -- up to twice, until two measurements agree within 10 %; then the image is segmented at the
-final scale (reusing the last measurement pass when it covered the whole image). With a
+best -- up to twice, until two measurements agree within 10 %. The diameter reported and used is
+then measured once more on that last pass's objects with each cell counting once (objects under a
+quarter of the area-weighted median area left out as specks and fragments), so that a few large
+cells or merged pairs do not pull it up: the area weighting steers the scale, the count measures
+at it (``benchmarks/bench_diameter.py``). Then the image is segmented at the final scale
+(reusing the last measurement pass when it covered the whole image). With a
 diameter given or estimated, objects under 30 % of a cell's area are removed unless ``min_size``
 says otherwise, and objects the network is unsure of (mean interior probability under 0.35)
 unless ``min_confidence`` says otherwise. To keep the first pass cheap on large inputs it only looks at a sample: the middle plane of a stack, and at
@@ -306,13 +310,16 @@ def iter_segment(
     estimate = estimate_diameter(sample_labels, weighting="area")
     first_total = done_first + max(1, round(done_first * ratio))
     still = TileDone(done=done_first, total=first_total)
-    estimate, last = yield from _refine_estimate(
+    estimate, last, last_labels = yield from _refine_estimate(
         passes, sample, estimate, trained, threshold=threshold, progress=still,
         min_confidence=min_confidence,
     )  # fmt: skip
-    factor = 1.0
-    if estimate is not None and abs(estimate / trained - 1.0) > AUTO_DIAMETER_TOLERANCE:
-        factor = rescale_factor(estimate, trained)
+    estimate, last = yield from _count_cells(
+        passes, sample, (sample_labels, last_labels), estimate, last, trained,
+        threshold=threshold, progress=still, min_confidence=min_confidence,
+    )  # fmt: skip
+    factor = 1.0 if estimate is None else _estimate_factor(estimate, trained)
+    if factor != 1.0:
         try:
             _check_scaled_size(spatial, factor, estimate)
         except ValueError:
@@ -368,18 +375,12 @@ def _refine_estimate(
     agree within :data:`ESTIMATE_AGREEMENT`. Yields ``progress`` (the job's count does not move)
     in place of the pass's tile events, so that the pass can be cancelled.
 
-    Returns the estimate and ``(factor, probabilities)`` of the last refinement pass, or None.
+    Returns the estimate, ``(factor, probabilities)`` of the last refinement pass (or None)
+    and that pass's instance labels (or None).
     """
 
-    def hold(event: Any) -> Any:
-        match event:
-            case TileDone():
-                return progress
-            case PlaneDone():
-                return None
-        return event
-
-    last = None
+    hold = _hold_progress(progress)
+    last = last_labels = None
     for _ in range(ESTIMATE_REFINEMENTS):
         if estimate is None or abs(trained / estimate - 1.0) <= AUTO_DIAMETER_TOLERANCE:
             break
@@ -390,20 +391,81 @@ def _refine_estimate(
             break
         prob, _ = yield from relay(passes.run(sample, factor=factor, plane_events=False), hold)
         last = (factor, prob)
-        refined = estimate_diameter(
-            label_probabilities(
-                prob, threshold=threshold, min_size=None, stack=False,
-                min_confidence=min_confidence,
-            ),
-            weighting="area",
-        )
+        last_labels = label_probabilities(
+            prob, threshold=threshold, min_size=None, stack=False, min_confidence=min_confidence,
+        )  # fmt: skip
+        refined = estimate_diameter(last_labels, weighting="area")
         if refined is None:
             break
         agree = abs(refined / estimate - 1.0) < ESTIMATE_AGREEMENT
         estimate = refined
         if agree:
             break
-    return estimate, last
+    return estimate, last, last_labels
+
+
+def _hold_progress(progress: TileDone):
+    """An event filter for a measuring pass: its tile events become ``progress`` (the job's
+    count does not move, but the pass can be cancelled), its plane events are dropped."""
+
+    def hold(event: Any) -> Any:
+        match event:
+            case TileDone():
+                return progress
+            case PlaneDone():
+                return None
+        return event
+
+    return hold
+
+
+def _count_cells(
+    passes, sample, labels, steered, last, trained, *, threshold, progress, min_confidence
+):
+    """The diameter measured with each cell counting once, at the scale the steering found.
+
+    ``labels``: the instance labels of the first pass (native scale) and of the last refinement
+    (None without one); ``steered``: the area-weighted estimate that set the last pass's scale;
+    ``last``: ``(factor, probabilities)`` of that pass or None. The diameter is measured on the
+    last pass's objects by ``estimate_diameter(weighting="trimmed")``; when it asks for a scale
+    more than :data:`ESTIMATE_AGREEMENT` away from that pass's, the sample is measured once more
+    at the scale it asks for (the native one is not run again). Returns the estimate and the
+    ``(factor, probabilities)`` of the last refinement pass, or None.
+    """
+    first_labels, last_labels = labels
+    counted = estimate_diameter(
+        first_labels if last is None else last_labels, weighting="trimmed"
+    )
+    if counted is None:
+        return steered, last
+    wanted = _estimate_factor(counted, trained)
+    if abs(wanted / (1.0 if last is None else last[0]) - 1.0) < ESTIMATE_AGREEMENT:
+        return counted, last
+    if wanted == 1.0:
+        again = estimate_diameter(first_labels, weighting="trimmed")
+        return (counted, last) if again is None else (again, None)
+    try:
+        _check_scaled_size(sample.shape[2:], wanted, counted)
+    except ValueError:
+        return counted, last
+    prob, _ = yield from relay(
+        passes.run(sample, factor=wanted, plane_events=False), _hold_progress(progress)
+    )
+    again = estimate_diameter(
+        label_probabilities(
+            prob, threshold=threshold, min_size=None, stack=False, min_confidence=min_confidence,
+        ),
+        weighting="trimmed",
+    )  # fmt: skip
+    return (counted, last) if again is None else (again, (wanted, prob))
+
+
+def _estimate_factor(estimate: float, trained: float) -> float:
+    """The factor an estimate asks for: 1 within :data:`AUTO_DIAMETER_TOLERANCE` of the model's
+    diameter, else ``trained / estimate``."""
+    if abs(estimate / trained - 1.0) <= AUTO_DIAMETER_TOLERANCE:
+        return 1.0
+    return rescale_factor(estimate, trained)
 
 
 def _estimation_sample(planes: np.ndarray) -> tuple[np.ndarray, bool]:
