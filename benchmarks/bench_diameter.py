@@ -102,6 +102,66 @@ def estimates(model, planes: list[Sample], rule: str) -> tuple[list[float], floa
     return [model[1].diameter if d is None else d for d in found], len(calls) / len(planes)
 
 
+#: side of the background crops of :func:`empty_fields`, and their least distance to a cell
+EMPTY_SIDE, EMPTY_MARGIN = 96, 10
+EMPTY_SETS = ("hela", "bbbc007", "scratch", "cho")
+
+
+def empty_field(sample: Sample) -> np.ndarray | None:
+    """The first ``EMPTY_SIDE`` square crop (row-major, 8 px steps) of a plane whose pixels all
+    lie more than ``EMPTY_MARGIN`` px from every reference nucleus: a field without cells."""
+    from scipy import ndimage as ndi
+
+    free = ndi.distance_transform_edt(sample.labels == 0) > EMPTY_MARGIN
+    sums = np.pad(free.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    side = EMPTY_SIDE
+    for r in range(0, free.shape[0] - side + 1, 8):
+        for c in range(0, free.shape[1] - side + 1, 8):
+            inside = sums[r + side, c + side] - sums[r, c + side] - sums[r + side, c] + sums[r, c]
+            if inside == side * side:
+                return sample.image[r : r + side, c : c + side]
+    return None
+
+
+def empty_fields(model, cache) -> list[str]:
+    """Table rows: what Segment finds on a field without cells with the diameter estimated, with
+    and without the engine's limit on enlarging (``RESCALE_LIMIT``), and at the set's diameter."""
+    import warnings
+
+    import napari_unet.engine.segment as segment_module
+    from napari_unet.engine.events import drive
+
+    rows = []
+    for key in EMPTY_SETS:
+        ds = load(key, cache=cache)
+        crop = next((c for s in ds.splits["test"] if (c := empty_field(s)) is not None), None)
+        if crop is None:
+            continue
+        found = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name, limit in (("limit", segment_module.RESCALE_LIMIT), ("none", float("inf"))):
+                engine_limit, segment_module.RESCALE_LIMIT = segment_module.RESCALE_LIMIT, limit
+                try:
+                    found[name] = drive(
+                        segment_module.iter_segment(crop, model, diameter=None, device="cpu")
+                    )
+                finally:
+                    segment_module.RESCALE_LIMIT = engine_limit
+            given = drive(
+                segment_module.iter_segment(
+                    crop, model, diameter=ds.diameter("test"), device="cpu"
+                )
+            )
+        cells = [
+            f"{int(r.labels.max())} ({'-' if r.diameter is None else f'{r.diameter:.1f} px'})"
+            for r in (found["none"], found["limit"], given)
+        ]
+        rows.append(f"| {key} test, {EMPTY_SIDE} x {EMPTY_SIDE} | " + " | ".join(cells) + " |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def errors(found: list[float], truths: list[float]) -> dict:
     """Median and largest relative error over the planes with a truth."""
     err = np.array([abs(d / t - 1.0) for d, t in zip(found, truths, strict=True) if np.isfinite(t)])
@@ -158,6 +218,7 @@ def main(argv=None) -> list[dict]:
                 f"{100 * GOAL:.0f} %; {passes:.2f} passes per plane"
             )
         summary.append("| " + " | ".join(cells) + " |")
+    empty = empty_fields(model, args.cache)
     header = "| set, split | " + " | ".join(args.rules) + " |"
     lines = [
         "# The automatic diameter estimate",
@@ -186,6 +247,21 @@ def main(argv=None) -> list[dict]:
         "|---" * (len(args.rules) + 1) + "|",
         *rows,
         *summary,
+        "",
+        "## Fields without cells",
+        "",
+        f"A {EMPTY_SIDE} x {EMPTY_SIDE} crop of a test image whose pixels all lie more than "
+        f"{EMPTY_MARGIN} px from every reference nucleus (the first one found): the objects "
+        "Segment finds there and the diameter it uses. Percentile normalisation stretches the "
+        "noise of an empty field to the full range, and enlarged noise looks like cells, so "
+        "the estimate measures 4-5 px; without a limit the image is then enlarged 5x and "
+        "filled with false cells. The engine never enlarges more than 4x on its own "
+        "(`napari_unet.engine.diameter.RESCALE_LIMIT`: it warns and segments at the model's "
+        "scale).",
+        "",
+        "| field | d estimated, no limit | d estimated (the engine) | d given (the set's) |",
+        "|---|---|---|---|",
+        *empty,
         "",
     ]
     if not args.no_write:

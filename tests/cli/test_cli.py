@@ -103,6 +103,28 @@ def test_predict_background_threshold_draws_tighter_outlines(files, work, capsys
     assert areas[0] < areas[1] == int((tifffile.imread(default) > 0).sum())
 
 
+def test_engine_warnings_are_one_line_each(files, work, capsys, monkeypatch):
+    """A warning of the engine (here: an estimate it did not trust) prints as one
+    ``napari-unet: warning:`` line on standard error, and the command still succeeds."""
+    import warnings
+
+    import napari_unet.engine.segment as segment_module
+
+    real = segment_module.iter_segment
+
+    def warning_segment(*args, **kwargs):
+        warnings.warn("the estimated cell diameter (4.5 px) would enlarge the image\n5.3x", stacklevel=2)
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(segment_module, "iter_segment", warning_segment)
+    out = work / "labels.tif"
+    code, _, err = run(capsys, "predict", work / "cells.tif", "-o", out, "--model", files / "gray.pt")
+    assert code == 0 and out.exists()
+    assert err.strip().splitlines() == [
+        "napari-unet: warning: the estimated cell diameter (4.5 px) would enlarge the image 5.3x"
+    ]
+
+
 def test_predict_refuses_an_existing_output_unless_overwrite(files, work, capsys):
     out = work / "labels.tif"
     out.write_bytes(b"precious")

@@ -300,6 +300,18 @@ def test_automatic_diameter_counts_cells_not_pixels(model_file, oracle):
     assert result.labels.max() == 16
 
 
+def test_automatic_diameter_never_enlarges_beyond_the_limit(model_file, oracle):
+    """Cells of 4 px would need a 6x enlargement: an image of noise measures like that, so the
+    estimate is dropped with a warning and the image is segmented at the model's scale."""
+    image, truth = discs((96, 96), 4, 12)
+    with pytest.warns(UserWarning, match=r"would enlarge the image 6\.\dx"):
+        result = drive(api.iter_segment(image, model_file))
+    assert result.scale == 1.0 and result.diameter == TRAINED_DIAMETER
+    assert result.labels.max() == 0  # objects under 30 % of a 24 px cell are removed
+    given = drive(api.iter_segment(image, model_file, diameter=4))  # a typed diameter is obeyed
+    assert given.scale == pytest.approx(6.0) and given.labels.max() == truth.max()
+
+
 def test_automatic_diameter_without_cells_keeps_the_scale(model_file, oracle):
     result = drive(api.iter_segment(np.full((64, 64), 7, np.uint16), model_file))
     assert result.diameter is None and result.scale == 1.0

@@ -39,13 +39,15 @@ from napari_unet._qt._progress import PanelProgress, tile_fraction
 from napari_unet._qt._segment_call import SEGMENT_OPTION_NAMES, segment_call
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
+from napari_unet.engine.diameter import RESCALE_LIMIT
 from napari_unet.engine.events import BlockDone, PlaneSegmented, TileDone, TileSizeReduced
 from napari_unet.engine.label_step import BACKGROUND_THRESHOLD, MIN_CONFIDENCE
 
 MODEL_FILE = "model file…"
 #: a typed diameter that rescales the image by more than this factor (or less than its inverse)
-#: is asked about first: often µm typed as pixels, and the work grows with the factor squared
-RESCALE_ASK = 4.0
+#: is asked about first: often µm typed as pixels, and the work grows with the factor squared;
+#: the automatic estimate never enlarges by more on its own
+RESCALE_ASK = RESCALE_LIMIT
 
 
 @dataclass(frozen=True)

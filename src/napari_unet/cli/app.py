@@ -9,11 +9,12 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from napari_unet.cli import evaluate, export, predict, sample, train
-from napari_unet.cli.output import PROG, UsageError, error, one_line
+from napari_unet.cli.output import PROG, UsageError, error, one_line, show_warning
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +70,18 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _one_line_warnings(debug: bool) -> Iterator[None]:
+    """Within the block warnings print as ``napari-unet: warning: ...`` lines (Python's own
+    format, with file and line, under ``--debug``)."""
+    if debug:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        yield
+
+
 def _expected_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [
         UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError,
@@ -100,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        with _sigterm_interrupts():
+        with _sigterm_interrupts(), _one_line_warnings(debug):
             return int(args.func(args) or 0)
     except Terminated:
         error("terminated")

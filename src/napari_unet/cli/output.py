@@ -23,6 +23,17 @@ def error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
 
 
+def warning(message: str) -> None:
+    """Print ``napari-unet: warning: <message>`` on standard error."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A ``warnings.showwarning`` for the program: the engine's warnings (an estimate it did not
+    trust, an ignored option) as one line each, without Python's file and line."""
+    warning(" ".join(str(message).split()))
+
+
 def one_line(exc: BaseException) -> str:
     """``exc`` as one sentence for the user, naming the options instead of Python arguments."""
     if isinstance(exc, OSError) and exc.filename and exc.strerror:

@@ -30,7 +30,10 @@ at it (``benchmarks/bench_diameter.py``). Then the image is segmented at the fin
 (reusing the last measurement pass when it covered the whole image). With a
 diameter given or estimated, objects under 30 % of a cell's area are removed unless ``min_size``
 says otherwise, and objects the network is unsure of (mean interior probability under 0.35)
-unless ``min_confidence`` says otherwise. To keep the first pass cheap on large inputs it only looks at a sample: the middle plane of a stack, and at
+unless ``min_confidence`` says otherwise. The estimate never enlarges an image more than
+:data:`~napari_unet.engine.diameter.RESCALE_LIMIT` (4x) on its own: an image without cells
+measures 4-5 px (its noise, enlarged, looks like cells), so a smaller estimate is dropped with a
+warning and the image is segmented as if its cells had the model's diameter. To keep the first pass cheap on large inputs it only looks at a sample: the middle plane of a stack, and at
 most a central 1024 x 1024 crop of that plane. (A crop, not a downsampled copy: downsampling
 would shrink the very cells whose size is being measured.) Models without a stored training
 diameter are never rescaled.
@@ -50,6 +53,7 @@ import numpy as np
 
 from napari_unet.engine.diameter import (
     AUTO_DIAMETER_TOLERANCE,
+    RESCALE_LIMIT,
     RESCALE_TOLERANCE,
     check_diameter,
     check_scaled_size,
@@ -97,9 +101,10 @@ class SegmentResult:
     probabilities : (n_classes, Y, X) or (P, n_classes, Y, X) float32
         Class probabilities (0 background, 1 cell interior, 2 border) at the input's scale.
     diameter : float or None
-        The cell diameter in input pixels that was used: the one given, or the estimate;
-        ``None`` when the model stores no training diameter and none was given, or when the
-        estimate found too few cells.
+        The cell diameter in input pixels that was used: the one given, or the estimate (the
+        model's own when the estimate would have enlarged the image more than
+        :data:`~napari_unet.engine.diameter.RESCALE_LIMIT`); ``None`` when the model stores no
+        training diameter and none was given, or when the estimate found too few cells.
     scale : float
         The factor the image was rescaled by before prediction (1.0 when it was not).
     """
@@ -319,6 +324,15 @@ def iter_segment(
         threshold=threshold, progress=still, min_confidence=min_confidence,
     )  # fmt: skip
     factor = 1.0 if estimate is None else _estimate_factor(estimate, trained)
+    if factor > RESCALE_LIMIT:
+        warnings.warn(
+            f"the estimated cell diameter ({estimate:.3g} px) would enlarge the image "
+            f"{factor:.1f}x, more than {RESCALE_LIMIT:g}x; an image without cells measures like "
+            f"this, so it is segmented at the model's own scale ({trained:g} px cells). Give the "
+            "diameter if the cells really are this small",
+            stacklevel=2,
+        )
+        estimate, factor = trained, 1.0
     if factor != 1.0:
         try:
             _check_scaled_size(spatial, factor, estimate)
