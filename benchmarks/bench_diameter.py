@@ -123,41 +123,69 @@ def empty_field(sample: Sample) -> np.ndarray | None:
     return None
 
 
-def empty_fields(model, cache) -> list[str]:
-    """Table rows: what Segment finds on a field without cells with the diameter estimated, with
-    and without the engine's limit on enlarging (``RESCALE_LIMIT``), and at the set's diameter."""
+#: factors the first test image of each of ``EMPTY_SETS`` is shrunk by for the tiny-cell rows
+SHRINK = (0.5, 0.25)
+
+
+def small_and_empty_fields(model, cache) -> list[str]:
+    """Table rows: what Segment finds, with the diameter estimated, on fields without cells and
+    on images shrunk until their cells are a few pixels across: with and without the engine's
+    limit on enlarging (``RESCALE_LIMIT`` and ``MIN_ENLARGE_CONFIDENCE``), and at the diameter
+    given; with the confidence the engine weighs where the limit applies."""
     import warnings
+
+    from skimage.transform import rescale
 
     import napari_unet.engine.segment as segment_module
     from napari_unet.engine.events import drive
 
-    rows = []
+    def run(image, **options):
+        return drive(segment_module.iter_segment(image, model, device="cpu", **options))
+
+    def shown(result) -> str:
+        d = "-" if result.diameter is None else f"{result.diameter:.1f} px"
+        return f"{int(result.labels.max())} ({d})"
+
+    fields = []
     for key in EMPTY_SETS:
         ds = load(key, cache=cache)
         crop = next((c for s in ds.splits["test"] if (c := empty_field(s)) is not None), None)
-        if crop is None:
-            continue
-        found = {}
+        if crop is not None:
+            fields.append((f"{key} test, {EMPTY_SIDE} x {EMPTY_SIDE} without cells", crop, 0,
+                           ds.diameter("test")))  # fmt: skip
+        first = ds.splits["test"][0]
+        for factor in SHRINK:
+            image = rescale(first.image.astype(np.float32), factor, anti_aliasing=True)
+            n_ref = len(np.unique(first.labels[first.labels > 0]))
+            fields.append((f"{key} test image x {factor:g}", image, n_ref,
+                           ds.diameter("test") * factor))  # fmt: skip
+    rows = []
+    engine_confidence = segment_module._estimate_confidence
+    weighed: list[float] = []
+
+    def recorded(labels, prob):
+        weighed.append(engine_confidence(labels, prob))
+        return weighed[-1]
+
+    for name, image, n_ref, diameter in fields:
+        weighed.clear()
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for name, limit in (("limit", segment_module.RESCALE_LIMIT), ("none", float("inf"))):
-                engine_limit, segment_module.RESCALE_LIMIT = segment_module.RESCALE_LIMIT, limit
-                try:
-                    found[name] = drive(
-                        segment_module.iter_segment(crop, model, diameter=None, device="cpu")
-                    )
-                finally:
-                    segment_module.RESCALE_LIMIT = engine_limit
-            given = drive(
-                segment_module.iter_segment(
-                    crop, model, diameter=ds.diameter("test"), device="cpu"
-                )
-            )
-        cells = [
-            f"{int(r.labels.max())} ({'-' if r.diameter is None else f'{r.diameter:.1f} px'})"
-            for r in (found["none"], found["limit"], given)
-        ]
-        rows.append(f"| {key} test, {EMPTY_SIDE} x {EMPTY_SIDE} | " + " | ".join(cells) + " |")
+            engine_limit, segment_module.RESCALE_LIMIT = segment_module.RESCALE_LIMIT, np.inf
+            try:
+                unlimited = run(image, diameter=None)
+            finally:
+                segment_module.RESCALE_LIMIT = engine_limit
+            segment_module._estimate_confidence = recorded
+            try:
+                engine = run(image, diameter=None)
+            finally:
+                segment_module._estimate_confidence = engine_confidence
+            given = run(image, diameter=diameter)
+        confidence = f"{weighed[0]:.2f}" if weighed else "-"
+        cells = [str(n_ref), shown(unlimited), shown(engine), shown(given), confidence]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
     return rows
 
@@ -218,7 +246,7 @@ def main(argv=None) -> list[dict]:
                 f"{100 * GOAL:.0f} %; {passes:.2f} passes per plane"
             )
         summary.append("| " + " | ".join(cells) + " |")
-    empty = empty_fields(model, args.cache)
+    empty = small_and_empty_fields(model, args.cache)
     header = "| set, split | " + " | ".join(args.rules) + " |"
     lines = [
         "# The automatic diameter estimate",
@@ -248,19 +276,23 @@ def main(argv=None) -> list[dict]:
         *rows,
         *summary,
         "",
-        "## Fields without cells",
+        "## Fields without cells, and cells of a few pixels",
         "",
         f"A {EMPTY_SIDE} x {EMPTY_SIDE} crop of a test image whose pixels all lie more than "
-        f"{EMPTY_MARGIN} px from every reference nucleus (the first one found): the objects "
-        "Segment finds there and the diameter it uses. Percentile normalisation stretches the "
-        "noise of an empty field to the full range, and enlarged noise looks like cells, so "
-        "the estimate measures 4-5 px; without a limit the image is then enlarged 5x and "
-        "filled with false cells. The engine never enlarges more than 4x on its own "
-        "(`napari_unet.engine.diameter.RESCALE_LIMIT`: it warns and segments at the model's "
-        "scale).",
+        f"{EMPTY_MARGIN} px from every reference nucleus (the first one found), and the first "
+        "test image of each set shrunk until its nuclei are a few pixels across: the cells "
+        "Segment finds and the diameter it uses. Percentile normalisation stretches the noise "
+        "of an empty field to the full range, and enlarged noise looks like cells, so the "
+        "estimate measures 4-5 px; without a limit the image is then enlarged about 5x and "
+        "filled with false cells. The engine enlarges more than 4x on its own "
+        "(`napari_unet.engine.diameter.RESCALE_LIMIT`) only when the network is sure of the "
+        "objects it measured (*confidence*: their mean cell probability, weighted by area, at "
+        "least `MIN_ENLARGE_CONFIDENCE` = 0.6); otherwise it warns and segments at the model's "
+        "scale. *d given*: the set's diameter (times the shrink factor).",
         "",
-        "| field | d estimated, no limit | d estimated (the engine) | d given (the set's) |",
-        "|---|---|---|---|",
+        "| field | reference cells | d estimated, no limit | d estimated (the engine) | "
+        "d given | confidence |",
+        "|---|---|---|---|---|---|",
         *empty,
         "",
     ]

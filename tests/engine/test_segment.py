@@ -300,16 +300,44 @@ def test_automatic_diameter_counts_cells_not_pixels(model_file, oracle):
     assert result.labels.max() == 16
 
 
-def test_automatic_diameter_never_enlarges_beyond_the_limit(model_file, oracle):
-    """Cells of 4 px would need a 6x enlargement: an image of noise measures like that, so the
-    estimate is dropped with a warning and the image is segmented at the model's scale."""
+@pytest.mark.parametrize("sure", [True, False])
+def test_automatic_diameter_enlarges_beyond_the_limit_only_when_sure(
+    model_file, oracle, monkeypatch, sure
+):
+    """Cells of 4 px need a 6x enlargement. An image of noise measures like that, but the
+    network is unsure of what it finds there: then the estimate is dropped with a warning and
+    the image is segmented at the model's scale. Objects it is sure of are enlarged as asked."""
     image, truth = discs((96, 96), 4, 12)
-    with pytest.warns(UserWarning, match=r"would enlarge the image 6\.\dx"):
+    if not sure:  # the stand-in network draws the same cells with a cell probability of 0.55
+        fake = segment_module._estimate_confidence
+        monkeypatch.setattr(
+            segment_module, "_estimate_confidence", lambda labels, prob: 0.55 * fake(labels, prob)
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = drive(api.iter_segment(image, model_file))
-    assert result.scale == 1.0 and result.diameter == TRAINED_DIAMETER
-    assert result.labels.max() == 0  # objects under 30 % of a 24 px cell are removed
+    enlarge = [w for w in caught if "would enlarge the image" in str(w.message)]
+    if sure:
+        assert not enlarge
+        assert result.scale == pytest.approx(6.0, rel=0.15)
+        assert result.labels.max() == truth.max()
+    else:
+        assert len(enlarge) == 1 and "unsure" in str(enlarge[0].message)
+        assert result.scale == 1.0 and result.diameter == TRAINED_DIAMETER
+        assert result.labels.max() == 0  # objects under 30 % of a 24 px cell are removed
     given = drive(api.iter_segment(image, model_file, diameter=4))  # a typed diameter is obeyed
     assert given.scale == pytest.approx(6.0) and given.labels.max() == truth.max()
+
+
+def test_estimate_confidence_weighs_objects_by_area():
+    labels = np.zeros((20, 20), np.int32)
+    labels[:10, :10] = 1  # 100 px, cell probability 0.9
+    labels[15:17, 15:17] = 2  # 4 px, 0.2
+    labels[18, :3] = 3  # 3 px, 0.1
+    prob = np.zeros((1, 3, 20, 20), np.float32)
+    prob[0, 1] = np.select([labels == 1, labels == 2, labels == 3], [0.9, 0.2, 0.1])
+    assert segment_module._estimate_confidence(labels, prob) == pytest.approx(0.9)
+    assert segment_module._estimate_confidence(np.zeros((5, 5), np.int32), prob[..., :5, :5]) == 0
 
 
 def test_automatic_diameter_without_cells_keeps_the_scale(model_file, oracle):

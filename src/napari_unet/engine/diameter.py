@@ -42,10 +42,11 @@ RESCALE_TOLERANCE = 0.05
 #: A measured diameter is acted on (a prediction's second pass, training data resized) only when
 #: it differs from the model's training diameter by more than this fraction.
 AUTO_DIAMETER_TOLERANCE = 0.15
-#: The automatic diameter estimate never enlarges an image by more than this on its own (cells
-#: under 6 px for a model trained at 24 px): an image with no cells measures 4-5 px, because
-#: its noise, once enlarged, looks like cells to the network (``docs/benchmarks/diameter.md``).
-#: The Segment panel asks before a typed diameter rescales by more than this, either way.
+#: The automatic diameter estimate enlarges an image by more than this (cells under 6 px for a
+#: model trained at 24 px) only when the network is sure of what it measured
+#: (``segment.MIN_ENLARGE_CONFIDENCE``): an image with no cells measures 4-5 px, because its
+#: noise, once enlarged, looks like cells (``docs/benchmarks/diameter.md``). The Segment panel
+#: asks before a typed diameter rescales by more than this, either way.
 RESCALE_LIMIT = 4.0
 #: Cell diameters below this many pixels are rejected as meaningless.
 MIN_DIAMETER = 1.0

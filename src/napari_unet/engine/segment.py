@@ -30,9 +30,10 @@ at it (``benchmarks/bench_diameter.py``). Then the image is segmented at the fin
 (reusing the last measurement pass when it covered the whole image). With a
 diameter given or estimated, objects under 30 % of a cell's area are removed unless ``min_size``
 says otherwise, and objects the network is unsure of (mean interior probability under 0.35)
-unless ``min_confidence`` says otherwise. The estimate never enlarges an image more than
-:data:`~napari_unet.engine.diameter.RESCALE_LIMIT` (4x) on its own: an image without cells
-measures 4-5 px (its noise, enlarged, looks like cells), so a smaller estimate is dropped with a
+unless ``min_confidence`` says otherwise. The estimate enlarges an image more than
+:data:`~napari_unet.engine.diameter.RESCALE_LIMIT` (4x) only when the network is sure of
+the objects it measured (:data:`MIN_ENLARGE_CONFIDENCE`): an image without cells measures 4-5 px
+(its noise, enlarged, looks like cells, but unsure ones), so such an estimate is dropped with a
 warning and the image is segmented as if its cells had the model's diameter. To keep the first pass cheap on large inputs it only looks at a sample: the middle plane of a stack, and at
 most a central 1024 x 1024 crop of that plane. (A crop, not a downsampled copy: downsampling
 would shrink the very cells whose size is being measured.) Models without a stored training
@@ -87,6 +88,12 @@ ESTIMATE_CROP = 1024
 #: stopping early when two estimates agree within ``ESTIMATE_AGREEMENT``.
 ESTIMATE_REFINEMENTS = 2
 ESTIMATE_AGREEMENT = 0.1
+#: An estimate that would enlarge the image more than ``RESCALE_LIMIT`` is used only when the
+#: network is at least this sure of the objects it measured (their mean cell probability,
+#: weighted by area): an image without cells measures 4-5 px, because its noise enlarged looks
+#: like cells, but the network is unsure of those (0.38-0.53), and sure of real nuclei of
+#: 5-7 px enlarged (0.67-0.72; ``benchmarks/bench_diameter.py``).
+MIN_ENLARGE_CONFIDENCE = 0.6
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,7 +110,8 @@ class SegmentResult:
     diameter : float or None
         The cell diameter in input pixels that was used: the one given, or the estimate (the
         model's own when the estimate would have enlarged the image more than
-        :data:`~napari_unet.engine.diameter.RESCALE_LIMIT`); ``None`` when the model stores no
+        :data:`~napari_unet.engine.diameter.RESCALE_LIMIT` and the network was unsure of the
+        objects it measured); ``None`` when the model stores no
         training diameter and none was given, or when the estimate found too few cells.
     scale : float
         The factor the image was rescaled by before prediction (1.0 when it was not).
@@ -319,17 +327,19 @@ def iter_segment(
         passes, sample, estimate, trained, threshold=threshold, progress=still,
         min_confidence=min_confidence,
     )  # fmt: skip
-    estimate, last = yield from _count_cells(
-        passes, sample, (sample_labels, last_labels), estimate, last, trained,
+    estimate, last, measured = yield from _count_cells(
+        passes, sample, (sample_labels, sample_prob), (last_labels, last), estimate, trained,
         threshold=threshold, progress=still, min_confidence=min_confidence,
     )  # fmt: skip
     factor = 1.0 if estimate is None else _estimate_factor(estimate, trained)
-    if factor > RESCALE_LIMIT:
+    confidence = _estimate_confidence(*measured) if factor > RESCALE_LIMIT else 1.0
+    if confidence < MIN_ENLARGE_CONFIDENCE:
         warnings.warn(
             f"the estimated cell diameter ({estimate:.3g} px) would enlarge the image "
-            f"{factor:.1f}x, more than {RESCALE_LIMIT:g}x; an image without cells measures like "
-            f"this, so it is segmented at the model's own scale ({trained:g} px cells). Give the "
-            "diameter if the cells really are this small",
+            f"{factor:.1f}x, and the network is unsure of what it finds there (mean cell "
+            f"probability {confidence:.2f}); an image without cells measures like this, so it "
+            f"is segmented at the model's own scale ({trained:g} px cells). Give the diameter "
+            "if the cells really are this small",
             stacklevel=2,
         )
         estimate, factor = trained, 1.0
@@ -434,44 +444,61 @@ def _hold_progress(progress: TileDone):
 
 
 def _count_cells(
-    passes, sample, labels, steered, last, trained, *, threshold, progress, min_confidence
+    passes, sample, first, refined, steered, trained, *, threshold, progress, min_confidence
 ):
     """The diameter measured with each cell counting once, at the scale the steering found.
 
-    ``labels``: the instance labels of the first pass (native scale) and of the last refinement
-    (None without one); ``steered``: the area-weighted estimate that set the last pass's scale;
-    ``last``: ``(factor, probabilities)`` of that pass or None. The diameter is measured on the
-    last pass's objects by ``estimate_diameter(weighting="trimmed")``; when it asks for a scale
-    more than :data:`ESTIMATE_AGREEMENT` away from that pass's, the sample is measured once more
-    at the scale it asks for (the native one is not run again). Returns the estimate and the
-    ``(factor, probabilities)`` of the last refinement pass, or None.
+    ``first``: the instance labels and probabilities of the first pass (native scale);
+    ``refined``: the labels of the last refinement pass and its ``(factor, probabilities)``
+    (both None without one); ``steered``: the area-weighted estimate that set that pass's
+    scale. The diameter is measured on the last pass's objects by
+    ``estimate_diameter(weighting="trimmed")``; when it asks for a scale more than
+    :data:`ESTIMATE_AGREEMENT` away from that pass's, the sample is measured once more at the
+    scale it asks for (the native one is not run again). Returns the estimate, the
+    ``(factor, probabilities)`` of the last refinement pass (or None) and the labels and
+    probabilities the estimate was measured on.
     """
-    first_labels, last_labels = labels
-    counted = estimate_diameter(
-        first_labels if last is None else last_labels, weighting="trimmed"
-    )
+    (first_labels, first_prob), (last_labels, last) = first, refined
+    here = (first_labels, first_prob) if last is None else (last_labels, last[1])
+    counted = estimate_diameter(here[0], weighting="trimmed")
     if counted is None:
-        return steered, last
+        return steered, last, here
     wanted = _estimate_factor(counted, trained)
     if abs(wanted / (1.0 if last is None else last[0]) - 1.0) < ESTIMATE_AGREEMENT:
-        return counted, last
+        return counted, last, here
     if wanted == 1.0:
         again = estimate_diameter(first_labels, weighting="trimmed")
-        return (counted, last) if again is None else (again, None)
+        return (counted, last, here) if again is None else (again, None, first)
     try:
         _check_scaled_size(sample.shape[2:], wanted, counted)
     except ValueError:
-        return counted, last
+        return counted, last, here
     prob, _ = yield from relay(
         passes.run(sample, factor=wanted, plane_events=False), _hold_progress(progress)
     )
-    again = estimate_diameter(
-        label_probabilities(
-            prob, threshold=threshold, min_size=None, stack=False, min_confidence=min_confidence,
-        ),
-        weighting="trimmed",
+    labels = label_probabilities(
+        prob, threshold=threshold, min_size=None, stack=False, min_confidence=min_confidence,
     )  # fmt: skip
-    return (counted, last) if again is None else (again, (wanted, prob))
+    again = estimate_diameter(labels, weighting="trimmed")
+    if again is None:
+        return counted, last, here
+    return again, (wanted, prob), (labels, prob)
+
+
+def _estimate_confidence(labels: np.ndarray, prob: np.ndarray) -> float:
+    """How sure the network is of the objects an estimate measured: the mean cell probability
+    of the object that holds the median foreground pixel (so specks weigh by their area).
+    ``labels`` (Y, X), ``prob`` (1, n_classes, Y, X); 0 without objects."""
+    from napari_unet.engine.instances import object_confidence
+
+    confidence = object_confidence(labels, prob[0])[1:]
+    areas = np.bincount(np.asarray(labels).reshape(-1), minlength=confidence.size + 1)[1:]
+    keep = areas > 0
+    if not keep.any():
+        return 0.0
+    order = np.argsort(confidence[keep])
+    cumulative = np.cumsum(areas[keep][order])
+    return float(confidence[keep][order][np.searchsorted(cumulative, cumulative[-1] / 2.0)])
 
 
 def _estimate_factor(estimate: float, trained: float) -> float:
