@@ -46,7 +46,7 @@ from napari_unet.engine.label_step import BACKGROUND_THRESHOLD, MIN_CONFIDENCE
 MODEL_FILE = "model file…"
 #: a typed diameter that rescales the image by more than this factor (or less than its inverse)
 #: is asked about first: often µm typed as pixels, and the work grows with the factor squared;
-#: the automatic estimate never enlarges by more on its own
+#: the automatic estimate enlarges by more only when the network is sure of what it measured
 RESCALE_ASK = RESCALE_LIMIT
 
 

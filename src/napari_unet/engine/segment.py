@@ -91,8 +91,9 @@ ESTIMATE_AGREEMENT = 0.1
 #: An estimate that would enlarge the image more than ``RESCALE_LIMIT`` is used only when the
 #: network is at least this sure of the objects it measured (their mean cell probability,
 #: weighted by area): an image without cells measures 4-5 px, because its noise enlarged looks
-#: like cells, but the network is unsure of those (0.38-0.53), and sure of real nuclei of
-#: 5-7 px enlarged (0.67-0.72; ``benchmarks/bench_diameter.py``).
+#: like cells, but the network is unsure of those (0.38-0.53 on fields of three sets), and sure
+#: of BBBC007's and the scratch assay's nuclei shrunk to 3-5 px (0.64-0.68), though not of every
+#: small nucleus (the scratch assay at 6 px: 0.41; ``benchmarks/bench_diameter.py``).
 MIN_ENLARGE_CONFIDENCE = 0.6
 
 
