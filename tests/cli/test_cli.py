@@ -105,7 +105,8 @@ def test_predict_background_threshold_draws_tighter_outlines(files, work, capsys
 
 def test_engine_warnings_are_one_line_each(files, work, capsys, monkeypatch):
     """A warning of the engine (here: an estimate it did not trust) prints as one
-    ``napari-unet: warning:`` line on standard error, and the command still succeeds."""
+    ``napari-unet: warning:`` line on standard error that names the image, and the command
+    still succeeds."""
     import warnings
 
     import napari_unet.engine.segment as segment_module
@@ -121,7 +122,8 @@ def test_engine_warnings_are_one_line_each(files, work, capsys, monkeypatch):
     code, _, err = run(capsys, "predict", work / "cells.tif", "-o", out, "--model", files / "gray.pt")
     assert code == 0 and out.exists()
     assert err.strip().splitlines() == [
-        "napari-unet: warning: the estimated cell diameter (4.5 px) would enlarge the image 5.3x"
+        "napari-unet: warning: cells.tif: the estimated cell diameter (4.5 px) would enlarge "
+        "the image 5.3x"
     ]
 
 

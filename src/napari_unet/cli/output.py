@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from typing import TextIO
 
 PROG = "napari-unet"
@@ -32,6 +35,24 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
     """A ``warnings.showwarning`` for the program: the engine's warnings (an estimate it did not
     trust, an ignored option) as one line each, without Python's file and line."""
     warning(" ".join(str(message).split()))
+
+
+@contextlib.contextmanager
+def warnings_about(name: str, bar: ProgressBar | None = None) -> Iterator[None]:
+    """Within the block each warning names the input it is about (``napari-unet: warning:
+    <name>: ...``), on a line of its own after the progress bar's."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if bar is not None:
+            bar.close()
+        warning(f"{name}: " + " ".join(str(message).split()))
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def one_line(exc: BaseException) -> str:

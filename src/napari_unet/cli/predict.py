@@ -6,6 +6,7 @@ stores and dask clusters block by block (:mod:`napari_unet.cli.predict_blocks`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from napari_unet.cli.numbers import (
     POSITIVE,
     POSITIVE_INT,
 )
-from napari_unet.cli.output import ProgressBar, UsageError, one_line, say
+from napari_unet.cli.output import ProgressBar, UsageError, one_line, say, warnings_about
 from napari_unet.engine.device import DEVICE_CHOICES
 
 
@@ -129,8 +130,10 @@ def run(args: argparse.Namespace) -> int:
                     bar.close()
                     say(f"{name}: out of memory; tile size {event.old} -> {event.new}", sys.stderr)
 
+        about = contextlib.nullcontext() if args.debug else warnings_about(image.name, bar)
         try:
-            result = drive(gen, show)
+            with about:
+                result = drive(gen, show)
         except ValueError as exc:
             raise UsageError(f"{image}: {one_line(exc)}") from None
         finally:
