@@ -127,6 +127,26 @@ def test_engine_warnings_are_one_line_each(files, work, capsys, monkeypatch):
     ]
 
 
+def test_predict_intensity_range_reaches_the_engine(files, work, capsys, monkeypatch):
+    import napari_unet.engine.segment as segment_module
+
+    seen = []
+    real = segment_module.iter_segment
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("intensity_range"))
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(segment_module, "iter_segment", spy)
+    out = work / "labels.tif"
+    common = ("predict", work / "cells.tif", "-o", out, "--model", files / "gray.pt")
+    code, _, err = run(capsys, *common, "--intensity-range", "100", "2000")
+    assert code == 0 and seen == [[100.0, 2000.0]], err
+    code, _, err = run(capsys, *common, "--overwrite", "--intensity-range", "5", "5")
+    assert code == 2
+    assert_one_line_error(err, "--intensity-range", "LOW must be below HIGH")
+
+
 def test_predict_refuses_an_existing_output_unless_overwrite(files, work, capsys):
     out = work / "labels.tif"
     out.write_bytes(b"precious")

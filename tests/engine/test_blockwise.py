@@ -135,6 +135,31 @@ def test_blocks_use_the_whole_image_percentiles(image, reference, monkeypatch):
     assert labels[:, -48:].max() == 0 and reference[:, -48:].max() == 0
 
 
+def test_blocks_use_a_given_intensity_range(image, monkeypatch):
+    """A given (low, high) replaces the measured percentiles in every block, and in the
+    diameter estimate's crop."""
+    from napari_unet.engine import block_plan
+
+    seen, estimate_ranges = [], []
+    original = blockwise.segment_block
+
+    def spy(region, model, settings, block, shape):
+        seen.append(settings.intensity_range[0])
+        return original(region, model, settings, block, shape)
+
+    real_estimate = block_plan._estimate_diameter
+
+    def estimate_spy(*args, **kwargs):
+        estimate_ranges.append(kwargs.get("intensity_range"))
+        return real_estimate(*args, **kwargs)
+
+    monkeypatch.setattr(blockwise, "segment_block", spy)
+    monkeypatch.setattr(block_plan, "_estimate_diameter", estimate_spy)
+    segment_blockwise(image, "default", block_size=BLOCK, intensity_range=(50, 900))
+    assert seen and all(s == ((50.0,), (900.0,)) for s in seen)
+    assert estimate_ranges == [(50, 900)]
+
+
 def test_estimated_diameter_is_measured_once(image, monkeypatch):
     from napari_unet.engine import block_plan
 

@@ -516,3 +516,47 @@ def test_intensity_range_replaces_the_plane_percentiles(oracle):
     assert call["normalization"] is False
     with pytest.raises(ValueError, match="one low and one high value per channel"):
         drive(segment_module.iter_segment(image, tiny_net(), intensity_range=([0.0, 1.0], [2.0, 3.0])))
+    with pytest.raises(ValueError, match="low must be below high"):
+        drive(segment_module.iter_segment(image, tiny_net(), intensity_range=(300, 100)))
+
+
+def test_one_intensity_range_for_every_channel():
+    lo, hi = segment_module.channel_range((10, 250), 3)
+    assert lo.tolist() == [10, 10, 10] and hi.tolist() == [250, 250, 250]
+    lo, hi = segment_module.channel_range(([1, 2], [3, 4]), 2)
+    assert lo.tolist() == [1, 2] and hi.tolist() == [3, 4]
+    with pytest.raises(ValueError, match=r"must be \(low, high\)"):
+        segment_module.channel_range(5, 1)
+
+
+def test_an_intensity_range_rescues_an_image_swamped_by_bright_debris(monkeypatch):
+    """A bright square over 1 % of the image takes the top percentile: the cells, a tenth as
+    bright, fall under the half-way level of the normalised image and vanish. Normalised by the
+    range a user would set in napari's contrast slider, they are found again."""
+
+    def absolute_threshold(model, image, *, normalization=None, **kwargs):
+        # a stand-in network: cell wherever the normalised intensity is above 0.5
+        planes = image.astype(np.float32).mean(axis=1)
+        out = []
+        for i, plane in enumerate(planes):
+            if normalization is not False:
+                lo, hi = np.percentile(plane, (1.0, 99.8))
+                plane = (plane - lo) / (hi - lo)
+            cell = (plane > 0.5).astype(np.float32)
+            out.append(np.stack([1 - cell, cell, np.zeros_like(cell)]))
+            yield TileDone(done=i + 1, total=len(planes), plane=i, n_planes=len(planes))
+            yield PlaneDone(plane=i, n_planes=len(planes))
+        return np.stack(out)
+
+    monkeypatch.setattr("napari_unet.engine.tiling.iter_predict", absolute_threshold)
+    image, truth = discs((120, 120), 10, 24)
+    image = image.astype(np.float32)
+    image[:14, :14] = 10_000.0  # debris, ten times as bright as the cells
+    truth[:14, :14] = 0
+    swamped = drive(segment_module.iter_segment(image, tiny_net(), min_size=0))
+    assert swamped.labels[truth > 0].max() == 0
+    rescued = drive(
+        segment_module.iter_segment(image, tiny_net(), min_size=0, intensity_range=(100, 1000))
+    )
+    cells = np.unique(rescued.labels[truth > 0])
+    assert len(cells[cells > 0]) == truth.max()

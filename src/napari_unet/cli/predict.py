@@ -17,6 +17,7 @@ from napari_unet.cli.axes import add_axes_option, choose_axes
 from napari_unet.cli.files import base_stem, check_new_outputs, is_tiff_name
 from napari_unet.cli.numbers import (
     CONFIDENCE,
+    FINITE,
     FRACTION,
     NON_NEGATIVE_INT,
     POSITIVE,
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     probs_out = Path(args.probabilities).expanduser() if args.probabilities else None
     if not source.exists():
         raise FileNotFoundError(f"no such file or folder: {source}")
+    if args.intensity_range is not None and not args.intensity_range[0] < args.intensity_range[1]:
+        raise UsageError("--intensity-range: LOW must be below HIGH")
     from napari_unet.cli import predict_blocks
 
     if predict_blocks.wanted(args, source, output):
@@ -172,7 +175,7 @@ def count_objects(labels: np.ndarray) -> int:
 #: options passed on to iter_segment as they are
 SEGMENT_OPTIONS = (
     "diameter", "device", "threshold", "min_size", "min_confidence", "background_threshold",
-    "tile_size", "tta",
+    "tile_size", "tta", "intensity_range",
 )
 HELP = "segment a TIFF image (or every TIFF in a folder) into instance labels"
 
@@ -207,6 +210,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where outlines run: a cell's pixels have a background probability "
                    "below P (default: 0.5, the model's own outline; lower draws tighter "
                    "outlines, 0.3 about 10%% less area)")
+    p.add_argument("--intensity-range", type=FINITE, nargs=2, metavar=("LOW", "HIGH"),
+                   help="map these intensities to the model's 0 and 1 instead of each plane's "
+                   "percentiles (e.g. the contrast limits that show the cells well, when bright "
+                   "debris or a saturated region swamps the automatic range)")
     p.add_argument("--tile-size", type=POSITIVE_INT, metavar="PX",
                    help="tile side in pixels (default: from the available memory)")
     p.add_argument("--tta", action="store_true",

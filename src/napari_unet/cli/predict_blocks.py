@@ -156,7 +156,7 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
             block_size=block, client=client, diameter=args.diameter, device=device,
             threshold=args.threshold, min_size=args.min_size, min_confidence=args.min_confidence,
             background_threshold=args.background_threshold, tile_size=args.tile_size,
-            tta=args.tta,
+            tta=args.tta, intensity_range=args.intensity_range,
         )
         try:
             result = drive(gen, show)

@@ -174,7 +174,8 @@ def _histogram(block: np.ndarray, bins: int) -> np.ndarray:
 
 
 def _estimate_diameter(
-    planes, model, *, threshold: float, min_confidence: float | None, device: Any
+    planes, model, *, threshold: float, min_confidence: float | None, device: Any,
+    intensity_range: tuple[Any, Any] | None = None,
 ) -> float | None:
     """The cell diameter the in-memory path would estimate: the same central crop of the
     middle plane (:data:`~napari_unet.engine.segment.ESTIMATE_CROP`), read alone."""
@@ -187,7 +188,7 @@ def _estimate_diameter(
     result = drive(
         iter_segment(
             crop, model, channel_axis=0, threshold=threshold, min_confidence=min_confidence,
-            device=device,
+            device=device, intensity_range=intensity_range,
         )
     )  # fmt: skip
     return result.diameter
@@ -206,6 +207,7 @@ def plan(
     tile_size: int | None = None,
     device: str = "cpu",
     tta: bool = False,
+    intensity_range: tuple[Any, Any] | None = None,
 ) -> tuple[BlockSettings, float, float | None]:
     """Measure what every block needs, once: percentiles per plane, the cell diameter, the
     halo and the strips. ``planes`` is (P, C, Y, X) dask. Returns the settings, the
@@ -236,7 +238,13 @@ def plan(
     trained = checkpoint.diameter
     norm = model_normalization(checkpoint)
     low, high = normalization_percentiles(norm) if norm else (DEFAULT_LOW, DEFAULT_HIGH)
-    ranges = tuple(_plane_percentiles(planes[p], low, high) for p in range(planes.shape[0]))
+    if intensity_range is None:
+        ranges = tuple(_plane_percentiles(planes[p], low, high) for p in range(planes.shape[0]))
+    else:
+        from napari_unet.engine.segment import channel_range
+
+        given = tuple(tuple(float(v) for v in a) for a in channel_range(intensity_range, planes.shape[1]))
+        ranges = (given,) * planes.shape[0]
 
     measured = None
     if diameter is not None:
@@ -245,7 +253,7 @@ def plan(
     elif trained is not None:
         measured = _estimate_diameter(
             planes, (net, checkpoint), threshold=threshold, min_confidence=min_confidence,
-            device=device,
+            device=device, intensity_range=intensity_range,
         )  # fmt: skip
         if measured is not None:
             # as the in-memory path: no rescaling within the estimate's tolerance

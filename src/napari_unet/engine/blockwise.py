@@ -316,6 +316,7 @@ def iter_segment_blockwise(
     background_threshold: float | None = None,
     tile_size: int | None = None,
     tta: bool = False,
+    intensity_range: tuple[Any, Any] | None = None,
 ) -> Generator[Any, None, BlockwiseResult]:
     """Segment ``image`` block by block; yields progress, returns a :class:`BlockwiseResult`.
 
@@ -340,6 +341,9 @@ def iter_segment_blockwise(
         As for :func:`~napari_unet.engine.segment.iter_segment`; ``min_size=None`` with no
         known diameter means the fixed ``DEFAULT_MIN_SIZE`` (an adaptive size would differ
         between blocks).
+    intensity_range : (low, high) or None
+        As for :func:`~napari_unet.engine.segment.iter_segment`, for every plane; ``None``
+        measures the model's percentiles over each whole plane.
 
     Yields
     ------
@@ -355,6 +359,7 @@ def iter_segment_blockwise(
         planes, model, block_size=block_size, diameter=diameter, min_size=min_size,
         threshold=threshold, min_confidence=min_confidence,
         background_threshold=background_threshold, tile_size=tile_size, device=device, tta=tta,
+        intensity_range=intensity_range,
     )
     planes, note = _planes_chunked(planes, settings.block_size)
     if note:

@@ -198,8 +198,10 @@ def iter_segment(
         of every tile (8 times the network's work; gain and cost in
         docs/benchmarks/accuracy.md).
     intensity_range : (low, high) or None
-        Per-channel intensities (arrays of shape (C,), input units) mapped to 0 and 1, in place
-        of the model's percentiles computed on each plane. Block-wise segmentation
+        Intensities (input units; one number each, or arrays of shape (C,) per channel) mapped
+        to 0 and 1, in place of the model's percentiles computed on each plane: e.g. the
+        contrast limits a user set in napari, when bright debris or a saturated region
+        swamps the percentiles. Used by the diameter estimate too. Block-wise segmentation
         (:mod:`~napari_unet.engine.blockwise`) computes them once over the whole image and
         passes them to every block, so that blocks are normalised like the whole image.
     region : ((rows, columns), (row, column)) or None
@@ -366,18 +368,36 @@ def iter_segment(
     return (yield from final(factor, estimate, offset=done_first))
 
 
+def channel_range(intensity_range: tuple[Any, Any], n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``intensity_range`` as two float32 arrays of shape ``(n_channels,)``: one low and one
+    high value per channel, or one of each for every channel. Raises ``ValueError`` otherwise,
+    and when low is not below high."""
+    try:
+        low, high = intensity_range
+    except (TypeError, ValueError):
+        raise ValueError(f"intensity_range must be (low, high), not {intensity_range!r}") from None
+    lo = np.asarray(low, np.float32).reshape(-1)
+    hi = np.asarray(high, np.float32).reshape(-1)
+    if lo.size == 1:
+        lo = np.repeat(lo, n_channels)
+    if hi.size == 1:
+        hi = np.repeat(hi, n_channels)
+    if lo.shape != (n_channels,) or hi.shape != (n_channels,):
+        raise ValueError(
+            f"intensity_range needs one low and one high value per channel ({n_channels}), "
+            f"or one of each for all, got {lo.size} and {hi.size}"
+        )
+    if np.isfinite(lo).all() and np.isfinite(hi).all() and not (lo < hi).all():
+        raise ValueError(f"intensity_range: low must be below high, not {low} and {high}")
+    return lo, hi
+
+
 def _normalized(planes: np.ndarray, intensity_range: tuple[Any, Any]) -> np.ndarray:
     """(P, C, Y, X) ``planes`` mapped per channel from ``intensity_range`` to [0, 1]; float32."""
     from napari_unet.engine.normalization import _scale
 
     n_channels = planes.shape[1]
-    lo = np.asarray(intensity_range[0], np.float32).reshape(-1)
-    hi = np.asarray(intensity_range[1], np.float32).reshape(-1)
-    if lo.shape != (n_channels,) or hi.shape != (n_channels,):
-        raise ValueError(
-            f"intensity_range needs one low and one high value per channel ({n_channels}), "
-            f"got {lo.size} and {hi.size}"
-        )
+    lo, hi = channel_range(intensity_range, n_channels)
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         raise ValueError("intensity_range must hold finite numbers")
     out = planes.astype(np.float32)  # a copy: the caller's image is left alone
