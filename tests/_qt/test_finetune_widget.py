@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet._qt._segment_call import segment_call
+from napari_unet._qt._segment_call import engine_options, segment_call
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt.finetune_widget import FineTuneWidget, WeightMapReady
 from napari_unet._qt.segment_widget import SegmentWidget
@@ -177,7 +177,10 @@ def test_stop_keeps_the_model_and_segment_uses_it(
     # how many cells a model stopped after a load-dependent number of steps finds varies, so
     # the check is that Segment's labels are the stopped model's own labels
     expected = _drain(
-        segment_call(image_data, None, current.source, **segment.segment_options())
+        segment_call(
+            image_data, None, current.source,
+            **engine_options(segment.segment_options(), viewer.layers["nuclei"]),
+        )
     ).labels
     assert labels.shape == (128, 128)
     np.testing.assert_array_equal(labels, expected)

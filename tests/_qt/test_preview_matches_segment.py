@@ -42,6 +42,20 @@ def test_preview_and_segment_agree(viewer_with_image, tiny_model_path, tmp_path,
     np.testing.assert_array_equal(viewer.layers["nuclei preview labels"].data, expected)
     assert f"{int(expected.max())} cells" in finetune.preview_info.value
 
+    # normalised by the layer's contrast limits: the preview follows that choice too
+    layer = viewer.layers["nuclei"]
+    layer.contrast_limits = (float(layer.data.min()), float(np.percentile(layer.data, 90)))
+    segment.use_contrast.value = True
+    wait_job(segment.segment())
+    narrowed = viewer.layers["nuclei labels"].data
+    assert not np.array_equal(narrowed, expected)
+    finetune.refresh_preview()
+    qtbot.waitUntil(lambda: not finetune.preview.runner.busy, timeout=60_000)
+    qtbot.waitUntil(
+        lambda: np.array_equal(viewer.layers["nuclei preview labels"].data, narrowed),
+        timeout=60_000,
+    )
+
 
 def test_previews_during_training_reuse_the_diameter_measured_before(make_napari_viewer):
     from types import SimpleNamespace

@@ -366,3 +366,41 @@ def test_a_long_model_name_fits_with_the_full_path_as_tooltip(viewer_with_image,
     assert finetune.start_model.value == long.name  # whole, wrapped
     assert finetune.start_model.native.wordWrap()
     assert str(long) in finetune.start_model.native.toolTip()
+
+
+def test_normalising_by_the_contrast_limits(viewer_with_image, wait_job, errors, monkeypatch):
+    """With the box ticked the layer's contrast limits reach the engine as the intensity range
+    (so a user can set the contrast so that the cells look right); unticked, the engine takes
+    its percentiles. The choice is published to the session with the other options."""
+    import napari_unet.engine.segment as segment_module
+
+    seen = []
+    real = segment_module.iter_segment
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("intensity_range"))
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(segment_module, "iter_segment", spy)
+    viewer = viewer_with_image
+    layer = viewer.layers["nuclei"]
+    widget = _widget(viewer)
+    wait_job(widget.segment())
+    layer.contrast_limits = (150.0, 900.0)
+    widget.use_contrast.value = True
+    assert widget.session.segment_options["use_contrast_limits"] is True
+    wait_job(widget.segment())
+    assert errors == []
+    assert seen == [None, (150.0, 900.0)]
+
+
+def test_engine_options_turn_the_choice_into_a_range():
+    from types import SimpleNamespace
+
+    from napari_unet._qt._segment_call import engine_options
+
+    layer = SimpleNamespace(contrast_limits=[10, 200])
+    options = {"threshold": 0.5, "use_contrast_limits": True}
+    assert engine_options(options, layer) == {"threshold": 0.5, "intensity_range": (10.0, 200.0)}
+    assert engine_options({**options, "use_contrast_limits": False}, layer) == {"threshold": 0.5}
+    assert options["use_contrast_limits"] is True  # the session's dict is left alone

@@ -9,6 +9,7 @@ from typing import Any
 
 from napari_unet._qt._finetune_job import preview_job, scored_preview_job
 from napari_unet._qt._layers import Layout, show_segmentation
+from napari_unet._qt._segment_call import engine_options
 from napari_unet._qt._worker import LatestOnly, run_shielded
 
 ROLE = "finetune"
@@ -50,6 +51,7 @@ class LivePreview:
         against the painted cells and ``on_score`` gets the ``PaintedScore``.
         """
         image, channel_axis = plane
+        options = engine_options(options, image_layer)
         self.source = label
         layout = Layout(tuple(image.shape), "YX" if channel_axis is None else "YXC")
 

@@ -24,6 +24,7 @@ from napari_unet._qt._controls import (
 )
 from napari_unet._qt._finetune_job import FineTuneRequest
 from napari_unet._qt._layers import current_image_plane, layer_combo, pick_default
+from napari_unet._qt._segment_call import engine_options
 from napari_unet.engine.train_config import (
     DEFAULT_LR,
     FINE_TUNE_FOREGROUND_FRACTION,
@@ -202,5 +203,5 @@ class FineTuneSettings:
             device=self.device.value,
             diameter=float(self.diameter.value) or None,
             labels_name=self.labels.value.name,
-            segment_options=dict(self.session.segment_options),
+            segment_options=engine_options(self.session.segment_options, self.image.value),
         )

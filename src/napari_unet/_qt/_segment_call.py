@@ -11,6 +11,17 @@ SEGMENT_OPTION_NAMES = (
 )
 
 
+def engine_options(options: dict[str, Any], layer: Any) -> dict[str, Any]:
+    """The Segment panel's ``options`` as the engine takes them for the image ``layer``: the
+    choice ``use_contrast_limits`` becomes ``intensity_range``, the layer's contrast limits
+    (the intensities shown black and white are mapped to the model's 0 and 1)."""
+    options = dict(options)
+    if options.pop("use_contrast_limits", False) and layer is not None:
+        low, high = (float(v) for v in layer.contrast_limits)
+        options["intensity_range"] = (low, high)
+    return options
+
+
 def segment_call(
     image: Any, channel_axis: int | None, model: Any, *, stack: bool = False, **options: Any
 ):

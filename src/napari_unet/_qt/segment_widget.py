@@ -36,7 +36,7 @@ from napari_unet._qt._layers import (
 )
 from napari_unet._qt._partial import show_partial
 from napari_unet._qt._progress import PanelProgress, tile_fraction
-from napari_unet._qt._segment_call import SEGMENT_OPTION_NAMES, segment_call
+from napari_unet._qt._segment_call import SEGMENT_OPTION_NAMES, engine_options, segment_call
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.diameter import RESCALE_LIMIT
@@ -171,6 +171,14 @@ class SegmentWidget(QWidget):
             tooltip="Test-time augmentation: the network sees every tile in its 8 flips and "
             "quarter turns and the results are averaged; steadier edges, 8 times the work.",
         )
+        self.use_contrast = CheckBox(
+            label="normalise by the contrast limits",
+            value=False,
+            tooltip="Map the image layer's contrast limits (what shows black and white) to the "
+            "model's 0 and 1, instead of the image's 1st and 99.8th percentiles. Set the "
+            "contrast so that the cells look right, then Segment: for images where bright "
+            "debris, a saturated region or a well edge swamps the automatic range.",
+        )
         self.show_probabilities = CheckBox(label="add the probability map", value=False)
         self.tile_size = Label(label="tiles", value="sized automatically (from free memory)")
         self.store = FileEdit(
@@ -193,6 +201,7 @@ class SegmentWidget(QWidget):
                 self.min_confidence,
                 self.background_threshold,
                 self.tta,
+                self.use_contrast,
                 self.show_probabilities,
                 self.tile_size,
                 self.store,
@@ -224,6 +233,7 @@ class SegmentWidget(QWidget):
         self._update_axes()
         for name in SEGMENT_OPTION_NAMES:
             getattr(self, name).changed.connect(self._publish_options)
+        self.use_contrast.changed.connect(self._publish_options)
         self._publish_options()
         connections = [
             (napari_viewer.layers.events.removed, self._layer_removed),
@@ -333,7 +343,7 @@ class SegmentWidget(QWidget):
             tell_user(f"Segmentation failed: {exc}.")
             return None
         layout = self.layout_for(layer)
-        options = {"device": self.device.value, **self.segment_options()}
+        options = {"device": self.device.value, **engine_options(self.segment_options(), layer)}
         from napari_unet._qt._lazy import is_lazy
 
         if is_lazy(layer_array(layer)):
@@ -370,6 +380,7 @@ class SegmentWidget(QWidget):
             "background_threshold": float(self.background_threshold.value),
             "diameter": float(self.diameter.value) or None,
             "tta": bool(self.tta.value),
+            "use_contrast_limits": bool(self.use_contrast.value),
         }
 
     def _publish_options(self, *_: Any) -> None:
