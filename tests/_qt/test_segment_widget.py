@@ -368,20 +368,10 @@ def test_a_long_model_name_fits_with_the_full_path_as_tooltip(viewer_with_image,
     assert str(long) in finetune.start_model.native.toolTip()
 
 
-def test_normalising_by_the_contrast_limits(viewer_with_image, wait_job, errors, monkeypatch):
+def test_normalising_by_the_contrast_limits(viewer_with_image, wait_job, errors, segment_calls):
     """With the box ticked the layer's contrast limits reach the engine as the intensity range
     (so a user can set the contrast so that the cells look right); unticked, the engine takes
     its percentiles. The choice is published to the session with the other options."""
-    import napari_unet.engine.segment as segment_module
-
-    seen = []
-    real = segment_module.iter_segment
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("intensity_range"))
-        return (yield from real(*args, **kwargs))
-
-    monkeypatch.setattr(segment_module, "iter_segment", spy)
     viewer = viewer_with_image
     layer = viewer.layers["nuclei"]
     widget = _widget(viewer)
@@ -391,7 +381,7 @@ def test_normalising_by_the_contrast_limits(viewer_with_image, wait_job, errors,
     assert widget.session.segment_options["use_contrast_limits"] is True
     wait_job(widget.segment())
     assert errors == []
-    assert seen == [None, (150.0, 900.0)]
+    assert [call.get("intensity_range") for call in segment_calls] == [None, (150.0, 900.0)]
 
 
 def test_engine_options_turn_the_choice_into_a_range():

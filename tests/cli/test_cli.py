@@ -127,21 +127,11 @@ def test_engine_warnings_are_one_line_each(files, work, capsys, monkeypatch):
     ]
 
 
-def test_predict_intensity_range_reaches_the_engine(files, work, capsys, monkeypatch):
-    import napari_unet.engine.segment as segment_module
-
-    seen = []
-    real = segment_module.iter_segment
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("intensity_range"))
-        return (yield from real(*args, **kwargs))
-
-    monkeypatch.setattr(segment_module, "iter_segment", spy)
+def test_predict_intensity_range_reaches_the_engine(files, work, capsys, segment_calls):
     out = work / "labels.tif"
     common = ("predict", work / "cells.tif", "-o", out, "--model", files / "gray.pt")
     code, _, err = run(capsys, *common, "--intensity-range", "100", "2000")
-    assert code == 0 and seen == [[100.0, 2000.0]], err
+    assert code == 0 and [c["intensity_range"] for c in segment_calls] == [[100.0, 2000.0]], err
     code, _, err = run(capsys, *common, "--overwrite", "--intensity-range", "5", "5")
     assert code == 2
     assert_one_line_error(err, "--intensity-range", "LOW must be below HIGH")
