@@ -35,6 +35,7 @@ __all__ = [
     "rescale_factor",
     "rescale_training_data",
     "scaled_shape",
+    "weighted_median",
 ]
 
 #: Rescaling by less than this relative amount is skipped (it would only blur).
@@ -143,7 +144,7 @@ def estimate_diameter(
     if weighting == "count":
         median_area = np.median(areas)
     else:
-        median_area = _area_weighted_median(areas)
+        median_area = weighted_median(areas, areas)
         if weighting == "trimmed":
             kept = areas[areas >= TRIM_FRACTION * median_area]
             if kept.size < MIN_CELLS_FOR_ESTIMATE:
@@ -152,11 +153,13 @@ def estimate_diameter(
     return float(np.sqrt(4.0 * median_area / np.pi))
 
 
-def _area_weighted_median(areas: np.ndarray) -> float:
-    """The area of the object that covers the median foreground pixel."""
-    order = np.sort(areas)
-    cumulative = np.cumsum(order)
-    return float(order[np.searchsorted(cumulative, cumulative[-1] / 2.0)])
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value at the middle of the total weight: with ``weights`` the objects' areas, the
+    value of the object that covers the median foreground pixel. Both (N,), N >= 1, weights
+    > 0."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(np.asarray(weights)[order])
+    return float(np.asarray(values)[order][np.searchsorted(cumulative, cumulative[-1] / 2.0)])
 
 
 

@@ -60,6 +60,7 @@ from napari_unet.engine.diameter import (
     check_scaled_size,
     estimate_diameter,
     rescale_factor,
+    weighted_median,
 )
 from napari_unet.engine.events import (
     PlaneDone,
@@ -515,11 +516,7 @@ def _estimate_confidence(labels: np.ndarray, prob: np.ndarray) -> float:
     confidence = object_confidence(labels, prob[0])[1:]
     areas = np.bincount(np.asarray(labels).reshape(-1), minlength=confidence.size + 1)[1:]
     keep = areas > 0
-    if not keep.any():
-        return 0.0
-    order = np.argsort(confidence[keep])
-    cumulative = np.cumsum(areas[keep][order])
-    return float(confidence[keep][order][np.searchsorted(cumulative, cumulative[-1] / 2.0)])
+    return weighted_median(confidence[keep], areas[keep]) if keep.any() else 0.0
 
 
 def _estimate_factor(estimate: float, trained: float) -> float:
