@@ -73,15 +73,16 @@ def estimates(model, planes: list[Sample], rule: str) -> tuple[list[float], floa
     (``"engine"``: as the engine does it), and the mean number of network passes per plane
     (measuring passes and the final one; a measuring pass over the whole plane that is reused
     as the result counts once)."""
+    import napari_unet.engine.diameter_estimate as estimate_module
     import napari_unet.engine.segment as segment_module
     from napari_unet.engine.diameter import estimate_diameter
     from napari_unet.engine.events import drive
     from napari_unet.engine.segment_passes import Passes
 
     # the engine offers no switch for its rule (users need none): swap the function it calls
-    engine_rule, engine_run = segment_module.estimate_diameter, Passes.run
+    engine_rule, engine_run = estimate_module.estimate_diameter, Passes.run
     if rule != "engine":
-        segment_module.estimate_diameter = lambda labels, **_: estimate_diameter(
+        estimate_module.estimate_diameter = lambda labels, **_: estimate_diameter(
             labels, weighting=rule
         )
     calls = []
@@ -97,7 +98,7 @@ def estimates(model, planes: list[Sample], rule: str) -> tuple[list[float], floa
             for s in planes
         ]
     finally:
-        segment_module.estimate_diameter, Passes.run = engine_rule, engine_run
+        estimate_module.estimate_diameter, Passes.run = engine_rule, engine_run
     # too few cells for an estimate: the plane is segmented at the model's own diameter
     return [model[1].diameter if d is None else d for d in found], len(calls) / len(planes)
 
@@ -136,6 +137,7 @@ def small_and_empty_fields(model, cache) -> list[str]:
 
     from skimage.transform import rescale
 
+    import napari_unet.engine.diameter_estimate as estimate_module
     import napari_unet.engine.segment as segment_module
     from napari_unet.engine.events import drive
 
@@ -160,7 +162,7 @@ def small_and_empty_fields(model, cache) -> list[str]:
             fields.append((f"{key} test image x {factor:g}", image, n_ref,
                            ds.diameter("test") * factor))  # fmt: skip
     rows = []
-    engine_confidence = segment_module._estimate_confidence
+    engine_confidence = estimate_module.estimate_confidence
     weighed: list[float] = []
 
     def recorded(labels, prob):
@@ -172,16 +174,16 @@ def small_and_empty_fields(model, cache) -> list[str]:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            engine_limit, segment_module.RESCALE_LIMIT = segment_module.RESCALE_LIMIT, np.inf
+            engine_limit, estimate_module.RESCALE_LIMIT = estimate_module.RESCALE_LIMIT, np.inf
             try:
                 unlimited = run(image, diameter=None)
             finally:
-                segment_module.RESCALE_LIMIT = engine_limit
-            segment_module._estimate_confidence = recorded
+                estimate_module.RESCALE_LIMIT = engine_limit
+            estimate_module.estimate_confidence = recorded
             try:
                 engine = run(image, diameter=None)
             finally:
-                segment_module._estimate_confidence = engine_confidence
+                estimate_module.estimate_confidence = engine_confidence
             given = run(image, diameter=diameter)
         confidence = f"{weighed[0]:.2f}" if weighed else "-"
         cells = [str(n_ref), shown(unlimited), shown(engine), shown(given), confidence]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.engine import api, models
+from napari_unet.engine import api, diameter_estimate, models
 from napari_unet.engine import segment as segment_module
 from napari_unet.engine.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from napari_unet.engine.events import PlaneDone, TileDone, drive
@@ -309,9 +309,9 @@ def test_automatic_diameter_enlarges_beyond_the_limit_only_when_sure(
     the image is segmented at the model's scale. Objects it is sure of are enlarged as asked."""
     image, truth = discs((96, 96), 4, 12)
     if not sure:  # the stand-in network draws the same cells with a cell probability of 0.55
-        fake = segment_module._estimate_confidence
+        fake = diameter_estimate.estimate_confidence
         monkeypatch.setattr(
-            segment_module, "_estimate_confidence", lambda labels, prob: 0.55 * fake(labels, prob)
+            diameter_estimate, "estimate_confidence", lambda labels, prob: 0.55 * fake(labels, prob)
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -336,8 +336,8 @@ def test_estimate_confidence_weighs_objects_by_area():
     labels[18, :3] = 3  # 3 px, 0.1
     prob = np.zeros((1, 3, 20, 20), np.float32)
     prob[0, 1] = np.select([labels == 1, labels == 2, labels == 3], [0.9, 0.2, 0.1])
-    assert segment_module._estimate_confidence(labels, prob) == pytest.approx(0.9)
-    assert segment_module._estimate_confidence(np.zeros((5, 5), np.int32), prob[..., :5, :5]) == 0
+    assert diameter_estimate.estimate_confidence(labels, prob) == pytest.approx(0.9)
+    assert diameter_estimate.estimate_confidence(np.zeros((5, 5), np.int32), prob[..., :5, :5]) == 0
 
 
 def test_automatic_diameter_without_cells_keeps_the_scale(model_file, oracle):
@@ -347,7 +347,7 @@ def test_automatic_diameter_without_cells_keeps_the_scale(model_file, oracle):
 
 
 def test_automatic_diameter_samples_big_images_and_stacks(model_file, oracle, monkeypatch):
-    monkeypatch.setattr(segment_module, "ESTIMATE_CROP", 48)
+    monkeypatch.setattr(diameter_estimate, "ESTIMATE_CROP", 48)
     image, _ = discs((96, 96), 12, 24)
     stack = np.stack([image, image, image])
     result = drive(api.iter_segment(stack, model_file, stack=True))

@@ -178,9 +178,10 @@ def _estimate_diameter(
     intensity_range: tuple[Any, Any] | None = None,
 ) -> float | None:
     """The cell diameter the in-memory path would estimate: the same central crop of the
-    middle plane (:data:`~napari_unet.engine.segment.ESTIMATE_CROP`), read alone."""
+    middle plane (:data:`~napari_unet.engine.diameter_estimate.ESTIMATE_CROP`), read alone."""
+    from napari_unet.engine.diameter_estimate import ESTIMATE_CROP
     from napari_unet.engine.events import drive
-    from napari_unet.engine.segment import ESTIMATE_CROP, iter_segment
+    from napari_unet.engine.segment import iter_segment
 
     n, _, rows, cols = planes.shape
     r0, c0 = max(0, (rows - ESTIMATE_CROP) // 2), max(0, (cols - ESTIMATE_CROP) // 2)

@@ -45,7 +45,7 @@ RESCALE_TOLERANCE = 0.05
 AUTO_DIAMETER_TOLERANCE = 0.15
 #: The automatic diameter estimate enlarges an image by more than this (cells under 6 px for a
 #: model trained at 24 px) only when the network is sure of what it measured
-#: (``segment.MIN_ENLARGE_CONFIDENCE``): an image with no cells measures 4-5 px, because its
+#: (``diameter_estimate.MIN_ENLARGE_CONFIDENCE``): an image with no cells measures 4-5 px, because its
 #: noise, once enlarged, looks like cells (``docs/benchmarks/diameter.md``). The Segment panel
 #: asks before a typed diameter rescales by more than this, either way.
 RESCALE_LIMIT = 4.0

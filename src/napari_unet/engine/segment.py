@@ -32,7 +32,7 @@ diameter given or estimated, objects under 30 % of a cell's area are removed unl
 says otherwise, and objects the network is unsure of (mean interior probability under 0.35)
 unless ``min_confidence`` says otherwise. The estimate enlarges an image more than
 :data:`~napari_unet.engine.diameter.RESCALE_LIMIT` (4x) only when the network is sure of
-the objects it measured (:data:`MIN_ENLARGE_CONFIDENCE`): an image without cells measures 4-5 px
+the objects it measured (:mod:`~napari_unet.engine.diameter_estimate`): an image without cells measures 4-5 px
 (its noise, enlarged, looks like cells, but unsure ones), so such an estimate is dropped with a
 warning and the image is segmented as if its cells had the model's diameter. To keep the first pass cheap on large inputs it only looks at a sample: the middle plane of a stack, and at
 most a central 1024 x 1024 crop of that plane. (A crop, not a downsampled copy: downsampling
@@ -53,24 +53,19 @@ from typing import Any
 import numpy as np
 
 from napari_unet.engine.diameter import (
-    AUTO_DIAMETER_TOLERANCE,
-    RESCALE_LIMIT,
     RESCALE_TOLERANCE,
     check_diameter,
     check_scaled_size,
-    estimate_diameter,
     rescale_factor,
-    weighted_median,
 )
+from napari_unet.engine.diameter_estimate import measure_diameter
 from napari_unet.engine.events import (
     PlaneDone,
     PlaneSegmented,
     TileDone,
     drive,
-    relay,
 )
 from napari_unet.engine.label_step import (
-    MIN_CONFIDENCE,
     check_label_options,
     label_probabilities,
     min_size_for,
@@ -83,19 +78,6 @@ __all__ = ["SegmentResult", "iter_segment", "segment"]
 
 #: The rescaled image may hold at most this many pixels per plane (1 GiB of float32).
 MAX_RESCALED_PIXELS = 2**28
-#: The first pass of the automatic diameter estimate looks at most at a crop of this side.
-ESTIMATE_CROP = 1024
-#: Most extra passes on the estimation sample, each at the scale the last estimate asks for,
-#: stopping early when two estimates agree within ``ESTIMATE_AGREEMENT``.
-ESTIMATE_REFINEMENTS = 2
-ESTIMATE_AGREEMENT = 0.1
-#: An estimate that would enlarge the image more than ``RESCALE_LIMIT`` is used only when the
-#: network is at least this sure of the objects it measured (their mean cell probability,
-#: weighted by area): an image without cells measures 4-5 px, because its noise enlarged looks
-#: like cells, but the network is unsure of those (0.38-0.53 on fields of three sets), and sure
-#: of BBBC007's and the scratch assay's nuclei shrunk to 3-5 px (0.64-0.68), though not of every
-#: small nucleus (the scratch assay at 6 px: 0.41; ``benchmarks/bench_diameter.py``).
-MIN_ENLARGE_CONFIDENCE = 0.6
 
 
 @dataclass(frozen=True, eq=False)
@@ -313,60 +295,20 @@ def iter_segment(
     if trained is None:
         return (yield from final(1.0, None))
 
-    # automatic diameter: a first pass on a sample at the native scale, counted as if a second
-    # full pass followed
-    sample, whole = _estimation_sample(planes)
-    ratio = planes.shape[0] * spatial[0] * spatial[1] / (sample.shape[2] * sample.shape[3])
-    sample_prob, done_first = yield from passes.run(
-        sample, factor=1.0, extra_total=ratio, plane_events=False
-    )
-    sample_labels = label_probabilities(
-        sample_prob, threshold=threshold, min_size=None, stack=False,
-        min_confidence=min_confidence,
+    m = yield from measure_diameter(
+        passes, planes, trained, threshold=threshold, min_confidence=min_confidence,
+        check_size=_check_scaled_size,
     )  # fmt: skip
-    estimate = estimate_diameter(sample_labels, weighting="area")
-    first_total = done_first + max(1, round(done_first * ratio))
-    still = TileDone(done=done_first, total=first_total)
-    estimate, last, last_labels = yield from _refine_estimate(
-        passes, sample, estimate, trained, threshold=threshold, progress=still,
-        min_confidence=min_confidence,
-    )  # fmt: skip
-    estimate, last, measured = yield from _count_cells(
-        passes, sample, (sample_labels, sample_prob), (last_labels, last), estimate, trained,
-        threshold=threshold, progress=still, min_confidence=min_confidence,
-    )  # fmt: skip
-    factor = 1.0 if estimate is None else _estimate_factor(estimate, trained)
-    confidence = _estimate_confidence(*measured) if factor > RESCALE_LIMIT else 1.0
-    if confidence < MIN_ENLARGE_CONFIDENCE:
-        warnings.warn(
-            f"the estimated cell diameter ({estimate:.3g} px) would enlarge the image "
-            f"{factor:.1f}x, and the network is unsure of what it finds there (mean cell "
-            f"probability {confidence:.2f}); an image without cells measures like this, so it "
-            f"is segmented at the model's own scale ({trained:g} px cells). Give the diameter "
-            "if the cells really are this small",
-            stacklevel=2,
-        )
-        estimate, factor = trained, 1.0
-    if factor != 1.0:
-        try:
-            _check_scaled_size(spatial, factor, estimate)
-        except ValueError:
-            warnings.warn(
-                f"the estimated cell diameter ({estimate:.3g} px) would need an unreasonable "
-                "rescaling; segmenting at the native scale instead",
-                stacklevel=2,
-            )
-            factor = 1.0
-    if whole and last is not None and abs(last[0] / factor - 1.0) < RESCALE_TOLERANCE:
-        # the last refinement already segmented the whole image at (about) this scale
-        yield TileDone(done=first_total, total=first_total)
+    if m.whole and m.last is not None and abs(m.last[0] / m.factor - 1.0) < RESCALE_TOLERANCE:
+        # the last measuring pass already segmented the whole image at (about) this scale
+        yield TileDone(done=m.first_total, total=m.first_total)
         yield PlaneDone(plane=0, n_planes=1)
-        return (yield from result(last[1], estimate, last[0]))
-    if whole and factor == 1.0:
-        yield TileDone(done=done_first, total=done_first)
+        return (yield from result(m.last[1], m.diameter, m.last[0]))
+    if m.whole and m.factor == 1.0:
+        yield TileDone(done=m.done_first, total=m.done_first)
         yield PlaneDone(plane=0, n_planes=1)
-        return (yield from result(sample_prob, estimate, factor))
-    return (yield from final(factor, estimate, offset=done_first))
+        return (yield from result(m.sample_prob, m.diameter, m.factor))
+    return (yield from final(m.factor, m.diameter, offset=m.done_first))
 
 
 def channel_range(intensity_range: tuple[Any, Any], n_channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -407,134 +349,6 @@ def _normalized(planes: np.ndarray, intensity_range: tuple[Any, Any]) -> np.ndar
     return out
 
 
-
-
-def _refine_estimate(
-    passes, sample, estimate, trained, *, threshold, progress, min_confidence=MIN_CONFIDENCE
-):
-    """Measure the cell diameter of ``sample`` again at the scale the last estimate asks for.
-
-    A network measures cells best near its training size; at the native scale cells far from it
-    come out fragmented or merged, and the first estimate is off. Each refinement rescales the
-    sample by ``trained / estimate`` and measures again (in input pixels), at most
-    :data:`ESTIMATE_REFINEMENTS` times, stopping when an estimate needs no rescaling or two
-    agree within :data:`ESTIMATE_AGREEMENT`. Yields ``progress`` (the job's count does not move)
-    in place of the pass's tile events, so that the pass can be cancelled.
-
-    Returns the estimate, ``(factor, probabilities)`` of the last refinement pass (or None)
-    and that pass's instance labels (or None).
-    """
-
-    hold = _hold_progress(progress)
-    last = last_labels = None
-    for _ in range(ESTIMATE_REFINEMENTS):
-        if estimate is None or abs(trained / estimate - 1.0) <= AUTO_DIAMETER_TOLERANCE:
-            break
-        factor = rescale_factor(estimate, trained)
-        try:
-            _check_scaled_size(sample.shape[2:], factor, estimate)
-        except ValueError:
-            break
-        prob, _ = yield from relay(passes.run(sample, factor=factor, plane_events=False), hold)
-        last = (factor, prob)
-        last_labels = label_probabilities(
-            prob, threshold=threshold, min_size=None, stack=False, min_confidence=min_confidence,
-        )  # fmt: skip
-        refined = estimate_diameter(last_labels, weighting="area")
-        if refined is None:
-            break
-        agree = abs(refined / estimate - 1.0) < ESTIMATE_AGREEMENT
-        estimate = refined
-        if agree:
-            break
-    return estimate, last, last_labels
-
-
-def _hold_progress(progress: TileDone):
-    """An event filter for a measuring pass: its tile events become ``progress`` (the job's
-    count does not move, but the pass can be cancelled), its plane events are dropped."""
-
-    def hold(event: Any) -> Any:
-        match event:
-            case TileDone():
-                return progress
-            case PlaneDone():
-                return None
-        return event
-
-    return hold
-
-
-def _count_cells(
-    passes, sample, first, refined, steered, trained, *, threshold, progress, min_confidence
-):
-    """The diameter measured with each cell counting once, at the scale the steering found.
-
-    ``first``: the instance labels and probabilities of the first pass (native scale);
-    ``refined``: the labels of the last refinement pass and its ``(factor, probabilities)``
-    (both None without one); ``steered``: the area-weighted estimate that set that pass's
-    scale. The diameter is measured on the last pass's objects by
-    ``estimate_diameter(weighting="trimmed")``; when it asks for a scale more than
-    :data:`ESTIMATE_AGREEMENT` away from that pass's, the sample is measured once more at the
-    scale it asks for (the native one is not run again). Returns the estimate, the
-    ``(factor, probabilities)`` of the last refinement pass (or None) and the labels and
-    probabilities the estimate was measured on.
-    """
-    (first_labels, first_prob), (last_labels, last) = first, refined
-    here = (first_labels, first_prob) if last is None else (last_labels, last[1])
-    counted = estimate_diameter(here[0], weighting="trimmed")
-    if counted is None:
-        return steered, last, here
-    wanted = _estimate_factor(counted, trained)
-    if abs(wanted / (1.0 if last is None else last[0]) - 1.0) < ESTIMATE_AGREEMENT:
-        return counted, last, here
-    if wanted == 1.0:
-        again = estimate_diameter(first_labels, weighting="trimmed")
-        return (counted, last, here) if again is None else (again, None, first)
-    try:
-        _check_scaled_size(sample.shape[2:], wanted, counted)
-    except ValueError:
-        return counted, last, here
-    prob, _ = yield from relay(
-        passes.run(sample, factor=wanted, plane_events=False), _hold_progress(progress)
-    )
-    labels = label_probabilities(
-        prob, threshold=threshold, min_size=None, stack=False, min_confidence=min_confidence,
-    )  # fmt: skip
-    again = estimate_diameter(labels, weighting="trimmed")
-    if again is None:
-        return counted, last, here
-    return again, (wanted, prob), (labels, prob)
-
-
-def _estimate_confidence(labels: np.ndarray, prob: np.ndarray) -> float:
-    """How sure the network is of the objects an estimate measured: the mean cell probability
-    of the object that holds the median foreground pixel (so specks weigh by their area).
-    ``labels`` (Y, X), ``prob`` (1, n_classes, Y, X); 0 without objects."""
-    from napari_unet.engine.instances import object_confidence
-
-    confidence = object_confidence(labels, prob[0])[1:]
-    areas = np.bincount(np.asarray(labels).reshape(-1), minlength=confidence.size + 1)[1:]
-    keep = areas > 0
-    return weighted_median(confidence[keep], areas[keep]) if keep.any() else 0.0
-
-
-def _estimate_factor(estimate: float, trained: float) -> float:
-    """The factor an estimate asks for: 1 within :data:`AUTO_DIAMETER_TOLERANCE` of the model's
-    diameter, else ``trained / estimate``."""
-    if abs(estimate / trained - 1.0) <= AUTO_DIAMETER_TOLERANCE:
-        return 1.0
-    return rescale_factor(estimate, trained)
-
-
-def _estimation_sample(planes: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The (1, C, y, x) part of (P, C, Y, X) looked at by the first pass, and whether it is all."""
-    n, _, rows, cols = planes.shape
-    plane = planes[n // 2 : n // 2 + 1]
-    r0 = max(0, (rows - ESTIMATE_CROP) // 2)
-    c0 = max(0, (cols - ESTIMATE_CROP) // 2)
-    sample = plane[..., r0 : r0 + ESTIMATE_CROP, c0 : c0 + ESTIMATE_CROP]
-    return sample, sample.shape == planes.shape
 
 
 def as_label_dtype(labels: np.ndarray) -> np.ndarray:
