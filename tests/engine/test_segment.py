@@ -521,12 +521,14 @@ def test_intensity_range_replaces_the_plane_percentiles(oracle):
 
 
 def test_one_intensity_range_for_every_channel():
-    lo, hi = segment_module.channel_range((10, 250), 3)
+    from napari_unet.engine.normalization import channel_range
+
+    lo, hi = channel_range((10, 250), 3)
     assert lo.tolist() == [10, 10, 10] and hi.tolist() == [250, 250, 250]
-    lo, hi = segment_module.channel_range(([1, 2], [3, 4]), 2)
+    lo, hi = channel_range(([1, 2], [3, 4]), 2)
     assert lo.tolist() == [1, 2] and hi.tolist() == [3, 4]
     with pytest.raises(ValueError, match=r"must be \(low, high\)"):
-        segment_module.channel_range(5, 1)
+        channel_range(5, 1)
 
 
 def test_an_intensity_range_rescues_an_image_swamped_by_bright_debris(monkeypatch):

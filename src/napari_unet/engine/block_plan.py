@@ -242,7 +242,7 @@ def plan(
     if intensity_range is None:
         ranges = tuple(_plane_percentiles(planes[p], low, high) for p in range(planes.shape[0]))
     else:
-        from napari_unet.engine.segment import channel_range
+        from napari_unet.engine.normalization import channel_range
 
         given = tuple(tuple(float(v) for v in a) for a in channel_range(intensity_range, planes.shape[1]))
         ranges = (given,) * planes.shape[0]

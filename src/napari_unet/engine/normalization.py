@@ -8,9 +8,13 @@ and what training uses unless told otherwise.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["DEFAULT_NORMALIZATION", "normalize", "percentile_range"]
+__all__ = [
+    "DEFAULT_NORMALIZATION", "channel_range", "normalize", "normalize_to_range", "percentile_range",
+]
 
 DEFAULT_LOW = 1.0
 DEFAULT_HIGH = 99.8
@@ -106,4 +110,40 @@ def normalize(
         shape[channel_axis] = -1
     out -= lo.reshape(shape)
     out *= _scale(lo, hi).reshape(shape)
+    return out
+
+
+def channel_range(intensity_range: tuple[Any, Any], n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``intensity_range`` as two float32 arrays of shape ``(n_channels,)``: one low and one
+    high value per channel, or one of each for every channel. Raises ``ValueError`` otherwise,
+    and when low is not below high."""
+    try:
+        low, high = intensity_range
+    except (TypeError, ValueError):
+        raise ValueError(f"intensity_range must be (low, high), not {intensity_range!r}") from None
+    lo = np.asarray(low, np.float32).reshape(-1)
+    hi = np.asarray(high, np.float32).reshape(-1)
+    if lo.size == 1:
+        lo = np.repeat(lo, n_channels)
+    if hi.size == 1:
+        hi = np.repeat(hi, n_channels)
+    if lo.shape != (n_channels,) or hi.shape != (n_channels,):
+        raise ValueError(
+            f"intensity_range needs one low and one high value per channel ({n_channels}), "
+            f"or one of each for all, got {lo.size} and {hi.size}"
+        )
+    if np.isfinite(lo).all() and np.isfinite(hi).all() and not (lo < hi).all():
+        raise ValueError(f"intensity_range: low must be below high, not {low} and {high}")
+    return lo, hi
+
+
+def normalize_to_range(planes: np.ndarray, intensity_range: tuple[Any, Any]) -> np.ndarray:
+    """(P, C, Y, X) ``planes`` mapped per channel from ``intensity_range`` to [0, 1]; float32."""
+    n_channels = planes.shape[1]
+    lo, hi = channel_range(intensity_range, n_channels)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise ValueError("intensity_range must hold finite numbers")
+    out = planes.astype(np.float32)  # a copy: the caller's image is left alone
+    out -= lo.reshape(1, -1, 1, 1)
+    out *= _scale(lo, hi).reshape(1, -1, 1, 1)
     return out

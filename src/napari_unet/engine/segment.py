@@ -72,6 +72,7 @@ from napari_unet.engine.label_step import (
 )
 from napari_unet.engine.layout import as_planes
 from napari_unet.engine.models import load_model, model_normalization
+from napari_unet.engine.normalization import normalize_to_range
 from napari_unet.engine.segment_passes import Passes
 
 __all__ = ["SegmentResult", "iter_segment", "segment"]
@@ -238,7 +239,7 @@ def iter_segment(
     trained = checkpoint.diameter
     normalization = model_normalization(checkpoint)
     if intensity_range is not None:
-        planes = _normalized(planes, intensity_range)
+        planes = normalize_to_range(planes, intensity_range)
         normalization = False
     passes = Passes(net, normalization, device, amp, tile_size, bool(tta))
 
@@ -309,46 +310,6 @@ def iter_segment(
         yield PlaneDone(plane=0, n_planes=1)
         return (yield from result(m.sample_prob, m.diameter, m.factor))
     return (yield from final(m.factor, m.diameter, offset=m.done_first))
-
-
-def channel_range(intensity_range: tuple[Any, Any], n_channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """``intensity_range`` as two float32 arrays of shape ``(n_channels,)``: one low and one
-    high value per channel, or one of each for every channel. Raises ``ValueError`` otherwise,
-    and when low is not below high."""
-    try:
-        low, high = intensity_range
-    except (TypeError, ValueError):
-        raise ValueError(f"intensity_range must be (low, high), not {intensity_range!r}") from None
-    lo = np.asarray(low, np.float32).reshape(-1)
-    hi = np.asarray(high, np.float32).reshape(-1)
-    if lo.size == 1:
-        lo = np.repeat(lo, n_channels)
-    if hi.size == 1:
-        hi = np.repeat(hi, n_channels)
-    if lo.shape != (n_channels,) or hi.shape != (n_channels,):
-        raise ValueError(
-            f"intensity_range needs one low and one high value per channel ({n_channels}), "
-            f"or one of each for all, got {lo.size} and {hi.size}"
-        )
-    if np.isfinite(lo).all() and np.isfinite(hi).all() and not (lo < hi).all():
-        raise ValueError(f"intensity_range: low must be below high, not {low} and {high}")
-    return lo, hi
-
-
-def _normalized(planes: np.ndarray, intensity_range: tuple[Any, Any]) -> np.ndarray:
-    """(P, C, Y, X) ``planes`` mapped per channel from ``intensity_range`` to [0, 1]; float32."""
-    from napari_unet.engine.normalization import _scale
-
-    n_channels = planes.shape[1]
-    lo, hi = channel_range(intensity_range, n_channels)
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-        raise ValueError("intensity_range must hold finite numbers")
-    out = planes.astype(np.float32)  # a copy: the caller's image is left alone
-    out -= lo.reshape(1, -1, 1, 1)
-    out *= _scale(lo, hi).reshape(1, -1, 1, 1)
-    return out
-
-
 
 
 def as_label_dtype(labels: np.ndarray) -> np.ndarray:
