@@ -1,9 +1,15 @@
 """The one engine call behind both the Segment panel and the Fine-tune preview, so that the
-preview shows what Segment will give (same image handling, same options)."""
+preview shows what Segment will give (same image handling, same options), and the Segment
+panel's worker job around it (:func:`segment_job`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from napari_unet._qt._layers import Layout
+    from napari_unet._qt._session import ModelEntry
 
 #: the Segment panel's options that decide its result (besides the model and the device)
 SEGMENT_OPTION_NAMES = (
@@ -51,3 +57,41 @@ def segment_call(
             image, (net, checkpoint), channel_axis=channel_axis, stack=stack, **options
         )
     )
+
+
+@dataclass(frozen=True)
+class RescaleQuestion:
+    """What :func:`segment_job` returns instead of segmenting when the typed diameter would
+    rescale the image by ``factor`` (beyond
+    :data:`~napari_unet.engine.diameter.RESCALE_LIMIT` either way: often µm typed as pixels,
+    and the work grows with the factor squared) and that was not confirmed."""
+
+    factor: float
+    diameter: float
+    trained: float
+
+
+def segment_job(
+    data: Any, layout: Layout, entry: ModelEntry, *, confirmed: bool = False, **options: Any
+):
+    """Worker-thread generator: load the layer data, segment it, return the ``SegmentResult``
+    (or a :class:`RescaleQuestion`, unless ``confirmed``).
+
+    Parameters
+    ----------
+    data : the layer's (full-resolution) data; read here, not on the GUI thread.
+    layout : how the layer's axes map onto the engine's.
+    entry : the model to use; resolved here (a fine-tuned model may be built on first use).
+    confirmed : the user has agreed to an extreme rescaling.
+    **options : passed on to :func:`napari_unet.engine.segment.iter_segment`.
+    """
+    from napari_unet.engine.diameter import RESCALE_LIMIT, rescale_factor
+    from napari_unet.engine.models import load_model
+
+    model = load_model(entry.resolve())
+    diameter, trained = options.get("diameter"), model[1].diameter
+    factor = rescale_factor(diameter, trained)
+    if not confirmed and not 1 / RESCALE_LIMIT <= factor <= RESCALE_LIMIT:
+        return RescaleQuestion(factor, diameter, trained)
+    image, channel_axis = layout.to_engine(data)
+    return (yield from segment_call(image, channel_axis, model, stack=layout.stack, **options))

@@ -12,7 +12,6 @@ lazy Labels layer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,56 +35,18 @@ from napari_unet._qt._layers import (
 )
 from napari_unet._qt._partial import show_partial
 from napari_unet._qt._progress import PanelProgress, tile_fraction
-from napari_unet._qt._segment_call import SEGMENT_OPTION_NAMES, engine_options, segment_call
+from napari_unet._qt._segment_call import (
+    SEGMENT_OPTION_NAMES,
+    RescaleQuestion,
+    engine_options,
+    segment_job,
+)
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
-from napari_unet.engine.diameter import RESCALE_LIMIT
 from napari_unet.engine.events import BlockDone, PlaneSegmented, TileDone, TileSizeReduced
 from napari_unet.engine.label_step import BACKGROUND_THRESHOLD, MIN_CONFIDENCE
 
 MODEL_FILE = "model file…"
-#: a typed diameter that rescales the image by more than this factor (or less than its inverse)
-#: is asked about first: often µm typed as pixels, and the work grows with the factor squared;
-#: the automatic estimate enlarges by more only when the network is sure of what it measured
-RESCALE_ASK = RESCALE_LIMIT
-
-
-@dataclass(frozen=True)
-class RescaleQuestion:
-    """What :func:`segment_job` returns instead of segmenting when the typed diameter would
-    rescale the image by ``factor`` (beyond :data:`RESCALE_ASK`) and that was not confirmed."""
-
-    factor: float
-    diameter: float
-    trained: float
-
-
-def segment_job(
-    data: Any, layout: Layout, entry: ModelEntry, *, confirmed: bool = False, **options: Any
-):
-    """Worker-thread generator: load the layer data, segment it, return the ``SegmentResult``
-    (or a :class:`RescaleQuestion`, unless ``confirmed``).
-
-    Parameters
-    ----------
-    data : the layer's (full-resolution) data; read here, not on the GUI thread.
-    layout : how the layer's axes map onto the engine's.
-    entry : the model to use; resolved here (a fine-tuned model may be built on first use).
-    confirmed : the user has agreed to an extreme rescaling.
-    **options : passed on to :func:`napari_unet.engine.segment.iter_segment`.
-    """
-    from napari_unet.engine.diameter import rescale_factor
-    from napari_unet.engine.models import load_model
-
-    model = load_model(entry.resolve())
-    diameter, trained = options.get("diameter"), model[1].diameter
-    factor = rescale_factor(diameter, trained)
-    if not confirmed and not 1 / RESCALE_ASK <= factor <= RESCALE_ASK:
-        return RescaleQuestion(factor, diameter, trained)
-    image, channel_axis = layout.to_engine(data)
-    return (yield from segment_call(image, channel_axis, model, stack=layout.stack, **options))
-
-
 class SegmentWidget(QWidget):
     """Segment cells in an image layer with a U-Net.
 
