@@ -54,7 +54,13 @@ from scipy import ndimage as ndi
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_accuracy import _machine, _model_summary, _versions
-from benchmarks.bench_finetune import _evaluate, finetune, full_annotation, with_diameter
+from benchmarks.bench_finetune import (
+    _evaluate,
+    fine_tuned_pair,
+    finetune,
+    full_annotation,
+    with_diameter,
+)
 from benchmarks.datasets import DataSet, Sample, load, load_trpl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -282,7 +288,7 @@ def main(argv=None) -> list[dict]:
     else:
         few = ref = {}
 
-    def add(ds, method, n, scores, steps=None, seconds=None, fixed=None):
+    def add(ds, method, n, scores, steps=None, seconds=None, fixed=None, chosen=None):
         row = {
             "set": ds.name,
             "method": method,
@@ -295,6 +301,8 @@ def main(argv=None) -> list[dict]:
             "steps": steps,
             "seconds": seconds,
         }
+        if chosen is not None:  # the fine-tuned model's own minimum confidence, and the default's
+            row["min_confidence"], row["ap50_default_filter"] = chosen
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -356,8 +364,12 @@ def main(argv=None) -> list[dict]:
                     schedule=args.schedule,
                     **few,
                 )
-                pair = with_diameter(net, base[1], d_model)
-                add(ds, f"corrected, {kind}", str(n), score(pair), steps, secs, fixed)
+                pair, chosen = fine_tuned_pair(net, base[1], annotation, diameter=d)
+                at_default = score(with_diameter(net, base[1], d_model))["ap@0.5"]
+                add(
+                    ds, f"corrected, {kind}", str(n), score(pair), steps, secs, fixed,
+                    (chosen, at_default),
+                )  # fmt: skip
         net, steps, secs = finetune(
             base,
             full_annotation(train),
@@ -369,8 +381,12 @@ def main(argv=None) -> list[dict]:
             schedule=args.schedule,
             **ref,
         )
-        pair = with_diameter(net, base[1], d_model)
-        add(ds, "all labels", str(ds.n_cells("train")), score(pair), steps, secs)
+        pair, chosen = fine_tuned_pair(net, base[1], full_annotation(train), diameter=d)
+        at_default = score(with_diameter(net, base[1], d_model))["ap@0.5"]
+        add(
+            ds, "all labels", str(ds.n_cells("train")), score(pair), steps, secs, None,
+            (chosen, at_default),
+        )  # fmt: skip
     run = {
         "rows": rows,
         "box_errors": box_rows,
@@ -412,8 +428,8 @@ def _table(runs: list[dict]) -> list[str]:
     """One table and its goal check for runs of the same budget (one or more seeds)."""
     lines = [
         "| set | seed | method | n | fixed | AP@0.5 | ratio | F1@0.5 | objects (pred/ref) "
-        "| steps in s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| steps in s | min. confidence | AP@0.5 at 0.35 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [{**r, "seed": run.get("seed", 0)} for run in runs for r in run["rows"]]
 
@@ -434,7 +450,9 @@ def _table(runs: list[dict]) -> list[str]:
         fixed = "" if r["fixed"] is None else str(r["fixed"])
         lines.append(
             f"| {r['set']} | {r['seed']} | {r['method']} | {r['n']} | {fixed} | {r['ap50']:.3f} "
-            f"| {r['ratio']:.2f} | {r['f1']:.3f} | {r['n_pred']}/{r['n_gt']} | {steps} |"
+            f"| {r['ratio']:.2f} | {r['f1']:.3f} | {r['n_pred']}/{r['n_gt']} | {steps} "
+            f"| {_cell(r.get('min_confidence'), '{:g}')} "
+            f"| {_cell(r.get('ap50_default_filter'), '{:.3f}')} |"
         )
     lines += ["", "Goal check (10 corrected cells; means over the seeds):", ""]
     for s in dict.fromkeys(r["set"] for r in rows):
@@ -467,6 +485,11 @@ def _table(runs: list[dict]) -> list[str]:
             )
         )
     return lines
+
+
+def _cell(value, fmt: str) -> str:
+    """A table cell: ``value`` formatted, or empty for runs that did not record it."""
+    return "" if value is None else fmt.format(value)
 
 
 def write_report(runs: list[dict], out: Path, *, note: str = "") -> None:

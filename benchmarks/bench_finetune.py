@@ -261,6 +261,29 @@ def with_diameter(net, base_checkpoint, diameter: float):
     return net, dataclasses.replace(base_checkpoint, config=net.config, diameter=float(diameter))
 
 
+def fine_tuned_pair(net, base_checkpoint, annotation, *, diameter: float):
+    """The (UNet, Checkpoint) a fine-tune leaves, as the Fine-tune panel and ``napari-unet
+    train`` leave it: the start model's metadata, and the minimum confidence chosen on the
+    annotated cells (``annotation``: (image, labels, region) triples at cells of ``diameter``
+    px; :mod:`napari_unet.engine.confidence_calibration`). Returns (pair, chosen value)."""
+    import dataclasses
+
+    from napari_unet.engine.confidence_calibration import (
+        calibrate_min_confidence,
+        with_calibration,
+    )
+
+    net, checkpoint = with_diameter(net, base_checkpoint, base_checkpoint.diameter)
+    images, labels, regions = zip(*annotation, strict=True)
+    calibration = calibrate_min_confidence(
+        (net, checkpoint), images, labels, regions, diameter=diameter, device="cpu"
+    )
+    checkpoint = dataclasses.replace(
+        checkpoint, extra=with_calibration(checkpoint.extra, calibration)
+    )
+    return (net, checkpoint), calibration.min_confidence
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run the few-shot benchmark, print the table and write ``docs/benchmarks/finetune.md``."""
     from napari_unet.engine.api import load_model, model_diameter
@@ -356,7 +379,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 lr=args.lr,
                 tile=args.tile,
             )
-            pair = with_diameter(net, base[1], d_model)
+            pair, _ = fine_tuned_pair(net, base[1], annotation, diameter=d_annot)
             add(ds, "fine-tuned", str(n), score(pair, ds, d_annot), steps, secs, d_annot)
 
         net, steps, secs = finetune(
@@ -368,7 +391,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             lr=args.lr,
             tile=args.tile,
         )
-        pair = with_diameter(net, base[1], d_model)
+        pair, _ = fine_tuned_pair(net, base[1], full_annotation(train), diameter=d_all)
         add(ds, "fine-tuned, all labels", f"{n_pool}", score(pair, ds, d_all), steps, secs, d_all)
 
     for r in rows:

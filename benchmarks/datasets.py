@@ -400,6 +400,7 @@ def load_bbbc007(*, cache=None) -> DataSet:
 #: of about 12, 39 and 25 px), so that no nucleus lies in both; the test crops are never
 #: trained on.
 SCRATCH_COLUMNS = {"train": (0, 264), "test": (288, 576)}
+SCRATCH_CELL_COLUMNS = {"train": (0, 264), "test": (312, 576)}
 CELLS3D_COLUMNS = {"train": (0, 100), "test": (148, 256)}
 LIGHTSHEET_COLUMNS = {"train": (0, 60), "test": (92, 160)}
 #: Planes of the volumes taken as 2-D images, per split.
@@ -423,22 +424,31 @@ def _describe_columns(columns) -> str:
     return ", ".join(f"{name}: columns {c0}-{c1 - 1}" for name, (c0, c1) in columns.items())
 
 
-def load_scratch(*, cache=None, columns=None) -> DataSet:
-    """The Hoechst channel and nucleus labels of ndev-sampledata's scratch assay (OME-TIFF, 10
-    time points), split by columns (:data:`SCRATCH_COLUMNS`): every time point's left part is
-    ``train``, its right part ``test``. The machine labels miss some bright nuclei."""
+def _read_scratch(cache=None) -> tuple[str, dict[str, np.ndarray]]:
+    """ndev-sampledata's scratch assay: (wheel name, channel name -> (T, Y, X) array).
+
+    Channels, named in its OME metadata: ``H3342`` (Hoechst), ``oblique`` (oblique-illumination
+    transmitted light), ``nuclei`` and ``cyto`` (machine-made instance labels)."""
     import re
 
     import tifffile
 
-    columns = SCRATCH_COLUMNS if columns is None else columns
     wheel = fetch_wheel("ndev-sampledata", cache=cache)
     with zipfile.ZipFile(wheel) as zf, tifffile.TiffFile(io.BytesIO(zf.read(_SCRATCH))) as tif:
         data = tif.asarray()  # (C, T, Y, X)
         names = re.findall(r'<Channel[^>]*Name="([^"]*)"', tif.ome_metadata or "")
     if data.ndim != 4 or len(names) != data.shape[0]:
         raise RuntimeError(f"unexpected layout of {_SCRATCH}: shape {data.shape}, channels {names}")
-    image, labels = data[names.index("H3342")], data[names.index("nuclei")]
+    return wheel.name, dict(zip(names, data, strict=True))
+
+
+def load_scratch(*, cache=None, columns=None) -> DataSet:
+    """The Hoechst channel and nucleus labels of ndev-sampledata's scratch assay (OME-TIFF, 10
+    time points), split by columns (:data:`SCRATCH_COLUMNS`): every time point's left part is
+    ``train``, its right part ``test``. The machine labels miss some bright nuclei."""
+    columns = SCRATCH_COLUMNS if columns is None else columns
+    wheel, channels = _read_scratch(cache)
+    image, labels = channels["H3342"], channels["nuclei"]
     every = range(image.shape[0])
     return DataSet(
         "scratch",
@@ -446,7 +456,27 @@ def load_scratch(*, cache=None, columns=None) -> DataSet:
         f"{_describe_columns(columns)}",
         "nuclei",
         splits=_column_splits(image, labels, {k: every for k in columns}, columns),
-        source=f"{wheel.name}:{_SCRATCH} (channels H3342 and nuclei)",
+        source=f"{wheel}:{_SCRATCH} (channels H3342 and nuclei)",
+    )
+
+
+def load_scratch_cells(*, cache=None, columns=None) -> DataSet:
+    """Whole cells of the same scratch assay in its oblique-illumination (transmitted light)
+    channel, with its ``cyto`` labels: a kind of image and object no model of this project is
+    trained on. Split by columns as :func:`load_scratch` (:data:`SCRATCH_CELL_COLUMNS`, a cell
+    diameter apart)."""
+    columns = SCRATCH_CELL_COLUMNS if columns is None else columns
+    wheel, channels = _read_scratch(cache)
+    image, labels = channels["oblique"], channels["cyto"]
+    every = range(image.shape[0])
+    return DataSet(
+        "scratch-cells",
+        f"scratch assay, whole cells in oblique illumination (ndev-sampledata; machine-made "
+        f"labels), {_describe_columns(columns)}",
+        "cells",
+        splits=_column_splits(image, labels, {k: every for k in columns}, columns),
+        bright_objects=False,
+        source=f"{wheel}:{_SCRATCH} (channels oblique and cyto)",
     )
 
 
@@ -550,6 +580,7 @@ LOADERS = {
     "hela": load_hela,
     "bbbc007": load_bbbc007,
     "scratch": load_scratch,
+    "scratch-cells": load_scratch_cells,
     "cells3d": load_cells3d,
     "lightsheet": load_lightsheet,
     "synthetic": load_synthetic,

@@ -8,7 +8,7 @@ import pytest
 from napari_unet._qt._segment_call import engine_options, segment_call
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt.finetune_widget import FineTuneWidget, WeightMapReady
-from napari_unet._qt.segment_widget import SegmentWidget
+from napari_unet._qt.segment_widget import MODEL_FILE, SegmentWidget
 
 GEOMETRY = {"scale": (0.5, 0.5), "translate": (3.0, 4.0)}  # as the image of viewer_with_image
 
@@ -611,3 +611,52 @@ def test_removing_the_image_stops_the_run(viewer_with_image, nuclei_image, wait_
     assert job.cancelled
     assert widget.status.value.startswith(f"stopped after step {widget.run.final_step}")
     assert widget.start_button.isEnabled()
+
+
+def test_the_minimum_confidence_chosen_on_the_painted_cells_follows_the_model(
+    viewer_with_image, nuclei_image, wait_job, monkeypatch, segment_calls, tmp_path
+):
+    """After a fine-tune the panel chooses the model's minimum confidence on the painted cells
+    (the engine's choice is replaced by a known one here; the choice itself is tested in
+    tests/engine/test_confidence_calibration.py): it is shown, stored in the model, taken by
+    Segment's control when the model is used, and read back from a saved file."""
+    from napari_unet.engine import confidence_calibration
+    from napari_unet.engine.checkpoint import read_checkpoint_metadata
+
+    seen: list[float] = []
+
+    def choose(scored, *, previous, candidates=confidence_calibration.CANDIDATES):
+        seen.append(previous)
+        cells = int(sum(len(np.unique(a[a > 0])) for _, _, a, _ in scored))
+        scores = {0.1: 0.9, 0.35: 0.4}
+        return confidence_calibration.ConfidenceCalibration(0.1, scores, cells, previous)
+
+    monkeypatch.setattr(confidence_calibration, "choose_min_confidence", choose)
+    viewer = viewer_with_image
+    _paint(viewer, nuclei_image[1])
+    segment = SegmentWidget(viewer)
+    assert segment.min_confidence.value == pytest.approx(0.35)
+    widget = _widget(viewer, steps=2)
+    wait_job(widget.start())
+
+    assert seen == [0.35]  # the start model chose none: ties would go to the default
+    assert "minimum confidence 0.1, chosen on" in widget.notes.value
+    entry = widget.result_entry
+    assert entry.min_confidence == 0.1
+    assert entry.source[1].extra["instance_step"]["min_confidence"] == 0.1
+    assert segment.min_confidence.value == pytest.approx(0.35)  # not current yet
+    widget.use_button.click()
+    assert segment.min_confidence.value == pytest.approx(0.1)
+    wait_job(segment.segment())
+    assert segment_calls[-1]["min_confidence"] == pytest.approx(0.1)
+
+    # saved and picked as a file, the model brings its value with it
+    path = tmp_path / "tuned.pt"
+    monkeypatch.setattr(widget, "ask_save_path", lambda: str(path))
+    wait_job(widget.save_model())
+    assert read_checkpoint_metadata(path).extra["instance_step"]["min_confidence"] == 0.1
+    segment.min_confidence.value = 0.5
+    segment.model.value = MODEL_FILE
+    segment.model_file.value = path
+    assert segment.selected_model().min_confidence == 0.1
+    assert segment.min_confidence.value == pytest.approx(0.1)

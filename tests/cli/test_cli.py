@@ -478,6 +478,12 @@ def test_train_from_scratch_writes_a_loadable_model(work, capsys):
     from napari_unet.engine.diameter import estimate_diameter
 
     assert checkpoint.diameter == pytest.approx(estimate_diameter(truth))
+    # the minimum confidence was chosen on the training cells, stored, and said
+    from napari_unet.engine.confidence_calibration import CANDIDATES
+
+    chosen = checkpoint.extra["instance_step"]
+    assert chosen["min_confidence"] in CANDIDATES and chosen["chosen_on_cells"] == truth.max()
+    assert f"minimum confidence {chosen['min_confidence']:g}, chosen on" in stdout
     # the model file can be used at once, and an existing one is not replaced
     code, _, err = run(capsys, "predict", work / "cells.tif", "-o", work / "l.tif", "--model", out)
     assert code == 0, err

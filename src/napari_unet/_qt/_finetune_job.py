@@ -19,6 +19,7 @@ import numpy as np
 from napari_unet._qt._finetune_checks import annotation_warnings, painted_score
 from napari_unet._qt._session import ModelEntry
 from napari_unet._qt._worker import shield_runtime_error
+from napari_unet.engine.confidence_calibration import chosen_min_confidence
 from napari_unet.engine.events import (
     ModelSnapshot,
     StepDone,
@@ -49,6 +50,16 @@ class ScoreBefore:
 
     score: Any
     diameter: float | None = None
+
+
+@dataclass(frozen=True)
+class ConfidenceChosen:
+    """Event of the fine-tune job, after the last step: the minimum confidence chosen for the
+    fine-tuned model on the painted cells (a
+    :class:`~napari_unet.engine.confidence_calibration.ConfidenceCalibration`), stored in its
+    metadata."""
+
+    calibration: Any
 
 
 @dataclass(eq=False)
@@ -241,6 +252,9 @@ def _finetune(request: FineTuneRequest, run: RunState):
         # engine, after the step that reached it
         result = yield from relay(gen, record)
         run.time_up = result.steps_done < config.steps
+        calibration = _choose_min_confidence(request, run, net, plane, channel_axis)
+        if calibration is not None:
+            yield ConfidenceChosen(calibration)
         return None if run.time_up else result
     except GeneratorExit:
         raise
@@ -252,6 +266,40 @@ def _finetune(request: FineTuneRequest, run: RunState):
         raise
     finally:
         _keep_model(run, net)
+
+
+def _choose_min_confidence(
+    request: FineTuneRequest, run: RunState, net: Any, plane: Any, channel_axis: int | None
+) -> Any:
+    """Choose the trained model's minimum confidence on the painted cells (segmented as the
+    previews segment this image) and record it in ``run.extra``; ``None`` when nothing was
+    painted inside the regions or the choice failed (the model keeps its start value)."""
+    from napari_unet.engine.confidence_calibration import (
+        calibrate_min_confidence,
+        with_calibration,
+    )
+
+    options = {
+        k: v for k, v in request.segment_options.items() if k not in ("diameter", "min_confidence")
+    }
+    try:
+        calibration = calibrate_min_confidence(
+            (copy.deepcopy(net).to("cpu").eval(), _checkpoint_for(run, run.steps_done)),
+            [plane],
+            [np.asarray(request.labels)],
+            [request.regions],
+            diameter=run.scale.input_diameter,
+            channel_axis=channel_axis,
+            device=request.device,
+            **options,
+        )
+    except ValueError:
+        return None
+    except Exception:  # the trained model matters more than its filter: keep it, log why
+        logger.exception("could not choose the minimum confidence")
+        return None
+    run.extra = with_calibration(run.extra, calibration)
+    return calibration
 
 
 def _keep_model(run: RunState, net: Any) -> None:
@@ -325,6 +373,7 @@ def kept_model(run: RunState | None, job: Any) -> tuple[ModelEntry | None, str |
         kind="fine-tuned",
         normalization=checkpoint.normalization,
         step=run.final_step,
+        min_confidence=chosen_min_confidence(checkpoint),
     )
     if run.failed and not job.cancelled:
         return entry, (

@@ -16,6 +16,8 @@ from typing import Any
 
 from psygnal import Signal
 
+from napari_unet.engine.label_step import MIN_CONFIDENCE
+
 DEFAULT_LABEL = "bundled default"
 
 
@@ -33,6 +35,9 @@ class ModelEntry:
     normalization : the intensity normalisation to train and predict with (from a checkpoint or a
         training run), or ``None`` to let the engine decide.
     step : for fine-tuned models, the training step the weights come from.
+    min_confidence : the model's own minimum confidence (chosen on its annotated cells when it
+        was fine-tuned; the default for the bundled model), which the Segment panel takes when
+        the model becomes current; ``None``: the model chose none (the panel's value stays).
     """
 
     label: str
@@ -40,6 +45,7 @@ class ModelEntry:
     kind: str = "default"
     normalization: Any = None
     step: int | None = None
+    min_confidence: float | None = None
     _resolved: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -70,7 +76,9 @@ class Session:
     changed = Signal(object)
 
     def __init__(self) -> None:
-        self.default = ModelEntry(DEFAULT_LABEL, "default", kind="default")
+        self.default = ModelEntry(
+            DEFAULT_LABEL, "default", kind="default", min_confidence=MIN_CONFIDENCE
+        )
         self.current: ModelEntry = self.default
         self.fine_tuned: ModelEntry | None = None
         self.segment_options: dict[str, Any] = {}

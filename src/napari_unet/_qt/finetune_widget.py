@@ -36,6 +36,7 @@ from napari_unet._qt._controls import (
 )
 from napari_unet._qt._finetune_checks import describe_scores
 from napari_unet._qt._finetune_job import (
+    ConfidenceChosen,
     FineTuneRequest,
     RunState,
     ScoreBefore,
@@ -232,6 +233,10 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             case ScoreBefore():
                 self._training_diameter = event.diameter
                 self.progress.set(0.0, "training…")
+            case ConfidenceChosen():
+                self.notes.value = "\n".join(
+                    filter(None, [self.notes.value, event.calibration.describe()])
+                )
 
     def _on_snapshot(self, event: Any) -> None:
         """Keep the newest snapshot; segment the preview with it every N steps."""
@@ -317,12 +322,15 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             if entry is not self.session.current:
                 show_text(self.status, f"{self.status.value}. Painted cells, {scores}.{hint}")
 
+        options = dict(self.session.segment_options)
+        if entry.min_confidence is not None:  # scored as Segment will segment with it
+            options["min_confidence"] = entry.min_confidence
         self.preview.request(
             layer,
             (request.image, request.channel_axis),
             entry.resolve,
             entry.label,
-            options=self.session.segment_options,
+            options=options,
             device=self.device.value,
             painted=(request.labels, request.regions),
             on_score=scored,

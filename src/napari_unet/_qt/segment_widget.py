@@ -212,6 +212,7 @@ class SegmentWidget(QWidget):
         self.model.reset_choices()
         if entry in [c for c in self.model.choices]:
             self.model.value = entry
+        self._take_min_confidence(entry)
         self.model_file.visible = self.model.value == MODEL_FILE
         self.model.tooltip = controls.model_description(entry)
         self._update_trust()
@@ -229,10 +230,17 @@ class SegmentWidget(QWidget):
         if self.model.value is not entry:
             self._select_entry(entry)
 
+    def _take_min_confidence(self, entry: ModelEntry) -> None:
+        """A model that knows its own minimum confidence (the bundled default's, or the one a
+        fine-tune chose on the painted cells) sets the control; the user can change it after."""
+        if entry.min_confidence is not None:
+            self.min_confidence.value = round(float(entry.min_confidence), 2)
+
     def _model_changed(self, value: Any) -> None:
         self.model_file.visible = value == MODEL_FILE
         if isinstance(value, ModelEntry):
             self.model.tooltip = controls.model_description(value)
+            self._take_min_confidence(value)
         self._update_trust()
         if isinstance(value, ModelEntry) and value is not self.session.current:
             self.session.set_current(value)
@@ -254,7 +262,9 @@ class SegmentWidget(QWidget):
             current = self.session.current
             if current.kind == "file" and current.source == source:
                 return current
-            entry = ModelEntry(path.name, source, kind="file")
+            entry = ModelEntry(
+                path.name, source, kind="file", min_confidence=_file_min_confidence(path)
+            )
             self.session.set_current(entry)
             self.model.value = MODEL_FILE  # keep showing the file picker
             return entry
@@ -460,3 +470,19 @@ class SegmentWidget(QWidget):
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+
+
+def _file_min_confidence(path: Path) -> float | None:
+    """The minimum confidence a model file (.pt) chose for itself; ``None`` for a package or a
+    file whose metadata cannot be read (loading it reports the problem). Read once, when the
+    file becomes the current model."""
+    from napari_unet.engine.checkpoint import read_checkpoint_metadata
+    from napari_unet.engine.confidence_calibration import chosen_min_confidence
+    from napari_unet.engine.packages import is_package_path
+
+    if is_package_path(path):
+        return None
+    try:
+        return chosen_min_confidence(read_checkpoint_metadata(path))
+    except Exception:  # the segment job loads the file and tells the user what is wrong
+        return None

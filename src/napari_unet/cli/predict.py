@@ -205,7 +205,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "diameter, or adaptive)")
     p.add_argument("--min-confidence", type=CONFIDENCE, metavar="P",
                    help="drop objects whose mean cell-interior probability is below P "
-                   "(default: 0.35; 0 keeps all)")
+                   "(default: the model file's own, chosen on its annotated cells when it was fine-tuned, "
+                   "else 0.35; 0 keeps all)")
     p.add_argument("--background-threshold", type=FRACTION, metavar="P",
                    help="where outlines run: a cell's pixels have a background probability "
                    "below P (default: 0.5, the model's own outline; lower draws tighter "

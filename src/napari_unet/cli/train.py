@@ -212,8 +212,42 @@ def run(args: argparse.Namespace) -> int:
     saved = progress["saved"]
     path = saved or (str(result.checkpoint_path) if result.checkpoint_path else str(out))
     diameter = f", cell diameter {stored_diameter:.1f} px" if stored_diameter else ""
+    calibration = _calibrate(Path(path), images, labels, regions, channel_axis, args.device)
     say(f"wrote {path} ({result.steps_done} steps{diameter})")
+    if calibration is not None:
+        say(f"{calibration.describe()}; predict uses it unless --min-confidence is given")
     return 0
+
+
+def _calibrate(path: Path, images, labels, regions, channel_axis, device):
+    """Choose the written model's minimum confidence on the training cells (already at the
+    model's scale) and store it in the file, atomically
+    (:mod:`~napari_unet.engine.confidence_calibration`). Returns the calibration, or ``None``
+    (with a warning line) when there is nothing to choose on."""
+    from napari_unet.engine.checkpoint import load_checkpoint, save_checkpoint
+    from napari_unet.engine.confidence_calibration import (
+        calibrate_min_confidence,
+        with_calibration,
+    )
+
+    net, checkpoint = load_checkpoint(path, device="cpu")
+    try:
+        calibration = calibrate_min_confidence(
+            (net, checkpoint), images, labels, regions, channel_axis=channel_axis, device=device
+        )
+    except ValueError as exc:
+        say(f"warning: the minimum confidence stays the model's: {one_line(exc)}", sys.stderr)
+        return None
+    save_checkpoint(
+        path,
+        net,
+        normalization=checkpoint.normalization,
+        training=checkpoint.training,
+        history=checkpoint.history,
+        extra=with_calibration(checkpoint.extra, calibration),
+        diameter=checkpoint.diameter,
+    )
+    return calibration
 
 
 def _check_model_space(out: Path, net: Any) -> None:

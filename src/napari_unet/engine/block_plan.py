@@ -230,7 +230,7 @@ def plan(
             f"the model reads {net.config.in_channels} channel(s), the image has {planes.shape[1]}"
         )
     threshold, min_confidence, background_threshold = check_label_options(
-        threshold, min_confidence, background_threshold
+        threshold, min_confidence, background_threshold, checkpoint
     )
     block = DEFAULT_BLOCK if block_size is None else int(block_size)
     if block < 64:

@@ -6,6 +6,7 @@ segmentation."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -66,15 +67,22 @@ def label_probabilities(
 
 
 def check_label_options(
-    threshold: float, min_confidence: float | None, background_threshold: float | None
+    threshold: float,
+    min_confidence: float | None,
+    background_threshold: float | None,
+    checkpoint: Any = None,
 ) -> tuple[float, float, float]:
-    """The instance step's options checked, ``None`` replaced by the defaults
-    (:data:`MIN_CONFIDENCE`, :data:`BACKGROUND_THRESHOLD`): ``(threshold, min_confidence,
-    background_threshold)``. Raises ``ValueError`` for values out of range."""
+    """The instance step's options checked, ``None`` replaced by the defaults: the minimum
+    confidence the model file chose (:func:`~napari_unet.engine.confidence_calibration.
+    model_min_confidence`; :data:`MIN_CONFIDENCE` when it chose none), and
+    :data:`BACKGROUND_THRESHOLD`. Returns ``(threshold, min_confidence, background_threshold)``;
+    raises ``ValueError`` for values out of range."""
     if not 0.0 < float(threshold) < 1.0:
         raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
     if min_confidence is None:
-        min_confidence = MIN_CONFIDENCE
+        from napari_unet.engine.confidence_calibration import model_min_confidence
+
+        min_confidence = model_min_confidence(checkpoint)
     if not 0.0 <= float(min_confidence) < 1.0:
         raise ValueError(f"min_confidence must be at least 0 and below 1, not {min_confidence}")
     if background_threshold is None:

@@ -165,8 +165,10 @@ def iter_segment(
         area of a cell of the given or estimated diameter, or, when no diameter is known,
         adapted to the object sizes (see :func:`~napari_unet.engine.instances.resolve_min_size`).
     min_confidence : float in [0, 1) or None
-        Objects whose mean interior probability is below this are removed; ``None``:
-        ``MIN_CONFIDENCE`` (0.35); 0 keeps every object the network draws.
+        Objects whose mean interior probability is below this are removed; ``None``: the
+        value the model file chose on its annotated cells when it was fine-tuned
+        (:mod:`~napari_unet.engine.confidence_calibration`), else ``MIN_CONFIDENCE`` (0.35);
+        0 keeps every object the network draws.
     background_threshold : float in (0, 1) or None
         Where a cell's outline runs: its pixels are those whose background probability is
         below this. ``None``: ``BACKGROUND_THRESHOLD`` (0.5), the bundled model's own outline;
@@ -227,7 +229,7 @@ def iter_segment(
         image, in_channels=int(net.config.in_channels), channel_axis=channel_axis, stack=stack
     )
     threshold, min_confidence, background_threshold = check_label_options(
-        threshold, min_confidence, background_threshold
+        threshold, min_confidence, background_threshold, checkpoint
     )
     if min_size is not None and (int(min_size) != min_size or min_size < 0):
         raise ValueError(f"min_size must be a whole number of pixels >= 0, not {min_size}")
