@@ -29,6 +29,10 @@ the two differ by more than 15 % (``match_training_diameter``, the rule of the F
 ``napari-unet train``; the tables below were measured with a 5 % threshold), as
 ``napari_unet.segment`` does at prediction time with the same diameter.
 
+Each fine-tuned model is scored with the minimum confidence chosen on its own annotation, as the
+Fine-tune panel and ``napari-unet train`` leave it (:func:`fine_tuned_pair`; docs/benchmarks/finetune.md
+was measured before that rule, with the bundled model's 0.35).
+
 Rows per set: the classical baseline; the bundled model without fine-tuning; fine-tuned on
 5/10/20 cells; and the reference, fine-tuned on **all** labels of the training part for
 ``--ref-budget`` seconds (240 s by default, twice the few-shot budget). The score is AP@0.5 on the

