@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from tests.engine.test_segment import discs, tiny_net
 
 from napari_unet.engine import segment as segment_module
 from napari_unet.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -23,7 +24,6 @@ from napari_unet.engine.confidence_calibration import (
 )
 from napari_unet.engine.events import PlaneDone, TileDone, drive
 from napari_unet.engine.label_step import MIN_CONFIDENCE
-from tests.engine.test_segment import discs, tiny_net
 
 
 def _objects(confidences: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +48,20 @@ def test_the_value_that_drops_the_false_objects_and_keeps_the_true_ones_is_chose
     assert calibration.scores[0.35] == 0.0
     assert calibration.cells == 3
     assert "0.35 would give 0.00" in calibration.describe()
+
+
+def test_the_choice_is_never_stricter_than_the_default():
+    """A few true cells of high confidence and a false one of 0.45: a stricter filter would
+    score better on them, but it is not tried."""
+    labels, confidence = _objects([0.6, 0.6, 0.45])
+    annotation = np.where(labels <= 2, labels, 0)
+    calibration = choose_min_confidence(
+        [(labels, confidence, annotation, None)], previous=MIN_CONFIDENCE
+    )
+    assert max(calibration.scores) == MIN_CONFIDENCE and 0.5 not in calibration.scores
+    assert calibration.min_confidence == MIN_CONFIDENCE
+    stricter = choose_min_confidence([(labels, confidence, annotation, None)], previous=0.5)
+    assert stricter.min_confidence == 0.5  # a model that chose 0.5 before may keep it
 
 
 def test_without_evidence_the_model_keeps_its_value():
