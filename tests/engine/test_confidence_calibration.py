@@ -68,7 +68,8 @@ def test_without_evidence_the_model_keeps_its_value():
     labels, confidence = _objects([0.9, 0.9])
     calibration = choose_min_confidence([(labels, confidence, labels, None)], previous=0.35)
     assert set(calibration.scores.values()) == {1.0}
-    assert calibration.min_confidence == 0.35
+    assert calibration.min_confidence == 0.35 and not calibration.decided
+    assert calibration.describe().startswith("minimum confidence stays 0.35")
 
 
 def test_only_the_annotated_region_counts():

@@ -286,6 +286,8 @@ def _choose_min_confidence(
     options = {
         k: v for k, v in request.segment_options.items() if k not in ("diameter", "min_confidence")
     }
+    # a tie keeps what the user segments with now (Segment's control), not the file's value
+    previous = request.segment_options.get("min_confidence")
     painted = np.asarray(request.labels)
     region = request.regions
     if region is None:
@@ -299,6 +301,7 @@ def _choose_min_confidence(
             diameter=run.scale.input_diameter,
             channel_axis=channel_axis,
             device=request.device,
+            previous=previous,
             **options,
         )
     except ValueError:

@@ -65,10 +65,21 @@ class ConfidenceCalibration:
     cells: int
     previous: float
 
+    @property
+    def decided(self) -> bool:
+        """Whether the annotation told the candidates apart (else every one scored the same
+        and the value stayed ``previous``)."""
+        return len(set(self.scores.values())) > 1
+
     def describe(self) -> str:
         """One sentence for a status line or a log, e.g. ``minimum confidence 0.1, chosen on
         12 annotated cells (AP@0.5 0.82; 0.35 would give 0.41)``."""
         chosen = self.scores[self.min_confidence]
+        if not self.decided:
+            return (
+                f"minimum confidence stays {self.min_confidence:g}: the {self.cells} annotated "
+                f"cells score the same at every value tried (AP@0.5 {chosen:.2f})"
+            )
         text = (
             f"minimum confidence {self.min_confidence:g}, chosen on {self.cells} annotated "
             f"cells (AP@0.5 {chosen:.2f}"
