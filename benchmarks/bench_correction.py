@@ -13,10 +13,14 @@ The simulated user of the correction loop (docs/user_guide.md, "Correct and fine
    uncertainty instead) or boxes drawn at random (seeded, centre inside the set's mask);
 3. in each box, deletes the false objects that reach into it (predicted objects with < 10 % of
    their pixels on a reference cell; deleting is one click each and is not counted) and fixes
-   every reference cell reaching into it whose best predicted match has IoU < 0.5 -- a miss is painted from the reference, a merge or
-   a split is replaced by the reference cell (the predicted objects that lay mostly inside it
-   are removed) -- counting one *corrected cell* per fixed reference cell, until ``n`` cells are
-   corrected (the last box may be left half done);
+   every reference cell reaching into it that no object matches at IoU >= 0.5 -- a miss is
+   painted from the reference, a merge or a split is replaced by the reference cell (every
+   object over it that matches no other cell is deleted) -- counting one *corrected cell* per
+   fixed reference cell, until ``n`` cells are corrected (the last box may be left half
+   done); in a box it finished, it also deletes whatever is left that matches no cell. (Until
+   this rule, only objects lying mostly inside a fixed cell were deleted: on trpL the bundled
+   model's blobs of about 20,000 px over a bacterium stayed in the corrected copy and were
+   taught as cells.)
 4. fine-tunes on :func:`~napari_unet.engine.corrections.correction_annotation` of the corrected
    copy, with the visited boxes as the corrected area (plus, in a half-done box, the area
    inferred from the edits, :func:`~napari_unet.engine.corrections.edited_region` with a margin
@@ -85,6 +89,26 @@ def load_set(name: str, cache=None) -> DataSet:
     return load(name, cache=cache)
 
 
+def _best_matches(corrected: np.ndarray, ref: np.ndarray, where: np.ndarray) -> dict[int, tuple]:
+    """For each object of ``corrected`` that reaches into ``where``: (IoU of its best reference
+    cell, that cell's id, the reference ids it overlaps)."""
+    out = {}
+    slices = ndi.find_objects(corrected)
+    ids = np.unique(corrected[where])
+    for pid in ids[ids > 0]:
+        sl = slices[pid - 1]
+        obj = corrected[sl] == pid
+        under = ref[sl][obj]
+        cells, inter = np.unique(under[under > 0], return_counts=True)
+        best, best_id = 0.0, 0
+        for gid, n in zip(cells, inter, strict=True):
+            iou = n / (obj.sum() + np.count_nonzero(ref == gid) - n)
+            if iou > best:
+                best, best_id = float(iou), int(gid)
+        out[int(pid)] = (best, best_id, set(cells.tolist()), float(inter.sum()) / obj.sum())
+    return out
+
+
 def simulate_user(
     pred: np.ndarray,
     ref: np.ndarray,
@@ -96,7 +120,16 @@ def simulate_user(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Correct ``pred`` against ``ref`` box by box until ``budget`` cells are fixed.
 
-    Returns (corrected labels, corrected area (bool), cells fixed). See the module notes.
+    In each box the user (1) deletes the objects that reach into it and lie (>= 90 %) off every
+    reference cell; (2) fixes, one by one, every reference cell reaching into it that no object
+    matches at IoU >= 0.5, painting it from the reference and deleting every object that
+    overlaps it without matching another cell (a merge, a fragment, a blob over several cells),
+    one *corrected cell* each, until ``budget`` cells are fixed; (3) in a box it finished,
+    deletes what is left that matches no cell (e.g. the rest of a merge whose cells are all
+    fixed). Deleting is one click and is not counted. A box left half done contributes only the
+    area inferred from its edits (:func:`~napari_unet.engine.corrections.edited_region`).
+
+    Returns (corrected labels, corrected area (bool), cells fixed).
     """
     from napari_unet.engine.corrections import edited_region
 
@@ -113,43 +146,31 @@ def simulate_user(
         box[r0:r1, c0:c1] = True
         if mask is not None:
             box &= mask
-        # the user reviews every object that reaches into the box: false ones are deleted
-        slices = ndi.find_objects(corrected)
-        touched = np.unique(corrected[box])
-        for pid in touched[touched > 0]:
-            sl = slices[pid - 1]
-            obj = corrected[sl] == pid
-            if (ref[sl][obj] > 0).mean() < 0.1:
-                corrected[sl][obj] = 0
+        matches = _best_matches(corrected, ref, box)
+        for pid, (_, _, _, on_cells) in matches.items():  # (1) false objects
+            if on_cells < 0.1:
+                corrected[corrected == pid] = 0
         done = True
         cells = np.unique(ref[box])
-        slices = ndi.find_objects(corrected)
-        for gid in cells[cells > 0]:
+        for gid in cells[cells > 0]:  # (2) cells no object matches
             gsl = ref_slices[gid - 1]
             g = ref[gsl] == gid
-            ids, counts = np.unique(corrected[gsl][g], return_counts=True)
-            best = 0.0
-            for pid, inter in zip(ids, counts, strict=True):
-                if pid == 0 or pid > len(slices) or slices[pid - 1] is None:
-                    continue
-                p_area = (corrected[slices[pid - 1]] == pid).sum()
-                best = max(best, inter / (g.sum() + p_area - inter))
-            if best >= 0.5:
+            matches = _best_matches(corrected, ref, ref == gid)
+            if any(iou >= 0.5 and best == gid for iou, best, _, _ in matches.values()):
                 continue
             if fixed >= budget:
                 done = False
                 break
-            for pid, inter in zip(ids, counts, strict=True):
-                if pid == 0 or pid > len(slices) or slices[pid - 1] is None:
-                    continue
-                psl = slices[pid - 1]
-                p = corrected[psl] == pid
-                if inter * 2 >= p.sum():
-                    corrected[psl][p] = 0
+            for pid, (iou, best, _, _) in matches.items():
+                if iou < 0.5 or best == gid:  # matches no other cell
+                    corrected[corrected == pid] = 0
             corrected[gsl][g] = next_id
             next_id += 1
             fixed += 1
-        if done:
+        if done:  # (3) what is left in a finished box that matches no cell
+            for pid, (iou, _, _, _) in _best_matches(corrected, ref, box).items():
+                if iou < 0.5:
+                    corrected[corrected == pid] = 0
             area |= box
         else:
             area |= edited_region(before, corrected, margin=margin) & box
