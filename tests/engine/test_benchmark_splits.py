@@ -16,6 +16,7 @@ from benchmarks import datasets
 #: (columns, planes or None, width of the image, nucleus diameter in px as documented)
 SPLITS = {
     "scratch": (datasets.SCRATCH_COLUMNS, None, 576, 12),
+    "scratch-cells": (datasets.SCRATCH_CELL_COLUMNS, None, 576, 32),
     "cells3d": (datasets.CELLS3D_COLUMNS, datasets.CELLS3D_PLANES, 256, 39),
     "lightsheet": (datasets.LIGHTSHEET_COLUMNS, datasets.LIGHTSHEET_PLANES, 160, 25),
 }
@@ -81,3 +82,26 @@ def test_median_diameter_leaves_out_nuclei_cut_by_the_edge():
         2 * np.sqrt(40 / np.pi)
     )
     assert np.isnan(datasets.median_diameter_all([np.zeros((4, 4), int)]))
+
+
+def test_the_simulated_user_deletes_what_matches_no_cell():
+    """The correction benchmark's user (benchmarks/bench_correction.py): a blob over two cells
+    and a fragment are removed, the two cells painted (two corrected cells), a matched cell is
+    left alone, and a false object far from every cell is deleted."""
+    from benchmarks.bench_correction import simulate_user
+
+    ref = np.zeros((40, 60), np.int32)
+    ref[5:15, 5:15], ref[5:15, 17:27], ref[25:35, 5:15] = 1, 2, 3
+    pred = np.zeros_like(ref)
+    pred[3:17, 3:29] = 5  # one blob over cells 1 and 2 (and around them)
+    pred[25:35, 5:15] = 6  # cell 3, matched
+    pred[30:34, 40:44] = 7  # a false object
+    corrected, area, fixed = simulate_user(pred, ref, [(0, 0, 40, 60)], budget=10)
+    assert fixed == 2 and area.all()
+    assert 5 not in corrected and 7 not in corrected and (corrected[25:35, 5:15] == 6).all()
+    for cell in (1, 2):
+        ids = np.unique(corrected[ref == cell])
+        assert len(ids) == 1 and ids[0] > 7 and (corrected == ids[0]).sum() == 100
+    # with a budget of one cell the box is left half done: only the edited area counts
+    corrected, area, fixed = simulate_user(pred, ref, [(0, 0, 40, 60)], budget=1)
+    assert fixed == 1 and area.any() and not area.all()
