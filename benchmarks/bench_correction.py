@@ -527,8 +527,11 @@ def write_report(runs: list[dict], out: Path, *, note: str = "") -> None:
         "",
         "Made by `benchmarks/bench_correction.py` (one process per set, run at the same time; "
         "see the script's notes for the simulated user). The runs' JSON is kept in "
-        "`docs/benchmarks/correction_runs/` (those of earlier runs, from v2, in its `v2/` "
-        "folder); this page is `python benchmarks/bench_correction.py "
+        "`docs/benchmarks/correction_runs/` (earlier runs in its folders: `v2/` with the v2 "
+        "model, `v3_first_user/` with the first simulated user, before it deleted what matches "
+        "no cell, and before the minimum confidence was chosen per model: "
+        "[correction_v3_first_user.md](correction_v3_first_user.md)); this page is "
+        "`python benchmarks/bench_correction.py "
         "--merge docs/benchmarks/correction_runs/*.json --note ...`.",
         "",
         f"- Machine: {first['machine']}.",
