@@ -394,3 +394,37 @@ def test_engine_options_turn_the_choice_into_a_range():
     assert engine_options(options, layer) == {"threshold": 0.5, "intensity_range": (10.0, 200.0)}
     assert engine_options({**options, "use_contrast_limits": False}, layer) == {"threshold": 0.5}
     assert options["use_contrast_limits"] is True  # the session's dict is left alone
+
+
+def test_engine_warnings_reach_the_user_as_notifications(
+    viewer_with_image, wait_job, monkeypatch, qtbot
+):
+    """A warning the engine raises while it segments (e.g. the diameter estimate falling back
+    to the model's scale on a field without cells) is shown as a napari notification: the
+    worker relays it from its thread; nothing depends on ``napari.run``'s hooks."""
+    import warnings
+
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    import napari_unet.engine.segment as segment_module
+
+    real = segment_module.iter_segment
+    text = "segmented at the model's own scale (a test warning)"
+
+    def warning_segment(*args, **kwargs):
+        warnings.warn(text, stacklevel=2)
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(segment_module, "iter_segment", warning_segment)
+    shown = []
+    notification_manager.notification_ready.connect(shown.append)
+    try:
+        widget = _widget(viewer_with_image)
+        job = widget.segment()
+        wait_job(job)
+        qtbot.waitUntil(lambda: any(text in str(n.message) for n in shown), timeout=10_000)
+    finally:
+        notification_manager.notification_ready.disconnect(shown.append)
+    (note,) = [n for n in shown if text in str(n.message)]
+    assert note.severity == NotificationSeverity.WARNING
+    assert job.error is None and widget.labels_layer is not None  # the job still finished

@@ -19,7 +19,7 @@ from typing import Any
 
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_warning
 
 from napari_unet.engine.events import STOPPED, BlockDone, StepDone, TileDone, relay
 
@@ -249,6 +249,8 @@ class Job:
         self.worker.errored.connect(self._errored)
         self.worker.aborted.connect(self._aborted)
         self.worker.finished.connect(self._finished)
+        self.worker.warned.connect(self._warned)
+        self._warnings_shown: set[str] = set()
 
     # -- control ---------------------------------------------------------------------------
     def start(self) -> Job:
@@ -271,6 +273,22 @@ class Job:
         return not self.done
 
     # -- signal handlers (main thread) ---------------------------------------------------
+    def _warned(self, showwarning_args: tuple) -> None:
+        """A warning raised in the worker thread. superqt catches warnings there and emits
+        ``warned``; napari's relay of it to a notification did not fire for these workers
+        (napari 0.9.2 with PyQt5: the mixin that connects it comes after ``QRunnable`` in the
+        class order), so without this the engine's warnings (e.g. an estimate that fell back to
+        the model's scale) reached no one.
+        Warnings raised by napari-unet's code become a warning notification, once per message
+        and job; others (libraries' deprecations) go to the log."""
+        message, category, filename = (str(a) for a in showwarning_args[:3])
+        if "napari_unet" not in filename:
+            logger.warning("%s in %s: %s", category, self.what, message)
+            return
+        if message not in self._warnings_shown:
+            self._warnings_shown.add(message)
+            show_warning(f"{self.what}: {message}")
+
     def _yielded(self, event: Any) -> None:
         # the job's own handler first: napari's progress bar processes events while it redraws,
         # so after it the job may have ended (and its panel shown the end) already
