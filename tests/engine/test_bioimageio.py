@@ -12,6 +12,7 @@ import torch
 
 from napari_unet.engine.bioimageio import build_unet, input_size_rule, output_offset
 from napari_unet.engine.checkpoint import save_checkpoint
+from napari_unet.engine.confidence_calibration import model_min_confidence
 from napari_unet.engine.model import UNet, UNetConfig, border
 
 pytest.importorskip("bioimageio.core")
@@ -45,8 +46,9 @@ def tiny_model_file(tmp_path_factory) -> Path:
             net(torch.rand(2, 1, 76, 76) * 2 + 0.5)
     net.eval()
     path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
+    chosen = {"min_confidence": 0.2, "chosen_on_cells": 12}  # as a fine-tune records it
     save_checkpoint(path, net, normalization={"low": 2.0, "high": 99.5}, diameter=18.0,
-                    extra={"name": "tiny test net"})
+                    extra={"name": "tiny test net", "instance_step": chosen})
     return path
 
 
@@ -150,6 +152,7 @@ def test_own_package_reimports_the_same_model(tiny_model_file, tiny_package):
         assert k0 == k1 and torch.equal(v0, v1)
     assert ck1.diameter == ck0.diameter == 18.0
     assert ck1.normalization == {"low": 2.0, "high": 99.5}
+    assert model_min_confidence(ck1) == model_min_confidence(ck0) == 0.2  # the filter travels
     image = (discs((120, 120)) / 4).astype(np.uint16)
     a = segment(image, tiny_model_file, device="cpu", diameter=18)
     b = segment(image, tiny_package[0], device="cpu", diameter=18)

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 
 from napari_unet.engine._package_card import CLASS_NAMES, citations, model_card
+from napari_unet.engine.confidence_calibration import EXTRA_KEY as CALIBRATION_KEY
+from napari_unet.engine.confidence_calibration import chosen_min_confidence
 from napari_unet.engine.model import UNet, UNetConfig, border, valid_input_size
 
 __all__ = [
@@ -344,6 +346,8 @@ def export_package(
             "normalization": {"low": float(normalization["low"]), "high": float(normalization["high"])},
             "training_data_terms": terms,
         }
+        if chosen_min_confidence(checkpoint) is not None:  # the fine-tune's own filter travels
+            own[CALIBRATION_KEY] = dict(extra[CALIBRATION_KEY])
         diameter_note = (
             f" Trained at a cell diameter of {checkpoint.diameter:g} px: rescale images so that "
             "their cells have it."

@@ -212,6 +212,8 @@ def _load_own(descr: Any, path: Path, *, device: Any) -> tuple[Any, Any]:
 
     from napari_unet.engine.bioimageio import CONFIG_KEY
     from napari_unet.engine.checkpoint import Checkpoint, network_from_state_dict
+    from napari_unet.engine.confidence_calibration import EXTRA_KEY as CALIBRATION_KEY
+    from napari_unet.engine.confidence_calibration import chosen_min_confidence
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.limits import normalization_percentiles
     from napari_unet.engine.metadata import diameter_and_extra
@@ -247,11 +249,15 @@ def _load_own(descr: Any, path: Path, *, device: Any) -> tuple[Any, Any]:
     net = network_from_state_dict(config, state_dict, where=f"the package {path}")
     net.to(resolve_device(device))
     net.eval()
+    extra = {"name": str(descr.name), "package": str(path)}
+    calibration = own.get(CALIBRATION_KEY)
+    if chosen_min_confidence(Checkpoint(config=config, extra={CALIBRATION_KEY: calibration})):
+        extra[CALIBRATION_KEY] = dict(calibration)  # the minimum confidence the model chose
     checkpoint = Checkpoint(
         config=config,
         normalization=normalization,
         diameter=diameter,
-        extra={"name": str(descr.name), "package": str(path)},
+        extra=extra,
         path=path,
     )
     return net, checkpoint
