@@ -351,10 +351,11 @@ def test_automatic_diameter_samples_big_images_and_stacks(model_file, oracle, mo
     image, _ = discs((96, 96), 12, 24)
     stack = np.stack([image, image, image])
     result = drive(api.iter_segment(stack, model_file, stack=True))
-    # first pass: the middle plane, a central crop; second: that crop again at the scale the
-    # first estimate asks for (the refinement); then the planes of the stack one by one, enlarged
-    # (one by one, so that a Stop keeps the planes done)
-    assert oracle[0]["shape"] == (1, 1, 48, 48)
+    # first pass: central crops of three planes side by side, 16 columns apart; second: that
+    # sample again at the scale the first estimate asks for (the refinement); then the planes of
+    # the stack one by one, enlarged (one by one, so that a Stop keeps the planes done)
+    gap = diameter_estimate.ESTIMATE_GAP
+    assert oracle[0]["shape"] == (1, 1, 48, 3 * 48 + 2 * gap)
     assert 90 <= oracle[1]["shape"][2] <= 102 and oracle[1]["shape"][:2] == (1, 1)
     side = round(96 * result.scale)
     assert [c["shape"] for c in oracle[2:]] == [(1, 1, side, side)] * 3
@@ -364,6 +365,24 @@ def test_automatic_diameter_samples_big_images_and_stacks(model_file, oracle, mo
     per_plane = [set(np.unique(p)) - {0} for p in result.labels]
     assert all(len(ids) == 16 for ids in per_plane)
     assert not per_plane[0] & per_plane[1]
+
+
+def test_a_stack_is_measured_on_several_planes(model_file, oracle):
+    """The middle plane of a volume can hold no cell (or only the caps of nuclei): the estimate
+    looks at planes a quarter, half and three quarters of the way through."""
+    image, _ = discs((96, 96), 12, 24)
+    blank = np.full_like(image, int(np.median(image)))
+    stack = np.stack([image, image, blank, image, image])  # picks planes 1, 2 and 3
+    sample, whole = diameter_estimate.estimation_sample(stack[:, None])
+    gap = diameter_estimate.ESTIMATE_GAP
+    assert not whole and sample.shape == (1, 1, 96, 3 * 96 + 2 * gap)
+    np.testing.assert_array_equal(sample[0, 0, :, :96], image)
+    np.testing.assert_array_equal(sample[0, 0, :, 96 + gap : 192 + gap], blank)
+    assert (sample[0, 0, :, 96 : 96 + gap] == np.median(image)).all()  # background between
+    result = drive(api.iter_segment(stack, model_file, stack=True))
+    assert result.diameter == pytest.approx(12, rel=0.15)  # the middle plane alone: no cells
+    middle = drive(api.iter_segment(blank, model_file))
+    assert middle.diameter is None
 
 
 def test_channels_are_resized_together(oracle, tmp_path):

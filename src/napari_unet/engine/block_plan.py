@@ -177,15 +177,13 @@ def _estimate_diameter(
     planes, model, *, threshold: float, min_confidence: float | None, device: Any,
     intensity_range: tuple[Any, Any] | None = None,
 ) -> float | None:
-    """The cell diameter the in-memory path would estimate: the same central crop of the
-    middle plane (:data:`~napari_unet.engine.diameter_estimate.ESTIMATE_CROP`), read alone."""
-    from napari_unet.engine.diameter_estimate import ESTIMATE_CROP
+    """The cell diameter the in-memory path would estimate: the same sample of the planes
+    (:func:`~napari_unet.engine.diameter_estimate.estimation_sample`), read alone."""
+    from napari_unet.engine.diameter_estimate import estimation_sample
     from napari_unet.engine.events import drive
     from napari_unet.engine.segment import iter_segment
 
-    n, _, rows, cols = planes.shape
-    r0, c0 = max(0, (rows - ESTIMATE_CROP) // 2), max(0, (cols - ESTIMATE_CROP) // 2)
-    crop = np.asarray(planes[n // 2, :, r0 : r0 + ESTIMATE_CROP, c0 : c0 + ESTIMATE_CROP].compute())
+    crop = estimation_sample(planes)[0][0]
     result = drive(
         iter_segment(
             crop, model, channel_axis=0, threshold=threshold, min_confidence=min_confidence,

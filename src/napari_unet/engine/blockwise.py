@@ -12,7 +12,7 @@ see in the whole image:
 - the normalisation percentiles are computed **once** over the whole plane (exact histograms
   for 8- and 16-bit images, a strided sample of at most :data:`PERCENTILE_SAMPLE` pixels
   otherwise) and handed to every block, and the cell diameter is estimated once, on the same
-  central crop the in-memory path uses; a block never measures anything of its own.
+  sample the in-memory path uses (central crops of up to three planes); a block never measures anything of its own.
 
 A block writes the labels of its core only, with ids of its own; the ids are made global by an
 offset per block (in block order, so the result does not depend on the order blocks finish in)

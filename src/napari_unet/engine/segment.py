@@ -34,8 +34,9 @@ unless ``min_confidence`` says otherwise. The estimate enlarges an image more th
 :data:`~napari_unet.engine.diameter.RESCALE_LIMIT` (4x) only when the network is sure of
 the objects it measured (:mod:`~napari_unet.engine.diameter_estimate`): an image without cells measures 4-5 px
 (its noise, enlarged, looks like cells, but unsure ones), so such an estimate is dropped with a
-warning and the image is segmented as if its cells had the model's diameter. To keep the first pass cheap on large inputs it only looks at a sample: the middle plane of a stack, and at
-most a central 1024 x 1024 crop of that plane. (A crop, not a downsampled copy: downsampling
+warning and the image is segmented as if its cells had the model's diameter. To keep the first pass cheap on large inputs it only looks at a sample: at most a central
+1024 x 1024 crop, of three planes of a stack side by side (a quarter, half and three quarters of
+the way through: one plane of a volume shows only its own section sizes). (A crop, not a downsampled copy: downsampling
 would shrink the very cells whose size is being measured.) Models without a stored training
 diameter are never rescaled.
 
