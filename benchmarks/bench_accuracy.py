@@ -95,6 +95,48 @@ def _machine() -> str:
     )
 
 
+def one_table_arguments(doc: str, report: str, argv=None) -> argparse.Namespace:
+    """The options of a benchmark that writes one table, parsed: ``--model`` (default: the
+    bundled one), ``--cache``, ``--out`` (default ``docs/benchmarks/<report>``), ``--no-write``;
+    ``doc``: the script's docstring (its first line is the description)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--model", default="default")
+    p.add_argument("--cache", default=None)
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / report)
+    p.add_argument("--no-write", action="store_true")
+    return p.parse_args(argv)
+
+
+def write_one_table(args, script: str, title: str, notes: list[str], table: list[str]) -> None:
+    """The page of a one-table benchmark: the title, when and where it ran (``script``, this
+    machine, the versions, the model), ``notes`` (paragraphs) and the ``table`` lines (header
+    included), printed as written to ``args.out`` unless ``args.no_write``."""
+    lines = [
+        f"# {title}",
+        "",
+        f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC by `benchmarks/{script}`; "
+        f"machine: {_machine()}; {_versions()}.",
+        f"Model: `{Path(args.model).name}`.",
+        "",
+        *[line for note in notes for line in (note, "")],
+        *table,
+        "",
+    ]
+    if not args.no_write:
+        args.out.write_text("\n".join(lines))
+        print(f"wrote {args.out}")
+
+
+def cpu_model(name: str, threads: int):
+    """``(UNet, Checkpoint)`` of ``name`` on the CPU, with torch limited to ``threads``."""
+    import torch
+
+    from napari_unet.engine.api import load_model
+
+    torch.set_num_threads(threads)
+    return load_model(name, device="cpu")
+
+
 def _commit() -> str:
     """The checkout's commit (``+`` when it has uncommitted changes), or ``unknown``."""
     import subprocess

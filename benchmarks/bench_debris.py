@@ -16,8 +16,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import sys
 import warnings
 from pathlib import Path
@@ -26,10 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_accuracy import _machine, _versions
+from benchmarks.bench_accuracy import cpu_model, one_table_arguments, write_one_table
 from benchmarks.datasets import load
 
-REPO = Path(__file__).resolve().parent.parent
 SETS = ("hela", "bbbc007")
 #: share of the image the bright square covers
 SHARES = (0.0, 0.002, 0.01, 0.03)
@@ -56,19 +53,8 @@ def scored(model, image, truth, side: int, intensity_range) -> tuple[float, floa
 
 
 def main(argv=None) -> list[str]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="default")
-    p.add_argument("--cache", default=None)
-    p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "debris.md")
-    p.add_argument("--no-write", action="store_true")
-    args = p.parse_args(argv)
-
-    import torch
-
-    from napari_unet.engine.api import load_model
-
-    torch.set_num_threads(1)
-    model = load_model(args.model, device="cpu")
+    args = one_table_arguments(__doc__, "debris.md", argv)
+    model = cpu_model(args.model, threads=1)
     rows = []
     for key in SETS:
         sample = load(key, cache=args.cache).splits["test"][0]
@@ -85,28 +71,17 @@ def main(argv=None) -> list[str]:
                 f"{given:.3f} ({d_given or 0:.1f} px) |"
             )
             print(rows[-1], flush=True)
-    lines = [
-        "# Bright debris and the intensity range",
-        "",
-        f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC by "
-        "`benchmarks/bench_debris.py`; machine: " + _machine() + "; " + _versions() + ".",
-        f"Model: `{Path(args.model).name}`.",
-        "",
-        f"A square {BRIGHTNESS:g} times as bright as the image's brightest pixel over a share of "
-        "the first held-out test image; AP@0.5 outside the square, with the diameter used in "
-        "brackets (estimated). *automatic*: each plane's 1st-99.8th percentiles; *intensity "
+    notes = [
+        f"A square {BRIGHTNESS:g} times as bright as the image's brightest pixel over a share "
+        "of the first held-out test image; AP@0.5 outside the square, with the diameter used "
+        "in brackets (estimated). *automatic*: each plane's 1st-99.8th percentiles; *intensity "
         "range*: the same percentiles of the image without the square (`intensity_range` in "
         "the API, `predict --intensity-range`), the range napari's contrast limits give when "
-        "set to show the cells.",
-        "",
-        "| image | square | automatic | intensity range |",
-        "|---|---|---|---|",
-        *rows,
-        "",
+        "set to show the cells."
     ]
-    if not args.no_write:
-        args.out.write_text("\n".join(lines))
-        print(f"wrote {args.out}")
+    table = ["| image | square | automatic | intensity range |", "|---|---|---|---|", *rows]
+    title = "Bright debris and the intensity range"
+    write_one_table(args, "bench_debris.py", title, notes, table)
     return rows
 
 

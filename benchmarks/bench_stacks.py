@@ -20,8 +20,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import sys
 import time
 import warnings
@@ -31,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_accuracy import _machine, _versions
+from benchmarks.bench_accuracy import cpu_model, one_table_arguments, write_one_table
 from benchmarks.datasets import (
     CELLS3D_COLUMNS,
     CELLS3D_PLANES,
@@ -41,10 +39,8 @@ from benchmarks.datasets import (
     load_lightsheet,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 
-
-def test_stack(name: str, cache=None):
+def held_out_stack(name: str, cache=None):
     """(title, list of Samples): every plane of the set's test crop from its first to its last
     test plane."""
     if name == "cells3d":
@@ -57,23 +53,14 @@ def test_stack(name: str, cache=None):
 
 
 def main(argv=None) -> list[str]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="default")
-    p.add_argument("--cache", default=None)
-    p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "stacks.md")
-    p.add_argument("--no-write", action="store_true")
-    args = p.parse_args(argv)
-
-    import torch
     from benchmarks.datasets import median_diameter
 
-    from napari_unet.engine.api import load_model
     from napari_unet.engine.events import drive
     from napari_unet.engine.metrics import evaluate
     from napari_unet.engine.segment import iter_segment
 
-    torch.set_num_threads(2)
-    model = load_model(args.model, device="cpu")
+    args = one_table_arguments(__doc__, "stacks.md", argv)
+    model = cpu_model(args.model, threads=2)
 
     def run(image, **kwargs):
         with warnings.catch_warnings():
@@ -82,7 +69,7 @@ def main(argv=None) -> list[str]:
 
     rows = []
     for name in ("cells3d", "lightsheet"):
-        title, samples = test_stack(name, args.cache)
+        title, samples = held_out_stack(name, args.cache)
         stack = np.stack([s.image for s in samples])
         truth = np.stack([s.labels for s in samples])
         given = median_diameter([s.labels for s in samples])
@@ -112,32 +99,25 @@ def main(argv=None) -> list[str]:
                 f"{m['ap@0.75']:.3f} | {int(m['n_pred'])}/{int(m['n_gt'])} | {d} | {seconds:.1f} |"
             )
             print(rows[-1], flush=True)
-    lines = [
-        "# Z stacks: one diameter for the stack or one per plane",
-        "",
-        f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC by "
-        "`benchmarks/bench_stacks.py`; machine: " + _machine() + "; " + _versions() + ".",
-        f"Model: `{Path(args.model).name}`. One run; seconds on a shared 2-core CPU (torch 2 "
-        "threads): compare within the table.",
-        "",
+    notes = [
+        "One run; seconds on a shared 2-core CPU (torch 2 threads): compare within the table.",
         "Contiguous planes of the held-out test crops of the two nucleus volumes (the planes "
         "between the first and the last test plane of docs/data.md; no plane of these crops was "
         "trained on). *one estimate for the stack*: `segment(stack=True)`, what the Segment "
         "panel and `predict` do with a stack, measured on three planes side by side; *the "
         "middle plane's estimate*: the rule before, measured on the middle plane alone; "
-        "*an estimate per plane*: each plane segmented on "
-        "its own (a plane with too few cells is segmented at the model's 24 px); *diameter "
-        "given*: the median equivalent diameter of the crop's whole reference sections. "
-        "Objects are matched plane by plane. *d*: the diameter(s) used, px.",
-        "",
+        "*an estimate per plane*: each plane segmented on its own (a plane with too few cells "
+        "is segmented at the model's 24 px); *diameter given*: the median equivalent diameter "
+        "of the crop's whole reference sections. Objects are matched plane by plane. *d*: the "
+        "diameter(s) used, px.",
+    ]
+    table = [
         "| stack | diameter | AP@0.5 | AP@0.75 | objects (pred/ref) | d | s |",
         "|---|---|---|---|---|---|---|",
         *rows,
-        "",
     ]
-    if not args.no_write:
-        args.out.write_text("\n".join(lines))
-        print(f"wrote {args.out}")
+    title = "Z stacks: one diameter for the stack or one per plane"
+    write_one_table(args, "bench_stacks.py", title, notes, table)
     return rows
 
 
