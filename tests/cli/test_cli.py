@@ -699,3 +699,28 @@ def test_evaluate_planes_last_with_axes(work, capsys):
     code, out, err = run(capsys, "evaluate", work / "p.tif", work / "g.tif", "--json")
     assert code == 0, err
     assert json.loads(out)["mean"] == metrics
+
+
+def test_train_chooses_the_minimum_confidence_on_a_few_images(files, work, capsys, fake_training, monkeypatch):
+    """A large training set: the minimum confidence is chosen on 8 images spread over it."""
+    import napari_unet.engine.confidence_calibration as calibration_module
+
+    seen = {}
+    real = calibration_module.calibrate_min_confidence
+
+    def spy(model, images, labels, regions=None, **kwargs):
+        seen["n"] = len(images)
+        return real(model, images, labels, regions, **kwargs)
+
+    monkeypatch.setattr(calibration_module, "calibrate_min_confidence", spy)
+    image = tifffile.imread(work / "cells.tif")
+    truth = tifffile.imread(work / "cells_ground_truth.tif")
+    tifffile.imwrite(work / "many.tif", np.stack([image] * 12), photometric="minisblack")
+    tifffile.imwrite(work / "many_labels.tif", np.stack([truth] * 12))
+    code, stdout, err = run(
+        capsys, "train", "--images", work / "many.tif", "--labels", work / "many_labels.tif",
+        "--from", "scratch", "--depth", "2", "--base-channels", "4", "--steps", "2", "-o", work / "m.pt",
+    )
+    assert code == 0, err
+    assert len(fake_training["images"]) == 12 and seen["n"] == 8
+    assert "minimum confidence" in stdout

@@ -219,17 +219,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The minimum confidence is chosen on at most this many training images (evenly spread), so that
+#: a large training set does not add minutes of segmentation after training.
+CALIBRATION_IMAGES = 8
+
+
 def _calibrate(path: Path, images, labels, regions, channel_axis, device):
     """Choose the written model's minimum confidence on the training cells (already at the
-    model's scale) and store it in the file, atomically
-    (:mod:`~napari_unet.engine.confidence_calibration`). Returns the calibration, or ``None``
-    (with a warning line) when there is nothing to choose on."""
+    model's scale; at most :data:`CALIBRATION_IMAGES` images) and store it in the file,
+    atomically (:mod:`~napari_unet.engine.confidence_calibration`). Returns the calibration, or
+    ``None`` (with a warning line) when there is nothing to choose on."""
     from napari_unet.engine.checkpoint import load_checkpoint, save_checkpoint
     from napari_unet.engine.confidence_calibration import (
         calibrate_min_confidence,
         with_calibration,
     )
 
+    last = len(images) - 1
+    picks = sorted({round(k * last / (CALIBRATION_IMAGES - 1)) for k in range(CALIBRATION_IMAGES)})
+    images, labels, regions = ([seq[i] for i in picks] for seq in (images, labels, regions))
     net, checkpoint = load_checkpoint(path, device="cpu")
     try:
         calibration = calibrate_min_confidence(
