@@ -27,14 +27,14 @@ def error(message: str) -> None:
 
 
 def warning(message: str) -> None:
-    """Print ``napari-unet: warning: <message>`` on standard error."""
-    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+    """Print ``napari-unet: warning: <message>`` on standard error, on one line."""
+    print(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A ``warnings.showwarning`` for the program: the engine's warnings (an estimate it did not
     trust, an ignored option) as one line each, without Python's file and line."""
-    warning(" ".join(str(message).split()))
+    warning(str(message))
 
 
 @contextlib.contextmanager
@@ -46,7 +46,7 @@ def warnings_about(name: str, bar: ProgressBar | None = None) -> Iterator[None]:
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if bar is not None:
             bar.close()
-        warning(f"{name}: " + " ".join(str(message).split()))
+        warning(f"{name}: {message}")
 
     warnings.showwarning = show
     try:

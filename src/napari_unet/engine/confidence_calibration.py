@@ -175,7 +175,7 @@ def choose_min_confidence(
             kept = np.where(weak[labels], 0, labels)
             m = evaluate(kept, annotation, mask=region, thresholds=(0.5,))
             totals[c] += (m["tp@0.5"], m["fp@0.5"], m["fn@0.5"])
-        cells += int(evaluate(labels, annotation, mask=region, thresholds=(0.5,))["n_gt"])
+        cells += int(m["n_gt"])  # the annotated cells in the region: the same for every value
     if cells == 0:
         raise ValueError("no annotated cell to choose the minimum confidence on")
     scores = {c: float(tp / max(tp + fp + fn, 1.0)) for c, (tp, fp, fn) in totals.items()}

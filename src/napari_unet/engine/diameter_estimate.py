@@ -166,11 +166,10 @@ def refine_estimate(
             check_size(sample.shape[2:], factor, estimate)
         except ValueError:
             break
-        prob, _ = yield from relay(passes.run(sample, factor=factor, plane_events=False), hold)
+        prob, last_labels = yield from labelled_pass(
+            passes, sample, factor, hold, threshold=threshold, min_confidence=min_confidence
+        )
         last = (factor, prob)
-        last_labels = label_probabilities(
-            prob, threshold=threshold, min_size=None, stack=False, min_confidence=min_confidence,
-        )  # fmt: skip
         refined = estimate_diameter(last_labels, weighting="area")
         if refined is None:
             break
@@ -179,6 +178,16 @@ def refine_estimate(
         if agree:
             break
     return estimate, last, last_labels
+
+
+def labelled_pass(passes, sample, factor, hold, *, threshold, min_confidence):
+    """One measuring pass over ``sample`` at ``factor`` with its events filtered by ``hold``
+    (:func:`hold_progress`), and its instance labels: returns ``(probabilities, labels)``."""
+    prob, _ = yield from relay(passes.run(sample, factor=factor, plane_events=False), hold)
+    labels = label_probabilities(
+        prob, threshold=threshold, min_size=None, stack=False, min_confidence=min_confidence,
+    )  # fmt: skip
+    return prob, labels
 
 
 def hold_progress(progress: TileDone):
@@ -227,11 +236,9 @@ def count_cells(
         check_size(sample.shape[2:], wanted, counted)
     except ValueError:
         return counted, last, here
-    prob, _ = yield from relay(
-        passes.run(sample, factor=wanted, plane_events=False), hold_progress(progress)
-    )
-    labels = label_probabilities(
-        prob, threshold=threshold, min_size=None, stack=False, min_confidence=min_confidence,
+    prob, labels = yield from labelled_pass(
+        passes, sample, wanted, hold_progress(progress), threshold=threshold,
+        min_confidence=min_confidence,
     )  # fmt: skip
     again = estimate_diameter(labels, weighting="trimmed")
     if again is None:
