@@ -8,6 +8,8 @@ Held-out sets (none of their pixels was used in training, see ``benchmarks/datas
 * the ``test`` crops (right part) of the scratch assay, the cells3d planes and the light-sheet
   planes (the corpus holds the left part, more than a nucleus diameter away);
 * Fluo-N3DH-CHO: a set never trained on at all;
+* the 2018 Data Science Bowl nucleus image that StarDist ships (125 nuclei, many touching,
+  annotated by people): never trained on;
 * a synthetic test draw of the procedural generator (seeds the corpus never uses).
 
 Methods, each run in this process on the same planes:
@@ -66,6 +68,7 @@ SETS = (
     ("cells3d", "cells3d planes", "test", True),
     ("lightsheet", "light-sheet planes", "test", True),
     ("cho", "CHO", "test", True),
+    ("dsb2018", "DSB2018 image", "test", True),
     ("synthetic", "synthetic test draw", "test", False),
 )
 

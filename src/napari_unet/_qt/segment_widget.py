@@ -44,7 +44,7 @@ from napari_unet._qt._segment_call import (
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import BlockDone, PlaneSegmented, TileDone, TileSizeReduced
-from napari_unet.engine.label_step import BACKGROUND_THRESHOLD, MIN_CONFIDENCE
+from napari_unet.engine.label_step import BACKGROUND_THRESHOLD, MIN_CONFIDENCE, SEED_THRESHOLD
 
 MODEL_FILE = "model file…"
 class SegmentWidget(QWidget):
@@ -98,7 +98,7 @@ class SegmentWidget(QWidget):
         )
         self.threshold = controls.number_control(
             "probability threshold",
-            0.5,
+            SEED_THRESHOLD,
             (0.05, 0.95),
             0.05,
             "Pixels above this cell probability seed a cell; lower it to find dim cells.",

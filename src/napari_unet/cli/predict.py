@@ -25,6 +25,7 @@ from napari_unet.cli.numbers import (
 )
 from napari_unet.cli.output import ProgressBar, UsageError, one_line, say, warnings_about
 from napari_unet.engine.device import DEVICE_CHOICES
+from napari_unet.engine.label_step import SEED_THRESHOLD
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,8 +199,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="compute device (default: %(default)s)")
     p.add_argument("--diameter", type=POSITIVE, metavar="PX",
                    help="typical cell diameter in pixels (default: estimated)")
-    p.add_argument("--threshold", type=FRACTION, default=0.5,
-                   help="cell-interior probability threshold (default: 0.5)")
+    p.add_argument("--threshold", type=FRACTION, default=SEED_THRESHOLD,
+                   help=f"cell-interior probability threshold (default: {SEED_THRESHOLD:g})")
     p.add_argument("--min-size", type=NON_NEGATIVE_INT, metavar="PX",
                    help="drop objects with fewer pixels (default: 30%% of a cell of the "
                    "diameter, or adaptive)")

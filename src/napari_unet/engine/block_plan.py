@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.engine.label_step import SEED_THRESHOLD
+
 __all__ = [
     "DEFAULT_BLOCK",
     "HALO_DIAMETERS",
@@ -200,7 +202,7 @@ def plan(
     block_size: int | None = None,
     diameter: float | None = None,
     min_size: int | None = None,
-    threshold: float = 0.5,
+    threshold: float = SEED_THRESHOLD,
     min_confidence: float | None = None,
     background_threshold: float | None = None,
     tile_size: int | None = None,

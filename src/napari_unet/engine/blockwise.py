@@ -57,6 +57,7 @@ from napari_unet.engine.block_plan import (
     plan,
 )
 from napari_unet.engine.events import BlockDone, Note
+from napari_unet.engine.label_step import SEED_THRESHOLD
 from napari_unet.engine.stitch import FaceMatcher
 
 __all__ = [
@@ -310,7 +311,7 @@ def iter_segment_blockwise(
     client: Any = None,
     diameter: float | None = None,
     device: str = "cpu",
-    threshold: float = 0.5,
+    threshold: float = SEED_THRESHOLD,
     min_size: int | None = None,
     min_confidence: float | None = None,
     background_threshold: float | None = None,

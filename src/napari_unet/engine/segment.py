@@ -67,6 +67,7 @@ from napari_unet.engine.events import (
     drive,
 )
 from napari_unet.engine.label_step import (
+    SEED_THRESHOLD,
     check_label_options,
     label_probabilities,
     min_size_for,
@@ -129,7 +130,7 @@ def iter_segment(
     stack: bool = False,
     diameter: float | None = None,
     device: Any = "auto",
-    threshold: float = 0.5,
+    threshold: float = SEED_THRESHOLD,
     min_size: int | None = None,
     min_confidence: float | None = None,
     background_threshold: float | None = None,
