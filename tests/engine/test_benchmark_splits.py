@@ -105,3 +105,25 @@ def test_the_simulated_user_deletes_what_matches_no_cell():
     # with a budget of one cell the box is left half done: only the edited area counts
     corrected, area, fixed = simulate_user(pred, ref, [(0, 0, 40, 60)], budget=1)
     assert fixed == 1 and area.any() and not area.all()
+
+
+def test_a_per_platform_wheel_is_fetched_as_one_fixed_build(tmp_path, monkeypatch):
+    """StarDist's wheels differ per platform, not in their data: every machine asks pip for the
+    same build (a wheel, never an sdist) and finds it in the cache under one name."""
+    from types import SimpleNamespace
+
+    commands = []
+
+    def fake_pip(cmd, **_):
+        commands.append(cmd)
+        (tmp_path / "stardist-0.9.2-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
+        return SimpleNamespace(returncode=0, stderr="")
+
+    monkeypatch.setattr(datasets.subprocess, "run", fake_pip)
+    wheel = datasets.fetch_wheel("stardist", cache=tmp_path)
+    assert wheel.name.startswith("stardist-0.9.2-")
+    cmd = commands[0]
+    assert "stardist==0.9.2" in cmd and "--no-deps" in cmd
+    assert cmd[cmd.index("--only-binary") + 1] == ":all:" and "--platform" in cmd
+    datasets.fetch_wheel("stardist", cache=tmp_path)  # cached: pip is not asked again
+    assert len(commands) == 1
