@@ -225,7 +225,7 @@ def main(argv=None) -> list[dict]:
         else:
             planes = [s for s in load(key, cache=args.cache).splits[split] if s.labels.max() > 0]
         truths = [median_diameter([s.labels]) for s in planes]
-        cells = [f"{key} {split} ({role}, {len(planes)} planes)"]
+        cells = [f"{key} {split} ({role}, {len(planes)} plane{'s' if len(planes) != 1 else ''})"]
         for rule in args.rules:
             found, passes = estimates(model, planes, rule)
             r = {**errors(found, truths), "passes": passes, "planes": len(planes)}
