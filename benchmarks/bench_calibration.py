@@ -68,6 +68,19 @@ def _filtered(labels: np.ndarray, prob: np.ndarray, min_area: float, confidence:
     return np.where(keep[labels], labels, 0)
 
 
+def _sweep_row(value: float, used: float, pred: np.ndarray, gt: np.ndarray, more) -> str:
+    """One row of a one-parameter sweep: the value (marked when in use), AP@0.5, AP@0.75, then
+    the cells ``more(scores)`` adds."""
+    from napari_unet.engine.metrics import evaluate
+
+    sc = evaluate(pred, gt)
+    mark = " (used)" if value == used else ""
+    row = f"| {value:g}{mark} | {sc['ap@0.5']:.3f} | {sc['ap@0.75']:.3f} | "
+    row += " | ".join(more(sc)) + " |"
+    print(row, flush=True)
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     from napari_unet.engine.api import iter_segment, load_model
     from napari_unet.engine.errors import merges_and_splits
@@ -124,13 +137,9 @@ def main(argv: list[str] | None = None) -> None:
             for pr in probs
         ]
         pred = _stack(planes)
-        sc = evaluate(pred, gt)
-        mark = " (used)" if threshold == BACKGROUND_THRESHOLD else ""
-        lines.append(
-            f"| {threshold}{mark} | {sc['ap@0.5']:.3f} | {sc['ap@0.75']:.3f} | "
-            f"{(pred > 0).mean() / (gt > 0).mean():.3f} | {sc['n_pred'] / sc['n_gt']:.3f} |"
-        )
-        print(lines[-1], flush=True)
+        lines.append(_sweep_row(threshold, BACKGROUND_THRESHOLD, pred, gt, lambda sc, pred=pred: (
+            f"{(pred > 0).mean() / (gt > 0).mean():.3f}", f"{sc['n_pred'] / sc['n_gt']:.3f}"
+        )))
 
     raw = [instances_from_probabilities(pr, min_size=0, background_threshold=BACKGROUND_THRESHOLD)
            for pr in probs]
@@ -182,14 +191,10 @@ def main(argv: list[str] | None = None) -> None:
             )
             for pr in probs
         ])
-        sc = evaluate(pred, gt)
         ms = merges_and_splits(pred, gt)
-        mark = " (used)" if threshold == SEED_THRESHOLD else ""
-        lines.append(
-            f"| {threshold:g}{mark} | {sc['ap@0.5']:.3f} | {sc['ap@0.75']:.3f} | {ms.merges} | "
-            f"{ms.splits} | {sc['n_pred'] / sc['n_gt']:.3f} |"
-        )
-        print(lines[-1], flush=True)
+        lines.append(_sweep_row(threshold, SEED_THRESHOLD, pred, gt, lambda sc, ms=ms: (
+            str(ms.merges), str(ms.splits), f"{sc['n_pred'] / sc['n_gt']:.3f}"
+        )))
     lines.append("")
     text = "\n".join(lines)
     print(text)
