@@ -428,3 +428,27 @@ def test_engine_warnings_reach_the_user_as_notifications(
     (note,) = [n for n in shown if text in str(n.message)]
     assert note.severity == NotificationSeverity.WARNING
     assert job.error is None and widget.labels_layer is not None  # the job still finished
+
+
+def test_the_labels_lie_over_a_rotated_sheared_image(viewer_with_image, wait_job, errors):
+    """An image placed with rotate, shear and an affine (a registered or tilted acquisition):
+    every pixel of its labels, and of a partial or rerun result, maps to the same world point
+    as the image's pixel (they used to get only its scale and translate)."""
+    viewer = viewer_with_image
+    image = viewer.layers["nuclei"]
+    image.rotate = 30
+    image.shear = [0.2]
+    image.affine = np.array([[1.0, 0.0, 5.0], [0.1, 1.2, -3.0], [0.0, 0.0, 1.0]])
+    widget = _widget(viewer)
+    wait_job(widget.segment())
+    assert errors == []
+    labels = viewer.layers["nuclei labels"]
+    points = [(0, 0), (10, 100), (127, 127), (64, 3)]
+    for point in points:
+        np.testing.assert_allclose(labels.data_to_world(point), image.data_to_world(point))
+
+    image.rotate = 0  # the image is moved: a rerun moves its result too
+    wait_job(widget.segment())
+    assert viewer.layers["nuclei labels"] is labels
+    for point in points:
+        np.testing.assert_allclose(labels.data_to_world(point), image.data_to_world(point))
