@@ -452,3 +452,32 @@ def test_the_labels_lie_over_a_rotated_sheared_image(viewer_with_image, wait_job
     assert viewer.layers["nuclei labels"] is labels
     for point in points:
         np.testing.assert_allclose(labels.data_to_world(point), image.data_to_world(point))
+
+
+def test_a_layer_of_six_axes_is_refused_with_a_sentence(viewer_with_image, errors):
+    """napari-unet reads 2-D to 5-D images. A 6-D layer in the viewer used to raise in the
+    panels' constructors (the axes choice), so that no panel opened; now they open, and
+    Segment, Show uncertainty and Fine-tune say why they cannot use it."""
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+    from napari_unet._qt.inspect_widget import InspectWidget
+
+    viewer = viewer_with_image
+    viewer.layers.remove("nuclei")
+    six = viewer.add_image(np.zeros((1, 1, 1, 2, 32, 32), np.uint8), name="six")
+    six_labels = viewer.add_labels(np.zeros((1, 1, 1, 2, 32, 32), np.int32), name="six labels")
+    widget = _widget(viewer)
+    assert widget.image.value is six and not widget.axes.visible
+    assert widget.segment() is None
+    assert errors[-1] == (
+        "Segmentation failed: napari-unet reads 2-D to 5-D images, not shape (1, 1, 1, 2, 32, 32)."
+    )
+    assert widget.corrections.show_uncertainty() is None
+    assert errors[-1].startswith("Uncertainty failed: napari-unet reads 2-D to 5-D")
+    finetune = FineTuneWidget(viewer)
+    assert finetune.image.value is six and finetune.labels.value is six_labels
+    assert finetune.start() is None
+    assert errors[-1].startswith("Fine-tuning failed: napari-unet reads 2-D to 5-D")
+    inspect = InspectWidget(viewer)
+    assert inspect.labels.value is six_labels and not inspect.axes.visible
+    widget.image.value = viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="stack")
+    assert widget.axes.value == "ZYX"  # the panel still works for other layers
