@@ -661,3 +661,29 @@ def test_the_minimum_confidence_chosen_on_the_painted_cells_follows_the_model(
     segment.model_file.value = path
     assert segment.selected_model().min_confidence == 0.1
     assert segment.min_confidence.value == pytest.approx(0.1)
+
+
+def test_lines_and_paths_are_not_annotated_regions(viewer_with_image, nuclei_image, errors):
+    """A line or a path drawn in the regions layer encloses no area: it is left out (it used to
+    become a one-pixel-wide region, so that almost nothing was taught); a layer of lines only
+    is refused with a sentence, like an empty one."""
+    from napari_unet._qt._annotations import regions_mask
+
+    viewer = viewer_with_image
+    painted = _paint(viewer, nuclei_image[1])
+    lines = viewer.add_shapes(
+        [np.array([[10.0, 10.0], [100.0, 100.0]]), np.array([[5.0, 5.0], [5.0, 90.0], [60.0, 50.0]])],
+        shape_type=["line", "path"],
+        name="lines",
+        **GEOMETRY,
+    )
+    widget = _widget(viewer, steps=3, regions=lines)
+    assert widget.start() is None
+    assert "has no shape on this plane (lines and paths enclose no area)" in errors[-1]
+
+    lines.add_rectangles(np.array([[0.0, 0.0], [64.0, 128.0]]))
+    mask = regions_mask(lines, painted, (), (128, 128))
+    expected = np.zeros((128, 128), bool)
+    expected[:65, :] = True
+    assert np.abs(mask.astype(int) - expected).sum() <= 128 + 1  # the rectangle alone, to its edge
+    assert not mask[100, 100] and not mask[80, 80]  # on the line, below the rectangle
