@@ -481,3 +481,32 @@ def test_a_layer_of_six_axes_is_refused_with_a_sentence(viewer_with_image, error
     assert inspect.labels.value is six_labels and not inspect.axes.visible
     widget.image.value = viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="stack")
     assert widget.axes.value == "ZYX"  # the panel still works for other layers
+
+
+def test_renaming_the_chosen_layer_keeps_it_chosen(viewer_with_image, stack_image, nuclei_image):
+    """Renaming the chosen layer used to switch the panels to the first layer of its kind (and
+    reset the axes chosen for it), so that the next click segmented or trained on another
+    image; the choice, and its axes, now stay."""
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+
+    viewer = viewer_with_image
+    stack = viewer.add_image(stack_image[:3], name="stack")
+    viewer.add_labels(nuclei_image[1], name="first labels")
+    painted = viewer.add_labels(nuclei_image[1], name="painted")
+    widget = _widget(viewer)
+    widget.image.value = stack
+    widget.axes.value = "YXZ"  # the user's reading, not the detected one
+    finetune = FineTuneWidget(viewer)
+    finetune.labels.value = painted
+    changes = []
+    widget.image.changed.connect(changes.append)
+
+    stack.name = "stack, renamed"
+    painted.name = "painted, renamed"
+    assert widget.image.value is stack and widget.axes.value == "YXZ"
+    assert finetune.labels.value is painted
+    assert changes == []
+    assert "stack, renamed" in [widget.image.native.itemText(i) for i in range(widget.image.native.count())]
+
+    viewer.layers.remove(stack)  # removing it still moves the choice on, and says so
+    assert widget.image.value is viewer.layers["nuclei"] and changes == [viewer.layers["nuclei"]]

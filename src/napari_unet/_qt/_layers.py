@@ -38,7 +38,9 @@ def layer_combo(
     """A ComboBox of the viewer's layers of ``layer_type``, kept up to date.
 
     Its value is the layer object (or ``None`` when ``nullable`` and nothing is picked). The
-    choices are refreshed whenever layers are added, removed or renamed.
+    choices are refreshed whenever layers are added, removed or renamed; the chosen layer stays
+    chosen while it is in the viewer (renamed too), and ``changed`` is emitted only when the
+    choice really changes.
     """
 
     def choices(_widget: Any = None) -> list[tuple[str, Any]]:
@@ -58,7 +60,13 @@ def layer_combo(
 
     def refresh(_event: Any = None) -> None:
         try:
-            combo.reset_choices()
+            before = combo.value
+            with combo.changed.blocked():  # magicgui picks another layer when one is renamed
+                combo.reset_choices()
+                if before is not None and any(choice is before for choice in combo.choices):
+                    combo.value = before
+            if combo.value is not before:
+                combo.changed.emit(combo.value)
         except RuntimeError:  # the Qt widget is already gone (viewer closing)
             return
 
