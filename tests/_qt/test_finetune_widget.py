@@ -687,3 +687,20 @@ def test_lines_and_paths_are_not_annotated_regions(viewer_with_image, nuclei_ima
     expected[:65, :] = True
     assert np.abs(mask.astype(int) - expected).sum() <= 128 + 1  # the rectangle alone, to its edge
     assert not mask[100, 100] and not mask[80, 80]  # on the line, below the rectangle
+
+
+def test_closing_the_panel_stops_the_run(viewer_with_image, nuclei_image, wait_job, qtbot, errors):
+    """napari takes a closed panel out of its dock without deleting it: the run used to go on
+    unseen until its time budget (updating the viewer's layers; its model out of reach). Now
+    closing the panel stops it after the step in progress, and nothing more is shown."""
+    viewer = viewer_with_image
+    _paint(viewer, nuclei_image[1])
+    widget = _widget(viewer, steps=5000, minutes=0)
+    dock = viewer.window.add_dock_widget(widget)
+    job = widget.start()
+    qtbot.waitUntil(lambda: widget.run.steps_done > 0, timeout=30_000)
+    dock.destroyOnClose()  # the dock's close button
+    wait_job(job, timeout=10_000)
+    assert job.cancelled and widget.run.steps_done < 5000 and errors == []
+    assert widget.status.value.startswith("stopped after step")
+    assert "nuclei preview labels" not in viewer.layers
