@@ -225,3 +225,16 @@ def test_inspect_colours_merges_splits_misses_and_false_objects(make_napari_view
     assert "1 splits (in 2 pieces)" in text and "AP@0.5 0.429" in text
     tools.reference.value = viewer.layers["seg"]
     assert tools.show_errors() is None and errors  # the same layer twice: a message
+
+
+def test_a_failed_comparison_does_not_leave_the_status_comparing(make_napari_viewer, wait_job, errors):
+    """Labels and reference of different shapes: the notification says so, and the status line
+    says the comparison failed (it used to read 'comparing … with …' for ever)."""
+    viewer = make_napari_viewer()
+    reference = viewer.add_labels(np.ones((64, 80), np.int32), name="reference")
+    _panel, tools = _error_tools(viewer, np.ones((96, 96), np.int32), np.ones((96, 96), np.int32))
+    tools.reference.value = reference
+    job = tools.show_errors()
+    wait_job(job)
+    assert job.error is not None and "differ in shape" in errors[-1]
+    assert tools.status.text() == "failed (see the notification)"

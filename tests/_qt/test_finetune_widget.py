@@ -661,3 +661,46 @@ def test_the_minimum_confidence_chosen_on_the_painted_cells_follows_the_model(
     segment.model_file.value = path
     assert segment.selected_model().min_confidence == 0.1
     assert segment.min_confidence.value == pytest.approx(0.1)
+
+
+def test_lines_and_paths_are_not_annotated_regions(viewer_with_image, nuclei_image, errors):
+    """A line or a path drawn in the regions layer encloses no area: it is left out (it used to
+    become a one-pixel-wide region, so that almost nothing was taught); a layer of lines only
+    is refused with a sentence, like an empty one."""
+    from napari_unet._qt._annotations import regions_mask
+
+    viewer = viewer_with_image
+    painted = _paint(viewer, nuclei_image[1])
+    lines = viewer.add_shapes(
+        [np.array([[10.0, 10.0], [100.0, 100.0]]), np.array([[5.0, 5.0], [5.0, 90.0], [60.0, 50.0]])],
+        shape_type=["line", "path"],
+        name="lines",
+        **GEOMETRY,
+    )
+    widget = _widget(viewer, steps=3, regions=lines)
+    assert widget.start() is None
+    assert "has no shape on this plane (lines and paths enclose no area)" in errors[-1]
+
+    lines.add_rectangles(np.array([[0.0, 0.0], [64.0, 128.0]]))
+    mask = regions_mask(lines, painted, (), (128, 128))
+    expected = np.zeros((128, 128), bool)
+    expected[:65, :] = True
+    assert np.abs(mask.astype(int) - expected).sum() <= 128 + 1  # the rectangle alone, to its edge
+    assert not mask[100, 100] and not mask[80, 80]  # on the line, below the rectangle
+
+
+def test_closing_the_panel_stops_the_run(viewer_with_image, nuclei_image, wait_job, qtbot, errors):
+    """napari takes a closed panel out of its dock without deleting it: the run used to go on
+    unseen until its time budget (updating the viewer's layers; its model out of reach). Now
+    closing the panel stops it after the step in progress, and nothing more is shown."""
+    viewer = viewer_with_image
+    _paint(viewer, nuclei_image[1])
+    widget = _widget(viewer, steps=5000, minutes=0)
+    dock = viewer.window.add_dock_widget(widget)
+    job = widget.start()
+    qtbot.waitUntil(lambda: widget.run.steps_done > 0, timeout=30_000)
+    dock.destroyOnClose()  # the dock's close button
+    wait_job(job, timeout=10_000)
+    assert job.cancelled and widget.run.steps_done < 5000 and errors == []
+    assert widget.status.value.startswith("stopped after step")
+    assert "nuclei preview labels" not in viewer.layers

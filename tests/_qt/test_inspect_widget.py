@@ -328,3 +328,21 @@ def test_labels_with_planes_last_are_read_and_shown_on_the_plane(
     settle(qtbot, widget.weights_runner)
     assert viewer.layers["yxz weight map"].data.shape == (96, 3)  # a (X, Z) plane, 2D
     assert errors == []
+
+
+def test_a_deformation_lies_beside_rotated_labels(widget, viewer, qtbot, errors):
+    """Labels placed with a rotation: the deformed sample lies just right of them along their
+    own (rotated) rows, with the same rotation, not off at an angle."""
+    labels = viewer.layers["cells"]
+    labels.rotate = 40
+    widget.image.value = None
+    widget.new_sample()
+    settle(qtbot, widget.deform_runner)
+    assert errors == []
+    deformed = viewer.layers["cells deformed"]
+    np.testing.assert_allclose(deformed.rotate, labels.rotate)
+    shift = 96 + 16  # the labels' width and the gap, in pixels
+    for point in [(0, 0), (50, 20), (95, 95)]:
+        np.testing.assert_allclose(
+            deformed.data_to_world(point), labels.data_to_world((point[0], point[1] + shift))
+        )

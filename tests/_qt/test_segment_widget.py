@@ -428,3 +428,85 @@ def test_engine_warnings_reach_the_user_as_notifications(
     (note,) = [n for n in shown if text in str(n.message)]
     assert note.severity == NotificationSeverity.WARNING
     assert job.error is None and widget.labels_layer is not None  # the job still finished
+
+
+def test_the_labels_lie_over_a_rotated_sheared_image(viewer_with_image, wait_job, errors):
+    """An image placed with rotate, shear and an affine (a registered or tilted acquisition):
+    every pixel of its labels, and of a partial or rerun result, maps to the same world point
+    as the image's pixel (they used to get only its scale and translate)."""
+    viewer = viewer_with_image
+    image = viewer.layers["nuclei"]
+    image.rotate = 30
+    image.shear = [0.2]
+    image.affine = np.array([[1.0, 0.0, 5.0], [0.1, 1.2, -3.0], [0.0, 0.0, 1.0]])
+    widget = _widget(viewer)
+    wait_job(widget.segment())
+    assert errors == []
+    labels = viewer.layers["nuclei labels"]
+    points = [(0, 0), (10, 100), (127, 127), (64, 3)]
+    for point in points:
+        np.testing.assert_allclose(labels.data_to_world(point), image.data_to_world(point))
+
+    image.rotate = 0  # the image is moved: a rerun moves its result too
+    wait_job(widget.segment())
+    assert viewer.layers["nuclei labels"] is labels
+    for point in points:
+        np.testing.assert_allclose(labels.data_to_world(point), image.data_to_world(point))
+
+
+def test_a_layer_of_six_axes_is_refused_with_a_sentence(viewer_with_image, errors):
+    """napari-unet reads 2-D to 5-D images. A 6-D layer in the viewer used to raise in the
+    panels' constructors (the axes choice), so that no panel opened; now they open, and
+    Segment, Show uncertainty and Fine-tune say why they cannot use it."""
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+    from napari_unet._qt.inspect_widget import InspectWidget
+
+    viewer = viewer_with_image
+    viewer.layers.remove("nuclei")
+    six = viewer.add_image(np.zeros((1, 1, 1, 2, 32, 32), np.uint8), name="six")
+    six_labels = viewer.add_labels(np.zeros((1, 1, 1, 2, 32, 32), np.int32), name="six labels")
+    widget = _widget(viewer)
+    assert widget.image.value is six and not widget.axes.visible
+    assert widget.segment() is None
+    assert errors[-1] == (
+        "Segmentation failed: napari-unet reads 2-D to 5-D images, not shape (1, 1, 1, 2, 32, 32)."
+    )
+    assert widget.corrections.show_uncertainty() is None
+    assert errors[-1].startswith("Uncertainty failed: napari-unet reads 2-D to 5-D")
+    finetune = FineTuneWidget(viewer)
+    assert finetune.image.value is six and finetune.labels.value is six_labels
+    assert finetune.start() is None
+    assert errors[-1].startswith("Fine-tuning failed: napari-unet reads 2-D to 5-D")
+    inspect = InspectWidget(viewer)
+    assert inspect.labels.value is six_labels and not inspect.axes.visible
+    widget.image.value = viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="stack")
+    assert widget.axes.value == "ZYX"  # the panel still works for other layers
+
+
+def test_renaming_the_chosen_layer_keeps_it_chosen(viewer_with_image, stack_image, nuclei_image):
+    """Renaming the chosen layer used to switch the panels to the first layer of its kind (and
+    reset the axes chosen for it), so that the next click segmented or trained on another
+    image; the choice, and its axes, now stay."""
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+
+    viewer = viewer_with_image
+    stack = viewer.add_image(stack_image[:3], name="stack")
+    viewer.add_labels(nuclei_image[1], name="first labels")
+    painted = viewer.add_labels(nuclei_image[1], name="painted")
+    widget = _widget(viewer)
+    widget.image.value = stack
+    widget.axes.value = "YXZ"  # the user's reading, not the detected one
+    finetune = FineTuneWidget(viewer)
+    finetune.labels.value = painted
+    changes = []
+    widget.image.changed.connect(changes.append)
+
+    stack.name = "stack, renamed"
+    painted.name = "painted, renamed"
+    assert widget.image.value is stack and widget.axes.value == "YXZ"
+    assert finetune.labels.value is painted
+    assert changes == []
+    assert "stack, renamed" in [widget.image.native.itemText(i) for i in range(widget.image.native.count())]
+
+    viewer.layers.remove(stack)  # removing it still moves the choice on, and says so
+    assert widget.image.value is viewer.layers["nuclei"] and changes == [viewer.layers["nuclei"]]

@@ -20,6 +20,10 @@ from napari_unet._qt._layers import (
 )
 
 
+#: shape types that enclose no area: not annotated regions (:func:`regions_mask`)
+OPEN_SHAPES = ("line", "path")
+
+
 def painted_plane(
     viewer: Any,
     image_layer: Any,
@@ -71,8 +75,9 @@ def painted_plane(
         regions = regions_mask(shapes_layer, labels_layer, label_plane, labels.shape)
         if regions is None:
             raise ValueError(
-                f"the regions layer '{shapes_layer.name}' has no shape on this plane; draw "
-                "rectangles or polygons around fully painted areas, or choose (none)"
+                f"the regions layer '{shapes_layer.name}' has no shape on this plane (lines "
+                "and paths enclose no area); draw rectangles or polygons around fully painted "
+                "areas, or choose (none)"
             )
     from napari_unet._qt._corrections import corrected_annotation
 
@@ -89,9 +94,10 @@ def regions_mask(
     Shape vertices go from the shapes layer's data coordinates through world coordinates into
     the target's. Over a stack, a shape drawn on a plane counts for that plane only; a 2D shapes
     layer counts for every plane. ``plane`` is the plane's leading indices or a full index with
-    ``slice(None)`` on Y and X (:func:`~napari_unet._qt._layers.labels_plane_index`). Returns a
-    (Y, X) bool array, True inside any shape, or ``None`` when there is no shapes layer or no
-    shape on this plane.
+    ``slice(None)`` on Y and X (:func:`~napari_unet._qt._layers.labels_plane_index`). Lines and
+    paths enclose no area and are left out (rasterised, they made a one-pixel-wide "region").
+    Returns a (Y, X) bool array, True inside any shape, or ``None`` when there is no shapes
+    layer or no rectangle, ellipse or polygon on this plane.
     """
     from napari.layers import Shapes
 
@@ -104,6 +110,8 @@ def regions_mask(
     check_plane = bool(plane_axes) and shapes_layer.ndim >= ndim
     polygons, types = [], []
     for vertices, shape_type in zip(shapes_layer.data, shapes_layer.shape_type, strict=True):
+        if shape_type in OPEN_SHAPES:
+            continue
         # world_to_data pads a shorter point with leading zeros and keeps a longer one's tail
         points = np.array(
             [target_layer.world_to_data(shapes_layer.data_to_world(v)) for v in vertices]

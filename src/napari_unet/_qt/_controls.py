@@ -68,7 +68,11 @@ def update_axes(combo: ComboBox, layer: Any) -> None:
         return
     shape = tuple(layer_array(layer).shape)
     rgb = bool(getattr(layer, "rgb", False))
-    detected = detect_axes(shape, rgb=rgb)
+    try:
+        detected = detect_axes(shape, rgb=rgb)
+    except ValueError:  # no reading fits (6 or more axes): a click says so (plan_layout)
+        combo.visible = False
+        return
     choices = [detected] if rgb else axes_choices(shape, detected)
     try:
         combo.choices = choices
@@ -87,7 +91,11 @@ def update_label_axes(combo: ComboBox, layer: Any) -> None:
         combo.visible = False
         return
     shape = tuple(layer_array(layer).shape)
-    detected = detect_label_axes(shape)
+    try:
+        detected = detect_label_axes(shape)
+    except ValueError:  # no reading fits (6 or more axes): a click says so
+        combo.visible = False
+        return
     choices = [a for a in axes_choices(shape, detected) if "C" not in a]
     try:
         combo.choices = choices

@@ -125,11 +125,20 @@ class ErrorTools(QWidget):
             what="Errors",
             show_progress=False,
             on_result=lambda errors: self._show(pred, errors),
+            on_error=self._failed,
         )
         return self.job
 
     def _update_axes(self, *_: Any) -> None:
         controls.update_label_axes(self.axes, self.prediction.value)
+
+    def _failed(self, _exc: BaseException) -> None:
+        """The comparison failed (the notification says why): the status line says so
+        instead of 'comparing …' for ever."""
+        try:
+            self.status.setText("failed (see the notification)")
+        except RuntimeError:  # the panel is already gone
+            pass
 
     def _show(self, pred: Any, errors: Any) -> None:
         if pred not in self.viewer.layers:

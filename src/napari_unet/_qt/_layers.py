@@ -38,7 +38,9 @@ def layer_combo(
     """A ComboBox of the viewer's layers of ``layer_type``, kept up to date.
 
     Its value is the layer object (or ``None`` when ``nullable`` and nothing is picked). The
-    choices are refreshed whenever layers are added, removed or renamed.
+    choices are refreshed whenever layers are added, removed or renamed; the chosen layer stays
+    chosen while it is in the viewer (renamed too), and ``changed`` is emitted only when the
+    choice really changes.
     """
 
     def choices(_widget: Any = None) -> list[tuple[str, Any]]:
@@ -58,7 +60,13 @@ def layer_combo(
 
     def refresh(_event: Any = None) -> None:
         try:
-            combo.reset_choices()
+            before = combo.value
+            with combo.changed.blocked():  # magicgui picks another layer when one is renamed
+                combo.reset_choices()
+                if before is not None and any(choice is before for choice in combo.choices):
+                    combo.value = before
+            if combo.value is not before:
+                combo.changed.emit(combo.value)
         except RuntimeError:  # the Qt widget is already gone (viewer closing)
             return
 
@@ -107,17 +115,61 @@ def find_owned(viewer: Any, key: str) -> Any | None:
 
 
 def geometry_of(layer: Any, ndim: int | None = None) -> dict[str, Any]:
-    """``scale`` and ``translate`` of ``layer``, keeping the last ``ndim`` axes."""
+    """``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` of ``layer``, keeping the
+    last ``ndim`` axes (matrices: the rows and columns of those axes), so that a layer given
+    them lies over ``layer`` however it is placed in the world."""
+    n_axes = len(np.asarray(layer.scale))
+    if ndim is None or ndim <= n_axes:
+        return geometry_on_axes(layer, list(range(n_axes))[-(ndim or n_axes) :])
+    # the result has more axes than the source (never expected): pad with identity
     scale = np.asarray(layer.scale, dtype=float)
     translate = np.asarray(layer.translate, dtype=float)
-    if ndim is not None:
-        if ndim <= len(scale):
-            scale, translate = scale[-ndim:], translate[-ndim:]
-        else:  # the result has more axes than the source (never expected): pad with identity
-            pad = ndim - len(scale)
-            scale = np.concatenate([np.ones(pad), scale])
-            translate = np.concatenate([np.zeros(pad), translate])
+    pad = ndim - len(scale)
+    scale = np.concatenate([np.ones(pad), scale])
+    translate = np.concatenate([np.zeros(pad), translate])
     return {"scale": tuple(scale), "translate": tuple(translate)}
+
+
+def geometry_on_axes(layer: Any, axes: list[int]) -> dict[str, Any]:
+    """:func:`geometry_of` ``layer`` for a layer made of its axes ``axes`` (indices into its
+    dims, RGB(A) colours not counted): ``scale``/``translate`` of those axes, and the rows and
+    columns of those axes of its ``rotate``, ``shear`` (as matrices) and ``affine`` (homogeneous,
+    with its translation column)."""
+    keep = np.asarray(axes, dtype=int)
+    n_axes = len(np.asarray(layer.scale))
+    with_translation = np.append(keep, n_axes)
+    return {
+        "scale": tuple(np.asarray(layer.scale, dtype=float)[keep]),
+        "translate": tuple(np.asarray(layer.translate, dtype=float)[keep]),
+        "rotate": _geometry_value(layer, "rotate")[np.ix_(keep, keep)],
+        "shear": _geometry_value(layer, "shear")[np.ix_(keep, keep)],
+        "affine": _geometry_value(layer, "affine")[np.ix_(with_translation, with_translation)],
+    }
+
+
+def _geometry_value(layer: Any, attr: str) -> np.ndarray:
+    """``layer``'s ``attr`` (a :func:`geometry_of` key) as an array: ``shear`` as its full
+    matrix (napari returns its upper triangle), ``affine`` as its homogeneous matrix."""
+    value = getattr(layer, attr)
+    if attr == "affine":
+        return np.asarray(value.affine_matrix, dtype=float)
+    value = np.asarray(value, dtype=float)
+    if attr == "shear" and value.ndim == 1:
+        from napari.utils.transforms.transform_utils import expand_upper_triangular
+
+        value = expand_upper_triangular(value)
+    return value
+
+
+def world_offset(geometry: dict[str, Any], offset: Any) -> np.ndarray:
+    """The world displacement (before ``affine``) of a shift by ``offset`` data pixels in a
+    layer of ``geometry`` (:func:`geometry_of`): its ``scale``, then ``shear`` and ``rotate``;
+    added to ``translate``, it puts a piece of that layer's data at its place."""
+    shifted = np.asarray(offset, dtype=float) * np.asarray(geometry["scale"], dtype=float)
+    n = len(shifted)
+    shear = np.asarray(geometry.get("shear", np.eye(n)), dtype=float)
+    rotate = np.asarray(geometry.get("rotate", np.eye(n)), dtype=float)
+    return rotate @ (shear @ shifted)
 
 
 def put_layer(
@@ -141,7 +193,8 @@ def put_layer(
     name : the name of a new layer (napari makes it unique).
     key : identifies the layer across reruns, e.g. ``"segment:labels:<image name>"``.
     role : stored in ``metadata["napari_unet"]`` (``"segment"``, ``"weights"``, ...).
-    geometry : ``scale``/``translate`` to give the layer (see :func:`geometry_of`).
+    geometry : ``scale``/``translate`` (and ``rotate``/``shear``/``affine``) to give the layer
+        (see :func:`geometry_of`).
     **kwargs : further keyword arguments for a new layer (colormap, visible, ...).
 
     Returns
@@ -166,7 +219,8 @@ def put_layer(
         layer.data = data
         for attr, value in geometry.items():
             # each assignment re-emits through the layer list and redraws: only when it moves
-            if not np.allclose(np.asarray(getattr(layer, attr), float), np.asarray(value, float)):
+            current, value = _geometry_value(layer, attr), np.asarray(value, float)
+            if current.shape != value.shape or not np.allclose(current, value):
                 setattr(layer, attr, value)
         if kind == "image" and "contrast_limits" in kwargs:
             layer.contrast_limits = kwargs["contrast_limits"]
@@ -316,17 +370,14 @@ def embedded_plane(
     else:
         geometry = geometry_of(layer)
     plane_axes = [i for i, v in enumerate(plane) if not isinstance(v, slice)]
-    scale = np.asarray(geometry["scale"], dtype=float)
-    translate = np.asarray(geometry["translate"], dtype=float).copy()
+    offset = np.zeros(len(plane))  # in pixels of the layer's data
     for axis in plane_axes:
-        translate[axis] += plane[axis] * scale[axis]
+        offset[axis] = plane[axis]
     if beside is not None:
         x_axis = [i for i, v in enumerate(plane) if isinstance(v, slice)][1]
-        translate[x_axis] += (data.shape[1] + beside) * scale[x_axis]
-    return np.expand_dims(data, plane_axes), {
-        "scale": tuple(scale),
-        "translate": tuple(translate),
-    }
+        offset[x_axis] += data.shape[1] + beside
+    translate = np.asarray(geometry["translate"], dtype=float) + world_offset(geometry, offset)
+    return np.expand_dims(data, plane_axes), {**geometry, "translate": tuple(translate)}
 
 
 def is_embedded(plane: tuple[Any, ...]) -> bool:
@@ -336,13 +387,11 @@ def is_embedded(plane: tuple[Any, ...]) -> bool:
 
 
 def spatial_geometry(layer: Any, layout: Layout) -> dict[str, Any]:
-    """``scale``/``translate`` of ``layer`` for a label image of ``layout`` (channels dropped)."""
-    scale = list(np.asarray(layer.scale, dtype=float))
-    translate = list(np.asarray(layer.translate, dtype=float))
+    """:func:`geometry_of` ``layer`` for a label image of ``layout`` (channels dropped)."""
+    axes = list(range(len(np.asarray(layer.scale))))
     if layout.channel_axis is not None and not getattr(layer, "rgb", False):
-        del scale[layout.channel_axis], translate[layout.channel_axis]
-    n = layout.spatial_ndim
-    return {"scale": tuple(scale[-n:]), "translate": tuple(translate[-n:])}
+        del axes[layout.channel_axis]
+    return geometry_on_axes(layer, axes[-layout.spatial_ndim :])
 
 
 #: pixels between a layer and a result shown beside it
@@ -350,13 +399,11 @@ SIDE_GAP = 16.0
 
 
 def side_by_side_geometry(layer: Any, gap: float = SIDE_GAP) -> dict[str, Any]:
-    """``scale``/``translate`` that place a 2D layer just right of ``layer``'s last plane."""
+    """:func:`geometry_of` that places a 2D layer just right of ``layer``'s last plane."""
     geometry = geometry_of(layer, 2)
     shape = spatial_shape(layer)
-    scale = geometry["scale"]
-    translate = list(geometry["translate"])
-    translate[1] += (shape[-1] + gap) * scale[1]
-    return {"scale": scale, "translate": tuple(translate)}
+    shift = world_offset(geometry, [0.0, shape[-1] + gap])
+    return {**geometry, "translate": tuple(np.asarray(geometry["translate"]) + shift)}
 
 
 # -- results -----------------------------------------------------------------------------------

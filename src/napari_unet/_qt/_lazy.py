@@ -74,12 +74,13 @@ def show_lazy_labels(viewer: Any, layer: Any, result: LazyResult) -> Any:
     """Add the store of ``result`` as a lazy Labels layer over ``layer``."""
     import dask.array as da
 
+    from napari_unet._qt._layers import geometry_of
+
     labels = da.from_zarr(str(result.store), component="0")
     n = labels.ndim
     return viewer.add_labels(
         labels,
         name=f"{layer.name} labels",
-        scale=tuple(layer.scale)[-n:],
-        translate=tuple(layer.translate)[-n:],
+        **geometry_of(layer, n),
         metadata={"napari_unet": "segment", "store": str(result.store)},
     )

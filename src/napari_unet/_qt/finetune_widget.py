@@ -9,6 +9,7 @@ the weight map, the augmented tiles, a preview segmentation, the loss plot and t
 stops after the time budget or the steps, whichever comes first, or at *Stop*; the model of the
 last completed step is kept, scored against the painted cells before and after, and becomes
 Segment's model only when the user clicks *Use for Segment*; *Save model…* writes it atomically.
+Closing the panel stops a run (its model could no longer be used or saved).
 The user's layers are never modified. See docs/architecture.md, "Fine-tune", for the whole flow.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import napari
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QWidget
 
 from napari_unet._qt._annotations import show_augmented_tile, show_weight_map
@@ -97,6 +98,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         #: the painted plane of the run (``_layers.labels_plane_index``), set with the request
         self.label_plane: tuple[Any, ...] = ()
         self._warned: set[str] = set()
+        #: the panel was closed during a run (see :meth:`event`): its end shows nothing
+        self._closed = False
 
         self.form = self._build_settings(napari_viewer)
         self.status, self.notes, self.preview_info = status_label(), status_label(), status_label()
@@ -170,6 +173,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self.run = RunState(base_label=request.entry.label)
         self._snapshot = None
         self._training_diameter = None
+        self._closed = False
         self.live = LiveProgress()
         self._next_preview = int(self.preview_every.value)
         self.plot.clear(request.config.steps)
@@ -201,6 +205,15 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             self.job.cancel()
             self.stop_button.setEnabled(False)
             self.status.value = reason
+
+    def event(self, event: QEvent) -> bool:
+        """Closing the panel stops a run: napari takes the panel out of its dock (its parent
+        becomes ``None``) but does not delete it, so the run went on unseen until its time
+        budget, updating layers, and its model could no longer be used or saved."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self._closed = self.job is not None and self.job.running
+            self.stop("stopped: the panel was closed")
+        return super().event(event)
 
     def _layer_removed(self, event: Any) -> None:
         """The image or the painted cells of the running job were removed: stop it."""
@@ -305,7 +318,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             run.snapshot = None
         if entry is not None:
             self.result_entry = entry
-            self._check_result(entry, request)
+            if not self._closed:
+                self._check_result(entry, request)
         self._set_running(False)
 
     def _check_result(self, entry: ModelEntry, request: FineTuneRequest) -> None:

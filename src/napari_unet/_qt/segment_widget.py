@@ -310,10 +310,10 @@ class SegmentWidget(QWidget):
             return None
         try:
             entry = self.selected_model()
+            layout = self.layout_for(layer)
         except ValueError as exc:
             tell_user(f"Segmentation failed: {exc}.")
             return None
-        layout = self.layout_for(layer)
         options = {"device": self.device.value, **engine_options(self.segment_options(), layer)}
         from napari_unet._qt._lazy import is_lazy
 
