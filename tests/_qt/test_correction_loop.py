@@ -73,10 +73,6 @@ def test_correct_then_finetune_removes_the_known_false_object(
 
     finetune = FineTuneWidget(viewer)
     finetune.labels.value = corrections
-    finetune.regions.value = None
-    # deleting an isolated object leaves no cell to learn from in the inferred area: told so
-    with pytest.raises(ValueError, match="holds no cell"):
-        finetune.training_request()
     # the user marks the corrected area: the top right quarter, the square and the cells there
     area = viewer.add_shapes(
         [np.array([[0.0, 64.0], [64.0, 128.0]])], shape_type="rectangle", name="checked",
@@ -111,6 +107,35 @@ def test_correct_then_finetune_removes_the_known_false_object(
     assert _square_pixels(after) < 0.2 * _square_pixels(before)
     truth = nuclei_image[1]
     assert ((after > 0) & (truth > 0)).sum() > 0.8 * ((before > 0) & (truth > 0)).sum()
+    assert errors == []
+
+
+def test_deleting_an_isolated_object_alone_is_refused_with_a_reason(viewer_with_image, errors):
+    """Without a drawn area, the corrected area is inferred from the edits: deleting one object
+    far from every other leaves no cell in it to learn from, and Fine-tune says so; with a kept
+    cell within reach of the edit, the same request is taken. Hand-made labels, so that it does
+    not depend on what a model finds."""
+    from napari_unet._qt._corrections import start_correction
+
+    viewer = viewer_with_image
+    labels = np.zeros((128, 128), np.int32)
+    labels[8:24, 8:24] = 1  # the false object the user deletes
+    labels[100:116, 100:116] = 2  # a cell far from it
+    result = viewer.add_labels(labels, name="nuclei labels", **GEOMETRY)
+    corrections, _lines = start_correction(viewer, result)
+    finetune = FineTuneWidget(viewer)
+    finetune.labels.value = corrections
+    finetune.regions.value = None
+    data = np.array(corrections.data)
+    data[data == 1] = 0
+    corrections.data = data
+    with pytest.raises(ValueError, match="holds no cell"):
+        finetune.training_request()
+    data[26:42, 8:24] = 3  # a missed cell painted next to the deleted object
+    corrections.data = data
+    request = finetune.training_request()
+    assert request.labels[26:42, 8:24].all() and not request.labels[8:24, 8:24].any()
+    assert not request.labels[100:116, 100:116].any()  # far from every edit: not taught
     assert errors == []
 
 
