@@ -19,7 +19,6 @@ from napari_unet._qt._layers import (
     side_by_side_geometry,
 )
 
-
 #: shape types that enclose no area: not annotated regions (:func:`regions_mask`)
 OPEN_SHAPES = ("line", "path")
 

@@ -79,7 +79,17 @@ def layer_combo(
     viewer.layers.events.reordered.connect(refresh)
     for layer in viewer.layers:
         layer.events.name.connect(refresh)
-    combo.native.destroyed.connect(lambda *_: _disconnect(viewer, on_inserted, refresh))
+
+    def on_destroyed(*_: Any) -> None:
+        # When the panel is garbage-collected, the collector may empty this closure's cells
+        # before Qt destroys the widget and calls here: nothing is left to disconnect then.
+        try:
+            source, callbacks = viewer, (on_inserted, refresh)
+        except NameError:
+            return
+        _disconnect(source, *callbacks)
+
+    combo.native.destroyed.connect(on_destroyed)
     return combo
 
 
