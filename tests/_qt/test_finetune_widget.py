@@ -558,26 +558,6 @@ def test_degenerate_labels_are_warned(viewer_with_image, nuclei_image, wait_job,
     assert "label 1 covers" in widget.notes.value
 
 
-def test_annotation_warnings():
-    from napari_unet._qt._finetune_checks import annotation_warnings
-
-    labels = np.zeros((40, 40), np.int32)
-    labels[2:10, 2:10] = 1
-    labels[20:30, 20:30] = 2
-    assert annotation_warnings(labels, None) == []
-    labels[32:38, 2:8] = 2  # id 2 on a second object
-    (text,) = annotation_warnings(labels, None)
-    assert text.startswith("label 2 covers 2 separate objects")
-    labels[32:38, 2:8] = 0
-    labels[5, 30] = 1  # a stray dab of one pixel is not an object
-    assert annotation_warnings(labels, None) == []
-    region = np.zeros((40, 40), bool)
-    region[20:30, 20:30] = True  # the region holds only painted pixels
-    (text,) = annotation_warnings(labels, region)
-    assert "every pixel inside the annotated regions is painted" in text
-    assert "on the plane is painted" in annotation_warnings(np.ones((8, 8), np.int32), None)[0]
-
-
 def test_a_time_budget_ends_the_run(viewer_with_image, nuclei_image, wait_job, qtbot):
     """A 3 s budget with 100000 steps: the run stops after the step that reaches it, the
     progress shows seconds per step and the time left, and the plot's axis ends at the steps

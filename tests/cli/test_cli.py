@@ -724,3 +724,25 @@ def test_train_chooses_the_minimum_confidence_on_a_few_images(files, work, capsy
     assert code == 0, err
     assert len(fake_training["images"]) == 12 and seen["n"] == 8
     assert "minimum confidence" in stdout
+
+
+def test_train_warns_about_one_id_on_several_cells(files, work, capsys, fake_training):
+    """The Fine-tune panel's annotation check on the command line: every cell painted with one
+    id is warned about (the run goes on, as in the panel); a label stack names the plane."""
+    truth = tifffile.imread(work / "cells_ground_truth.tif")
+    tifffile.imwrite(work / "one_id.tif", (truth > 0).astype(np.uint16))
+    args = ["train", "--images", work / "cells.tif", "--from", "scratch", "--depth", "2",
+            "--base-channels", "4", "--steps", "2"]
+    code, _, err = run(capsys, *args, "--labels", work / "one_id.tif", "-o", work / "a.pt")
+    assert code == 0, err
+    assert "napari-unet: warning: one_id.tif: label 1 covers" in err
+    code, _, err = run(capsys, *args, "--labels", work / "cells_ground_truth.tif", "-o", work / "b.pt")
+    assert code == 0 and "covers" not in err, err
+    image = tifffile.imread(work / "cells.tif")
+    tifffile.imwrite(work / "stack.tif", np.stack([image, image]))
+    tifffile.imwrite(work / "stack_labels.tif", np.stack([truth, (truth > 0)]).astype(np.uint16))
+    code, _, err = run(capsys, "train", "--images", work / "stack.tif", "--labels",
+                       work / "stack_labels.tif", "--axes", "ZYX", "--from", "scratch", "--depth", "2",
+                       "--base-channels", "4", "--steps", "2", "-o", work / "c.pt")
+    assert code == 0, err
+    assert "stack_labels.tif, plane 1: label 1 covers" in err

@@ -12,7 +12,7 @@ from typing import Any
 from napari_unet.cli.axes import add_axes_option
 from napari_unet.cli.files import as_label_array, check_new_outputs, expand_inputs, pair_files
 from napari_unet.cli.numbers import POSITIVE, POSITIVE_INT, SHARE
-from napari_unet.cli.output import UsageError, one_line, say
+from napari_unet.cli.output import UsageError, one_line, say, warning
 from napari_unet.engine.device import DEVICE_CHOICES
 from napari_unet.engine.train_config import FINE_TUNE_FOREGROUND_FRACTION, OPTIMIZERS, TrainConfig
 
@@ -84,6 +84,7 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
                 raise UsageError(
                     f"{region_path} has shape {reg.shape}, not that of {label_path.name}"
                 )
+        _warn_about_annotation(label_path, lab, reg, stack=layout.stack)
         if layout.stack:
             for p in range(data.shape[0]):
                 images.append(data[p])
@@ -96,6 +97,27 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
     if channel_axis_out is not None and any(img.ndim != 3 for img in images):
         raise UsageError("some training images have channels and some do not")
     return images, labels, regions, channel_axis_out
+
+
+def _warn_about_annotation(path: Path, labels, regions, *, stack: bool) -> None:
+    """Warn, once per file and kind, about label planes that would teach the wrong thing (one id
+    on several cells, no background; :func:`~napari_unet.engine.annotation_checks.annotation_warnings`,
+    the Fine-tune panel's check). ``labels``: (Y, X), or (P, Y, X) with ``stack``; ``regions``
+    alike, (Y, X) for every plane, or None."""
+    from napari_unet.engine.annotation_checks import annotation_warnings
+
+    planes = labels if stack else labels[None]
+    found: dict[str, list[int]] = {}
+    for p, plane in enumerate(planes):
+        reg = regions if regions is None or regions.ndim == 2 else regions[p]
+        for text in annotation_warnings(plane, reg):
+            found.setdefault(text, []).append(p)
+    for text, where in found.items():
+        if not stack:
+            warning(f"{path.name}: {text}")
+        else:
+            more = f" and {len(where) - 1} more" if len(where) > 1 else ""
+            warning(f"{path.name}, plane {where[0]}{more}: {text}")
 
 
 def run(args: argparse.Namespace) -> int:

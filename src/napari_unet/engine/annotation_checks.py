@@ -1,0 +1,45 @@
+"""Warnings about annotations that would teach a model the wrong thing: one id on several cells,
+or no background. Shared by the Fine-tune panel and ``napari-unet train``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["MIN_PIECE", "annotation_warnings"]
+
+#: a piece of a cell smaller than this many pixels is taken for a stray brush dab, not a cell
+MIN_PIECE = 10
+
+
+def annotation_warnings(labels: np.ndarray, regions: np.ndarray | None) -> list[str]:
+    """Sentences about painted labels that would teach the model the wrong thing.
+
+    - one id painted on several separate objects (the cells all painted with the same id):
+      the model learns them as one cell, and no border between them;
+    - no unpainted pixel in the annotated area: the model sees no background.
+    """
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    out = []
+    pieces, _ = ndimage.label(labels > 0)
+    painted = labels > 0
+    pairs, sizes = np.unique(
+        np.stack([labels[painted], pieces[painted]]), axis=1, return_counts=True
+    )
+    ids, counts = np.unique(pairs[0][sizes >= MIN_PIECE], return_counts=True)
+    shared = ids[counts > 1]
+    if shared.size:
+        worst = int(shared[np.argmax(counts[counts > 1])])
+        out.append(
+            f"label {worst} covers {int(counts.max())} separate objects: paint each cell with "
+            "its own id (in napari: press M for a new one), or the model learns them as one cell"
+        )
+    area = np.ones(labels.shape, bool) if regions is None else np.asarray(regions, bool)
+    if area.any() and painted[area].all():
+        where = "inside the annotated regions" if regions is not None else "on the plane"
+        out.append(
+            f"every pixel {where} is painted: the model sees no background; leave the "
+            "background unpainted"
+        )
+    return out
