@@ -101,7 +101,8 @@ class SegmentWidget(QWidget):
             SEED_THRESHOLD,
             (0.05, 0.95),
             0.05,
-            "Pixels above this cell probability seed a cell; lower it to find dim cells.",
+            "Pixels above this cell probability seed a cell; lower it to find dim cells, "
+            "raise it to split touching cells.",
         )
         self.min_size = controls.count_control(
             "minimum cell area (px²)",
