@@ -231,3 +231,20 @@ def test_too_few_cells_to_measure_keep_the_models_diameter(tmp_path, capsys):
     )
     assert code == 0, err
     assert "the model keeps its 12.0 px" in err and "stores none" not in err
+
+
+@pytest.mark.parametrize("target", ["img.tif", "img_labels.tif"])
+def test_train_never_writes_its_model_over_a_training_file(tmp_path, capsys, target):
+    image, labels = synthetic_nuclei((32, 32), n_cells=2, diameter=12.0, rng=2)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "img_labels.tif", labels.astype(np.uint16))
+    before = (tmp_path / target).read_bytes()
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    code, _, err = _run(
+        capsys, "train", "--images", tmp_path, "--labels", tmp_path / "img_labels.tif",
+        "--from", tmp_path / "start.pt", "-o", tmp_path / target, "--overwrite", "--steps", 1,
+        "--device", "cpu",
+    )
+    assert code == 2
+    assert "would replace an input file" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / target).read_bytes() == before

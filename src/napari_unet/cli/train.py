@@ -106,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.engine.models import load_model, require_unet
 
     out = Path(args.out).expanduser()
-    check_new_outputs([out], overwrite=args.overwrite)
+    # the model file may replace the start model (--from), never a training image or mask
+    named = ((args.images, "images"), (args.labels, "labels"), (args.regions or [], "regions"))
+    inputs = [path for items, what in named for path in expand_inputs(items, what)]
+    check_new_outputs([out], overwrite=args.overwrite, inputs=inputs)
     resolve_device(args.device)
     from napari_unet.engine.training import iter_train
 
