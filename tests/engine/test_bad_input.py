@@ -248,3 +248,24 @@ def test_train_never_writes_its_model_over_a_training_file(tmp_path, capsys, tar
     assert code == 2
     assert "would replace an input file" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / target).read_bytes() == before
+
+
+@pytest.mark.parametrize("bad", ["nan", "truncated"])
+def test_a_folder_with_a_bad_image_still_segments_the_others(cells, tmp_path, capsys, bad):
+    """The header of b.tif is fine, its pixels are not: a.tif and c.tif are still written."""
+    folder, out = tmp_path / "images", tmp_path / "labels"
+    folder.mkdir()
+    for name in ("a", "c"):
+        tifffile.imwrite(folder / f"{name}.tif", cells[0][:32, :32])
+    broken = cells[0][:32, :32].astype(np.float32)
+    broken[3, 3] = np.nan
+    tifffile.imwrite(folder / "b.tif", broken)
+    if bad == "truncated":
+        data = (folder / "a.tif").read_bytes()
+        (folder / "b.tif").write_bytes(data[: len(data) // 2])
+    code, _, err = _run(
+        capsys, "predict", folder, "-o", out, "--device", "cpu", "--diameter", DIAMETER, "-q"
+    )
+    assert code == 2
+    assert err.count("\n") == 1 and "b.tif" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "c_labels.tif"]

@@ -23,7 +23,7 @@ from napari_unet.cli.numbers import (
     POSITIVE,
     POSITIVE_INT,
 )
-from napari_unet.cli.output import ProgressBar, UsageError, one_line, say, warnings_about
+from napari_unet.cli.output import ProgressBar, UsageError, error, one_line, say, warnings_about
 from napari_unet.engine.device import DEVICE_CHOICES
 
 
@@ -32,7 +32,13 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.engine.atomic import check_space
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.events import TileDone, TileSizeReduced, drive
-    from napari_unet.engine.io import list_images, probe_tiff, read_tiff, write_tiffs
+    from napari_unet.engine.io import (
+        ImageReadError,
+        list_images,
+        probe_tiff,
+        read_tiff,
+        write_tiffs,
+    )
     from napari_unet.engine.layout import AxesLayout
     from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
@@ -111,19 +117,12 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(one_line(exc)) from None
 
+    failed = 0
     for n, ((image, labels_path, probs_path), layout) in enumerate(
         zip(jobs, layouts, strict=True), start=1
     ):
-        data, channel_axis = layout.for_model(read_tiff(image).data, in_channels=in_channels)
         label = image.name if len(jobs) == 1 else f"[{n}/{len(jobs)}] {image.name}"
         bar = ProgressBar(label, enabled=False if args.quiet else None)
-        gen = iter_segment(
-            data,
-            model,
-            channel_axis=channel_axis,
-            stack=layout.stack,
-            **{key: getattr(args, key) for key in SEGMENT_OPTIONS},
-        )
 
         def show(event: Any, bar: ProgressBar = bar, name: str = image.name) -> None:
             match event:
@@ -135,10 +134,27 @@ def run(args: argparse.Namespace) -> int:
 
         about = contextlib.nullcontext() if args.debug else warnings_about(image.name, bar)
         try:
+            data, channel_axis = layout.for_model(read_tiff(image).data, in_channels=in_channels)
+            gen = iter_segment(
+                data,
+                model,
+                channel_axis=channel_axis,
+                stack=layout.stack,
+                **{key: getattr(args, key) for key in SEGMENT_OPTIONS},
+            )
             with about:
                 result = drive(gen, show)
         except ValueError as exc:
-            raise UsageError(f"{image}: {one_line(exc)}") from None
+            # pixels that fail after the header passed (truncated data, NaN): in a folder the
+            # file gets its error line, the other images are still segmented, the exit status is 2
+            message = one_line(exc)
+            if not isinstance(exc, ImageReadError):  # which names the file itself
+                message = f"{image}: {message}"
+            if len(jobs) == 1:
+                raise UsageError(message) from None
+            error(message)
+            failed += 1
+            continue
         finally:
             bar.close()
         outputs = [(labels_path, layout.from_engine(result.labels))]
@@ -152,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             noun = "cell" if n_cells == 1 else "cells"
             say(f"{image.name}: {n_cells} {noun}{diameter}{scale} -> {labels_path}")
-    return 0
+    return 2 if failed else 0
 
 
 def _output_sizes(shape, channel_axis, labels_path, probs_path, model, args) -> list:
