@@ -269,3 +269,30 @@ def test_a_folder_with_a_bad_image_still_segments_the_others(cells, tmp_path, ca
     assert code == 2
     assert err.count("\n") == 1 and "b.tif" in err and "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "c_labels.tif"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"w0": float("nan")}, {"w0": float("inf")}, {"sigma": float("nan")},
+     {"augment_strength": float("nan")}, {"seed": -1}, {"seed": 2**70}],
+    ids=["w0-nan", "w0-inf", "sigma-nan", "augment-nan", "seed-negative", "seed-2**70"],
+)
+def test_training_options_that_no_training_can_use_are_refused(options):
+    """NaN w0 ended in torch's 'Probabilities contain NaN', NaN augmentation trained silently,
+    a seed past 2**63 in 'Overflow when unpacking long long'."""
+    with pytest.raises(ValueError, match=next(iter(options)).split("_")[0]):
+        TrainConfig(**options)
+
+
+@pytest.mark.parametrize(
+    "option", [("--w0", "nan"), ("--augment", "nan"), ("--seed", "-1"), ("--seed", str(2**70))]
+)
+def test_training_options_are_checked_on_the_command_line(tmp_path, capsys, option):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((16, 16), np.uint8))
+    tifffile.imwrite(tmp_path / "img_labels.tif", np.ones((16, 16), np.uint8))
+    code, _, err = _run(
+        capsys, "train", "--images", tmp_path / "img.tif", "--labels", tmp_path / "img_labels.tif",
+        "-o", tmp_path / "m.pt", "--device", "cpu", *option,
+    )
+    assert code == 2 and f"argument {option[0]}" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.pt").exists()

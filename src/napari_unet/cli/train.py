@@ -11,7 +11,7 @@ from typing import Any
 
 from napari_unet.cli.axes import add_axes_option
 from napari_unet.cli.files import as_label_array, check_new_outputs, expand_inputs, pair_files
-from napari_unet.cli.numbers import POSITIVE, POSITIVE_INT, SHARE
+from napari_unet.cli.numbers import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, SHARE
 from napari_unet.cli.output import UsageError, one_line, say
 from napari_unet.engine.device import DEVICE_CHOICES
 from napari_unet.engine.train_config import FINE_TUNE_FOREGROUND_FRACTION, OPTIMIZERS, TrainConfig
@@ -317,11 +317,11 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--lr", type=POSITIVE, help="learning rate (default: the optimizer's preset)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer,
                    help="adam, or sgd (the paper's preset: momentum 0.99)")
-    t.add_argument("--w0", type=float, default=defaults.w0,
+    t.add_argument("--w0", type=NON_NEGATIVE, default=defaults.w0,
                    help="border weight w0 of the weight map (default: %(default)g)")
     t.add_argument("--sigma", type=POSITIVE, default=defaults.sigma,
                    help="border weight width sigma in pixels (default: %(default)g)")
-    t.add_argument("--augment", type=float, default=defaults.augment_strength, metavar="STRENGTH",
+    t.add_argument("--augment", type=NON_NEGATIVE, default=defaults.augment_strength, metavar="STRENGTH",
                    help="augmentation strength, 0 for none (default: %(default)g)")
     t.add_argument("--tile-size", type=POSITIVE_INT, metavar="PX", help="output tile side (default: auto)")
     t.add_argument("--batch-size", type=POSITIVE_INT, default=defaults.batch_size,
@@ -335,7 +335,7 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--checkpoint-every", type=POSITIVE_INT, default=defaults.checkpoint_every,
                    help="write the model file every this many steps (default: %(default)s)")
     t.add_argument("--log-every", type=POSITIVE_INT, help="print the loss every this many steps")
-    t.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)")
+    t.add_argument("--seed", type=SEED, default=defaults.seed, help="random seed (default: %(default)s)")
     t.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="compute device (default: %(default)s)")
     t.add_argument("--diameter", type=POSITIVE, metavar="PX",
