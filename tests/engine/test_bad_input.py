@@ -296,3 +296,13 @@ def test_training_options_are_checked_on_the_command_line(tmp_path, capsys, opti
     )
     assert code == 2 and f"argument {option[0]}" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize(("diameter", "words"), [(1e6, "larger than the image"), (0.5, "smaller than a pixel")])
+def test_a_training_diameter_is_checked_like_predicts(diameter, words):
+    """1e6 px shrank a fine-tuning image to 2 x 2 pixels and trained on it; 0.5 px enlarged it 24-fold."""
+    from napari_unet.engine.diameter import match_training_diameter
+
+    image, labels = synthetic_nuclei((48, 48), n_cells=3, diameter=12.0, rng=2)
+    with pytest.raises(ValueError, match=words):
+        match_training_diameter([image], [labels], [None], model_diameter=12.0, diameter=diameter)
