@@ -306,3 +306,16 @@ def test_a_training_diameter_is_checked_like_predicts(diameter, words):
     image, labels = synthetic_nuclei((48, 48), n_cells=3, diameter=12.0, rng=2)
     with pytest.raises(ValueError, match=words):
         match_training_diameter([image], [labels], [None], model_diameter=12.0, diameter=diameter)
+
+
+def test_the_error_map_is_not_written_under_another_format_s_name(tmp_path, capsys):
+    """--errors map.png wrote a TIFF named .png; predict's outputs must be .tif already."""
+    labels = np.zeros((16, 16), np.uint16)
+    labels[2:8, 2:8] = 1
+    tifffile.imwrite(tmp_path / "pred.tif", labels)
+    tifffile.imwrite(tmp_path / "gt.tif", labels)
+    code, out, err = _run(
+        capsys, "evaluate", tmp_path / "pred.tif", tmp_path / "gt.tif", "--errors", tmp_path / "map.png"
+    )
+    assert code == 2 and ".tif or .tiff" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "map.png").exists() and out == ""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.cli.files import as_label_array, check_new_outputs, pair_by_name
+from napari_unet.cli.files import as_label_array, check_new_outputs, is_tiff_name, pair_by_name
 from napari_unet.cli.output import UsageError, say
 
 
@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if errors_path is not None:
         if pred.is_dir():
             raise UsageError("--errors needs one prediction file and one ground-truth file")
+        if not is_tiff_name(errors_path):
+            raise UsageError(f"--errors {errors_path} must be a .tif or .tiff file")
         check_new_outputs([errors_path], overwrite=args.overwrite, inputs=[pred, gt])
 
     results = []
