@@ -319,3 +319,19 @@ def test_the_error_map_is_not_written_under_another_format_s_name(tmp_path, caps
     )
     assert code == 2 and ".tif or .tiff" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "map.png").exists() and out == ""
+
+
+@pytest.mark.parametrize(
+    "content", [b"not a model\n", b"\x89PNG\r\n\x1a\n" + bytes(range(256)), b"II*\x00" + bytes(64)],
+    ids=["text", "png", "tiff"],
+)
+def test_a_file_that_is_no_model_is_not_called_hostile(tmp_path, content):
+    """torch's weights-only reader stops at the first byte it does not know; that used to be
+    reported as 'could run code' for a text file or an image."""
+    from napari_unet.engine.checkpoint import CheckpointError, load_checkpoint
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a PyTorch file") as err:
+        load_checkpoint(path)
+    assert "code" not in str(err.value)
