@@ -335,3 +335,22 @@ def test_a_file_that_is_no_model_is_not_called_hostile(tmp_path, content):
     with pytest.raises(CheckpointError, match="not a PyTorch file") as err:
         load_checkpoint(path)
     assert "code" not in str(err.value)
+
+
+def test_a_training_image_with_nan_is_named(tmp_path, capsys):
+    """In a folder of training images the sentence said 'image contains NaN' without saying which."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    image, label = synthetic_nuclei((32, 32), n_cells=2, diameter=12.0, rng=2)
+    broken = image.astype(np.float32)
+    broken[5, 5] = np.nan
+    for name, data in (("a", image), ("b", broken)):
+        tifffile.imwrite(images / f"{name}.tif", data)
+        tifffile.imwrite(labels / f"{name}_labels.tif", label.astype(np.uint16))
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    code, _, err = _run(
+        capsys, "train", "--images", images, "--labels", labels, "--from", tmp_path / "start.pt",
+        "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu",
+    )
+    assert code == 2 and "b.tif" in err and "NaN" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.pt").exists()

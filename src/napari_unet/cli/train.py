@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_unet.cli.axes import add_axes_option
 from napari_unet.cli.files import as_label_array, check_new_outputs, expand_inputs, pair_files
 from napari_unet.cli.numbers import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, SHARE
@@ -69,6 +71,8 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
             if in_channels
             else layout.to_engine(tif.data)
         )
+        if data.dtype.kind == "f" and not np.isfinite(data).all():  # found here, the file is known
+            raise UsageError(f"{image_path}: image contains NaN or infinite values")
         if channel_axis is not None:
             channel_axis_out = -1
         if lab.shape != layout.label_shape:
