@@ -354,3 +354,19 @@ def test_a_training_image_with_nan_is_named(tmp_path, capsys):
     )
     assert code == 2 and "b.tif" in err and "NaN" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_the_sample_and_its_ground_truth_are_written_together(tmp_path, capsys, monkeypatch):
+    """An interrupt while the ground truth was written left nuclei.tif alone (and the next run
+    refused it as an existing output)."""
+    real = tifffile.imwrite
+
+    def interrupted(path, *args, **kwargs):
+        if "ground_truth" in str(path):
+            raise KeyboardInterrupt
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "imwrite", interrupted)
+    code, _, _ = _run(capsys, "sample", "nuclei", "--output-dir", tmp_path)
+    assert code == 130
+    assert list(tmp_path.iterdir()) == []
