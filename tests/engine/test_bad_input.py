@@ -370,3 +370,23 @@ def test_the_sample_and_its_ground_truth_are_written_together(tmp_path, capsys, 
     code, _, _ = _run(capsys, "sample", "nuclei", "--output-dir", tmp_path)
     assert code == 130
     assert list(tmp_path.iterdir()) == []
+
+
+def test_trains_warnings_are_the_programs_warnings(tmp_path, capsys):
+    """Regions that cover nothing leave no cell to choose the minimum confidence on, two cells
+    too few to measure a diameter; the lines said 'warning: ...' or nothing of the kind instead
+    of the program's 'napari-unet: warning: ...'."""
+    image, labels = synthetic_nuclei((32, 32), n_cells=2, diameter=12.0, rng=2)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "img_labels.tif", labels.astype(np.uint16))
+    tifffile.imwrite(tmp_path / "img_regions.tif", np.zeros((32, 32), np.uint8))
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    code, _, err = _run(
+        capsys, "train", "--images", tmp_path / "img.tif", "--labels", tmp_path / "img_labels.tif",
+        "--regions", tmp_path / "img_regions.tif", "--from", tmp_path / "start.pt",
+        "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu", "-q",
+    )
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("napari-unet: warning: ") for line in lines), err
+    assert "too few labelled cells" in lines[0] and "minimum confidence stays" in lines[1]

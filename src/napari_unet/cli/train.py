@@ -14,7 +14,7 @@ import numpy as np
 from napari_unet.cli.axes import add_axes_option
 from napari_unet.cli.files import as_label_array, check_new_outputs, expand_inputs, pair_files
 from napari_unet.cli.numbers import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, SHARE
-from napari_unet.cli.output import UsageError, one_line, say
+from napari_unet.cli.output import UsageError, one_line, say, warning
 from napari_unet.engine.device import DEVICE_CHOICES
 from napari_unet.engine.train_config import FINE_TUNE_FOREGROUND_FRACTION, OPTIMIZERS, TrainConfig
 
@@ -145,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
             if scale.diameter is None
             else f"the data are not rescaled; the model keeps its {scale.diameter:.1f} px"
         )
-        say(f"too few labelled cells to measure their diameter; {kept}", sys.stderr)
-    elif scale.factor != 1.0:
+        warning(f"too few labelled cells to measure their diameter; {kept}")
+    elif scale.factor != 1.0 and not args.quiet:
         say(
             f"cells of {scale.data_diameter:.1f} px rescaled by {scale.factor:.2f} to the model's "
             f"training diameter of {scale.model_diameter:.1f} px",
@@ -251,7 +251,7 @@ def _calibrate(path: Path, images, labels, regions, channel_axis, device):
             (net, checkpoint), images, labels, regions, channel_axis=channel_axis, device=device
         )
     except ValueError as exc:
-        say(f"warning: the minimum confidence stays the model's: {one_line(exc)}", sys.stderr)
+        warning(f"the minimum confidence stays the model's: {one_line(exc)}")
         return None
     save_checkpoint(
         path,
