@@ -381,12 +381,19 @@ def test_trains_warnings_are_the_programs_warnings(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "img_labels.tif", labels.astype(np.uint16))
     tifffile.imwrite(tmp_path / "img_regions.tif", np.zeros((32, 32), np.uint8))
     save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
-    code, _, err = _run(
+    code, out, err = _run(
         capsys, "train", "--images", tmp_path / "img.tif", "--labels", tmp_path / "img_labels.tif",
         "--regions", tmp_path / "img_regions.tif", "--from", tmp_path / "start.pt",
         "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu", "-q",
     )
     assert code == 0, err
+    assert out == ""  # -q: nothing but errors and warnings
     lines = err.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("napari-unet: warning: ") for line in lines), err
     assert "too few labelled cells" in lines[0] and "minimum confidence stays" in lines[1]
+
+
+def test_quiet_sample_prints_nothing(tmp_path, capsys):
+    code, out, err = _run(capsys, "sample", "nuclei", "--output-dir", tmp_path, "-q")
+    assert code == 0 and out == err == ""
+    assert (tmp_path / "nuclei_ground_truth.tif").exists()

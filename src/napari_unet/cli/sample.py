@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     write_tiffs(
         [(image_path, image), (truth_path, as_label_dtype(labels))], overwrite=args.overwrite
     )
-    say(f"wrote {image_path} and {truth_path}")
+    if not args.quiet:
+        say(f"wrote {image_path} and {truth_path}")
     return 0
 
 

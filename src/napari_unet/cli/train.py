@@ -220,9 +220,10 @@ def run(args: argparse.Namespace) -> int:
     path = saved or (str(result.checkpoint_path) if result.checkpoint_path else str(out))
     diameter = f", cell diameter {stored_diameter:.1f} px" if stored_diameter else ""
     calibration = _calibrate(Path(path), images, labels, regions, channel_axis, args.device)
-    say(f"wrote {path} ({result.steps_done} steps{diameter})")
-    if calibration is not None:
-        say(f"{calibration.describe()}; predict uses it unless --min-confidence is given")
+    if not args.quiet:
+        say(f"wrote {path} ({result.steps_done} steps{diameter})")
+        if calibration is not None:
+            say(f"{calibration.describe()}; predict uses it unless --min-confidence is given")
     return 0
 
 
