@@ -397,3 +397,15 @@ def test_quiet_sample_prints_nothing(tmp_path, capsys):
     code, out, err = _run(capsys, "sample", "nuclei", "--output-dir", tmp_path, "-q")
     assert code == 0 and out == err == ""
     assert (tmp_path / "nuclei_ground_truth.tif").exists()
+
+
+def test_a_block_size_below_the_engines_minimum_is_named_as_given(cells, tmp_path, capsys):
+    """--block-size 8 was rounded up to 16 before the engine's check, whose sentence then said
+    'block_size must be at least 64 pixels, not 16'."""
+    tifffile.imwrite(tmp_path / "in.tif", cells[0])
+    code, _, err = _run(
+        capsys, "predict", tmp_path / "in.tif", "-o", tmp_path / "out.zarr", "--block-size", 8,
+        "--device", "cpu",
+    )
+    assert code == 2 and "argument --block-size" in err and "got 8" in err
+    assert not (tmp_path / "out.zarr").exists()
