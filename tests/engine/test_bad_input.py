@@ -409,3 +409,29 @@ def test_a_block_size_below_the_engines_minimum_is_named_as_given(cells, tmp_pat
     )
     assert code == 2 and "argument --block-size" in err and "got 8" in err
     assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["predict", "", "-o", "out.tif"], ["predict", "in.tif", "-o", ""],
+     ["train", "--images", "", "--labels", "in.tif", "-o", "m.pt"], ["evaluate", "in.tif", ""],
+     ["sample", "nuclei", "--output-dir", ""]],
+    ids=["predict-input", "predict-output", "train-images", "evaluate-gt", "sample-dir"],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, capsys, monkeypatch, argv):
+    """`napari-unet predict "$IMAGE" -o out.tif` with IMAGE unset segmented every TIFF of the
+    current folder into a new folder named out.tif."""
+    monkeypatch.chdir(tmp_path)
+    tifffile.imwrite(tmp_path / "in.tif", np.zeros((32, 32), np.uint8))
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and "empty" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_a_folder_is_not_segmented_into_a_folder_named_like_a_tiff(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", np.zeros((32, 32), np.uint8))
+    code, _, err = _run(capsys, "predict", folder, "-o", tmp_path / "out.tif", "--device", "cpu")
+    assert code == 2 and "must be a folder" in err
+    assert not (tmp_path / "out.tif").exists()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from napari_unet.cli.axes import add_axes_option, choose_axes
-from napari_unet.cli.files import base_stem, check_new_outputs, is_tiff_name
+from napari_unet.cli.files import base_stem, check_new_outputs, is_tiff_name, path_text
 from napari_unet.cli.numbers import (
     CONFIDENCE,
     FINITE,
@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     if source.is_dir():
         if output.exists() and not output.is_dir():
             raise UsageError(f"the input is a folder, so the output must be a folder; {output} is a file")
+        if not output.exists() and is_tiff_name(output):  # not made a folder named like a file
+            raise UsageError(
+                f"the input is a folder, so the output must be a folder; {output} is a file name"
+            )
         if probs_out is not None and probs_out.exists() and not probs_out.is_dir():
             raise UsageError(f"the input is a folder, so --probabilities must be a folder; {probs_out} is a file")
         images = list_images(source)
@@ -198,13 +202,13 @@ HELP = "segment a TIFF image (or every TIFF in a folder) into instance labels"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``napari-unet predict``."""
-    p.add_argument("input", metavar="INPUT", help="a TIFF file, a zarr / OME-Zarr store, or a folder of TIFF files")
+    p.add_argument("input", type=path_text, metavar="INPUT", help="a TIFF file, a zarr / OME-Zarr store, or a folder of TIFF files")
     p.add_argument(
-        "-o", "--output", required=True, metavar="OUTPUT",
+        "-o", "--output", required=True, type=path_text, metavar="OUTPUT",
         help="the labels TIFF (or .zarr store) to write; a folder when INPUT is one "
         "(<stem>_labels.tif per image)",
     )
-    p.add_argument("--model", default="default", metavar="default|PATH",
+    p.add_argument("--model", default="default", type=path_text, metavar="default|PATH",
                    help="the bundled model (default), a model file from `napari-unet train`, or a "
                    "BioImage.IO package (.zip or its rdf.yaml)")
     p.add_argument("--trust-package-code", action="store_true",
@@ -242,7 +246,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="treat the first axis of 3-D data as planes (--stack) or not (--no-stack); "
                    "default: detected")
     add_axes_option(p)
-    p.add_argument("--probabilities", metavar="PATH",
+    p.add_argument("--probabilities", type=path_text, metavar="PATH",
                    help="also write the class probabilities (n_classes before Y, X) to this TIFF "
                    "(a folder when INPUT is one)")
     p.add_argument("--probabilities-dtype", choices=("float32", "float16"), default="float32")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_unet.cli.files import check_new_outputs
+from napari_unet.cli.files import check_new_outputs, path_text
 from napari_unet.cli.output import UsageError, say
 
 SAMPLES = ("nuclei",)
@@ -40,5 +40,5 @@ HELP = "write the bundled sample image and its ground truth"
 def add_arguments(s: argparse.ArgumentParser) -> None:
     """The options of ``napari-unet sample``."""
     s.add_argument("name", choices=SAMPLES, metavar="NAME", help="the sample: nuclei")
-    s.add_argument("--output-dir", required=True, metavar="DIR", help="the folder to write into")
+    s.add_argument("--output-dir", required=True, type=path_text, metavar="DIR", help="the folder to write into")
     s.add_argument("--overwrite", action="store_true", help="replace existing files")

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from napari_unet.cli.axes import add_axes_option
-from napari_unet.cli.files import as_label_array, check_new_outputs, expand_inputs, pair_files
+from napari_unet.cli.files import (
+    as_label_array,
+    check_new_outputs,
+    expand_inputs,
+    pair_files,
+    path_text,
+)
 from napari_unet.cli.numbers import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, SHARE
 from napari_unet.cli.output import UsageError, one_line, say, warning
 from napari_unet.engine.device import DEVICE_CHOICES
@@ -308,14 +314,15 @@ HELP = "train or fine-tune a model on images and label images"
 def add_arguments(t: argparse.ArgumentParser) -> None:
     """The options of ``napari-unet train``; training options default to TrainConfig's."""
     defaults = TrainConfig()
-    t.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files or folders")
-    t.add_argument("--labels", nargs="+", required=True, metavar="PATH",
+    t.add_argument("--images", nargs="+", required=True, type=path_text, metavar="PATH", help="image files or folders")
+    t.add_argument("--labels", nargs="+", required=True, type=path_text, metavar="PATH",
                    help="label files or folders, matched to the images by name (else by sorted order)")
-    t.add_argument("--regions", nargs="+", metavar="PATH",
+    t.add_argument("--regions", nargs="+", type=path_text, metavar="PATH",
                    help="optional masks of the annotated regions (non-zero = annotated)")
-    t.add_argument("--from", dest="start", default="default", metavar="default|PATH|scratch",
+    t.add_argument("--from", dest="start", default="default", type=path_text,
+                   metavar="default|PATH|scratch",
                    help="start from the bundled model (default), a model file, or a new network")
-    t.add_argument("-o", "--out", required=True, metavar="MODEL.pt", help="the model file to write")
+    t.add_argument("-o", "--out", required=True, type=path_text, metavar="MODEL.pt", help="the model file to write")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.add_argument("--steps", type=POSITIVE_INT, default=defaults.steps,
                    help="optimisation steps (default: %(default)s)")
