@@ -435,3 +435,26 @@ def test_a_folder_is_not_segmented_into_a_folder_named_like_a_tiff(tmp_path, cap
     code, _, err = _run(capsys, "predict", folder, "-o", tmp_path / "out.tif", "--device", "cpu")
     assert code == 2 and "must be a folder" in err
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_one_folder_for_images_and_labels_pairs_each_image_with_its_labels(tmp_path, monkeypatch, capsys):
+    """--images data --labels data paired every file with itself: the image was read as its own
+    labels (hundreds of 'cells' of 1 px) and trained on silently."""
+    from napari_unet.engine import training
+
+    seen = {}
+    monkeypatch.setattr(
+        training, "iter_train", lambda net, images, labels, **kw: seen.update(labels=labels) or iter(())
+    )
+    image, labels = synthetic_nuclei((32, 32), n_cells=3, diameter=12.0, rng=2)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", image)
+    tifffile.imwrite(folder / "a_labels.tif", labels.astype(np.uint16))
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    _run(
+        capsys, "train", "--images", folder, "--labels", folder, "--from", tmp_path / "start.pt",
+        "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu",
+    )
+    (used,) = seen["labels"]
+    assert len(np.unique(used[used > 0])) == len(np.unique(labels[labels > 0]))

@@ -14,6 +14,7 @@ import numpy as np
 from napari_unet.cli.axes import add_axes_option
 from napari_unet.cli.files import (
     as_label_array,
+    base_stem,
     check_new_outputs,
     expand_inputs,
     pair_files,
@@ -48,6 +49,12 @@ def _training_layout(args, tif, lab, image_path, in_channels):
     return AxesLayout(shape, axes)
 
 
+def _label_named(path: Path) -> bool:
+    """Whether the file name ends in a label suffix such as ``_labels`` (before ``.ome``)."""
+    stem = path.stem[:-4] if path.stem.lower().endswith(".ome") else path.stem
+    return base_stem(path) != stem
+
+
 def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
     """Read images, labels and regions; stacks are split into planes.
 
@@ -58,6 +65,10 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
 
     image_files = expand_inputs(args.images, "images")
     label_files = expand_inputs(args.labels, "labels")
+    shared = {p.resolve() for p in image_files} & {p.resolve() for p in label_files}
+    if shared:  # one folder for both (a.tif beside a_labels.tif): label-named files are labels
+        image_files = [p for p in image_files if p.resolve() not in shared or not _label_named(p)]
+        label_files = [p for p in label_files if p.resolve() not in shared or _label_named(p)]
     pairs = pair_files(image_files, label_files, ("images", "label images"))
     region_files: list[Path | None] = [None] * len(pairs)
     if args.regions:
