@@ -458,3 +458,13 @@ def test_one_folder_for_images_and_labels_pairs_each_image_with_its_labels(tmp_p
     )
     (used,) = seen["labels"]
     assert len(np.unique(used[used > 0])) == len(np.unique(labels[labels > 0]))
+
+
+def test_one_folder_as_prediction_and_ground_truth_is_refused(tmp_path, capsys):
+    """Every file was paired with itself: AP 1.0 for an empty prediction."""
+    labels = np.zeros((16, 16), np.uint16)
+    labels[2:8, 2:8] = 1
+    tifffile.imwrite(tmp_path / "a_ground_truth.tif", labels)
+    tifffile.imwrite(tmp_path / "a_labels.tif", np.zeros_like(labels))
+    code, out, err = _run(capsys, "evaluate", tmp_path, tmp_path)
+    assert code == 2 and "scored against itself" in err and out == ""

@@ -73,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
         if not is_tiff_name(errors_path):
             raise UsageError(f"--errors {errors_path} must be a .tif or .tiff file")
         check_new_outputs([errors_path], overwrite=args.overwrite, inputs=[pred, gt])
+    if pred.is_dir() and pred.resolve() == gt.resolve():  # each file would be paired with itself
+        raise UsageError(
+            f"PRED and GT are both the folder {pred}: every file would be scored against itself; "
+            "give the predictions and the ground truth in two folders"
+        )
 
     results = []
     for p, g in pairs:
