@@ -423,7 +423,7 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, capsy
     current folder into a new folder named out.tif."""
     monkeypatch.chdir(tmp_path)
     tifffile.imwrite(tmp_path / "in.tif", np.zeros((32, 32), np.uint8))
-    code, out, err = _run(capsys, *argv)
+    code, _, err = _run(capsys, *argv)
     assert code == 2 and "empty" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
 
