@@ -231,3 +231,240 @@ def test_too_few_cells_to_measure_keep_the_models_diameter(tmp_path, capsys):
     )
     assert code == 0, err
     assert "the model keeps its 12.0 px" in err and "stores none" not in err
+
+
+@pytest.mark.parametrize("target", ["img.tif", "img_labels.tif"])
+def test_train_never_writes_its_model_over_a_training_file(tmp_path, capsys, target):
+    image, labels = synthetic_nuclei((32, 32), n_cells=2, diameter=12.0, rng=2)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "img_labels.tif", labels.astype(np.uint16))
+    before = (tmp_path / target).read_bytes()
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    code, _, err = _run(
+        capsys, "train", "--images", tmp_path, "--labels", tmp_path / "img_labels.tif",
+        "--from", tmp_path / "start.pt", "-o", tmp_path / target, "--overwrite", "--steps", 1,
+        "--device", "cpu",
+    )
+    assert code == 2
+    assert "would replace an input file" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / target).read_bytes() == before
+
+
+@pytest.mark.parametrize("bad", ["nan", "truncated"])
+def test_a_folder_with_a_bad_image_still_segments_the_others(cells, tmp_path, capsys, bad):
+    """The header of b.tif is fine, its pixels are not: a.tif and c.tif are still written."""
+    folder, out = tmp_path / "images", tmp_path / "labels"
+    folder.mkdir()
+    for name in ("a", "c"):
+        tifffile.imwrite(folder / f"{name}.tif", cells[0][:32, :32])
+    broken = cells[0][:32, :32].astype(np.float32)
+    broken[3, 3] = np.nan
+    tifffile.imwrite(folder / "b.tif", broken)
+    if bad == "truncated":
+        data = (folder / "a.tif").read_bytes()
+        (folder / "b.tif").write_bytes(data[: len(data) // 2])
+    code, _, err = _run(
+        capsys, "predict", folder, "-o", out, "--device", "cpu", "--diameter", DIAMETER, "-q"
+    )
+    assert code == 2
+    assert err.count("\n") == 1 and "b.tif" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "c_labels.tif"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"w0": float("nan")}, {"w0": float("inf")}, {"sigma": float("nan")},
+     {"augment_strength": float("nan")}, {"seed": -1}, {"seed": 2**70}],
+    ids=["w0-nan", "w0-inf", "sigma-nan", "augment-nan", "seed-negative", "seed-2**70"],
+)
+def test_training_options_that_no_training_can_use_are_refused(options):
+    """NaN w0 ended in torch's 'Probabilities contain NaN', NaN augmentation trained silently,
+    a seed past 2**63 in 'Overflow when unpacking long long'."""
+    with pytest.raises(ValueError, match=next(iter(options)).split("_")[0]):
+        TrainConfig(**options)
+
+
+@pytest.mark.parametrize(
+    "option", [("--w0", "nan"), ("--augment", "nan"), ("--seed", "-1"), ("--seed", str(2**70))]
+)
+def test_training_options_are_checked_on_the_command_line(tmp_path, capsys, option):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((16, 16), np.uint8))
+    tifffile.imwrite(tmp_path / "img_labels.tif", np.ones((16, 16), np.uint8))
+    code, _, err = _run(
+        capsys, "train", "--images", tmp_path / "img.tif", "--labels", tmp_path / "img_labels.tif",
+        "-o", tmp_path / "m.pt", "--device", "cpu", *option,
+    )
+    assert code == 2 and f"argument {option[0]}" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize(("diameter", "words"), [(1e6, "larger than the image"), (0.5, "smaller than a pixel")])
+def test_a_training_diameter_is_checked_like_predicts(diameter, words):
+    """1e6 px shrank a fine-tuning image to 2 x 2 pixels and trained on it; 0.5 px enlarged it 24-fold."""
+    from napari_unet.engine.diameter import match_training_diameter
+
+    image, labels = synthetic_nuclei((48, 48), n_cells=3, diameter=12.0, rng=2)
+    with pytest.raises(ValueError, match=words):
+        match_training_diameter([image], [labels], [None], model_diameter=12.0, diameter=diameter)
+
+
+def test_the_error_map_is_not_written_under_another_format_s_name(tmp_path, capsys):
+    """--errors map.png wrote a TIFF named .png; predict's outputs must be .tif already."""
+    labels = np.zeros((16, 16), np.uint16)
+    labels[2:8, 2:8] = 1
+    tifffile.imwrite(tmp_path / "pred.tif", labels)
+    tifffile.imwrite(tmp_path / "gt.tif", labels)
+    code, out, err = _run(
+        capsys, "evaluate", tmp_path / "pred.tif", tmp_path / "gt.tif", "--errors", tmp_path / "map.png"
+    )
+    assert code == 2 and ".tif or .tiff" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "map.png").exists() and out == ""
+
+
+@pytest.mark.parametrize(
+    "content", [b"not a model\n", b"\x89PNG\r\n\x1a\n" + bytes(range(256)), b"II*\x00" + bytes(64)],
+    ids=["text", "png", "tiff"],
+)
+def test_a_file_that_is_no_model_is_not_called_hostile(tmp_path, content):
+    """torch's weights-only reader stops at the first byte it does not know; that used to be
+    reported as 'could run code' for a text file or an image."""
+    from napari_unet.engine.checkpoint import CheckpointError, load_checkpoint
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a PyTorch file") as err:
+        load_checkpoint(path)
+    assert "code" not in str(err.value)
+
+
+def test_a_training_image_with_nan_is_named(tmp_path, capsys):
+    """In a folder of training images the sentence said 'image contains NaN' without saying which."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    image, label = synthetic_nuclei((32, 32), n_cells=2, diameter=12.0, rng=2)
+    broken = image.astype(np.float32)
+    broken[5, 5] = np.nan
+    for name, data in (("a", image), ("b", broken)):
+        tifffile.imwrite(images / f"{name}.tif", data)
+        tifffile.imwrite(labels / f"{name}_labels.tif", label.astype(np.uint16))
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    code, _, err = _run(
+        capsys, "train", "--images", images, "--labels", labels, "--from", tmp_path / "start.pt",
+        "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu",
+    )
+    assert code == 2 and "b.tif" in err and "NaN" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_the_sample_and_its_ground_truth_are_written_together(tmp_path, capsys, monkeypatch):
+    """An interrupt while the ground truth was written left nuclei.tif alone (and the next run
+    refused it as an existing output)."""
+    real = tifffile.imwrite
+
+    def interrupted(path, *args, **kwargs):
+        if "ground_truth" in str(path):
+            raise KeyboardInterrupt
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "imwrite", interrupted)
+    code, _, _ = _run(capsys, "sample", "nuclei", "--output-dir", tmp_path)
+    assert code == 130
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_trains_warnings_are_the_programs_warnings(tmp_path, capsys):
+    """Regions that cover nothing leave no cell to choose the minimum confidence on, two cells
+    too few to measure a diameter; the lines said 'warning: ...' or nothing of the kind instead
+    of the program's 'napari-unet: warning: ...'."""
+    image, labels = synthetic_nuclei((32, 32), n_cells=2, diameter=12.0, rng=2)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "img_labels.tif", labels.astype(np.uint16))
+    tifffile.imwrite(tmp_path / "img_regions.tif", np.zeros((32, 32), np.uint8))
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    code, out, err = _run(
+        capsys, "train", "--images", tmp_path / "img.tif", "--labels", tmp_path / "img_labels.tif",
+        "--regions", tmp_path / "img_regions.tif", "--from", tmp_path / "start.pt",
+        "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu", "-q",
+    )
+    assert code == 0, err
+    assert out == ""  # -q: nothing but errors and warnings
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("napari-unet: warning: ") for line in lines), err
+    assert "too few labelled cells" in lines[0] and "minimum confidence stays" in lines[1]
+
+
+def test_quiet_sample_prints_nothing(tmp_path, capsys):
+    code, out, err = _run(capsys, "sample", "nuclei", "--output-dir", tmp_path, "-q")
+    assert code == 0 and out == err == ""
+    assert (tmp_path / "nuclei_ground_truth.tif").exists()
+
+
+def test_a_block_size_below_the_engines_minimum_is_named_as_given(cells, tmp_path, capsys):
+    """--block-size 8 was rounded up to 16 before the engine's check, whose sentence then said
+    'block_size must be at least 64 pixels, not 16'."""
+    tifffile.imwrite(tmp_path / "in.tif", cells[0])
+    code, _, err = _run(
+        capsys, "predict", tmp_path / "in.tif", "-o", tmp_path / "out.zarr", "--block-size", 8,
+        "--device", "cpu",
+    )
+    assert code == 2 and "argument --block-size" in err and "got 8" in err
+    assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["predict", "", "-o", "out.tif"], ["predict", "in.tif", "-o", ""],
+     ["train", "--images", "", "--labels", "in.tif", "-o", "m.pt"], ["evaluate", "in.tif", ""],
+     ["sample", "nuclei", "--output-dir", ""]],
+    ids=["predict-input", "predict-output", "train-images", "evaluate-gt", "sample-dir"],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, capsys, monkeypatch, argv):
+    """`napari-unet predict "$IMAGE" -o out.tif` with IMAGE unset segmented every TIFF of the
+    current folder into a new folder named out.tif."""
+    monkeypatch.chdir(tmp_path)
+    tifffile.imwrite(tmp_path / "in.tif", np.zeros((32, 32), np.uint8))
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and "empty" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_a_folder_is_not_segmented_into_a_folder_named_like_a_tiff(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", np.zeros((32, 32), np.uint8))
+    code, _, err = _run(capsys, "predict", folder, "-o", tmp_path / "out.tif", "--device", "cpu")
+    assert code == 2 and "must be a folder" in err
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_one_folder_for_images_and_labels_pairs_each_image_with_its_labels(tmp_path, monkeypatch, capsys):
+    """--images data --labels data paired every file with itself: the image was read as its own
+    labels (hundreds of 'cells' of 1 px) and trained on silently."""
+    from napari_unet.engine import training
+
+    seen = {}
+    monkeypatch.setattr(
+        training, "iter_train", lambda net, images, labels, **kw: seen.update(labels=labels) or iter(())
+    )
+    image, labels = synthetic_nuclei((32, 32), n_cells=3, diameter=12.0, rng=2)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", image)
+    tifffile.imwrite(folder / "a_labels.tif", labels.astype(np.uint16))
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    _run(
+        capsys, "train", "--images", folder, "--labels", folder, "--from", tmp_path / "start.pt",
+        "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu",
+    )
+    (used,) = seen["labels"]
+    assert len(np.unique(used[used > 0])) == len(np.unique(labels[labels > 0]))
+
+
+def test_one_folder_as_prediction_and_ground_truth_is_refused(tmp_path, capsys):
+    """Every file was paired with itself: AP 1.0 for an empty prediction."""
+    labels = np.zeros((16, 16), np.uint16)
+    labels[2:8, 2:8] = 1
+    tifffile.imwrite(tmp_path / "a_ground_truth.tif", labels)
+    tifffile.imwrite(tmp_path / "a_labels.tif", np.zeros_like(labels))
+    code, out, err = _run(capsys, "evaluate", tmp_path, tmp_path)
+    assert code == 2 and "scored against itself" in err and out == ""

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.cli.files import as_label_array, check_new_outputs, pair_by_name
+from napari_unet.cli.files import (
+    as_label_array,
+    check_new_outputs,
+    is_tiff_name,
+    pair_by_name,
+    path_text,
+)
 from napari_unet.cli.output import UsageError, say
 
 
@@ -64,7 +70,14 @@ def run(args: argparse.Namespace) -> int:
     if errors_path is not None:
         if pred.is_dir():
             raise UsageError("--errors needs one prediction file and one ground-truth file")
+        if not is_tiff_name(errors_path):
+            raise UsageError(f"--errors {errors_path} must be a .tif or .tiff file")
         check_new_outputs([errors_path], overwrite=args.overwrite, inputs=[pred, gt])
+    if pred.is_dir() and pred.resolve() == gt.resolve():  # each file would be paired with itself
+        raise UsageError(
+            f"PRED and GT are both the folder {pred}: every file would be scored against itself; "
+            "give the predictions and the ground truth in two folders"
+        )
 
     results = []
     for p, g in pairs:
@@ -141,11 +154,12 @@ HELP = "score predicted labels against ground truth"
 
 def add_arguments(e: argparse.ArgumentParser) -> None:
     """The options of ``napari-unet evaluate``."""
-    e.add_argument("prediction", metavar="PRED", help="predicted labels: a TIFF file or a folder")
-    e.add_argument("ground_truth", metavar="GT", help="ground-truth labels: a TIFF file or a folder")
+    e.add_argument("prediction", type=path_text, metavar="PRED", help="predicted labels: a TIFF file or a folder")
+    e.add_argument("ground_truth", type=path_text, metavar="GT", help="ground-truth labels: a TIFF file or a folder")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.add_argument(
         "--errors",
+        type=path_text,
         metavar="OUT.tif",
         help="write a map of the errors (0 background, 1 correct, 2 false positive, 3 miss, "
         "4 merge, 5 split) for one prediction file",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_unet.cli.files import check_new_outputs
+from napari_unet.cli.files import check_new_outputs, path_text
 from napari_unet.cli.output import UsageError, one_line, say
 
 
@@ -46,9 +46,9 @@ HELP = "write a model as a BioImage.IO model package (.zip)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``napari-unet export``."""
-    p.add_argument("model", metavar="MODEL",
+    p.add_argument("model", type=path_text, metavar="MODEL",
                    help="default (the bundled model), a model file (.pt) or a package exported here")
-    p.add_argument("-o", "--output", required=True, metavar="PACKAGE.zip", help="the package to write")
+    p.add_argument("-o", "--output", required=True, type=path_text, metavar="PACKAGE.zip", help="the package to write")
     p.add_argument("--name", help="the model's name in the zoo (default: from the model file)")
     p.add_argument("--description", help="one or two sentences for the zoo")
     p.add_argument("--author", action="append", metavar="NAME",

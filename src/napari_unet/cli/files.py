@@ -14,6 +14,16 @@ from napari_unet.cli.output import UsageError
 LABEL_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_ground_truth", "_gt", "_seg")
 
 
+def path_text(text: str) -> str:
+    """An argparse ``type`` for a path: refuses an empty one (an unset shell variable), which
+    ``Path`` would read as the current folder."""
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 def is_tiff_name(path: Path) -> bool:
     """Whether ``path`` has a TIFF suffix."""
     from napari_unet.engine.io import IMAGE_SUFFIXES

@@ -40,6 +40,9 @@ POSITIVE_INT = number(int, lambda v: v >= 1, "a number >= 1")
 NON_NEGATIVE_INT = number(int, lambda v: v >= 0, "a number >= 0")
 POSITIVE = number(float, lambda v: 0 < v < math.inf, "a positive number")
 FINITE = number(float, math.isfinite, "a number")
+NON_NEGATIVE = number(float, lambda v: 0 <= v < math.inf, "a number >= 0")
+#: what seeds numpy and torch
+SEED = number(int, lambda v: 0 <= v < 2**63, "a whole number from 0 to 2**63 - 1")
 #: a share from 0 to 1, both included
 SHARE = number(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
 #: strictly between 0 and 1

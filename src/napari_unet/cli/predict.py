@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from napari_unet.cli.axes import add_axes_option, choose_axes
-from napari_unet.cli.files import base_stem, check_new_outputs, is_tiff_name
+from napari_unet.cli.files import base_stem, check_new_outputs, is_tiff_name, path_text
 from napari_unet.cli.numbers import (
     CONFIDENCE,
     FINITE,
@@ -23,7 +23,7 @@ from napari_unet.cli.numbers import (
     POSITIVE,
     POSITIVE_INT,
 )
-from napari_unet.cli.output import ProgressBar, UsageError, one_line, say, warnings_about
+from napari_unet.cli.output import ProgressBar, UsageError, error, one_line, say, warnings_about
 from napari_unet.engine.device import DEVICE_CHOICES
 from napari_unet.engine.label_step import SEED_THRESHOLD
 
@@ -33,7 +33,13 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.engine.atomic import check_space
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.events import TileDone, TileSizeReduced, drive
-    from napari_unet.engine.io import list_images, probe_tiff, read_tiff, write_tiffs
+    from napari_unet.engine.io import (
+        ImageReadError,
+        list_images,
+        probe_tiff,
+        read_tiff,
+        write_tiffs,
+    )
     from napari_unet.engine.layout import AxesLayout
     from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
@@ -54,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     if source.is_dir():
         if output.exists() and not output.is_dir():
             raise UsageError(f"the input is a folder, so the output must be a folder; {output} is a file")
+        if not output.exists() and is_tiff_name(output):  # not made a folder named like a file
+            raise UsageError(
+                f"the input is a folder, so the output must be a folder; {output} is a file name"
+            )
         if probs_out is not None and probs_out.exists() and not probs_out.is_dir():
             raise UsageError(f"the input is a folder, so --probabilities must be a folder; {probs_out} is a file")
         images = list_images(source)
@@ -112,19 +122,12 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(one_line(exc)) from None
 
+    failed = 0
     for n, ((image, labels_path, probs_path), layout) in enumerate(
         zip(jobs, layouts, strict=True), start=1
     ):
-        data, channel_axis = layout.for_model(read_tiff(image).data, in_channels=in_channels)
         label = image.name if len(jobs) == 1 else f"[{n}/{len(jobs)}] {image.name}"
         bar = ProgressBar(label, enabled=False if args.quiet else None)
-        gen = iter_segment(
-            data,
-            model,
-            channel_axis=channel_axis,
-            stack=layout.stack,
-            **{key: getattr(args, key) for key in SEGMENT_OPTIONS},
-        )
 
         def show(event: Any, bar: ProgressBar = bar, name: str = image.name) -> None:
             match event:
@@ -136,10 +139,27 @@ def run(args: argparse.Namespace) -> int:
 
         about = contextlib.nullcontext() if args.debug else warnings_about(image.name, bar)
         try:
+            data, channel_axis = layout.for_model(read_tiff(image).data, in_channels=in_channels)
+            gen = iter_segment(
+                data,
+                model,
+                channel_axis=channel_axis,
+                stack=layout.stack,
+                **{key: getattr(args, key) for key in SEGMENT_OPTIONS},
+            )
             with about:
                 result = drive(gen, show)
         except ValueError as exc:
-            raise UsageError(f"{image}: {one_line(exc)}") from None
+            # pixels that fail after the header passed (truncated data, NaN): in a folder the
+            # file gets its error line, the other images are still segmented, the exit status is 2
+            message = one_line(exc)
+            if not isinstance(exc, ImageReadError):  # which names the file itself
+                message = f"{image}: {message}"
+            if len(jobs) == 1:
+                raise UsageError(message) from None
+            error(message)
+            failed += 1
+            continue
         finally:
             bar.close()
         outputs = [(labels_path, layout.from_engine(result.labels))]
@@ -153,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             noun = "cell" if n_cells == 1 else "cells"
             say(f"{image.name}: {n_cells} {noun}{diameter}{scale} -> {labels_path}")
-    return 0
+    return 2 if failed else 0
 
 
 def _output_sizes(shape, channel_axis, labels_path, probs_path, model, args) -> list:
@@ -183,13 +203,13 @@ HELP = "segment a TIFF image (or every TIFF in a folder) into instance labels"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``napari-unet predict``."""
-    p.add_argument("input", metavar="INPUT", help="a TIFF file, a zarr / OME-Zarr store, or a folder of TIFF files")
+    p.add_argument("input", type=path_text, metavar="INPUT", help="a TIFF file, a zarr / OME-Zarr store, or a folder of TIFF files")
     p.add_argument(
-        "-o", "--output", required=True, metavar="OUTPUT",
+        "-o", "--output", required=True, type=path_text, metavar="OUTPUT",
         help="the labels TIFF (or .zarr store) to write; a folder when INPUT is one "
         "(<stem>_labels.tif per image)",
     )
-    p.add_argument("--model", default="default", metavar="default|PATH",
+    p.add_argument("--model", default="default", type=path_text, metavar="default|PATH",
                    help="the bundled model (default), a model file from `napari-unet train`, or a "
                    "BioImage.IO package (.zip or its rdf.yaml)")
     p.add_argument("--trust-package-code", action="store_true",
@@ -227,7 +247,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="treat the first axis of 3-D data as planes (--stack) or not (--no-stack); "
                    "default: detected")
     add_axes_option(p)
-    p.add_argument("--probabilities", metavar="PATH",
+    p.add_argument("--probabilities", type=path_text, metavar="PATH",
                    help="also write the class probabilities (n_classes before Y, X) to this TIFF "
                    "(a folder when INPUT is one)")
     p.add_argument("--probabilities-dtype", choices=("float32", "float16"), default="float32")

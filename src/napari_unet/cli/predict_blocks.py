@@ -20,11 +20,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from napari_unet.cli.numbers import POSITIVE_INT
+from napari_unet.cli.numbers import POSITIVE_INT, number
 from napari_unet.cli.output import ProgressBar, UsageError, one_line, say
 
 #: A TIFF plane with more pixels than this (4096²) is segmented block by block.
 BLOCKWISE_PIXELS = 2**24
+#: a block side: the block-wise engine needs at least 64 pixels
+BLOCK_SIDE = number(int, lambda v: v >= 64, "a number >= 64")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--workers", type=POSITIVE_INT, metavar="N",
                    help="worker processes of --scheduler local (default: 2)")
-    p.add_argument("--block-size", type=POSITIVE_INT, metavar="PX",
+    p.add_argument("--block-size", type=BLOCK_SIDE, metavar="PX",
                    help="side of a block in pixels for block-wise segmentation (default: 2048)")
 
 

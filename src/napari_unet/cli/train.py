@@ -9,9 +9,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_unet.cli.axes import add_axes_option
-from napari_unet.cli.files import as_label_array, check_new_outputs, expand_inputs, pair_files
-from napari_unet.cli.numbers import POSITIVE, POSITIVE_INT, SHARE
+from napari_unet.cli.files import (
+    as_label_array,
+    base_stem,
+    check_new_outputs,
+    expand_inputs,
+    pair_files,
+    path_text,
+)
+from napari_unet.cli.numbers import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, SHARE
 from napari_unet.cli.output import UsageError, one_line, say, warning
 from napari_unet.engine.device import DEVICE_CHOICES
 from napari_unet.engine.train_config import FINE_TUNE_FOREGROUND_FRACTION, OPTIMIZERS, TrainConfig
@@ -40,6 +49,12 @@ def _training_layout(args, tif, lab, image_path, in_channels):
     return AxesLayout(shape, axes)
 
 
+def _label_named(path: Path) -> bool:
+    """Whether the file name ends in a label suffix such as ``_labels`` (before ``.ome``)."""
+    stem = path.stem[:-4] if path.stem.lower().endswith(".ome") else path.stem
+    return base_stem(path) != stem
+
+
 def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
     """Read images, labels and regions; stacks are split into planes.
 
@@ -50,6 +65,10 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
 
     image_files = expand_inputs(args.images, "images")
     label_files = expand_inputs(args.labels, "labels")
+    shared = {p.resolve() for p in image_files} & {p.resolve() for p in label_files}
+    if shared:  # one folder for both (a.tif beside a_labels.tif): label-named files are labels
+        image_files = [p for p in image_files if p.resolve() not in shared or not _label_named(p)]
+        label_files = [p for p in label_files if p.resolve() not in shared or _label_named(p)]
     pairs = pair_files(image_files, label_files, ("images", "label images"))
     region_files: list[Path | None] = [None] * len(pairs)
     if args.regions:
@@ -69,6 +88,8 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
             if in_channels
             else layout.to_engine(tif.data)
         )
+        if data.dtype.kind == "f" and not np.isfinite(data).all():  # found here, the file is known
+            raise UsageError(f"{image_path}: image contains NaN or infinite values")
         if channel_axis is not None:
             channel_axis_out = -1
         if lab.shape != layout.label_shape:
@@ -128,7 +149,10 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.engine.models import load_model, require_unet
 
     out = Path(args.out).expanduser()
-    check_new_outputs([out], overwrite=args.overwrite)
+    # the model file may replace the start model (--from), never a training image or mask
+    named = ((args.images, "images"), (args.labels, "labels"), (args.regions or [], "regions"))
+    inputs = [path for items, what in named for path in expand_inputs(items, what)]
+    check_new_outputs([out], overwrite=args.overwrite, inputs=inputs)
     resolve_device(args.device)
     from napari_unet.engine.training import iter_train
 
@@ -160,8 +184,8 @@ def run(args: argparse.Namespace) -> int:
             if scale.diameter is None
             else f"the data are not rescaled; the model keeps its {scale.diameter:.1f} px"
         )
-        say(f"too few labelled cells to measure their diameter; {kept}", sys.stderr)
-    elif scale.factor != 1.0:
+        warning(f"too few labelled cells to measure their diameter; {kept}")
+    elif scale.factor != 1.0 and not args.quiet:
         say(
             f"cells of {scale.data_diameter:.1f} px rescaled by {scale.factor:.2f} to the model's "
             f"training diameter of {scale.model_diameter:.1f} px",
@@ -235,9 +259,10 @@ def run(args: argparse.Namespace) -> int:
     path = saved or (str(result.checkpoint_path) if result.checkpoint_path else str(out))
     diameter = f", cell diameter {stored_diameter:.1f} px" if stored_diameter else ""
     calibration = _calibrate(Path(path), images, labels, regions, channel_axis, args.device)
-    say(f"wrote {path} ({result.steps_done} steps{diameter})")
-    if calibration is not None:
-        say(f"{calibration.describe()}; predict uses it unless --min-confidence is given")
+    if not args.quiet:
+        say(f"wrote {path} ({result.steps_done} steps{diameter})")
+        if calibration is not None:
+            say(f"{calibration.describe()}; predict uses it unless --min-confidence is given")
     return 0
 
 
@@ -266,7 +291,7 @@ def _calibrate(path: Path, images, labels, regions, channel_axis, device):
             (net, checkpoint), images, labels, regions, channel_axis=channel_axis, device=device
         )
     except ValueError as exc:
-        say(f"warning: the minimum confidence stays the model's: {one_line(exc)}", sys.stderr)
+        warning(f"the minimum confidence stays the model's: {one_line(exc)}")
         return None
     save_checkpoint(
         path,
@@ -322,25 +347,26 @@ HELP = "train or fine-tune a model on images and label images"
 def add_arguments(t: argparse.ArgumentParser) -> None:
     """The options of ``napari-unet train``; training options default to TrainConfig's."""
     defaults = TrainConfig()
-    t.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files or folders")
-    t.add_argument("--labels", nargs="+", required=True, metavar="PATH",
+    t.add_argument("--images", nargs="+", required=True, type=path_text, metavar="PATH", help="image files or folders")
+    t.add_argument("--labels", nargs="+", required=True, type=path_text, metavar="PATH",
                    help="label files or folders, matched to the images by name (else by sorted order)")
-    t.add_argument("--regions", nargs="+", metavar="PATH",
+    t.add_argument("--regions", nargs="+", type=path_text, metavar="PATH",
                    help="optional masks of the annotated regions (non-zero = annotated)")
-    t.add_argument("--from", dest="start", default="default", metavar="default|PATH|scratch",
+    t.add_argument("--from", dest="start", default="default", type=path_text,
+                   metavar="default|PATH|scratch",
                    help="start from the bundled model (default), a model file, or a new network")
-    t.add_argument("-o", "--out", required=True, metavar="MODEL.pt", help="the model file to write")
+    t.add_argument("-o", "--out", required=True, type=path_text, metavar="MODEL.pt", help="the model file to write")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.add_argument("--steps", type=POSITIVE_INT, default=defaults.steps,
                    help="optimisation steps (default: %(default)s)")
     t.add_argument("--lr", type=POSITIVE, help="learning rate (default: the optimizer's preset)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer,
                    help="adam, or sgd (the paper's preset: momentum 0.99)")
-    t.add_argument("--w0", type=float, default=defaults.w0,
+    t.add_argument("--w0", type=NON_NEGATIVE, default=defaults.w0,
                    help="border weight w0 of the weight map (default: %(default)g)")
     t.add_argument("--sigma", type=POSITIVE, default=defaults.sigma,
                    help="border weight width sigma in pixels (default: %(default)g)")
-    t.add_argument("--augment", type=float, default=defaults.augment_strength, metavar="STRENGTH",
+    t.add_argument("--augment", type=NON_NEGATIVE, default=defaults.augment_strength, metavar="STRENGTH",
                    help="augmentation strength, 0 for none (default: %(default)g)")
     t.add_argument("--tile-size", type=POSITIVE_INT, metavar="PX", help="output tile side (default: auto)")
     t.add_argument("--batch-size", type=POSITIVE_INT, default=defaults.batch_size,
@@ -354,7 +380,7 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--checkpoint-every", type=POSITIVE_INT, default=defaults.checkpoint_every,
                    help="write the model file every this many steps (default: %(default)s)")
     t.add_argument("--log-every", type=POSITIVE_INT, help="print the loss every this many steps")
-    t.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)")
+    t.add_argument("--seed", type=SEED, default=defaults.seed, help="random seed (default: %(default)s)")
     t.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="compute device (default: %(default)s)")
     t.add_argument("--diameter", type=POSITIVE, metavar="PX",

@@ -237,6 +237,31 @@ def _first_line(err: BaseException) -> str:
     return text[:160] or type(err).__name__
 
 
+#: pickle instructions that import or call something
+_CODE_OPCODES = frozenset(
+    {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "BUILD", "NEWOBJ", "NEWOBJ_EX", "EXT1",
+     "EXT2", "EXT4"}
+)
+
+
+def _asks_for_code(path: Path) -> bool:
+    """Whether ``path`` is a whole pickle with an instruction that imports or calls something.
+
+    Read with :func:`pickletools.genops`, which runs nothing; bytes that are no pickle (a text
+    file, an image) are not code, even when one of them looks like such an instruction.
+    """
+    import pickletools
+
+    found = False
+    try:
+        with open(path, "rb") as file:
+            for opcode, _arg, _pos in pickletools.genops(file):
+                found = found or opcode.name in _CODE_OPCODES
+    except Exception:  # pickletools raises ValueError and others on junk
+        return False
+    return found
+
+
 def _torch_load(path: Path) -> Any:
     if not path.exists():
         raise CheckpointError(f"the model file {path} does not exist")
@@ -250,6 +275,14 @@ def _torch_load(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         message = str(err)
+        operand = re.search(r"Unsupported operand (\d+)", message)
+        if operand and not _asks_for_code(path):
+            # torch stopped at bytes it does not read, and they hold no code: junk (a text file,
+            # an image), not a hostile file
+            raise CheckpointError(
+                f"the model file {path} could not be read: it is not a PyTorch file, or it is "
+                f"corrupt"
+            ) from None
         if "weights only load failed" in message.lower():
             found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
             detail = f"it asks for {found.group(1)}" if found else ""

@@ -297,7 +297,8 @@ def match_training_diameter(
     when the model stores a diameter and the two differ by more than
     :data:`AUTO_DIAMETER_TOLERANCE`, every image, label image and region mask is resized by
     ``model_diameter / data_diameter`` (:func:`rescale_training_data`). Raises ``ValueError``
-    before resizing anything when an image would grow past :data:`MAX_TRAINING_PIXELS`.
+    before resizing anything when an image would grow past :data:`MAX_TRAINING_PIXELS`, or when
+    ``diameter`` is below a pixel or above the largest image's side (:func:`check_diameter`).
 
     Parameters
     ----------
@@ -313,6 +314,8 @@ def match_training_diameter(
     scale : TrainingScale
     """
     images, labels, regions = list(images), list(labels), list(regions)
+    if diameter is not None and labels:  # checked as predict checks it, against the largest image
+        diameter = check_diameter(diameter, max((lab.shape[:2] for lab in labels), key=max))
     data_diameter = diameter if diameter is not None else estimate_diameter(labels)
     factor = 1.0
     if model_diameter is not None and data_diameter is not None:

@@ -7,6 +7,7 @@ The Fine-tune panel and ``napari-unet train`` take their defaults from here, so 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -104,8 +105,12 @@ class TrainConfig:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"the learning rate must be positive, not {self.lr}")
-        if self.sigma <= 0 or self.w0 < 0:
+        if not (0 <= self.w0 < math.inf and 0 < self.sigma < math.inf):  # NaN fails too
             raise ValueError(f"need w0 >= 0 and sigma > 0, got w0={self.w0}, sigma={self.sigma}")
+        if not 0 <= self.augment_strength < math.inf:
+            raise ValueError(f"augment_strength must be a number >= 0, not {self.augment_strength}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, not {self.seed}")
         if not 0 <= self.foreground_fraction <= 1:
             raise ValueError(
                 f"foreground_fraction must be between 0 and 1, not {self.foreground_fraction}"
