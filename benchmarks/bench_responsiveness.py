@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import subprocess
@@ -107,6 +108,30 @@ class HandlerClock:
             return "-"
         key = max(self.longest, key=self.longest.get)
         return f"{key}: {1000 * self.longest[key]:.0f} ms"
+
+
+class GcClock:
+    """The durations (s) of Python's garbage collections, by generation, while it listens."""
+
+    def __init__(self) -> None:
+        self.longest = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.longest[generation] = max(
+                self.longest[generation], time.perf_counter() - self._started
+            )
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self._callback)
 
 
 def run_until(app, done, timeout: float = 600.0) -> None:
@@ -283,9 +308,10 @@ def measure(name, viewer, app, args, clock, load: int):
         ticks.timer.start()
         wait_ms(app, 50)
         clock.reset()
-        t0 = time.perf_counter()
-        wait(start())
-        t1 = time.perf_counter()
+        with GcClock() as gcs:
+            t0 = time.perf_counter()
+            wait(start())
+            t1 = time.perf_counter()
         ticks.timer.stop()
     finally:
         for proc in burners:
@@ -301,6 +327,8 @@ def measure(name, viewer, app, args, clock, load: int):
         "over100": int((gaps > 0.1).sum()),
         "handlers": 1000 * handlers,
         "worst": clock.worst(),
+        "gc": 1000 * max(gcs.longest),
+        "gc_full": 1000 * gcs.longest[2],
     }
 
 
@@ -310,6 +338,10 @@ def run_one(name: str, args) -> list:
     import torch
 
     torch.set_num_threads(1)
+    if args.no_gc_freeze:
+        from napari_unet._qt import _gc_pause
+
+        _gc_pause.ENABLED = False
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1366, 768)
     app = napari.qt.get_qapp()
@@ -324,6 +356,12 @@ def main(argv=None) -> int:
     parser.add_argument("--burners", type=int, default=2)
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="let full garbage collections walk the whole heap during jobs (as before "
+        "napari_unet._qt._gc_pause), to measure what the freeze does",
+    )
     parser.add_argument("--note", default="", help="a line to add under the table")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one scenario, JSON out
     args = parser.parse_args(argv)
@@ -338,6 +376,7 @@ def main(argv=None) -> int:
     for name in args.scenarios:  # each in its own process: a fresh viewer, no leftovers
         command = [sys.executable, __file__, "--one", name, "--planes", str(args.planes),
                    "--steps", str(args.steps), "--burners", str(args.burners)]  # fmt: skip
+        command += ["--no-gc-freeze"] if args.no_gc_freeze else []
         output = subprocess.run(command, capture_output=True, text=True).stdout
         found = [line for line in output.splitlines() if line.startswith("ROWS ")]
         if not found:
@@ -348,7 +387,8 @@ def main(argv=None) -> int:
             print(
                 f"{name:<22} load {load}: {row['seconds']:.1f} s, max gap {row['max']:.0f} ms, "
                 f"p99 {row['p99']:.0f} ms, {row['over100']} gaps > 100 ms, handlers "
-                f"{row['handlers']:.0f} ms (longest {row['worst']})",
+                f"{row['handlers']:.0f} ms (longest {row['worst']}), longest garbage collection "
+                f"{row.get('gc', 0):.0f} ms",
                 flush=True,
             )
 
@@ -359,18 +399,21 @@ def main(argv=None) -> int:
         "",
         f"Measured {datetime.date.today()} by `benchmarks/bench_responsiveness.py` "
         f"(`xvfb-run -a python benchmarks/bench_responsiveness.py --planes {args.planes} "
-        f"--steps {args.steps} --burners {args.burners}`), one run each, torch with 1 thread.",
+        f"--steps {args.steps} --burners {args.burners}"
+        f"{' --no-gc-freeze' if args.no_gc_freeze else ''}`), one run each, torch with 1 thread.",
         f"Machine: {machine}. {_versions()}.",
         "",
         "A 10 ms QTimer ticks on the GUI thread; a gap is time a click or a repaint waits. "
         f"*Load*: {args.burners} processes burning CPU beside the viewer. *Handlers*: the main "
         "thread's time in the panel's own event and result handlers (layer updates). *Ratio*: "
         "max gap under load / idle. *vs floor*: max gap / the max gap of the floor scenario with "
-        "as many visible layers (6 for Fine-tune, 2 for the others), same load.",
+        "as many visible layers (6 for Fine-tune, 2 for the others), same load. *GC*: the "
+        "longest pause of Python's garbage collector during the run (it stops every thread; "
+        "`napari_unet._qt._gc_pause`).",
         "",
         "| scenario | load | job (s) | ticks | max gap (ms) | p99 gap (ms) | gaps > 100 ms "
-        "| handlers (ms) | longest handler | ratio | vs floor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| handlers (ms) | longest handler | GC (ms) | ratio | vs floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, load, row in rows:
         ratio = row["max"] / idle[name]["max"] if load and idle[name]["max"] else 1.0
@@ -379,7 +422,7 @@ def main(argv=None) -> int:
         lines.append(
             f"| {name} | {load} | {row['seconds']:.1f} | {row['ticks']} | {row['max']:.0f} | "
             f"{row['p99']:.0f} | {row['over100']} | {row['handlers']:.0f} | {row['worst']} | "
-            f"{ratio:.2f} | {vs_floor} |"
+            f"{row.get('gc', 0):.0f} | {ratio:.2f} | {vs_floor} |"
         )
     if args.note:
         lines += ["", args.note]
