@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import itertools
 import json
 import os
 import subprocess
@@ -73,13 +74,15 @@ class Ticks:
 
 
 class HandlerClock:
-    """Main-thread seconds spent in the plugin's job handlers (events and results)."""
+    """Main-thread seconds spent in the plugin's job handlers (events and results) and in its
+    loss plot's painting."""
 
     def __init__(self) -> None:
         from napari_unet._qt import _worker
 
         self.seconds: dict[str, float] = defaultdict(float)
         self.longest: dict[str, float] = defaultdict(float)
+        self.spans: list[tuple[float, float]] = []
         self._originals = (_worker.Job._yielded, _worker.Job._returned)
         clock = self
 
@@ -90,6 +93,7 @@ class HandlerClock:
                     return original(job, value)
                 finally:
                     dt = time.perf_counter() - t0
+                    clock.spans.append((t0, t0 + dt))
                     key = f"{name} {type(value).__name__}"
                     clock.seconds[key] += dt
                     clock.longest[key] = max(clock.longest[key], dt)
@@ -98,10 +102,15 @@ class HandlerClock:
 
         _worker.Job._yielded = timed("event", self._originals[0])
         _worker.Job._returned = timed("result", self._originals[1])
+        from napari_unet._qt._loss_plot import LossPlot
+
+        paint = timed("paint", LossPlot.paintEvent)  # the panel's own drawing: the loss plot
+        LossPlot.paintEvent = lambda plot, event: paint(plot, plot)
 
     def reset(self) -> None:
         self.seconds.clear()
         self.longest.clear()
+        self.spans.clear()
 
     def worst(self) -> str:
         if not self.longest:
@@ -115,16 +124,16 @@ class GcClock:
 
     def __init__(self) -> None:
         self.longest = [0.0, 0.0, 0.0]
+        self.spans: list[tuple[float, float]] = []
         self._started = 0.0
 
     def _callback(self, phase: str, info: dict) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            generation = info["generation"]
-            self.longest[generation] = max(
-                self.longest[generation], time.perf_counter() - self._started
-            )
+            generation, now = info["generation"], time.perf_counter()
+            self.longest[generation] = max(self.longest[generation], now - self._started)
+            self.spans.append((self._started, now))
 
     def __enter__(self) -> GcClock:
         gc.callbacks.append(self._callback)
@@ -132,6 +141,36 @@ class GcClock:
 
     def __exit__(self, *exc) -> None:
         gc.callbacks.remove(self._callback)
+
+
+class DrawClock:
+    """The spans (perf_counter s) of vispy's scene draws on the main thread (napari's canvas
+    repaint, without Qt's composition of the window around it)."""
+
+    def __init__(self) -> None:
+        from vispy.scene.canvas import SceneCanvas
+
+        self.spans: list[tuple[float, float]] = []
+        original = SceneCanvas.on_draw
+        spans = self.spans
+
+        def on_draw(canvas, event):
+            t0 = time.perf_counter()
+            try:
+                return original(canvas, event)
+            finally:
+                spans.append((t0, time.perf_counter()))
+
+        SceneCanvas.on_draw = on_draw
+
+
+def inside_long_gaps(times: np.ndarray, spans: list[tuple[float, float]]) -> float:
+    """Seconds of ``spans`` that fall inside the gaps over 100 ms between the tick ``times``."""
+    total = 0.0
+    for a, b in itertools.pairwise(times):
+        if b - a > 0.1:
+            total += sum(max(0.0, min(b, s1) - max(a, s0)) for s0, s1 in spans)
+    return total
 
 
 def run_until(app, done, timeout: float = 600.0) -> None:
@@ -296,7 +335,7 @@ SCENARIOS = {
 FLOOR_OF = {"Fine-tune + previews": FLOOR6, FLOOR6: FLOOR6}
 
 
-def measure(name, viewer, app, args, clock, load: int):
+def measure(name, viewer, app, args, clock, load: int, draws: DrawClock):
     """One run of scenario ``name`` (after a warm-up run) with ``load`` burners."""
     widget, start, wait = SCENARIOS[name](viewer, app, args)
     _KEEP.append(widget)  # the panel lives as long as the viewer
@@ -308,6 +347,7 @@ def measure(name, viewer, app, args, clock, load: int):
         ticks.timer.start()
         wait_ms(app, 50)
         clock.reset()
+        draws.spans.clear()
         with GcClock() as gcs:
             t0 = time.perf_counter()
             wait(start())
@@ -319,6 +359,9 @@ def measure(name, viewer, app, args, clock, load: int):
             proc.wait()
     gaps = ticks.gaps(t0, t1)
     handlers = sum(clock.seconds.values())
+    times = np.concatenate([[t0], [t for t in ticks.times if t0 <= t <= t1], [t1]])
+    long_gaps = float(gaps[gaps > 0.1].sum())
+    parts = [inside_long_gaps(times, spans) for spans in (clock.spans, draws.spans, gcs.spans)]
     return {
         "seconds": t1 - t0,
         "ticks": len(gaps) - 1,
@@ -329,7 +372,20 @@ def measure(name, viewer, app, args, clock, load: int):
         "worst": clock.worst(),
         "gc": 1000 * max(gcs.longest),
         "gc_full": 1000 * gcs.longest[2],
+        # the long gaps' total (ms) and what filled them: the plugin's handlers, vispy's draws,
+        # garbage collections; the rest is Qt's composition of the window and waiting for a CPU
+        "long_gaps": 1000 * long_gaps,
+        "in_gaps": [1000 * p for p in parts],
     }
+
+
+def _gap_parts(row: dict) -> str:
+    """``all = handlers + draws + GC + rest`` of a row's long gaps, in ms."""
+    if "long_gaps" not in row or not row["long_gaps"]:
+        return "-"
+    handlers, draws, gcs = row["in_gaps"]
+    rest = row["long_gaps"] - handlers - draws - gcs
+    return f"{row['long_gaps']:.0f} = {handlers:.0f} + {draws:.0f} + {gcs:.0f} + {rest:.0f}"
 
 
 def run_one(name: str, args) -> list:
@@ -345,8 +401,11 @@ def run_one(name: str, args) -> list:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1366, 768)
     app = napari.qt.get_qapp()
-    clock = HandlerClock()
-    return [(load, measure(name, viewer, app, args, clock, load)) for load in (0, args.burners)]
+    clock, draws = HandlerClock(), DrawClock()
+    return [
+        (load, measure(name, viewer, app, args, clock, load, draws))
+        for load in (0, args.burners)
+    ]
 
 
 def main(argv=None) -> int:
@@ -388,7 +447,7 @@ def main(argv=None) -> int:
                 f"{name:<22} load {load}: {row['seconds']:.1f} s, max gap {row['max']:.0f} ms, "
                 f"p99 {row['p99']:.0f} ms, {row['over100']} gaps > 100 ms, handlers "
                 f"{row['handlers']:.0f} ms (longest {row['worst']}), longest garbage collection "
-                f"{row.get('gc', 0):.0f} ms",
+                f"{row.get('gc', 0):.0f} ms, long gaps {_gap_parts(row)}",
                 flush=True,
             )
 
@@ -409,11 +468,15 @@ def main(argv=None) -> int:
         "max gap under load / idle. *vs floor*: max gap / the max gap of the floor scenario with "
         "as many visible layers (6 for Fine-tune, 2 for the others), same load. *GC*: the "
         "longest pause of Python's garbage collector during the run (it stops every thread; "
-        "`napari_unet._qt._gc_pause`).",
+        "`napari_unet._qt._gc_pause`). *In the long gaps*: the gaps over 100 ms added up, and "
+        "how much of them the panel's handlers, vispy's draws of the canvas and garbage "
+        "collections filled (ms); the rest is Qt composing the window around the canvas "
+        "(through OpenGL, in software under Xvfb) and the GUI thread waiting for a CPU.",
         "",
         "| scenario | load | job (s) | ticks | max gap (ms) | p99 gap (ms) | gaps > 100 ms "
-        "| handlers (ms) | longest handler | GC (ms) | ratio | vs floor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| handlers (ms) | longest handler | GC (ms) | in the long gaps: all = handlers + draws "
+        "+ GC + rest (ms) | ratio | vs floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, load, row in rows:
         ratio = row["max"] / idle[name]["max"] if load and idle[name]["max"] else 1.0
@@ -422,7 +485,7 @@ def main(argv=None) -> int:
         lines.append(
             f"| {name} | {load} | {row['seconds']:.1f} | {row['ticks']} | {row['max']:.0f} | "
             f"{row['p99']:.0f} | {row['over100']} | {row['handlers']:.0f} | {row['worst']} | "
-            f"{row.get('gc', 0):.0f} | {ratio:.2f} | {vs_floor} |"
+            f"{row.get('gc', 0):.0f} | {_gap_parts(row)} | {ratio:.2f} | {vs_floor} |"
         )
     if args.note:
         lines += ["", args.note]
