@@ -3,7 +3,8 @@
 A 10 ms ``QTimer`` ticks on the main thread of a real napari viewer while each panel works; a gap
 between two ticks is time the user's clicks, slider drags and repaints wait. Three scenarios:
 
-* **Segment**: the Segment panel on a stack of synthetic nuclei (``--planes`` planes of 256 x 256,
+* **Segment**: the Segment panel on a stack of synthetic nuclei (``--planes`` planes of
+  ``--size`` px a side, 256 by default,
   bundled model, diameter given);
 * **Fine-tune + previews**: the Fine-tune panel on one painted 256 x 256 plane, ``--steps`` steps,
   a preview segmentation every 5 steps, the live weight-map and augmentation layers on;
@@ -197,7 +198,8 @@ def segment_scenario(viewer, app, args):
     from napari_unet.engine.synthetic import synthetic_nuclei
 
     planes = [
-        synthetic_nuclei((256, 256), n_cells=40, diameter=20.0, rng=i)[0]
+        synthetic_nuclei((args.size, args.size), n_cells=40 * (args.size // 256) ** 2,
+                         diameter=20.0, rng=i)[0]
         for i in range(args.planes)
     ]
     layer = viewer.add_image(np.stack(planes), name="stack")
@@ -412,6 +414,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--planes", type=int, default=6)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--size", type=int, default=256, help="Segment's plane size (px a side)")
     parser.add_argument("--burners", type=int, default=2)
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -434,7 +437,8 @@ def main(argv=None) -> int:
     rows = []
     for name in args.scenarios:  # each in its own process: a fresh viewer, no leftovers
         command = [sys.executable, __file__, "--one", name, "--planes", str(args.planes),
-                   "--steps", str(args.steps), "--burners", str(args.burners)]  # fmt: skip
+                   "--steps", str(args.steps), "--burners", str(args.burners),
+                   "--size", str(args.size)]  # fmt: skip
         command += ["--no-gc-freeze"] if args.no_gc_freeze else []
         output = subprocess.run(command, capture_output=True, text=True).stdout
         found = [line for line in output.splitlines() if line.startswith("ROWS ")]
@@ -458,6 +462,7 @@ def main(argv=None) -> int:
         "",
         f"Measured {datetime.date.today()} by `benchmarks/bench_responsiveness.py` "
         f"(`xvfb-run -a python benchmarks/bench_responsiveness.py --planes {args.planes} "
+        f"--size {args.size} "
         f"--steps {args.steps} --burners {args.burners}"
         f"{' --no-gc-freeze' if args.no_gc_freeze else ''}`), one run each, torch with 1 thread.",
         f"Machine: {machine}. {_versions()}.",
