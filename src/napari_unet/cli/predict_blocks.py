@@ -96,6 +96,8 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
         raise UsageError(f"the output {output} must be a .zarr store or a .tif file")
     if output.resolve() == source.resolve():
         raise UsageError(f"the output {output} would replace the input; choose another name")
+    if output.resolve() in source.resolve().parents:  # e.g. plate.zarr/0 -o plate.zarr
+        raise UsageError(f"the output {output} holds the input {source}, which it would replace; choose another name")
     if zarr_out:
         try:
             check_store_target(output, overwrite=args.overwrite)
