@@ -31,3 +31,71 @@ def test_an_output_store_that_holds_the_input_is_refused(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1
     assert "holds the input" in err
     assert zarr.open_array(str(tmp_path / "plate.ome.zarr" / "0"), mode="r")[5, 7] == 5 * 96 + 7
+
+
+# -- dask schedulers ---------------------------------------------------------------------------
+
+
+def _connect_in_a_thread(address, timeout=1.0):
+    """connect(address) in a daemon thread, so that a hang fails the test instead of CI."""
+    import threading
+
+    from napari_unet.engine.cluster import connect
+
+    outcome = []
+
+    def attempt():
+        try:
+            with connect(address, timeout=timeout):
+                outcome.append("connected")
+        except Exception as exc:  # the test looks at it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(20 * timeout)
+    assert outcome, f"connect({address!r}) still waiting after {20 * timeout:g} s"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.0 400 Bad request\r\n\r\n" * 4], ids=["silent", "http"])
+def test_a_port_that_is_no_dask_scheduler_is_refused_quickly(answer):
+    # --scheduler tcp://host:8787 (the dashboard's port) waited forever, or read an HTTP
+    # answer as a frame of exabytes and failed with "Unable to allocate 3.07 EiB"
+    pytest.importorskip("distributed")
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if answer is not None:
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        exc = _connect_in_a_thread(f"tcp://127.0.0.1:{server.getsockname()[1]}")
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+    assert isinstance(exc, ConnectionError), exc
+    words = "cannot reach the dask scheduler" if answer is None else "is not a dask scheduler"
+    assert words in str(exc)
+
+
+def test_a_worker_address_is_named_as_a_worker():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster:
+        worker = next(iter(cluster.scheduler_info["workers"]))
+        assert _connect_in_a_thread(cluster.scheduler_address, timeout=5.0) == "connected"
+        exc = _connect_in_a_thread(worker, timeout=5.0)
+    assert isinstance(exc, ConnectionError) and "answers as a dask worker" in str(exc)
