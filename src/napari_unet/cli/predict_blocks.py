@@ -77,6 +77,7 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     """Segment one image block by block; see the module notes."""
     from napari_unet.cli.files import check_new_outputs, is_tiff_name
     from napari_unet.engine.atomic import check_space
+    from napari_unet.engine.block_plan import require_own_unet
     from napari_unet.engine.blockwise import DEFAULT_BLOCK, as_dask_planes, iter_segment_blockwise
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.io import infer_layout
@@ -108,7 +109,13 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     device = args.device
     resolve_device(device)
 
-    model = load_model(args.model, device="cpu")
+    from napari_unet.cli.predict import model_source
+
+    model = load_model(model_source(args), device="cpu")
+    try:
+        require_own_unet(*model)
+    except ValueError as exc:
+        raise UsageError(one_line(exc)) from None
     in_channels = int(model[0].config.in_channels)
     try:
         image, axes = open_lazy(source)
