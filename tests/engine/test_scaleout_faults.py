@@ -33,6 +33,44 @@ def test_an_output_store_that_holds_the_input_is_refused(tmp_path, capsys):
     assert zarr.open_array(str(tmp_path / "plate.ome.zarr" / "0"), mode="r")[5, 7] == 5 * 96 + 7
 
 
+@pytest.mark.parametrize(
+    ("shape", "axes", "words"),
+    [
+        ((96, 96, 2), [], "(read as YXZ)"),  # was 96 planes of 96 x 2 pixels, exit 0
+        ((2, 96, 96), ["--axes", "CYX"], "expects 1 channel but the image has 2"),  # was a stack
+    ],
+    ids=["planes-last", "axes-given"],
+)
+def test_block_by_block_reads_the_axes_as_in_memory(tmp_path, capsys, shape, axes, words):
+    # block by block --axes was ignored and a (Y, X, 2) store was cut into Y planes of
+    # (X, 2) pixels, where the in-memory path reads planes last (YXZ)
+    store = zarr.create_array(str(tmp_path / "in.zarr"), shape=shape, chunks=shape, dtype="uint16")
+    store[:] = np.random.default_rng(0).integers(0, 1000, shape, dtype=np.uint16)
+    code, _, err = _run(
+        capsys, "predict", tmp_path / "in.zarr", "-o", tmp_path / "out.zarr", *axes,
+        "--diameter", 24, "--device", "cpu", "-q",
+    )
+    assert code == 2 and err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_an_rgb_store_is_segmented_gray_like_an_rgb_tiff(monkeypatch, tmp_path, capsys):
+    from napari_unet.engine import blockwise
+
+    seen = {}
+
+    def spy(image, model=None, **kw):  # the layout handed to the engine, without segmenting
+        seen.update(shape=tuple(image.shape), dtype=image.dtype, channel_axis=kw["channel_axis"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(blockwise, "iter_segment_blockwise", spy)
+    store = zarr.create_array(str(tmp_path / "rgb.zarr"), shape=(96, 80, 3), chunks=(96, 80, 3), dtype="uint8")
+    code, _, _ = _run(capsys, "predict", tmp_path / "rgb.zarr", "-o", tmp_path / "out.zarr", "--diameter", 24, "-q")
+    assert code == 130
+    assert seen == {"shape": (96, 80), "dtype": np.float32, "channel_axis": None}
+    assert store.shape == (96, 80, 3)
+
+
 # -- dask schedulers ---------------------------------------------------------------------------
 
 
