@@ -176,3 +176,38 @@ def test_the_block_wise_engine_refuses_a_foreign_network_with_a_sentence(foreign
 
     with pytest.raises(ValueError, match="runs on whole images only"):
         segment_blockwise(discs(), PackageSource(foreign_package, trust_code=True), block_size=64)
+
+
+@pytest.fixture(scope="module")
+def own_package(tmp_path_factory):
+    pytest.importorskip("bioimageio.core")
+    import torch
+
+    from napari_unet.engine.bioimageio import export_package
+    from napari_unet.engine.checkpoint import save_checkpoint
+    from napari_unet.engine.model import UNet, UNetConfig
+
+    folder = tmp_path_factory.mktemp("own")
+    torch.manual_seed(0)
+    save_checkpoint(folder / "tiny.pt", UNet(UNetConfig(depth=2, base_channels=4)).eval(), diameter=18.0)
+    export_package(folder / "tiny.pt", folder / "tiny.zip", authors=["Test"], formats=(), test_side=102)
+    return folder / "tiny.zip"
+
+
+@pytest.mark.parametrize("dropped", ["weights.pt", "README.md"])
+def test_a_package_missing_a_file_names_it(own_package, tmp_path, dropped):
+    # bioimageio.spec said only "Invalid model description: : expected str, bytes or
+    # os.PathLike object, not NoneType"
+    import zipfile
+
+    from napari_unet.engine.models import load_model
+    from napari_unet.engine.packages import PackageError
+
+    load_model(own_package)  # complete, it loads
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(own_package) as src, zipfile.ZipFile(broken, "w") as dst:
+        for name in src.namelist():
+            if name != dropped:
+                dst.writestr(name, src.read(name))
+    with pytest.raises(PackageError, match=rf"broken.zip lacks {dropped}, named in its rdf.yaml"):
+        load_model(broken)
