@@ -71,6 +71,16 @@ def test_an_rgb_store_is_segmented_gray_like_an_rgb_tiff(monkeypatch, tmp_path, 
     assert store.shape == (96, 80, 3)
 
 
+def test_a_plain_group_is_refused_with_the_arrays_path_spelt_out(tmp_path):
+    # the hint read "name the array inside it (e.g. {path}/0)", braces and all
+    from napari_unet.engine.zarr_io import open_lazy
+
+    zarr.open_group(str(tmp_path / "plate.zarr"), mode="w")
+    with pytest.raises(ValueError, match="without OME-Zarr multiscales") as info:
+        open_lazy(tmp_path / "plate.zarr")
+    assert str(tmp_path / "plate.zarr" / "0") in str(info.value) and "{" not in str(info.value)
+
+
 # -- dask schedulers ---------------------------------------------------------------------------
 
 
