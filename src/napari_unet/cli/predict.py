@@ -95,12 +95,7 @@ def run(args: argparse.Namespace) -> int:
     check_new_outputs(outputs, overwrite=args.overwrite, inputs=[image for image, _, _ in jobs])
     resolve_device(args.device)  # an unavailable device is a usage error, before any work
 
-    from napari_unet.engine.packages import PackageSource, is_package_path
-
-    source = args.model
-    if source != "default" and is_package_path(source):
-        source = PackageSource(source, trust_code=args.trust_package_code)
-    model = load_model(source, device="cpu")
+    model = load_model(model_source(args), device="cpu")
     in_channels = int(model[0].config.in_channels)
     # Check every input's header before any work, so that a bad file stops the run early.
     layouts, needs = [], []
@@ -174,6 +169,16 @@ def run(args: argparse.Namespace) -> int:
             noun = "cell" if n_cells == 1 else "cells"
             say(f"{image.name}: {n_cells} {noun}{diameter}{scale} -> {labels_path}")
     return 2 if failed else 0
+
+
+def model_source(args: argparse.Namespace) -> Any:
+    """``--model`` as :func:`~napari_unet.engine.models.load_model` takes it: a package path
+    with the user's ``--trust-package-code``."""
+    from napari_unet.engine.packages import PackageSource, is_package_path
+
+    if args.model != "default" and is_package_path(args.model):
+        return PackageSource(args.model, trust_code=args.trust_package_code)
+    return args.model
 
 
 def _output_sizes(shape, channel_axis, labels_path, probs_path, model, args) -> list:

@@ -73,14 +73,36 @@ def _output_for(source: Path, output: Path) -> Path:
     return output
 
 
+def _for_model(image: Any, layout: Any, in_channels: int) -> tuple[Any, int | None, bool]:
+    """The lazy ``image`` in the engine's order (planes, Y, X, channels; RGB(A) made gray for a
+    one-channel model), as the in-memory path's :meth:`AxesLayout.for_model` reads it, with its
+    ``channel_axis`` and ``stack``. Raises ``ValueError`` for layouts whose labels could not be
+    written in the image's own axes block by block (planes after Y and X, two plane axes)."""
+    import dask.array as da
+    import numpy as np
+
+    if layout.label_axes not in ("YX", *(f"{p}YX" for p in "ZTP")):
+        raise ValueError(
+            "block by block the labels are (Y, X) or (planes, Y, X): give --axes with one plane "
+            "axis before Y and X (e.g. ZYX, ZCYX), or rewrite the store in that order"
+        )
+    layout.check_model(in_channels=in_channels)
+    image = da.transpose(image, layout._order())
+    channel_axis = layout.engine_channel_axis
+    if channel_axis is not None and in_channels == 1 and layout.axes.endswith("C") and image.shape[-1] in (3, 4):
+        image, channel_axis = image[..., :3].astype(np.float32).mean(axis=-1), None  # as gray_for_model
+    return image, channel_axis, layout.stack
+
+
 def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     """Segment one image block by block; see the module notes."""
+    from napari_unet.cli.axes import choose_axes
     from napari_unet.cli.files import check_new_outputs, is_tiff_name
     from napari_unet.engine.atomic import check_space
+    from napari_unet.engine.block_plan import require_own_unet
     from napari_unet.engine.blockwise import DEFAULT_BLOCK, as_dask_planes, iter_segment_blockwise
     from napari_unet.engine.device import resolve_device
-    from napari_unet.engine.io import infer_layout
-    from napari_unet.engine.layout import check_shape
+    from napari_unet.engine.layout import AxesLayout
     from napari_unet.engine.models import load_model
     from napari_unet.engine.zarr_io import check_store_target, is_zarr_path, open_lazy, squeeze_axes
 
@@ -96,6 +118,8 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
         raise UsageError(f"the output {output} must be a .zarr store or a .tif file")
     if output.resolve() == source.resolve():
         raise UsageError(f"the output {output} would replace the input; choose another name")
+    if output.resolve() in source.resolve().parents:  # e.g. plate.zarr/0 -o plate.zarr
+        raise UsageError(f"the output {output} holds the input {source}, which it would replace; choose another name")
     if zarr_out:
         try:
             check_store_target(output, overwrite=args.overwrite)
@@ -106,18 +130,25 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     device = args.device
     resolve_device(device)
 
-    model = load_model(args.model, device="cpu")
+    from napari_unet.cli.predict import model_source
+
+    model = load_model(model_source(args), device="cpu")
+    try:
+        require_own_unet(*model)
+    except ValueError as exc:
+        raise UsageError(one_line(exc)) from None
     in_channels = int(model[0].config.in_channels)
     try:
-        image, axes = open_lazy(source)
-        image, axes = squeeze_axes(image, axes)
-        channel_axis, stack = infer_layout(
-            image.shape, axes, in_channels=in_channels, channel_axis=args.channel_axis, stack=args.stack
-        )
-        check_shape(image.shape, in_channels=in_channels, channel_axis=channel_axis, stack=stack)
-        planes = as_dask_planes(image, channel_axis=channel_axis, stack=stack)
+        image, file_axes = open_lazy(source)
+        image, file_axes = squeeze_axes(image, file_axes)
     except ValueError as exc:
         raise UsageError(f"{source}: {one_line(exc)}") from None
+    axes = choose_axes(image.shape, file_axes, args, in_channels=in_channels, name=source)
+    try:
+        image, channel_axis, stack = _for_model(image, AxesLayout(image.shape, axes), in_channels)
+        planes = as_dask_planes(image, channel_axis=channel_axis, stack=stack)
+    except ValueError as exc:
+        raise UsageError(f"{source}: {one_line(exc)} (read as {axes})") from None
     n_planes, _, rows, cols = (int(n) for n in planes.shape)
     out_shape = (n_planes, rows, cols) if stack else (rows, cols)
     step = 2 ** int(model[0].config.depth)

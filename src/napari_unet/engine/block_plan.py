@@ -195,6 +195,21 @@ def _estimate_diameter(
     return result.diameter
 
 
+def require_own_unet(net: Any, checkpoint: Any) -> None:
+    """Raise ``ValueError`` unless ``net`` is napari-unet's U-Net: the halo and the pooling grid
+    of the blocks come from its depth and border, which a foreign BioImage.IO package's network
+    does not have (it runs on whole images)."""
+    from napari_unet.engine.model import UNet
+
+    if not isinstance(net, UNet):
+        name = (getattr(checkpoint, "extra", None) or {}).get("name", "the model")
+        raise ValueError(
+            f"{name!r} is a foreign BioImage.IO package, which napari-unet runs on whole images "
+            "only: block by block (zarr stores, dask arrays, --scheduler, --block-size, images "
+            "over 4096² pixels) needs napari-unet's own U-Net"
+        )
+
+
 def plan(
     planes,
     model: Any,
@@ -225,6 +240,7 @@ def plan(
     from napari_unet.engine.normalization import DEFAULT_HIGH, DEFAULT_LOW
 
     net, checkpoint = load_model(model, device="cpu")
+    require_own_unet(net, checkpoint)
     if planes.shape[1] != int(net.config.in_channels):
         raise ValueError(
             f"the model reads {net.config.in_channels} channel(s), the image has {planes.shape[1]}"

@@ -59,6 +59,7 @@ def connect(scheduler: str, *, workers: int | None = None, timeout: float = CONN
         return
     if workers is not None:
         raise ValueError("--workers starts a local cluster; an existing cluster brings its own workers")
+    _check_scheduler(scheduler, timeout)
     try:
         client = Client(scheduler, timeout=f"{timeout}s")
     except (OSError, TimeoutError, ValueError) as exc:
@@ -70,3 +71,48 @@ def connect(scheduler: str, *, workers: int | None = None, timeout: float = CONN
         yield client
     finally:
         client.close()
+
+
+def _check_scheduler(address: str, timeout: float) -> None:
+    """Ask ``address`` who it is, within ``timeout`` seconds in all, before a ``Client`` is made.
+
+    ``Client``'s timeout covers the connection only: a port that accepts connections but is not
+    a dask scheduler (the dashboard's 8787, any web server) made it wait forever, or read an
+    answer in another protocol as a frame of exabytes. Raises ``ConnectionError``.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect as comm_connect
+    from distributed.security import Security
+
+    async def identity() -> Any:
+        comm = await comm_connect(
+            address, timeout=timeout, **Security().get_connection_args("client")
+        )
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(identity(), timeout)
+
+    with ThreadPoolExecutor(1) as pool:  # its own event loop, also under a running one
+        try:
+            reply = pool.submit(asyncio.run, bounded()).result()
+        except (OSError, TimeoutError, ValueError) as exc:  # also: accepted, then silent
+            raise ConnectionError(
+                f"cannot reach the dask scheduler at {address} within {timeout:g} s "
+                f"({type(exc).__name__})"
+            ) from None
+        except Exception:
+            reply = None  # an answer that is no dask message (e.g. a frame of exabytes)
+    kind = reply.get("type") if isinstance(reply, dict) else None
+    if kind != "Scheduler":
+        what = f"it answers as a dask {kind.lower()}" if isinstance(kind, str) else "no answer in dask's protocol"
+        raise ConnectionError(
+            f"{address} is not a dask scheduler ({what}); give the address `dask scheduler` "
+            "prints (tcp://host:8786, not the dashboard's port)"
+        )

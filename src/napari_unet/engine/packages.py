@@ -85,6 +85,46 @@ def _first_error(summary_or_err: Any) -> str:
     return (text[0] if text else type(summary_or_err).__name__)[:240]
 
 
+def _refuse_missing_files(path: Path) -> None:
+    """Raise :class:`PackageError` naming the files that a zip's description names (sources,
+    documentation, covers) but the zip lacks: bioimageio.spec reports them only as "expected
+    str, bytes or os.PathLike object, not NoneType". Does nothing when it cannot tell."""
+    import zipfile
+
+    try:
+        try:
+            from yaml import safe_load
+        except ImportError:  # bioimageio.spec's own YAML library
+            from ruyaml import YAML
+
+            safe_load = YAML(typ="safe").load
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            found = [n for n in _YAML_NAMES if n in names]
+            description = safe_load(archive.read(found[0])) if found else None
+    except Exception:  # not a zip, no YAML library, a description that is no YAML
+        return
+    named: list[str] = []
+
+    def walk(node: Any, key: Any = None) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, k)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, key)
+        elif isinstance(node, str) and key in ("source", "documentation", "covers") and "://" not in node:
+            named.append(node if node in names or ":" not in node else node.rsplit(":", 1)[0])
+
+    walk(description)
+    missing = sorted({n for n in named if n not in names})
+    if missing:
+        raise PackageError(
+            f"the package {path} lacks {', '.join(missing)}, named in its {found[0]} "
+            "(an incomplete zip: export or download it again)"
+        )
+
+
 def open_description(path: str | os.PathLike) -> Any:
     """Read and validate a package's model description (format 0.4 is updated to 0.5).
 
@@ -126,10 +166,12 @@ def open_description(path: str | os.PathLike) -> Any:
             warnings.simplefilter("ignore")
             descr = load_model_description(path, format_version="latest", perform_io_checks=True)
     except Exception as err:  # the spec library raises many kinds on broken input
+        _refuse_missing_files(path)
         raise PackageError(
             f"the package {path} could not be read: {type(err).__name__}: {_first_error(err)}"
         ) from None
     if isinstance(descr, InvalidDescr):
+        _refuse_missing_files(path)
         raise PackageError(
             f"the package {path} is not a valid BioImage.IO model: "
             f"{_first_error(descr.validation_summary)}"

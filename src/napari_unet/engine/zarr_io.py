@@ -106,7 +106,7 @@ def open_lazy(path: str | os.PathLike) -> tuple[Any, str]:
         if not multiscales:
             raise ValueError(
                 f"{path} is a zarr group without OME-Zarr multiscales metadata; name the array "
-                "inside it (e.g. {path}/0)"
+                f"inside it (e.g. {path / '0'})"
             )
         first = multiscales[0]
         names = [a.get("name", "") if isinstance(a, dict) else str(a) for a in first.get("axes", [])]
