@@ -274,18 +274,24 @@ def test_a_folder_with_a_bad_image_still_segments_the_others(cells, tmp_path, ca
 @pytest.mark.parametrize(
     "options",
     [{"w0": float("nan")}, {"w0": float("inf")}, {"sigma": float("nan")},
-     {"augment_strength": float("nan")}, {"seed": -1}, {"seed": 2**70}],
-    ids=["w0-nan", "w0-inf", "sigma-nan", "augment-nan", "seed-negative", "seed-2**70"],
+     {"augment_strength": float("nan")}, {"seed": -1}, {"seed": 2**70}, {"lr": 1e10},
+     {"lr": float("inf")}, {"lr": float("nan")}],
+    ids=["w0-nan", "w0-inf", "sigma-nan", "augment-nan", "seed-negative", "seed-2**70",
+         "lr-1e10", "lr-inf", "lr-nan"],
 )
 def test_training_options_that_no_training_can_use_are_refused(options):
     """NaN w0 ended in torch's 'Probabilities contain NaN', NaN augmentation trained silently,
-    a seed past 2**63 in 'Overflow when unpacking long long'."""
-    with pytest.raises(ValueError, match=next(iter(options)).split("_")[0]):
+    a seed past 2**63 in 'Overflow when unpacking long long', a learning rate of 1e10 read all
+    the data and started training, to end in 'the loss became nan at step 2'."""
+    words = {"lr": "learning rate"}.get(next(iter(options)), next(iter(options)).split("_")[0])
+    with pytest.raises(ValueError, match=words):
         TrainConfig(**options)
 
 
 @pytest.mark.parametrize(
-    "option", [("--w0", "nan"), ("--augment", "nan"), ("--seed", "-1"), ("--seed", str(2**70))]
+    "option",
+    [("--w0", "nan"), ("--augment", "nan"), ("--seed", "-1"), ("--seed", str(2**70)),
+     ("--lr", "1e10"), ("--lr", "1.5")],
 )
 def test_training_options_are_checked_on_the_command_line(tmp_path, capsys, option):
     tifffile.imwrite(tmp_path / "img.tif", np.zeros((16, 16), np.uint8))

@@ -16,6 +16,7 @@ from napari_unet.engine.events import (
 )
 from napari_unet.engine.model import UNet, UNetConfig
 from napari_unet.engine.synthetic import synthetic_nuclei
+from napari_unet.engine.train_config import MAX_LR
 from napari_unet.engine.training import TrainConfig, iter_train, train
 from napari_unet.engine.training_tiles import window as _window
 
@@ -33,6 +34,14 @@ def test_config_round_trip_and_validation():
         TrainConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="unknown training options"):
         TrainConfig.from_dict({"steps": 3, "nonsense": 1})
+
+
+def test_the_learning_rate_is_bounded_by_max_lr():
+    """lr=1e10 was accepted and training ended at step 2 with a NaN loss; MAX_LR is allowed."""
+    assert TrainConfig(optimizer="sgd", lr=MAX_LR).learning_rate == MAX_LR
+    for lr in (MAX_LR * 1.01, 1e10, 0.0, -1e-3):
+        with pytest.raises(ValueError, match="learning rate must be above 0 and at most 1"):
+            TrainConfig(lr=lr)
 
 
 def test_events_are_typed_and_in_order(nuclei):
