@@ -358,6 +358,40 @@ def test_image_weights_choose_how_often_each_image_is_drawn(nuclei):
         iter_train(tiny_model(), image, labels, config=config, image_weights=[1.0, 2.0]).send(None)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_validation_never_takes_the_only_annotated_image(nuclei, seed):
+    """An image annotated nowhere (no cell, an empty region) beside an annotated one, with half
+    held out: seeds 0-2 held out the annotated image and trained on weight 0 alone (loss 0.0 at
+    every step, the model unchanged). Now only annotated images are held out whole."""
+    image, labels = nuclei
+    nowhere = np.zeros(labels.shape, bool)
+    config = TrainConfig(steps=3, tile_size=32, sample_every=0, val_fraction=0.5, seed=seed)
+    gen = iter_train(
+        tiny_model(), [image, image], [labels, np.zeros_like(labels)], regions=[None, nowhere],
+        config=config, device="cpu",
+    )
+    steps, _ = _steps(gen)
+    assert len(steps) == 3 and all(s.loss > 0 for s in steps)
+
+
+def test_held_out_cells_never_take_every_annotated_pixel():
+    """Eight 3 x 3 cells packed in a 6 x 12 block, annotated around themselves only: the
+    surroundings of seven held-out cells covered the eighth and the whole margin, and training ran
+    on weight 0 (loss 0.0). Now no cell is held out then, as with too few cells."""
+    labels = np.zeros((48, 48), np.int32)
+    for k in range(8):
+        r, c = 20 + 3 * (k // 4), 18 + 3 * (k % 4)
+        labels[r : r + 3, c : c + 3] = k + 1
+    image = (labels > 0).astype(np.float32)
+    config = TrainConfig(steps=3, tile_size=32, sample_every=0, val_fraction=0.9)
+    gen = iter_train(
+        tiny_model(), image, labels, regions=np.zeros(labels.shape, bool), config=config,
+        device="cpu",
+    )
+    steps, _ = _steps(gen)
+    assert len(steps) == 3 and all(s.loss > 0 for s in steps)
+
+
 def test_tile_workers_are_reproducible_whatever_their_number(nuclei):
     image, labels = nuclei
 

@@ -350,16 +350,22 @@ def _prepare(image, labels, regions, channel_axis, in_channels, n_classes, norma
 def _hold_out(samples: list[_Sample], config: TrainConfig, rng: np.random.Generator):
     """Split off validation data: whole images when there are enough, else annotated cells.
 
+    Only images with an annotated pixel (weight > 0) are held out whole: one without would score
+    nothing, and holding out the annotated ones could leave training nothing but weight 0. Cells
+    are not held out when their surroundings would cover every annotated pixel left to train on.
+
     Returns the training samples (with held-out cells' surroundings set to weight 0), the
     validation samples and, per validation sample, the bool mask where it is scored.
     """
     if config.val_fraction <= 0:
         return samples, [], []
-    n_val_images = int(round(config.val_fraction * len(samples)))
-    if n_val_images >= 1 and len(samples) - n_val_images >= 1:
-        order = rng.permutation(len(samples))
+    annotated = [i for i, s in enumerate(samples) if s.weights.any()]
+    n_val_images = int(round(config.val_fraction * len(annotated)))
+    if n_val_images >= 1 and len(annotated) - n_val_images >= 1:
+        order = rng.permutation(annotated).tolist()
+        unannotated = [s for s in samples if not s.weights.any()]
         val = [samples[i] for i in order[:n_val_images]]
-        train = [samples[i] for i in order[n_val_images:]]
+        train = [samples[i] for i in order[n_val_images:]] + unannotated
         return train, val, [s.weights > 0 for s in val]
     # one image (or a few): hold out a fraction of the painted cells and their surroundings
     cells = [(i, cid) for i, s in enumerate(samples) for cid in np.unique(s.labels[s.labels > 0])]
@@ -381,6 +387,8 @@ def _hold_out(samples: list[_Sample], config: TrainConfig, rng: np.random.Genera
         train.append(_Sample(s.image, s.labels, s.target, weights, s.share))
         val.append(s)
         masks.append(held)
+    if not any(s.weights.any() for s in train):  # cells packed within `margin` of each other
+        return samples, [], []
     return train, val, masks
 
 
