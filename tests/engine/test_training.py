@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,7 @@ from napari_unet.engine.model import UNet, UNetConfig
 from napari_unet.engine.synthetic import synthetic_nuclei
 from napari_unet.engine.train_config import MAX_LR
 from napari_unet.engine.training import TrainConfig, iter_train, train
+from napari_unet.engine.training_tiles import sampling_probabilities
 from napari_unet.engine.training_tiles import window as _window
 
 
@@ -356,6 +359,24 @@ def test_image_weights_choose_how_often_each_image_is_drawn(nuclei):
     assert cell_share([0.0, 1.0]) == 0.0
     with pytest.raises(ValueError, match="image_weights"):
         iter_train(tiny_model(), image, labels, config=config, image_weights=[1.0, 2.0]).send(None)
+
+
+def test_image_weights_on_images_without_annotation_are_refused(nuclei):
+    """The annotated image weighed 0 and the other has no annotated pixel: the sampling fell back
+    to drawing both alike, and steps on the second had loss 0.0 (weight 0 everywhere)."""
+    image, labels = nuclei
+    nowhere = np.zeros(labels.shape, bool)
+    gen = iter_train(
+        tiny_model(), [image, image], [labels, np.zeros_like(labels)], regions=[None, nowhere],
+        config=TrainConfig(steps=2, tile_size=32, val_fraction=0), device="cpu",
+        image_weights=[0.0, 1.0],
+    )
+    with pytest.raises(ValueError, match="image_weights draw only images without an annotated"):
+        next(gen)
+    # the sampling itself refuses a set with nothing to draw, rather than drawing all alike
+    prepared = SimpleNamespace(weights=np.zeros((8, 8), np.float32), share=1.0)
+    with pytest.raises(ValueError, match="no training image has an annotated pixel"):
+        sampling_probabilities([prepared, prepared])
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -128,7 +128,7 @@ def iter_train(
     ------
     ValueError
         Before any work, for bad input (no painted cells, shapes that differ, channels that do
-        not fit the model).
+        not fit the model, ``image_weights`` that draw only images with weight 0).
     """
     from napari_unet.engine.augment import Augmenter
     from napari_unet.engine.checkpoint import save_checkpoint
@@ -152,6 +152,11 @@ def iter_train(
             )
         for sample, weight in zip(samples, image_weights, strict=True):
             sample.share = weight
+        if not any(s.share > 0 and s.weights.any() for s in samples):
+            raise ValueError(
+                "image_weights draw only images without an annotated pixel (no painted cell, "
+                "no region): every pixel of their tiles has weight 0 and teaches nothing"
+            )
     if not any(s.weights.any() and (s.labels > 0).any() for s in samples):
         raise ValueError(
             "no painted cells: paint at least one cell in the labels layer before training"
