@@ -131,7 +131,7 @@ def iter_train(
         not fit the model, ``image_weights`` that draw only images with weight 0).
     """
     from napari_unet.engine.augment import Augmenter
-    from napari_unet.engine.checkpoint import save_checkpoint
+    from napari_unet.engine.checkpoint_write import save_checkpoint
     from napari_unet.engine.losses import weighted_cross_entropy
 
     config = config or TrainConfig()
