@@ -510,3 +510,35 @@ def test_renaming_the_chosen_layer_keeps_it_chosen(viewer_with_image, stack_imag
 
     viewer.layers.remove(stack)  # removing it still moves the choice on, and says so
     assert widget.image.value is viewer.layers["nuclei"] and changes == [viewer.layers["nuclei"]]
+
+
+def test_a_broken_model_file_gives_way_to_the_model_used_before(
+    viewer_with_image, tmp_path, wait_job, errors
+):
+    """A picked file that is no model failed to load and stayed the current model, so every
+    later Segment failed the same way. Now the panel goes back to the model it used before and
+    says so, naming the file; the next Segment works."""
+    from napari_unet._qt._session import session_for
+    from napari_unet._qt.segment_widget import MODEL_FILE
+
+    viewer = viewer_with_image
+    session = session_for(viewer)
+    before = session.current  # the tiny test model
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a model")
+    widget = _widget(viewer)
+    widget.model.value = MODEL_FILE
+    widget.model_file.value = broken
+
+    job = widget.segment()
+    wait_job(job)
+    assert job.error is not None
+    assert len(errors) == 1 and str(broken) in errors[0] and "could not be read" in errors[0]
+    assert session.current is before and widget.model.value is before
+    assert not widget.model_file.visible
+    assert str(broken) in widget.status.value and f"back to '{before.label}'" in widget.status.value
+
+    job = widget.segment()
+    wait_job(job)
+    assert job.error is None and len(errors) == 1
+    assert "cells in" in widget.status.value

@@ -33,3 +33,18 @@ def test_set_current_tells_the_widgets_and_remembers_the_fine_tuned_model():
     assert session.entries() == [session.default, tuned]
     session.set_current(session.default)
     assert session.fine_tuned is tuned and session.current is session.default
+
+
+def test_a_model_that_cannot_be_loaded_falls_back_to_the_one_before():
+    session = Session()
+    first = ModelEntry("a.pt", "a.pt", kind="file")
+    broken = ModelEntry("broken.pt", "broken.pt", kind="file")
+    session.set_current(first)
+    session.set_current(broken)
+    assert session.fall_back(broken) is first and session.current is first
+    assert session.fall_back(broken) is None and session.current is first  # no longer current
+    # nothing before it: the bundled default; the default itself has nothing to fall back to
+    lone = Session()
+    lone.set_current(broken)
+    assert lone.fall_back(broken) is lone.default and lone.current is lone.default
+    assert lone.fall_back(lone.default) is None and lone.current is lone.default

@@ -128,3 +128,16 @@ def test_the_progress_bar_costs_little(make_napari_viewer, wait_job, errors, cpu
         assert len(calls) <= 2 * (seconds / PROGRESS_INTERVAL + 2)
         assert sum(calls) <= 0.05 * seconds
     assert errors == []
+
+
+def test_a_model_file_error_is_named_even_before_the_checkpoint_facade_is_imported(monkeypatch):
+    """The engine raises CheckpointError from napari_unet.engine.checkpoint_format; the loaders
+    never import napari_unet.engine.checkpoint, so the message must not depend on it."""
+    import sys
+
+    from napari_unet._qt._worker import user_message
+    from napari_unet.engine.checkpoint_format import CheckpointError
+
+    monkeypatch.delitem(sys.modules, "napari_unet.engine.checkpoint", raising=False)
+    message = user_message(CheckpointError("the model file m.pt is empty"), "Segmentation")
+    assert message == "Segmentation failed: the model file cannot be used: the model file m.pt is empty."

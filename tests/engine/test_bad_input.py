@@ -274,18 +274,24 @@ def test_a_folder_with_a_bad_image_still_segments_the_others(cells, tmp_path, ca
 @pytest.mark.parametrize(
     "options",
     [{"w0": float("nan")}, {"w0": float("inf")}, {"sigma": float("nan")},
-     {"augment_strength": float("nan")}, {"seed": -1}, {"seed": 2**70}],
-    ids=["w0-nan", "w0-inf", "sigma-nan", "augment-nan", "seed-negative", "seed-2**70"],
+     {"augment_strength": float("nan")}, {"seed": -1}, {"seed": 2**70}, {"lr": 1e10},
+     {"lr": float("inf")}, {"lr": float("nan")}],
+    ids=["w0-nan", "w0-inf", "sigma-nan", "augment-nan", "seed-negative", "seed-2**70",
+         "lr-1e10", "lr-inf", "lr-nan"],
 )
 def test_training_options_that_no_training_can_use_are_refused(options):
     """NaN w0 ended in torch's 'Probabilities contain NaN', NaN augmentation trained silently,
-    a seed past 2**63 in 'Overflow when unpacking long long'."""
-    with pytest.raises(ValueError, match=next(iter(options)).split("_")[0]):
+    a seed past 2**63 in 'Overflow when unpacking long long', a learning rate of 1e10 read all
+    the data and started training, to end in 'the loss became nan at step 2'."""
+    words = {"lr": "learning rate"}.get(next(iter(options)), next(iter(options)).split("_")[0])
+    with pytest.raises(ValueError, match=words):
         TrainConfig(**options)
 
 
 @pytest.mark.parametrize(
-    "option", [("--w0", "nan"), ("--augment", "nan"), ("--seed", "-1"), ("--seed", str(2**70))]
+    "option",
+    [("--w0", "nan"), ("--augment", "nan"), ("--seed", "-1"), ("--seed", str(2**70)),
+     ("--lr", "1e10"), ("--lr", "1.5")],
 )
 def test_training_options_are_checked_on_the_command_line(tmp_path, capsys, option):
     tifffile.imwrite(tmp_path / "img.tif", np.zeros((16, 16), np.uint8))
@@ -468,3 +474,24 @@ def test_one_folder_as_prediction_and_ground_truth_is_refused(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "a_labels.tif", np.zeros_like(labels))
     code, out, err = _run(capsys, "evaluate", tmp_path, tmp_path)
     assert code == 2 and "scored against itself" in err and out == ""
+
+
+def test_train_never_holds_out_its_only_annotated_image(tmp_path, capsys):
+    """b.tif has no cell and an empty region mask; with --val-fraction 0.5 the split held out
+    a.tif and trained on b.tif's weight 0 alone ('loss 0.0000' at every step)."""
+    image, labels = synthetic_nuclei((48, 48), n_cells=4, diameter=12.0, rng=2)
+    for name, lab, region in (("a", labels, True), ("b", np.zeros_like(labels), False)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", image)
+        tifffile.imwrite(tmp_path / f"{name}_labels.tif", lab.astype(np.uint16))
+        tifffile.imwrite(tmp_path / f"{name}_regions.tif", np.full(labels.shape, region, np.uint8))
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    code, _, err = _run(
+        capsys, "train", "--images", tmp_path / "a.tif", tmp_path / "b.tif",
+        "--labels", tmp_path / "a_labels.tif", tmp_path / "b_labels.tif",
+        "--regions", tmp_path / "a_regions.tif", tmp_path / "b_regions.tif",
+        "--from", tmp_path / "start.pt", "-o", tmp_path / "m.pt", "--steps", 3, "--log-every", 1,
+        "--val-fraction", 0.5, "--seed", 0, "--device", "cpu",
+    )
+    assert code == 0, err
+    losses = [float(line.split("loss ")[1]) for line in err.splitlines() if line.startswith("step ")]
+    assert len(losses) == 3 and min(losses) > 0, err

@@ -305,17 +305,17 @@ def test_unreachable_scheduler_is_reported_quickly():
 
 
 def test_model_is_loaded_once_per_worker_thread(monkeypatch):
-    from napari_unet.engine import checkpoint
+    from napari_unet.engine import checkpoint_read
 
     payload = blockwise.ModelPayload.from_model("default")
     loads = []
-    original = checkpoint.load_checkpoint
+    original = checkpoint_read.load_checkpoint
 
     def count(*args, **kwargs):
         loads.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "load_checkpoint", count)
+    monkeypatch.setattr(checkpoint_read, "load_checkpoint", count)
     monkeypatch.setattr(blockwise, "_WORKER_MODELS", {})
     first = blockwise.worker_model(payload)
     second = blockwise.worker_model(payload)

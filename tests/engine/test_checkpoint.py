@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.engine import checkpoint as ckpt_module
+from napari_unet.engine import checkpoint_write
 from napari_unet.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     FORMAT_VERSION,
@@ -128,7 +128,7 @@ def test_a_failed_write_leaves_the_previous_file_intact(saved, monkeypatch):
         fh.write(b"PK\x03\x04 half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt_module.torch, "save", crash)
+    monkeypatch.setattr(checkpoint_write.torch, "save", crash)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, _tiny(base_channels=8), extra={"name": "new"})
     monkeypatch.undo()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,9 @@ from napari_unet.engine.events import (
 )
 from napari_unet.engine.model import UNet, UNetConfig
 from napari_unet.engine.synthetic import synthetic_nuclei
+from napari_unet.engine.train_config import MAX_LR
 from napari_unet.engine.training import TrainConfig, iter_train, train
+from napari_unet.engine.training_tiles import sampling_probabilities
 from napari_unet.engine.training_tiles import window as _window
 
 
@@ -33,6 +37,14 @@ def test_config_round_trip_and_validation():
         TrainConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="unknown training options"):
         TrainConfig.from_dict({"steps": 3, "nonsense": 1})
+
+
+def test_the_learning_rate_is_bounded_by_max_lr():
+    """lr=1e10 was accepted and training ended at step 2 with a NaN loss; MAX_LR is allowed."""
+    assert TrainConfig(optimizer="sgd", lr=MAX_LR).learning_rate == MAX_LR
+    for lr in (MAX_LR * 1.01, 1e10, 0.0, -1e-3):
+        with pytest.raises(ValueError, match="learning rate must be above 0 and at most 1"):
+            TrainConfig(lr=lr)
 
 
 def test_events_are_typed_and_in_order(nuclei):
@@ -347,6 +359,58 @@ def test_image_weights_choose_how_often_each_image_is_drawn(nuclei):
     assert cell_share([0.0, 1.0]) == 0.0
     with pytest.raises(ValueError, match="image_weights"):
         iter_train(tiny_model(), image, labels, config=config, image_weights=[1.0, 2.0]).send(None)
+
+
+def test_image_weights_on_images_without_annotation_are_refused(nuclei):
+    """The annotated image weighed 0 and the other has no annotated pixel: the sampling fell back
+    to drawing both alike, and steps on the second had loss 0.0 (weight 0 everywhere)."""
+    image, labels = nuclei
+    nowhere = np.zeros(labels.shape, bool)
+    gen = iter_train(
+        tiny_model(), [image, image], [labels, np.zeros_like(labels)], regions=[None, nowhere],
+        config=TrainConfig(steps=2, tile_size=32, val_fraction=0), device="cpu",
+        image_weights=[0.0, 1.0],
+    )
+    with pytest.raises(ValueError, match="image_weights draw only images without an annotated"):
+        next(gen)
+    # the sampling itself refuses a set with nothing to draw, rather than drawing all alike
+    prepared = SimpleNamespace(weights=np.zeros((8, 8), np.float32), share=1.0)
+    with pytest.raises(ValueError, match="no training image has an annotated pixel"):
+        sampling_probabilities([prepared, prepared])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_validation_never_takes_the_only_annotated_image(nuclei, seed):
+    """An image annotated nowhere (no cell, an empty region) beside an annotated one, with half
+    held out: seeds 0-2 held out the annotated image and trained on weight 0 alone (loss 0.0 at
+    every step, the model unchanged). Now only annotated images are held out whole."""
+    image, labels = nuclei
+    nowhere = np.zeros(labels.shape, bool)
+    config = TrainConfig(steps=3, tile_size=32, sample_every=0, val_fraction=0.5, seed=seed)
+    gen = iter_train(
+        tiny_model(), [image, image], [labels, np.zeros_like(labels)], regions=[None, nowhere],
+        config=config, device="cpu",
+    )
+    steps, _ = _steps(gen)
+    assert len(steps) == 3 and all(s.loss > 0 for s in steps)
+
+
+def test_held_out_cells_never_take_every_annotated_pixel():
+    """Eight 3 x 3 cells packed in a 6 x 12 block, annotated around themselves only: the
+    surroundings of seven held-out cells covered the eighth and the whole margin, and training ran
+    on weight 0 (loss 0.0). Now no cell is held out then, as with too few cells."""
+    labels = np.zeros((48, 48), np.int32)
+    for k in range(8):
+        r, c = 20 + 3 * (k // 4), 18 + 3 * (k % 4)
+        labels[r : r + 3, c : c + 3] = k + 1
+    image = (labels > 0).astype(np.float32)
+    config = TrainConfig(steps=3, tile_size=32, sample_every=0, val_fraction=0.9)
+    gen = iter_train(
+        tiny_model(), image, labels, regions=np.zeros(labels.shape, bool), config=config,
+        device="cpu",
+    )
+    steps, _ = _steps(gen)
+    assert len(steps) == 3 and all(s.loss > 0 for s in steps)
 
 
 def test_tile_workers_are_reproducible_whatever_their_number(nuclei):

@@ -28,6 +28,7 @@ from napari_unet._qt._segment_call import engine_options
 from napari_unet.engine.train_config import (
     DEFAULT_LR,
     FINE_TUNE_FOREGROUND_FRACTION,
+    MAX_LR,
     OPTIMIZERS,
     TrainConfig,
 )
@@ -94,7 +95,7 @@ class FineTuneSettings:
             tooltip="adam: quick fine-tuning; sgd: the paper's preset (momentum 0.99).",
         )
         self.lr = FloatSpinBox(
-            label="learning rate", value=defaults.learning_rate, min=1e-6, max=1.0, step=1e-4
+            label="learning rate", value=defaults.learning_rate, min=1e-6, max=MAX_LR, step=1e-4
         )
         self.lr.native.setDecimals(6)
         self.w0, self.sigma = border_weight_controls(

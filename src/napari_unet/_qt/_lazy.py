@@ -48,13 +48,13 @@ def lazy_segment_job(data: Any, layout: Any, entry: Any, store: Path, **options:
     is segmented plane by plane); ``options`` go to
     :func:`~napari_unet.engine.blockwise.iter_segment_blockwise`.
     """
+    from napari_unet._qt._segment_call import load_entry
     from napari_unet.engine.blockwise import DEFAULT_BLOCK, iter_segment_blockwise
-    from napari_unet.engine.models import load_model
     from napari_unet.engine.zarr_io import LabelStore
 
     if len(layout.lead_shape) > 1:
         raise ValueError("a lazy layer is segmented with one leading axis (Z or time) at most")
-    model = load_model(entry.resolve())
+    model = load_entry(entry)
     shape = tuple(int(n) for n in data.shape)
     channel_axis = None if layout.channel_axis is None else layout.channel_axis % len(shape)
     spatial = [n for i, n in enumerate(shape) if i != channel_axis]

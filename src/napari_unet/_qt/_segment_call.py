@@ -59,6 +59,29 @@ def segment_call(
     )
 
 
+class ModelUnusable(ValueError):
+    """The model of ``entry`` could not be loaded (a corrupt file, one that is no model, a file
+    gone missing). The message is the sentence the user reads, naming the file; the Segment
+    panel then goes back to the model it used before (:meth:`Session.fall_back`)."""
+
+    def __init__(self, entry: ModelEntry, reason: str) -> None:
+        super().__init__(reason)
+        self.entry = entry
+
+
+def load_entry(entry: ModelEntry) -> Any:
+    """Worker thread: ``load_model(entry.resolve())``, the ``(network, Checkpoint)`` pair; a
+    model that cannot be loaded raises :class:`ModelUnusable` naming ``entry``."""
+    from napari_unet._qt._worker import user_message
+    from napari_unet.engine.models import load_model
+
+    try:
+        return load_model(entry.resolve())
+    except (ValueError, OSError) as exc:  # CheckpointError, PackageError, FileNotFoundError
+        reason = user_message(exc, "Loading").removeprefix("Loading failed: ").rstrip(".")
+        raise ModelUnusable(entry, reason) from exc
+
+
 @dataclass(frozen=True)
 class RescaleQuestion:
     """What :func:`segment_job` returns instead of segmenting when the typed diameter would
@@ -86,9 +109,8 @@ def segment_job(
     **options : passed on to :func:`napari_unet.engine.segment.iter_segment`.
     """
     from napari_unet.engine.diameter import RESCALE_LIMIT, rescale_factor
-    from napari_unet.engine.models import load_model
 
-    model = load_model(entry.resolve())
+    model = load_entry(entry)
     diameter, trained = options.get("diameter"), model[1].diameter
     factor = rescale_factor(diameter, trained)
     if not confirmed and not 1 / RESCALE_LIMIT <= factor <= RESCALE_LIMIT:

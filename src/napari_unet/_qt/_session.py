@@ -80,6 +80,8 @@ class Session:
             DEFAULT_LABEL, "default", kind="default", min_confidence=MIN_CONFIDENCE
         )
         self.current: ModelEntry = self.default
+        #: the model current before ``current``, which :meth:`fall_back` returns to
+        self.previous: ModelEntry | None = None
         self.fine_tuned: ModelEntry | None = None
         self.segment_options: dict[str, Any] = {}
 
@@ -87,8 +89,22 @@ class Session:
         """Make ``entry`` the current model and tell every widget."""
         if entry.kind == "fine-tuned":
             self.fine_tuned = entry
+        if entry is not self.current:
+            self.previous = self.current
         self.current = entry
         self.changed.emit(entry)
+
+    def fall_back(self, failed: ModelEntry) -> ModelEntry | None:
+        """``failed`` could not be loaded: make the model current before it current again (the
+        bundled default when there was none) and return it. ``None``, and nothing changes, when
+        ``failed`` is no longer the current model or is the bundled default itself."""
+        if failed is not self.current or failed is self.default:
+            return None
+        back = self.previous if self.previous not in (None, failed) else self.default
+        if self.fine_tuned is failed:
+            self.fine_tuned = None
+        self.set_current(back)
+        return back
 
     def entries(self) -> list[ModelEntry]:
         """The models to offer, current first-class choices only (files are picked separately)."""

@@ -97,7 +97,7 @@ def user_message(exc: BaseException, what: str = "The operation") -> str:
         reason = OOM_MESSAGE
     elif isinstance(exc, MemoryError):
         reason = "out of memory; try a smaller image, a smaller tile size or fewer planes"
-    elif _is_instance(exc, "napari_unet.engine.checkpoint", "CheckpointError"):
+    elif _is_instance(exc, "napari_unet.engine.checkpoint_format", "CheckpointError"):
         reason = f"the model file cannot be used: {text}"
     elif isinstance(exc, FileNotFoundError):
         reason = f"file not found: {exc.filename or text}"

@@ -37,6 +37,7 @@ from napari_unet._qt._partial import show_partial
 from napari_unet._qt._progress import PanelProgress, tile_fraction
 from napari_unet._qt._segment_call import (
     SEGMENT_OPTION_NAMES,
+    ModelUnusable,
     RescaleQuestion,
     engine_options,
     segment_job,
@@ -463,10 +464,21 @@ class SegmentWidget(QWidget):
                 if kept is not None:
                     self.status.value = f"cancelled; the planes done are in '{kept.name}'"
             elif job.error is not None:
-                self.status.value = "failed (see the notification)"
+                self.status.value = self._failure_text(job.error)
             self._set_running(False)
         except RuntimeError:  # the panel is already gone (the viewer closed during the job)
             pass
+
+    def _failure_text(self, error: BaseException) -> str:
+        """The status line after a failed job. A model that could not be loaded gives way to
+        the one used before (:meth:`~napari_unet._qt._session.Session.fall_back`), so that the
+        next Segment does not fail the same way; the line names the file."""
+        if isinstance(error, ModelUnusable):
+            back = self.session.fall_back(error.entry)
+            if back is not None:
+                name = controls.model_description(error.entry)
+                return f"failed: {name} could not be loaded; back to '{back.label}'"
+        return "failed (see the notification)"
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)

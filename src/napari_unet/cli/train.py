@@ -20,10 +20,18 @@ from napari_unet.cli.files import (
     pair_files,
     path_text,
 )
-from napari_unet.cli.numbers import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, SHARE
+from napari_unet.cli.numbers import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, SHARE, number
 from napari_unet.cli.output import UsageError, one_line, say, warning
 from napari_unet.engine.device import DEVICE_CHOICES
-from napari_unet.engine.train_config import FINE_TUNE_FOREGROUND_FRACTION, OPTIMIZERS, TrainConfig
+from napari_unet.engine.train_config import (
+    FINE_TUNE_FOREGROUND_FRACTION,
+    MAX_LR,
+    OPTIMIZERS,
+    TrainConfig,
+)
+
+#: ``--lr``: what :class:`TrainConfig` accepts, checked before any file is read
+LEARNING_RATE = number(float, lambda v: 0 < v <= MAX_LR, f"a number above 0 and at most {MAX_LR:g}")
 
 
 def _training_layout(args, tif, lab, image_path, in_channels):
@@ -359,7 +367,8 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.add_argument("--steps", type=POSITIVE_INT, default=defaults.steps,
                    help="optimisation steps (default: %(default)s)")
-    t.add_argument("--lr", type=POSITIVE, help="learning rate (default: the optimizer's preset)")
+    t.add_argument("--lr", type=LEARNING_RATE,
+                   help=f"learning rate, at most {MAX_LR:g} (default: the optimizer's preset)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer,
                    help="adam, or sgd (the paper's preset: momentum 0.99)")
     t.add_argument("--w0", type=NON_NEGATIVE, default=defaults.w0,

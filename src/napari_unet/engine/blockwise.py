@@ -201,7 +201,7 @@ class ModelPayload:
         if isinstance(model, (str, os.PathLike)):
             data = open(model, "rb").read()
         else:
-            from napari_unet.engine.checkpoint import save_checkpoint
+            from napari_unet.engine.checkpoint_write import save_checkpoint
 
             net, checkpoint = load_model(model)
             with tempfile.TemporaryDirectory() as folder:
@@ -231,7 +231,7 @@ def worker_model(payload: Any) -> Any:
     key = f"{payload.key}:{threading.get_ident()}"
     cached = _WORKER_MODELS.get(key)
     if cached is None:
-        from napari_unet.engine.checkpoint import load_checkpoint
+        from napari_unet.engine.checkpoint_read import load_checkpoint
 
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "model.pt")

@@ -185,7 +185,7 @@ def foreign_model(descr: Any, path: Path, *, trust_code: bool) -> tuple[ForeignM
     The checkpoint carries no diameter (images are not rescaled) and no normalisation (the
     package's pre-processing normalises).
     """
-    from napari_unet.engine.checkpoint import Checkpoint
+    from napari_unet.engine.checkpoint_format import Checkpoint
 
     in_channels = _check_2d(descr, path)
     semantics, channels = output_semantics(descr)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from napari_unet.engine.checkpoint import Checkpoint
+    from napari_unet.engine.checkpoint_format import Checkpoint
     from napari_unet.engine.model import UNet
 
 __all__ = [
@@ -59,7 +59,7 @@ def load_model(model: Any = None, *, device: Any = "cpu") -> tuple[UNet, Checkpo
     TypeError
         ``model`` is none of the above.
     """
-    from napari_unet.engine.checkpoint import load_checkpoint
+    from napari_unet.engine.checkpoint_read import load_checkpoint
     from napari_unet.engine.foreign import ForeignModel
     from napari_unet.engine.model import UNet
     from napari_unet.engine.packages import PackageSource, is_package_path, load_package
@@ -108,7 +108,7 @@ def bundled_model_path() -> Path | None:
 def _default_checkpoint(net: UNet) -> Checkpoint:
     """Metadata for a network that came without a model file: percentile normalisation 1-99.8
     (the engine's default), no training diameter."""
-    from napari_unet.engine.checkpoint import Checkpoint
+    from napari_unet.engine.checkpoint_format import Checkpoint
     from napari_unet.engine.normalization import DEFAULT_NORMALIZATION
 
     return Checkpoint(config=net.config, normalization=dict(DEFAULT_NORMALIZATION))

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from napari_unet.engine.checkpoint import CheckpointError
+from napari_unet.engine.checkpoint_format import CheckpointError
 
 __all__ = [
     "PackageError",
@@ -253,7 +253,8 @@ def _load_own(descr: Any, path: Path, *, device: Any) -> tuple[Any, Any]:
     import torch
 
     from napari_unet.engine.bioimageio import CONFIG_KEY
-    from napari_unet.engine.checkpoint import Checkpoint, network_from_state_dict
+    from napari_unet.engine.checkpoint_format import Checkpoint
+    from napari_unet.engine.checkpoint_validation import network_from_state_dict
     from napari_unet.engine.confidence_calibration import EXTRA_KEY as CALIBRATION_KEY
     from napari_unet.engine.confidence_calibration import chosen_min_confidence
     from napari_unet.engine.device import resolve_device

@@ -14,6 +14,9 @@ from typing import Any
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2}
+#: The largest learning rate accepted: 100x SGD's preset. Far above it a step overshoots so much
+#: that the loss turns NaN within a few steps (lr=1e10: at step 2, after all data were read).
+MAX_LR = 1.0
 
 #: Share of tiles centred on a labelled cell for fine-tuning on sparse annotations, used by the
 #: Fine-tune panel and ``napari-unet train``: a few painted cells in a large image are otherwise
@@ -30,7 +33,8 @@ class TrainConfig:
     steps : number of optimisation steps.
     optimizer : ``"adam"`` (fast fine-tuning) or ``"sgd"`` (the paper's preset: momentum 0.99,
         one large tile per step).
-    lr : learning rate; ``None`` takes the preset's (Adam 1e-3, SGD 1e-2).
+    lr : learning rate, above 0 and at most :data:`MAX_LR`; ``None`` takes the preset's (Adam
+        1e-3, SGD 1e-2).
     momentum : SGD momentum (the paper: 0.99).
     weight_decay : L2 penalty.
     schedule : ``"constant"`` or ``"cosine"`` decay of the learning rate to 5% over ``steps`` (or
@@ -103,8 +107,10 @@ class TrainConfig:
             raise ValueError(f"steps must be at least 1, not {self.steps}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"the learning rate must be positive, not {self.lr}")
+        if self.lr is not None and not 0 < self.lr <= MAX_LR:  # NaN fails too
+            raise ValueError(
+                f"the learning rate must be above 0 and at most {MAX_LR:g}, not {self.lr:g}"
+            )
         if not (0 <= self.w0 < math.inf and 0 < self.sigma < math.inf):  # NaN fails too
             raise ValueError(f"need w0 >= 0 and sigma > 0, got w0={self.w0}, sigma={self.sigma}")
         if not 0 <= self.augment_strength < math.inf:

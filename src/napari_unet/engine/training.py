@@ -128,10 +128,10 @@ def iter_train(
     ------
     ValueError
         Before any work, for bad input (no painted cells, shapes that differ, channels that do
-        not fit the model).
+        not fit the model, ``image_weights`` that draw only images with weight 0).
     """
     from napari_unet.engine.augment import Augmenter
-    from napari_unet.engine.checkpoint import save_checkpoint
+    from napari_unet.engine.checkpoint_write import save_checkpoint
     from napari_unet.engine.losses import weighted_cross_entropy
 
     config = config or TrainConfig()
@@ -152,6 +152,11 @@ def iter_train(
             )
         for sample, weight in zip(samples, image_weights, strict=True):
             sample.share = weight
+        if not any(s.share > 0 and s.weights.any() for s in samples):
+            raise ValueError(
+                "image_weights draw only images without an annotated pixel (no painted cell, "
+                "no region): every pixel of their tiles has weight 0 and teaches nothing"
+            )
     if not any(s.weights.any() and (s.labels > 0).any() for s in samples):
         raise ValueError(
             "no painted cells: paint at least one cell in the labels layer before training"
@@ -350,16 +355,22 @@ def _prepare(image, labels, regions, channel_axis, in_channels, n_classes, norma
 def _hold_out(samples: list[_Sample], config: TrainConfig, rng: np.random.Generator):
     """Split off validation data: whole images when there are enough, else annotated cells.
 
+    Only images with an annotated pixel (weight > 0) are held out whole: one without would score
+    nothing, and holding out the annotated ones could leave training nothing but weight 0. Cells
+    are not held out when their surroundings would cover every annotated pixel left to train on.
+
     Returns the training samples (with held-out cells' surroundings set to weight 0), the
     validation samples and, per validation sample, the bool mask where it is scored.
     """
     if config.val_fraction <= 0:
         return samples, [], []
-    n_val_images = int(round(config.val_fraction * len(samples)))
-    if n_val_images >= 1 and len(samples) - n_val_images >= 1:
-        order = rng.permutation(len(samples))
+    annotated = [i for i, s in enumerate(samples) if s.weights.any()]
+    n_val_images = int(round(config.val_fraction * len(annotated)))
+    if n_val_images >= 1 and len(annotated) - n_val_images >= 1:
+        order = rng.permutation(annotated).tolist()
+        unannotated = [s for s in samples if not s.weights.any()]
         val = [samples[i] for i in order[:n_val_images]]
-        train = [samples[i] for i in order[n_val_images:]]
+        train = [samples[i] for i in order[n_val_images:]] + unannotated
         return train, val, [s.weights > 0 for s in val]
     # one image (or a few): hold out a fraction of the painted cells and their surroundings
     cells = [(i, cid) for i, s in enumerate(samples) for cid in np.unique(s.labels[s.labels > 0])]
@@ -381,6 +392,8 @@ def _hold_out(samples: list[_Sample], config: TrainConfig, rng: np.random.Genera
         train.append(_Sample(s.image, s.labels, s.target, weights, s.share))
         val.append(s)
         masks.append(held)
+    if not any(s.weights.any() for s in train):  # cells packed within `margin` of each other
+        return samples, [], []
     return train, val, masks
 
 

@@ -188,8 +188,11 @@ def training_tile_sizes(
 
 
 def sampling_probabilities(samples: list) -> np.ndarray:
-    """Probability of drawing each prepared sample: its annotated weight times its share."""
+    """Probability of drawing each prepared sample: its annotated weight times its share.
+
+    Raises ValueError when no sample has both: every tile would have weight 0 and teach nothing.
+    """
     mass = np.array([float(s.weights.sum()) * s.share for s in samples])
-    if mass.sum() <= 0:
-        return np.full(len(samples), 1 / len(samples))
+    if not mass.sum() > 0:
+        raise ValueError("no training image has an annotated pixel to draw tiles from")
     return mass / mass.sum()
