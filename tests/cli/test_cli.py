@@ -746,3 +746,22 @@ def test_train_warns_about_one_id_on_several_cells(files, work, capsys, fake_tra
                        "--base-channels", "4", "--steps", "2", "-o", work / "c.pt")
     assert code == 0, err
     assert "stack_labels.tif, plane 1: label 1 covers" in err
+
+
+def test_train_names_a_plane_with_nothing_annotated(files, work, capsys, fake_training):
+    """A label plane with no painted cell and an empty region teaches nothing; training used to
+    leave it out without a word."""
+    truth = tifffile.imread(work / "cells_ground_truth.tif")
+    image = tifffile.imread(work / "cells.tif")
+    tifffile.imwrite(work / "stack.tif", np.stack([image, image]))
+    tifffile.imwrite(work / "stack_labels.tif", np.stack([truth, 0 * truth]).astype(np.uint16))
+    regions = np.ones((2, *truth.shape), np.uint8)
+    regions[1] = 0
+    tifffile.imwrite(work / "stack_regions.tif", regions)
+    code, _, err = run(capsys, "train", "--images", work / "stack.tif", "--labels",
+                       work / "stack_labels.tif", "--regions", work / "stack_regions.tif",
+                       "--axes", "ZYX", "--from", "scratch", "--depth", "2",
+                       "--base-channels", "4", "--steps", "2", "-o", work / "c.pt")
+    assert code == 0, err
+    assert "stack_labels.tif, plane 1: nothing is annotated" in err
+    assert "plane 0" not in err

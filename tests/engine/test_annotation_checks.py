@@ -24,3 +24,13 @@ def test_annotation_warnings():
     (text,) = annotation_warnings(labels, region)
     assert "every pixel inside the annotated regions is painted" in text
     assert "on the plane is painted" in annotation_warnings(np.ones((8, 8), np.int32), None)[0]
+
+
+def test_a_plane_with_nothing_annotated_is_named():
+    labels = np.zeros((16, 16), np.int32)
+    empty = np.zeros((16, 16), bool)
+    (text,) = annotation_warnings(labels, empty)
+    assert "nothing is annotated" in text
+    assert annotation_warnings(labels, None) == []  # the whole plane is background: it teaches
+    labels[4:8, 4:8] = 1  # a painted cell counts outside any region
+    assert annotation_warnings(labels, empty) == []

@@ -1,5 +1,5 @@
 """Warnings about annotations that would teach a model the wrong thing: one id on several cells,
-or no background. Shared by the Fine-tune panel and ``napari-unet train``."""
+no background, or nothing annotated at all. Shared by the Fine-tune panel and ``napari-unet train``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def annotation_warnings(labels: np.ndarray, regions: np.ndarray | None) -> list[
 
     - one id painted on several separate objects (the cells all painted with the same id):
       the model learns them as one cell, and no border between them;
-    - no unpainted pixel in the annotated area: the model sees no background.
+    - no unpainted pixel in the annotated area: the model sees no background;
+    - no painted cell and no annotated region: the plane teaches nothing (training leaves it
+      out, every pixel has weight 0).
     """
     from scipy import ndimage
 
@@ -36,6 +38,11 @@ def annotation_warnings(labels: np.ndarray, regions: np.ndarray | None) -> list[
             "its own id (in napari: press M for a new one), or the model learns them as one cell"
         )
     area = np.ones(labels.shape, bool) if regions is None else np.asarray(regions, bool)
+    if not painted.any() and not area.any():
+        out.append(
+            "nothing is annotated (no painted cell, an empty region): it teaches nothing and is "
+            "left out of training"
+        )
     if area.any() and painted[area].all():
         where = "inside the annotated regions" if regions is not None else "on the plane"
         out.append(
