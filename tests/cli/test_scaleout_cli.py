@@ -101,6 +101,14 @@ def test_zarr_in_zarr_out_equals_in_memory(capsys, work, name):
     assert "9 blocks" in out and leftovers(folder) == []
 
 
+def test_one_block_is_one_block(capsys, work):
+    folder, _ = work
+    code, out, err = run(capsys, "predict", folder / "cells.zarr", "-o", folder / "one.zarr",
+                         "--block-size", "512", "--diameter", "24")
+    assert code == 0, err
+    assert ", 1 block ->" in out, out
+
+
 def test_large_tiff_goes_block_wise_to_a_tiff(capsys, work, monkeypatch):
     folder, reference = work
     monkeypatch.setattr(predict_blocks, "BLOCKWISE_PIXELS", 100 * 100)

@@ -207,5 +207,6 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
         diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
         scale = f", scale {result.scale:.2f}" if result.scale != 1.0 else ""
         where = f" on {args.scheduler}" if args.scheduler else ""
-        say(f"{source.name}: {result.n_objects} {noun}{diameter}{scale}, {result.n_blocks} blocks{where} -> {output}")
+        blocks = f"{result.n_blocks} block{'' if result.n_blocks == 1 else 's'}"
+        say(f"{source.name}: {result.n_objects} {noun}{diameter}{scale}, {blocks}{where} -> {output}")
     return 0
