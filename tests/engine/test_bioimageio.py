@@ -323,3 +323,15 @@ def test_foreign_tiling_is_seamless(zoo_dir, monkeypatch):
     tiled = drive(iter_segment(image, model, device="cpu"), events.append).probabilities
     assert len(events) > 4  # one TileDone per block
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_a_bad_licence_or_name_is_said_in_one_plain_sentence(tiny_model_file, tmp_path):
+    """An unknown licence is refused before any work, without the spec's list of every SPDX id;
+    a name the zoo does not accept names the field and the characters it allows."""
+    target = tmp_path / "p.zip"
+    with pytest.raises(ValueError, match=r"^licence 'FOO' is not an SPDX licence id") as info:
+        export_package(tiny_model_file, target, license="FOO", formats=())
+    assert len(str(info.value)) < 200
+    with pytest.raises(ValueError, match=r"does not validate: name: 'Zoë' is not restricted to"):
+        export_package(tiny_model_file, target, name="Zoë", formats=())
+    assert not target.exists()

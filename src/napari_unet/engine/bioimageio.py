@@ -234,6 +234,7 @@ def export_package(
     from napari_unet.engine.models import load_model, require_unet
     from napari_unet.engine.normalization import DEFAULT_NORMALIZATION
 
+    _check_license(spec, license)
     net, checkpoint = load_model(model, device="cpu")
     require_unet(net, checkpoint)
     config = net.config
@@ -397,6 +398,28 @@ def export_package(
     return results
 
 
+def _check_license(spec: Any, license: str) -> None:
+    """Raise ``ValueError`` before any work unless ``license`` is an SPDX id the spec knows."""
+    try:
+        spec.LicenseId(license)
+    except Exception:  # pydantic's ValidationError, listing every id the spec knows
+        raise ValueError(
+            f"licence {license!r} is not an SPDX licence id that BioImage.IO knows (for example "
+            "MIT, BSD-3-Clause, Apache-2.0, CC-BY-4.0)"
+        ) from None
+
+
 def _first_error(err: BaseException) -> str:
+    """The first error of a pydantic ``ValidationError`` as ``field: message``; other errors'
+    first lines."""
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            where = ".".join(str(part) for part in first.get("loc", ()))
+            message = str(first.get("msg", "")).removeprefix("Value error, ")
+            return (f"{where}: {message}" if where else message)[:300]
+        except Exception:  # not pydantic's shape after all
+            pass
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return " ".join(lines[:3])[:300] or type(err).__name__
