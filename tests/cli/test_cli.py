@@ -765,3 +765,27 @@ def test_train_names_a_plane_with_nothing_annotated(files, work, capsys, fake_tr
     assert code == 0, err
     assert "stack_labels.tif, plane 1: nothing is annotated" in err
     assert "plane 0" not in err
+
+
+def test_library_deprecations_are_not_the_users_warnings(capsys):
+    """torch's "`torch.jit.load` is deprecated", raised inside bioimageio.core while a foreign
+    TorchScript package loads, printed as "napari-unet: warning: ..." even with -q; the user can
+    do nothing about it. napari-unet's own warnings still print."""
+    import warnings
+
+    from napari_unet.cli.output import show_warning, warnings_about
+
+    library = "/venv/site-packages/torch/jit/_serialization.py"
+    own = "/venv/site-packages/napari_unet/engine/diameter.py"
+    show_warning("`torch.jit.load` is deprecated.", DeprecationWarning, library, 1)
+    show_warning("the estimate fell back to the model's scale", UserWarning, own, 1)
+    show_warning("an option of ours is deprecated", DeprecationWarning, own, 1)
+    with warnings_about("cells.tif"), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn_explicit("old API", DeprecationWarning, library, 1)
+        warnings.warn_explicit("odd image", UserWarning, own, 1)
+    err = capsys.readouterr().err
+    assert "jit.load" not in err and "old API" not in err
+    assert "napari-unet: warning: the estimate fell back" in err
+    assert "an option of ours is deprecated" in err
+    assert "napari-unet: warning: cells.tif: odd image" in err

@@ -31,10 +31,19 @@ def warning(message: str) -> None:
     print(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
 
 
+def for_the_user(category: type[Warning], filename: str) -> bool:
+    """Whether a warning is the user's business: not a library's deprecation notice about
+    another library's API (``torch.jit.load`` is deprecated, raised inside bioimageio.core),
+    which the user cannot act on; ``--debug`` shows every warning in Python's own format."""
+    deprecation = issubclass(category, (DeprecationWarning, PendingDeprecationWarning))
+    return not deprecation or "napari_unet" in str(filename)
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A ``warnings.showwarning`` for the program: the engine's warnings (an estimate it did not
     trust, an ignored option) as one line each, without Python's file and line."""
-    warning(str(message))
+    if for_the_user(category, filename):
+        warning(str(message))
 
 
 @contextlib.contextmanager
@@ -44,6 +53,8 @@ def warnings_about(name: str, bar: ProgressBar | None = None) -> Iterator[None]:
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not for_the_user(category, filename):
+            return
         if bar is not None:
             bar.close()
         warning(f"{name}: {message}")
