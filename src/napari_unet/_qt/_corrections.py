@@ -46,6 +46,8 @@ DEFAULT_MARGIN = 10
 
 #: corrections layer -> the Segment result it was copied from (the full array, read-only copy)
 _ORIGINALS: weakref.WeakKeyDictionary[Any, np.ndarray] = weakref.WeakKeyDictionary()
+#: corrections layer -> (a weak reference to) the result layer it was copied from
+_SOURCES: weakref.WeakKeyDictionary[Any, weakref.ref] = weakref.WeakKeyDictionary()
 #: split-lines Shapes layer -> the corrections layer it cuts
 _SPLIT_TARGETS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
@@ -53,6 +55,27 @@ _SPLIT_TARGETS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary(
 def original_of(layer: Any) -> np.ndarray | None:
     """The Segment result a corrections layer was copied from, or ``None``."""
     return _ORIGINALS.get(layer) if layer is not None else None
+
+
+def copy_of(viewer: Any, labels_layer: Any) -> Any:
+    """The corrections layer in ``viewer`` copied from ``labels_layer`` as it is now (its data
+    unchanged since the copy), or ``None``."""
+    data = None
+    for layer in viewer.layers:
+        source = _SOURCES.get(layer)
+        if source is None or source() is not labels_layer:
+            continue
+        if data is None:
+            data = np.asarray(labels_layer.data)
+        original = _ORIGINALS[layer]
+        if original.shape == data.shape and np.array_equal(original, data):
+            return layer
+    return None
+
+
+def split_lines_of(viewer: Any, corrections: Any) -> Any:
+    """The split-lines layer in ``viewer`` that cuts ``corrections``, or ``None``."""
+    return next((lyr for lyr in viewer.layers if _SPLIT_TARGETS.get(lyr) is corrections), None)
 
 
 def start_correction(viewer: Any, labels_layer: Any) -> tuple[Any, Any]:
@@ -69,8 +92,16 @@ def start_correction(viewer: Any, labels_layer: Any) -> tuple[Any, Any]:
     original = data.copy()
     original.setflags(write=False)
     _ORIGINALS[corrections] = original
+    _SOURCES[corrections] = weakref.ref(labels_layer)
+    return corrections, add_split_lines(viewer, corrections)
+
+
+def add_split_lines(viewer: Any, corrections: Any) -> Any:
+    """Add the split-lines Shapes layer of ``corrections`` (path mode) and make the
+    corrections the active layer; returns the Shapes layer."""
+    geometry = geometry_of(corrections)
     lines = viewer.add_shapes(
-        ndim=data.ndim,
+        ndim=corrections.ndim,
         name=f"{corrections.name}: split lines",
         shape_type="path",
         edge_color="yellow",
@@ -82,7 +113,7 @@ def start_correction(viewer: Any, labels_layer: Any) -> tuple[Any, Any]:
     lines.events.data.connect(lambda event: _lines_drawn(lines, event))
     lines.mode = "add_path"
     viewer.layers.selection.active = corrections
-    return corrections, lines
+    return lines
 
 
 def _lines_drawn(lines: Any, event: Any) -> None:
@@ -261,15 +292,27 @@ class CorrectionTools(QWidget):
         self.uncertainty_button.clicked.connect(lambda: self.show_uncertainty())
 
     def correct(self) -> Any:
-        """Make the editable copy of the last Segment result; returns the new layer or None."""
+        """Make the editable copy of the last Segment result; returns the copy or None. A copy
+        of the same result (unchanged since) that is still in the viewer is reused, not made
+        again."""
         layer = self.panel.labels_layer
         if layer is None or layer not in self.viewer.layers:
             tell_user("Correction failed: segment an image first.")
             return None
-        self.corrections, self.split_lines = start_correction(self.viewer, layer)
+        existing = copy_of(self.viewer, layer)
+        if existing is None:
+            self.corrections, self.split_lines = start_correction(self.viewer, layer)
+            again = ""
+        else:  # the copy of this very result: go on with it (and its undo history)
+            lines = split_lines_of(self.viewer, existing)
+            if lines is None:
+                lines = add_split_lines(self.viewer, existing)
+            self.viewer.layers.selection.active = existing
+            self.corrections, self.split_lines = existing, lines
+            again = " (already the copy of this result; remove it to start again)"
         self.status.setText(
-            f"correct '{self.corrections.name}': delete false objects, paint missed cells, "
-            f"draw lines in '{self.split_lines.name}' to cut merges; then Fine-tune on it"
+            f"correct '{self.corrections.name}'{again}: delete false objects, paint missed "
+            f"cells, draw lines in '{self.split_lines.name}' to cut merges; then Fine-tune on it"
         )
         return self.corrections
 

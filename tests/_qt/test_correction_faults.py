@@ -1,0 +1,60 @@
+"""Faults of the correction loop as a user meets them in the viewer: layers duplicated, statuses
+that stay stuck, the wrong image or plane used. Hand-made labels where what a model finds does
+not matter."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_unet._qt.segment_widget import SegmentWidget
+
+GEOMETRY = {"scale": (0.5, 0.5), "translate": (3.0, 4.0)}  # as the image of viewer_with_image
+
+
+def _segment_panel(viewer):
+    segment = SegmentWidget(viewer)
+    segment.min_confidence.value = 0.0  # the tiny test model is unsure of every cell
+    segment.device.value = "cpu"
+    return segment
+
+
+def _result(viewer, segment):
+    """A hand-made result, as if Segment had put it into 'nuclei labels'."""
+    labels = np.zeros((128, 128), np.int32)
+    labels[8:24, 8:24], labels[40:56, 40:56] = 1, 2
+    segment.labels_layer = viewer.add_labels(labels, name="nuclei labels", **GEOMETRY)
+    return segment.labels_layer
+
+
+def _names(viewer):
+    return [layer.name for layer in viewer.layers]
+
+
+def test_correcting_the_same_result_twice_reuses_its_copy(viewer_with_image, errors):
+    """A second *Correct this result* made a second copy and a second split-lines layer
+    ('… corrections [1]'), the user's edits left in the first; now the copy of the same result is
+    selected again, edits kept. A new result (Segment again) gets a new copy."""
+    viewer = viewer_with_image
+    segment = _segment_panel(viewer)
+    result = _result(viewer, segment)
+    tools = segment.corrections
+    first = tools.correct()
+    data = np.array(first.data)
+    data[data == 1] = 0  # the user deletes an object
+    first.data = data
+    viewer.layers.selection.active = result
+    again = tools.correct()
+    assert again is first and tools.split_lines.name == "nuclei labels corrections: split lines"
+    assert _names(viewer) == [
+        "nuclei",
+        "nuclei labels",
+        "nuclei labels corrections",
+        "nuclei labels corrections: split lines",
+    ]
+    assert viewer.layers.selection.active is first and not np.asarray(first.data)[8:24, 8:24].any()
+    assert "already the copy of this result" in tools.status.text()
+    viewer.layers.remove(tools.split_lines)  # its split lines removed: made again, once
+    assert tools.correct() is first and "nuclei labels corrections: split lines" in _names(viewer)
+    result.data = np.where(result.data == 2, 3, result.data)  # another result in the layer
+    assert tools.correct() is not first
+    assert len(viewer.layers) == 6 and errors == []
