@@ -58,3 +58,30 @@ def test_correcting_the_same_result_twice_reuses_its_copy(viewer_with_image, err
     result.data = np.where(result.data == 2, 3, result.data)  # another result in the layer
     assert tools.correct() is not first
     assert len(viewer.layers) == 6 and errors == []
+
+
+def test_the_uncertainty_status_does_not_stay_on_four_passes(
+    viewer_with_image, wait_job, errors, monkeypatch
+):
+    """A failed uncertainty, or one whose image was removed while it ran, left the panel
+    reading 'uncertainty of nuclei: 4 passes…' for ever; now the line says what happened."""
+    import napari_unet.engine.uncertainty as uncertainty
+
+    viewer = viewer_with_image
+    tools = _segment_panel(viewer).corrections
+    job = tools.show_uncertainty()
+    viewer.layers.remove("nuclei")
+    wait_job(job)
+    assert job.error is None and errors == []
+    assert tools.status.text() == "uncertainty not shown: the image 'nuclei' was removed"
+    assert tools.uncertainty_layer is None and tools.uncertainty_button.isEnabled()
+
+    def fails(*_args, **_kwargs):
+        raise ValueError("the passes disagree about everything")
+
+    monkeypatch.setattr(uncertainty, "tta_uncertainty", fails)
+    viewer.add_image(np.zeros((64, 64), np.float32), name="blank")
+    job = tools.show_uncertainty()
+    wait_job(job)
+    assert errors == ["Uncertainty failed: the passes disagree about everything."]
+    assert tools.status.text() == "failed (see the notification)"

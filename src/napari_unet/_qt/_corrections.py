@@ -344,14 +344,23 @@ class CorrectionTools(QWidget):
             what="Uncertainty",
             description=f"Uncertainty of {layer.name}",
             on_result=lambda result: self._show(layer, layout, plane, result),
+            on_error=lambda _exc: self._say("failed (see the notification)"),
             on_done=lambda _job: self.uncertainty_button.setEnabled(True),
         )
         return self.job
+
+    def _say(self, text: str) -> None:
+        """Replace the status line (the panel may be gone when a job ends)."""
+        try:
+            self.status.setText(text)
+        except RuntimeError:  # the panel is already gone
+            pass
 
     def _show(self, layer: Any, layout: Any, plane: tuple[Any, ...], result: Any) -> None:
         """Show the uncertainty of plane ``plane`` (a full ``plane_index``) of ``layer`` on that
         plane, in the layer's label axes (``layout``)."""
         if layer not in self.viewer.layers:
+            self._say(f"uncertainty not shown: the image '{layer.name}' was removed")
             return
         u, boxes, confidence = result
         uncertainty, geometry = embedded_plane(u.uncertainty, layer, plane, layout=layout)
