@@ -85,3 +85,23 @@ def test_the_uncertainty_status_does_not_stay_on_four_passes(
     wait_job(job)
     assert errors == ["Uncertainty failed: the passes disagree about everything."]
     assert tools.status.text() == "failed (see the notification)"
+
+
+def test_the_errors_status_does_not_stay_on_comparing(make_napari_viewer, wait_job, errors):
+    """The segmentation removed while Show errors compared it: the panel read 'comparing seg
+    with truth…' for ever; now it says why no error layer came."""
+    from napari_unet._qt.inspect_widget import InspectWidget
+
+    viewer = make_napari_viewer()
+    truth = np.zeros((32, 32), np.int32)
+    truth[4:12, 4:12] = 1
+    viewer.add_labels(truth, name="truth")
+    viewer.add_labels(truth * 5, name="seg")
+    panel = InspectWidget(viewer)  # kept alive for the job
+    tools = panel.errors
+    tools.prediction.value, tools.reference.value = viewer.layers["seg"], viewer.layers["truth"]
+    job = tools.show_errors()
+    viewer.layers.remove("seg")
+    wait_job(job)
+    assert errors == [] and "seg errors" not in [layer.name for layer in viewer.layers]
+    assert tools.status.text() == "errors not shown: the segmentation 'seg' was removed"
