@@ -105,3 +105,35 @@ def test_the_errors_status_does_not_stay_on_comparing(make_napari_viewer, wait_j
     wait_job(job)
     assert errors == [] and "seg errors" not in [layer.name for layer in viewer.layers]
     assert tools.status.text() == "errors not shown: the segmentation 'seg' was removed"
+
+
+def test_a_plane_without_corrections_names_the_planes_with_them(make_napari_viewer, errors):
+    """Corrections made on plane 3 of a 5-plane stack, Fine-tune with plane 2 on screen: the
+    refusal said 'no object was edited', as if the corrections were lost; it now names the
+    plane on screen and the planes that hold corrections. With plane 3 shown, plane 3 is
+    used."""
+    from napari_unet._qt._corrections import start_correction
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((5, 64, 64), np.float32), name="stack")
+    labels = np.zeros((5, 64, 64), np.int32)
+    labels[:, 4:16, 4:16], labels[:, 20:32, 4:16] = 1, 2
+    result = viewer.add_labels(labels, name="stack labels")
+    corrections, _lines = start_correction(viewer, result)
+    data = np.array(corrections.data)
+    data[3][data[3] == 1] = 0  # a false object deleted on plane 3
+    corrections.data = data
+    finetune = FineTuneWidget(viewer)
+    finetune.labels.value, finetune.regions.value = corrections, None
+    viewer.dims.set_point(0, 2)
+    assert finetune.start() is None
+    assert errors == [
+        "Fine-tuning failed: nothing was corrected on plane (2,) of 'stack labels corrections', "
+        "the plane on screen; the corrections are on plane (3,): show one of them, or draw the "
+        "corrected area."
+    ]
+    viewer.dims.set_point(0, 3)
+    request = finetune.training_request()
+    assert finetune.label_plane == (3,)
+    assert request.regions[4:16, 4:16].all() and request.labels[20:32, 4:16].all()

@@ -181,6 +181,16 @@ def corrected_annotation(
     before = np.asarray(original[plane] if plane else original)
     if before.shape != labels.shape:
         return labels, regions
+    if regions is None and np.array_equal(before, labels):
+        elsewhere = edited_planes(labels_layer, plane)
+        if elsewhere:
+            at = tuple(v for v in plane if not isinstance(v, slice))
+            shown = ", ".join(str(p) for p in elsewhere[:5]) + (", …" if len(elsewhere) > 5 else "")
+            raise ValueError(
+                f"nothing was corrected on plane {at} of '{labels_layer.name}', the plane on "
+                f"screen; the corrections are on plane {shown}: show one of them, or draw the "
+                "corrected area"
+            )
     margin = DEFAULT_MARGIN
     d = estimate_diameter(labels)
     if d is not None:
@@ -192,6 +202,20 @@ def corrected_annotation(
             "Shapes layer, chosen as annotated regions) over some correct cells too"
         )
     return labels, region
+
+
+def edited_planes(labels_layer: Any, plane: tuple[Any, ...]) -> list[tuple[int, ...]]:
+    """The planes of a corrections layer that differ from the result it copied, as indices on
+    the plane axes of ``plane`` (leading indices, or a full index with ``slice(None)`` on Y and
+    X, see :func:`~napari_unet._qt._layers.labels_plane_index`); ``[]`` for a 2D layer."""
+    original = original_of(labels_layer)
+    data = np.asarray(labels_layer.data)
+    if original is None or original.shape != data.shape or not plane:
+        return []
+    full = tuple(plane) + (slice(None),) * (data.ndim - len(plane))
+    yx = tuple(i for i, v in enumerate(full) if isinstance(v, slice))
+    changed = np.any(original != data, axis=yx)
+    return [tuple(int(i) for i in index) for index in np.argwhere(changed)]
 
 
 def box_on_plane(box: tuple[int, int, int, int], layout: Any, plane: tuple[Any, ...]) -> np.ndarray:
