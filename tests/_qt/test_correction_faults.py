@@ -137,3 +137,35 @@ def test_a_plane_without_corrections_names_the_planes_with_them(make_napari_view
     request = finetune.training_request()
     assert finetune.label_plane == (3,)
     assert request.regions[4:16, 4:16].all() and request.labels[20:32, 4:16].all()
+
+
+def test_fine_tune_takes_the_image_the_corrected_result_segmented(
+    viewer_with_image, wait_job, errors
+):
+    """Two images of one size: the second segmented and corrected. Fine-tune's image picker
+    stayed on the first, and the run learnt the corrections on the wrong image's pixels; the
+    picker now follows the corrections to their image, whether the panel was open before or
+    is opened after."""
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+
+    viewer = viewer_with_image
+    other = np.asarray(viewer.layers["nuclei"].data)[::-1].copy()
+    viewer.add_image(other, name="other", **GEOMETRY)
+    open_before = FineTuneWidget(viewer)
+    assert open_before.image.value.name == "nuclei"
+    segment = _segment_panel(viewer)
+    segment.image.value = viewer.layers["other"]
+    wait_job(segment.segment())
+    corrections = segment.corrections.correct()
+    assert open_before.labels.value is corrections
+    assert open_before.image.value is viewer.layers["other"]
+    open_after = FineTuneWidget(viewer)
+    assert open_after.labels.value is corrections
+    assert open_after.image.value is viewer.layers["other"]
+    data = np.array(corrections.data)
+    data[:, :] = 0
+    data[40:56, 40:56] = 7  # a cell painted over everything the model found
+    corrections.data = data
+    request = open_after.training_request()
+    np.testing.assert_array_equal(request.image, other)
+    assert errors == []

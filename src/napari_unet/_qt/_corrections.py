@@ -48,6 +48,8 @@ DEFAULT_MARGIN = 10
 _ORIGINALS: weakref.WeakKeyDictionary[Any, np.ndarray] = weakref.WeakKeyDictionary()
 #: corrections layer -> (a weak reference to) the result layer it was copied from
 _SOURCES: weakref.WeakKeyDictionary[Any, weakref.ref] = weakref.WeakKeyDictionary()
+#: corrections layer -> (a weak reference to) the image that result segmented
+_IMAGES: weakref.WeakKeyDictionary[Any, weakref.ref] = weakref.WeakKeyDictionary()
 #: split-lines Shapes layer -> the corrections layer it cuts
 _SPLIT_TARGETS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
@@ -55,6 +57,13 @@ _SPLIT_TARGETS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary(
 def original_of(layer: Any) -> np.ndarray | None:
     """The Segment result a corrections layer was copied from, or ``None``."""
     return _ORIGINALS.get(layer) if layer is not None else None
+
+
+def image_of(layer: Any) -> Any:
+    """The image whose Segment result a corrections layer copied, or ``None`` (not known, or
+    gone)."""
+    image = _IMAGES.get(layer) if layer is not None else None
+    return image() if image is not None else None
 
 
 def copy_of(viewer: Any, labels_layer: Any) -> Any:
@@ -78,21 +87,28 @@ def split_lines_of(viewer: Any, corrections: Any) -> Any:
     return next((lyr for lyr in viewer.layers if _SPLIT_TARGETS.get(lyr) is corrections), None)
 
 
-def start_correction(viewer: Any, labels_layer: Any) -> tuple[Any, Any]:
-    """Copy ``labels_layer`` into ``"<name> corrections"`` and add its split-lines layer.
+def start_correction(
+    viewer: Any, labels_layer: Any, image_layer: Any = None
+) -> tuple[Any, Any]:
+    """Copy ``labels_layer`` (the Segment result of ``image_layer``, if known) into
+    ``"<name> corrections"`` and add its split-lines layer.
 
     Returns (corrections Labels layer, split-lines Shapes layer). The corrections layer is the
-    user's (Fine-tune lists it); the split lines are a plugin tool layer.
+    user's (Fine-tune lists it, and picks ``image_layer`` with it); the split lines are a plugin
+    tool layer.
     """
+    from napari.layers import Labels
+
     data = np.array(labels_layer.data)
     geometry = geometry_of(labels_layer)
-    corrections = viewer.add_labels(
-        data.copy(), name=f"{labels_layer.name} corrections", **geometry
-    )
+    corrections = Labels(data.copy(), name=f"{labels_layer.name} corrections", **geometry)
     original = data.copy()
     original.setflags(write=False)
     _ORIGINALS[corrections] = original
     _SOURCES[corrections] = weakref.ref(labels_layer)
+    if image_layer is not None:
+        _IMAGES[corrections] = weakref.ref(image_layer)
+    viewer.add_layer(corrections)  # known as a copy already when the panels' pickers see it
     return corrections, add_split_lines(viewer, corrections)
 
 
@@ -273,8 +289,8 @@ class CorrectionTools(QWidget):
     Parameters
     ----------
     viewer : the napari viewer.
-    panel : the Segment panel (its ``labels_layer``, ``image``, ``diameter``, ``device`` and
-        ``selected_model()`` are read).
+    panel : the Segment panel (its ``labels_layer``, ``labels_image``, ``image``,
+        ``diameter``, ``device`` and ``selected_model()`` are read).
 
     Attributes
     ----------
@@ -325,7 +341,9 @@ class CorrectionTools(QWidget):
             return None
         existing = copy_of(self.viewer, layer)
         if existing is None:
-            self.corrections, self.split_lines = start_correction(self.viewer, layer)
+            self.corrections, self.split_lines = start_correction(
+                self.viewer, layer, self.panel.labels_image
+            )
             again = ""
         else:  # the copy of this very result: go on with it (and its undo history)
             lines = split_lines_of(self.viewer, existing)
