@@ -169,3 +169,26 @@ def test_fine_tune_takes_the_image_the_corrected_result_segmented(
     request = open_after.training_request()
     np.testing.assert_array_equal(request.image, other)
     assert errors == []
+
+
+def test_removing_the_corrections_removes_their_split_lines(viewer_with_image, errors):
+    """The corrections layer removed, its split-lines layer stayed: a line drawn there cut the
+    removed layer ('Split failed: the line does not cut object …' about a layer no longer
+    shown) and the next Correct added '… split lines [1]' beside the orphan. The split lines now
+    go with their corrections layer."""
+    viewer = viewer_with_image
+    segment = _segment_panel(viewer)
+    _result(viewer, segment)
+    tools = segment.corrections
+    corrections = tools.correct()
+    viewer.layers.remove(corrections)
+    assert _names(viewer) == ["nuclei", "nuclei labels"]
+    tools.correct()
+    assert _names(viewer) == [
+        "nuclei",
+        "nuclei labels",
+        "nuclei labels corrections",
+        "nuclei labels corrections: split lines",
+    ]
+    viewer.layers.remove(tools.split_lines)  # the tool alone removed: the corrections stay
+    assert "nuclei labels corrections" in _names(viewer) and errors == []

@@ -127,9 +127,27 @@ def add_split_lines(viewer: Any, corrections: Any) -> Any:
     )
     _SPLIT_TARGETS[lines] = corrections
     lines.events.data.connect(lambda event: _lines_drawn(lines, event))
+    _remove_with(viewer, lines, corrections)
     lines.mode = "add_path"
     viewer.layers.selection.active = corrections
     return lines
+
+
+def _remove_with(viewer: Any, tool: Any, owner: Any) -> None:
+    """Remove the plugin layer ``tool`` from ``viewer`` when the layer ``owner`` is removed
+    (split lines without their corrections layer would cut a layer no longer shown)."""
+    tool_ref, owner_ref = weakref.ref(tool), weakref.ref(owner)
+
+    def removed(event: Any) -> None:
+        tool, owner = tool_ref(), owner_ref()
+        if tool is None or owner is None or event.value is tool:
+            viewer.layers.events.removed.disconnect(removed)
+        elif event.value is owner:
+            viewer.layers.events.removed.disconnect(removed)
+            if tool in viewer.layers:
+                viewer.layers.remove(tool)
+
+    viewer.layers.events.removed.connect(removed)
 
 
 def _lines_drawn(lines: Any, event: Any) -> None:
