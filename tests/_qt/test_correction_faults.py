@@ -192,3 +192,16 @@ def test_removing_the_corrections_removes_their_split_lines(viewer_with_image, e
     ]
     viewer.layers.remove(tools.split_lines)  # the tool alone removed: the corrections stay
     assert "nuclei labels corrections" in _names(viewer) and errors == []
+
+
+def test_correct_after_the_result_was_removed_says_so(viewer_with_image, errors):
+    """Correct with the Segment result removed said 'segment an image first' to a user who had
+    segmented; it now says the result was removed."""
+    viewer = viewer_with_image
+    segment = _segment_panel(viewer)
+    tools = segment.corrections
+    assert tools.correct() is None
+    assert errors == ["Correction failed: segment an image first."]
+    viewer.layers.remove(_result(viewer, segment))
+    assert tools.correct() is None
+    assert errors[-1] == "Correction failed: the result 'nuclei labels' was removed; segment again."

@@ -354,8 +354,11 @@ class CorrectionTools(QWidget):
         of the same result (unchanged since) that is still in the viewer is reused, not made
         again."""
         layer = self.panel.labels_layer
-        if layer is None or layer not in self.viewer.layers:
+        if layer is None:
             tell_user("Correction failed: segment an image first.")
+            return None
+        if layer not in self.viewer.layers:
+            tell_user(f"Correction failed: the result '{layer.name}' was removed; segment again.")
             return None
         existing = copy_of(self.viewer, layer)
         if existing is None:
