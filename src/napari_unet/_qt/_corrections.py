@@ -46,6 +46,10 @@ DEFAULT_MARGIN = 10
 
 #: corrections layer -> the Segment result it was copied from (the full array, read-only copy)
 _ORIGINALS: weakref.WeakKeyDictionary[Any, np.ndarray] = weakref.WeakKeyDictionary()
+#: corrections layer -> (a weak reference to) the result layer it was copied from
+_SOURCES: weakref.WeakKeyDictionary[Any, weakref.ref] = weakref.WeakKeyDictionary()
+#: corrections layer -> (a weak reference to) the image that result segmented
+_IMAGES: weakref.WeakKeyDictionary[Any, weakref.ref] = weakref.WeakKeyDictionary()
 #: split-lines Shapes layer -> the corrections layer it cuts
 _SPLIT_TARGETS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
@@ -55,22 +59,65 @@ def original_of(layer: Any) -> np.ndarray | None:
     return _ORIGINALS.get(layer) if layer is not None else None
 
 
-def start_correction(viewer: Any, labels_layer: Any) -> tuple[Any, Any]:
-    """Copy ``labels_layer`` into ``"<name> corrections"`` and add its split-lines layer.
+def image_of(layer: Any) -> Any:
+    """The image whose Segment result a corrections layer copied, or ``None`` (not known, or
+    gone)."""
+    image = _IMAGES.get(layer) if layer is not None else None
+    return image() if image is not None else None
+
+
+def copy_of(viewer: Any, labels_layer: Any) -> Any:
+    """The corrections layer in ``viewer`` copied from ``labels_layer`` as it is now (its data
+    unchanged since the copy), or ``None``."""
+    data = None
+    for layer in viewer.layers:
+        source = _SOURCES.get(layer)
+        if source is None or source() is not labels_layer:
+            continue
+        if data is None:
+            data = np.asarray(labels_layer.data)
+        original = _ORIGINALS[layer]
+        if original.shape == data.shape and np.array_equal(original, data):
+            return layer
+    return None
+
+
+def split_lines_of(viewer: Any, corrections: Any) -> Any:
+    """The split-lines layer in ``viewer`` that cuts ``corrections``, or ``None``."""
+    return next((lyr for lyr in viewer.layers if _SPLIT_TARGETS.get(lyr) is corrections), None)
+
+
+def start_correction(
+    viewer: Any, labels_layer: Any, image_layer: Any = None
+) -> tuple[Any, Any]:
+    """Copy ``labels_layer`` (the Segment result of ``image_layer``, if known) into
+    ``"<name> corrections"`` and add its split-lines layer.
 
     Returns (corrections Labels layer, split-lines Shapes layer). The corrections layer is the
-    user's (Fine-tune lists it); the split lines are a plugin tool layer.
+    user's (Fine-tune lists it, and picks ``image_layer`` with it); the split lines are a plugin
+    tool layer.
     """
+    from napari.layers import Labels
+
     data = np.array(labels_layer.data)
     geometry = geometry_of(labels_layer)
-    corrections = viewer.add_labels(
-        data.copy(), name=f"{labels_layer.name} corrections", **geometry
-    )
+    corrections = Labels(data.copy(), name=f"{labels_layer.name} corrections", **geometry)
     original = data.copy()
     original.setflags(write=False)
     _ORIGINALS[corrections] = original
+    _SOURCES[corrections] = weakref.ref(labels_layer)
+    if image_layer is not None:
+        _IMAGES[corrections] = weakref.ref(image_layer)
+    viewer.add_layer(corrections)  # known as a copy already when the panels' pickers see it
+    return corrections, add_split_lines(viewer, corrections)
+
+
+def add_split_lines(viewer: Any, corrections: Any) -> Any:
+    """Add the split-lines Shapes layer of ``corrections`` (path mode) and make the
+    corrections the active layer; returns the Shapes layer."""
+    geometry = geometry_of(corrections)
     lines = viewer.add_shapes(
-        ndim=data.ndim,
+        ndim=corrections.ndim,
         name=f"{corrections.name}: split lines",
         shape_type="path",
         edge_color="yellow",
@@ -80,9 +127,27 @@ def start_correction(viewer: Any, labels_layer: Any) -> tuple[Any, Any]:
     )
     _SPLIT_TARGETS[lines] = corrections
     lines.events.data.connect(lambda event: _lines_drawn(lines, event))
+    _remove_with(viewer, lines, corrections)
     lines.mode = "add_path"
     viewer.layers.selection.active = corrections
-    return corrections, lines
+    return lines
+
+
+def _remove_with(viewer: Any, tool: Any, owner: Any) -> None:
+    """Remove the plugin layer ``tool`` from ``viewer`` when the layer ``owner`` is removed
+    (split lines without their corrections layer would cut a layer no longer shown)."""
+    tool_ref, owner_ref = weakref.ref(tool), weakref.ref(owner)
+
+    def removed(event: Any) -> None:
+        tool, owner = tool_ref(), owner_ref()
+        if tool is None or owner is None or event.value is tool:
+            viewer.layers.events.removed.disconnect(removed)
+        elif event.value is owner:
+            viewer.layers.events.removed.disconnect(removed)
+            if tool in viewer.layers:
+                viewer.layers.remove(tool)
+
+    viewer.layers.events.removed.connect(removed)
 
 
 def _lines_drawn(lines: Any, event: Any) -> None:
@@ -150,6 +215,16 @@ def corrected_annotation(
     before = np.asarray(original[plane] if plane else original)
     if before.shape != labels.shape:
         return labels, regions
+    if regions is None and np.array_equal(before, labels):
+        elsewhere = edited_planes(labels_layer, plane)
+        if elsewhere:
+            at = tuple(v for v in plane if not isinstance(v, slice))
+            shown = ", ".join(str(p) for p in elsewhere[:5]) + (", …" if len(elsewhere) > 5 else "")
+            raise ValueError(
+                f"nothing was corrected on plane {at} of '{labels_layer.name}', the plane on "
+                f"screen; the corrections are on plane {shown}: show one of them, or draw the "
+                "corrected area"
+            )
     margin = DEFAULT_MARGIN
     d = estimate_diameter(labels)
     if d is not None:
@@ -161,6 +236,20 @@ def corrected_annotation(
             "Shapes layer, chosen as annotated regions) over some correct cells too"
         )
     return labels, region
+
+
+def edited_planes(labels_layer: Any, plane: tuple[Any, ...]) -> list[tuple[int, ...]]:
+    """The planes of a corrections layer that differ from the result it copied, as indices on
+    the plane axes of ``plane`` (leading indices, or a full index with ``slice(None)`` on Y and
+    X, see :func:`~napari_unet._qt._layers.labels_plane_index`); ``[]`` for a 2D layer."""
+    original = original_of(labels_layer)
+    data = np.asarray(labels_layer.data)
+    if original is None or original.shape != data.shape or not plane:
+        return []
+    full = tuple(plane) + (slice(None),) * (data.ndim - len(plane))
+    yx = tuple(i for i, v in enumerate(full) if isinstance(v, slice))
+    changed = np.any(original != data, axis=yx)
+    return [tuple(int(i) for i in index) for index in np.argwhere(changed)]
 
 
 def box_on_plane(box: tuple[int, int, int, int], layout: Any, plane: tuple[Any, ...]) -> np.ndarray:
@@ -218,8 +307,8 @@ class CorrectionTools(QWidget):
     Parameters
     ----------
     viewer : the napari viewer.
-    panel : the Segment panel (its ``labels_layer``, ``image``, ``diameter``, ``device`` and
-        ``selected_model()`` are read).
+    panel : the Segment panel (its ``labels_layer``, ``labels_image``, ``image``,
+        ``diameter``, ``device`` and ``selected_model()`` are read).
 
     Attributes
     ----------
@@ -261,15 +350,32 @@ class CorrectionTools(QWidget):
         self.uncertainty_button.clicked.connect(lambda: self.show_uncertainty())
 
     def correct(self) -> Any:
-        """Make the editable copy of the last Segment result; returns the new layer or None."""
+        """Make the editable copy of the last Segment result; returns the copy or None. A copy
+        of the same result (unchanged since) that is still in the viewer is reused, not made
+        again."""
         layer = self.panel.labels_layer
-        if layer is None or layer not in self.viewer.layers:
+        if layer is None:
             tell_user("Correction failed: segment an image first.")
             return None
-        self.corrections, self.split_lines = start_correction(self.viewer, layer)
+        if layer not in self.viewer.layers:
+            tell_user(f"Correction failed: the result '{layer.name}' was removed; segment again.")
+            return None
+        existing = copy_of(self.viewer, layer)
+        if existing is None:
+            self.corrections, self.split_lines = start_correction(
+                self.viewer, layer, self.panel.labels_image
+            )
+            again = ""
+        else:  # the copy of this very result: go on with it (and its undo history)
+            lines = split_lines_of(self.viewer, existing)
+            if lines is None:
+                lines = add_split_lines(self.viewer, existing)
+            self.viewer.layers.selection.active = existing
+            self.corrections, self.split_lines = existing, lines
+            again = " (already the copy of this result; remove it to start again)"
         self.status.setText(
-            f"correct '{self.corrections.name}': delete false objects, paint missed cells, "
-            f"draw lines in '{self.split_lines.name}' to cut merges; then Fine-tune on it"
+            f"correct '{self.corrections.name}'{again}: delete false objects, paint missed "
+            f"cells, draw lines in '{self.split_lines.name}' to cut merges; then Fine-tune on it"
         )
         return self.corrections
 
@@ -301,14 +407,23 @@ class CorrectionTools(QWidget):
             what="Uncertainty",
             description=f"Uncertainty of {layer.name}",
             on_result=lambda result: self._show(layer, layout, plane, result),
+            on_error=lambda _exc: self._say("failed (see the notification)"),
             on_done=lambda _job: self.uncertainty_button.setEnabled(True),
         )
         return self.job
+
+    def _say(self, text: str) -> None:
+        """Replace the status line (the panel may be gone when a job ends)."""
+        try:
+            self.status.setText(text)
+        except RuntimeError:  # the panel is already gone
+            pass
 
     def _show(self, layer: Any, layout: Any, plane: tuple[Any, ...], result: Any) -> None:
         """Show the uncertainty of plane ``plane`` (a full ``plane_index``) of ``layer`` on that
         plane, in the layer's label axes (``layout``)."""
         if layer not in self.viewer.layers:
+            self._say(f"uncertainty not shown: the image '{layer.name}' was removed")
             return
         u, boxes, confidence = result
         uncertainty, geometry = embedded_plane(u.uncertainty, layer, plane, layout=layout)

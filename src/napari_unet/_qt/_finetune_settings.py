@@ -151,8 +151,19 @@ class FineTuneSettings:
 
         self.optimizer.changed.connect(self._optimizer_changed)
         self.image.changed.connect(self._update_axes)
+        self.labels.changed.connect(self._follow_corrections)
+        self._follow_corrections()
         self._update_axes()
         return form
+
+    def _follow_corrections(self, *_: Any) -> None:
+        """Painted cells that are the corrections of a Segment result: pick the image that
+        result segmented (the user can pick another after)."""
+        from napari_unet._qt._corrections import image_of
+
+        image = image_of(self.labels.value)
+        if image is not None and image in self.viewer.layers and image is not self.image.value:
+            self.image.value = image
 
     def _optimizer_changed(self, value: str) -> None:
         self.lr.value = DEFAULT_LR[value]

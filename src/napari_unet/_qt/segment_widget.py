@@ -56,7 +56,7 @@ class SegmentWidget(QWidget):
     Attributes
     ----------
     job : the running (or last) :class:`~napari_unet._qt._worker.Job`, or ``None``.
-    labels_layer : the layer the last segmentation went into.
+    labels_layer : the layer the last segmentation went into; ``labels_image``: its image.
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -65,6 +65,7 @@ class SegmentWidget(QWidget):
         self.session = session_for(napari_viewer)
         self.job: Job | None = None
         self.labels_layer: Any = None
+        self.labels_image: Any = None
         self._job_layer: Any = None
         self._job_layout: Layout | None = None
         self._partial: Any = None
@@ -430,7 +431,7 @@ class SegmentWidget(QWidget):
         from napari_unet._qt._lazy import LazyResult, show_lazy_labels
 
         if isinstance(result, LazyResult):
-            self.labels_layer = show_lazy_labels(self.viewer, layer, result)
+            self.labels_layer, self.labels_image = show_lazy_labels(self.viewer, layer, result), layer
             seconds = self.progress.elapsed()
             self.status.value = f"{result.n_objects} cells in {seconds:.1f} s -> {result.store}"
             return
@@ -438,6 +439,7 @@ class SegmentWidget(QWidget):
         self.labels_layer = show_segmentation(
             self.viewer, layer, layout, result, probabilities=self.show_probabilities.value
         )
+        self.labels_image = layer
         n_cells = int(result.labels.max()) if result.labels.size else 0
         seconds = self.progress.elapsed()
         diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""

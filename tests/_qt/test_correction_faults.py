@@ -1,0 +1,207 @@
+"""Faults of the correction loop as a user meets them in the viewer: layers duplicated, statuses
+that stay stuck, the wrong image or plane used. Hand-made labels where what a model finds does
+not matter."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_unet._qt.segment_widget import SegmentWidget
+
+GEOMETRY = {"scale": (0.5, 0.5), "translate": (3.0, 4.0)}  # as the image of viewer_with_image
+
+
+def _segment_panel(viewer):
+    segment = SegmentWidget(viewer)
+    segment.min_confidence.value = 0.0  # the tiny test model is unsure of every cell
+    segment.device.value = "cpu"
+    return segment
+
+
+def _result(viewer, segment):
+    """A hand-made result, as if Segment had put it into 'nuclei labels'."""
+    labels = np.zeros((128, 128), np.int32)
+    labels[8:24, 8:24], labels[40:56, 40:56] = 1, 2
+    segment.labels_layer = viewer.add_labels(labels, name="nuclei labels", **GEOMETRY)
+    return segment.labels_layer
+
+
+def _names(viewer):
+    return [layer.name for layer in viewer.layers]
+
+
+def test_correcting_the_same_result_twice_reuses_its_copy(viewer_with_image, errors):
+    """A second *Correct this result* made a second copy and a second split-lines layer
+    ('… corrections [1]'), the user's edits left in the first; now the copy of the same result is
+    selected again, edits kept. A new result (Segment again) gets a new copy."""
+    viewer = viewer_with_image
+    segment = _segment_panel(viewer)
+    result = _result(viewer, segment)
+    tools = segment.corrections
+    first = tools.correct()
+    data = np.array(first.data)
+    data[data == 1] = 0  # the user deletes an object
+    first.data = data
+    viewer.layers.selection.active = result
+    again = tools.correct()
+    assert again is first and tools.split_lines.name == "nuclei labels corrections: split lines"
+    assert _names(viewer) == [
+        "nuclei",
+        "nuclei labels",
+        "nuclei labels corrections",
+        "nuclei labels corrections: split lines",
+    ]
+    assert viewer.layers.selection.active is first and not np.asarray(first.data)[8:24, 8:24].any()
+    assert "already the copy of this result" in tools.status.text()
+    viewer.layers.remove(tools.split_lines)  # its split lines removed: made again, once
+    assert tools.correct() is first and "nuclei labels corrections: split lines" in _names(viewer)
+    result.data = np.where(result.data == 2, 3, result.data)  # another result in the layer
+    assert tools.correct() is not first
+    assert len(viewer.layers) == 6 and errors == []
+
+
+def test_the_uncertainty_status_does_not_stay_on_four_passes(
+    viewer_with_image, wait_job, errors, monkeypatch
+):
+    """A failed uncertainty, or one whose image was removed while it ran, left the panel
+    reading 'uncertainty of nuclei: 4 passes…' for ever; now the line says what happened."""
+    import napari_unet.engine.uncertainty as uncertainty
+
+    viewer = viewer_with_image
+    tools = _segment_panel(viewer).corrections
+    job = tools.show_uncertainty()
+    viewer.layers.remove("nuclei")
+    wait_job(job)
+    assert job.error is None and errors == []
+    assert tools.status.text() == "uncertainty not shown: the image 'nuclei' was removed"
+    assert tools.uncertainty_layer is None and tools.uncertainty_button.isEnabled()
+
+    def fails(*_args, **_kwargs):
+        raise ValueError("the passes disagree about everything")
+
+    monkeypatch.setattr(uncertainty, "tta_uncertainty", fails)
+    viewer.add_image(np.zeros((64, 64), np.float32), name="blank")
+    job = tools.show_uncertainty()
+    wait_job(job)
+    assert errors == ["Uncertainty failed: the passes disagree about everything."]
+    assert tools.status.text() == "failed (see the notification)"
+
+
+def test_the_errors_status_does_not_stay_on_comparing(make_napari_viewer, wait_job, errors):
+    """The segmentation removed while Show errors compared it: the panel read 'comparing seg
+    with truth…' for ever; now it says why no error layer came."""
+    from napari_unet._qt.inspect_widget import InspectWidget
+
+    viewer = make_napari_viewer()
+    truth = np.zeros((32, 32), np.int32)
+    truth[4:12, 4:12] = 1
+    viewer.add_labels(truth, name="truth")
+    viewer.add_labels(truth * 5, name="seg")
+    panel = InspectWidget(viewer)  # kept alive for the job
+    tools = panel.errors
+    tools.prediction.value, tools.reference.value = viewer.layers["seg"], viewer.layers["truth"]
+    job = tools.show_errors()
+    viewer.layers.remove("seg")
+    wait_job(job)
+    assert errors == [] and "seg errors" not in [layer.name for layer in viewer.layers]
+    assert tools.status.text() == "errors not shown: the segmentation 'seg' was removed"
+
+
+def test_a_plane_without_corrections_names_the_planes_with_them(make_napari_viewer, errors):
+    """Corrections made on plane 3 of a 5-plane stack, Fine-tune with plane 2 on screen: the
+    refusal said 'no object was edited', as if the corrections were lost; it now names the
+    plane on screen and the planes that hold corrections. With plane 3 shown, plane 3 is
+    used."""
+    from napari_unet._qt._corrections import start_correction
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((5, 64, 64), np.float32), name="stack")
+    labels = np.zeros((5, 64, 64), np.int32)
+    labels[:, 4:16, 4:16], labels[:, 20:32, 4:16] = 1, 2
+    result = viewer.add_labels(labels, name="stack labels")
+    corrections, _lines = start_correction(viewer, result)
+    data = np.array(corrections.data)
+    data[3][data[3] == 1] = 0  # a false object deleted on plane 3
+    corrections.data = data
+    finetune = FineTuneWidget(viewer)
+    finetune.labels.value, finetune.regions.value = corrections, None
+    viewer.dims.set_point(0, 2)
+    assert finetune.start() is None
+    assert errors == [
+        "Fine-tuning failed: nothing was corrected on plane (2,) of 'stack labels corrections', "
+        "the plane on screen; the corrections are on plane (3,): show one of them, or draw the "
+        "corrected area."
+    ]
+    viewer.dims.set_point(0, 3)
+    request = finetune.training_request()
+    assert finetune.label_plane == (3,)
+    assert request.regions[4:16, 4:16].all() and request.labels[20:32, 4:16].all()
+
+
+def test_fine_tune_takes_the_image_the_corrected_result_segmented(
+    viewer_with_image, wait_job, errors
+):
+    """Two images of one size: the second segmented and corrected. Fine-tune's image picker
+    stayed on the first, and the run learnt the corrections on the wrong image's pixels; the
+    picker now follows the corrections to their image, whether the panel was open before or
+    is opened after."""
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+
+    viewer = viewer_with_image
+    other = np.asarray(viewer.layers["nuclei"].data)[::-1].copy()
+    viewer.add_image(other, name="other", **GEOMETRY)
+    open_before = FineTuneWidget(viewer)
+    assert open_before.image.value.name == "nuclei"
+    segment = _segment_panel(viewer)
+    segment.image.value = viewer.layers["other"]
+    wait_job(segment.segment())
+    corrections = segment.corrections.correct()
+    assert open_before.labels.value is corrections
+    assert open_before.image.value is viewer.layers["other"]
+    open_after = FineTuneWidget(viewer)
+    assert open_after.labels.value is corrections
+    assert open_after.image.value is viewer.layers["other"]
+    data = np.array(corrections.data)
+    data[:, :] = 0
+    data[40:56, 40:56] = 7  # a cell painted over everything the model found
+    corrections.data = data
+    request = open_after.training_request()
+    np.testing.assert_array_equal(request.image, other)
+    assert errors == []
+
+
+def test_removing_the_corrections_removes_their_split_lines(viewer_with_image, errors):
+    """The corrections layer removed, its split-lines layer stayed: a line drawn there cut the
+    removed layer ('Split failed: the line does not cut object …' about a layer no longer
+    shown) and the next Correct added '… split lines [1]' beside the orphan. The split lines now
+    go with their corrections layer."""
+    viewer = viewer_with_image
+    segment = _segment_panel(viewer)
+    _result(viewer, segment)
+    tools = segment.corrections
+    corrections = tools.correct()
+    viewer.layers.remove(corrections)
+    assert _names(viewer) == ["nuclei", "nuclei labels"]
+    tools.correct()
+    assert _names(viewer) == [
+        "nuclei",
+        "nuclei labels",
+        "nuclei labels corrections",
+        "nuclei labels corrections: split lines",
+    ]
+    viewer.layers.remove(tools.split_lines)  # the tool alone removed: the corrections stay
+    assert "nuclei labels corrections" in _names(viewer) and errors == []
+
+
+def test_correct_after_the_result_was_removed_says_so(viewer_with_image, errors):
+    """Correct with the Segment result removed said 'segment an image first' to a user who had
+    segmented; it now says the result was removed."""
+    viewer = viewer_with_image
+    segment = _segment_panel(viewer)
+    tools = segment.corrections
+    assert tools.correct() is None
+    assert errors == ["Correction failed: segment an image first."]
+    viewer.layers.remove(_result(viewer, segment))
+    assert tools.correct() is None
+    assert errors[-1] == "Correction failed: the result 'nuclei labels' was removed; segment again."
