@@ -270,14 +270,3 @@ def status_label() -> Any:
     label = Label(label="", value="")
     label.native.setWordWrap(True)
     return label
-
-
-def disconnect_all(connections: list[tuple[Any, Any]]) -> None:
-    """Disconnect every ``(emitter, callback)`` pair and empty the list; emitters that are
-    already gone are passed over."""
-    for emitter, callback in connections:
-        try:
-            emitter.disconnect(callback)
-        except (RuntimeError, TypeError, ValueError):  # already gone
-            pass
-    connections.clear()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox
 
+from napari_unet._qt._disconnect import disconnect_when_destroyed
 from napari_unet.engine.layout import AxesLayout, detect_axes
 
 OWNER_KEY = "napari_unet"
@@ -74,37 +75,16 @@ def layer_combo(
         event.value.events.name.connect(refresh)
         refresh()
 
-    viewer.layers.events.inserted.connect(on_inserted)
-    viewer.layers.events.removed.connect(refresh)
-    viewer.layers.events.reordered.connect(refresh)
+    events = viewer.layers.events
+    connections = [(events.inserted, on_inserted), (events.removed, refresh),
+                   (events.reordered, refresh)]  # fmt: skip
+    for emitter, callback in connections:
+        emitter.connect(callback)
     for layer in viewer.layers:
         layer.events.name.connect(refresh)
-
-    def on_destroyed(*_: Any) -> None:
-        # When the panel is garbage-collected, the collector may empty this closure's cells
-        # before Qt destroys the widget and calls here: nothing is left to disconnect then.
-        try:
-            source, callbacks = viewer, (on_inserted, refresh)
-        except NameError:
-            return
-        _disconnect(source, *callbacks)
-
-    combo.native.destroyed.connect(on_destroyed)
+    # not a closure on ``destroyed``: see Disconnector
+    combo._layer_list_disconnector = disconnect_when_destroyed(combo.native, connections)
     return combo
-
-
-def _disconnect(viewer: Any, *callbacks: Callable) -> None:
-    try:
-        layers = viewer.layers
-    except (AttributeError, RuntimeError):  # the viewer is already torn down
-        return
-    for callback in callbacks:
-        for emitter in (
-            layers.events.inserted,
-            layers.events.removed,
-            layers.events.reordered,
-        ):
-            emitter.disconnect(callback)
 
 
 def pick_default(combo: ComboBox, predicate: Callable[[Any], bool]) -> None:

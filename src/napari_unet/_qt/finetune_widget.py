@@ -29,12 +29,12 @@ from napari_unet._qt._controls import (
     ask_save_path,
     button_row,
     confirm_overwrite,
-    disconnect_all,
     scroll_layout,
     show_model_name,
     show_text,
     status_label,
 )
+from napari_unet._qt._disconnect import disconnect_when_destroyed
 from napari_unet._qt._finetune_checks import describe_scores
 from napari_unet._qt._finetune_job import (
     ConfidenceChosen,
@@ -145,7 +145,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self.session.changed.connect(self._session_changed)
         napari_viewer.layers.events.removed.connect(self._layer_removed)
         removed = [(napari_viewer.layers.events.removed, self._layer_removed)]
-        self.destroyed.connect(lambda *_: disconnect_all(removed))
+        self._disconnector = disconnect_when_destroyed(self, removed)
 
     # -- session -------------------------------------------------------------------------------
     def _session_changed(self, entry: ModelEntry) -> None:

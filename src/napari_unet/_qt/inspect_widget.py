@@ -26,13 +26,13 @@ from napari_unet._qt._controls import (
     axes_combo,
     border_weight_controls,
     chosen_axes,
-    disconnect_all,
     image_combo,
     number_control,
     regions_combo,
     scroll_layout,
     update_label_axes,
 )
+from napari_unet._qt._disconnect import disconnect_all, disconnect_when_destroyed
 from napari_unet._qt._error_layers import ErrorTools
 from napari_unet._qt._layers import (
     OWNER_KEY,
@@ -237,10 +237,12 @@ class InspectWidget(QWidget):
         self.regions.changed.connect(self._regions_changed)
         self._watch_layers()
         napari_viewer.dims.events.current_step.connect(self._plane_changed)
-        watched = self._watched
-        dims_event = napari_viewer.dims.events.current_step
-        on_plane = self._plane_changed
-        self.destroyed.connect(lambda *_: disconnect_all([*watched, (dims_event, on_plane)]))
+        self._disconnectors = (
+            disconnect_when_destroyed(self, self._watched),  # the list changes; dropped as is
+            disconnect_when_destroyed(
+                self, [(napari_viewer.dims.events.current_step, self._plane_changed)]
+            ),
+        )
 
     def _set_busy(self, what: str, busy: bool) -> None:
         """Show a moving bar while a weight map or a deformation is computed."""

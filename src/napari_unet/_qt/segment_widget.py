@@ -27,6 +27,7 @@ from qtpy.QtWidgets import QMessageBox, QWidget
 
 from napari_unet._qt import _controls as controls
 from napari_unet._qt._corrections import CorrectionTools
+from napari_unet._qt._disconnect import disconnect_when_destroyed
 from napari_unet._qt._layers import (
     Layout,
     layer_array,
@@ -204,7 +205,7 @@ class SegmentWidget(QWidget):
             (self.session.changed, self._session_changed),
         ]
         napari_viewer.layers.events.removed.connect(self._layer_removed)
-        self.destroyed.connect(lambda *_: controls.disconnect_all(connections))
+        self._disconnector = disconnect_when_destroyed(self, connections)
 
     # -- model choice ------------------------------------------------------------------------
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
