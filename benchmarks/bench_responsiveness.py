@@ -167,9 +167,8 @@ class DrawClock:
 
 def full_collection_seconds() -> tuple[float, float]:
     """Seconds a full garbage collection takes in this process now: over the whole heap (what
-    one costs whenever Python decides to make one), and with the heap of now frozen
-    (``gc.freeze``: what one would cost if the objects that existed before a job were left out;
-    not done by the panels, see docs/benchmarks/responsiveness.md)."""
+    one costs when no job runs), and with the heap of now frozen (what one costs while a job
+    runs: ``napari_unet._qt._gc_pause``)."""
     t0 = time.perf_counter()
     gc.collect()
     whole = time.perf_counter() - t0
@@ -424,6 +423,10 @@ def run_one(name: str, args) -> list:
     import torch
 
     torch.set_num_threads(1)
+    if args.no_gc_freeze:
+        from napari_unet._qt import _gc_pause
+
+        _gc_pause.ENABLED = False
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1366, 768)
     app = napari.qt.get_qapp()
@@ -442,6 +445,12 @@ def main(argv=None) -> int:
     parser.add_argument("--burners", type=int, default=2)
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="let full garbage collections walk the whole heap during jobs (as before "
+        "napari_unet._qt._gc_pause), to measure what the freeze does",
+    )
     parser.add_argument("--note", default="", help="a line to add under the table")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one scenario, JSON out
     args = parser.parse_args(argv)
@@ -457,6 +466,7 @@ def main(argv=None) -> int:
         command = [sys.executable, __file__, "--one", name, "--planes", str(args.planes),
                    "--steps", str(args.steps), "--burners", str(args.burners),
                    "--size", str(args.size)]  # fmt: skip
+        command += ["--no-gc-freeze"] if args.no_gc_freeze else []
         output = subprocess.run(command, capture_output=True, text=True).stdout
         found = [line for line in output.splitlines() if line.startswith("ROWS ")]
         if not found:
@@ -481,7 +491,8 @@ def main(argv=None) -> int:
         f"Measured {datetime.date.today()} by `benchmarks/bench_responsiveness.py` "
         f"(`xvfb-run -a python benchmarks/bench_responsiveness.py --planes {args.planes} "
         f"--size {args.size} "
-        f"--steps {args.steps} --burners {args.burners}`), one run each, torch with 1 thread.",
+        f"--steps {args.steps} --burners {args.burners}"
+        f"{' --no-gc-freeze' if args.no_gc_freeze else ''}`), one run each, torch with 1 thread.",
         f"Machine: {machine}. {_versions()}.",
         "",
         "A 10 ms QTimer ticks on the GUI thread; a gap is time a click or a repaint waits. "
@@ -491,7 +502,7 @@ def main(argv=None) -> int:
         "as many visible layers (6 for Fine-tune, 2 for the others), same load. *GC*: the "
         "longest pause of Python's garbage collector during the run (it stops every thread). "
         "*Full GC*: one full collection timed right after the run, same load: over the whole "
-        "heap / with the heap frozen (`gc.freeze`, not done by the panels). "
+        "heap / with the heap frozen, as while a job runs (`napari_unet._qt._gc_pause`). "
         "*In the long gaps*: the gaps over 100 ms added up, and "
         "how much of them the panel's handlers, vispy's draws of the canvas and garbage "
         "collections filled (ms); the rest is Qt composing the window around the canvas "

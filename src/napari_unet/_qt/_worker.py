@@ -21,6 +21,7 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
 
+from napari_unet._qt import _gc_pause
 from napari_unet.engine.events import STOPPED, BlockDone, StepDone, TileDone, relay
 
 logger = logging.getLogger(__name__)
@@ -251,12 +252,25 @@ class Job:
         self.worker.finished.connect(self._finished)
         self.worker.warned.connect(self._warned)
         self._warnings_shown: set[str] = set()
+        self._holds_gc = False
 
     # -- control ---------------------------------------------------------------------------
     def start(self) -> Job:
-        """Start the worker thread."""
-        self.worker.start()
+        """Start the worker thread (and keep full garbage collections short until it ends,
+        :mod:`~napari_unet._qt._gc_pause`)."""
+        _gc_pause.job_started()
+        self._holds_gc = True
+        try:
+            self.worker.start()
+        except BaseException:
+            self._release_gc()
+            raise
         return self
+
+    def _release_gc(self) -> None:
+        if self._holds_gc:
+            self._holds_gc = False
+            _gc_pause.job_ended()
 
     def cancel(self) -> None:
         """Ask the job to stop at its next ``yield``; ``on_done`` follows once it has."""
@@ -358,6 +372,7 @@ class Job:
                 self._report(exc)
         self._gen = None
         self.done = True
+        self._release_gc()
         if self.pbar is not None:
             self.pbar.close()
             self.pbar = None
