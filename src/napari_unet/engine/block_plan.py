@@ -199,15 +199,15 @@ def require_own_unet(net: Any, checkpoint: Any) -> None:
     """Raise ``ValueError`` unless ``net`` is napari-unet's U-Net: the halo and the pooling grid
     of the blocks come from its depth and border, which a foreign BioImage.IO package's network
     does not have (it runs on whole images)."""
-    from napari_unet.engine.model import UNet
+    from napari_unet.engine.models import require_unet
 
-    if not isinstance(net, UNet):
-        name = (getattr(checkpoint, "extra", None) or {}).get("name", "the model")
-        raise ValueError(
-            f"{name!r} is a foreign BioImage.IO package, which napari-unet runs on whole images "
-            "only: block by block (zarr stores, dask arrays, --scheduler, --block-size, images "
-            "over 4096² pixels) needs napari-unet's own U-Net"
-        )
+    require_unet(
+        net,
+        checkpoint,
+        because=", which napari-unet runs on whole images only: block by block (zarr stores, "
+        "dask arrays, --scheduler, --block-size, images over 4096² pixels) needs napari-unet's "
+        "own U-Net",
+    )
 
 
 def plan(

@@ -132,15 +132,19 @@ def model_normalization(checkpoint: Any) -> dict | None:
     return dict(norm) if isinstance(norm, dict) and norm else None
 
 
-def require_unet(net: Any, checkpoint: Any) -> None:
+#: why :func:`require_unet` refuses a foreign network by default (training and export)
+ONLY_OWN_UNET_TRAINS = (
+    ": napari-unet runs it but fine-tunes and exports only its own U-Net (the bundled model, a "
+    "model file, or a package exported by napari-unet)"
+)
+
+
+def require_unet(net: Any, checkpoint: Any, *, because: str = ONLY_OWN_UNET_TRAINS) -> None:
     """Raise ``ValueError`` unless ``net`` is napari-unet's U-Net (what training needs): a
-    foreign BioImage.IO package runs, but cannot be fine-tuned here."""
+    foreign BioImage.IO package runs, but cannot be fine-tuned here. ``because`` ends the
+    sentence "'<name>' is a foreign BioImage.IO package..."."""
     from napari_unet.engine.model import UNet
 
     if not isinstance(net, UNet):
         name = (getattr(checkpoint, "extra", None) or {}).get("name", "the model")
-        raise ValueError(
-            f"{name!r} is a foreign BioImage.IO package: napari-unet runs it but fine-tunes and "
-            "exports only its own U-Net (the bundled model, a model file, or a package exported "
-            "by napari-unet)"
-        )
+        raise ValueError(f"{name!r} is a foreign BioImage.IO package{because}")
