@@ -53,3 +53,32 @@ def test_a_collected_disconnector_is_not_called(qtbot):
     disconnect_when_destroyed(widget, [(emitter, _handler)])  # not kept: Qt holds it weakly
     sip.delete(widget)
     assert emitter.callbacks == [_handler]
+
+
+def test_a_layer_picker_lets_go_of_every_layer(make_napari_viewer):
+    """A picker listens to each layer's name (a rename keeps it chosen); it stops listening to a
+    removed layer, and to all of them when it is destroyed (napari holds plain functions
+    strongly, so a closed panel's picker stayed referenced by every layer)."""
+    import numpy as np
+    from magicgui.widgets import ComboBox
+    from napari.layers import Image
+
+    from napari_unet._qt._layers import layer_combo
+
+    viewer = make_napari_viewer()
+    first = viewer.add_image(np.zeros((8, 8)), name="first")
+    combo = layer_combo(viewer, Image, label="image")
+    second = viewer.add_image(np.zeros((8, 8)), name="second")
+    assert isinstance(combo, ComboBox)
+
+    def listens(layer):
+        return len(layer.events.name.callbacks)
+
+    kept = combo._layer_list_disconnector.connections
+    assert any(emitter is second.events.name for emitter, _ in kept)
+    viewer.layers.remove(second)  # not held on to by the picker
+    assert not any(emitter is second.events.name for emitter, _ in kept)
+    with_picker = listens(first)
+    sip.delete(combo.native)
+    assert listens(first) == with_picker - 1
+    viewer.add_image(np.zeros((8, 8)), name="third")  # the destroyed picker is not called

@@ -71,18 +71,29 @@ def layer_combo(
         except RuntimeError:  # the Qt widget is already gone (viewer closing)
             return
 
+    def watch_name(layer: Any) -> None:
+        layer.events.name.connect(refresh)
+        connections.append((layer.events.name, refresh))
+
     def on_inserted(event: Any) -> None:
-        event.value.events.name.connect(refresh)
+        watch_name(event.value)
+        refresh()
+
+    def on_removed(event: Any) -> None:
+        emitter = event.value.events.name
+        emitter.disconnect(refresh)
+        connections[:] = [pair for pair in connections if pair[0] is not emitter]
         refresh()
 
     events = viewer.layers.events
-    connections = [(events.inserted, on_inserted), (events.removed, refresh),
+    connections = [(events.inserted, on_inserted), (events.removed, on_removed),
                    (events.reordered, refresh)]  # fmt: skip
     for emitter, callback in connections:
         emitter.connect(callback)
     for layer in viewer.layers:
-        layer.events.name.connect(refresh)
-    # not a closure on ``destroyed``: see Disconnector
+        watch_name(layer)
+    # every connection above is dropped when the picker is destroyed; not by a closure on
+    # ``destroyed`` (see Disconnector)
     combo._layer_list_disconnector = disconnect_when_destroyed(combo.native, connections)
     return combo
 
