@@ -684,3 +684,26 @@ def test_closing_the_panel_stops_the_run(viewer_with_image, nuclei_image, wait_j
     assert job.cancelled and widget.run.steps_done < 5000 and errors == []
     assert widget.status.value.startswith("stopped after step")
     assert "nuclei preview labels" not in viewer.layers
+
+
+def test_a_broken_model_file_gives_way_before_fine_tuning(
+    viewer_with_image, nuclei_image, tmp_path, wait_job, errors, qtbot
+):
+    """A picked file that is no model failed every Start the same way and stayed the model;
+    as in Segment, the panel now goes back to the model used before and says so."""
+    viewer = viewer_with_image
+    session = session_for(viewer)
+    before = session.current
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a model")
+    session.set_current(ModelEntry("broken.pt", broken, kind="file"))  # as Segment picks it
+    widget = _widget(viewer, steps=2)
+    widget.labels.value = _paint(viewer, nuclei_image[1])
+    job = widget.start()
+    wait_job(job)
+    assert job.error is not None and str(broken) in errors[-1]
+    assert session.current is before
+    assert str(broken) in widget.status.value and f"back to '{before.label}'" in widget.status.value
+    wait_job(widget.start())  # the next run trains
+    assert widget.result_entry is not None
+    qtbot.waitUntil(lambda: not widget.preview.runner.busy, timeout=30_000)  # its check

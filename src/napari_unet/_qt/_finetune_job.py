@@ -170,13 +170,14 @@ def finetune_job(request: FineTuneRequest, run: RunState):
 
 def _finetune(request: FineTuneRequest, run: RunState):
     """The body of :func:`finetune_job`."""
+    from napari_unet._qt._segment_call import load_entry
     from napari_unet.engine.diameter import match_training_diameter
     from napari_unet.engine.layout import gray_for_model
-    from napari_unet.engine.models import load_model, require_unet
+    from napari_unet.engine.models import require_unet
     from napari_unet.engine.training import iter_train
     from napari_unet.engine.weights import training_targets
 
-    base, checkpoint = load_model(request.entry.resolve(), device="cpu")
+    base, checkpoint = load_entry(request.entry)  # on the CPU; ModelUnusable names the file
     require_unet(base, checkpoint)
     net = copy.deepcopy(base)  # never train the session's model object in place
     del base

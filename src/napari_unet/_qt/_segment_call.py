@@ -82,6 +82,21 @@ def load_entry(entry: ModelEntry) -> Any:
         raise ModelUnusable(entry, reason) from exc
 
 
+def fall_back_after(error: BaseException | None, session: Any) -> str | None:
+    """After a job failed with ``error``: when the session's model could not be loaded
+    (:class:`ModelUnusable`), make the model used before it current again
+    (:meth:`~napari_unet._qt._session.Session.fall_back`), so that the next job does not fail
+    the same way, and return the status line that says so, naming the file; else ``None``."""
+    if not isinstance(error, ModelUnusable):
+        return None
+    back = session.fall_back(error.entry)
+    if back is None:
+        return None
+    from napari_unet._qt._controls import model_description
+
+    return f"failed: {model_description(error.entry)} could not be loaded; back to '{back.label}'"
+
+
 @dataclass(frozen=True)
 class RescaleQuestion:
     """What :func:`segment_job` returns instead of segmenting when the typed diameter would

@@ -52,6 +52,7 @@ from napari_unet._qt._finetune_preview import LivePreview
 from napari_unet._qt._finetune_settings import FineTuneSettings
 from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._progress import PanelProgress, duration
+from napari_unet._qt._segment_call import fall_back_after
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._worker import Job, call_once, run_shielded, start_job, tell_user
 from napari_unet.engine.events import ModelSnapshot
@@ -307,6 +308,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self.progress.stop()
         run, request = self.run, self._request
         entry, message = kept_model(run, job)
+        message = fall_back_after(job.error, self.session) or message
         if message is not None:
             timing = self.live.timing(None)
             if entry is not None and timing is not None:

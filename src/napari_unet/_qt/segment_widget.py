@@ -38,9 +38,9 @@ from napari_unet._qt._partial import show_partial
 from napari_unet._qt._progress import PanelProgress, tile_fraction
 from napari_unet._qt._segment_call import (
     SEGMENT_OPTION_NAMES,
-    ModelUnusable,
     RescaleQuestion,
     engine_options,
+    fall_back_after,
     segment_job,
 )
 from napari_unet._qt._session import ModelEntry, session_for
@@ -476,12 +476,7 @@ class SegmentWidget(QWidget):
         """The status line after a failed job. A model that could not be loaded gives way to
         the one used before (:meth:`~napari_unet._qt._session.Session.fall_back`), so that the
         next Segment does not fail the same way; the line names the file."""
-        if isinstance(error, ModelUnusable):
-            back = self.session.fall_back(error.entry)
-            if back is not None:
-                name = controls.model_description(error.entry)
-                return f"failed: {name} could not be loaded; back to '{back.label}'"
-        return "failed (see the notification)"
+        return fall_back_after(error, self.session) or "failed (see the notification)"
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
