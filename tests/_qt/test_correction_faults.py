@@ -64,7 +64,8 @@ def test_the_uncertainty_status_does_not_stay_on_four_passes(
     viewer_with_image, wait_job, errors, monkeypatch
 ):
     """A failed uncertainty, or one whose image was removed while it ran, left the panel
-    reading 'uncertainty of nuclei: 4 passes…' for ever; now the line says what happened."""
+    reading 'uncertainty of nuclei: 4 passes…' for ever; now the line says what happened. The
+    removal stops the job (its four passes ran to the end before)."""
     import napari_unet.engine.uncertainty as uncertainty
 
     viewer = viewer_with_image
@@ -72,14 +73,14 @@ def test_the_uncertainty_status_does_not_stay_on_four_passes(
     job = tools.show_uncertainty()
     viewer.layers.remove("nuclei")
     wait_job(job)
-    assert job.error is None and errors == []
-    assert tools.status.text() == "uncertainty not shown: the image 'nuclei' was removed"
+    assert job.error is None and errors == [] and job.cancelled
+    assert tools.status.text() == "uncertainty stopped: the image 'nuclei' was removed"
     assert tools.uncertainty_layer is None and tools.uncertainty_button.isEnabled()
 
     def fails(*_args, **_kwargs):
         raise ValueError("the passes disagree about everything")
 
-    monkeypatch.setattr(uncertainty, "tta_uncertainty", fails)
+    monkeypatch.setattr(uncertainty, "iter_tta_uncertainty", fails)
     viewer.add_image(np.zeros((64, 64), np.float32), name="blank")
     job = tools.show_uncertainty()
     wait_job(job)

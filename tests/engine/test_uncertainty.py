@@ -104,3 +104,24 @@ def test_expected_errors_count_each_object_once_and_doubt_per_cell_area():
     assert c0 < 57 and c1 > 43  # on the doubtful edge
     (r0, c0, r1, c1), _ = annotation_boxes(m, box=20, n=1)[0]
     assert r0 <= 40 and r1 >= 50 and c0 <= 90 and c1 >= 100  # over the missed cell
+
+
+def test_the_uncertainty_passes_can_be_stopped_between_tiles(monkeypatch):
+    """iter_tta_uncertainty yields each pass's events, so closing it stops the work (the
+    Uncertainty job is stopped this way when its image is removed)."""
+    import napari_unet.engine.segment as segment
+    from napari_unet.engine.uncertainty import iter_tta_uncertainty
+
+    passes = []
+    real = segment.iter_segment
+
+    def counted(*args, **kwargs):
+        passes.append(1)
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(segment, "iter_segment", counted)
+    gen = iter_tta_uncertainty(np.zeros((64, 64), np.float32), "default", diameter=20,
+                               device="cpu")
+    next(gen)
+    gen.close()
+    assert passes == [1]

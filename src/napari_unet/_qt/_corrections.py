@@ -282,8 +282,8 @@ def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options:
     from napari_unet.engine.uncertainty import (
         annotation_boxes,
         expected_errors,
+        iter_tta_uncertainty,
         object_scores,
-        tta_uncertainty,
     )
 
     model = load_model(entry.resolve())
@@ -292,13 +292,12 @@ def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options:
     )
     if channel_axis is not None:
         raise ValueError("the uncertainty needs a one-channel image (or RGB)")
-    result = tta_uncertainty(image, model, **options)
+    result = yield from iter_tta_uncertainty(image, model, **options)  # Cancel stops it
     side = max(16, round(BOX_DIAMETERS * (result.diameter or 30.0)))
     errors = expected_errors(result.labels, result.uncertainty, result.probabilities)
     boxes = annotation_boxes(errors, box=side, n=N_BOXES)
     confidence = object_scores(result.labels, result.uncertainty, result.probabilities)
     return result, boxes, confidence
-    yield  # unreachable: makes this a generator for Job
 
 
 class CorrectionTools(QWidget):
@@ -408,9 +407,25 @@ class CorrectionTools(QWidget):
             description=f"Uncertainty of {layer.name}",
             on_result=lambda result: self._show(layer, layout, plane, result),
             on_error=lambda _exc: self._say("failed (see the notification)"),
-            on_done=lambda _job: self.uncertainty_button.setEnabled(True),
+            on_done=lambda job: self._uncertainty_done(job, layer, watch),
         )
+        job = self.job
+
+        def watch(event: Any) -> None:  # the image removed: its uncertainty is not wanted
+            if event.value is layer:
+                job.cancel()
+
+        self.viewer.layers.events.removed.connect(watch)
         return self.job
+
+    def _uncertainty_done(self, job: Job, layer: Any, watch: Any) -> None:
+        self.viewer.layers.events.removed.disconnect(watch)
+        try:
+            self.uncertainty_button.setEnabled(True)
+        except RuntimeError:  # the panel is already gone
+            return
+        if job.cancelled:
+            self._say(f"uncertainty stopped: the image '{layer.name}' was removed")
 
     def _say(self, text: str) -> None:
         """Replace the status line (the panel may be gone when a job ends)."""

@@ -19,6 +19,7 @@ Heavy modules are imported inside the functions.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "Uncertainty",
     "annotation_boxes",
     "expected_errors",
+    "iter_tta_uncertainty",
     "object_scores",
     "tta_uncertainty",
 ]
@@ -66,7 +68,14 @@ def _backward(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return np.rot90(a, -k, axes=(-2, -1))
 
 
-def tta_uncertainty(
+def tta_uncertainty(image: np.ndarray, model: Any = None, **kwargs: Any) -> Uncertainty:
+    """Drive :func:`iter_tta_uncertainty` to its end and return its :class:`Uncertainty`."""
+    from napari_unet.engine.events import drive
+
+    return drive(iter_tta_uncertainty(image, model, **kwargs))
+
+
+def iter_tta_uncertainty(
     image: np.ndarray,
     model: Any = None,
     *,
@@ -74,8 +83,10 @@ def tta_uncertainty(
     transforms: int = 4,
     device: Any = "auto",
     **segment_kwargs: Any,
-) -> Uncertainty:
-    """Segment ``image`` under ``transforms`` symmetries and measure how much the passes disagree.
+) -> Generator[Any, None, Uncertainty]:
+    """Segment ``image`` under ``transforms`` symmetries and measure how much the passes disagree;
+    yields the events of each pass (:func:`~napari_unet.engine.segment.iter_segment`'s), so a
+    caller can show progress and stop between tiles.
 
     Parameters
     ----------
@@ -90,7 +101,7 @@ def tta_uncertainty(
 
     Returns
     -------
-    Uncertainty
+    Uncertainty (the generator's return value)
 
     Examples
     --------
@@ -98,7 +109,6 @@ def tta_uncertainty(
     >>> u.uncertainty.max() <= 1.0  # doctest: +SKIP
     True
     """
-    from napari_unet.engine.events import drive
     from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
 
@@ -117,15 +127,13 @@ def tta_uncertainty(
     probs = []
     labels = None
     for k, flip in pairs:
-        res = drive(
-            iter_segment(
-                np.ascontiguousarray(_forward(image, k, flip)),
-                pair,
-                diameter=diameter,
-                device=device,
-                tta=False,
-                **segment_kwargs,
-            )
+        res = yield from iter_segment(
+            np.ascontiguousarray(_forward(image, k, flip)),
+            pair,
+            diameter=diameter,
+            device=device,
+            tta=False,
+            **segment_kwargs,
         )
         if labels is None:
             labels = res.labels
