@@ -78,19 +78,13 @@ def _for_model(image: Any, layout: Any, in_channels: int) -> tuple[Any, int | No
     one-channel model), as the in-memory path's :meth:`AxesLayout.for_model` reads it, with its
     ``channel_axis`` and ``stack``. Raises ``ValueError`` for layouts whose labels could not be
     written in the image's own axes block by block (planes after Y and X, two plane axes)."""
-    import dask.array as da
-    import numpy as np
-
     if layout.label_axes not in ("YX", *(f"{p}YX" for p in "ZTP")):
         raise ValueError(
             "block by block the labels are (Y, X) or (planes, Y, X): give --axes with one plane "
             "axis before Y and X (e.g. ZYX, ZCYX), or rewrite the store in that order"
         )
     layout.check_model(in_channels=in_channels)
-    image = da.transpose(image, layout._order())
-    channel_axis = layout.engine_channel_axis
-    if channel_axis is not None and in_channels == 1 and layout.axes.endswith("C") and image.shape[-1] in (3, 4):
-        image, channel_axis = image[..., :3].astype(np.float32).mean(axis=-1), None  # as gray_for_model
+    image, channel_axis = layout.for_model(image, in_channels=in_channels, lazy=True)
     return image, channel_axis, layout.stack
 
 

@@ -206,6 +206,7 @@ def gray_for_model(
     ``channel_axis`` holds 3 or 4 (RGB, RGBA); then the mean of the colour channels (alpha
     dropped), float32, and ``None``. Intensities are normalised per image by percentiles
     afterwards, so the weighting of the colours does not matter for a stain in one channel.
+    A dask array stays lazy.
 
     Examples
     --------
@@ -213,10 +214,12 @@ def gray_for_model(
     >>> gray_for_model(rgb, channel_axis=-1, in_channels=1)[0].shape
     (4, 5)
     """
-    array = np.asarray(image)
+    array = image if hasattr(image, "shape") else np.asarray(image)  # a dask array stays lazy
     if channel_axis is None or in_channels != 1 or array.shape[channel_axis] not in (3, 4):
         return image, channel_axis
-    colours = np.take(array, [0, 1, 2], axis=channel_axis).astype(np.float32)
+    index = [slice(None)] * array.ndim
+    index[channel_axis] = slice(0, 3)
+    colours = array[tuple(index)].astype(np.float32)
     return colours.mean(axis=channel_axis), None
 
 
@@ -459,10 +462,11 @@ class AxesLayout:
         channel = [] if self.channel_axis is None else [self.channel_axis]
         return [*self.plane_axes, *rest, *channel]
 
-    def to_engine(self, data: Any) -> tuple[np.ndarray, int | None]:
+    def to_engine(self, data: Any, *, lazy: bool = False) -> tuple[np.ndarray, int | None]:
         """``data`` as ``(Y, X[, C])`` or ``(P, Y, X[, C])`` and the engine's ``channel_axis``.
-        Reads lazy data (run it off the GUI thread)."""
-        array = np.transpose(np.asarray(data), self._order())
+        Reads lazy data (run it off the GUI thread), unless ``lazy``: then a dask array is
+        reordered as a dask array (block-by-block segmentation)."""
+        array = (data if lazy else np.asarray(data)).transpose(self._order())
         if self.stack:
             array = array.reshape((self.n_planes, *array.shape[len(self.plane_axes) :]))
         return array, self.engine_channel_axis
@@ -481,11 +485,14 @@ class AxesLayout:
         engine_axes = "".join(self.axes[i] for i in self.plane_axes) + "YX"
         return np.transpose(array, [engine_axes.index(c) for c in self.label_axes])
 
-    def for_model(self, data: Any, *, in_channels: int) -> tuple[np.ndarray, int | None]:
-        """:meth:`to_engine`, with RGB(A) colours last (``...YXC``) turned gray for a
-        one-channel model (:func:`gray_for_model`): the image and ``channel_axis`` to segment
-        or train with. Channels elsewhere (``CYX``) are more often planes and are not merged."""
-        image, channel_axis = self.to_engine(data)
+    def for_model(
+        self, data: Any, *, in_channels: int, lazy: bool = False
+    ) -> tuple[np.ndarray, int | None]:
+        """:meth:`to_engine` (``lazy`` as there), with RGB(A) colours last (``...YXC``) turned
+        gray for a one-channel model (:func:`gray_for_model`): the image and ``channel_axis`` to
+        segment or train with. Channels elsewhere (``CYX``) are more often planes and are not
+        merged."""
+        image, channel_axis = self.to_engine(data, lazy=lazy)
         if not self.axes.endswith("C"):
             return image, channel_axis
         return gray_for_model(image, channel_axis=channel_axis, in_channels=in_channels)
