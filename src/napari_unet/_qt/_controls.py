@@ -229,10 +229,13 @@ def scroll_layout(panel: QWidget) -> QVBoxLayout:
 
 
 def show_text(label: Any, text: str) -> None:
-    """Set a status ``Label``'s text; nothing when its Qt widget is gone (the viewer closed
-    while a job ended)."""
+    """Set a status line's text (a magicgui ``Label`` or a ``QLabel``); nothing when its Qt
+    widget is gone (the viewer closed while a job ended)."""
     try:
-        label.value = text
+        if hasattr(label, "setText"):
+            label.setText(text)
+        else:
+            label.value = text
     except RuntimeError:
         pass
 

@@ -406,7 +406,7 @@ class CorrectionTools(QWidget):
             what="Uncertainty",
             description=f"Uncertainty of {layer.name}",
             on_result=lambda result: self._show(layer, layout, plane, result),
-            on_error=lambda _exc: self._say("failed (see the notification)"),
+            on_error=lambda _exc: controls.show_text(self.status, "failed (see the notification)"),
             on_done=lambda job: self._uncertainty_done(job, layer, watch),
         )
         job = self.job
@@ -425,20 +425,13 @@ class CorrectionTools(QWidget):
         except RuntimeError:  # the panel is already gone
             return
         if job.cancelled:
-            self._say(f"uncertainty stopped: the image '{layer.name}' was removed")
-
-    def _say(self, text: str) -> None:
-        """Replace the status line (the panel may be gone when a job ends)."""
-        try:
-            self.status.setText(text)
-        except RuntimeError:  # the panel is already gone
-            pass
+            controls.show_text(self.status, f"uncertainty stopped: the image '{layer.name}' was removed")
 
     def _show(self, layer: Any, layout: Any, plane: tuple[Any, ...], result: Any) -> None:
         """Show the uncertainty of plane ``plane`` (a full ``plane_index``) of ``layer`` on that
         plane, in the layer's label axes (``layout``)."""
         if layer not in self.viewer.layers:
-            self._say(f"uncertainty not shown: the image '{layer.name}' was removed")
+            controls.show_text(self.status, f"uncertainty not shown: the image '{layer.name}' was removed")
             return
         u, boxes, confidence = result
         uncertainty, geometry = embedded_plane(u.uncertainty, layer, plane, layout=layout)

@@ -135,17 +135,11 @@ class ErrorTools(QWidget):
     def _failed(self, _exc: BaseException) -> None:
         """The comparison failed (the notification says why): the status line says so
         instead of 'comparing …' for ever."""
-        self._say("failed (see the notification)")
-
-    def _say(self, text: str) -> None:
-        try:
-            self.status.setText(text)
-        except RuntimeError:  # the panel is already gone
-            pass
+        controls.show_text(self.status, "failed (see the notification)")
 
     def _show(self, pred: Any, errors: Any) -> None:
         if pred not in self.viewer.layers:
-            self._say(f"errors not shown: the segmentation '{pred.name}' was removed")
+            controls.show_text(self.status, f"errors not shown: the segmentation '{pred.name}' was removed")
             return
         from napari.utils.colormaps import DirectLabelColormap
 
