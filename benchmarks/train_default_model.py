@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, default=500, help="validate every N steps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument(
+        "--no-amp",
+        action="store_true",
+        help="train in float32 (default: mixed precision on CUDA and on CPUs with bfloat16 "
+        "in hardware)",
+    )
+    p.add_argument(
         "--time-limit",
         type=float,
         default=2700.0,
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     from napari_unet.engine.events import StepDone, ValidationDone
     from napari_unet.engine.metrics import evaluate
     from napari_unet.engine.model import UNet, UNetConfig
-    from napari_unet.engine.training import TrainConfig, iter_train
+    from napari_unet.engine.training import TrainConfig, autocast_dtype, iter_train
 
     args = build_parser().parse_args(argv)
     if args.threads:
@@ -197,10 +203,12 @@ def main(argv: list[str] | None = None) -> dict:
         seed=args.seed,
         workers=args.workers,
         time_limit=args.time_limit,
+        amp=not args.no_amp,
     )
     print(
         f"net: {net_config.to_dict()} ({n_params / 1e6:.2f} M parameters); device {device}; "
-        f"steps {config.steps}, batch {config.batch_size}, tile {config.tile_size or 'auto'}",
+        f"steps {config.steps}, batch {config.batch_size}, tile {config.tile_size or 'auto'}, "
+        f"autocast {autocast_dtype(device, config.amp)}",
         flush=True,
     )
 
@@ -253,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
             "steps_done": int(steps_done),
             "stopped_early": stopped_early,
             "device": _device_name(device),
+            "precision": str(autocast_dtype(device, config.amp) or torch.float32).split(".")[-1],
             "torch": torch.__version__,
             "python": platform.python_version(),
             "command": "python benchmarks/train_default_model.py "

@@ -38,6 +38,7 @@ from napari_unet.engine._package_card import CLASS_NAMES, citations, model_card
 from napari_unet.engine.confidence_calibration import EXTRA_KEY as CALIBRATION_KEY
 from napari_unet.engine.confidence_calibration import chosen_min_confidence
 from napari_unet.engine.model import UNet, UNetConfig, border, valid_input_size
+from napari_unet.engine.packages import first_error
 
 __all__ = [
     "ARCHITECTURE_CALLABLE",
@@ -383,7 +384,7 @@ def export_package(
                     ),
                 )
         except Exception as err:  # pydantic's ValidationError, with many lines
-            raise ValueError(f"the package does not validate: {_first_error(err)}") from None
+            raise ValueError(f"the package does not validate: {first_error(err)}") from None
         path.parent.mkdir(parents=True, exist_ok=True)
         staged = tmp / "package.zip"
         save_bioimageio_package(descr, output_path=staged)
@@ -409,17 +410,3 @@ def _check_license(spec: Any, license: str) -> None:
         ) from None
 
 
-def _first_error(err: BaseException) -> str:
-    """The first error of a pydantic ``ValidationError`` as ``field: message``; other errors'
-    first lines."""
-    errors = getattr(err, "errors", None)
-    if callable(errors):
-        try:
-            first = errors()[0]
-            where = ".".join(str(part) for part in first.get("loc", ()))
-            message = str(first.get("msg", "")).removeprefix("Value error, ")
-            return (f"{where}: {message}" if where else message)[:300]
-        except Exception:  # not pydantic's shape after all
-            pass
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return " ".join(lines[:3])[:300] or type(err).__name__

@@ -71,18 +71,28 @@ def is_package_path(path: str | os.PathLike) -> bool:
     return name.endswith((".zip", ".yaml", ".yml"))
 
 
-def _first_error(summary_or_err: Any) -> str:
-    """One line from a validation summary or an exception."""
-    details = getattr(summary_or_err, "details", None)
-    if details is not None:
+def first_error(problem: Any) -> str:
+    """One line for a user: the first error of a bioimageio.spec validation summary or of a
+    pydantic ``ValidationError`` as ``field: message``; the first lines of any other error."""
+    details = getattr(problem, "details", None)
+    if details is not None:  # a ValidationSummary
         for detail in details:
             for error in getattr(detail, "errors", []):
-                loc = ".".join(str(p) for p in getattr(error, "loc", ()) if p != "root")
-                msg = str(getattr(error, "msg", error)).strip().splitlines()[0]
-                return f"{loc}: {msg}"[:240] if loc else msg[:240]
+                where = ".".join(str(p) for p in getattr(error, "loc", ()) if p != "root")
+                message = str(getattr(error, "msg", error)).strip().splitlines()[0]
+                return (f"{where}: {message}" if where else message)[:300]
         return "it does not validate"
-    text = str(summary_or_err).strip().splitlines()
-    return (text[0] if text else type(summary_or_err).__name__)[:240]
+    errors = getattr(problem, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            where = ".".join(str(part) for part in first.get("loc", ()))
+            message = str(first.get("msg", "")).removeprefix("Value error, ")
+            return (f"{where}: {message}" if where else message)[:300]
+        except Exception:  # not pydantic's shape after all
+            pass
+    lines = [line.strip() for line in str(problem).splitlines() if line.strip()]
+    return " ".join(lines[:3])[:300] or type(problem).__name__
 
 
 def _refuse_missing_files(path: Path) -> None:
@@ -168,13 +178,13 @@ def open_description(path: str | os.PathLike) -> Any:
     except Exception as err:  # the spec library raises many kinds on broken input
         _refuse_missing_files(path)
         raise PackageError(
-            f"the package {path} could not be read: {type(err).__name__}: {_first_error(err)}"
+            f"the package {path} could not be read: {type(err).__name__}: {first_error(err)}"
         ) from None
     if isinstance(descr, InvalidDescr):
         _refuse_missing_files(path)
         raise PackageError(
             f"the package {path} is not a valid BioImage.IO model: "
-            f"{_first_error(descr.validation_summary)}"
+            f"{first_error(descr.validation_summary)}"
         )
     if not isinstance(descr, v0_5.ModelDescr):
         raise PackageError(f"the package {path} is not a BioImage.IO model (format 0.5)")
@@ -280,14 +290,14 @@ def _load_own(descr: Any, path: Path, *, device: Any) -> tuple[Any, Any]:
         data = entry.get_reader().read()  # sha256 checked against the description
     except Exception as err:
         raise PackageError(
-            f"the package {path} has no readable weights file {entry.source}: {_first_error(err)}"
+            f"the package {path} has no readable weights file {entry.source}: {first_error(err)}"
         ) from None
     try:
         state_dict = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # refused objects, truncation, junk
         raise PackageError(
             f"the package {path} has weights that are not a plain PyTorch state dict "
-            f"({type(err).__name__}: {_first_error(err)})"
+            f"({type(err).__name__}: {first_error(err)})"
         ) from None
     net = network_from_state_dict(config, state_dict, where=f"the package {path}")
     net.to(resolve_device(device))

@@ -65,7 +65,8 @@ class TrainConfig:
     checkpoint_path : where to write checkpoints; ``None`` for none.
     checkpoint_every : write a checkpoint every this many steps (and at the end or on cancel).
     seed : seeds the tile sampling, the augmentation and torch.
-    amp : mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling).
+    amp : mixed precision: on CUDA bfloat16 where supported, else float16 with loss scaling; on
+        a CPU with bfloat16 in hardware (AVX512-BF16, AMX) bfloat16; float32 elsewhere.
     workers : processes that cut and augment tiles ahead of the network (0: in this thread).
         With workers every tile has its own seed (seed, step, tile), so a run is reproducible for
         any number of workers, though not identical to a run with 0. Worth it when the network

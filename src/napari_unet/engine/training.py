@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from napari_unet.engine.device import release_memory, resolve_device
+from napari_unet.engine.device import cpu_has_native_bf16, release_memory, resolve_device
 from napari_unet.engine.events import (
     AugmentationSample,
     CheckpointSaved,
@@ -184,9 +184,9 @@ def iter_train(
     )
     model.to(dev)
     optimizer = _make_optimizer(model, config)
-    use_amp = bool(config.amp and dev.type == "cuda")
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    amp_dtype = autocast_dtype(dev, config.amp)
+    use_amp = amp_dtype is not None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     sampling_p = sampling_probabilities(samples)
     tiles = TileSource(samples, sampling_p, tile_in, augmenter, n_classes, rng, config)
     freeze_norm = _keeps_norm_statistics(model, config)
@@ -258,7 +258,7 @@ def iter_train(
                 config.time_limit is not None and time.perf_counter() - t_start >= config.time_limit
             )
             if val_samples and (step % config.val_every == 0 or last):
-                metrics = _validate(model, val_samples, val_masks, dev, tile_out, use_amp)
+                metrics = _validate(model, val_samples, val_masks, dev, tile_out, config.amp)
                 history.append({"step": step, "validation": metrics})
                 yield ValidationDone(step=step, metrics=metrics)
             if config.snapshot_every and (step % config.snapshot_every == 0 or last):
@@ -443,10 +443,26 @@ def _freeze_batch_norm(model: torch.nn.Module) -> None:
             module.eval()
 
 
+def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast type of a training step, ``None`` for float32.
+
+    On CUDA bfloat16 where the GPU supports it, else float16 (with loss scaling); on a CPU
+    with bfloat16 in hardware (:func:`~napari_unet.engine.device.cpu_has_native_bf16`),
+    bfloat16. The weights, the optimiser and the loss stay float32.
+    """
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
 # -- validation and snapshots ---------------------------------------------------------------
 
 
-def _validate(model, val_samples, val_masks, device, tile_out, use_amp) -> dict[str, float]:
+def _validate(model, val_samples, val_masks, device, tile_out, amp) -> dict[str, float]:
     """Weighted loss and instance metrics of the held-out data, each scored inside its mask."""
     from napari_unet.engine.instances import instances_from_probabilities
     from napari_unet.engine.metrics import evaluate
@@ -467,7 +483,7 @@ def _validate(model, val_samples, val_masks, device, tile_out, use_amp) -> dict[
             image,
             channel_axis=0,
             device=device,
-            amp=use_amp,
+            amp=amp,
             tile_size=tile_out,
             normalization=False,
         )
