@@ -88,6 +88,35 @@ def test_the_uncertainty_status_does_not_stay_on_four_passes(
     assert tools.status.text() == "failed (see the notification)"
 
 
+def test_a_broken_model_file_gives_way_after_an_uncertainty(
+    viewer_with_image, tmp_path, wait_job, errors
+):
+    """Show uncertainty with a picked file that is no model failed, and the file stayed the
+    session's model, so Segment and the next uncertainty failed the same way. Now it goes back
+    to the model used before, as a failed Segment does, and says so naming the file."""
+    from napari_unet._qt._session import session_for
+    from napari_unet._qt.segment_widget import MODEL_FILE
+
+    viewer = viewer_with_image
+    segment = _segment_panel(viewer)
+    session = session_for(viewer)
+    before = session.current
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a model")
+    segment.model.value = MODEL_FILE
+    segment.model_file.value = broken
+    job = segment.corrections.show_uncertainty()
+    wait_job(job)
+    assert job.error is not None
+    assert len(errors) == 1 and str(broken) in errors[0]
+    assert session.current is before and segment.model.value is before
+    status = segment.corrections.status.text()
+    assert str(broken) in status and f"back to '{before.label}'" in status
+    job = segment.corrections.show_uncertainty()
+    wait_job(job)
+    assert job.error is None and len(errors) == 1
+
+
 def test_the_errors_status_does_not_stay_on_comparing(make_napari_viewer, wait_job, errors):
     """The segmentation removed while Show errors compared it: the panel read 'comparing seg
     with truth…' for ever; now it says why no error layer came."""

@@ -34,6 +34,7 @@ from napari_unet._qt._layers import (
     put_layer,
     spatial_geometry,
 )
+from napari_unet._qt._segment_call import fall_back_after
 from napari_unet._qt._worker import Job, notify_error, start_job, tell_user
 
 ROLE = "corrections"
@@ -277,8 +278,8 @@ def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options:
 
     Returns (Uncertainty, boxes, confidence dict); see :mod:`napari_unet.engine.uncertainty`.
     """
+    from napari_unet._qt._segment_call import load_entry
     from napari_unet.engine.layout import gray_for_model
-    from napari_unet.engine.models import load_model
     from napari_unet.engine.uncertainty import (
         annotation_boxes,
         expected_errors,
@@ -286,7 +287,7 @@ def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options:
         object_scores,
     )
 
-    model = load_model(entry.resolve())
+    model = load_entry(entry)  # a broken file: ModelUnusable, and the panel falls back
     image, channel_axis = gray_for_model(
         np.asarray(image), channel_axis=channel_axis, in_channels=int(model[0].config.in_channels)
     )
@@ -406,7 +407,7 @@ class CorrectionTools(QWidget):
             what="Uncertainty",
             description=f"Uncertainty of {layer.name}",
             on_result=lambda result: self._show(layer, layout, plane, result),
-            on_error=lambda _exc: controls.show_text(self.status, "failed (see the notification)"),
+            on_error=self._uncertainty_failed,
             on_done=lambda job: self._uncertainty_done(job, layer, watch),
         )
         job = self.job
@@ -417,6 +418,12 @@ class CorrectionTools(QWidget):
 
         self.viewer.layers.events.removed.connect(watch)
         return self.job
+
+    def _uncertainty_failed(self, error: BaseException) -> None:
+        """The status after a failed uncertainty; a model file that could not be loaded stops
+        being the session's model, as after a failed Segment."""
+        message = fall_back_after(error, self.panel.session) or "failed (see the notification)"
+        controls.show_text(self.status, message)
 
     def _uncertainty_done(self, job: Job, layer: Any, watch: Any) -> None:
         self.viewer.layers.events.removed.disconnect(watch)
