@@ -38,6 +38,11 @@ class Disconnector:
     def __init__(self, connections: list[tuple[Any, Any]]) -> None:
         self.connections = connections
 
+    def connect(self, emitter: Any, callback: Any) -> None:
+        """Connect ``callback`` to ``emitter`` and drop the pair with the others."""
+        emitter.connect(callback)
+        self.connections.append((emitter, callback))
+
     def drop(self, *_: Any) -> None:
         """Disconnect every pair that is left (:func:`disconnect_all`)."""
         connections = self.__dict__.get("connections")
@@ -45,10 +50,12 @@ class Disconnector:
             disconnect_all(connections)
 
 
-def disconnect_when_destroyed(qobject: Any, connections: list[tuple[Any, Any]]) -> Disconnector:
-    """Drop ``connections`` (a list, which the caller may still extend) when ``qobject`` is
-    destroyed. Keep the returned :class:`Disconnector` as long as ``qobject`` lives (an
+def disconnect_when_destroyed(
+    qobject: Any, connections: list[tuple[Any, Any]] | None = None
+) -> Disconnector:
+    """Drop ``connections`` (a list, which the caller may still extend; none by default), and
+    those made later with :meth:`Disconnector.connect`, when ``qobject`` is destroyed. Keep the returned :class:`Disconnector` as long as ``qobject`` lives (an
     attribute of the widget): Qt holds it weakly."""
-    disconnector = Disconnector(connections)
+    disconnector = Disconnector([] if connections is None else connections)
     qobject.destroyed.connect(disconnector.drop)
     return disconnector

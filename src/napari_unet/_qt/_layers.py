@@ -72,8 +72,7 @@ def layer_combo(
             return
 
     def watch_name(layer: Any) -> None:
-        layer.events.name.connect(refresh)
-        connections.append((layer.events.name, refresh))
+        disconnector.connect(layer.events.name, refresh)
 
     def on_inserted(event: Any) -> None:
         watch_name(event.value)
@@ -82,19 +81,21 @@ def layer_combo(
     def on_removed(event: Any) -> None:
         emitter = event.value.events.name
         emitter.disconnect(refresh)
-        connections[:] = [pair for pair in connections if pair[0] is not emitter]
+        disconnector.connections[:] = [
+            pair for pair in disconnector.connections if pair[0] is not emitter
+        ]
         refresh()
 
+    # every connection is dropped when the picker is destroyed; not by a closure on
+    # ``destroyed`` (see Disconnector)
+    disconnector = disconnect_when_destroyed(combo.native)
+    combo._layer_list_disconnector = disconnector
     events = viewer.layers.events
-    connections = [(events.inserted, on_inserted), (events.removed, on_removed),
-                   (events.reordered, refresh)]  # fmt: skip
-    for emitter, callback in connections:
-        emitter.connect(callback)
+    disconnector.connect(events.inserted, on_inserted)
+    disconnector.connect(events.removed, on_removed)
+    disconnector.connect(events.reordered, refresh)
     for layer in viewer.layers:
         watch_name(layer)
-    # every connection above is dropped when the picker is destroyed; not by a closure on
-    # ``destroyed`` (see Disconnector)
-    combo._layer_list_disconnector = disconnect_when_destroyed(combo.native, connections)
     return combo
 
 

@@ -143,10 +143,9 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self.preview_button.clicked.connect(self.refresh_preview)
         self.save_button.clicked.connect(self.save_model)
         self.use_button.clicked.connect(self.use_for_segment)
-        self.session.changed.connect(self._session_changed)
-        napari_viewer.layers.events.removed.connect(self._layer_removed)
-        removed = [(napari_viewer.layers.events.removed, self._layer_removed)]
-        self._disconnector = disconnect_when_destroyed(self, removed)
+        self._disconnector = disconnect_when_destroyed(self)
+        self._disconnector.connect(self.session.changed, self._session_changed)
+        self._disconnector.connect(napari_viewer.layers.events.removed, self._layer_removed)
 
     # -- session -------------------------------------------------------------------------------
     def _session_changed(self, entry: ModelEntry) -> None:

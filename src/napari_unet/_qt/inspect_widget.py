@@ -11,7 +11,6 @@ The user's layers are only read: results go into plugin-owned layers (see ``_lay
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -32,7 +31,7 @@ from napari_unet._qt._controls import (
     scroll_layout,
     update_label_axes,
 )
-from napari_unet._qt._disconnect import disconnect_all, disconnect_when_destroyed
+from napari_unet._qt._disconnect import disconnect_when_destroyed
 from napari_unet._qt._error_layers import ErrorTools
 from napari_unet._qt._layers import (
     OWNER_KEY,
@@ -156,7 +155,9 @@ class InspectWidget(QWidget):
         self.deformed_image: Any = None
         self._weights_shown = False
         self._deform_shown = False
-        self._watched: list[tuple[Any, Callable]] = []
+        # the edits followed, and the viewer's plane: dropped when the panel is destroyed
+        self._watching = disconnect_when_destroyed(self)
+        self._disconnector = disconnect_when_destroyed(self)
         # napari announces a paint stroke before it writes the pixels: recompute once the event
         # loop is back (several events in a row give one recomputation)
         self._edit_timer = QTimer(self)
@@ -236,13 +237,7 @@ class InspectWidget(QWidget):
         update_label_axes(self.axes, self.labels.value)
         self.regions.changed.connect(self._regions_changed)
         self._watch_layers()
-        napari_viewer.dims.events.current_step.connect(self._plane_changed)
-        self._disconnectors = (
-            disconnect_when_destroyed(self, self._watched),  # the list changes; dropped as is
-            disconnect_when_destroyed(
-                self, [(napari_viewer.dims.events.current_step, self._plane_changed)]
-            ),
-        )
+        self._disconnector.connect(napari_viewer.dims.events.current_step, self._plane_changed)
 
     def _set_busy(self, what: str, busy: bool) -> None:
         """Show a moving bar while a weight map or a deformation is computed."""
@@ -272,7 +267,7 @@ class InspectWidget(QWidget):
 
     def _watch_layers(self) -> None:
         """Follow edits of the chosen labels (painting) and regions (shapes drawn)."""
-        disconnect_all(self._watched)
+        self._watching.drop()
         for layer, names in (
             (self.labels.value, ("data", "paint")),
             (self.regions.value, ("data",)),
@@ -282,8 +277,7 @@ class InspectWidget(QWidget):
             for name in names:
                 emitter = getattr(layer.events, name, None)
                 if emitter is not None:
-                    emitter.connect(self._layer_edited)
-                    self._watched.append((emitter, self._layer_edited))
+                    self._watching.connect(emitter, self._layer_edited)
 
     def _labels_changed(self, *_: Any) -> None:
         with self.axes.changed.blocked():

@@ -193,19 +193,16 @@ class SegmentWidget(QWidget):
         self.image.changed.connect(self._update_axes)
         self.model.changed.connect(self._model_changed)
         self.model_file.changed.connect(self._update_trust)
-        self.session.changed.connect(self._session_changed)
+        # dropped when the panel is destroyed; not by a closure on ``destroyed`` (see Disconnector)
+        self._disconnector = disconnect_when_destroyed(self)
+        self._disconnector.connect(self.session.changed, self._session_changed)
         self._select_entry(self.session.current)
         self._update_axes()
         for name in SEGMENT_OPTION_NAMES:
             getattr(self, name).changed.connect(self._publish_options)
         self.use_contrast.changed.connect(self._publish_options)
         self._publish_options()
-        connections = [
-            (napari_viewer.layers.events.removed, self._layer_removed),
-            (self.session.changed, self._session_changed),
-        ]
-        napari_viewer.layers.events.removed.connect(self._layer_removed)
-        self._disconnector = disconnect_when_destroyed(self, connections)
+        self._disconnector.connect(napari_viewer.layers.events.removed, self._layer_removed)
 
     # -- model choice ------------------------------------------------------------------------
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
