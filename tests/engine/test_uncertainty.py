@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_unet.engine.synthetic import synthetic_nuclei
 from napari_unet.engine.uncertainty import annotation_boxes, object_scores, tta_uncertainty
 
 
@@ -125,3 +126,21 @@ def test_the_uncertainty_passes_can_be_stopped_between_tiles(monkeypatch):
     next(gen)
     gen.close()
     assert passes == [1]
+
+
+def test_progress_runs_once_over_all_the_passes():
+    """The tile counts of the passes used to restart at 0 for each of the four passes, so the
+    panel's bar ran four times from 0 to 100 %; now they count over all the passes."""
+    from napari_unet.engine.events import TileDone, drive
+    from napari_unet.engine.uncertainty import iter_tta_uncertainty
+
+    image, _ = synthetic_nuclei((96, 96), n_cells=6, diameter=16, rng=2)
+    events = []
+    drive(iter_tta_uncertainty(image, "default", diameter=16.0, device="cpu"), events.append)
+    ticks = [(e.done, e.total) for e in events if isinstance(e, TileDone)]
+    totals = {total for _, total in ticks}
+    assert len(totals) == 1 and len(ticks) >= 4
+    total = totals.pop()
+    done = [d for d, _ in ticks]
+    assert all(a < b for a, b in zip(done, done[1:])), done  # never back to the start
+    assert done[-1] == total and done[0] <= total // 4

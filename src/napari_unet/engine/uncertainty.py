@@ -20,7 +20,7 @@ Heavy modules are imported inside the functions.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -126,14 +126,18 @@ def iter_tta_uncertainty(
         pairs += [(1, False), (1, True), (3, False), (3, True)]
     probs = []
     labels = None
-    for k, flip in pairs:
-        res = yield from iter_segment(
-            np.ascontiguousarray(_forward(image, k, flip)),
-            pair,
-            diameter=diameter,
-            device=device,
-            tta=False,
-            **segment_kwargs,
+    for index, (k, flip) in enumerate(pairs):
+        res = yield from _over_passes(
+            iter_segment(
+                np.ascontiguousarray(_forward(image, k, flip)),
+                pair,
+                diameter=diameter,
+                device=device,
+                tta=False,
+                **segment_kwargs,
+            ),
+            index,
+            len(pairs),
         )
         if labels is None:
             labels = res.labels
@@ -149,6 +153,26 @@ def iter_tta_uncertainty(
         diameter=diameter,
         transforms=len(pairs),
     )
+
+
+def _over_passes(events: Generator[Any, None, Any], index: int, n_passes: int):
+    """Yield the events of pass ``index`` of ``n_passes``, its tile counts over all the passes
+    (so that a progress bar runs once from 0 to 100 %, not once per pass); return its result."""
+    from napari_unet.engine.events import TileDone
+
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as finished:
+            return finished.value
+        if isinstance(event, TileDone):
+            event = replace(event, done=index * event.total + event.done,
+                            total=n_passes * event.total)  # fmt: skip
+        try:
+            yield event
+        except GeneratorExit:
+            events.close()
+            raise
 
 
 def object_scores(
