@@ -1,0 +1,56 @@
+"""Files users really have, through the command line: each works, or is refused with one line that
+names the file and the problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import tifffile
+import torch
+
+from napari_unet import cli
+from napari_unet.engine.checkpoint import save_checkpoint
+from napari_unet.engine.model import UNet, UNetConfig
+from napari_unet.engine.synthetic import synthetic_nuclei
+
+
+def _run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _tiny(in_channels: int = 1) -> UNet:
+    torch.manual_seed(0)
+    return UNet(UNetConfig(in_channels=in_channels, depth=1, base_channels=2, padding="same"))
+
+
+def _labels() -> np.ndarray:
+    return synthetic_nuclei((32, 32), n_cells=3, diameter=10.0, rng=4)[1].astype(np.uint16)
+
+
+def test_a_tiff_of_several_images_says_that_only_the_first_is_read(tmp_path, capsys):
+    """An OME-TIFF of three stage positions: the first was scored (or segmented) and the
+    others were dropped without a word."""
+    labels = _labels()
+    path = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        for plane in (labels, labels[::-1], labels[:, ::-1]):
+            tif.write(np.ascontiguousarray(plane), metadata={"axes": "YX"})
+    tifffile.imwrite(tmp_path / "truth.tif", labels)
+    code, _, err = _run(capsys, "evaluate", path, tmp_path / "truth.tif")
+    assert code == 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("napari-unet: warning: ")
+    assert "positions.ome.tif holds 3 images" in lines[0] and "only the first" in lines[0]
+    # predict reads the header before the pixels: still said once
+    image = tmp_path / "image.ome.tif"
+    image.write_bytes(path.read_bytes())
+    save_checkpoint(tmp_path / "m.pt", _tiny(), diameter=10.0)
+    code, _, err = _run(
+        capsys, "predict", image, "-o", tmp_path / "out.tif", "--model", tmp_path / "m.pt",
+        "--diameter", 10, "--device", "cpu", "-q",
+    )
+    assert code == 0
+    assert err.count("holds 3 images") == 1, err
+    assert tifffile.imread(tmp_path / "out.tif").shape == labels.shape
