@@ -3,6 +3,8 @@ names the file and the problem."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import tifffile
 import torch
@@ -54,3 +56,22 @@ def test_a_tiff_of_several_images_says_that_only_the_first_is_read(tmp_path, cap
     assert code == 0
     assert err.count("holds 3 images") == 1, err
     assert tifffile.imread(tmp_path / "out.tif").shape == labels.shape
+
+
+def test_evaluate_reads_the_two_plane_axes_predict_writes(tmp_path, capsys):
+    """predict keeps a TZYX image's axes in its labels; evaluate refused such a file as 'not a
+    label image of shape (Y, X) or (P, Y, X)', with or without --axes TZYX."""
+    labels = _labels()
+    stack = np.stack([np.stack([labels, labels[::-1]]), np.stack([labels[:, ::-1], labels])])
+    tifffile.imwrite(tmp_path / "pred.tif", stack)
+    tifffile.imwrite(tmp_path / "truth.tif", stack)
+    n_cells = sum(len(np.unique(plane)) - 1 for plane in stack.reshape(-1, *labels.shape))
+    for axes in ([], ["--axes", "TZYX"]):
+        code, out, err = _run(
+            capsys, "evaluate", tmp_path / "pred.tif", tmp_path / "truth.tif", "--json",
+            "--errors", tmp_path / "errors.tif", "--overwrite", *axes,
+        )
+        assert code == 0, err
+        metrics = json.loads(out)["mean"]
+        assert metrics["ap@0.5"] == 1.0 and metrics["n_gt"] == n_cells
+        assert tifffile.imread(tmp_path / "errors.tif").shape == stack.shape
