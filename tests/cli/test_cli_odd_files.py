@@ -75,3 +75,29 @@ def test_evaluate_reads_the_two_plane_axes_predict_writes(tmp_path, capsys):
         metrics = json.loads(out)["mean"]
         assert metrics["ap@0.5"] == 1.0 and metrics["n_gt"] == n_cells
         assert tifffile.imread(tmp_path / "errors.tif").shape == stack.shape
+
+
+def test_a_training_image_the_model_cannot_read_is_named(tmp_path, capsys):
+    """A 1x1 image, or a gray image for a three-channel model: the error came from the training
+    loop, without the file's name, after warnings about the labels."""
+    labels = _labels()
+    tifffile.imwrite(tmp_path / "dot.tif", np.ones((1, 1), np.uint16))
+    tifffile.imwrite(tmp_path / "dot_labels.tif", np.ones((1, 1), np.uint16))
+    tifffile.imwrite(tmp_path / "gray.tif", labels * 100)
+    tifffile.imwrite(tmp_path / "gray_labels.tif", labels)
+    save_checkpoint(tmp_path / "rgb.pt", _tiny(3), diameter=10.0)
+    for image, start, words in (
+        ("dot", "scratch", "too small"),
+        ("gray", tmp_path / "rgb.pt", "expects 3 channels"),
+    ):
+        code, _, err = _run(
+            capsys, "train", "--images", tmp_path / f"{image}.tif",
+            "--labels", tmp_path / f"{image}_labels.tif", "--from", start,
+            "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu", "-q",
+        )
+        assert code == 2
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"napari-unet: error: {tmp_path / image}.tif: ")
+        assert words in lines[0]
+    assert not (tmp_path / "m.pt").exists()

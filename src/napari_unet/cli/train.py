@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from napari_unet.cli.axes import add_axes_option
 from napari_unet.cli.files import (
     as_label_array,
@@ -70,6 +68,7 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
     the (2-D) images.
     """
     from napari_unet.engine.io import read_tiff
+    from napari_unet.engine.layout import as_planes
 
     image_files = expand_inputs(args.images, "images")
     label_files = expand_inputs(args.labels, "labels")
@@ -96,8 +95,11 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
             if in_channels
             else layout.to_engine(tif.data)
         )
-        if data.dtype.kind == "f" and not np.isfinite(data).all():  # found here, the file is known
-            raise UsageError(f"{image_path}: image contains NaN or infinite values")
+        try:  # checked here, where the file is known: NaN, too small, channels the model lacks
+            channels = in_channels or (1 if channel_axis is None else data.shape[channel_axis])
+            as_planes(data, in_channels=channels, channel_axis=channel_axis, stack=layout.stack)
+        except ValueError as exc:
+            raise UsageError(f"{image_path}: {one_line(exc)}") from None
         if channel_axis is not None:
             channel_axis_out = -1
         if lab.shape != layout.label_shape:
