@@ -18,7 +18,15 @@ from napari_unet.cli.files import (
     pair_files,
     path_text,
 )
-from napari_unet.cli.numbers import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, SHARE, number
+from napari_unet.cli.numbers import (
+    CONFIDENCE,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    SEED,
+    SHARE,
+    number,
+)
 from napari_unet.cli.output import UsageError, one_line, say, warning
 from napari_unet.engine.device import DEVICE_CHOICES
 from napari_unet.engine.train_config import (
@@ -382,7 +390,7 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--tile-size", type=POSITIVE_INT, metavar="PX", help="output tile side (default: auto)")
     t.add_argument("--batch-size", type=POSITIVE_INT, default=defaults.batch_size,
                    help="tiles per step (default: %(default)s)")
-    t.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+    t.add_argument("--val-fraction", type=CONFIDENCE, default=defaults.val_fraction,
                    help="share held out for validation (default: %(default)g)")
     t.add_argument("--foreground-fraction", type=SHARE, metavar="SHARE",
                    default=FINE_TUNE_FOREGROUND_FRACTION,
