@@ -101,3 +101,18 @@ def test_a_training_image_the_model_cannot_read_is_named(tmp_path, capsys):
         assert lines[0].startswith(f"napari-unet: error: {tmp_path / image}.tif: ")
         assert words in lines[0]
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_plane_too_small_gets_no_hint_about_its_axes(tmp_path, capsys):
+    """A (1, 50) image was refused with '(read as YX; pass --axes, or --stack for planes first)'
+    after the reason: a 2-D image has no other reading of its axes."""
+    tifffile.imwrite(tmp_path / "line.tif", np.ones((1, 50), np.uint16))
+    save_checkpoint(tmp_path / "m.pt", _tiny(), diameter=10.0)
+    code, _, err = _run(
+        capsys, "predict", tmp_path / "line.tif", "-o", tmp_path / "out.tif",
+        "--model", tmp_path / "m.pt", "--device", "cpu",
+    )
+    assert code == 2
+    reason = "image is too small: 1x50 pixels; at least 2x2 are needed"
+    assert err == f"napari-unet: error: {tmp_path / 'line.tif'}: {reason}\n"
+    assert not (tmp_path / "out.tif").exists()
