@@ -116,3 +116,21 @@ def test_a_plane_too_small_gets_no_hint_about_its_axes(tmp_path, capsys):
     reason = "image is too small: 1x50 pixels; at least 2x2 are needed"
     assert err == f"napari-unet: error: {tmp_path / 'line.tif'}: {reason}\n"
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_evaluate_skips_the_probabilities_predict_wrote_beside_the_labels(tmp_path, capsys):
+    """`predict images/ -o results/ --probabilities results/` then `evaluate results/ truth/`:
+    refused with 'no ground truth for a_probabilities.tif'."""
+    labels = _labels()
+    results, truth = tmp_path / "results", tmp_path / "truth"
+    results.mkdir()
+    truth.mkdir()
+    tifffile.imwrite(results / "a_labels.tif", labels)
+    probabilities = np.full((3, *labels.shape), 0.3, np.float32)
+    tifffile.imwrite(results / "a_probabilities.tif", probabilities, photometric="minisblack")
+    tifffile.imwrite(truth / "a.tif", labels)
+    code, out, err = _run(capsys, "evaluate", results, truth, "--json")
+    assert code == 0, err
+    (pair,) = json.loads(out)["pairs"]
+    assert pair["prediction"] == str(results / "a_labels.tif")
+    assert pair["metrics"]["ap@0.5"] == 1.0
