@@ -134,3 +134,20 @@ def test_evaluate_skips_the_probabilities_predict_wrote_beside_the_labels(tmp_pa
     (pair,) = json.loads(out)["pairs"]
     assert pair["prediction"] == str(results / "a_labels.tif")
     assert pair["metrics"]["ap@0.5"] == 1.0
+
+
+def test_one_file_as_image_and_labels_is_named(tmp_path, capsys):
+    """`--images a.tif --labels a.tif` was refused as '1 images but 0 label images'."""
+    labels = _labels()
+    tifffile.imwrite(tmp_path / "a.tif", labels * 100)
+    tifffile.imwrite(tmp_path / "a_labels.tif", labels)
+    for name, words in (("a.tif", "an image cannot be its own labels"),
+                        ("a_labels.tif", "named as label images")):
+        code, _, err = _run(
+            capsys, "train", "--images", tmp_path / name, "--labels", tmp_path / name,
+            "--from", "scratch", "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu",
+        )
+        assert code == 2
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and f"both give {tmp_path / name}" in lines[0], err
+        assert words in lines[0] and "0 label images" not in lines[0] and "0 images" not in lines[0]

@@ -82,8 +82,20 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
     label_files = expand_inputs(args.labels, "labels")
     shared = {p.resolve() for p in image_files} & {p.resolve() for p in label_files}
     if shared:  # one folder for both (a.tif beside a_labels.tif): label-named files are labels
+        both = sorted(p for p in label_files if p.resolve() in shared)
         image_files = [p for p in image_files if p.resolve() not in shared or not _label_named(p)]
         label_files = [p for p in label_files if p.resolve() not in shared or _label_named(p)]
+        if not image_files or not label_files:  # not '1 images but 0 label images'
+            given = ", ".join(str(p) for p in both[:3]) + (" ..." if len(both) > 3 else "")
+            raise UsageError(
+                f"--images and --labels both give {given}"
+                + (
+                    ": an image cannot be its own labels (where they share files, the label "
+                    "images are those named like a_labels.tif or a_masks.tif)"
+                    if not label_files
+                    else ", named as label images: give the images they label with --images"
+                )
+            )
     pairs = pair_files(image_files, label_files, ("images", "label images"))
     region_files: list[Path | None] = [None] * len(pairs)
     if args.regions:
