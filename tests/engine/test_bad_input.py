@@ -291,7 +291,7 @@ def test_training_options_that_no_training_can_use_are_refused(options):
 @pytest.mark.parametrize(
     "option",
     [("--w0", "nan"), ("--augment", "nan"), ("--seed", "-1"), ("--seed", str(2**70)),
-     ("--lr", "1e10"), ("--lr", "1.5")],
+     ("--lr", "1e10"), ("--lr", "1.5"), ("--val-fraction", "1"), ("--val-fraction", "nan")],
 )
 def test_training_options_are_checked_on_the_command_line(tmp_path, capsys, option):
     tifffile.imwrite(tmp_path / "img.tif", np.zeros((16, 16), np.uint8))

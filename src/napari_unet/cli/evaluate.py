@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if pred.is_dir() != gt.is_dir():
         raise UsageError("give two files or two folders (prediction and ground truth)")
     if pred.is_dir():
-        pairs = pair_by_name(list_images(pred), list_images(gt))
+        # predict --probabilities DIR writes <stem>_probabilities.tif beside the labels: no labels
+        predictions = [p for p in list_images(pred) if not p.stem.endswith("_probabilities")]
+        pairs = pair_by_name(predictions, list_images(gt))
     else:
         pairs = [(pred, gt)]
     errors_path = Path(args.errors).expanduser() if args.errors else None

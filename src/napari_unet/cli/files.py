@@ -102,15 +102,17 @@ def check_new_outputs(
 
 
 def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
-    """``data`` read from ``path`` as int32 labels, or a UsageError.
+    """``data`` read from ``path`` (2 to 4 axes) as int32 labels, or a UsageError.
 
     A bool mask's cells are its connected regions; ids too large for int32 are renumbered
     (:func:`~napari_unet.engine.layout.instance_ids`).
     """
     from napari_unet.engine.layout import instance_ids
 
-    if data.ndim not in (2, 3):
-        raise UsageError(f"{path} is not a label image of shape (Y, X) or (P, Y, X): {data.shape}")
+    if data.ndim not in (2, 3, 4):  # 4: two plane axes (TZYX), as predict writes them
+        raise UsageError(
+            f"{path} is not a label image of shape (Y, X), (P, Y, X) or (T, Z, Y, X): {data.shape}"
+        )
     if data.dtype.kind == "b":
         return _mask_components(data)
     if data.dtype.kind == "f":

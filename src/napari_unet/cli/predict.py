@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
             layout.check_model(in_channels=in_channels)
         except ValueError as exc:
             hint = ""
-            if args.axes is None and args.channel_axis is None and args.stack is None:
+            guessed = args.axes is None and args.channel_axis is None and args.stack is None
+            if guessed and len(shape) > 2:  # another reading may fit; a 2-D image has no other
                 hint = f" (read as {axes}; pass --axes, or --stack for planes first)"
             raise UsageError(f"{image}: {one_line(exc)}{hint}") from None
         layouts.append(layout)

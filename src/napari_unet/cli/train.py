@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from napari_unet.cli.axes import add_axes_option
 from napari_unet.cli.files import (
     as_label_array,
@@ -20,7 +18,15 @@ from napari_unet.cli.files import (
     pair_files,
     path_text,
 )
-from napari_unet.cli.numbers import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, SHARE, number
+from napari_unet.cli.numbers import (
+    CONFIDENCE,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    SEED,
+    SHARE,
+    number,
+)
 from napari_unet.cli.output import UsageError, one_line, say, warning
 from napari_unet.engine.device import DEVICE_CHOICES
 from napari_unet.engine.train_config import (
@@ -70,13 +76,26 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
     the (2-D) images.
     """
     from napari_unet.engine.io import read_tiff
+    from napari_unet.engine.layout import as_planes
 
     image_files = expand_inputs(args.images, "images")
     label_files = expand_inputs(args.labels, "labels")
     shared = {p.resolve() for p in image_files} & {p.resolve() for p in label_files}
     if shared:  # one folder for both (a.tif beside a_labels.tif): label-named files are labels
+        both = sorted(p for p in label_files if p.resolve() in shared)
         image_files = [p for p in image_files if p.resolve() not in shared or not _label_named(p)]
         label_files = [p for p in label_files if p.resolve() not in shared or _label_named(p)]
+        if not image_files or not label_files:  # not '1 images but 0 label images'
+            given = ", ".join(str(p) for p in both[:3]) + (" ..." if len(both) > 3 else "")
+            raise UsageError(
+                f"--images and --labels both give {given}"
+                + (
+                    ": an image cannot be its own labels (where they share files, the label "
+                    "images are those named like a_labels.tif or a_masks.tif)"
+                    if not label_files
+                    else ", named as label images: give the images they label with --images"
+                )
+            )
     pairs = pair_files(image_files, label_files, ("images", "label images"))
     region_files: list[Path | None] = [None] * len(pairs)
     if args.regions:
@@ -96,8 +115,11 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
             if in_channels
             else layout.to_engine(tif.data)
         )
-        if data.dtype.kind == "f" and not np.isfinite(data).all():  # found here, the file is known
-            raise UsageError(f"{image_path}: image contains NaN or infinite values")
+        try:  # checked here, where the file is known: NaN, too small, channels the model lacks
+            channels = in_channels or (1 if channel_axis is None else data.shape[channel_axis])
+            as_planes(data, in_channels=channels, channel_axis=channel_axis, stack=layout.stack)
+        except ValueError as exc:
+            raise UsageError(f"{image_path}: {one_line(exc)}") from None
         if channel_axis is not None:
             channel_axis_out = -1
         if lab.shape != layout.label_shape:
@@ -380,7 +402,7 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--tile-size", type=POSITIVE_INT, metavar="PX", help="output tile side (default: auto)")
     t.add_argument("--batch-size", type=POSITIVE_INT, default=defaults.batch_size,
                    help="tiles per step (default: %(default)s)")
-    t.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+    t.add_argument("--val-fraction", type=CONFIDENCE, default=defaults.val_fraction,
                    help="share held out for validation (default: %(default)g)")
     t.add_argument("--foreground-fraction", type=SHARE, metavar="SHARE",
                    default=FINE_TUNE_FOREGROUND_FRACTION,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,28 @@ def _first_series(path: Path) -> Iterator[Any]:
     with tifffile.TiffFile(path) as tif:
         if not tif.series:
             raise ImageReadError(f"{path} is a TIFF file without any image in it")
+        _warn_other_series(path, tif.series)
         yield tif.series[0]
+
+
+#: Files already warned about holding several images: once per file and process, though the
+#: command line probes a file's header before it reads its pixels.
+_SERIES_WARNED: set[Path] = set()
+
+
+def _warn_other_series(path: Path, series: list[Any]) -> None:
+    """Warn that only the first of several image series is read (e.g. an OME-TIFF of several
+    stage positions), where the others were dropped without a word."""
+    if len(series) < 2 or path.resolve() in _SERIES_WARNED:
+        return
+    _SERIES_WARNED.add(path.resolve())
+    first = series[0]
+    warnings.warn(
+        f"{path} holds {len(series)} images (TIFF series); only the first, of shape "
+        f"{tuple(first.shape)} (axes {first.axes}), is read: save each image to a file of its "
+        "own to use the others",
+        stacklevel=4,
+    )
 
 
 def read_tiff(path: str | os.PathLike) -> TiffImage:
