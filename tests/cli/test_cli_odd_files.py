@@ -151,3 +151,35 @@ def test_one_file_as_image_and_labels_is_named(tmp_path, capsys):
         lines = err.strip().splitlines()
         assert len(lines) == 1 and f"both give {tmp_path / name}" in lines[0], err
         assert words in lines[0] and "0 label images" not in lines[0] and "0 images" not in lines[0]
+
+
+def test_a_region_mask_with_nan_is_refused_naming_it(tmp_path, capsys):
+    """A float region mask with NaN for "no data": astype(bool) made every NaN pixel annotated,
+    so its unpainted cells were taught as background. Now the file is refused in one line; the
+    engine refuses the array too."""
+    import pytest
+
+    from napari_unet.engine.events import drive
+    from napari_unet.engine.training import TrainConfig, iter_train
+
+    labels = _labels()
+    region = np.ones(labels.shape, np.float32)
+    region[:, 16:] = np.nan
+    tifffile.imwrite(tmp_path / "img.tif", labels * 100)
+    tifffile.imwrite(tmp_path / "img_labels.tif", labels)
+    tifffile.imwrite(tmp_path / "img_regions.tif", region)
+    code, _, err = _run(
+        capsys, "train", "--images", tmp_path / "img.tif", "--labels", tmp_path / "img_labels.tif",
+        "--regions", tmp_path / "img_regions.tif", "-o", tmp_path / "m.pt", "--steps", 1,
+        "--device", "cpu", "-q",
+    )  # fmt: skip
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"napari-unet: error: {tmp_path}/img_regions.tif")
+    assert "NaN" in lines[0] and not (tmp_path / "m.pt").exists()
+    config = TrainConfig(steps=1, val_fraction=0, sample_every=0, tile_size=16)
+    with pytest.raises(ValueError, match="NaN"):
+        drive(iter_train(_tiny(), labels * 100.0, labels, regions=region, config=config, device="cpu"))
+    ones = region.copy()
+    ones[:, 16:] = 0  # the same mask in 0 and 1 trains
+    drive(iter_train(_tiny(), labels * 100.0, labels, regions=ones, config=config, device="cpu"))

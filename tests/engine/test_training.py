@@ -72,7 +72,9 @@ def test_events_are_typed_and_in_order(nuclei):
 @pytest.mark.slow
 def test_training_separates_touching_cells():
     """A few hundred steps on touching synthetic nuclei: the loss falls, and instances come out
-    separately on an unseen image (F1@0.5 above 0.7)."""
+    separately on an unseen image (F1@0.5 above 0.7). 300 steps gave F1 0.68-0.76 depending on
+    the precision (float32 or bfloat16 autocast) and the thread count: too close to the bound;
+    500 give 0.82-0.84 in all four."""
     from napari_unet.engine.instances import instances_from_probabilities
     from napari_unet.engine.metrics import evaluate
     from napari_unet.engine.tiling import predict
@@ -82,7 +84,7 @@ def test_training_separates_touching_cells():
     touching = _touching_pairs(train_labels)
     assert touching >= 5, "the synthetic image must contain touching cells"
     model = tiny_model(depth=3, base=8)
-    config = TrainConfig(steps=300, lr=3e-3, tile_size=64, val_fraction=0, sample_every=0)
+    config = TrainConfig(steps=500, lr=3e-3, tile_size=64, val_fraction=0, sample_every=0)
     losses = [
         e.loss
         for e in iter_train(model, train_image, train_labels, config=config, device="cpu")

@@ -75,6 +75,7 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
     Returns lists of images, int32 labels and bool regions (or None), and the channel axis of
     the (2-D) images.
     """
+    from napari_unet.engine.annotation_checks import region_mask
     from napari_unet.engine.io import read_tiff
     from napari_unet.engine.layout import as_planes
 
@@ -108,7 +109,12 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
     for (image_path, label_path), region_path in zip(pairs, region_files, strict=True):
         tif = read_tiff(image_path)
         lab = as_label_array(read_tiff(label_path).data, label_path)
-        reg = read_tiff(region_path).data.astype(bool) if region_path is not None else None
+        reg = None
+        if region_path is not None:
+            try:
+                reg = region_mask(read_tiff(region_path).data)
+            except ValueError as exc:
+                raise UsageError(f"{region_path}: {one_line(exc)}") from None
         layout = _training_layout(args, tif, lab, image_path, in_channels)
         data, channel_axis = (
             layout.for_model(tif.data, in_channels=in_channels)

@@ -5,10 +5,25 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MIN_PIECE", "annotation_warnings"]
+__all__ = ["MIN_PIECE", "annotation_warnings", "region_mask"]
 
 #: a piece of a cell smaller than this many pixels is taken for a stray brush dab, not a cell
 MIN_PIECE = 10
+
+
+def region_mask(regions: np.ndarray) -> np.ndarray:
+    """The annotated-region mask as bool: non-zero pixels are annotated.
+
+    Raises ``ValueError`` for NaN or infinite values, which ``astype(bool)`` would count as
+    annotated (a float mask exported with NaN for "no data" taught those pixels as background).
+    """
+    regions = np.asarray(regions)
+    if regions.dtype.kind == "c" or (regions.dtype.kind == "f" and not np.isfinite(regions).all()):
+        raise ValueError(
+            "the region mask holds NaN, infinite or complex values; mark annotated pixels with "
+            "1 and the others with 0"
+        )
+    return regions.astype(bool)
 
 
 def annotation_warnings(labels: np.ndarray, regions: np.ndarray | None) -> list[str]:

@@ -314,6 +314,7 @@ def _as_lists(images, labels, regions):
 
 def _prepare(image, labels, regions, channel_axis, in_channels, n_classes, normalization, config):
     """Normalise one image to (C, Y, X) float32 and build its target and weights."""
+    from napari_unet.engine.annotation_checks import region_mask
     from napari_unet.engine.layout import as_planes, instance_ids
     from napari_unet.engine.normalization import normalize
     from napari_unet.engine.weights import training_targets
@@ -333,7 +334,7 @@ def _prepare(image, labels, regions, channel_axis, in_channels, n_classes, norma
             raise ValueError(
                 f"the region mask of shape {regions.shape} does not match the labels {labels.shape}"
             )
-        regions = regions.astype(bool)
+        regions = region_mask(regions)
     norm = normalize(chw, low=normalization["low"], high=normalization["high"], channel_axis=0)
     labels = instance_ids(labels)
     target, weights, _ = training_targets(
