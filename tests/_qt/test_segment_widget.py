@@ -264,6 +264,23 @@ def test_a_corrected_result_is_kept_and_its_undo_still_works(viewer_with_image, 
     assert len(viewer.layers) == n_layers and widget.labels_layer is new
 
 
+def test_segmenting_another_image_does_not_claim_a_correction(
+    viewer_with_image, nuclei_image, wait_job, errors
+):
+    """Segmenting a second image said "your corrected 'nuclei labels' is kept, the result is in
+    a new layer" though nothing was corrected: the first image's result was taken for a result
+    of this image. Only a corrected result of the same image is named now."""
+    viewer = viewer_with_image
+    widget = _widget(viewer)
+    wait_job(widget.segment())
+    first = viewer.layers["nuclei labels"]
+    widget.image.value = viewer.add_image(nuclei_image[0][:, ::-1], name="other")
+    wait_job(widget.segment())
+    assert errors == []
+    assert widget.labels_layer is viewer.layers["other labels"] and first in viewer.layers
+    assert "cells in" in widget.status.value and "corrected" not in widget.status.value
+
+
 def test_the_panel_shows_progress(viewer_with_image, stack_image, wait_job, qtbot):
     viewer = viewer_with_image
     widget = _widget(viewer, qtbot)

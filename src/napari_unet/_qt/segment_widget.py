@@ -433,7 +433,7 @@ class SegmentWidget(QWidget):
             seconds = self.progress.elapsed()
             self.status.value = f"{result.n_objects} cells in {seconds:.1f} s -> {result.store}"
             return
-        before = self.labels_layer
+        before, before_image = self.labels_layer, self.labels_image
         self.labels_layer = show_segmentation(
             self.viewer, layer, layout, result, probabilities=self.show_probabilities.value
         )
@@ -442,7 +442,8 @@ class SegmentWidget(QWidget):
         seconds = self.progress.elapsed()
         diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
         text = f"{n_cells} cells in {seconds:.1f} s{diameter}"
-        kept = before is not None and before in self.viewer.layers
+        # only a result of this image that the user corrected is kept beside the new one
+        kept = before is not None and before in self.viewer.layers and before_image is layer
         if kept and before is not self.labels_layer and before.name != self.labels_layer.name:
             text += f"; your corrected '{before.name}' is kept, the result is in a new layer"
         self.status.value = text
