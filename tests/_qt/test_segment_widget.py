@@ -310,6 +310,28 @@ def test_removing_the_image_cancels_its_job(viewer_with_image, stack_image, wait
     assert "long stack labels" not in viewer.layers
 
 
+def test_replacing_the_image_data_cancels_its_job(
+    viewer_with_image, stack_image, wait_job, qtbot, errors
+):
+    """The image's data replaced while it is segmented (another shape): the result of the old
+    data was shown over the new as '<image> labels' of the old shape. Now the job is cancelled,
+    the status says why, and neither a result nor a partial result is added."""
+    viewer = viewer_with_image
+    layer = viewer.add_image(np.concatenate([stack_image] * 4), name="long stack")
+    widget = _widget(viewer, qtbot)
+    widget.image.value = layer
+    job = widget.segment()
+    qtbot.waitUntil(lambda: widget.progress.fraction > 0, timeout=30_000)
+    layer.data = stack_image[0][:64, :64]
+    wait_job(job, timeout=30_000)
+    assert job.cancelled and errors == []
+    assert widget.status.value == "cancelled: the data of 'long stack' were replaced; segment again"
+    assert [lyr.name for lyr in viewer.layers] == ["nuclei", "long stack"]
+    assert widget.run_button.isEnabled()
+    wait_job(widget.segment())  # the new data segment as usual
+    assert viewer.layers["long stack labels"].data.shape == (64, 64)
+
+
 def test_closing_the_viewer_during_a_job_ends_it_cleanly(
     make_napari_viewer, stack_image, tiny_entry, qtbot
 ):

@@ -324,6 +324,7 @@ class SegmentWidget(QWidget):
 
         self._set_running(True)
         self._job_layer, self._job_layout, self._partial = layer, layout, PartialLabels()
+        layer.events.data.connect(self._image_replaced)
         self.progress.start()
         self.status.value = f"segmenting {layer.name} with {entry.label}…"
         self.job = start_job(
@@ -374,6 +375,7 @@ class SegmentWidget(QWidget):
             return None
         self._set_running(True)
         self._job_layer = layer
+        layer.events.data.connect(self._image_replaced)
         self.progress.start()
         self.status.value = f"segmenting {layer.name} block by block into {store}…"
         self.job = start_job(
@@ -416,6 +418,17 @@ class SegmentWidget(QWidget):
         job.cancel()
         controls.show_text(self.status, f"cancelled: the image '{event.value.name}' was removed")
 
+    def _image_replaced(self, event: Any) -> None:
+        """The data of the running job's image were replaced (another shape, another image):
+        cancel the job, whose result would not lie over them."""
+        job, layer = self.job, self._job_layer
+        if job is None or job.done or event.source is not layer:
+            return
+        job.cancel()
+        controls.show_text(
+            self.status, f"cancelled: the data of '{layer.name}' were replaced; segment again"
+        )
+
     def _on_result(self, layer: Any, layout: Layout, result: Any) -> None:
         if layer not in self.viewer.layers:
             return
@@ -451,6 +464,8 @@ class SegmentWidget(QWidget):
     def _on_done(self, job: Job) -> None:
         layer, layout, partial = self._job_layer, self._job_layout, self._partial
         self._job_layer = self._job_layout = self._partial = None
+        if layer is not None:
+            layer.events.data.disconnect(self._image_replaced)
         question, self._rescale_question = self._rescale_question, None
         if question is not None:  # asked once the job is over, so that a new one can start
             self._set_running(False)
