@@ -88,6 +88,22 @@ def test_the_uncertainty_status_does_not_stay_on_four_passes(
     assert tools.status.text() == "failed (see the notification)"
 
 
+def test_replacing_the_image_data_stops_the_uncertainty(viewer_with_image, wait_job, errors):
+    """The image's data replaced while Show uncertainty ran (another shape): the uncertainty
+    of the old data was shown over the new, a (128, 128) map over a (3, 40, 50) stack. Now the
+    job stops and the status says why; nothing is added."""
+    viewer = viewer_with_image
+    tools = _segment_panel(viewer).corrections
+    image = viewer.layers["nuclei"]
+    job = tools.show_uncertainty()
+    image.data = np.zeros((3, 40, 50), np.uint16)
+    wait_job(job)
+    assert job.error is None and errors == [] and job.cancelled
+    assert tools.status.text() == "uncertainty stopped: the data of 'nuclei' were replaced"
+    assert tools.uncertainty_layer is None and _names(viewer) == ["nuclei"]
+    assert tools.uncertainty_button.isEnabled()
+
+
 def test_a_broken_model_file_gives_way_after_an_uncertainty(
     viewer_with_image, tmp_path, wait_job, errors
 ):

@@ -412,11 +412,12 @@ class CorrectionTools(QWidget):
         )
         job = self.job
 
-        def watch(event: Any) -> None:  # the image removed: its uncertainty is not wanted
-            if event.value is layer:
+        def watch(event: Any) -> None:  # the image removed or its data replaced: not wanted
+            if event.value is layer or event.source is layer:
                 job.cancel()
 
         self.viewer.layers.events.removed.connect(watch)
+        layer.events.data.connect(watch)
         return self.job
 
     def _uncertainty_failed(self, error: BaseException) -> None:
@@ -427,11 +428,16 @@ class CorrectionTools(QWidget):
 
     def _uncertainty_done(self, job: Job, layer: Any, watch: Any) -> None:
         self.viewer.layers.events.removed.disconnect(watch)
+        layer.events.data.disconnect(watch)
         try:
             self.uncertainty_button.setEnabled(True)
         except RuntimeError:  # the panel is already gone
             return
-        if job.cancelled:
+        if job.cancelled and layer in self.viewer.layers:
+            controls.show_text(
+                self.status, f"uncertainty stopped: the data of '{layer.name}' were replaced"
+            )
+        elif job.cancelled:
             controls.show_text(self.status, f"uncertainty stopped: the image '{layer.name}' was removed")
 
     def _show(self, layer: Any, layout: Any, plane: tuple[Any, ...], result: Any) -> None:
