@@ -79,6 +79,8 @@ def test_cancel_leaves_no_store(viewer_with_image, nuclei_image, wait_job, tmp_p
 
 
 def test_existing_store_is_refused(viewer_with_image, nuclei_image, errors, tmp_path):
+    """An existing store is refused in the panel's words: the sentence told the user to
+    'pass --overwrite to replace it', an option of the command line the panel does not have."""
     viewer = viewer_with_image
     layer, _ = _lazy_layer(viewer, nuclei_image[0])
     (tmp_path / "out.zarr").mkdir()
@@ -87,4 +89,5 @@ def test_existing_store_is_refused(viewer_with_image, nuclei_image, errors, tmp_
     widget.image.value = layer
     widget.store.value = tmp_path / "out.zarr"
     assert widget.segment() is None
-    assert errors and "already exists" in errors[0]
+    store = tmp_path / "out.zarr"
+    assert errors == [f"Segmentation failed: {store} already exists; name a new labels store."]

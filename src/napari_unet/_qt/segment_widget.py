@@ -368,6 +368,9 @@ class SegmentWidget(QWidget):
         store = Path(self.store.value) if named else default_store(layer.name)
         if store.suffix.lower() != ".zarr":
             store = store.with_name(store.name + ".zarr")
+        if store.exists():  # the engine's sentence names --overwrite, which the panel lacks
+            tell_user(f"Segmentation failed: {store} already exists; name a new labels store.")
+            return None
         try:
             check_store_target(store, overwrite=False)
         except OSError as exc:
