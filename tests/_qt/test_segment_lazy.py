@@ -91,3 +91,27 @@ def test_existing_store_is_refused(viewer_with_image, nuclei_image, errors, tmp_
     assert widget.segment() is None
     store = tmp_path / "out.zarr"
     assert errors == [f"Segmentation failed: {store} already exists; name a new labels store."]
+
+
+def test_two_runs_in_one_second_get_two_stores(
+    viewer_with_image, nuclei_image, wait_job, errors, tmp_path, monkeypatch
+):
+    """Without a named store, the labels go to a store named after the layer and the second;
+    a second Segment of a small lazy image within the same second was refused, the store of the
+    first 'already exists'. It gets a store of its own now."""
+    import tempfile
+    import time
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(time, "strftime", lambda _format: "20260101-120000")  # one second
+    viewer = viewer_with_image
+    layer, _ = _lazy_layer(viewer, nuclei_image[0][:64, :64])
+    widget = SegmentWidget(viewer)
+    widget.image.value = layer
+    wait_job(widget.segment())
+    wait_job(widget.segment())
+    assert errors == []
+    folder = tmp_path / "napari-unet"
+    stores = sorted(path.name for path in folder.iterdir())
+    assert stores == ["lazy_labels_20260101-120000.zarr", "lazy_labels_20260101-120000_2.zarr"]
+    assert str(folder / stores[1]) in widget.status.value

@@ -26,10 +26,16 @@ def is_lazy(data: Any) -> bool:
 
 def default_store(layer_name: str) -> Path:
     """Where the labels of a lazy layer go when no store is named: a new store in the
-    temporary folder, ``napari-unet/<layer>_labels_<time>.zarr``."""
+    temporary folder, ``napari-unet/<layer>_labels_<time>.zarr`` (``…_<time>_2.zarr`` and so
+    on when a run of the same second made that one)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", layer_name).strip("._") or "image"
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(tempfile.gettempdir()) / "napari-unet" / f"{safe}_labels_{stamp}.zarr"
+    folder = Path(tempfile.gettempdir()) / "napari-unet"
+    store, n = folder / f"{safe}_labels_{stamp}.zarr", 1
+    while store.exists():
+        n += 1
+        store = folder / f"{safe}_labels_{stamp}_{n}.zarr"
+    return store
 
 
 @dataclass(frozen=True)
