@@ -104,6 +104,26 @@ def test_replacing_the_image_data_stops_the_uncertainty(viewer_with_image, wait_
     assert tools.uncertainty_button.isEnabled()
 
 
+def test_the_uncertainty_of_an_image_with_one_channel_axis(
+    viewer_with_image, nuclei_image, wait_job, errors
+):
+    """A (Y, X, 1) image, read as YXC with one channel, segments, but Show uncertainty refused
+    it: 'the uncertainty needs a one-channel image (or RGB)'. Its one channel is used now, as
+    for the (Y, X) image."""
+    viewer = viewer_with_image
+    segment = _segment_panel(viewer)
+    tools = segment.corrections
+    wait_job(tools.show_uncertainty())
+    expected = viewer.layers["nuclei uncertainty"].data.copy()
+    segment.image.value = viewer.add_image(nuclei_image[0][..., None], name="one channel")
+    assert segment.axes.value == "YXC"
+    job = tools.show_uncertainty()
+    wait_job(job)
+    assert job.error is None and errors == []
+    np.testing.assert_allclose(viewer.layers["one channel uncertainty"].data, expected, atol=1e-5)
+    assert tools.status.text().startswith("uncertainty of one channel: mean")
+
+
 def test_a_broken_model_file_gives_way_after_an_uncertainty(
     viewer_with_image, tmp_path, wait_job, errors
 ):

@@ -291,6 +291,8 @@ def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options:
     image, channel_axis = gray_for_model(
         np.asarray(image), channel_axis=channel_axis, in_channels=int(model[0].config.in_channels)
     )
+    if channel_axis is not None and image.shape[channel_axis] == 1:  # (Y, X, 1): one channel
+        image, channel_axis = np.squeeze(image, axis=channel_axis), None
     if channel_axis is not None:
         raise ValueError("the uncertainty needs a one-channel image (or RGB)")
     result = yield from iter_tta_uncertainty(image, model, **options)  # Cancel stops it
