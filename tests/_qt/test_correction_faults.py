@@ -88,6 +88,42 @@ def test_the_uncertainty_status_does_not_stay_on_four_passes(
     assert tools.status.text() == "failed (see the notification)"
 
 
+def test_replacing_the_image_data_stops_the_uncertainty(viewer_with_image, wait_job, errors):
+    """The image's data replaced while Show uncertainty ran (another shape): the uncertainty
+    of the old data was shown over the new, a (128, 128) map over a (3, 40, 50) stack. Now the
+    job stops and the status says why; nothing is added."""
+    viewer = viewer_with_image
+    tools = _segment_panel(viewer).corrections
+    image = viewer.layers["nuclei"]
+    job = tools.show_uncertainty()
+    image.data = np.zeros((3, 40, 50), np.uint16)
+    wait_job(job)
+    assert job.error is None and errors == [] and job.cancelled
+    assert tools.status.text() == "uncertainty stopped: the data of 'nuclei' were replaced"
+    assert tools.uncertainty_layer is None and _names(viewer) == ["nuclei"]
+    assert tools.uncertainty_button.isEnabled()
+
+
+def test_the_uncertainty_of_an_image_with_one_channel_axis(
+    viewer_with_image, nuclei_image, wait_job, errors
+):
+    """A (Y, X, 1) image, read as YXC with one channel, segments, but Show uncertainty refused
+    it: 'the uncertainty needs a one-channel image (or RGB)'. Its one channel is used now, as
+    for the (Y, X) image."""
+    viewer = viewer_with_image
+    segment = _segment_panel(viewer)
+    tools = segment.corrections
+    wait_job(tools.show_uncertainty())
+    expected = viewer.layers["nuclei uncertainty"].data.copy()
+    segment.image.value = viewer.add_image(nuclei_image[0][..., None], name="one channel")
+    assert segment.axes.value == "YXC"
+    job = tools.show_uncertainty()
+    wait_job(job)
+    assert job.error is None and errors == []
+    np.testing.assert_allclose(viewer.layers["one channel uncertainty"].data, expected, atol=1e-5)
+    assert tools.status.text().startswith("uncertainty of one channel: mean")
+
+
 def test_a_broken_model_file_gives_way_after_an_uncertainty(
     viewer_with_image, tmp_path, wait_job, errors
 ):

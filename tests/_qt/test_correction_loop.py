@@ -263,3 +263,25 @@ def test_a_failed_comparison_does_not_leave_the_status_comparing(make_napari_vie
     wait_job(job)
     assert job.error is not None and "differ in shape" in errors[-1]
     assert tools.status.text() == "failed (see the notification)"
+
+
+def test_errors_of_a_multiscale_labels_layer_use_its_full_resolution(
+    make_napari_viewer, wait_job, errors
+):
+    """A multiscale Labels layer (a pyramid) was compared by its smallest level: 'the labels
+    (10, 30) and the reference (20, 60) differ in shape' for layers of the same size. Its full
+    resolution is compared now, and the errors lie over it."""
+    viewer = make_napari_viewer()
+    gt = np.zeros((20, 60), np.int32)
+    gt[2:8, 2:8], gt[10:16, 30:42] = 1, 2
+    pred = np.where(gt > 0, gt + 10, 0).astype(np.int32)
+    _panel, tools = _error_tools(viewer, pred, gt)  # the panel kept alive for the job
+    viewer.layers.remove("seg")
+    pyramid = viewer.add_labels([pred, pred[::2, ::2]], name="seg", multiscale=True)
+    tools.prediction.value = pyramid
+    job = tools.show_errors()
+    wait_job(job)
+    assert job.error is None and errors == []
+    codes = np.asarray(viewer.layers["seg errors"].data)
+    assert codes.shape == gt.shape and codes[4, 4] == 1 and codes[12, 35] == 1
+    assert tools.status.text().startswith("AP@0.5 1.000: 2 correct")

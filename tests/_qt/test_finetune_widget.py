@@ -669,6 +669,26 @@ def test_lines_and_paths_are_not_annotated_regions(viewer_with_image, nuclei_ima
     assert not mask[100, 100] and not mask[80, 80]  # on the line, below the rectangle
 
 
+def test_regions_outside_the_labels_are_refused(viewer_with_image, nuclei_image, errors):
+    """A region drawn outside the image (in another layer's coordinates, or far off) covers no
+    pixel: the run trained silently with no annotated region at all. Now Start refuses it with
+    a sentence, like a regions layer with no shape on the plane."""
+    viewer = viewer_with_image
+    _paint(viewer, nuclei_image[1])
+    outside = viewer.add_shapes(
+        [np.array([[500.0, 500.0], [600.0, 600.0]])],
+        shape_type="rectangle",
+        name="far off",
+        **GEOMETRY,
+    )
+    widget = _widget(viewer, steps=3, regions=outside)
+    assert widget.start() is None and widget.job is None
+    assert errors == [
+        "Fine-tuning failed: the regions of 'far off' on this plane cover no pixel of the labels "
+        "'painted' (they lie outside them); draw them over the painted cells, or choose (none)."
+    ]
+
+
 def test_closing_the_panel_stops_the_run(viewer_with_image, nuclei_image, wait_job, qtbot, errors):
     """napari takes a closed panel out of its dock without deleting it: the run used to go on
     unseen until its time budget (updating the viewer's layers; its model out of reach). Now

@@ -79,6 +79,8 @@ def test_cancel_leaves_no_store(viewer_with_image, nuclei_image, wait_job, tmp_p
 
 
 def test_existing_store_is_refused(viewer_with_image, nuclei_image, errors, tmp_path):
+    """An existing store is refused in the panel's words: the sentence told the user to
+    'pass --overwrite to replace it', an option of the command line the panel does not have."""
     viewer = viewer_with_image
     layer, _ = _lazy_layer(viewer, nuclei_image[0])
     (tmp_path / "out.zarr").mkdir()
@@ -87,4 +89,65 @@ def test_existing_store_is_refused(viewer_with_image, nuclei_image, errors, tmp_
     widget.image.value = layer
     widget.store.value = tmp_path / "out.zarr"
     assert widget.segment() is None
-    assert errors and "already exists" in errors[0]
+    store = tmp_path / "out.zarr"
+    assert errors == [f"Segmentation failed: {store} already exists; name a new labels store."]
+
+
+def test_two_runs_in_one_second_get_two_stores(
+    viewer_with_image, nuclei_image, wait_job, errors, tmp_path, monkeypatch
+):
+    """Without a named store, the labels go to a store named after the layer and the second;
+    a second Segment of a small lazy image within the same second was refused, the store of the
+    first 'already exists'. It gets a store of its own now."""
+    import tempfile
+    import time
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(time, "strftime", lambda _format: "20260101-120000")  # one second
+    viewer = viewer_with_image
+    layer, _ = _lazy_layer(viewer, nuclei_image[0][:64, :64])
+    widget = SegmentWidget(viewer)
+    widget.image.value = layer
+    wait_job(widget.segment())
+    wait_job(widget.segment())
+    assert errors == []
+    folder = tmp_path / "napari-unet"
+    stores = sorted(path.name for path in folder.iterdir())
+    assert stores == ["lazy_labels_20260101-120000.zarr", "lazy_labels_20260101-120000_2.zarr"]
+    assert str(folder / stores[1]) in widget.status.value
+
+
+def test_a_lazy_layer_is_read_in_its_axes_as_in_memory(
+    viewer_with_image, nuclei_image, stack_image, wait_job, errors, tmp_path
+):
+    """Block by block, the panel passed the layer's array as it lies: a lazy RGB layer was
+    refused ('the model reads 1 channel(s), the image has 3'; in memory it is made gray), and
+    a (Y, X, Z) layer failed with 'out has shape (2, 128, 2), the labels need (128, 128, 2)'.
+    Now RGB is made gray as in memory, and planes after Y and X are refused with a sentence."""
+    viewer = viewer_with_image
+    gray = nuclei_image[0]
+    colour = np.stack([gray // 2, gray, gray // 4], axis=-1)
+    widget = SegmentWidget(viewer)
+    widget.min_confidence.value = 0.0  # the tiny test model is unsure of every cell
+    widget.image.value = viewer.add_image(colour, name="rgb", rgb=True)
+    wait_job(widget.segment())
+    in_memory = viewer.layers["rgb labels"].data.copy()
+    widget.image.value = viewer.add_image(da.from_array(colour, chunks=64), name="lazy rgb", rgb=True)
+    widget.store.value = tmp_path / "rgb.zarr"
+    wait_job(widget.segment())
+    assert errors == []
+    lazy = np.asarray(viewer.layers["lazy rgb labels"].data)
+    assert lazy.shape == gray.shape and lazy.max() > 1
+    np.testing.assert_array_equal(lazy > 0, in_memory > 0)
+
+    yxz = da.from_array(np.moveaxis(stack_image[:2], 0, -1), chunks=64)
+    widget.image.value = viewer.add_image(yxz, name="yxz")
+    assert widget.axes.value == "YXZ"
+    widget.store.value = tmp_path / "yxz.zarr"
+    job = widget.segment()
+    wait_job(job)
+    assert errors == [
+        "Segmentation failed: a lazy layer is segmented with one plane axis (Z or time) before "
+        "Y and X at most; choose such axes (e.g. ZYX, ZCYX), or load the layer into memory."
+    ]
+    assert "yxz labels" not in viewer.layers and not (tmp_path / "yxz.zarr").exists()

@@ -264,6 +264,23 @@ def test_a_corrected_result_is_kept_and_its_undo_still_works(viewer_with_image, 
     assert len(viewer.layers) == n_layers and widget.labels_layer is new
 
 
+def test_segmenting_another_image_does_not_claim_a_correction(
+    viewer_with_image, nuclei_image, wait_job, errors
+):
+    """Segmenting a second image said "your corrected 'nuclei labels' is kept, the result is in
+    a new layer" though nothing was corrected: the first image's result was taken for a result
+    of this image. Only a corrected result of the same image is named now."""
+    viewer = viewer_with_image
+    widget = _widget(viewer)
+    wait_job(widget.segment())
+    first = viewer.layers["nuclei labels"]
+    widget.image.value = viewer.add_image(nuclei_image[0][:, ::-1], name="other")
+    wait_job(widget.segment())
+    assert errors == []
+    assert widget.labels_layer is viewer.layers["other labels"] and first in viewer.layers
+    assert "cells in" in widget.status.value and "corrected" not in widget.status.value
+
+
 def test_the_panel_shows_progress(viewer_with_image, stack_image, wait_job, qtbot):
     viewer = viewer_with_image
     widget = _widget(viewer, qtbot)
@@ -291,6 +308,28 @@ def test_removing_the_image_cancels_its_job(viewer_with_image, stack_image, wait
     assert widget.status.value == "cancelled: the image 'long stack' was removed"
     assert widget.run_button.isEnabled() and not widget.progress.bar.isVisibleTo(widget)
     assert "long stack labels" not in viewer.layers
+
+
+def test_replacing_the_image_data_cancels_its_job(
+    viewer_with_image, stack_image, wait_job, qtbot, errors
+):
+    """The image's data replaced while it is segmented (another shape): the result of the old
+    data was shown over the new as '<image> labels' of the old shape. Now the job is cancelled,
+    the status says why, and neither a result nor a partial result is added."""
+    viewer = viewer_with_image
+    layer = viewer.add_image(np.concatenate([stack_image] * 4), name="long stack")
+    widget = _widget(viewer, qtbot)
+    widget.image.value = layer
+    job = widget.segment()
+    qtbot.waitUntil(lambda: widget.progress.fraction > 0, timeout=30_000)
+    layer.data = stack_image[0][:64, :64]
+    wait_job(job, timeout=30_000)
+    assert job.cancelled and errors == []
+    assert widget.status.value == "cancelled: the data of 'long stack' were replaced; segment again"
+    assert [lyr.name for lyr in viewer.layers] == ["nuclei", "long stack"]
+    assert widget.run_button.isEnabled()
+    wait_job(widget.segment())  # the new data segment as usual
+    assert viewer.layers["long stack labels"].data.shape == (64, 64)
 
 
 def test_closing_the_viewer_during_a_job_ends_it_cleanly(

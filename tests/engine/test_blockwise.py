@@ -135,6 +135,22 @@ def test_blocks_use_the_whole_image_percentiles(image, reference, monkeypatch):
     assert labels[:, -48:].max() == 0 and reference[:, -48:].max() == 0
 
 
+def test_a_blank_plane_is_segmented_like_in_memory(image):
+    """A blank plane (a stack's empty first slice, or an image whose 1st and 99.8th
+    percentiles are both 0: a few cells on a black field) has an empty intensity range: block by
+    block it was refused with 'intensity_range: low must be below high, not (0.0,) and (0.0,)',
+    while the in-memory path maps it to 0 and segments it. It is segmented now."""
+    from napari_unet.engine.segment import segment
+
+    stack = np.stack([np.full((128, 128), 100, np.uint16), image[:128, :128]])
+    labels = segment_blockwise(stack, "default", stack=True, block_size=BLOCK, diameter=DIAMETER)
+    assert labels[0].max() == 0 and labels[1].max() > 0
+    sparse = np.zeros((256, 256), np.uint16)
+    sparse[100:112, 100:110] = 900  # 0.2 % of the plane: both percentiles are 0
+    blocks = segment_blockwise(sparse, "default", block_size=BLOCK, diameter=DIAMETER)
+    np.testing.assert_array_equal(blocks > 0, segment(sparse, diameter=DIAMETER) > 0)
+
+
 def test_blocks_use_a_given_intensity_range(image, monkeypatch):
     """A given (low, high) replaces the measured percentiles in every block, and in the
     diameter estimate's crop."""

@@ -121,6 +121,27 @@ def test_error_map_of_a_stack_sums_the_planes():
         error_map(pred, gt[:5])
 
 
+def test_error_map_takes_ids_of_2_to_the_40_and_more():
+    """Labels with ids of 2**40 (a uint64 layer, ids from another program) made the Inspect
+    panel's Show errors fail with 'out of memory': the per-id tables were as long as the largest
+    id. Such ids are renumbered now; the codes and counts are those of small ids."""
+    from napari_unet.engine.errors import error_map
+
+    pred, gt = _crafted()
+    expected = error_map(pred, gt)
+    big_pred = np.where(pred > 0, pred.astype(np.uint64) + np.uint64(2**40), 0).astype(np.uint64)
+    big_gt = np.where(gt > 0, gt.astype(np.int64) + 2**62, 0)
+    found = error_map(big_pred, big_gt)
+    np.testing.assert_array_equal(found.codes, expected.codes)
+    assert found.counts == expected.counts and found.ap50 == expected.ap50
+    full = np.full((4, 4), 2**40, np.uint64)  # no background: no object becomes background
+    full[:, 2:] += np.uint64(1)
+    assert error_map(full, full).counts["correct"] == 2
+    big_gt[0, 0] = -1
+    with pytest.raises(ValueError, match="negative labels"):
+        error_map(big_pred.astype(np.int64), big_gt)
+
+
 def test_error_map_scores_each_plane_in_the_labels_own_axes():
     from napari_unet.engine.errors import error_map
 

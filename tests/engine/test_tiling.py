@@ -309,6 +309,23 @@ def test_closing_the_generator_stops_at_once(rng):
     assert stop.value.value is None
 
 
+def test_a_suspended_prediction_leaves_the_thread_out_of_inference_mode(net2, rng):
+    """Inference mode is the thread's. The prediction held it across its yields, so that a
+    generator left suspended in a worker thread and closed from another (the Segment panel's
+    job when napari aborts it as the viewer closes) left that pool thread in inference mode,
+    and a Fine-tune run there later failed with 'element 0 of tensors does not require grad'.
+    The mode is now held for each batch only."""
+    import threading
+
+    gen = iter_predict(net2, rng.random((60, 60)).astype(np.float32), tile_size=8, device="cpu")
+    assert isinstance(next(gen), TileDone)
+    assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    closer = threading.Thread(target=gen.close)  # closed from another thread
+    closer.start()
+    closer.join()
+    assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+
+
 def test_out_of_memory_halves_the_tile_and_retries(rng):
     torch.manual_seed(3)
     model = _CountingUNet(UNetConfig(depth=2, base_channels=4)).eval()

@@ -78,6 +78,12 @@ def painted_plane(
                 "and paths enclose no area); draw rectangles or polygons around fully painted "
                 "areas, or choose (none)"
             )
+        if not regions.any():
+            raise ValueError(
+                f"the regions of '{shapes_layer.name}' on this plane cover no pixel of the "
+                f"labels '{labels_layer.name}' (they lie outside them); draw them over the "
+                "painted cells, or choose (none)"
+            )
     from napari_unet._qt._corrections import corrected_annotation
 
     # a corrections layer teaches its corrected area only (the edits, or the regions drawn)

@@ -291,6 +291,8 @@ def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options:
     image, channel_axis = gray_for_model(
         np.asarray(image), channel_axis=channel_axis, in_channels=int(model[0].config.in_channels)
     )
+    if channel_axis is not None and image.shape[channel_axis] == 1:  # (Y, X, 1): one channel
+        image, channel_axis = np.squeeze(image, axis=channel_axis), None
     if channel_axis is not None:
         raise ValueError("the uncertainty needs a one-channel image (or RGB)")
     result = yield from iter_tta_uncertainty(image, model, **options)  # Cancel stops it
@@ -412,11 +414,12 @@ class CorrectionTools(QWidget):
         )
         job = self.job
 
-        def watch(event: Any) -> None:  # the image removed: its uncertainty is not wanted
-            if event.value is layer:
+        def watch(event: Any) -> None:  # the image removed or its data replaced: not wanted
+            if event.value is layer or event.source is layer:
                 job.cancel()
 
         self.viewer.layers.events.removed.connect(watch)
+        layer.events.data.connect(watch)
         return self.job
 
     def _uncertainty_failed(self, error: BaseException) -> None:
@@ -427,11 +430,16 @@ class CorrectionTools(QWidget):
 
     def _uncertainty_done(self, job: Job, layer: Any, watch: Any) -> None:
         self.viewer.layers.events.removed.disconnect(watch)
+        layer.events.data.disconnect(watch)
         try:
             self.uncertainty_button.setEnabled(True)
         except RuntimeError:  # the panel is already gone
             return
-        if job.cancelled:
+        if job.cancelled and layer in self.viewer.layers:
+            controls.show_text(
+                self.status, f"uncertainty stopped: the data of '{layer.name}' were replaced"
+            )
+        elif job.cancelled:
             controls.show_text(self.status, f"uncertainty stopped: the image '{layer.name}' was removed")
 
     def _show(self, layer: Any, layout: Any, plane: tuple[Any, ...], result: Any) -> None:

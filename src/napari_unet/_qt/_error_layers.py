@@ -16,7 +16,14 @@ from magicgui.widgets import Container
 from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_unet._qt import _controls as controls
-from napari_unet._qt._layers import OWNER_KEY, geometry_of, layer_combo, pick_default, put_layer
+from napari_unet._qt._layers import (
+    OWNER_KEY,
+    geometry_of,
+    layer_array,
+    layer_combo,
+    pick_default,
+    put_layer,
+)
 from napari_unet._qt._worker import Job, start_job, tell_user
 
 ROLE = "errors"
@@ -119,8 +126,8 @@ class ErrorTools(QWidget):
         self.status.setText(f"comparing {pred.name} with {ref.name}…")
         self.job = start_job(
             error_job,
-            pred.data,
-            ref.data,
+            layer_array(pred),  # a multiscale layer's full resolution
+            layer_array(ref),
             controls.chosen_axes(self.axes, pred),
             what="Errors",
             show_progress=False,

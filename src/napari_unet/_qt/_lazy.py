@@ -26,10 +26,16 @@ def is_lazy(data: Any) -> bool:
 
 def default_store(layer_name: str) -> Path:
     """Where the labels of a lazy layer go when no store is named: a new store in the
-    temporary folder, ``napari-unet/<layer>_labels_<time>.zarr``."""
+    temporary folder, ``napari-unet/<layer>_labels_<time>.zarr`` (``…_<time>_2.zarr`` and so
+    on when a run of the same second made that one)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", layer_name).strip("._") or "image"
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(tempfile.gettempdir()) / "napari-unet" / f"{safe}_labels_{stamp}.zarr"
+    folder = Path(tempfile.gettempdir()) / "napari-unet"
+    store, n = folder / f"{safe}_labels_{stamp}.zarr", 1
+    while store.exists():
+        n += 1
+        store = folder / f"{safe}_labels_{stamp}_{n}.zarr"
+    return store
 
 
 @dataclass(frozen=True)
@@ -44,26 +50,34 @@ class LazyResult:
 def lazy_segment_job(data: Any, layout: Any, entry: Any, store: Path, **options: Any):
     """Worker-thread generator: segment the lazy layer ``data`` block by block into ``store``.
 
-    ``layout`` is the layer's :class:`~napari_unet._qt._layers.Layout` (one leading axis at most
-    is segmented plane by plane); ``options`` go to
+    ``layout`` is the layer's :class:`~napari_unet._qt._layers.Layout` (one plane axis at most,
+    before Y and X, is segmented plane by plane); the data are read in the engine's order, RGB(A)
+    gray for a one-channel model, as in memory (``Layout.for_model``, lazily). ``options`` go to
     :func:`~napari_unet.engine.blockwise.iter_segment_blockwise`.
     """
+    import dask.array as da
+
     from napari_unet._qt._segment_call import load_entry
+    from napari_unet.engine.block_plan import require_own_unet
     from napari_unet.engine.blockwise import DEFAULT_BLOCK, iter_segment_blockwise
     from napari_unet.engine.zarr_io import LabelStore
 
-    if len(layout.lead_shape) > 1:
-        raise ValueError("a lazy layer is segmented with one leading axis (Z or time) at most")
+    if layout.label_axes not in ("YX", *(f"{p}YX" for p in "ZTP")):
+        raise ValueError(
+            "a lazy layer is segmented with one plane axis (Z or time) before Y and X at most; "
+            "choose such axes (e.g. ZYX, ZCYX), or load the layer into memory"
+        )
     model = load_entry(entry)
-    shape = tuple(int(n) for n in data.shape)
-    channel_axis = None if layout.channel_axis is None else layout.channel_axis % len(shape)
-    spatial = [n for i, n in enumerate(shape) if i != channel_axis]
-    out_shape = (*layout.lead_shape, *spatial[-2:])
+    require_own_unet(*model)
+    in_channels = int(model[0].config.in_channels)
+    layout.check_model(in_channels=in_channels)
+    image, channel_axis = layout.for_model(da.asarray(data), in_channels=in_channels, lazy=True)
+    out_shape = layout.label_shape  # the engine's (planes, Y, X) order, as checked above
     block = int(options.pop("block_size", None) or DEFAULT_BLOCK)
-    chunks = (1,) * len(layout.lead_shape) + (min(block, spatial[-2]), min(block, spatial[-1]))
+    chunks = (1,) * len(layout.lead_shape) + tuple(min(block, n) for n in out_shape[-2:])
     with LabelStore(store, out_shape, chunks=chunks) as target:
         result = yield from iter_segment_blockwise(
-            data, model, out=target.array, channel_axis=channel_axis, stack=layout.stack,
+            image, model, out=target.array, channel_axis=channel_axis, stack=layout.stack,
             block_size=block, **options,
         )
         path = target.commit()

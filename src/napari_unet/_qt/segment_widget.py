@@ -324,6 +324,7 @@ class SegmentWidget(QWidget):
 
         self._set_running(True)
         self._job_layer, self._job_layout, self._partial = layer, layout, PartialLabels()
+        layer.events.data.connect(self._image_replaced)
         self.progress.start()
         self.status.value = f"segmenting {layer.name} with {entry.label}…"
         self.job = start_job(
@@ -367,6 +368,9 @@ class SegmentWidget(QWidget):
         store = Path(self.store.value) if named else default_store(layer.name)
         if store.suffix.lower() != ".zarr":
             store = store.with_name(store.name + ".zarr")
+        if store.exists():  # the engine's sentence names --overwrite, which the panel lacks
+            tell_user(f"Segmentation failed: {store} already exists; name a new labels store.")
+            return None
         try:
             check_store_target(store, overwrite=False)
         except OSError as exc:
@@ -374,6 +378,7 @@ class SegmentWidget(QWidget):
             return None
         self._set_running(True)
         self._job_layer = layer
+        layer.events.data.connect(self._image_replaced)
         self.progress.start()
         self.status.value = f"segmenting {layer.name} block by block into {store}…"
         self.job = start_job(
@@ -416,6 +421,17 @@ class SegmentWidget(QWidget):
         job.cancel()
         controls.show_text(self.status, f"cancelled: the image '{event.value.name}' was removed")
 
+    def _image_replaced(self, event: Any) -> None:
+        """The data of the running job's image were replaced (another shape, another image):
+        cancel the job, whose result would not lie over them."""
+        job, layer = self.job, self._job_layer
+        if job is None or job.done or event.source is not layer:
+            return
+        job.cancel()
+        controls.show_text(
+            self.status, f"cancelled: the data of '{layer.name}' were replaced; segment again"
+        )
+
     def _on_result(self, layer: Any, layout: Layout, result: Any) -> None:
         if layer not in self.viewer.layers:
             return
@@ -433,7 +449,7 @@ class SegmentWidget(QWidget):
             seconds = self.progress.elapsed()
             self.status.value = f"{result.n_objects} cells in {seconds:.1f} s -> {result.store}"
             return
-        before = self.labels_layer
+        before, before_image = self.labels_layer, self.labels_image
         self.labels_layer = show_segmentation(
             self.viewer, layer, layout, result, probabilities=self.show_probabilities.value
         )
@@ -442,7 +458,8 @@ class SegmentWidget(QWidget):
         seconds = self.progress.elapsed()
         diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
         text = f"{n_cells} cells in {seconds:.1f} s{diameter}"
-        kept = before is not None and before in self.viewer.layers
+        # only a result of this image that the user corrected is kept beside the new one
+        kept = before is not None and before in self.viewer.layers and before_image is layer
         if kept and before is not self.labels_layer and before.name != self.labels_layer.name:
             text += f"; your corrected '{before.name}' is kept, the result is in a new layer"
         self.status.value = text
@@ -450,6 +467,8 @@ class SegmentWidget(QWidget):
     def _on_done(self, job: Job) -> None:
         layer, layout, partial = self._job_layer, self._job_layout, self._partial
         self._job_layer = self._job_layout = self._partial = None
+        if layer is not None:
+            layer.events.data.disconnect(self._image_replaced)
         question, self._rescale_question = self._rescale_question, None
         if question is not None:  # asked once the job is over, so that a new one can start
             self._set_running(False)

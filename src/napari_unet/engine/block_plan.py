@@ -142,7 +142,8 @@ def _planes_chunked(planes, block_size: int) -> tuple[Any, str | None]:
 
 def _plane_percentiles(plane, low: float, high: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel ``low``/``high`` percentiles of a (C, Y, X) dask plane (computed by the
-    current dask scheduler; a client's workers when one is active)."""
+    current dask scheduler; a client's workers when one is active); ``high`` above ``low``
+    even for a blank channel."""
     import dask
 
     from napari_unet.engine.normalization import _percentiles, percentiles_from_counts
@@ -163,8 +164,12 @@ def _plane_percentiles(plane, low: float, high: float) -> tuple[tuple[float, ...
             if sample.dtype.kind == "f" and not np.isfinite(sample).all():
                 raise ValueError("the image contains NaN or infinite values")
             lo, hi = _percentiles(sample, (low, high))
-        lows.append(float(lo))
-        highs.append(float(hi))
+        lo, hi = float(lo), float(hi)
+        if not hi > lo:  # a blank channel (or one value in all but a few pixels): as
+            # ``normalize`` maps it, with a scale of 1 (a range low == high would be refused)
+            hi = lo + max(1.0, abs(lo) * 2.0**-20)
+        lows.append(lo)
+        highs.append(hi)
     return tuple(lows), tuple(highs)
 
 

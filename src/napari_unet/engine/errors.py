@@ -179,6 +179,17 @@ def _plane_errors(pred: np.ndarray, gt: np.ndarray, min_piece: float):
     return codes, counts, (m.tp, m.fp, m.fn)
 
 
+def _small_ids(labels: np.ndarray) -> np.ndarray:
+    """``labels`` (no negative id) with its ids renumbered 1..n in their order, 0 kept as
+    background, when its largest id is far beyond its number of pixels: the per-id tables of
+    :func:`merges_and_splits` (``np.bincount``) are as long as the largest id, and ids of 2**40
+    asked for terabytes. An id is only a name; the codes do not change."""
+    if labels.size == 0 or int(labels.max()) <= 4 * labels.size + 1024:
+        return labels
+    ids, index = np.unique(labels, return_inverse=True)
+    return index.reshape(labels.shape).astype(np.int64) + int(ids[0] != 0)
+
+
 def error_map(
     pred: np.ndarray, gt: np.ndarray, *, min_piece: float = 0.2, axes: str | None = None
 ) -> ErrorMap:
@@ -222,6 +233,9 @@ def error_map(
     for name, a in (("pred", pred), ("gt", gt)):
         if not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"{name} must be integer labels, got dtype {a.dtype}")
+    from napari_unet.engine._overlaps import _check_pair
+
+    pred, gt = (_small_ids(a) for a in _check_pair(pred, gt))  # negative ids: refused first
     planes = [(pred, gt)] if pred.ndim == 2 else list(zip(pred, gt, strict=True))
     codes, total, tp_fp_fn = [], {}, np.zeros(3, np.int64)
     for p, g in planes:

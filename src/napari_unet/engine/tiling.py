@@ -215,6 +215,13 @@ class _PlanePredictor:
                 out[...] = acc
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
+        # inference mode per batch, never across a yield: the mode is the thread's, and a
+        # generator suspended in it and closed from another thread (a GUI job that napari
+        # aborted) left a worker thread in inference mode, where a later training failed
+        with torch.inference_mode():
+            return self._forward_batch(batch)
+
+    def _forward_batch(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
         if not self.tta:
             return self._probabilities(x).cpu().numpy()
@@ -384,42 +391,41 @@ def iter_predict(
 
     done = 0
     try:
-        with torch.inference_mode():
-            for p in range(n_planes):
-                plane = data[p]
-                _check_finite(plane, p, n_planes)
-                if low is None:
-                    lo = np.zeros(plane.shape[0], np.float32)
-                    scale = np.ones(plane.shape[0], np.float32)
-                else:
-                    lo, hi = percentile_range(plane, low=low, high=high, channel_axis=0)
-                    scale = _scale(lo, hi)
-                while True:
-                    total = done + (n_planes - p) * tiles_per_plane(tile)
-                    done_before = done
-                    try:
-                        for n in predictor.run(plane, lo, scale, out[p], tile, batch):
-                            done += n
-                            yield TileDone(done, total, p, n_planes)
-                        break
-                    except Exception as err:
-                        if not _is_oom(err):
-                            raise
-                        del err  # drop the traceback's references to device tensors
-                        release_memory(dev)
-                        smaller = _smaller_tile(tile, config)
-                        if smaller is None:
-                            if batch > 1:
-                                batch = max(1, batch // 2)
-                                done = done_before
-                                continue
-                            raise MemoryError(
-                                f"the device {dev} ran out of memory even with the smallest tile "
-                                f"({tile} pixels) and batch size 1"
-                            ) from None
-                        yield TileSizeReduced(tile, smaller)
-                        tile, done = smaller, done_before
-                yield PlaneDone(p, n_planes)
+        for p in range(n_planes):
+            plane = data[p]
+            _check_finite(plane, p, n_planes)
+            if low is None:
+                lo = np.zeros(plane.shape[0], np.float32)
+                scale = np.ones(plane.shape[0], np.float32)
+            else:
+                lo, hi = percentile_range(plane, low=low, high=high, channel_axis=0)
+                scale = _scale(lo, hi)
+            while True:
+                total = done + (n_planes - p) * tiles_per_plane(tile)
+                done_before = done
+                try:
+                    for n in predictor.run(plane, lo, scale, out[p], tile, batch):
+                        done += n
+                        yield TileDone(done, total, p, n_planes)
+                    break
+                except Exception as err:
+                    if not _is_oom(err):
+                        raise
+                    del err  # drop the traceback's references to device tensors
+                    release_memory(dev)
+                    smaller = _smaller_tile(tile, config)
+                    if smaller is None:
+                        if batch > 1:
+                            batch = max(1, batch // 2)
+                            done = done_before
+                            continue
+                        raise MemoryError(
+                            f"the device {dev} ran out of memory even with the smallest tile "
+                            f"({tile} pixels) and batch size 1"
+                        ) from None
+                    yield TileSizeReduced(tile, smaller)
+                    tile, done = smaller, done_before
+            yield PlaneDone(p, n_planes)
     finally:
         # hand the model back where it was, so that a model kept by a GUI session or a
         # notebook does not hold device memory between calls
