@@ -427,6 +427,10 @@ def run_one(name: str, args) -> list:
         from napari_unet._qt import _gc_pause
 
         _gc_pause.ENABLED = False
+    if args.no_amp:
+        from napari_unet.engine import training
+
+        training.cpu_has_native_bf16 = lambda: False
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1366, 768)
     app = napari.qt.get_qapp()
@@ -451,6 +455,12 @@ def main(argv=None) -> int:
         help="let full garbage collections walk the whole heap during jobs (as before "
         "napari_unet._qt._gc_pause), to measure what the freeze does",
     )
+    parser.add_argument(
+        "--no-amp",
+        action="store_true",
+        help="fine-tune in float32 on a CPU with bfloat16 in hardware (as before "
+        "TrainConfig.amp covered the CPU), to measure what bfloat16 does to the gaps",
+    )
     parser.add_argument("--note", default="", help="a line to add under the table")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one scenario, JSON out
     args = parser.parse_args(argv)
@@ -467,6 +477,7 @@ def main(argv=None) -> int:
                    "--steps", str(args.steps), "--burners", str(args.burners),
                    "--size", str(args.size)]  # fmt: skip
         command += ["--no-gc-freeze"] if args.no_gc_freeze else []
+        command += ["--no-amp"] if args.no_amp else []
         output = subprocess.run(command, capture_output=True, text=True).stdout
         found = [line for line in output.splitlines() if line.startswith("ROWS ")]
         if not found:
@@ -492,7 +503,8 @@ def main(argv=None) -> int:
         f"(`xvfb-run -a python benchmarks/bench_responsiveness.py --planes {args.planes} "
         f"--size {args.size} "
         f"--steps {args.steps} --burners {args.burners}"
-        f"{' --no-gc-freeze' if args.no_gc_freeze else ''}`), one run each, torch with 1 thread.",
+        f"{' --no-gc-freeze' if args.no_gc_freeze else ''}{' --no-amp' if args.no_amp else ''}`), "
+        "one run each, torch with 1 thread.",
         f"Machine: {machine}. {_versions()}.",
         "",
         "A 10 ms QTimer ticks on the GUI thread; a gap is time a click or a repaint waits. "
