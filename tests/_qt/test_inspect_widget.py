@@ -346,3 +346,19 @@ def test_a_deformation_lies_beside_rotated_labels(widget, viewer, qtbot, errors)
         np.testing.assert_allclose(
             deformed.data_to_world(point), labels.data_to_world((point[0], point[1] + shift))
         )
+
+
+def test_renaming_the_labels_keeps_one_set_of_weight_maps(widget, viewer, qtbot, errors):
+    """The weight-map layers were keyed by the labels layer's name: after a rename the next map
+    came as a second set beside the first, and the two total maps, blended additively, showed
+    their sum. Now they follow the layer (napari's unique_id): one set, updated in place."""
+    widget.update_weights()
+    settle(qtbot, widget.weights_runner)
+    total = viewer.layers["cells weight map"]
+    n_layers = len(viewer.layers)
+    viewer.layers["cells"].name = "nuclei outlines"
+    previous = widget.weights_runner.job
+    widget.update_weights()
+    settle(qtbot, widget.weights_runner, after=previous)
+    assert len(viewer.layers) == n_layers and total in viewer.layers
+    assert widget.weight_layers[0] is total and errors == []

@@ -581,3 +581,16 @@ def test_a_broken_model_file_gives_way_to_the_model_used_before(
     wait_job(job)
     assert job.error is None and len(errors) == 1
     assert "cells in" in widget.status.value
+
+
+def test_segment_again_after_renaming_the_image_updates_its_result(viewer_with_image, wait_job, errors):
+    """The result layer was keyed by the image's name: after the image was renamed, Segment
+    added a second result instead of updating its own."""
+    viewer = viewer_with_image
+    widget = _widget(viewer)
+    wait_job(widget.segment())
+    result = viewer.layers["nuclei labels"]
+    n_layers = len(viewer.layers)
+    viewer.layers["nuclei"].name = "dapi"
+    wait_job(widget.segment())
+    assert len(viewer.layers) == n_layers and result in viewer.layers and errors == []

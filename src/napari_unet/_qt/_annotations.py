@@ -17,6 +17,7 @@ from napari_unet._qt._layers import (
     plane_of,
     put_layer,
     side_by_side_geometry,
+    source_key,
 )
 
 #: shape types that enclose no area: not annotated regions (:func:`regions_mask`)
@@ -144,7 +145,7 @@ def show_weight_map(
 ) -> list[Any]:
     """Show a ``WeightMap`` as plugin-owned image layers over ``labels_layer``'s rows and columns.
 
-    Three layers, keyed by ``role`` and the labels layer's name: the total weight (visible) and
+    Three layers, keyed by the labels layer (:func:`~napari_unet._qt._layers.source_key`): the total weight (visible) and
     its two parts, ``w_c`` and the border term (hidden unless ``visible_parts``; a rerun keeps
     whatever visibility the user gave them). Returns the layers in that order. A ``plane``
     with planes after Y or X (:func:`~napari_unet._qt._layers.labels_plane_index`, ``YXZ``)
@@ -167,7 +168,7 @@ def show_weight_map(
             data,
             kind="image",
             name=title,
-            key=f"weights:{part}:{name}",  # one set per labels layer, shared by the panels
+            key=f"weights:{part}:{source_key(labels_layer)}",  # one set per labels layer, both panels
             role=role,
             geometry=geometry,
             colormap="inferno",

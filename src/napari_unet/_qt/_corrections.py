@@ -32,6 +32,7 @@ from napari_unet._qt._layers import (
     geometry_of,
     plane_index,
     put_layer,
+    source_key,
     spatial_geometry,
 )
 from napari_unet._qt._segment_call import fall_back_after
@@ -455,7 +456,7 @@ class CorrectionTools(QWidget):
             uncertainty,
             kind="image",
             name=f"{layer.name} uncertainty",
-            key=f"{ROLE}:uncertainty:{layer.name}",
+            key=f"{ROLE}:uncertainty:{source_key(layer)}",
             role=ROLE,
             geometry=geometry,
             colormap="magma",
@@ -472,7 +473,7 @@ class CorrectionTools(QWidget):
             embedded_plane(agreement, layer, plane, layout=layout)[0],
             kind="image",
             name=f"{layer.name} object confidence",
-            key=f"{ROLE}:confidence:{layer.name}",
+            key=f"{ROLE}:confidence:{source_key(layer)}",
             role=ROLE,
             geometry=geometry,
             colormap="viridis",

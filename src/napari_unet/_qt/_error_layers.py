@@ -23,6 +23,7 @@ from napari_unet._qt._layers import (
     layer_combo,
     pick_default,
     put_layer,
+    source_key,
 )
 from napari_unet._qt._worker import Job, start_job, tell_user
 
@@ -156,7 +157,7 @@ class ErrorTools(QWidget):
             errors.codes,
             kind="labels",
             name=f"{pred.name} errors",
-            key=f"{ROLE}:{pred.name}",
+            key=f"{ROLE}:{source_key(pred)}",
             role=ROLE,
             geometry=geometry_of(pred),
             colormap=DirectLabelColormap(color_dict=ERROR_COLORS),

@@ -108,6 +108,14 @@ def pick_default(combo: ComboBox, predicate: Callable[[Any], bool]) -> None:
 
 
 # -- plugin-owned layers ---------------------------------------------------------------------
+def source_key(layer: Any) -> str:
+    """What identifies ``layer`` in the keys of the layers made from it (:func:`put_layer`):
+    napari's ``unique_id``, which a rename keeps. Keyed by name, a renamed source got a second
+    set of result layers beside the first (two weight maps, blended additively, showed their
+    sum)."""
+    return str(getattr(layer, "unique_id", None) or layer.name)
+
+
 def find_owned(viewer: Any, key: str) -> Any | None:
     """The layer this plugin created under ``key``, if it is still in the viewer."""
     for layer in viewer.layers:
@@ -432,7 +440,7 @@ def show_segmentation(
         layout.from_engine(result.labels),
         kind="labels",
         name=f"{base} labels",
-        key=f"{key_prefix}:labels:{image_layer.name}",
+        key=f"{key_prefix}:labels:{source_key(image_layer)}",
         role=key_prefix,
         geometry=geometry,
     )
@@ -444,7 +452,7 @@ def show_segmentation(
             layout.from_engine(cell),
             kind="image",
             name=f"{base} probabilities",
-            key=f"{key_prefix}:probabilities:{image_layer.name}",
+            key=f"{key_prefix}:probabilities:{source_key(image_layer)}",
             role=key_prefix,
             geometry=geometry,
             colormap="magma",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from napari_unet._qt._layers import Layout, put_layer, spatial_geometry
+from napari_unet._qt._layers import Layout, put_layer, source_key, spatial_geometry
 
 
 def partial_name(image_name: str, done: int, n_planes: int) -> str:
@@ -29,7 +29,7 @@ def show_partial(viewer: Any, image_layer: Any, layout: Layout, partial: Any) ->
         layout.from_engine(labels),
         kind="labels",
         name=name,
-        key=f"segment:partial:{image_layer.name}",
+        key=f"segment:partial:{source_key(image_layer)}",
         role="segment",
         geometry=spatial_geometry(image_layer, layout),
     )

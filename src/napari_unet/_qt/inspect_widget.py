@@ -46,6 +46,7 @@ from napari_unet._qt._layers import (
     put_layer,
     remove_owned,
     side_by_side_geometry,
+    source_key,
     spatial_shape,
 )
 from napari_unet._qt._progress import PanelProgress
@@ -458,7 +459,7 @@ class InspectWidget(QWidget):
             labels,
             kind="labels",
             name=f"{layer.name} deformed",
-            key=f"{ROLE}:deformed-labels:{layer.name}",
+            key=f"{ROLE}:deformed-labels:{source_key(layer)}",
             role=ROLE,
             geometry=geometry,
         )
