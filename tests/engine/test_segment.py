@@ -537,6 +537,9 @@ def test_intensity_range_replaces_the_plane_percentiles(oracle):
         drive(segment_module.iter_segment(image, tiny_net(), intensity_range=([0.0, 1.0], [2.0, 3.0])))
     with pytest.raises(ValueError, match="low must be below high"):
         drive(segment_module.iter_segment(image, tiny_net(), intensity_range=(300, 100)))
+    # below as typed, equal in float32 (contrast limits dragged together): not 'must be below'
+    with pytest.raises(ValueError, match="too close: they are the same number in float32"):
+        drive(segment_module.iter_segment(image, tiny_net(), intensity_range=(7, 7.0000001)))
 
 
 def test_one_intensity_range_for_every_channel():

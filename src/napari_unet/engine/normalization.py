@@ -133,6 +133,12 @@ def channel_range(intensity_range: tuple[Any, Any], n_channels: int) -> tuple[np
             f"or one of each for all, got {lo.size} and {hi.size}"
         )
     if np.isfinite(lo).all() and np.isfinite(hi).all() and not (lo < hi).all():
+        if (np.asarray(low, np.float64) < np.asarray(high, np.float64)).all():
+            # below in the numbers typed, equal once rounded to float32 (7 and 7.0000001)
+            raise ValueError(
+                f"intensity_range: low and high ({low} and {high}) are too close: they are the "
+                "same number in float32; widen the range"
+            )
         raise ValueError(f"intensity_range: low must be below high, not {low} and {high}")
     return lo, hi
 
