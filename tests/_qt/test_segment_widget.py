@@ -295,13 +295,20 @@ def test_the_panel_shows_progress(viewer_with_image, stack_image, wait_job, qtbo
     assert not widget.progress.bar.isVisibleTo(widget)
 
 
-def test_removing_the_image_cancels_its_job(viewer_with_image, stack_image, wait_job, qtbot):
-    viewer = viewer_with_image
+def _segmenting_a_long_stack(viewer, stack_image, qtbot):
+    """A long stack (the stack image four times) whose Segment job has started: (layer, widget,
+    job)."""
     layer = viewer.add_image(np.concatenate([stack_image] * 4), name="long stack")
     widget = _widget(viewer, qtbot)
     widget.image.value = layer
     job = widget.segment()
     qtbot.waitUntil(lambda: widget.progress.fraction > 0, timeout=30_000)
+    return layer, widget, job
+
+
+def test_removing_the_image_cancels_its_job(viewer_with_image, stack_image, wait_job, qtbot):
+    viewer = viewer_with_image
+    layer, widget, job = _segmenting_a_long_stack(viewer, stack_image, qtbot)
     viewer.layers.remove(layer)
     wait_job(job, timeout=30_000)
     assert job.cancelled
@@ -317,11 +324,7 @@ def test_replacing_the_image_data_cancels_its_job(
     data was shown over the new as '<image> labels' of the old shape. Now the job is cancelled,
     the status says why, and neither a result nor a partial result is added."""
     viewer = viewer_with_image
-    layer = viewer.add_image(np.concatenate([stack_image] * 4), name="long stack")
-    widget = _widget(viewer, qtbot)
-    widget.image.value = layer
-    job = widget.segment()
-    qtbot.waitUntil(lambda: widget.progress.fraction > 0, timeout=30_000)
+    layer, widget, job = _segmenting_a_long_stack(viewer, stack_image, qtbot)
     layer.data = stack_image[0][:64, :64]
     wait_job(job, timeout=30_000)
     assert job.cancelled and errors == []
