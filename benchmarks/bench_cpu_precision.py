@@ -1,5 +1,5 @@
 """CPU training speed in float32 against bfloat16 autocast: the evidence for
-``TrainConfig.amp`` on CPUs with bfloat16 in hardware (``napari_unet.engine.training.autocast_dtype``).
+``TrainConfig.amp`` on CPUs with bfloat16 in hardware (``napari_unet.engine.device.autocast_dtype``).
 
 Run: ``python benchmarks/bench_cpu_precision.py``. One optimisation step of the bundled network's
 architecture (depth 4, 16 base channels, batch norm) on a batch of 4 training tiles of 128 output

@@ -428,9 +428,9 @@ def run_one(name: str, args) -> list:
 
         _gc_pause.ENABLED = False
     if args.no_amp:
-        from napari_unet.engine import training
+        from napari_unet.engine import device
 
-        training.cpu_has_native_bf16 = lambda: False
+        device.cpu_has_native_bf16 = lambda: False
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1366, 768)
     app = napari.qt.get_qapp()

@@ -150,11 +150,11 @@ def main(argv: list[str] | None = None) -> dict:
     """Train, validate and save; return the checkpoint's ``extra`` metadata."""
     from napari_unet.engine.api import segment
     from napari_unet.engine.checkpoint import save_checkpoint
-    from napari_unet.engine.device import resolve_device
+    from napari_unet.engine.device import autocast_dtype, resolve_device
     from napari_unet.engine.events import StepDone, ValidationDone
     from napari_unet.engine.metrics import evaluate
     from napari_unet.engine.model import UNet, UNetConfig
-    from napari_unet.engine.training import TrainConfig, autocast_dtype, iter_train
+    from napari_unet.engine.training import TrainConfig, iter_train
 
     args = build_parser().parse_args(argv)
     if args.threads:

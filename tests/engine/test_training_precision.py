@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.engine import training
-from napari_unet.engine.device import bf16_in_cpuinfo
+from napari_unet.engine import device
+from napari_unet.engine.device import autocast_dtype, bf16_in_cpuinfo
 from napari_unet.engine.events import drive
 from napari_unet.engine.model import UNet, UNetConfig
 from napari_unet.engine.synthetic import synthetic_nuclei
-from napari_unet.engine.training import TrainConfig, autocast_dtype, iter_train
+from napari_unet.engine.training import TrainConfig, iter_train
 
 ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
 ZEN3 = "processor\t: 0\nflags\t\t: fpu sse2 avx2\n"
@@ -29,10 +29,10 @@ def test_the_cpuinfo_flags_decide():
 def test_autocast_type_per_device(monkeypatch):
     cpu = torch.device("cpu")
     assert autocast_dtype(cpu, amp=False) is None
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     assert autocast_dtype(cpu, amp=True) is torch.bfloat16
     assert autocast_dtype(cpu, amp=False) is None
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     assert autocast_dtype(cpu, amp=True) is None
     assert autocast_dtype(torch.device("meta"), amp=True) is None
 
@@ -51,7 +51,7 @@ def test_bf16_training_on_the_cpu_learns_in_float32_weights(monkeypatch):
     """With the hardware flag (forced here; autocast works on any CPU, only slower without it)
     the steps run in bfloat16: the losses differ from float32's in the low bits, stay finite
     and fall, and the weights the file gets stay float32."""
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     mixed = _train(amp=True, steps=12)
     full = _train(amp=False, steps=12)
     loss_mixed = [h["loss"] for h in mixed.history if "loss" in h]
@@ -66,7 +66,7 @@ def test_bf16_training_on_the_cpu_learns_in_float32_weights(monkeypatch):
 
 def test_float32_training_is_unchanged_without_the_unit(monkeypatch):
     """Without the hardware unit amp=True trains in float32: the same losses as amp=False."""
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     on = [h["loss"] for h in _train(amp=True).history if "loss" in h]
     off = [h["loss"] for h in _train(amp=False).history if "loss" in h]
     assert on == off

@@ -79,6 +79,24 @@ def bf16_in_cpuinfo(text: str) -> bool:
     return False
 
 
+def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast type of a training step, ``None`` for float32.
+
+    On CUDA bfloat16 where the GPU supports it, else float16 (with loss scaling); on a CPU
+    with bfloat16 in hardware (:func:`cpu_has_native_bf16`),
+    bfloat16. The weights, the optimiser and the loss stay float32.
+    """
+    import torch
+
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
 def free_memory_bytes(device: torch.device) -> int:
     """Bytes that a computation on ``device`` may reasonably use now.
 

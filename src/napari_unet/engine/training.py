@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from napari_unet.engine.device import cpu_has_native_bf16, release_memory, resolve_device
+from napari_unet.engine.device import autocast_dtype, release_memory, resolve_device
 from napari_unet.engine.events import (
     AugmentationSample,
     CheckpointSaved,
@@ -442,22 +442,6 @@ def _freeze_batch_norm(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.eval()
-
-
-def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """The autocast type of a training step, ``None`` for float32.
-
-    On CUDA bfloat16 where the GPU supports it, else float16 (with loss scaling); on a CPU
-    with bfloat16 in hardware (:func:`~napari_unet.engine.device.cpu_has_native_bf16`),
-    bfloat16. The weights, the optimiser and the loss stay float32.
-    """
-    if not amp:
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
 
 
 # -- validation and snapshots ---------------------------------------------------------------
