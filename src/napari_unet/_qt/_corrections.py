@@ -36,13 +36,10 @@ from napari_unet._qt._layers import (
     spatial_geometry,
 )
 from napari_unet._qt._segment_call import fall_back_after
+from napari_unet._qt._uncertainty_job import box_on_plane, uncertainty_job
 from napari_unet._qt._worker import Job, notify_error, start_job, tell_user
 
 ROLE = "corrections"
-#: how many ranked boxes "annotate here next" shows
-N_BOXES = 5
-#: a box's side, in cell diameters
-BOX_DIAMETERS = 3.0
 #: without a cell diameter: the margin (px) of the inferred corrected area
 DEFAULT_MARGIN = 10
 
@@ -252,56 +249,6 @@ def edited_planes(labels_layer: Any, plane: tuple[Any, ...]) -> list[tuple[int, 
     yx = tuple(i for i, v in enumerate(full) if isinstance(v, slice))
     changed = np.any(original != data, axis=yx)
     return [tuple(int(i) for i in index) for index in np.argwhere(changed)]
-
-
-def box_on_plane(box: tuple[int, int, int, int], layout: Any, plane: tuple[Any, ...]) -> np.ndarray:
-    """The four corners of a ``(row0, col0, row1, col1)`` box of plane ``plane`` (a full
-    ``plane_index`` of an image read by ``layout``) as ``(4, D)`` coordinates in the image's
-    label axes (the plane's position on each plane axis)."""
-    r0, c0, r1, c1 = box
-    corners = [(r0, c0), (r0, c1), (r1, c1), (r1, c0)]
-    out = []
-    for r, c in corners:
-        point = []
-        for letter, value in zip(layout.axes, plane, strict=True):
-            if letter == "Y":
-                point.append(r)
-            elif letter == "X":
-                point.append(c)
-            elif letter != "C":
-                point.append(value)
-        out.append(point)
-    return np.asarray(out, float)
-
-
-def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options: Any):
-    """Worker thread: the TTA uncertainty of one image plane, its boxes and object confidences.
-
-    Returns (Uncertainty, boxes, confidence dict); see :mod:`napari_unet.engine.uncertainty`.
-    """
-    from napari_unet._qt._segment_call import load_entry
-    from napari_unet.engine.layout import gray_for_model
-    from napari_unet.engine.uncertainty import (
-        annotation_boxes,
-        expected_errors,
-        iter_tta_uncertainty,
-        object_scores,
-    )
-
-    model = load_entry(entry)  # a broken file: ModelUnusable, and the panel falls back
-    image, channel_axis = gray_for_model(
-        np.asarray(image), channel_axis=channel_axis, in_channels=int(model[0].config.in_channels)
-    )
-    if channel_axis is not None and image.shape[channel_axis] == 1:  # (Y, X, 1): one channel
-        image, channel_axis = np.squeeze(image, axis=channel_axis), None
-    if channel_axis is not None:
-        raise ValueError("the uncertainty needs a one-channel image (or RGB)")
-    result = yield from iter_tta_uncertainty(image, model, **options)  # Cancel stops it
-    side = max(16, round(BOX_DIAMETERS * (result.diameter or 30.0)))
-    errors = expected_errors(result.labels, result.uncertainty, result.probabilities)
-    boxes = annotation_boxes(errors, box=side, n=N_BOXES)
-    confidence = object_scores(result.labels, result.uncertainty, result.probabilities)
-    return result, boxes, confidence
 
 
 class CorrectionTools(QWidget):
