@@ -184,10 +184,11 @@ def _small_ids(labels: np.ndarray) -> np.ndarray:
     background, when its largest id is far beyond its number of pixels: the per-id tables of
     :func:`merges_and_splits` (``np.bincount``) are as long as the largest id, and ids of 2**40
     asked for terabytes. An id is only a name; the codes do not change."""
+    from napari_unet.engine.instances import relabel_consecutive
+
     if labels.size == 0 or int(labels.max()) <= 4 * labels.size + 1024:
         return labels
-    ids, index = np.unique(labels, return_inverse=True)
-    return index.reshape(labels.shape).astype(np.int64) + int(ids[0] != 0)
+    return relabel_consecutive(labels)[0]
 
 
 def error_map(
