@@ -1,18 +1,13 @@
-"""The axes of an image (engine/layout.py): detection, checking, and the way to the engine's
-planes and back."""
+"""The axes of an image (engine/axes.py, engine/axes_layout.py): detection, checking, and the
+way to the engine's planes and back."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_unet.engine.layout import (
-    AxesLayout,
-    axes_choices,
-    axes_from_layout,
-    check_axes,
-    detect_axes,
-)
+from napari_unet.engine.axes import axes_choices, axes_from_layout, check_axes, detect_axes
+from napari_unet.engine.axes_layout import AxesLayout
 
 
 @pytest.mark.parametrize(

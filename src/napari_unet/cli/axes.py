@@ -1,5 +1,5 @@
 """The ``--axes`` option of the commands that read images: one letter per axis, detected when
-not given (:func:`napari_unet.engine.layout.detect_axes`)."""
+not given (:func:`napari_unet.engine.axes.detect_axes`)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def choose_axes(
     ``--stack`` where the command has them, else detected. Raises ``UsageError`` with the
     file's ``name`` for a choice that does not fit."""
     from napari_unet.cli.output import UsageError
+    from napari_unet.engine.axes import axes_from_layout, check_axes, detect_axes
     from napari_unet.engine.io import infer_layout
-    from napari_unet.engine.layout import axes_from_layout, check_axes, detect_axes
 
     channel_axis = getattr(args, "channel_axis", None)
     stack = getattr(args, "stack", None)

@@ -51,8 +51,9 @@ def _format_value(key: str, value: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """``napari-unet evaluate``: score predicted labels against ground truth."""
+    from napari_unet.engine.axes import detect_label_axes
+    from napari_unet.engine.axes_layout import AxesLayout
     from napari_unet.engine.io import list_images, read_tiff
-    from napari_unet.engine.layout import AxesLayout, detect_label_axes
     from napari_unet.engine.metrics import evaluate
 
     pred = Path(args.prediction).expanduser()

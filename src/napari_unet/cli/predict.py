@@ -31,6 +31,7 @@ from napari_unet.engine.label_step import SEED_THRESHOLD
 def run(args: argparse.Namespace) -> int:
     """``napari-unet predict``: segment a TIFF, or every TIFF of a folder."""
     from napari_unet.engine.atomic import check_space
+    from napari_unet.engine.axes_layout import AxesLayout
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.events import TileDone, TileSizeReduced, drive
     from napari_unet.engine.io import (
@@ -40,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
         read_tiff,
         write_tiffs,
     )
-    from napari_unet.engine.layout import AxesLayout
     from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
 

@@ -41,11 +41,12 @@ LEARNING_RATE = number(float, lambda v: 0 < v <= MAX_LR, f"a number above 0 and 
 
 
 def _training_layout(args, tif, lab, image_path, in_channels):
-    """The :class:`~napari_unet.engine.layout.AxesLayout` of a training image: ``--axes``, or
+    """The :class:`~napari_unet.engine.axes_layout.AxesLayout` of a training image: ``--axes``, or
     detected from the image and its labels (an image with one axis more than its labels has
     channels)."""
     from napari_unet.cli.axes import choose_axes
-    from napari_unet.engine.layout import PLANE_LETTERS, AxesLayout
+    from napari_unet.engine.axes import PLANE_LETTERS
+    from napari_unet.engine.axes_layout import AxesLayout
 
     shape = tif.data.shape
     axes = choose_axes(shape, tif.axes, args, in_channels=in_channels or 1, name=image_path)

@@ -278,8 +278,8 @@ def infer_layout(
 
 
 def _channel_axis_3d(shape: tuple[int, ...], axes: str, in_channels: int) -> int | None:
-    """The channel axis :func:`~napari_unet.engine.layout.detect_axes` finds, or ``None``."""
-    from napari_unet.engine.layout import detect_axes
+    """The channel axis :func:`~napari_unet.engine.axes.detect_axes` finds, or ``None``."""
+    from napari_unet.engine.axes import detect_axes
 
     found = detect_axes(shape, file_axes=axes, in_channels=in_channels)
     return found.index("C") if "C" in found else None
