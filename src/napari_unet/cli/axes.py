@@ -19,13 +19,22 @@ def add_axes_option(parser: argparse.ArgumentParser) -> None:
 
 
 def choose_axes(
-    shape: tuple[int, ...], file_axes: str, args: Any, *, in_channels: int, name: Any
+    shape: tuple[int, ...],
+    file_axes: str,
+    args: Any,
+    *,
+    in_channels: int,
+    name: Any,
+    warn: bool = True,
 ) -> str:
     """The axes of an input of ``shape``: ``--axes``, else those of ``--channel-axis`` /
-    ``--stack`` where the command has them, else detected. Raises ``UsageError`` with the
-    file's ``name`` for a choice that does not fit."""
-    from napari_unet.cli.output import UsageError
-    from napari_unet.engine.axes import axes_from_layout, check_axes, detect_axes
+    ``--stack`` where the command has them, else detected
+    (:func:`~napari_unet.engine.axes_layout.guess_axes`; a guess between readings is said in a
+    warning naming the file, the axes chosen and ``--axes``, unless not ``warn``). Raises
+    ``UsageError`` with the file's ``name`` for a choice that does not fit."""
+    from napari_unet.cli.output import UsageError, warning
+    from napari_unet.engine.axes import axes_from_layout, check_axes
+    from napari_unet.engine.axes_layout import guess_axes
     from napari_unet.engine.io import infer_layout
 
     channel_axis = getattr(args, "channel_axis", None)
@@ -40,6 +49,9 @@ def choose_axes(
                 shape, file_axes, in_channels=in_channels, channel_axis=channel_axis, stack=stack
             )
             return axes_from_layout(len(shape), channel_axis=channel_axis, stack=stack)
-        return detect_axes(shape, file_axes=file_axes, in_channels=in_channels)
+        axes, guess = guess_axes(shape, file_axes=file_axes, in_channels=in_channels)
+        if guess and warn:
+            warning(f"{name}: {guess}; pass --axes to choose")
+        return axes
     except ValueError as exc:
         raise UsageError(f"{name}: {exc}") from None

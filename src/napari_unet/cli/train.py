@@ -49,7 +49,10 @@ def _training_layout(args, tif, lab, image_path, in_channels):
     from napari_unet.engine.axes_layout import AxesLayout
 
     shape = tif.data.shape
-    axes = choose_axes(shape, tif.axes, args, in_channels=in_channels or 1, name=image_path)
+    axes = choose_axes(  # as many axes as the labels: no channels, so no guess between them
+        shape, tif.axes, args, in_channels=in_channels or 1, name=image_path,
+        warn=len(shape) != lab.ndim,
+    )
     if not args.axes and args.channel_axis is None:
         if len(shape) == lab.ndim and "C" in axes:  # as many axes as the labels: no channels
             free = next(c for c in PLANE_LETTERS if c not in axes)

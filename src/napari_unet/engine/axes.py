@@ -18,6 +18,7 @@ __all__ = [
     "check_axes",
     "detect_axes",
     "detect_label_axes",
+    "other_readings",
 ]
 
 #: letters of plane axes
@@ -128,6 +129,51 @@ def detect_axes(
     if before_rows <= SMALL_AXIS:
         return lead + "CYX"
     return ("TZP"[: ndim - 2]) + "YX"
+
+
+def other_readings(
+    shape: tuple[int, ...], *, file_axes: str = "", rgb: bool = False, in_channels: int = 1
+) -> list[str]:
+    """Readings of an image of ``shape`` as likely as :func:`detect_axes`'s, which then only
+    guessed; empty when the detection is sure.
+
+    The guess is between readings when two or more axes besides Y and X are small (at most
+    :data:`SMALL_AXIS`) and neither the file's axes nor the RGB flag say which holds channels:
+    each of them may be the channels (for a multichannel model, only one of its channel count)
+    and, for a one-channel model, none (all planes).
+
+    Examples
+    --------
+    >>> other_readings((2, 3, 64, 64))
+    ['CZYX', 'TZYX']
+    >>> other_readings((20, 3, 64, 64))
+    []
+    """
+    detected = detect_axes(shape, file_axes=file_axes, rgb=rgb, in_channels=in_channels)
+    if rgb or (file_axes and _from_file_axes(file_axes, len(shape)) is not None):
+        return []
+    extra = [i for i, c in enumerate(detected) if c not in "YX"]
+    if sum(shape[i] <= SMALL_AXIS for i in extra) < 2:
+        return []
+    sizes = (in_channels,) if in_channels > 1 else range(1, SMALL_AXIS + 1)
+    channels: list[int | None] = [i for i in extra if shape[i] in sizes]
+    if in_channels == 1:
+        channels.append(None)
+    readings = [_reading(detected, extra, channel) for channel in channels]
+    return [r for r in dict.fromkeys(readings) if r != detected]
+
+
+def _reading(axes: str, extra: list[int], channel: int | None) -> str:
+    """``axes`` with the axes ``extra`` renamed: ``channel`` as C, the others planes (``Z``
+    for one, ``TZ``/``TZP`` for more, as :func:`detect_axes` names them)."""
+    planes = [i for i in extra if i != channel]
+    letters = "Z" if len(planes) == 1 else "TZP"
+    out = list(axes)
+    for i, letter in zip(planes, letters, strict=False):
+        out[i] = letter
+    if channel is not None:
+        out[channel] = "C"
+    return "".join(out)
 
 
 def detect_label_axes(shape: tuple[int, ...]) -> str:

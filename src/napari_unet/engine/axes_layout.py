@@ -7,10 +7,57 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.engine.axes import PLANE_LETTERS, check_axes
+from napari_unet.engine.axes import (
+    PLANE_LETTERS,
+    SMALL_AXIS,
+    check_axes,
+    detect_axes,
+    other_readings,
+)
 from napari_unet.engine.layout import check_shape, gray_for_model
 
-__all__ = ["AxesLayout"]
+__all__ = ["AxesLayout", "guess_axes"]
+
+
+def guess_axes(
+    shape: tuple[int, ...], *, file_axes: str = "", rgb: bool = False, in_channels: int = 1
+) -> tuple[str, str]:
+    """The axes of an image of ``shape`` for a model of ``in_channels``, and a sentence saying
+    they are a guess ("" when they are not).
+
+    :func:`~napari_unet.engine.axes.detect_axes`' reading, or, when its shape fits other
+    readings as well (:func:`~napari_unet.engine.axes.other_readings`, e.g. two small axes
+    before Y and X) and the model cannot read that one, the first other reading it can: a
+    one-channel model reads a (2, 3, Y, X) array as ``TZYX``, not as ``ZCYX``.
+
+    Examples
+    --------
+    >>> guess_axes((20, 64, 64))
+    ('ZYX', '')
+    >>> guess_axes((2, 3, 64, 64))[0]
+    'TZYX'
+    """
+    shape = tuple(int(s) for s in shape)
+    detected = detect_axes(shape, file_axes=file_axes, rgb=rgb, in_channels=in_channels)
+    others = other_readings(shape, file_axes=file_axes, rgb=rgb, in_channels=in_channels)
+    if not others:
+        return detected, ""
+    fitting = [a for a in (detected, *others) if _fits(shape, a, in_channels)]
+    chosen = fitting[0] if fitting else detected
+    rest = [a for a in (detected, *others) if a != chosen]
+    small = [str(shape[i]) for i, c in enumerate(chosen) if c not in "YX" and shape[i] <= SMALL_AXIS]
+    return chosen, (
+        f"shape {shape} has {len(small)} small axes besides Y and X (sizes {', '.join(small)}), "
+        f"so its axes are a guess: read as {chosen} (also possible: {', '.join(rest)})"
+    )
+
+
+def _fits(shape: tuple[int, ...], axes: str, in_channels: int) -> bool:
+    try:
+        AxesLayout(shape, axes).check_model(in_channels=in_channels)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

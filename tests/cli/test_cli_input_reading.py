@@ -1,0 +1,59 @@
+"""Reading inputs on the command line: a guess is said, nothing is dropped without a word, and the
+options that name inputs and outputs mean one thing."""
+
+from __future__ import annotations
+
+import numpy as np
+import tifffile
+import torch
+
+from napari_unet import cli
+from napari_unet.engine.checkpoint import save_checkpoint
+from napari_unet.engine.model import UNet, UNetConfig
+from napari_unet.engine.synthetic import synthetic_nuclei
+
+
+def _run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _model(tmp_path, in_channels: int = 1):
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(in_channels=in_channels, depth=1, base_channels=2, padding="same"))
+    path = tmp_path / f"m{in_channels}.pt"
+    save_checkpoint(path, net, diameter=10.0)
+    return path
+
+
+def _image() -> np.ndarray:
+    return synthetic_nuclei((32, 40), n_cells=3, diameter=10.0, rng=4)[0].astype(np.float32)
+
+
+def _predict(capsys, tmp_path, image, model, *extra):
+    return _run(
+        capsys, "predict", image, "-o", tmp_path / "out.tif", "--model", model,
+        "--diameter", 10, "--device", "cpu", "-q", "--overwrite", *extra,
+    )  # fmt: skip
+
+
+def test_two_small_axes_are_read_as_the_model_can_and_the_guess_is_said(tmp_path, capsys):
+    """A (2, 3, Y, X) array was read as ZCYX without a word, and a one-channel model then
+    refused its 3 channels; now it is read as planes (TZYX) and a warning names the axes chosen,
+    the other readings and --axes."""
+    stack = np.stack([np.stack([_image()] * 3)] * 2)
+    tifffile.imwrite(tmp_path / "a.tif", stack, photometric="minisblack")
+    code, _, err = _predict(capsys, tmp_path, tmp_path / "a.tif", _model(tmp_path))
+    assert code == 0, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"napari-unet: warning: {tmp_path / 'a.tif'}: ")
+    assert "read as TZYX" in line and "ZCYX" in line and "--axes" in line
+    assert tifffile.imread(tmp_path / "out.tif").shape == stack.shape
+    # given --axes, or one small axis only: no guess, no warning
+    code, _, err = _predict(capsys, tmp_path, tmp_path / "a.tif", _model(tmp_path), "--axes", "TZYX")
+    assert code == 0 and err == ""
+    many = np.stack([np.stack([_image()] * 3)] * 6)
+    tifffile.imwrite(tmp_path / "b.tif", many, photometric="minisblack")
+    code, _, err = _predict(capsys, tmp_path, tmp_path / "b.tif", _model(tmp_path, 3))
+    assert code == 0 and err == "", err
