@@ -57,3 +57,19 @@ def test_two_small_axes_are_read_as_the_model_can_and_the_guess_is_said(tmp_path
     tifffile.imwrite(tmp_path / "b.tif", many, photometric="minisblack")
     code, _, err = _predict(capsys, tmp_path, tmp_path / "b.tif", _model(tmp_path, 3))
     assert code == 0 and err == "", err
+
+
+def test_the_pages_a_multi_page_tiff_drops_are_counted(tmp_path, capsys):
+    """A multi-page TIFF without metadata whose pages differ in size (a scanner's, PIL's): the
+    pages of the first size were read as a stack and the others left out; the warning spoke of
+    '2 images (TIFF series)'. Now it counts the pages read and left out, and says why."""
+    image = _image()
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tif:
+        for page in (image, image[::-1], image[:20, :20], image[:, ::-1]):
+            tif.write(np.ascontiguousarray(page), metadata=None)
+    code, _, err = _predict(capsys, tmp_path, tmp_path / "pages.tif", _model(tmp_path))
+    assert code == 0, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"napari-unet: warning: {tmp_path / 'pages.tif'} holds 4 pages of 2 ")
+    assert "only the 3 pages of 32x40 pixels are read" in line and "the other 1 is not" in line
+    assert tifffile.imread(tmp_path / "out.tif").shape == (3, *image.shape)

@@ -139,17 +139,33 @@ _SERIES_WARNED: set[Path] = set()
 
 def _warn_other_series(path: Path, series: list[Any]) -> None:
     """Warn that only the first of several image series is read (e.g. an OME-TIFF of several
-    stage positions), where the others were dropped without a word."""
+    stage positions, or the pages of one size of a multi-page TIFF whose pages differ in size),
+    where the others were dropped without a word."""
     if len(series) < 2 or path.resolve() in _SERIES_WARNED:
         return
     _SERIES_WARNED.add(path.resolve())
     first = series[0]
-    warnings.warn(
-        f"{path} holds {len(series)} images (TIFF series); only the first, of shape "
-        f"{tuple(first.shape)} (axes {first.axes}), is read: save each image to a file of its "
-        "own to use the others",
-        stacklevel=4,
-    )
+    if all(s.kind == "generic" for s in series):  # pages without metadata, grouped by size
+        read, total = len(first.pages), sum(len(s.pages) for s in series)
+        message = (
+            f"{path} holds {total} pages of {len(series)} different sizes; only the {read} "
+            f"page{'s' if read != 1 else ''} of {_plane_size(first)} pixels "
+            f"{'are' if read != 1 else 'is'} read (shape {tuple(first.shape)}), the other "
+            f"{total - read} {'are' if total - read != 1 else 'is'} not, as the planes of an "
+            "image must have one size: save each size to a file of its own"
+        )
+    else:
+        message = (
+            f"{path} holds {len(series)} images (TIFF series); only the first, of shape "
+            f"{tuple(first.shape)} (axes {first.axes}), is read: save each image to a file of "
+            "its own to use the others"
+        )
+    warnings.warn(message, stacklevel=4)
+
+
+def _plane_size(series: Any) -> str:
+    """``rows x columns`` of a series' pages."""
+    return f"{series.keyframe.imagelength}x{series.keyframe.imagewidth}"
 
 
 def read_tiff(path: str | os.PathLike) -> TiffImage:
