@@ -508,7 +508,7 @@ def test_train_bad_input(work, capsys):
     assert_one_line_error(err, "shape")
     code, _, err = run(capsys, "train", "--images", work / "cells.tif", work / "cells.tif", "--labels", blank, *common)
     assert code == 2
-    assert_one_line_error(err, "2 images but 1 label images")
+    assert_one_line_error(err, "2 images but 1 label image; give one label image per image")
     assert not (work / "m.pt").exists()
 
 

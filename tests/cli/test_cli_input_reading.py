@@ -73,3 +73,22 @@ def test_the_pages_a_multi_page_tiff_drops_are_counted(tmp_path, capsys):
     assert line.startswith(f"napari-unet: warning: {tmp_path / 'pages.tif'} holds 4 pages of 2 ")
     assert "only the 3 pages of 32x40 pixels are read" in line and "the other 1 is not" in line
     assert tifffile.imread(tmp_path / "out.tif").shape == (3, *image.shape)
+
+
+def test_counts_agree_with_their_nouns(tmp_path, capsys):
+    """'1 images but 2 label images; give one label image per image', 'axes 'Y' name 1 axes but
+    the image has 2 dimensions', 'wrote m.pt (1 steps)'."""
+    labels = synthetic_nuclei((32, 40), n_cells=3, diameter=10.0, rng=4)[1].astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", _image())
+    tifffile.imwrite(tmp_path / "a_labels.tif", labels)
+    tifffile.imwrite(tmp_path / "b_labels.tif", labels)
+    train = ("train", "--images", tmp_path / "a.tif", "--from", "scratch", "--depth", 1,
+             "--base-channels", 2, "--steps", 1, "--device", "cpu", "-o", tmp_path / "m.pt")
+    code, _, err = _run(capsys, *train, "--labels", tmp_path / "a_labels.tif", tmp_path / "b_labels.tif")
+    assert code == 2
+    assert "error: 1 image but 2 label images; give one label image per image" in err
+    code, _, err = _predict(capsys, tmp_path, tmp_path / "a.tif", _model(tmp_path), "--axes", "Y")
+    assert code == 2 and "axes 'Y' name 1 axis but the image has 2 dimensions" in err, err
+    code, out, err = _run(capsys, *train, "--labels", tmp_path / "a_labels.tif")
+    assert code == 0, err
+    assert f"wrote {tmp_path / 'm.pt'} (1 step," in out

@@ -22,6 +22,7 @@ from typing import Any
 
 from napari_unet.cli.numbers import POSITIVE_INT, number
 from napari_unet.cli.output import ProgressBar, UsageError, one_line, say
+from napari_unet.engine.wording import count
 
 #: A TIFF plane with more pixels than this (4096²) is segmented block by block.
 BLOCKWISE_PIXELS = 2**24
@@ -197,10 +198,9 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
             dtype = "uint16" if result.n_objects < 2**16 else "uint32"
             write_tiff_from_array(output, store.array, dtype=dtype, overwrite=args.overwrite)
     if not args.quiet:
-        noun = "cell" if result.n_objects == 1 else "cells"
         diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
         scale = f", scale {result.scale:.2f}" if result.scale != 1.0 else ""
         where = f" on {args.scheduler}" if args.scheduler else ""
-        blocks = f"{result.n_blocks} block{'' if result.n_blocks == 1 else 's'}"
-        say(f"{source.name}: {result.n_objects} {noun}{diameter}{scale}, {blocks}{where} -> {output}")
+        cells, blocks = count(result.n_objects, "cell"), count(result.n_blocks, "block")
+        say(f"{source.name}: {cells}{diameter}{scale}, {blocks}{where} -> {output}")
     return 0

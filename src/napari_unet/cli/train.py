@@ -35,6 +35,7 @@ from napari_unet.engine.train_config import (
     OPTIMIZERS,
     TrainConfig,
 )
+from napari_unet.engine.wording import count
 
 #: ``--lr``: what :class:`TrainConfig` accepts, checked before any file is read
 LEARNING_RATE = number(float, lambda v: 0 < v <= MAX_LR, f"a number above 0 and at most {MAX_LR:g}")
@@ -101,11 +102,11 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
                     else ", named as label images: give the images they label with --images"
                 )
             )
-    pairs = pair_files(image_files, label_files, ("images", "label images"))
+    pairs = pair_files(image_files, label_files, ("image", "label image"))
     region_files: list[Path | None] = [None] * len(pairs)
     if args.regions:
         found = expand_inputs(args.regions, "regions")
-        region_pairs = dict(pair_files([p for p, _ in pairs], found, ("images", "region masks")))
+        region_pairs = dict(pair_files([p for p, _ in pairs], found, ("image", "region mask")))
         region_files = [region_pairs[image] for image, _ in pairs]
 
     images, labels, regions = [], [], []
@@ -300,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     diameter = f", cell diameter {stored_diameter:.1f} px" if stored_diameter else ""
     calibration = _calibrate(Path(path), images, labels, regions, channel_axis, args.device)
     if not args.quiet:
-        say(f"wrote {path} ({result.steps_done} steps{diameter})")
+        say(f"wrote {path} ({count(result.steps_done, 'step')}{diameter})")
         if calibration is not None:
             say(f"{calibration.describe()}; predict uses it unless --min-confidence is given")
     return 0

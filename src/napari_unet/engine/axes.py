@@ -9,6 +9,8 @@ planes last); they are flattened, in their order, into the engine's planes
 
 from __future__ import annotations
 
+from napari_unet.engine.wording import count
+
 __all__ = [
     "COMMON_AXES",
     "PLANE_LETTERS",
@@ -50,7 +52,10 @@ def check_axes(axes: str, ndim: int) -> str:
     """
     text = str(axes).strip().upper().replace("S", "C")
     if len(text) != ndim:
-        raise ValueError(f"axes '{axes}' name {len(text)} axes but the image has {ndim} dimensions")
+        raise ValueError(
+            f"axes '{axes}' name {count(len(text), 'axis', 'axes')} but the image has "
+            f"{count(ndim, 'dimension')}"
+        )
     unknown = sorted(set(text) - set("YXC" + PLANE_LETTERS))
     if unknown:
         raise ValueError(

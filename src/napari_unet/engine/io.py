@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.engine.wording import count
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageReadError",
@@ -91,8 +93,8 @@ def _check_shape(path: Path, shape: tuple[int, ...], dtype: np.dtype, axes: str)
         raise ImageReadError(f"{path} holds {dtype} data, not an image of numbers")
     if len(shape) < 2 or len(shape) > 4:
         raise ImageReadError(
-            f"{path} has {len(shape)} dimensions (shape {shape}, axes {axes!r}); napari-unet reads "
-            "2-D images, 2-D images with channels and stacks of them"
+            f"{path} has {count(len(shape), 'dimension')} (shape {shape}, axes {axes!r}); "
+            "napari-unet reads 2-D images, 2-D images with channels and stacks of them"
         )
     if any(n == 0 for n in shape):
         raise ImageReadError(f"{path} holds an empty image (shape {shape})")
@@ -148,11 +150,11 @@ def _warn_other_series(path: Path, series: list[Any]) -> None:
     if all(s.kind == "generic" for s in series):  # pages without metadata, grouped by size
         read, total = len(first.pages), sum(len(s.pages) for s in series)
         message = (
-            f"{path} holds {total} pages of {len(series)} different sizes; only the {read} "
-            f"page{'s' if read != 1 else ''} of {_plane_size(first)} pixels "
-            f"{'are' if read != 1 else 'is'} read (shape {tuple(first.shape)}), the other "
-            f"{total - read} {'are' if total - read != 1 else 'is'} not, as the planes of an "
-            "image must have one size: save each size to a file of its own"
+            f"{path} holds {total} pages of {len(series)} different sizes; only the "
+            f"{count(read, 'page')} of {_plane_size(first)} pixels {'is' if read == 1 else 'are'} "
+            f"read (shape {tuple(first.shape)}), the other {total - read} "
+            f"{'is' if total - read == 1 else 'are'} not, as the planes of an image must have "
+            "one size: save each size to a file of its own"
         )
     else:
         message = (

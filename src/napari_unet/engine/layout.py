@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.engine.wording import count
+
 __all__ = [
     "MIN_SIDE",
     "as_planes",
@@ -120,8 +122,7 @@ def as_planes(
     n_channels = array.shape[1]
     if n_channels != in_channels:
         raise ValueError(
-            f"the model expects {in_channels} channel{'s' if in_channels != 1 else ''} but the "
-            f"image has {n_channels}"
+            f"the model expects {count(in_channels, 'channel')} but the image has {n_channels}"
             + ("; pass channel_axis=... for a multichannel image" if channel_axis is None else "")
         )
     if min(array.shape[-2:]) < MIN_SIDE:
