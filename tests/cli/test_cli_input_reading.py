@@ -92,3 +92,23 @@ def test_counts_agree_with_their_nouns(tmp_path, capsys):
     code, out, err = _run(capsys, *train, "--labels", tmp_path / "a_labels.tif")
     assert code == 0, err
     assert f"wrote {tmp_path / 'm.pt'} (1 step," in out
+
+
+def test_an_empty_axes_option_is_refused(tmp_path, capsys):
+    """`--axes ""` (an unset shell variable) detected the axes without a word, as if the option
+    were left out; now each command refuses it in one line naming --axes."""
+    tifffile.imwrite(tmp_path / "a.tif", _image())
+    labels = tmp_path / "a_labels.tif"
+    tifffile.imwrite(labels, np.zeros((32, 40), np.uint16))
+    model = _model(tmp_path)
+    for argv in (
+        ("predict", tmp_path / "a.tif", "-o", tmp_path / "out.tif", "--model", model),
+        ("train", "--images", tmp_path / "a.tif", "--labels", labels, "-o", tmp_path / "m.pt"),
+        ("evaluate", labels, labels),
+    ):
+        code, out, err = _run(capsys, *argv, "--axes", " ")
+        assert code == 2 and out == ""
+        (line,) = err.strip().splitlines()
+        assert line.startswith("napari-unet: error: argument --axes: expected one letter per axis")
+        assert "leave --axes out to detect" in line
+    assert not (tmp_path / "out.tif").exists() and not (tmp_path / "m.pt").exists()

@@ -13,9 +13,20 @@ AXES_HELP = (
 )
 
 
-def add_axes_option(parser: argparse.ArgumentParser) -> None:
+def axes_text(text: str) -> str:
+    """An argparse ``type`` for ``--axes``: refuses an empty string (an unset shell variable),
+    which would otherwise mean "detect" without a word; leaving the option out detects."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "expected one letter per axis (e.g. ZYX), got an empty string; leave --axes out to "
+            "detect the axes"
+        )
+    return text
+
+
+def add_axes_option(parser: argparse.ArgumentParser, about: str = AXES_HELP) -> None:
     """Add ``--axes`` to ``parser``."""
-    parser.add_argument("--axes", metavar="AXES", help=AXES_HELP)
+    parser.add_argument("--axes", type=axes_text, metavar="AXES", help=about)
 
 
 def choose_axes(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_unet.cli.axes import add_axes_option
 from napari_unet.cli.files import (
     as_label_array,
     check_new_outputs,
@@ -168,9 +169,8 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
         "4 merge, 5 split) for one prediction file",
     )
     e.add_argument("--overwrite", action="store_true", help="replace an existing --errors file")
-    e.add_argument(
-        "--axes",
-        metavar="AXES",
-        help="the label images' axes, e.g. YXZ for planes last (default: detected; a small "
+    add_axes_option(
+        e,
+        about="the label images' axes, e.g. YXZ for planes last (default: detected; a small "
         "last axis is planes, YXZ, otherwise planes come first)",
     )
