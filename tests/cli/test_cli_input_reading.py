@@ -112,3 +112,14 @@ def test_an_empty_axes_option_is_refused(tmp_path, capsys):
         assert line.startswith("napari-unet: error: argument --axes: expected one letter per axis")
         assert "leave --axes out to detect" in line
     assert not (tmp_path / "out.tif").exists() and not (tmp_path / "m.pt").exists()
+
+
+def test_export_never_writes_a_package_over_its_model(tmp_path, capsys):
+    """`export pkg.zip -o pkg.zip --overwrite` replaced the package it read, where predict,
+    evaluate and train refuse an output that is one of their inputs, --overwrite or not."""
+    package = tmp_path / "pkg.zip"
+    package.write_bytes(b"PK\x05\x06" + bytes(18))  # refused before it is read
+    code, out, err = _run(capsys, "export", package, "-o", package, "--overwrite")
+    assert code == 2 and out == ""
+    assert err == f"napari-unet: error: the output {package} would replace an input file; choose another name\n"
+    assert package.read_bytes() == b"PK\x05\x06" + bytes(18)
