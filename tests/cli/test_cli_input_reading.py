@@ -123,3 +123,17 @@ def test_export_never_writes_a_package_over_its_model(tmp_path, capsys):
     assert code == 2 and out == ""
     assert err == f"napari-unet: error: the output {package} would replace an input file; choose another name\n"
     assert package.read_bytes() == b"PK\x05\x06" + bytes(18)
+
+
+def test_labels_with_nan_are_not_called_fractional(tmp_path, capsys):
+    """A float label image with NaN (a mask exported with 'no data') was refused as holding
+    'fractional values', which sent the user looking for 0.5s."""
+    labels = synthetic_nuclei((32, 40), n_cells=3, diameter=10.0, rng=4)[1].astype(np.float32)
+    tifffile.imwrite(tmp_path / "truth.tif", labels)
+    for value, words in ((np.nan, "NaN or infinite values"), (0.5, "fractional values")):
+        odd = labels.copy()
+        odd[0, 0] = value
+        tifffile.imwrite(tmp_path / "pred.tif", odd)
+        code, _, err = _run(capsys, "evaluate", tmp_path / "pred.tif", tmp_path / "truth.tif")
+        assert code == 2
+        assert err == f"napari-unet: error: {tmp_path / 'pred.tif'} is not a label image: it holds {words}\n"

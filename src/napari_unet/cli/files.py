@@ -119,7 +119,9 @@ def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
     if data.dtype.kind == "b":
         return _mask_components(data)
     if data.dtype.kind == "f":
-        if not np.isfinite(data).all() or not np.array_equal(data, np.round(data)):
+        if not np.isfinite(data).all():
+            raise UsageError(f"{path} is not a label image: it holds NaN or infinite values")
+        if not np.array_equal(data, np.round(data)):
             raise UsageError(f"{path} is not a label image: it holds fractional values")
     elif data.dtype.kind not in "iu":
         raise UsageError(f"{path} is not a label image (dtype {data.dtype})")
