@@ -79,6 +79,9 @@ def _for_model(image: Any, layout: Any, in_channels: int) -> tuple[Any, int | No
     one-channel model), as the in-memory path's :meth:`AxesLayout.for_model` reads it, with its
     ``channel_axis`` and ``stack``. Raises ``ValueError`` for layouts whose labels could not be
     written in the image's own axes block by block (planes after Y and X, two plane axes)."""
+    # The image itself is reordered lazily (for_model(lazy=True)); the labels are what cannot:
+    # they are written plane by plane into an OME-Zarr store, whose axes NGFF orders (z, y, x),
+    # and a (Y, X, Z) TIFF holds Y pages of X x Z pixels, each needing every plane at once.
     if layout.label_axes not in ("YX", *(f"{p}YX" for p in "ZTP")):
         raise ValueError(
             "block by block the labels are (Y, X) or (planes, Y, X): give --axes with one plane "
