@@ -158,7 +158,7 @@ def test_predict_refuses_an_existing_output_unless_overwrite(files, work, capsys
         (lambda d: d / "missing.tif", ["no such file", "missing.tif"]),
         (lambda d: _write(d / "notes.tif", b"just some text, not a TIFF"), ["cannot read", "notes.tif"]),
         (lambda d: _write(d / "empty.tif", b""), ["cannot read", "empty.tif"]),
-        (lambda d: _tiff(d / "line.tif", np.zeros(50, np.uint8)), ["dimensions"]),
+        (lambda d: _tiff(d / "line.tif", np.zeros(50, np.uint8)), ["has 1 dimension (shape (50,)"]),
         (lambda d: _tiff(d / "five.tif", np.zeros((2, 2, 2, 8, 8), np.uint8)), ["5 dimensions"]),
     ],
 )
@@ -508,7 +508,7 @@ def test_train_bad_input(work, capsys):
     assert_one_line_error(err, "shape")
     code, _, err = run(capsys, "train", "--images", work / "cells.tif", work / "cells.tif", "--labels", blank, *common)
     assert code == 2
-    assert_one_line_error(err, "2 images but 1 label images")
+    assert_one_line_error(err, "2 images but 1 label image; give one label image per image")
     assert not (work / "m.pt").exists()
 
 

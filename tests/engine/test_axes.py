@@ -1,18 +1,19 @@
-"""The axes of an image (engine/layout.py): detection, checking, and the way to the engine's
-planes and back."""
+"""The axes of an image (engine/axes.py, engine/axes_layout.py): detection, checking, and the
+way to the engine's planes and back."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_unet.engine.layout import (
-    AxesLayout,
+from napari_unet.engine.axes import (
     axes_choices,
     axes_from_layout,
     check_axes,
     detect_axes,
+    other_readings,
 )
+from napari_unet.engine.axes_layout import AxesLayout, guess_axes
 
 
 @pytest.mark.parametrize(
@@ -104,3 +105,27 @@ def test_rgb_is_gray_for_a_one_channel_model_only_with_colours_last():
     planar = AxesLayout((3, 8, 9), "CYX")
     with pytest.raises(ValueError, match="expects 1 channel"):
         planar.check_model(in_channels=1)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "axes", "others"),
+    [
+        ((2, 3, 64, 64), {}, "TZYX", ["ZCYX", "CZYX"]),  # a one-channel model reads planes
+        ((3, 3, 64, 64), {"in_channels": 3}, "ZCYX", ["CZYX"]),  # either axis may be channels
+        ((2, 3, 64, 64), {"in_channels": 3}, "ZCYX", []),  # only one axis of 3
+        ((20, 3, 64, 64), {}, "ZCYX", []),  # one small axis
+        ((2, 3, 64, 64), {"file_axes": "ZCYX"}, "ZCYX", []),  # the file says
+        ((2, 3, 64, 64, 3), {"rgb": True}, "TZYXC", []),
+    ],
+)
+def test_a_guess_between_small_axes_is_said(shape, kwargs, axes, others):
+    """Two small axes before Y and X were read as ZCYX without a word, also where the model
+    could not read that; :func:`guess_axes` picks a reading the model can read and says so."""
+    chosen, note = guess_axes(shape, **kwargs)
+    assert chosen == axes
+    if not others:
+        assert note == "" and other_readings(shape, **kwargs) == []
+        return
+    assert f"read as {axes}" in note and all(a in note for a in others)
+    assert set(other_readings(shape, **kwargs)) | {detect_axes(shape, **kwargs)} == {axes, *others}
+    AxesLayout(shape, chosen).check_model(in_channels=kwargs.get("in_channels", 1))

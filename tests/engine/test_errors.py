@@ -164,7 +164,7 @@ def test_error_map_scores_each_plane_in_the_labels_own_axes():
 
 
 def test_label_axes_read_a_small_last_axis_as_planes():
-    from napari_unet.engine.layout import detect_label_axes
+    from napari_unet.engine.axes import detect_label_axes
 
     assert detect_label_axes((64, 64)) == "YX"
     assert detect_label_axes((64, 64, 3)) == "YXZ"  # an image would be RGB: labels are planes

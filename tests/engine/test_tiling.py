@@ -459,6 +459,23 @@ def test_test_time_augmentation_averages_the_symmetries(net3, rng):
     assert np.abs(run(square[:, ::-1], False)[:, :, ::-1] - run(square, False)).max() > 1e-3
 
 
+def test_a_non_square_tile_gets_all_eight_symmetries(net3, rng):
+    """A tile smaller than tile_size along one side (a non-square image) was averaged over the
+    four symmetries that keep its shape only, so a transposed image did not get the transposed
+    prediction; a quarter-turned tile is as valid for the U-Net, and all eight are averaged."""
+    rows, cols = valid_output_at_least(40, 3), valid_output_at_least(70, 3)
+    image = rng.random((rows, cols)).astype(np.float32)
+
+    def run(x):
+        return predict(net3, np.ascontiguousarray(x), normalization=False, device="cpu",
+                       tile_size=cols, tta=True)  # fmt: skip
+
+    ref = run(image)
+    assert ref.shape[-2:] == image.shape
+    np.testing.assert_allclose(run(image.T).transpose(0, 2, 1), ref, atol=1e-5)
+    np.testing.assert_allclose(np.rot90(run(np.rot90(image)), -1, axes=(1, 2)), ref, atol=1e-5)
+
+
 def test_the_bundled_model_is_seamless(rng):
     """The model a user gets gives the same probabilities whatever tile size the memory picks."""
     from napari_unet.engine.api import load_model

@@ -45,8 +45,32 @@ def test_uncertainty_is_higher_on_ambiguous_objects_than_on_clean_ones():
 def test_tta_uncertainty_refuses_bad_input():
     with pytest.raises(ValueError, match="2-D"):
         tta_uncertainty(np.zeros((2, 32, 32)), "default", diameter=20)
-    with pytest.raises(ValueError, match="square"):
-        tta_uncertainty(np.zeros((32, 40)), "default", diameter=20, transforms=8)
+    with pytest.raises(ValueError, match="4 or 8"):
+        tta_uncertainty(np.zeros((32, 32)), "default", diameter=20, transforms=6)
+
+
+def test_eight_transforms_of_a_non_square_image():
+    """8 transforms were refused for a non-square image ('quarter turns change the shape'); a
+    quarter-turned pass segments the image with its sides swapped and is turned back. Over the
+    eight symmetries the result of the transposed image is the transposed result, as for a square
+    crop of it."""
+    from napari_unet.engine.synthetic import synthetic_nuclei
+
+    image = synthetic_nuclei((48, 80), n_cells=5, diameter=12.0, rng=3)[0].astype(np.float32)
+    runs = {}
+    for name, x in (("image", image), ("transposed", image.T), ("square", image[:, :48])):
+        runs[name] = tta_uncertainty(np.ascontiguousarray(x), "default", diameter=12.0,
+                                     transforms=8, device="cpu")  # fmt: skip
+    u = runs["image"]
+    assert u.transforms == 8 and u.labels.shape == u.uncertainty.shape == image.shape
+    assert u.probabilities.shape == (3, *image.shape)
+    np.testing.assert_allclose(u.probabilities.sum(0), 1.0, atol=1e-5)
+    t = runs["transposed"]
+    np.testing.assert_allclose(t.probabilities, u.probabilities.transpose(0, 2, 1), atol=1e-4)
+    np.testing.assert_allclose(t.uncertainty, u.uncertainty.T, atol=1e-4)
+    s = runs["square"]  # a square crop: the same kind of result, the same scale of values
+    assert s.uncertainty.shape == (48, 48) and s.transforms == 8
+    assert abs(float(s.uncertainty.mean()) - float(u.uncertainty[:, :48].mean())) < 0.05
 
 
 def test_boxes_rank_the_uncertain_places_first_and_do_not_overlap():

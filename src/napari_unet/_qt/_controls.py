@@ -61,7 +61,7 @@ def axes_combo() -> ComboBox:
 def update_axes(combo: ComboBox, layer: Any) -> None:
     """Offer the axes orders that fit ``layer`` (the detected one selected); the choice is
     shown only where there is one to make (grayscale, 3 or more axes)."""
-    from napari_unet.engine.layout import axes_choices, detect_axes
+    from napari_unet.engine.axes import axes_choices, detect_axes
 
     if layer is None:
         combo.visible = False
@@ -85,7 +85,7 @@ def update_axes(combo: ComboBox, layer: Any) -> None:
 def update_label_axes(combo: ComboBox, layer: Any) -> None:
     """:func:`update_axes` for a Labels layer: orders without channels only (a small last axis
     is planes, ``YXZ``); shown for 3 or more axes."""
-    from napari_unet.engine.layout import axes_choices, detect_label_axes
+    from napari_unet.engine.axes import axes_choices, detect_label_axes
 
     if layer is None:
         combo.visible = False

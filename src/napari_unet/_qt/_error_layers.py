@@ -44,9 +44,9 @@ def error_job(pred: Any, ref: Any, axes: str | None = None):
     """Worker thread: the :class:`~napari_unet.engine.errors.ErrorMap` of two label arrays,
     each plane scored on its own; ``axes`` (one letter per axis, e.g. ``YXZ``) say which axes
     are planes, ``None`` detects them
-    (:func:`~napari_unet.engine.layout.detect_label_axes`)."""
+    (:func:`~napari_unet.engine.axes.detect_label_axes`)."""
+    from napari_unet.engine.axes import detect_label_axes
     from napari_unet.engine.errors import error_map
-    from napari_unet.engine.layout import detect_label_axes
 
     pred, ref = np.asarray(pred), np.asarray(ref)
     if pred.shape != ref.shape:

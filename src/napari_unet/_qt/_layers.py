@@ -17,7 +17,8 @@ import numpy as np
 from magicgui.widgets import ComboBox
 
 from napari_unet._qt._disconnect import disconnect_when_destroyed
-from napari_unet.engine.layout import AxesLayout, detect_axes
+from napari_unet.engine.axes import detect_axes
+from napari_unet.engine.axes_layout import AxesLayout
 
 OWNER_KEY = "napari_unet"
 KEY_KEY = "napari_unet_key"
@@ -295,13 +296,13 @@ def current_plane_index(viewer: Any, layer: Any) -> tuple[int, ...]:
 
 
 #: how an image layer's axes map onto the engine's (see
-#: :class:`~napari_unet.engine.layout.AxesLayout`: ``to_engine``, ``from_engine``, ``stack``)
+#: :class:`~napari_unet.engine.axes_layout.AxesLayout`: ``to_engine``, ``from_engine``, ``stack``)
 Layout = AxesLayout
 
 
 def plan_layout(layer: Any, *, axes: str | None = None) -> Layout:
     """The :class:`Layout` of an image layer: ``axes`` (one letter per axis of its data), or
-    detected (:func:`~napari_unet.engine.layout.detect_axes`; RGB(A) layers have their
+    detected (:func:`~napari_unet.engine.axes.detect_axes`; RGB(A) layers have their
     colours last)."""
     shape = tuple(int(s) for s in layer_array(layer).shape)
     if axes is None:

@@ -1,5 +1,5 @@
 """The ``--axes`` option of the commands that read images: one letter per axis, detected when
-not given (:func:`napari_unet.engine.layout.detect_axes`)."""
+not given (:func:`napari_unet.engine.axes.detect_axes`)."""
 
 from __future__ import annotations
 
@@ -13,20 +13,40 @@ AXES_HELP = (
 )
 
 
-def add_axes_option(parser: argparse.ArgumentParser) -> None:
+def axes_text(text: str) -> str:
+    """An argparse ``type`` for ``--axes``: refuses an empty string (an unset shell variable),
+    which would otherwise mean "detect" without a word; leaving the option out detects."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "expected one letter per axis (e.g. ZYX), got an empty string; leave --axes out to "
+            "detect the axes"
+        )
+    return text
+
+
+def add_axes_option(parser: argparse.ArgumentParser, about: str = AXES_HELP) -> None:
     """Add ``--axes`` to ``parser``."""
-    parser.add_argument("--axes", metavar="AXES", help=AXES_HELP)
+    parser.add_argument("--axes", type=axes_text, metavar="AXES", help=about)
 
 
 def choose_axes(
-    shape: tuple[int, ...], file_axes: str, args: Any, *, in_channels: int, name: Any
+    shape: tuple[int, ...],
+    file_axes: str,
+    args: Any,
+    *,
+    in_channels: int,
+    name: Any,
+    warn: bool = True,
 ) -> str:
     """The axes of an input of ``shape``: ``--axes``, else those of ``--channel-axis`` /
-    ``--stack`` where the command has them, else detected. Raises ``UsageError`` with the
-    file's ``name`` for a choice that does not fit."""
-    from napari_unet.cli.output import UsageError
+    ``--stack`` where the command has them, else detected
+    (:func:`~napari_unet.engine.axes_layout.guess_axes`; a guess between readings is said in a
+    warning naming the file, the axes chosen and ``--axes``, unless not ``warn``). Raises
+    ``UsageError`` with the file's ``name`` for a choice that does not fit."""
+    from napari_unet.cli.output import UsageError, warning
+    from napari_unet.engine.axes import axes_from_layout, check_axes
+    from napari_unet.engine.axes_layout import guess_axes
     from napari_unet.engine.io import infer_layout
-    from napari_unet.engine.layout import axes_from_layout, check_axes, detect_axes
 
     channel_axis = getattr(args, "channel_axis", None)
     stack = getattr(args, "stack", None)
@@ -40,6 +60,9 @@ def choose_axes(
                 shape, file_axes, in_channels=in_channels, channel_axis=channel_axis, stack=stack
             )
             return axes_from_layout(len(shape), channel_axis=channel_axis, stack=stack)
-        return detect_axes(shape, file_axes=file_axes, in_channels=in_channels)
+        axes, guess = guess_axes(shape, file_axes=file_axes, in_channels=in_channels)
+        if guess and warn:
+            warning(f"{name}: {guess}; pass --axes to choose")
+        return axes
     except ValueError as exc:
         raise UsageError(f"{name}: {exc}") from None

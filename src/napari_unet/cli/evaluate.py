@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_unet.cli.axes import add_axes_option
 from napari_unet.cli.files import (
     as_label_array,
     check_new_outputs,
@@ -51,8 +52,9 @@ def _format_value(key: str, value: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """``napari-unet evaluate``: score predicted labels against ground truth."""
+    from napari_unet.engine.axes import detect_label_axes
+    from napari_unet.engine.axes_layout import AxesLayout
     from napari_unet.engine.io import list_images, read_tiff
-    from napari_unet.engine.layout import AxesLayout, detect_label_axes
     from napari_unet.engine.metrics import evaluate
 
     pred = Path(args.prediction).expanduser()
@@ -167,9 +169,8 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
         "4 merge, 5 split) for one prediction file",
     )
     e.add_argument("--overwrite", action="store_true", help="replace an existing --errors file")
-    e.add_argument(
-        "--axes",
-        metavar="AXES",
-        help="the label images' axes, e.g. YXZ for planes last (default: detected; a small "
+    add_axes_option(
+        e,
+        about="the label images' axes, e.g. YXZ for planes last (default: detected; a small "
         "last axis is planes, YXZ, otherwise planes come first)",
     )

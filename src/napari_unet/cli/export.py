@@ -18,7 +18,9 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output).expanduser()
     if output.suffix.lower() != ".zip":
         raise UsageError(f"the package {output} must be a .zip file")
-    check_new_outputs([output], overwrite=args.overwrite)
+    model = Path(args.model).expanduser()  # a package may be exported again, never onto itself
+    inputs = [model] if args.model != "default" and model.is_file() else []
+    check_new_outputs([output], overwrite=args.overwrite, inputs=inputs)
     formats = tuple(f for f in ("torchscript", "onnx") if f not in (args.skip or []))
     try:
         results = export_package(

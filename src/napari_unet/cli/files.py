@@ -64,11 +64,14 @@ def base_stem(path: Path) -> str:
 def pair_files(
     first: list[Path], second: list[Path], names: tuple[str, str]
 ) -> list[tuple[Path, Path]]:
-    """Pair two file lists by name (suffixes like ``_labels`` ignored), else by sorted order."""
+    """Pair two file lists by name (suffixes like ``_labels`` ignored), else by sorted order;
+    ``names`` says what each list holds, in the singular (``("image", "label image")``)."""
+    from napari_unet.engine.wording import count
+
     if len(first) != len(second):
         raise UsageError(
-            f"{len(first)} {names[0]} but {len(second)} {names[1]}; give one {names[1][:-1]} "
-            f"per {names[0][:-1]}"
+            f"{count(len(first), names[0])} but {count(len(second), names[1])}; give one "
+            f"{names[1]} per {names[0]}"
         )
     for key in (lambda p: p.stem, base_stem):
         a = {key(p): p for p in first}
@@ -116,7 +119,9 @@ def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
     if data.dtype.kind == "b":
         return _mask_components(data)
     if data.dtype.kind == "f":
-        if not np.isfinite(data).all() or not np.array_equal(data, np.round(data)):
+        if not np.isfinite(data).all():
+            raise UsageError(f"{path} is not a label image: it holds NaN or infinite values")
+        if not np.array_equal(data, np.round(data)):
             raise UsageError(f"{path} is not a label image: it holds fractional values")
     elif data.dtype.kind not in "iu":
         raise UsageError(f"{path} is not a label image (dtype {data.dtype})")

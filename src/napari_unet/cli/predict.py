@@ -26,11 +26,13 @@ from napari_unet.cli.numbers import (
 from napari_unet.cli.output import ProgressBar, UsageError, error, one_line, say, warnings_about
 from napari_unet.engine.device import DEVICE_CHOICES
 from napari_unet.engine.label_step import SEED_THRESHOLD
+from napari_unet.engine.wording import count
 
 
 def run(args: argparse.Namespace) -> int:
     """``napari-unet predict``: segment a TIFF, or every TIFF of a folder."""
     from napari_unet.engine.atomic import check_space
+    from napari_unet.engine.axes_layout import AxesLayout
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.events import TileDone, TileSizeReduced, drive
     from napari_unet.engine.io import (
@@ -40,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
         read_tiff,
         write_tiffs,
     )
-    from napari_unet.engine.layout import AxesLayout
     from napari_unet.engine.models import load_model
     from napari_unet.engine.segment import iter_segment
 
@@ -167,8 +168,7 @@ def run(args: argparse.Namespace) -> int:
         diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
         scale = f", scale {result.scale:.2f}" if result.scale != 1.0 else ""
         if not args.quiet:
-            noun = "cell" if n_cells == 1 else "cells"
-            say(f"{image.name}: {n_cells} {noun}{diameter}{scale} -> {labels_path}")
+            say(f"{image.name}: {count(n_cells, 'cell')}{diameter}{scale} -> {labels_path}")
     return 2 if failed else 0
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from napari_unet.cli.numbers import POSITIVE_INT, number
 from napari_unet.cli.output import ProgressBar, UsageError, one_line, say
+from napari_unet.engine.wording import count
 
 #: A TIFF plane with more pixels than this (4096²) is segmented block by block.
 BLOCKWISE_PIXELS = 2**24
@@ -78,6 +79,9 @@ def _for_model(image: Any, layout: Any, in_channels: int) -> tuple[Any, int | No
     one-channel model), as the in-memory path's :meth:`AxesLayout.for_model` reads it, with its
     ``channel_axis`` and ``stack``. Raises ``ValueError`` for layouts whose labels could not be
     written in the image's own axes block by block (planes after Y and X, two plane axes)."""
+    # The image itself is reordered lazily (for_model(lazy=True)); the labels are what cannot:
+    # they are written plane by plane into an OME-Zarr store, whose axes NGFF orders (z, y, x),
+    # and a (Y, X, Z) TIFF holds Y pages of X x Z pixels, each needing every plane at once.
     if layout.label_axes not in ("YX", *(f"{p}YX" for p in "ZTP")):
         raise ValueError(
             "block by block the labels are (Y, X) or (planes, Y, X): give --axes with one plane "
@@ -93,10 +97,10 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     from napari_unet.cli.axes import choose_axes
     from napari_unet.cli.files import check_new_outputs, is_tiff_name
     from napari_unet.engine.atomic import check_space
+    from napari_unet.engine.axes_layout import AxesLayout
     from napari_unet.engine.block_plan import require_own_unet
     from napari_unet.engine.blockwise import DEFAULT_BLOCK, as_dask_planes, iter_segment_blockwise
     from napari_unet.engine.device import resolve_device
-    from napari_unet.engine.layout import AxesLayout
     from napari_unet.engine.models import load_model
     from napari_unet.engine.zarr_io import check_store_target, is_zarr_path, open_lazy, squeeze_axes
 
@@ -197,10 +201,9 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
             dtype = "uint16" if result.n_objects < 2**16 else "uint32"
             write_tiff_from_array(output, store.array, dtype=dtype, overwrite=args.overwrite)
     if not args.quiet:
-        noun = "cell" if result.n_objects == 1 else "cells"
         diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
         scale = f", scale {result.scale:.2f}" if result.scale != 1.0 else ""
         where = f" on {args.scheduler}" if args.scheduler else ""
-        blocks = f"{result.n_blocks} block{'' if result.n_blocks == 1 else 's'}"
-        say(f"{source.name}: {result.n_objects} {noun}{diameter}{scale}, {blocks}{where} -> {output}")
+        cells, blocks = count(result.n_objects, "cell"), count(result.n_blocks, "block")
+        say(f"{source.name}: {cells}{diameter}{scale}, {blocks}{where} -> {output}")
     return 0

@@ -35,20 +35,25 @@ from napari_unet.engine.train_config import (
     OPTIMIZERS,
     TrainConfig,
 )
+from napari_unet.engine.wording import count
 
 #: ``--lr``: what :class:`TrainConfig` accepts, checked before any file is read
 LEARNING_RATE = number(float, lambda v: 0 < v <= MAX_LR, f"a number above 0 and at most {MAX_LR:g}")
 
 
 def _training_layout(args, tif, lab, image_path, in_channels):
-    """The :class:`~napari_unet.engine.layout.AxesLayout` of a training image: ``--axes``, or
+    """The :class:`~napari_unet.engine.axes_layout.AxesLayout` of a training image: ``--axes``, or
     detected from the image and its labels (an image with one axis more than its labels has
     channels)."""
     from napari_unet.cli.axes import choose_axes
-    from napari_unet.engine.layout import PLANE_LETTERS, AxesLayout
+    from napari_unet.engine.axes import PLANE_LETTERS
+    from napari_unet.engine.axes_layout import AxesLayout
 
     shape = tif.data.shape
-    axes = choose_axes(shape, tif.axes, args, in_channels=in_channels or 1, name=image_path)
+    axes = choose_axes(  # as many axes as the labels: no channels, so no guess between them
+        shape, tif.axes, args, in_channels=in_channels or 1, name=image_path,
+        warn=len(shape) != lab.ndim,
+    )
     if not args.axes and args.channel_axis is None:
         if len(shape) == lab.ndim and "C" in axes:  # as many axes as the labels: no channels
             free = next(c for c in PLANE_LETTERS if c not in axes)
@@ -97,11 +102,11 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
                     else ", named as label images: give the images they label with --images"
                 )
             )
-    pairs = pair_files(image_files, label_files, ("images", "label images"))
+    pairs = pair_files(image_files, label_files, ("image", "label image"))
     region_files: list[Path | None] = [None] * len(pairs)
     if args.regions:
         found = expand_inputs(args.regions, "regions")
-        region_pairs = dict(pair_files([p for p, _ in pairs], found, ("images", "region masks")))
+        region_pairs = dict(pair_files([p for p, _ in pairs], found, ("image", "region mask")))
         region_files = [region_pairs[image] for image, _ in pairs]
 
     images, labels, regions = [], [], []
@@ -296,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     diameter = f", cell diameter {stored_diameter:.1f} px" if stored_diameter else ""
     calibration = _calibrate(Path(path), images, labels, regions, channel_axis, args.device)
     if not args.quiet:
-        say(f"wrote {path} ({result.steps_done} steps{diameter})")
+        say(f"wrote {path} ({count(result.steps_done, 'step')}{diameter})")
         if calibration is not None:
             say(f"{calibration.describe()}; predict uses it unless --min-confidence is given")
     return 0

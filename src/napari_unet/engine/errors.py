@@ -202,7 +202,7 @@ def error_map(
         scored independently; 0 background.
     min_piece : see :func:`merges_and_splits`.
     axes : one letter per axis of the labels (Y, X and plane letters Z, T, P, in any order:
-        ``YXZ``, ``TZYX``, see :func:`napari_unet.engine.layout.check_axes`); every plane is
+        ``YXZ``, ``TZYX``, see :func:`napari_unet.engine.axes.check_axes`); every plane is
         scored on its own and the codes come back in the same axes. ``None``: ``(Y, X)`` or
         ``(P, Y, X)``.
 
@@ -222,7 +222,7 @@ def error_map(
     if pred.shape != gt.shape:
         raise ValueError(f"pred and gt must have the same shape, got {pred.shape} and {gt.shape}")
     if axes is not None:
-        from napari_unet.engine.layout import AxesLayout
+        from napari_unet.engine.axes_layout import AxesLayout
 
         if "C" in axes.upper():
             raise ValueError("labels have no channel axis: axes take Y, X, Z, T, P")

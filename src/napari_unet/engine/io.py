@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.engine.wording import count
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageReadError",
@@ -91,8 +93,8 @@ def _check_shape(path: Path, shape: tuple[int, ...], dtype: np.dtype, axes: str)
         raise ImageReadError(f"{path} holds {dtype} data, not an image of numbers")
     if len(shape) < 2 or len(shape) > 4:
         raise ImageReadError(
-            f"{path} has {len(shape)} dimensions (shape {shape}, axes {axes!r}); napari-unet reads "
-            "2-D images, 2-D images with channels and stacks of them"
+            f"{path} has {count(len(shape), 'dimension')} (shape {shape}, axes {axes!r}); "
+            "napari-unet reads 2-D images, 2-D images with channels and stacks of them"
         )
     if any(n == 0 for n in shape):
         raise ImageReadError(f"{path} holds an empty image (shape {shape})")
@@ -139,17 +141,33 @@ _SERIES_WARNED: set[Path] = set()
 
 def _warn_other_series(path: Path, series: list[Any]) -> None:
     """Warn that only the first of several image series is read (e.g. an OME-TIFF of several
-    stage positions), where the others were dropped without a word."""
+    stage positions, or the pages of one size of a multi-page TIFF whose pages differ in size),
+    where the others were dropped without a word."""
     if len(series) < 2 or path.resolve() in _SERIES_WARNED:
         return
     _SERIES_WARNED.add(path.resolve())
     first = series[0]
-    warnings.warn(
-        f"{path} holds {len(series)} images (TIFF series); only the first, of shape "
-        f"{tuple(first.shape)} (axes {first.axes}), is read: save each image to a file of its "
-        "own to use the others",
-        stacklevel=4,
-    )
+    if all(s.kind == "generic" for s in series):  # pages without metadata, grouped by size
+        read, total = len(first.pages), sum(len(s.pages) for s in series)
+        message = (
+            f"{path} holds {total} pages of {len(series)} different sizes; only the "
+            f"{count(read, 'page')} of {_plane_size(first)} pixels {'is' if read == 1 else 'are'} "
+            f"read (shape {tuple(first.shape)}), the other {total - read} "
+            f"{'is' if total - read == 1 else 'are'} not, as the planes of an image must have "
+            "one size: save each size to a file of its own"
+        )
+    else:
+        message = (
+            f"{path} holds {len(series)} images (TIFF series); only the first, of shape "
+            f"{tuple(first.shape)} (axes {first.axes}), is read: save each image to a file of "
+            "its own to use the others"
+        )
+    warnings.warn(message, stacklevel=4)
+
+
+def _plane_size(series: Any) -> str:
+    """``rows x columns`` of a series' pages."""
+    return f"{series.keyframe.imagelength}x{series.keyframe.imagewidth}"
 
 
 def read_tiff(path: str | os.PathLike) -> TiffImage:
@@ -278,8 +296,8 @@ def infer_layout(
 
 
 def _channel_axis_3d(shape: tuple[int, ...], axes: str, in_channels: int) -> int | None:
-    """The channel axis :func:`~napari_unet.engine.layout.detect_axes` finds, or ``None``."""
-    from napari_unet.engine.layout import detect_axes
+    """The channel axis :func:`~napari_unet.engine.axes.detect_axes` finds, or ``None``."""
+    from napari_unet.engine.axes import detect_axes
 
     found = detect_axes(shape, file_axes=axes, in_channels=in_channels)
     return found.index("C") if "C" in found else None

@@ -15,26 +15,24 @@ layout                    arguments
 ========================  ===========================================
 
 and hand on one shape, ``(P, C, Y, X)``: P planes (Z slices or time points, 1 without a
-stack), C channels.
+stack), C channels. An image's axes named by letters (``ZYX``, ``YXC``) are mapped onto these
+arguments by :mod:`~napari_unet.engine.axes` and :mod:`~napari_unet.engine.axes_layout`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from napari_unet.engine.wording import count
+
 __all__ = [
     "MIN_SIDE",
-    "AxesLayout",
     "as_planes",
-    "axes_choices",
-    "axes_from_layout",
-    "check_axes",
     "check_shape",
-    "detect_axes",
+    "gray_for_model",
     "instance_ids",
 ]
 
@@ -124,8 +122,7 @@ def as_planes(
     n_channels = array.shape[1]
     if n_channels != in_channels:
         raise ValueError(
-            f"the model expects {in_channels} channel{'s' if in_channels != 1 else ''} but the "
-            f"image has {n_channels}"
+            f"the model expects {count(in_channels, 'channel')} but the image has {n_channels}"
             + ("; pass channel_axis=... for a multichannel image" if channel_axis is None else "")
         )
     if min(array.shape[-2:]) < MIN_SIDE:
@@ -221,286 +218,3 @@ def gray_for_model(
     index[channel_axis] = slice(0, 3)
     colours = array[tuple(index)].astype(np.float32)
     return colours.mean(axis=channel_axis), None
-
-
-# -- axes ------------------------------------------------------------------------------------
-# An axes string names every axis of an image with one letter: Y rows, X columns, C channels
-# (tifffile's S, RGB samples, is read as C), and Z, T or P for an axis of planes (Z slices,
-# time points, any other stack). Plane axes may stand anywhere (Y, X, Z is a stack with its
-# planes last); they are flattened, in their order, into the engine's planes.
-
-#: letters of plane axes
-PLANE_LETTERS = "ZTP"
-#: a trailing axis of at most this size after two larger ones is channels or planes-last
-SMALL_AXIS = 4
-#: the axes orders offered for each number of dimensions (the detected one is added first)
-COMMON_AXES = {
-    2: ("YX",),
-    3: ("ZYX", "TYX", "CYX", "YXC", "YXZ", "YXT"),
-    4: ("ZYXC", "ZCYX", "CZYX", "TZYX", "TYXC", "TCYX", "YXZC"),
-    5: ("TZYXC", "TZCYX", "TCZYX"),
-}
-
-
-def check_axes(axes: str, ndim: int) -> str:
-    """``axes`` in capitals, checked against an image of ``ndim`` dimensions.
-
-    Raises
-    ------
-    ValueError
-        With one sentence: a length other than ``ndim``, a letter other than Y, X, C (or S),
-        Z, T, P, a letter given twice, or Y or X missing.
-
-    Examples
-    --------
-    >>> check_axes("yxz", 3)
-    'YXZ'
-    """
-    text = str(axes).strip().upper().replace("S", "C")
-    if len(text) != ndim:
-        raise ValueError(f"axes '{axes}' name {len(text)} axes but the image has {ndim} dimensions")
-    unknown = sorted(set(text) - set("YXC" + PLANE_LETTERS))
-    if unknown:
-        raise ValueError(
-            f"axes '{axes}' contain {', '.join(unknown)}; use Y, X, C (channels) and Z, T or P "
-            "(planes)"
-        )
-    twice = sorted({letter for letter in text if text.count(letter) > 1})
-    if twice:
-        raise ValueError(f"axes '{axes}' name {', '.join(twice)} more than once")
-    if "Y" not in text or "X" not in text:
-        raise ValueError(f"axes '{axes}' must name both Y (rows) and X (columns)")
-    return text
-
-
-def _from_file_axes(file_axes: str, ndim: int) -> str | None:
-    """A file's axes string (tifffile's) as ours, or ``None`` when it says nothing useful
-    (unknown ``Q`` axes, the wrong length, no Y and X)."""
-    if len(file_axes) != ndim or "Q" in file_axes.upper():
-        return None
-    free = iter(c for c in PLANE_LETTERS if c not in file_axes.upper())
-    text = "".join(c if c in "YXCSZT" else next(free, "?") for c in file_axes.upper())
-    try:
-        return check_axes(text, ndim)
-    except ValueError:
-        return None
-
-
-def detect_axes(
-    shape: tuple[int, ...], *, file_axes: str = "", rgb: bool = False, in_channels: int = 1
-) -> str:
-    """The most likely axes of an image of ``shape``.
-
-    In order: a file's own axes (tifffile's, unless it does not know them); napari's RGB(A)
-    flag (channels last); for a multichannel model, an axis of exactly its channel count;
-    a trailing axis of at most :data:`SMALL_AXIS` after two larger ones: channels when it holds
-    3 or 4 (RGB, RGBA) or the model's channel count, else planes (``YXZ``); otherwise the
-    leading axes are planes (``ZYX``, ``TZYX``) or, for 4-D and 5-D data with a small axis
-    before the rows, channels (``ZCYX``).
-
-    Examples
-    --------
-    >>> detect_axes((32, 32, 2))
-    'YXZ'
-    >>> detect_axes((512, 512, 3))
-    'YXC'
-    >>> detect_axes((20, 512, 512))
-    'ZYX'
-    """
-    ndim = len(shape)
-    if ndim < 2:
-        raise ValueError(f"an image needs at least 2 dimensions, not shape {tuple(shape)}")
-    found = _from_file_axes(file_axes, ndim) if file_axes else None
-    if found is not None:
-        return found
-    if ndim == 2:
-        return "YX"
-    if ndim > 5:
-        raise ValueError(f"napari-unet reads 2-D to 5-D images, not shape {tuple(shape)}")
-    lead = "TZ"[-(ndim - 3) :] if ndim > 3 else ""
-    if rgb:
-        return lead + "YXC"
-    small_last = shape[-1] <= SMALL_AXIS < min(shape[-3], shape[-2])
-    if ndim == 3:
-        if in_channels > 1 and shape[-1] == in_channels:
-            return "YXC"
-        if in_channels > 1 and shape[0] == in_channels:
-            return "CYX"
-        if small_last:
-            return "YXC" if shape[-1] in (3, 4, in_channels) else "YXZ"
-        return "ZYX"
-    before_rows = shape[-3]
-    if in_channels > 1 and before_rows == in_channels != shape[-1]:
-        return lead + "CYX"
-    if small_last or (in_channels > 1 and shape[-1] == in_channels):
-        return lead + "YXC"
-    if before_rows <= SMALL_AXIS:
-        return lead + "CYX"
-    return ("TZP"[: ndim - 2]) + "YX"
-
-
-def detect_label_axes(shape: tuple[int, ...]) -> str:
-    """The most likely axes of a label image of ``shape``: :func:`detect_axes`, with an axis
-    it would read as channels read as planes (labels have none; a small last axis is ``YXZ``).
-
-    Examples
-    --------
-    >>> detect_label_axes((64, 64, 3))
-    'YXZ'
-    >>> detect_label_axes((5, 64, 64))
-    'ZYX'
-    """
-    detected = detect_axes(shape)
-    if "C" in detected:
-        free = next(c for c in PLANE_LETTERS if c not in detected)
-        detected = detected.replace("C", free)
-    return detected
-
-
-def axes_choices(shape: tuple[int, ...], detected: str) -> list[str]:
-    """The axes orders to offer for an image of ``shape``: ``detected`` first, then the
-    common ones (:data:`COMMON_AXES`)."""
-    return list(dict.fromkeys([detected, *COMMON_AXES.get(len(shape), ())]))
-
-
-def axes_from_layout(ndim: int, *, channel_axis: int | None, stack: bool) -> str:
-    """The axes string of the ``channel_axis``/``stack`` arguments of :func:`as_planes`.
-
-    Examples
-    --------
-    >>> axes_from_layout(4, channel_axis=-1, stack=True)
-    'ZYXC'
-    >>> axes_from_layout(3, channel_axis=0, stack=False)
-    'CYX'
-    """
-    letters = list(("Z" if stack else "") + "YX")
-    if channel_axis is not None:
-        if not -ndim <= channel_axis < ndim:
-            raise ValueError(f"channel axis {channel_axis} is out of range for {ndim} dimensions")
-        letters.insert(channel_axis % ndim, "C")
-    return check_axes("".join(letters), ndim)
-
-
-@dataclass(frozen=True)
-class AxesLayout:
-    """How an image's axes map onto the engine's ``(Y, X[, C])`` / ``(P, Y, X[, C])`` layout
-    and back: plane axes, in their order, become the planes; channels go last.
-
-    Attributes
-    ----------
-    shape : the image's shape.
-    axes : one letter per axis (see :func:`check_axes`).
-
-    Examples
-    --------
-    >>> layout = AxesLayout((32, 32, 2), "YXZ")
-    >>> layout.to_engine(np.zeros((32, 32, 2)))[0].shape
-    (2, 32, 32)
-    >>> layout.from_engine(np.zeros((2, 32, 32))).shape
-    (32, 32, 2)
-    """
-
-    shape: tuple[int, ...]
-    axes: str
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "axes", check_axes(self.axes, len(self.shape)))
-
-    @property
-    def channel_axis(self) -> int | None:
-        """The image axis holding channels, or ``None``."""
-        return self.axes.index("C") if "C" in self.axes else None
-
-    @property
-    def plane_axes(self) -> tuple[int, ...]:
-        """The image axes holding planes, in order."""
-        return tuple(i for i, c in enumerate(self.axes) if c in PLANE_LETTERS)
-
-    @property
-    def lead_shape(self) -> tuple[int, ...]:
-        """The sizes of the plane axes."""
-        return tuple(self.shape[i] for i in self.plane_axes)
-
-    @property
-    def stack(self) -> bool:
-        """Whether the engine sees a stack of planes."""
-        return bool(self.plane_axes)
-
-    @property
-    def n_planes(self) -> int:
-        """The number of planes the engine sees."""
-        return int(np.prod(self.lead_shape)) if self.lead_shape else 1
-
-    @property
-    def label_axes(self) -> str:
-        """The axes of a label image of this image (channels dropped, order kept)."""
-        return self.axes.replace("C", "")
-
-    @property
-    def label_shape(self) -> tuple[int, ...]:
-        """The shape of a label image of this image (:attr:`label_axes`)."""
-        return tuple(s for s, c in zip(self.shape, self.axes, strict=True) if c != "C")
-
-    def labels_to_engine(self, labels: Any) -> np.ndarray:
-        """A label image in :attr:`label_axes` as the engine's ``(Y, X)`` / ``(P, Y, X)``."""
-        return AxesLayout(self.label_shape, self.label_axes).to_engine(labels)[0]
-
-    @property
-    def spatial_ndim(self) -> int:
-        """The number of axes of a label image of this image."""
-        return len(self.label_axes)
-
-    @property
-    def engine_channel_axis(self) -> int | None:
-        """The ``channel_axis`` to pass to the engine with :meth:`to_engine`'s array."""
-        return -1 if "C" in self.axes else None
-
-    def _order(self) -> list[int]:
-        """The image axes in the engine's order: planes, Y, X, channels."""
-        rest = [self.axes.index("Y"), self.axes.index("X")]
-        channel = [] if self.channel_axis is None else [self.channel_axis]
-        return [*self.plane_axes, *rest, *channel]
-
-    def to_engine(self, data: Any, *, lazy: bool = False) -> tuple[np.ndarray, int | None]:
-        """``data`` as ``(Y, X[, C])`` or ``(P, Y, X[, C])`` and the engine's ``channel_axis``.
-        Reads lazy data (run it off the GUI thread), unless ``lazy``: then a dask array is
-        reordered as a dask array (block-by-block segmentation)."""
-        array = (data if lazy else np.asarray(data)).transpose(self._order())
-        if self.stack:
-            array = array.reshape((self.n_planes, *array.shape[len(self.plane_axes) :]))
-        return array, self.engine_channel_axis
-
-    def engine_shape(self) -> tuple[int, ...]:
-        """The shape :meth:`to_engine` gives, without reading data."""
-        ordered = [self.shape[i] for i in self._order()]
-        if self.stack:
-            return (self.n_planes, *ordered[len(self.plane_axes) :])
-        return tuple(ordered)
-
-    def from_engine(self, labels: np.ndarray) -> np.ndarray:
-        """Engine output ``(Y, X)`` / ``(P, Y, X)`` in this image's axes, channels dropped
-        (:attr:`label_axes`)."""
-        array = np.asarray(labels).reshape((*self.lead_shape, *np.shape(labels)[-2:]))
-        engine_axes = "".join(self.axes[i] for i in self.plane_axes) + "YX"
-        return np.transpose(array, [engine_axes.index(c) for c in self.label_axes])
-
-    def for_model(
-        self, data: Any, *, in_channels: int, lazy: bool = False
-    ) -> tuple[np.ndarray, int | None]:
-        """:meth:`to_engine` (``lazy`` as there), with RGB(A) colours last (``...YXC``) turned
-        gray for a one-channel model (:func:`gray_for_model`): the image and ``channel_axis`` to
-        segment or train with. Channels elsewhere (``CYX``) are more often planes and are not
-        merged."""
-        image, channel_axis = self.to_engine(data, lazy=lazy)
-        if not self.axes.endswith("C"):
-            return image, channel_axis
-        return gray_for_model(image, channel_axis=channel_axis, in_channels=in_channels)
-
-    def check_model(self, *, in_channels: int) -> None:
-        """Check, without reading data, that :meth:`for_model` fits a model of
-        ``in_channels``; raises :func:`as_planes`'s ``ValueError``."""
-        shape, channel_axis = self.engine_shape(), self.engine_channel_axis
-        if self.axes.endswith("C") and in_channels == 1 and shape[-1] in (3, 4):
-            shape, channel_axis = shape[:-1], None
-        check_shape(shape, in_channels=in_channels, channel_axis=channel_axis, stack=self.stack)

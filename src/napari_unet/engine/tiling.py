@@ -226,7 +226,7 @@ class _PlanePredictor:
         if not self.tta:
             return self._probabilities(x).cpu().numpy()
         total = None
-        transforms = test_time_transforms(square=x.shape[-1] == x.shape[-2])
+        transforms = test_time_transforms()
         for k, flip in transforms:
             xt = torch.rot90(x, k, dims=(-2, -1))
             probs = self._probabilities(xt.flip(-1) if flip else xt)
@@ -242,17 +242,17 @@ class _PlanePredictor:
         return torch.softmax(logits.float(), dim=1)
 
 
-def test_time_transforms(*, square: bool) -> list[tuple[int, bool]]:
-    """The (quarter turns, flip columns) pairs averaged by test-time augmentation.
+def test_time_transforms() -> list[tuple[int, bool]]:
+    """The (quarter turns, flip columns) pairs averaged by test-time augmentation: the eight
+    symmetries of the square.
 
-    The eight symmetries of the square for square tiles (every tile of a plane has the same
-    shape, and a "valid" U-Net maps each symmetry of its input to the same symmetry of its
-    output); for non-square tiles the four that keep the shape (identity, the two flips and the
-    half turn).
+    A quarter turn swaps a tile's sides; the U-Net's size arithmetic is the same along both
+    axes, so a turned tile is as valid as the tile and its turned-back output has the tile's
+    output shape: non-square tiles (an image smaller than a tile along one side) get all eight
+    too, where they got the four that keep the shape, and a transposed image gets the
+    transposed average.
     """
-    if square:
-        return [(k, flip) for k in range(4) for flip in (False, True)]
-    return [(0, False), (0, True), (2, False), (2, True)]
+    return [(k, flip) for k in range(4) for flip in (False, True)]
 
 
 def _min_stride(axis: AxisTiling) -> int:
@@ -313,8 +313,7 @@ def iter_predict(
         group norm (GroupNorm is slower in that format there).
     tta : bool
         Test-time augmentation: average the probabilities over the flips and quarter turns of
-        each tile (:func:`test_time_transforms`), at 8 times the network's cost for square tiles
-        (4 times otherwise). Measured in docs/benchmarks/accuracy.md.
+        each tile (:func:`test_time_transforms`), at 8 times the network's cost. Measured in docs/benchmarks/accuracy.md.
 
     Yields
     ------

@@ -2,8 +2,9 @@
 correction would teach the most.
 
 Method: **disagreement across test-time transforms.** The image is segmented once per symmetry
-of the square that keeps its shape (identity, the two flips, the half turn; all eight for a
-square image with ``transforms=8``), each result turned back, and the per-pixel uncertainty is
+of the square that keeps its shape (identity, the two flips, the half turn; all eight with
+``transforms=8``, whose quarter turns segment the image with its sides swapped), each result
+turned back, and the per-pixel uncertainty is
 the mean total-variation distance between each pass's class probabilities and their average:
 
     u(x) = 1/T sum_t 1/2 sum_k |p_t,k(x) - pbar_k(x)|        in [0, 1]
@@ -94,7 +95,7 @@ def iter_tta_uncertainty(
     model : as for :func:`napari_unet.engine.segment.segment`.
     diameter : cell diameter in pixels; ``None`` estimates it on the first pass and reuses it.
     transforms : 4 (identity, flips, half turn) or 8 (also the quarter turns and transposes;
-        square images only).
+        a quarter-turned pass segments a (X, Y) image, whose results are turned back).
     device : as for ``segment``.
     **segment_kwargs : passed to :func:`~napari_unet.engine.segment.iter_segment` (``threshold``,
         ``min_size``, ``tile_size``); ``tta`` is always off (each pass is one orientation).
@@ -117,8 +118,6 @@ def iter_tta_uncertainty(
         raise ValueError(f"uncertainty needs a 2-D (Y, X) image, got shape {image.shape}")
     if transforms not in (4, 8):
         raise ValueError(f"transforms must be 4 or 8, not {transforms}")
-    if transforms == 8 and image.shape[0] != image.shape[1]:
-        raise ValueError("8 transforms need a square image (quarter turns change the shape)")
     segment_kwargs.pop("tta", None)
     pair = load_model(model, device="cpu")
     pairs = [(0, False), (0, True), (2, False), (2, True)]
