@@ -209,3 +209,24 @@ def _dead_pid() -> int:
         os._exit(0)
     os.waitpid(pid, 0)
     return pid
+
+
+def test_a_missing_folder_under_one_that_takes_no_files_is_named(tmp_path, monkeypatch):
+    """/proc/new/out.tif: the missing folder is named, not only its ancestor as 'not writable'
+    with the strerror of an ancestor that exists ('No such file or directory')."""
+    real = atomic.tempfile.mkstemp
+
+    def procfs(*args, dir=None, **kwargs):
+        if str(dir) == str(tmp_path):
+            raise OSError(errno.ENOENT, "No such file or directory")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", procfs)
+    target = tmp_path / "new" / "out.tif"
+    with pytest.raises(PermissionError) as info:
+        atomic.check_writable(target)
+    message = str(info.value)
+    assert f"the folder {tmp_path / 'new'} does not exist" in message
+    assert f"{tmp_path} does not take new files" in message
+    with pytest.raises(PermissionError, match="is not writable"):
+        atomic.check_writable(tmp_path / "out.tif")

@@ -133,9 +133,12 @@ def check_writable(path: Path) -> None:
     try:
         fd, name = tempfile.mkstemp(prefix=".napari-unet-probe.", suffix=".tmp", dir=folder)
     except OSError as err:
-        raise PermissionError(
-            f"cannot write {path}: the folder {folder} is not writable ({err.strerror})"
-        ) from None
+        where = (
+            f"the folder {folder} is not writable"
+            if folder == path.parent
+            else f"the folder {path.parent} does not exist, and {folder} does not take new files"
+        )
+        raise PermissionError(f"cannot write {path}: {where} ({err.strerror})") from None
     os.close(fd)
     os.unlink(name)
 
