@@ -227,3 +227,27 @@ def test_scheduler_local_starts_worker_processes(capsys, work):
     labels = read_store(folder / "labels.zarr")
     assert matched_min_iou(reference, labels) >= 0.9 and matched_min_iou(labels, reference) >= 0.9
     assert leftovers(folder) == []
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes", "expected"),
+    [
+        ((5, 120, 120), None, True),  # ZYX: the plane is 120 x 120
+        ((120, 120, 120), "YXZ", False),  # planes after Y and X: block-wise refuses them
+        ((120, 120, 5), "YXC", True),  # channels last: still a 120 x 120 plane
+        ((5, 120, 60), "ZYX", False),  # the plane is under the limit, whatever the other axes
+    ],
+)
+def test_the_size_that_sends_a_tiff_block_wise_is_its_plane_in_the_axes_predict_reads(
+    tmp_path, monkeypatch, shape, axes, expected
+):
+    """The plane measured is Y x X of the axes predict reads (--axes, else detected), not the
+    last two axes: a YXZ stack was measured X x Z, and sent block-wise (which refuses YXZ) by
+    --axes YXZ on a large X x Z."""
+    monkeypatch.setattr(predict_blocks, "BLOCKWISE_PIXELS", 100 * 100)
+    source = tmp_path / "image.tif"
+    tifffile.imwrite(source, np.zeros(shape, np.uint8))
+    args = cli.app.build_parser().parse_args(
+        ["predict", str(source), "-o", str(tmp_path / "out.tif"), *(["--axes", axes] if axes else [])]
+    )
+    assert predict_blocks.wanted(args, source, tmp_path / "out.tif") is expected

@@ -52,16 +52,20 @@ def wanted(args: argparse.Namespace, source: Path, output: Path) -> bool:
     if is_zarr_path(source) or output.suffix.lower() == ".zarr":
         return True
     if source.is_file() and not args.probabilities:  # probabilities: in memory, as before
-        from napari_unet.engine.io import infer_layout, probe_tiff
+        from napari_unet.cli.axes import choose_axes
+        from napari_unet.engine.io import probe_tiff
 
         try:
-            shape, _, axes = probe_tiff(source)
-            channel_axis, _ = infer_layout(shape, axes, channel_axis=args.channel_axis, stack=args.stack)
+            shape, _, file_axes = probe_tiff(source)
+            # the axes predict reads (--axes, else detected; the model's channels do not move
+            # Y and X), without the warning the in-memory or block-wise run gives
+            axes = choose_axes(shape, file_axes, args, in_channels=1, name=source, warn=False)
         except ValueError:
             return False  # the in-memory path reports it
-        axis = None if channel_axis is None else channel_axis % len(shape)
-        dims = [n for i, n in enumerate(shape) if i != axis]
-        return dims[-1] * dims[-2] > BLOCKWISE_PIXELS
+        y, x = axes.index("Y"), axes.index("X")
+        if any(c not in "CYX" for c in axes[min(y, x) :]):
+            return False  # planes after Y or X (YXZ): block-wise refuses them, memory may do
+        return shape[y] * shape[x] > BLOCKWISE_PIXELS
     return False
 
 
