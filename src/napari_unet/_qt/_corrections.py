@@ -277,6 +277,8 @@ class CorrectionTools(QWidget):
         self.boxes_layer: Any = None
         self.confidence_layer: Any = None
         self.job: Job | None = None
+        #: why the running uncertainty job was stopped (the image removed, the panel closed)
+        self._stopped_because: str | None = None
         row, (self.correct_button, self.uncertainty_button) = controls.button_row(
             (
                 "Correct this result",
@@ -345,6 +347,7 @@ class CorrectionTools(QWidget):
             tell_user(f"Uncertainty failed: {exc}.")
             return None
         plane = plane_index(self.viewer, layer, layout.axes)
+        self._stopped_because = None
         self.status.setText(f"uncertainty of {layer.name}: 4 passes…")
         self.uncertainty_button.setEnabled(False)
         self.job = start_job(
@@ -360,15 +363,23 @@ class CorrectionTools(QWidget):
             on_error=self._uncertainty_failed,
             on_done=lambda job: self._uncertainty_done(job, layer, watch),
         )
-        job = self.job
 
         def watch(event: Any) -> None:  # the image removed or its data replaced: not wanted
-            if event.value is layer or event.source is layer:
-                job.cancel()
+            if event.source is layer:
+                self.stop(f"the data of '{layer.name}' were replaced")
+            elif event.value is layer:
+                self.stop(f"the image '{layer.name}' was removed")
 
         self.viewer.layers.events.removed.connect(watch)
         layer.events.data.connect(watch)
         return self.job
+
+    def stop(self, reason: str) -> None:
+        """Stop the running uncertainty job, because of ``reason`` (the status says it)."""
+        job = self.job
+        if job is not None and not job.done and not job.cancelled:
+            self._stopped_because = reason
+            job.cancel()
 
     def _uncertainty_failed(self, error: BaseException) -> None:
         """The status after a failed uncertainty; a model file that could not be loaded stops
@@ -383,12 +394,9 @@ class CorrectionTools(QWidget):
             self.uncertainty_button.setEnabled(True)
         except RuntimeError:  # the panel is already gone
             return
-        if job.cancelled and layer in self.viewer.layers:
-            controls.show_text(
-                self.status, f"uncertainty stopped: the data of '{layer.name}' were replaced"
-            )
-        elif job.cancelled:
-            controls.show_text(self.status, f"uncertainty stopped: the image '{layer.name}' was removed")
+        if job.cancelled:
+            reason = self._stopped_because or "cancelled"
+            controls.show_text(self.status, f"uncertainty stopped: {reason}")
 
     def _show(self, layer: Any, layout: Any, plane: tuple[Any, ...], result: Any) -> None:
         """Show the uncertainty of plane ``plane`` (a full ``plane_index``) of ``layer`` on that

@@ -137,6 +137,11 @@ class ErrorTools(QWidget):
         )
         return self.job
 
+    def cancel(self) -> None:
+        """Drop the running comparison: its error layer is not shown."""
+        if self.job is not None:
+            self.job.cancel()
+
     def _update_axes(self, *_: Any) -> None:
         controls.update_label_axes(self.axes, self.prediction.value)
 

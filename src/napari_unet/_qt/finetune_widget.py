@@ -21,10 +21,11 @@ from typing import Any
 
 import napari
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
 from napari_unet._qt._annotations import show_augmented_tile, show_weight_map
+from napari_unet._qt._closing import ClosingWatch
 from napari_unet._qt._controls import (
     ask_save_path,
     button_row,
@@ -146,6 +147,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self._disconnector = disconnect_when_destroyed(self)
         self._disconnector.connect(self.session.changed, self._session_changed)
         self._disconnector.connect(napari_viewer.layers.events.removed, self._layer_removed)
+        self._closing = ClosingWatch(self, self._panel_closed)
 
     # -- session -------------------------------------------------------------------------------
     def _session_changed(self, entry: ModelEntry) -> None:
@@ -206,14 +208,18 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             self.stop_button.setEnabled(False)
             self.status.value = reason
 
-    def event(self, event: QEvent) -> bool:
-        """Closing the panel stops a run: napari takes the panel out of its dock (its parent
-        becomes ``None``) but does not delete it, so the run went on unseen until its time
-        budget, updating layers, and its model could no longer be used or saved."""
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self._closed = self.job is not None and self.job.running
+    def _panel_closed(self) -> None:
+        """Closing the panel (:mod:`~napari_unet._qt._closing`) stops a run, which went on
+        unseen until its time budget, updating layers, and whose model could no longer be used
+        or saved; a preview on its way is dropped. A save goes on."""
+        self._closed = self.job is not None and self.job.running
+        if self._closed:
+            self.job.cancel()
+        self.preview.runner.cancel()
+        try:
             self.stop("stopped: the panel was closed")
-        return super().event(event)
+        except RuntimeError:  # the panel was deleted: no status to show
+            pass
 
     def _layer_removed(self, event: Any) -> None:
         """The image or the painted cells of the running job were removed: stop it."""
@@ -296,8 +302,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
     def _on_done(self, job: Job) -> None:
         try:
             self._finish(job)
-        except RuntimeError:  # the panel is already gone (the viewer closed during the run)
-            self.timer.stop()
+        except RuntimeError:  # the panel is already gone (deleted, or the viewer closed)
+            pass  # its timer went with it
 
     def _finish(self, job: Job) -> None:
         self.timer.stop()

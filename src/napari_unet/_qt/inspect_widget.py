@@ -21,6 +21,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QPushButton, QWidget
 
 from napari_unet._qt._annotations import regions_mask, show_weight_map
+from napari_unet._qt._closing import ClosingWatch
 from napari_unet._qt._controls import (
     axes_combo,
     border_weight_controls,
@@ -239,6 +240,16 @@ class InspectWidget(QWidget):
         self.regions.changed.connect(self._regions_changed)
         self._watch_layers()
         self._disconnector.connect(napari_viewer.dims.events.current_step, self._plane_changed)
+        self._closing = ClosingWatch(self, self._panel_closed)
+
+    def _panel_closed(self) -> None:
+        """The panel was closed (:mod:`~napari_unet._qt._closing`): its computations are
+        dropped, and edits, sliders and plane changes no longer update its layers (*Show
+        weight map* or *New sample* start them again)."""
+        self._weights_shown = self._deform_shown = False
+        self.weights_runner.cancel()
+        self.deform_runner.cancel()
+        self.errors.cancel()
 
     def _set_busy(self, what: str, busy: bool) -> None:
         """Show a moving bar while a weight map or a deformation is computed."""

@@ -26,6 +26,7 @@ from magicgui.widgets import (
 from qtpy.QtWidgets import QMessageBox, QWidget
 
 from napari_unet._qt import _controls as controls
+from napari_unet._qt._closing import ClosingWatch
 from napari_unet._qt._corrections import CorrectionTools
 from napari_unet._qt._disconnect import disconnect_when_destroyed
 from napari_unet._qt._layers import (
@@ -203,6 +204,7 @@ class SegmentWidget(QWidget):
         self.use_contrast.changed.connect(self._publish_options)
         self._publish_options()
         self._disconnector.connect(napari_viewer.layers.events.removed, self._layer_removed)
+        self._closing = ClosingWatch(self, self._panel_closed)
 
     # -- model choice ------------------------------------------------------------------------
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -421,6 +423,13 @@ class SegmentWidget(QWidget):
         job.cancel()
         controls.show_text(self.status, f"cancelled: the image '{event.value.name}' was removed")
 
+    def _panel_closed(self) -> None:
+        """The panel was closed (:mod:`~napari_unet._qt._closing`): its Segment and uncertainty
+        jobs are cancelled, and nothing they made is shown."""
+        if self.job is not None:
+            self.job.cancel()
+        self.corrections.stop("the panel was closed")
+
     def _image_replaced(self, event: Any) -> None:
         """The data of the running job's image were replaced (another shape, another image):
         cancel the job, whose result would not lie over them."""
@@ -477,7 +486,9 @@ class SegmentWidget(QWidget):
             return
         try:
             self.progress.stop()
-            if job.cancelled and not self.status.value.startswith("cancelled"):
+            if job.cancelled and self._closing.closed:
+                self.status.value = "cancelled: the panel was closed"
+            elif job.cancelled and not self.status.value.startswith("cancelled"):
                 self.status.value = "cancelled"
                 kept = show_partial(self.viewer, layer, layout, partial) if partial else None
                 if kept is not None:
