@@ -26,16 +26,19 @@ from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from napari_unet._qt import _controls as controls
 from napari_unet._qt._layers import (
+    KEY_KEY,
     OWNER_KEY,
     current_image_plane,
     embedded_plane,
     geometry_of,
     plane_index,
     put_layer,
+    remove_owned,
     source_key,
     spatial_geometry,
 )
 from napari_unet._qt._segment_call import fall_back_after
+from napari_unet._qt._stale import is_stale
 from napari_unet._qt._uncertainty_job import box_on_plane, uncertainty_job
 from napari_unet._qt._worker import Job, notify_error, start_job, tell_user
 
@@ -312,6 +315,12 @@ class CorrectionTools(QWidget):
         if layer not in self.viewer.layers:
             tell_user(f"Correction failed: the result '{layer.name}' was removed; segment again.")
             return None
+        if is_stale(layer):
+            tell_user(
+                f"Correction failed: the result '{layer.name}' is of data since replaced; "
+                "segment again."
+            )
+            return None
         existing = copy_of(self.viewer, layer)
         if existing is None:
             self.corrections, self.split_lines = start_correction(
@@ -436,20 +445,18 @@ class CorrectionTools(QWidget):
             visible=False,
         )
         rects = [box_on_plane(box, layout, plane) for box, _ in boxes]
-        name = f"{layer.name} annotate here next"
-        old = next((lyr for lyr in self.viewer.layers if lyr.name == name), None)
-        if old is not None and old.metadata.get(OWNER_KEY) == ROLE:
-            self.viewer.layers.remove(old)
+        key = f"{ROLE}:boxes:{source_key(layer)}"
+        remove_owned(self.viewer, key)
         self.boxes_layer = self.viewer.add_shapes(
             rects,
             shape_type="rectangle",
-            name=name,
+            name=f"{layer.name} annotate here next",
             edge_color="cyan",
             face_color="transparent",
             edge_width=3,
             features={"rank": np.arange(1, len(rects) + 1)},
             text={"string": "{rank}", "color": "cyan", "anchor": "upper_left"},
-            metadata={OWNER_KEY: ROLE},
+            metadata={OWNER_KEY: ROLE, KEY_KEY: key},
             **spatial_geometry(layer, layout),
         )
         order = np.argsort(confidence["agreement"])[:5]

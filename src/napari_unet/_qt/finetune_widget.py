@@ -55,6 +55,7 @@ from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._progress import PanelProgress, duration
 from napari_unet._qt._segment_call import fall_back_after
 from napari_unet._qt._session import ModelEntry, session_for
+from napari_unet._qt._stale import watch_for_stale
 from napari_unet._qt._worker import Job, call_once, run_shielded, start_job, tell_user
 from napari_unet.engine.events import ModelSnapshot
 
@@ -84,6 +85,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
+        watch_for_stale(napari_viewer)
         self.job: Job | None = None
         self.run: RunState | None = None
         self.result_entry: ModelEntry | None = None
@@ -100,8 +102,10 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         #: the painted plane of the run (``_layers.labels_plane_index``), set with the request
         self.label_plane: tuple[Any, ...] = ()
         self._warned: set[str] = set()
-        #: the panel was closed during a run (see :meth:`event`): its end shows nothing
+        #: the panel was closed during a run (see :meth:`_panel_closed`): its end shows nothing
         self._closed = False
+        #: the data of the run's image or painted cells were replaced during the run
+        self._replaced = False
 
         self.form = self._build_settings(napari_viewer)
         self.status, self.notes, self.preview_info = status_label(), status_label(), status_label()
@@ -188,6 +192,9 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self.status.value = f"fine-tuning {request.entry.label} on {labels_layer.name}…"
         self.progress.start("preparing (weight map, first segmentation)…")
         self._set_running(True)
+        self._replaced = False
+        for layer in (labels_layer, self._image_layer):
+            layer.events.data.connect(self._data_replaced)
         self.job = start_job(
             finetune_job,
             request,
@@ -226,6 +233,12 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         if self.job is not None and self.job.running and not self.job.cancelled:
             if event.value is self._image_layer or event.value is self._labels_layer:
                 self.stop(f"stopping: '{event.value.name}' was removed…")
+
+    def _data_replaced(self, event: Any) -> None:
+        """The data of the run's image or painted cells were replaced: stop the run (it learns
+        the old data), and show no preview of the old data over the new."""
+        self._replaced = True
+        self.stop(f"stopping: the data of '{event.source.name}' were replaced…")
 
     def _warn(self, text: str) -> None:
         """A warning about the annotations: a line in the panel, and a notification the first
@@ -306,6 +319,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             pass  # its timer went with it
 
     def _finish(self, job: Job) -> None:
+        for layer in (self._labels_layer, self._image_layer):
+            layer.events.data.disconnect(self._data_replaced)
         self.timer.stop()
         self._refresh_display()
         self.plot.total = max(self.plot.steps[-1:] or [self.plot.total])  # the steps done
@@ -334,7 +349,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         it finds the painted cells, before and after."""
         before = self.run.score_before
         layer = self._image_layer
-        if layer is None or layer not in self.viewer.layers:
+        if layer is None or layer not in self.viewer.layers or self._replaced:
             return
 
         def scored(after: Any) -> None:

@@ -41,6 +41,7 @@ from napari_unet._qt._layers import (
     embedded_plane,
     is_embedded,
     labels_plane_index,
+    layer_array,
     layer_combo,
     pick_default,
     plane_of,
@@ -51,6 +52,7 @@ from napari_unet._qt._layers import (
     spatial_shape,
 )
 from napari_unet._qt._progress import PanelProgress
+from napari_unet._qt._stale import watch_for_stale
 from napari_unet._qt._worker import LatestOnly, notify_error, tell_user
 from napari_unet.engine.train_config import TrainConfig
 
@@ -143,6 +145,7 @@ class InspectWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        watch_for_stale(napari_viewer)
         self.seed = 0
         self.progress = PanelProgress()
         self._busy: set[str] = set()
@@ -165,7 +168,7 @@ class InspectWidget(QWidget):
         self._edit_timer = QTimer(self)
         self._edit_timer.setSingleShot(True)
         self._edit_timer.setInterval(0)
-        self._edit_timer.timeout.connect(self._weights_changed)
+        self._edit_timer.timeout.connect(self._data_edited)
 
         self.labels = layer_combo(
             napari_viewer,
@@ -234,6 +237,7 @@ class InspectWidget(QWidget):
             widget.changed.connect(self._weights_changed)
         self.strength.changed.connect(self._deform_changed)
         self.image.changed.connect(self._deform_changed)
+        self.image.changed.connect(self._watch_layers)
         self.labels.changed.connect(self._labels_changed)
         self.axes.changed.connect(self._axes_changed)
         update_label_axes(self.axes, self.labels.value)
@@ -277,12 +281,14 @@ class InspectWidget(QWidget):
             self.image.value = None
             pick_default(self.image, self._image_fits)
 
-    def _watch_layers(self) -> None:
-        """Follow edits of the chosen labels (painting) and regions (shapes drawn)."""
+    def _watch_layers(self, *_: Any) -> None:
+        """Follow edits of the chosen labels (painting, data replaced), regions (shapes drawn)
+        and image (data replaced)."""
         self._watching.drop()
         for layer, names in (
             (self.labels.value, ("data", "paint")),
             (self.regions.value, ("data",)),
+            (self.image.value, ("data",)),
         ):
             if layer is None:
                 continue
@@ -316,8 +322,14 @@ class InspectWidget(QWidget):
         action = getattr(event, "action", None)
         if action is not None and str(action) in _UNFINISHED_ACTIONS:
             return
-        if self._weights_shown:
+        if self._weights_shown or self._deform_shown:
             self._edit_timer.start()
+
+    def _data_edited(self) -> None:
+        """The labels, regions or image changed: what is shown follows (their data replaced,
+        the deformation too: it was left showing the old data, marked stale by ``_stale``)."""
+        self._weights_changed()
+        self._deform_changed()
 
     def _plane_changed(self, *_: Any) -> None:
         layer = self.labels.value
@@ -364,12 +376,13 @@ class InspectWidget(QWidget):
             regions,
             w0=float(self.w0.value),
             sigma=float(self.sigma.value),
-            on_result=lambda result: self._show_weights(layer, plane, result),
+            on_result=partial(self._show_weights, layer, layer_array(layer), plane),
         )
 
-    def _show_weights(self, layer: Any, plane: tuple[Any, ...], result: Any) -> None:
-        if layer not in self.viewer.layers:
-            return
+    def _show_weights(self, layer: Any, data: Any, plane: tuple[Any, ...], result: Any) -> None:
+        """Show the weight map ``result`` of ``plane`` of ``layer``, whose data were ``data``."""
+        if layer not in self.viewer.layers or layer_array(layer) is not data:
+            return  # removed, or its data replaced meanwhile (a newer request follows)
         self.weight_layers = show_weight_map(self.viewer, layer, result, role=ROLE, plane=plane)
         self.status.value = (
             f"weight map of {layer.name}: max {float(result.total.max()):.1f} "
@@ -408,6 +421,7 @@ class InspectWidget(QWidget):
             notify_error(exc, "Deformation preview")
             return
         rgb = image_layer is not None and bool(image_layer.rgb)
+        sources = [layer_array(lyr) for lyr in (layer, image_layer) if lyr is not None]
         if image is not None:
             rows_cols = tuple(image.shape[:2] if rgb else image.shape[-2:])
             if image.ndim != (3 if rgb else 2) or rows_cols != tuple(labels.shape):
@@ -424,7 +438,7 @@ class InspectWidget(QWidget):
             sigma=float(self.strength.value),
             seed=self.seed,
             rgb=rgb,
-            on_result=lambda arrays: self._show_deformation(layer, image_layer, plane, arrays),
+            on_result=partial(self._show_deformation, layer, image_layer, plane, sources),
         )
 
     def _show_deformation(
@@ -432,10 +446,16 @@ class InspectWidget(QWidget):
         layer: Any,
         image_layer: Any,
         plane: tuple[Any, ...],
+        sources: list[Any],
         arrays: tuple[np.ndarray | None, np.ndarray],
     ) -> None:
-        if layer not in self.viewer.layers:
-            return
+        """Show the deformed ``arrays`` of ``plane`` of ``layer`` (and ``image_layer``), made
+        from the layers' data ``sources``."""
+        layers = [lyr for lyr in (layer, image_layer) if lyr is not None]
+        if layer not in self.viewer.layers or any(
+            layer_array(lyr) is not data for lyr, data in zip(layers, sources, strict=True)
+        ):
+            return  # removed, or the data replaced meanwhile (a newer request follows)
         image, labels = arrays
         geometry = side_by_side_geometry(layer)
         if is_embedded(plane):  # planes after Y or X: on the plane, in the labels' axes

@@ -45,6 +45,7 @@ from napari_unet._qt._segment_call import (
     segment_job,
 )
 from napari_unet._qt._session import ModelEntry, session_for
+from napari_unet._qt._stale import watch_for_stale
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import BlockDone, PlaneSegmented, TileDone, TileSizeReduced
 from napari_unet.engine.label_step import BACKGROUND_THRESHOLD, MIN_CONFIDENCE, SEED_THRESHOLD
@@ -65,6 +66,7 @@ class SegmentWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
+        watch_for_stale(napari_viewer)
         self.job: Job | None = None
         self.labels_layer: Any = None
         self.labels_image: Any = None
