@@ -114,8 +114,9 @@ class ErrorTools(QWidget):
         layout.addWidget(self.button)
         layout.addWidget(self.status)
         pick_default(self.reference, lambda layer: layer is not self.prediction.value)
-        self.prediction.changed.connect(self._update_axes)
-        self._update_axes()
+        self._axes_follower = controls.AxesFollower(
+            self, self.prediction, self.axes, update=controls.update_label_axes
+        )
         self.button.clicked.connect(lambda: self.show_errors())
 
     def show_errors(self) -> Job | None:
@@ -141,9 +142,6 @@ class ErrorTools(QWidget):
         """Drop the running comparison: its error layer is not shown."""
         if self.job is not None:
             self.job.cancel()
-
-    def _update_axes(self, *_: Any) -> None:
-        controls.update_label_axes(self.axes, self.prediction.value)
 
     def _failed(self, _exc: BaseException) -> None:
         """The comparison failed (the notification says why): the status line says so

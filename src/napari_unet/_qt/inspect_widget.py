@@ -23,6 +23,7 @@ from qtpy.QtWidgets import QLabel, QPushButton, QWidget
 from napari_unet._qt._annotations import regions_mask, show_weight_map
 from napari_unet._qt._closing import ClosingWatch
 from napari_unet._qt._controls import (
+    AxesFollower,
     axes_combo,
     border_weight_controls,
     chosen_axes,
@@ -120,6 +121,12 @@ def compute_deformation(
     if rgb:
         warped_image = np.moveaxis(warped_image, 0, -1)
     return _back_to(warped_image, dtype), warped_labels
+
+
+def _offer_label_axes(combo: Any, layer: Any, **kwargs: Any) -> None:
+    """:func:`update_label_axes` without a recomputation: the caller recomputes once."""
+    with combo.changed.blocked():
+        update_label_axes(combo, layer, **kwargs)
 
 
 def _title(text: str) -> QLabel:
@@ -238,9 +245,10 @@ class InspectWidget(QWidget):
         self.strength.changed.connect(self._deform_changed)
         self.image.changed.connect(self._deform_changed)
         self.image.changed.connect(self._watch_layers)
+        # first: the axes fit the labels before _labels_changed recomputes
+        self._axes_follower = AxesFollower(self, self.labels, self.axes, update=_offer_label_axes)
         self.labels.changed.connect(self._labels_changed)
         self.axes.changed.connect(self._axes_changed)
-        update_label_axes(self.axes, self.labels.value)
         self.regions.changed.connect(self._regions_changed)
         self._watch_layers()
         self._disconnector.connect(napari_viewer.dims.events.current_step, self._plane_changed)
@@ -298,8 +306,6 @@ class InspectWidget(QWidget):
                     self._watching.connect(emitter, self._layer_edited)
 
     def _labels_changed(self, *_: Any) -> None:
-        with self.axes.changed.blocked():
-            update_label_axes(self.axes, self.labels.value)
         self._watch_layers()
         self._pick_image()
         self._weights_changed()

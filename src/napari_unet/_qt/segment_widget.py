@@ -193,14 +193,15 @@ class SegmentWidget(QWidget):
 
         self.run_button.clicked.connect(self.segment)
         self.cancel_button.clicked.connect(self.cancel)
-        self.image.changed.connect(self._update_axes)
         self.model.changed.connect(self._model_changed)
         self.model_file.changed.connect(self._update_trust)
         # dropped when the panel is destroyed; not by a closure on ``destroyed`` (see Disconnector)
         self._disconnector = disconnect_when_destroyed(self)
         self._disconnector.connect(self.session.changed, self._session_changed)
         self._select_entry(self.session.current)
-        self._update_axes()
+        self._axes_follower = controls.AxesFollower(
+            self, self.image, self.axes, then=self._update_store
+        )
         for name in SEGMENT_OPTION_NAMES:
             getattr(self, name).changed.connect(self._publish_options)
         self.use_contrast.changed.connect(self._publish_options)
@@ -276,10 +277,10 @@ class SegmentWidget(QWidget):
         return value
 
     # -- layout ------------------------------------------------------------------------------
-    def _update_axes(self, *_: Any) -> None:
+    def _update_store(self) -> None:
+        """Offer the labels store for a lazy image (after the axes, :class:`AxesFollower`)."""
         from napari_unet._qt._lazy import is_lazy
 
-        controls.update_axes(self.axes, self.image.value)
         layer = self.image.value
         self.lazy_input = layer is not None and is_lazy(layer_array(layer))
         self.store.visible = self.lazy_input
