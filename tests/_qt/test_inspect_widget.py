@@ -297,7 +297,7 @@ def test_labels_with_planes_last_are_read_and_shown_on_the_plane(
 ):
     """(Y, X, Z) labels: axes YXZ are detected; the weight map and the deformation are of the
     plane at the Z slider and lie on that plane, in the labels' own axes."""
-    from napari_unet._qt.inspect_widget import compute_deformation
+    from napari_unet._qt._inspect_jobs import compute_deformation
 
     labels = cells[1]
     stack = np.zeros((*labels.shape, 3), labels.dtype)
