@@ -408,7 +408,7 @@ class InspectWidget(QWidget):
             labels, geometry = embedded_plane(labels, layer, plane, beside=SIDE_GAP)
             if image is not None:
                 image = embedded_plane(image, layer, plane, beside=SIDE_GAP)[0]
-        image_key = f"{ROLE}:deformed-image:{layer.name}"
+        image_key = f"{ROLE}:deformed-image:{source_key(layer)}"
         if image is None or image_layer not in self.viewer.layers:
             remove_owned(self.viewer, image_key)
             self.deformed_image = None
