@@ -44,12 +44,14 @@ from napari_unet._qt._segment_call import (
     fall_back_after,
     segment_job,
 )
-from napari_unet._qt._segment_model import ModelChoice
+from napari_unet._qt._segment_model import MODEL_FILE, ModelChoice
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._stale import watch_for_stale
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import BlockDone, PlaneSegmented, TileDone, TileSizeReduced
 from napari_unet.engine.label_step import BACKGROUND_THRESHOLD, MIN_CONFIDENCE, SEED_THRESHOLD
+
+__all__ = ["MODEL_FILE", "SegmentWidget"]  # MODEL_FILE: the model picker's file choice
 
 
 class SegmentWidget(QWidget, ModelChoice):
