@@ -297,7 +297,7 @@ def test_labels_with_planes_last_are_read_and_shown_on_the_plane(
 ):
     """(Y, X, Z) labels: axes YXZ are detected; the weight map and the deformation are of the
     plane at the Z slider and lie on that plane, in the labels' own axes."""
-    from napari_unet._qt.inspect_widget import compute_deformation
+    from napari_unet._qt._inspect_jobs import compute_deformation
 
     labels = cells[1]
     stack = np.zeros((*labels.shape, 3), labels.dtype)
@@ -362,3 +362,19 @@ def test_renaming_the_labels_keeps_one_set_of_weight_maps(widget, viewer, qtbot,
     settle(qtbot, widget.weights_runner, after=previous)
     assert len(viewer.layers) == n_layers and total in viewer.layers
     assert widget.weight_layers[0] is total and errors == []
+
+
+def test_renaming_the_labels_keeps_one_deformed_image(widget, viewer, qtbot, errors):
+    """The deformed image was keyed by the labels layer's name (the deformed labels by its
+    unique_id): after a rename, *New sample* added a second 'nuclei deformed' beside the
+    first, which stayed behind with the old sample. Now it is updated in place."""
+    widget.new_sample()
+    settle(qtbot, widget.deform_runner)
+    image = viewer.layers["nuclei deformed"]
+    n_layers = len(viewer.layers)
+    viewer.layers["cells"].name = "nuclei outlines"
+    previous = widget.deform_runner.job
+    widget.new_sample()
+    settle(qtbot, widget.deform_runner, after=previous)
+    assert len(viewer.layers) == n_layers and widget.deformed_image is image
+    assert errors == []

@@ -58,9 +58,10 @@ def axes_combo() -> ComboBox:
     )
 
 
-def update_axes(combo: ComboBox, layer: Any) -> None:
+def update_axes(combo: ComboBox, layer: Any, *, keep_choice: bool = False) -> None:
     """Offer the axes orders that fit ``layer`` (the detected one selected); the choice is
-    shown only where there is one to make (grayscale, 3 or more axes)."""
+    shown only where there is one to make (grayscale, 3 or more axes). ``keep_choice``: an
+    order the user chose (not the detected one) that still fits stays selected."""
     from napari_unet.engine.axes import axes_choices, detect_axes
 
     if layer is None:
@@ -74,15 +75,24 @@ def update_axes(combo: ComboBox, layer: Any) -> None:
         combo.visible = False
         return
     choices = [detected] if rgb else axes_choices(shape, detected)
+    _offer(combo, choices, len(shape) >= 3 and not rgb, keep_choice)
+
+
+def _offer(combo: ComboBox, choices: list[str], visible: bool, keep_choice: bool) -> None:
+    """Put ``choices`` (the detected order first) in ``combo`` and select the detected one, or
+    (``keep_choice``) the user's, if it is not the detected order of before and is offered."""
+    chosen = combo.value
+    was_detected = list(combo.choices)[:1] == [chosen]
+    keep = keep_choice and not was_detected and chosen in choices
     try:
         combo.choices = choices
-        combo.value = detected
-        combo.visible = len(shape) >= 3 and not rgb
+        combo.value = chosen if keep else choices[0]
+        combo.visible = visible
     except RuntimeError:  # the Qt widget is already gone (viewer closing)
         pass
 
 
-def update_label_axes(combo: ComboBox, layer: Any) -> None:
+def update_label_axes(combo: ComboBox, layer: Any, *, keep_choice: bool = False) -> None:
     """:func:`update_axes` for a Labels layer: orders without channels only (a small last axis
     is planes, ``YXZ``); shown for 3 or more axes."""
     from napari_unet.engine.axes import axes_choices, detect_label_axes
@@ -97,12 +107,48 @@ def update_label_axes(combo: ComboBox, layer: Any) -> None:
         combo.visible = False
         return
     choices = [a for a in axes_choices(shape, detected) if "C" not in a]
-    try:
-        combo.choices = choices
-        combo.value = detected
-        combo.visible = len(shape) >= 3
-    except RuntimeError:  # the Qt widget is already gone (viewer closing)
-        pass
+    _offer(combo, choices, len(shape) >= 3, keep_choice)
+
+
+class AxesFollower:
+    """Keeps an axes combo in step with the layer chosen in ``picker``: a newly chosen layer
+    gets its detected order; when the chosen layer's data are replaced (another shape, another
+    number of axes), the orders offered and the detected one follow the new shape, and an
+    order the user chose that still fits is kept (``update``: :func:`update_axes` or
+    :func:`update_label_axes`). ``then`` is called after each update. Keep it as an attribute
+    of ``owner``, whose destruction drops the connection to the layer."""
+
+    def __init__(
+        self,
+        owner: QWidget,
+        picker: ComboBox,
+        combo: ComboBox,
+        *,
+        update: Any = update_axes,
+        then: Any = None,
+    ) -> None:
+        from napari_unet._qt._disconnect import disconnect_when_destroyed
+
+        self.picker, self.combo, self.update, self.then = picker, combo, update, then
+        self._watching = disconnect_when_destroyed(owner)
+        picker.changed.connect(self.layer_chosen)
+        self.layer_chosen()
+
+    def layer_chosen(self, *_: Any) -> None:
+        """A layer was chosen: offer its axes, and follow its data."""
+        self._watching.drop()
+        layer = self.picker.value
+        if layer is not None:
+            self._watching.connect(layer.events.data, self.data_replaced)
+        self.update(self.combo, layer)
+        if self.then is not None:
+            self.then()
+
+    def data_replaced(self, *_: Any) -> None:
+        """The chosen layer's data were replaced: offer the axes of their shape."""
+        self.update(self.combo, self.picker.value, keep_choice=True)
+        if self.then is not None:
+            self.then()
 
 
 def chosen_axes(combo: ComboBox, layer: Any) -> str | None:

@@ -26,16 +26,19 @@ from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from napari_unet._qt import _controls as controls
 from napari_unet._qt._layers import (
+    KEY_KEY,
     OWNER_KEY,
     current_image_plane,
     embedded_plane,
     geometry_of,
     plane_index,
     put_layer,
+    remove_owned,
     source_key,
     spatial_geometry,
 )
 from napari_unet._qt._segment_call import fall_back_after
+from napari_unet._qt._stale import is_stale
 from napari_unet._qt._uncertainty_job import box_on_plane, uncertainty_job
 from napari_unet._qt._worker import Job, notify_error, start_job, tell_user
 
@@ -277,6 +280,8 @@ class CorrectionTools(QWidget):
         self.boxes_layer: Any = None
         self.confidence_layer: Any = None
         self.job: Job | None = None
+        #: why the running uncertainty job was stopped (the image removed, the panel closed)
+        self._stopped_because: str | None = None
         row, (self.correct_button, self.uncertainty_button) = controls.button_row(
             (
                 "Correct this result",
@@ -309,6 +314,12 @@ class CorrectionTools(QWidget):
             return None
         if layer not in self.viewer.layers:
             tell_user(f"Correction failed: the result '{layer.name}' was removed; segment again.")
+            return None
+        if is_stale(layer):
+            tell_user(
+                f"Correction failed: the result '{layer.name}' is of data since replaced; "
+                "segment again."
+            )
             return None
         existing = copy_of(self.viewer, layer)
         if existing is None:
@@ -345,6 +356,7 @@ class CorrectionTools(QWidget):
             tell_user(f"Uncertainty failed: {exc}.")
             return None
         plane = plane_index(self.viewer, layer, layout.axes)
+        self._stopped_because = None
         self.status.setText(f"uncertainty of {layer.name}: 4 passes…")
         self.uncertainty_button.setEnabled(False)
         self.job = start_job(
@@ -360,15 +372,23 @@ class CorrectionTools(QWidget):
             on_error=self._uncertainty_failed,
             on_done=lambda job: self._uncertainty_done(job, layer, watch),
         )
-        job = self.job
 
         def watch(event: Any) -> None:  # the image removed or its data replaced: not wanted
-            if event.value is layer or event.source is layer:
-                job.cancel()
+            if event.source is layer:
+                self.stop(f"the data of '{layer.name}' were replaced")
+            elif event.value is layer:
+                self.stop(f"the image '{layer.name}' was removed")
 
         self.viewer.layers.events.removed.connect(watch)
         layer.events.data.connect(watch)
         return self.job
+
+    def stop(self, reason: str) -> None:
+        """Stop the running uncertainty job, because of ``reason`` (the status says it)."""
+        job = self.job
+        if job is not None and not job.done and not job.cancelled:
+            self._stopped_because = reason
+            job.cancel()
 
     def _uncertainty_failed(self, error: BaseException) -> None:
         """The status after a failed uncertainty; a model file that could not be loaded stops
@@ -383,12 +403,9 @@ class CorrectionTools(QWidget):
             self.uncertainty_button.setEnabled(True)
         except RuntimeError:  # the panel is already gone
             return
-        if job.cancelled and layer in self.viewer.layers:
-            controls.show_text(
-                self.status, f"uncertainty stopped: the data of '{layer.name}' were replaced"
-            )
-        elif job.cancelled:
-            controls.show_text(self.status, f"uncertainty stopped: the image '{layer.name}' was removed")
+        if job.cancelled:
+            reason = self._stopped_because or "cancelled"
+            controls.show_text(self.status, f"uncertainty stopped: {reason}")
 
     def _show(self, layer: Any, layout: Any, plane: tuple[Any, ...], result: Any) -> None:
         """Show the uncertainty of plane ``plane`` (a full ``plane_index``) of ``layer`` on that
@@ -428,20 +445,18 @@ class CorrectionTools(QWidget):
             visible=False,
         )
         rects = [box_on_plane(box, layout, plane) for box, _ in boxes]
-        name = f"{layer.name} annotate here next"
-        old = next((lyr for lyr in self.viewer.layers if lyr.name == name), None)
-        if old is not None and old.metadata.get(OWNER_KEY) == ROLE:
-            self.viewer.layers.remove(old)
+        key = f"{ROLE}:boxes:{source_key(layer)}"
+        remove_owned(self.viewer, key)
         self.boxes_layer = self.viewer.add_shapes(
             rects,
             shape_type="rectangle",
-            name=name,
+            name=f"{layer.name} annotate here next",
             edge_color="cyan",
             face_color="transparent",
             edge_width=3,
             features={"rank": np.arange(1, len(rects) + 1)},
             text={"string": "{rank}", "color": "cyan", "anchor": "upper_left"},
-            metadata={OWNER_KEY: ROLE},
+            metadata={OWNER_KEY: ROLE, KEY_KEY: key},
             **spatial_geometry(layer, layout),
         )
         order = np.argsort(confidence["agreement"])[:5]

@@ -114,8 +114,9 @@ class ErrorTools(QWidget):
         layout.addWidget(self.button)
         layout.addWidget(self.status)
         pick_default(self.reference, lambda layer: layer is not self.prediction.value)
-        self.prediction.changed.connect(self._update_axes)
-        self._update_axes()
+        self._axes_follower = controls.AxesFollower(
+            self, self.prediction, self.axes, update=controls.update_label_axes
+        )
         self.button.clicked.connect(lambda: self.show_errors())
 
     def show_errors(self) -> Job | None:
@@ -125,30 +126,41 @@ class ErrorTools(QWidget):
             tell_user("Errors failed: choose a segmentation and a different reference layer.")
             return None
         self.status.setText(f"comparing {pred.name} with {ref.name}…")
+        data = (layer_array(pred), layer_array(ref))  # a multiscale layer's full resolution
         self.job = start_job(
             error_job,
-            layer_array(pred),  # a multiscale layer's full resolution
-            layer_array(ref),
+            *data,
             controls.chosen_axes(self.axes, pred),
             what="Errors",
             show_progress=False,
-            on_result=lambda errors: self._show(pred, errors),
+            on_result=lambda errors: self._show(pred, errors, (ref, *data)),
             on_error=self._failed,
         )
         return self.job
 
-    def _update_axes(self, *_: Any) -> None:
-        controls.update_label_axes(self.axes, self.prediction.value)
+    def cancel(self) -> None:
+        """Drop the running comparison: its error layer is not shown."""
+        if self.job is not None:
+            self.job.cancel()
 
     def _failed(self, _exc: BaseException) -> None:
         """The comparison failed (the notification says why): the status line says so
         instead of 'comparing …' for ever."""
         controls.show_text(self.status, "failed (see the notification)")
 
-    def _show(self, pred: Any, errors: Any) -> None:
+    def _show(self, pred: Any, errors: Any, compared: tuple[Any, Any, Any]) -> None:
+        """Show ``errors`` of ``pred``; ``compared``: the reference layer, and the two arrays
+        compared (the layers' data when the job started)."""
         if pred not in self.viewer.layers:
             controls.show_text(self.status, f"errors not shown: the segmentation '{pred.name}' was removed")
             return
+        ref, pred_data, ref_data = compared
+        for layer, data in ((pred, pred_data), (ref, ref_data)):
+            if layer_array(layer) is not data:
+                controls.show_text(
+                    self.status, f"errors not shown: the data of '{layer.name}' were replaced"
+                )
+                return
         from napari.utils.colormaps import DirectLabelColormap
 
         self.last = errors

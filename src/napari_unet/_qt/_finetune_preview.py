@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from napari_unet._qt._finetune_job import preview_job, scored_preview_job
-from napari_unet._qt._layers import Layout, show_segmentation
+from napari_unet._qt._layers import Layout, layer_array, show_segmentation
 from napari_unet._qt._segment_call import engine_options
 from napari_unet._qt._worker import LatestOnly, run_shielded
 
@@ -54,8 +54,11 @@ class LivePreview:
         options = engine_options(options, image_layer)
         self.source = label
         layout = Layout(tuple(image.shape), "YX" if channel_axis is None else "YXC")
+        data = layer_array(image_layer)
 
         def shown(outcome: Any) -> None:
+            if layer_array(image_layer) is not data:  # replaced meanwhile: of the old data
+                return
             result, score = outcome if painted is not None else (outcome, None)
             self._show(image_layer, layout, result, label)
             if on_score is not None and score is not None:

@@ -10,6 +10,7 @@ from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Lab
 
 from napari_unet._qt._annotations import painted_plane
 from napari_unet._qt._controls import (
+    AxesFollower,
     axes_combo,
     border_weight_controls,
     chosen_axes,
@@ -20,7 +21,6 @@ from napari_unet._qt._controls import (
     number_control,
     regions_combo,
     show_model_name,
-    update_axes,
 )
 from napari_unet._qt._finetune_job import FineTuneRequest
 from napari_unet._qt._layers import current_image_plane, layer_combo, pick_default
@@ -150,10 +150,9 @@ class FineTuneSettings:
         )
 
         self.optimizer.changed.connect(self._optimizer_changed)
-        self.image.changed.connect(self._update_axes)
         self.labels.changed.connect(self._follow_corrections)
         self._follow_corrections()
-        self._update_axes()
+        self._axes_follower = AxesFollower(self, self.image, self.axes)
         return form
 
     def _follow_corrections(self, *_: Any) -> None:
@@ -167,9 +166,6 @@ class FineTuneSettings:
 
     def _optimizer_changed(self, value: str) -> None:
         self.lr.value = DEFAULT_LR[value]
-
-    def _update_axes(self, *_: Any) -> None:
-        update_axes(self.axes, self.image.value)
 
     def image_plane(self, layer: Any) -> tuple[Any, int | None]:
         """The plane of ``layer`` the viewer shows, ``(Y, X[, C])``, and its channel axis."""

@@ -24,6 +24,8 @@ OWNER_KEY = "napari_unet"
 KEY_KEY = "napari_unet_key"
 #: set in a plugin Labels layer's metadata once the user has painted in it
 EDITED_KEY = "napari_unet_edited"
+#: set (to the name and visibility it had) in a plugin layer whose source data were replaced
+STALE_KEY = "napari_unet_stale"
 NONE_CHOICE = "(none)"
 
 
@@ -228,6 +230,9 @@ def put_layer(
     )
     if compatible:
         layer.data = data
+        stale = layer.metadata.pop(STALE_KEY, None)
+        if stale is not None:  # made again from the new data (see _stale)
+            layer.name, layer.visible = stale["name"], stale["visible"]
         for attr, value in geometry.items():
             # each assignment re-emits through the layer list and redraws: only when it moves
             current, value = _geometry_value(layer, attr), np.asarray(value, float)
@@ -256,7 +261,7 @@ def _mark_edited(layer: Any, _event: Any = None) -> None:
 def hand_over(layer: Any) -> None:
     """Make a plugin layer the user's: no rerun updates or removes it again (its data, name
     and undo history stay as they are)."""
-    for key in (OWNER_KEY, KEY_KEY, EDITED_KEY):
+    for key in (OWNER_KEY, KEY_KEY, EDITED_KEY, STALE_KEY):
         layer.metadata.pop(key, None)
 
 

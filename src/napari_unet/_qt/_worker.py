@@ -180,6 +180,12 @@ class LatestOnly:
             except RuntimeError:  # the panel is already gone (viewer closing)
                 pass
 
+    def cancel(self) -> None:
+        """Drop the waiting request and cancel the running job: no ``on_result`` follows."""
+        self._pending = None
+        if self.job is not None:
+            self.job.cancel()
+
     @property
     def busy(self) -> bool:
         """Whether a job runs or waits."""

@@ -21,10 +21,11 @@ from typing import Any
 
 import napari
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
 from napari_unet._qt._annotations import show_augmented_tile, show_weight_map
+from napari_unet._qt._closing import ClosingWatch
 from napari_unet._qt._controls import (
     ask_save_path,
     button_row,
@@ -54,6 +55,7 @@ from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._progress import PanelProgress, duration
 from napari_unet._qt._segment_call import fall_back_after
 from napari_unet._qt._session import ModelEntry, session_for
+from napari_unet._qt._stale import watch_for_stale
 from napari_unet._qt._worker import Job, call_once, run_shielded, start_job, tell_user
 from napari_unet.engine.events import ModelSnapshot
 
@@ -83,6 +85,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
+        watch_for_stale(napari_viewer)
         self.job: Job | None = None
         self.run: RunState | None = None
         self.result_entry: ModelEntry | None = None
@@ -99,8 +102,10 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         #: the painted plane of the run (``_layers.labels_plane_index``), set with the request
         self.label_plane: tuple[Any, ...] = ()
         self._warned: set[str] = set()
-        #: the panel was closed during a run (see :meth:`event`): its end shows nothing
+        #: the panel was closed during a run (see :meth:`_panel_closed`): its end shows nothing
         self._closed = False
+        #: the data of the run's image or painted cells were replaced during the run
+        self._replaced = False
 
         self.form = self._build_settings(napari_viewer)
         self.status, self.notes, self.preview_info = status_label(), status_label(), status_label()
@@ -146,6 +151,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self._disconnector = disconnect_when_destroyed(self)
         self._disconnector.connect(self.session.changed, self._session_changed)
         self._disconnector.connect(napari_viewer.layers.events.removed, self._layer_removed)
+        self._closing = ClosingWatch(self, self._panel_closed)
 
     # -- session -------------------------------------------------------------------------------
     def _session_changed(self, entry: ModelEntry) -> None:
@@ -186,6 +192,9 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self.status.value = f"fine-tuning {request.entry.label} on {labels_layer.name}…"
         self.progress.start("preparing (weight map, first segmentation)…")
         self._set_running(True)
+        self._replaced = False
+        for layer in (labels_layer, self._image_layer):
+            layer.events.data.connect(self._data_replaced)
         self.job = start_job(
             finetune_job,
             request,
@@ -206,20 +215,30 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             self.stop_button.setEnabled(False)
             self.status.value = reason
 
-    def event(self, event: QEvent) -> bool:
-        """Closing the panel stops a run: napari takes the panel out of its dock (its parent
-        becomes ``None``) but does not delete it, so the run went on unseen until its time
-        budget, updating layers, and its model could no longer be used or saved."""
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self._closed = self.job is not None and self.job.running
+    def _panel_closed(self) -> None:
+        """Closing the panel (:mod:`~napari_unet._qt._closing`) stops a run, which went on
+        unseen until its time budget, updating layers, and whose model could no longer be used
+        or saved; a preview on its way is dropped. A save goes on."""
+        self._closed = self.job is not None and self.job.running
+        if self._closed:
+            self.job.cancel()
+        self.preview.runner.cancel()
+        try:
             self.stop("stopped: the panel was closed")
-        return super().event(event)
+        except RuntimeError:  # the panel was deleted: no status to show
+            pass
 
     def _layer_removed(self, event: Any) -> None:
         """The image or the painted cells of the running job were removed: stop it."""
         if self.job is not None and self.job.running and not self.job.cancelled:
             if event.value is self._image_layer or event.value is self._labels_layer:
                 self.stop(f"stopping: '{event.value.name}' was removed…")
+
+    def _data_replaced(self, event: Any) -> None:
+        """The data of the run's image or painted cells were replaced: stop the run (it learns
+        the old data), and show no preview of the old data over the new."""
+        self._replaced = True
+        self.stop(f"stopping: the data of '{event.source.name}' were replaced…")
 
     def _warn(self, text: str) -> None:
         """A warning about the annotations: a line in the panel, and a notification the first
@@ -296,10 +315,12 @@ class FineTuneWidget(QWidget, FineTuneSettings):
     def _on_done(self, job: Job) -> None:
         try:
             self._finish(job)
-        except RuntimeError:  # the panel is already gone (the viewer closed during the run)
-            self.timer.stop()
+        except RuntimeError:  # the panel is already gone (deleted, or the viewer closed)
+            pass  # its timer went with it
 
     def _finish(self, job: Job) -> None:
+        for layer in (self._labels_layer, self._image_layer):
+            layer.events.data.disconnect(self._data_replaced)
         self.timer.stop()
         self._refresh_display()
         self.plot.total = max(self.plot.steps[-1:] or [self.plot.total])  # the steps done
@@ -328,7 +349,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         it finds the painted cells, before and after."""
         before = self.run.score_before
         layer = self._image_layer
-        if layer is None or layer not in self.viewer.layers:
+        if layer is None or layer not in self.viewer.layers or self._replaced:
             return
 
         def scored(after: Any) -> None:

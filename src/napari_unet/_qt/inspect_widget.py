@@ -21,7 +21,9 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QPushButton, QWidget
 
 from napari_unet._qt._annotations import regions_mask, show_weight_map
+from napari_unet._qt._closing import ClosingWatch
 from napari_unet._qt._controls import (
+    AxesFollower,
     axes_combo,
     border_weight_controls,
     chosen_axes,
@@ -33,6 +35,7 @@ from napari_unet._qt._controls import (
 )
 from napari_unet._qt._disconnect import disconnect_when_destroyed
 from napari_unet._qt._error_layers import ErrorTools
+from napari_unet._qt._inspect_jobs import compute_deformation, compute_weight_map
 from napari_unet._qt._layers import (
     OWNER_KEY,
     SIDE_GAP,
@@ -40,6 +43,7 @@ from napari_unet._qt._layers import (
     embedded_plane,
     is_embedded,
     labels_plane_index,
+    layer_array,
     layer_combo,
     pick_default,
     plane_of,
@@ -50,73 +54,19 @@ from napari_unet._qt._layers import (
     spatial_shape,
 )
 from napari_unet._qt._progress import PanelProgress
+from napari_unet._qt._stale import watch_for_stale
 from napari_unet._qt._worker import LatestOnly, notify_error, tell_user
 from napari_unet.engine.train_config import TrainConfig
 
 ROLE = "inspect"
-#: knots per axis of the coarse displacement grid (the paper: 3 x 3)
-DEFORMATION_GRID = 3
 #: Shapes data events that announce a change still in progress (the shape is not there yet)
 _UNFINISHED_ACTIONS = {"adding", "changing", "removing"}
 
 
-def compute_weight_map(labels: Any, regions: np.ndarray | None, *, w0: float, sigma: float):
-    """Worker thread: the engine's ``WeightMap`` of one labelled plane.
-
-    ``regions`` (bool, or ``None`` for the whole image) are the fully annotated areas, as in
-    fine-tuning: outside them only the painted cells and a thin margin count.
-    """
-    from napari_unet.engine.weights import annotation_mask, weight_map
-
-    labels = np.asarray(labels)
-    mask = annotation_mask(labels, regions) if regions is not None else None
-    return weight_map(labels, w0=w0, sigma=sigma, mask=mask)
-
-
-def _back_to(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Round and clip an interpolated image back into an integer ``dtype`` (floats stay)."""
-    if not np.issubdtype(dtype, np.integer):
-        return array
-    info = np.iinfo(dtype)
-    return np.clip(np.rint(array), info.min, info.max).astype(dtype)
-
-
-def compute_deformation(
-    image: Any, labels: Any, *, sigma: float, seed: int, rgb: bool = False
-) -> tuple[np.ndarray | None, np.ndarray]:
-    """Worker thread: one elastic deformation of the labels and, if given, the image.
-
-    Parameters
-    ----------
-    image : ``(Y, X)`` or, with ``rgb``, ``(Y, X, C)`` image plane, or ``None``.
-    labels : ``(Y, X)`` labels plane.
-    sigma : standard deviation of the coarse displacements in pixels; 0 is the identity.
-    seed : the same seed gives the same deformation.
-
-    Returns
-    -------
-    (image or None, labels), in the input layouts and dtypes (labels by nearest neighbour, the
-    image bicubic, rounded back into an integer dtype).
-    """
-    from napari_unet.engine.augment import elastic_deform
-
-    labels = np.asarray(labels)
-    if image is None:
-        (warped_labels,) = elastic_deform(
-            [labels], sigma=sigma, grid=DEFORMATION_GRID, orders=[0], rng=seed
-        )
-        return None, warped_labels
-    image = np.asarray(image)
-    dtype = image.dtype
-    floats = image.astype(np.float32)
-    if rgb:  # (Y, X, C) -> (C, Y, X), the engine's channel layout
-        floats = np.moveaxis(floats, -1, 0)
-    warped_image, warped_labels = elastic_deform(
-        [floats, labels], sigma=sigma, grid=DEFORMATION_GRID, orders=[3, 0], rng=seed
-    )
-    if rgb:
-        warped_image = np.moveaxis(warped_image, 0, -1)
-    return _back_to(warped_image, dtype), warped_labels
+def _offer_label_axes(combo: Any, layer: Any, **kwargs: Any) -> None:
+    """:func:`update_label_axes` without a recomputation: the caller recomputes once."""
+    with combo.changed.blocked():
+        update_label_axes(combo, layer, **kwargs)
 
 
 def _title(text: str) -> QLabel:
@@ -142,6 +92,7 @@ class InspectWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        watch_for_stale(napari_viewer)
         self.seed = 0
         self.progress = PanelProgress()
         self._busy: set[str] = set()
@@ -164,7 +115,7 @@ class InspectWidget(QWidget):
         self._edit_timer = QTimer(self)
         self._edit_timer.setSingleShot(True)
         self._edit_timer.setInterval(0)
-        self._edit_timer.timeout.connect(self._weights_changed)
+        self._edit_timer.timeout.connect(self._data_edited)
 
         self.labels = layer_combo(
             napari_viewer,
@@ -233,12 +184,24 @@ class InspectWidget(QWidget):
             widget.changed.connect(self._weights_changed)
         self.strength.changed.connect(self._deform_changed)
         self.image.changed.connect(self._deform_changed)
+        self.image.changed.connect(self._watch_layers)
+        # first: the axes fit the labels before _labels_changed recomputes
+        self._axes_follower = AxesFollower(self, self.labels, self.axes, update=_offer_label_axes)
         self.labels.changed.connect(self._labels_changed)
         self.axes.changed.connect(self._axes_changed)
-        update_label_axes(self.axes, self.labels.value)
         self.regions.changed.connect(self._regions_changed)
         self._watch_layers()
         self._disconnector.connect(napari_viewer.dims.events.current_step, self._plane_changed)
+        self._closing = ClosingWatch(self, self._panel_closed)
+
+    def _panel_closed(self) -> None:
+        """The panel was closed (:mod:`~napari_unet._qt._closing`): its computations are
+        dropped, and edits, sliders and plane changes no longer update its layers (*Show
+        weight map* or *New sample* start them again)."""
+        self._weights_shown = self._deform_shown = False
+        self.weights_runner.cancel()
+        self.deform_runner.cancel()
+        self.errors.cancel()
 
     def _set_busy(self, what: str, busy: bool) -> None:
         """Show a moving bar while a weight map or a deformation is computed."""
@@ -266,12 +229,14 @@ class InspectWidget(QWidget):
             self.image.value = None
             pick_default(self.image, self._image_fits)
 
-    def _watch_layers(self) -> None:
-        """Follow edits of the chosen labels (painting) and regions (shapes drawn)."""
+    def _watch_layers(self, *_: Any) -> None:
+        """Follow edits of the chosen labels (painting, data replaced), regions (shapes drawn)
+        and image (data replaced)."""
         self._watching.drop()
         for layer, names in (
             (self.labels.value, ("data", "paint")),
             (self.regions.value, ("data",)),
+            (self.image.value, ("data",)),
         ):
             if layer is None:
                 continue
@@ -281,8 +246,6 @@ class InspectWidget(QWidget):
                     self._watching.connect(emitter, self._layer_edited)
 
     def _labels_changed(self, *_: Any) -> None:
-        with self.axes.changed.blocked():
-            update_label_axes(self.axes, self.labels.value)
         self._watch_layers()
         self._pick_image()
         self._weights_changed()
@@ -305,8 +268,14 @@ class InspectWidget(QWidget):
         action = getattr(event, "action", None)
         if action is not None and str(action) in _UNFINISHED_ACTIONS:
             return
-        if self._weights_shown:
+        if self._weights_shown or self._deform_shown:
             self._edit_timer.start()
+
+    def _data_edited(self) -> None:
+        """The labels, regions or image changed: what is shown follows (their data replaced,
+        the deformation too: it was left showing the old data, marked stale by ``_stale``)."""
+        self._weights_changed()
+        self._deform_changed()
 
     def _plane_changed(self, *_: Any) -> None:
         layer = self.labels.value
@@ -353,12 +322,13 @@ class InspectWidget(QWidget):
             regions,
             w0=float(self.w0.value),
             sigma=float(self.sigma.value),
-            on_result=lambda result: self._show_weights(layer, plane, result),
+            on_result=partial(self._show_weights, layer, layer_array(layer), plane),
         )
 
-    def _show_weights(self, layer: Any, plane: tuple[Any, ...], result: Any) -> None:
-        if layer not in self.viewer.layers:
-            return
+    def _show_weights(self, layer: Any, data: Any, plane: tuple[Any, ...], result: Any) -> None:
+        """Show the weight map ``result`` of ``plane`` of ``layer``, whose data were ``data``."""
+        if layer not in self.viewer.layers or layer_array(layer) is not data:
+            return  # removed, or its data replaced meanwhile (a newer request follows)
         self.weight_layers = show_weight_map(self.viewer, layer, result, role=ROLE, plane=plane)
         self.status.value = (
             f"weight map of {layer.name}: max {float(result.total.max()):.1f} "
@@ -397,6 +367,7 @@ class InspectWidget(QWidget):
             notify_error(exc, "Deformation preview")
             return
         rgb = image_layer is not None and bool(image_layer.rgb)
+        sources = [layer_array(lyr) for lyr in (layer, image_layer) if lyr is not None]
         if image is not None:
             rows_cols = tuple(image.shape[:2] if rgb else image.shape[-2:])
             if image.ndim != (3 if rgb else 2) or rows_cols != tuple(labels.shape):
@@ -413,7 +384,7 @@ class InspectWidget(QWidget):
             sigma=float(self.strength.value),
             seed=self.seed,
             rgb=rgb,
-            on_result=lambda arrays: self._show_deformation(layer, image_layer, plane, arrays),
+            on_result=partial(self._show_deformation, layer, image_layer, plane, sources),
         )
 
     def _show_deformation(
@@ -421,17 +392,23 @@ class InspectWidget(QWidget):
         layer: Any,
         image_layer: Any,
         plane: tuple[Any, ...],
+        sources: list[Any],
         arrays: tuple[np.ndarray | None, np.ndarray],
     ) -> None:
-        if layer not in self.viewer.layers:
-            return
+        """Show the deformed ``arrays`` of ``plane`` of ``layer`` (and ``image_layer``), made
+        from the layers' data ``sources``."""
+        layers = [lyr for lyr in (layer, image_layer) if lyr is not None]
+        if layer not in self.viewer.layers or any(
+            layer_array(lyr) is not data for lyr, data in zip(layers, sources, strict=True)
+        ):
+            return  # removed, or the data replaced meanwhile (a newer request follows)
         image, labels = arrays
         geometry = side_by_side_geometry(layer)
         if is_embedded(plane):  # planes after Y or X: on the plane, in the labels' axes
             labels, geometry = embedded_plane(labels, layer, plane, beside=SIDE_GAP)
             if image is not None:
                 image = embedded_plane(image, layer, plane, beside=SIDE_GAP)[0]
-        image_key = f"{ROLE}:deformed-image:{layer.name}"
+        image_key = f"{ROLE}:deformed-image:{source_key(layer)}"
         if image is None or image_layer not in self.viewer.layers:
             remove_owned(self.viewer, image_key)
             self.deformed_image = None

@@ -26,6 +26,7 @@ from magicgui.widgets import (
 from qtpy.QtWidgets import QMessageBox, QWidget
 
 from napari_unet._qt import _controls as controls
+from napari_unet._qt._closing import ClosingWatch
 from napari_unet._qt._corrections import CorrectionTools
 from napari_unet._qt._disconnect import disconnect_when_destroyed
 from napari_unet._qt._layers import (
@@ -43,13 +44,17 @@ from napari_unet._qt._segment_call import (
     fall_back_after,
     segment_job,
 )
+from napari_unet._qt._segment_model import MODEL_FILE, ModelChoice
 from napari_unet._qt._session import ModelEntry, session_for
+from napari_unet._qt._stale import watch_for_stale
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import BlockDone, PlaneSegmented, TileDone, TileSizeReduced
 from napari_unet.engine.label_step import BACKGROUND_THRESHOLD, MIN_CONFIDENCE, SEED_THRESHOLD
 
-MODEL_FILE = "model file…"
-class SegmentWidget(QWidget):
+__all__ = ["MODEL_FILE", "SegmentWidget"]  # MODEL_FILE: the model picker's file choice
+
+
+class SegmentWidget(QWidget, ModelChoice):
     """Segment cells in an image layer with a U-Net.
 
     napari injects the viewer (``napari_viewer``).
@@ -64,6 +69,7 @@ class SegmentWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
+        watch_for_stale(napari_viewer)
         self.job: Job | None = None
         self.labels_layer: Any = None
         self.labels_image: Any = None
@@ -190,92 +196,27 @@ class SegmentWidget(QWidget):
 
         self.run_button.clicked.connect(self.segment)
         self.cancel_button.clicked.connect(self.cancel)
-        self.image.changed.connect(self._update_axes)
         self.model.changed.connect(self._model_changed)
         self.model_file.changed.connect(self._update_trust)
         # dropped when the panel is destroyed; not by a closure on ``destroyed`` (see Disconnector)
         self._disconnector = disconnect_when_destroyed(self)
         self._disconnector.connect(self.session.changed, self._session_changed)
         self._select_entry(self.session.current)
-        self._update_axes()
+        self._axes_follower = controls.AxesFollower(
+            self, self.image, self.axes, then=self._update_store
+        )
         for name in SEGMENT_OPTION_NAMES:
             getattr(self, name).changed.connect(self._publish_options)
         self.use_contrast.changed.connect(self._publish_options)
         self._publish_options()
         self._disconnector.connect(napari_viewer.layers.events.removed, self._layer_removed)
-
-    # -- model choice ------------------------------------------------------------------------
-    def _model_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        choices: list[tuple[str, Any]] = [(e.label, e) for e in self.session.entries()]
-        return [*choices, (MODEL_FILE, MODEL_FILE)]
-
-    def _select_entry(self, entry: ModelEntry) -> None:
-        self.model.reset_choices()
-        if entry in [c for c in self.model.choices]:
-            self.model.value = entry
-        self._take_min_confidence(entry)
-        self.model_file.visible = self.model.value == MODEL_FILE
-        self.model.tooltip = controls.model_description(entry)
-        self._update_trust()
-
-    def _update_trust(self, *_: Any) -> None:
-        """Offer *run package code* only when a package file is picked."""
-        from napari_unet.engine.packages import is_package_path
-
-        picked = str(self.model_file.value) not in ("", ".")
-        self.trust_code.visible = (
-            self.model.value == MODEL_FILE and picked and is_package_path(self.model_file.value)
-        )
-
-    def _session_changed(self, entry: ModelEntry) -> None:
-        if self.model.value is not entry:
-            self._select_entry(entry)
-
-    def _take_min_confidence(self, entry: ModelEntry) -> None:
-        """A model that knows its own minimum confidence (the bundled default's, or the one a
-        fine-tune chose on the painted cells) sets the control; the user can change it after."""
-        if entry.min_confidence is not None:
-            self.min_confidence.value = round(float(entry.min_confidence), 2)
-
-    def _model_changed(self, value: Any) -> None:
-        self.model_file.visible = value == MODEL_FILE
-        if isinstance(value, ModelEntry):
-            self.model.tooltip = controls.model_description(value)
-            self._take_min_confidence(value)
-        self._update_trust()
-        if isinstance(value, ModelEntry) and value is not self.session.current:
-            self.session.set_current(value)
-
-    def selected_model(self) -> ModelEntry:
-        """The :class:`ModelEntry` to segment with (a file entry when a file is picked)."""
-        value = self.model.value
-        if value == MODEL_FILE:
-            path = Path(self.model_file.value)
-            if str(self.model_file.value) in ("", ".") or path.is_dir():
-                raise ValueError("choose a model file (.pt) or package (.zip) first")
-            if not path.is_file():
-                raise ValueError(f"the model file {path} does not exist")
-            from napari_unet.engine.packages import PackageSource, is_package_path
-
-            source: Any = str(path)
-            if is_package_path(path):
-                source = PackageSource(str(path), trust_code=bool(self.trust_code.value))
-            current = self.session.current
-            if current.kind == "file" and current.source == source:
-                return current
-            entry = ModelEntry(
-                path.name, source, kind="file", min_confidence=_file_min_confidence(path)
-            )
-            self.session.set_current(entry)
-            self.model.value = MODEL_FILE  # keep showing the file picker
-            return entry
-        return value
+        self._closing = ClosingWatch(self, self._panel_closed)
 
     # -- layout ------------------------------------------------------------------------------
-    def _update_axes(self, *_: Any) -> None:
+    def _update_store(self) -> None:
+        """Offer the labels store for a lazy image (after the axes, :class:`AxesFollower`)."""
         from napari_unet._qt._lazy import is_lazy
 
-        controls.update_axes(self.axes, self.image.value)
         layer = self.image.value
         self.lazy_input = layer is not None and is_lazy(layer_array(layer))
         self.store.visible = self.lazy_input
@@ -421,6 +362,13 @@ class SegmentWidget(QWidget):
         job.cancel()
         controls.show_text(self.status, f"cancelled: the image '{event.value.name}' was removed")
 
+    def _panel_closed(self) -> None:
+        """The panel was closed (:mod:`~napari_unet._qt._closing`): its Segment and uncertainty
+        jobs are cancelled, and nothing they made is shown."""
+        if self.job is not None:
+            self.job.cancel()
+        self.corrections.stop("the panel was closed")
+
     def _image_replaced(self, event: Any) -> None:
         """The data of the running job's image were replaced (another shape, another image):
         cancel the job, whose result would not lie over them."""
@@ -477,7 +425,9 @@ class SegmentWidget(QWidget):
             return
         try:
             self.progress.stop()
-            if job.cancelled and not self.status.value.startswith("cancelled"):
+            if job.cancelled and self._closing.closed:
+                self.status.value = "cancelled: the panel was closed"
+            elif job.cancelled and not self.status.value.startswith("cancelled"):
                 self.status.value = "cancelled"
                 kept = show_partial(self.viewer, layer, layout, partial) if partial else None
                 if kept is not None:
@@ -497,19 +447,3 @@ class SegmentWidget(QWidget):
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-
-
-def _file_min_confidence(path: Path) -> float | None:
-    """The minimum confidence a model file (.pt) chose for itself; ``None`` for a package or a
-    file whose metadata cannot be read (loading it reports the problem). Read once, when the
-    file becomes the current model."""
-    from napari_unet.engine.checkpoint import read_checkpoint_metadata
-    from napari_unet.engine.confidence_calibration import chosen_min_confidence
-    from napari_unet.engine.packages import is_package_path
-
-    if is_package_path(path):
-        return None
-    try:
-        return chosen_min_confidence(read_checkpoint_metadata(path))
-    except Exception:  # the segment job loads the file and tells the user what is wrong
-        return None

@@ -1,0 +1,76 @@
+"""Results of replaced data are marked as such, not shown as current.
+
+The panels' layers are made from a source layer (an image, labels) and keyed by it
+(:func:`~napari_unet._qt._layers.source_key`). When the source's data are replaced
+(``layer.data = other``: another image, another shape), those layers showed the old data's
+result over the new as if current. Now they are *marked stale*: hidden and named
+``"<name> (old data)"``, kept for reference; the next run of the same panel updates them in
+place and gives back their name and visibility (:func:`~napari_unet._qt._layers.put_layer`).
+Jobs still running on the old data stop (each panel watches its own) or drop their result.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from napari_unet._qt._layers import KEY_KEY, OWNER_KEY, STALE_KEY, source_key
+
+STALE_SUFFIX = " (old data)"
+
+#: the viewers whose layers are watched (:func:`watch_for_stale`)
+_WATCHED: weakref.WeakSet = weakref.WeakSet()
+
+
+def made_from(viewer: Any, source: Any) -> list[Any]:
+    """The plugin's layers in ``viewer`` made from ``source`` (their key ends in its
+    :func:`~napari_unet._qt._layers.source_key`)."""
+    suffix = f":{source_key(source)}"
+    return [
+        layer
+        for layer in viewer.layers
+        if OWNER_KEY in layer.metadata and str(layer.metadata.get(KEY_KEY, "")).endswith(suffix)
+    ]
+
+
+def mark_stale(viewer: Any, source: Any) -> list[Any]:
+    """Mark the layers made from ``source`` stale (module notes); returns them."""
+    marked = []
+    for layer in made_from(viewer, source):
+        if STALE_KEY in layer.metadata:
+            continue
+        layer.metadata[STALE_KEY] = {"name": layer.name, "visible": bool(layer.visible)}
+        layer.name = f"{layer.name}{STALE_SUFFIX}"
+        layer.visible = False
+        marked.append(layer)
+    return marked
+
+
+def is_stale(layer: Any) -> bool:
+    """Whether ``layer`` was made from data since replaced."""
+    return layer is not None and STALE_KEY in layer.metadata
+
+
+def watch_for_stale(viewer: Any) -> None:
+    """Mark the results of any layer of ``viewer`` stale when its data are replaced, from now
+    on (once per viewer; every panel calls it)."""
+    if viewer in _WATCHED:
+        return
+    _WATCHED.add(viewer)
+    viewer_ref = weakref.ref(viewer)
+
+    def replaced(event: Any) -> None:
+        viewer = viewer_ref()
+        if viewer is not None and event.source in viewer.layers:
+            mark_stale(viewer, event.source)
+
+    def inserted(event: Any) -> None:
+        event.value.events.data.connect(replaced)
+
+    def removed(event: Any) -> None:
+        event.value.events.data.disconnect(replaced)
+
+    for layer in viewer.layers:
+        layer.events.data.connect(replaced)
+    viewer.layers.events.inserted.connect(inserted)
+    viewer.layers.events.removed.connect(removed)
