@@ -41,3 +41,17 @@ def test_fine_tune_and_inspect_axes_follow_replaced_data(make_napari_viewer):
     assert finetune.axes.value == "YXC"
     labels.data = np.zeros((64, 64, 2), np.int32)
     assert inspect.axes.value == "YXZ" and inspect.errors.axes.value == "YXZ"
+
+
+def test_two_small_axes_are_offered_as_a_one_channel_model_reads_them(make_napari_viewer):
+    """A (2, 3, Y, X) layer was offered ZCYX first, which the bundled one-channel model then
+    refused at the click; it is read as TZYX (as the command line reads it), the other readings
+    stay in the choice, and the tooltip says the axes are a guess."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 3, 64, 64), np.uint16), name="img")
+    widget = SegmentWidget(viewer)
+    assert widget.axes.value == "TZYX"
+    assert "ZCYX" in widget.axes.choices
+    assert "a guess" in widget.axes.tooltip and "ZCYX" in widget.axes.tooltip
+    viewer.layers["img"].data = np.zeros((20, 64, 64), np.uint16)
+    assert widget.axes.value == "ZYX" and "a guess" not in widget.axes.tooltip

@@ -226,7 +226,7 @@ def test_errors_of_labels_with_planes_last_are_scored_plane_by_plane(
     assert codes.shape == gt.shape
     assert codes[4, 4, 0] == 1 and codes[4, 33, 0] == 5 and codes[12, 12, 1] == 3
     text = tools.status.text()
-    assert "1 misses" in text and "1 splits (in 2 pieces)" in text and "1 correct" in text
+    assert "1 miss," in text and "1 split (in 2 pieces)" in text and "1 correct" in text
 
 
 def test_inspect_colours_merges_splits_misses_and_false_objects(make_napari_viewer, wait_job, errors):
@@ -246,8 +246,8 @@ def test_inspect_colours_merges_splits_misses_and_false_objects(make_napari_view
     assert codes[4, 4] == 1 and codes[4, 15] == 4 and codes[4, 33] == 5
     assert codes[14, 4] == 3 and codes[14, 42] == 2
     text = tools.status.text()
-    assert "1 false positives" in text and "1 misses" in text and "1 merges (of 2 cells)" in text
-    assert "1 splits (in 2 pieces)" in text and "AP@0.5 0.429" in text
+    assert "1 false positive," in text and "1 miss," in text and "1 merge (of 2 cells)" in text
+    assert "1 split (in 2 pieces)" in text and "AP@0.5 0.429" in text
     tools.reference.value = viewer.layers["seg"]
     assert tools.show_errors() is None and errors  # the same layer twice: a message
 

@@ -46,6 +46,12 @@ def _user_layers(viewer: Any, kind: type, label: str, tooltip: str, nullable: bo
     )
 
 
+AXES_TOOLTIP = (
+    "One letter per axis of the image: Y rows, X columns, C channels, Z / T planes (slices, "
+    "time points), segmented one by one. The detected order comes first."
+)
+
+
 def axes_combo() -> ComboBox:
     """The choice of an image's axes (``ZYX``, ``YXC``, ``YXZ``, ...), the detected one first
     (see :func:`update_axes`)."""
@@ -53,8 +59,7 @@ def axes_combo() -> ComboBox:
         label="axes",
         choices=["YX"],
         value="YX",
-        tooltip="One letter per axis of the image: Y rows, X columns, C channels, Z / T "
-        "planes (slices, time points), segmented one by one. The detected order comes first.",
+        tooltip=AXES_TOOLTIP,
     )
 
 
@@ -62,7 +67,8 @@ def update_axes(combo: ComboBox, layer: Any, *, keep_choice: bool = False) -> No
     """Offer the axes orders that fit ``layer`` (the detected one selected); the choice is
     shown only where there is one to make (grayscale, 3 or more axes). ``keep_choice``: an
     order the user chose (not the detected one) that still fits stays selected."""
-    from napari_unet.engine.axes import axes_choices, detect_axes
+    from napari_unet.engine.axes import axes_choices
+    from napari_unet.engine.axes_layout import guess_axes
 
     if layer is None:
         combo.visible = False
@@ -70,12 +76,17 @@ def update_axes(combo: ComboBox, layer: Any, *, keep_choice: bool = False) -> No
     shape = tuple(layer_array(layer).shape)
     rgb = bool(getattr(layer, "rgb", False))
     try:
-        detected = detect_axes(shape, rgb=rgb)
+        # as a one-channel model reads it (the bundled one, and most): (2, 3, Y, X) is TZYX
+        detected, guess = guess_axes(shape, rgb=rgb)
     except ValueError:  # no reading fits (6 or more axes): a click says so (plan_layout)
         combo.visible = False
         return
     choices = [detected] if rgb else axes_choices(shape, detected)
     _offer(combo, choices, len(shape) >= 3 and not rgb, keep_choice)
+    try:
+        combo.tooltip = AXES_TOOLTIP + (f"\n\nThis layer's {guess}." if guess else "")
+    except RuntimeError:  # the Qt widget is already gone (viewer closing)
+        pass
 
 
 def _offer(combo: ComboBox, choices: list[str], visible: bool, keep_choice: bool) -> None:

@@ -41,6 +41,7 @@ from napari_unet._qt._segment_call import fall_back_after
 from napari_unet._qt._stale import is_stale
 from napari_unet._qt._uncertainty_job import box_on_plane, uncertainty_job
 from napari_unet._qt._worker import Job, notify_error, start_job, tell_user
+from napari_unet.engine.wording import count
 
 ROLE = "corrections"
 #: without a cell diameter: the margin (px) of the inferred corrected area
@@ -466,6 +467,6 @@ class CorrectionTools(QWidget):
         at = tuple(v for v in plane if not isinstance(v, slice))
         self.status.setText(
             f"uncertainty of {layer.name}{' plane ' + str(at) if at else ''}: mean "
-            f"{float(u.uncertainty.mean()):.3f}, {len(rects)} boxes ranked; least confident "
+            f"{float(u.uncertainty.mean()):.3f}, {count(len(rects), 'box', 'boxes')} ranked; least confident "
             f"objects: {least or 'none'}"
         )

@@ -59,12 +59,15 @@ def error_job(pred: Any, ref: Any, axes: str | None = None):
 
 def describe(errors: Any) -> str:
     """One line: AP@0.5 and the counts, e.g. ``"AP@0.5 0.750: 6 correct, 1 false positive…"``."""
+    from napari_unet.engine.wording import count
+
     c = errors.counts
     return (
-        f"AP@0.5 {errors.ap50:.3f}: {c['correct']} correct, {c['false positives']} false "
-        f"positives, {c['misses']} misses, {c['merges']} merges (of {c['merged']} cells), "
-        f"{c['splits']} splits (in {c['pieces']} pieces); {c['predicted']} objects, "
-        f"{c['reference']} in the reference"
+        f"AP@0.5 {errors.ap50:.3f}: {c['correct']} correct, "
+        f"{count(c['false positives'], 'false positive')}, {count(c['misses'], 'miss', 'misses')}, "
+        f"{count(c['merges'], 'merge')} (of {count(c['merged'], 'cell')}), "
+        f"{count(c['splits'], 'split')} (in {count(c['pieces'], 'piece')}); "
+        f"{count(c['predicted'], 'object')}, {c['reference']} in the reference"
     )
 
 

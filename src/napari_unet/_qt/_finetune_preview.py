@@ -11,6 +11,7 @@ from napari_unet._qt._finetune_job import preview_job, scored_preview_job
 from napari_unet._qt._layers import Layout, layer_array, show_segmentation
 from napari_unet._qt._segment_call import engine_options
 from napari_unet._qt._worker import LatestOnly, run_shielded
+from napari_unet.engine.wording import count
 
 ROLE = "finetune"
 
@@ -89,4 +90,4 @@ class LivePreview:
             key_prefix=ROLE,
         )
         n_cells = int(result.labels.max()) if result.labels.size else 0
-        self.info.value = f"preview ({label}): {n_cells} cells"
+        self.info.value = f"preview ({label}): {count(n_cells, 'cell')}"

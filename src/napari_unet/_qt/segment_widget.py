@@ -50,6 +50,7 @@ from napari_unet._qt._stale import watch_for_stale
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import BlockDone, PlaneSegmented, TileDone, TileSizeReduced
 from napari_unet.engine.label_step import BACKGROUND_THRESHOLD, MIN_CONFIDENCE, SEED_THRESHOLD
+from napari_unet.engine.wording import count
 
 __all__ = ["MODEL_FILE", "SegmentWidget"]  # MODEL_FILE: the model picker's file choice
 
@@ -395,7 +396,7 @@ class SegmentWidget(QWidget, ModelChoice):
         if isinstance(result, LazyResult):
             self.labels_layer, self.labels_image = show_lazy_labels(self.viewer, layer, result), layer
             seconds = self.progress.elapsed()
-            self.status.value = f"{result.n_objects} cells in {seconds:.1f} s -> {result.store}"
+            self.status.value = f"{count(result.n_objects, 'cell')} in {seconds:.1f} s -> {result.store}"
             return
         before, before_image = self.labels_layer, self.labels_image
         self.labels_layer = show_segmentation(
@@ -405,7 +406,7 @@ class SegmentWidget(QWidget, ModelChoice):
         n_cells = int(result.labels.max()) if result.labels.size else 0
         seconds = self.progress.elapsed()
         diameter = f", cell diameter {result.diameter:.1f} px" if result.diameter else ""
-        text = f"{n_cells} cells in {seconds:.1f} s{diameter}"
+        text = f"{count(n_cells, 'cell')} in {seconds:.1f} s{diameter}"
         # only a result of this image that the user corrected is kept beside the new one
         kept = before is not None and before in self.viewer.layers and before_image is layer
         if kept and before is not self.labels_layer and before.name != self.labels_layer.name:
