@@ -271,3 +271,51 @@ def test_correct_after_the_result_was_removed_says_so(viewer_with_image, errors)
     viewer.layers.remove(_result(viewer, segment))
     assert tools.correct() is None
     assert errors[-1] == "Correction failed: the result 'nuclei labels' was removed; segment again."
+
+
+def test_an_empty_field_gets_no_annotate_here_box():
+    """An all-zero image: no object, so every background pixel the passes differ on (by
+    rounding) counted as a whole missed cell, and "annotate here next" ranked boxes of about a
+    hundred expected errors on an empty field. The bundled model, the panel's job."""
+    from napari_unet._qt._session import ModelEntry
+    from napari_unet._qt._uncertainty_job import uncertainty_job
+    from napari_unet.engine.events import drive
+
+    entry = ModelEntry("bundled default", "default")
+    result, boxes, _ = drive(uncertainty_job(np.zeros((160, 160), np.uint16), None, entry))
+    assert result.labels.max() == 0 and boxes == []
+
+
+def test_no_box_on_a_plane_of_planes_last_is_an_empty_box_layer(
+    make_napari_viewer, tiny_entry, wait_job, errors
+):
+    """No box worth a visit on a (Y, X, Z) image: the empty Shapes layer was made 2-D and took
+    the image's 3-D scale ('could not broadcast input array from shape (3,) into shape (2,)')."""
+    from napari_unet._qt._session import session_for
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((128, 128, 2), np.uint16), name="empty yxz", scale=(0.5, 0.5, 2.0))
+    session_for(viewer).set_current(tiny_entry)
+    segment = SegmentWidget(viewer)
+    segment.device.value = "cpu"
+    assert segment.axes.value == "YXZ"
+    tools = segment.corrections
+    wait_job(tools.show_uncertainty())
+    assert errors == []
+    boxes = tools.boxes_layer
+    assert boxes.ndim == 3 and len(boxes.data) == 0
+    assert "no box ranked (none holds 0.5 expected errors)" in tools.status.text()
+
+
+def test_the_uncertainty_segments_with_the_panels_options(viewer_with_image, wait_job, errors):
+    """Show uncertainty took the diameter alone from the panel: its objects (their confidence,
+    the expected errors that rank the boxes) ignored the minimum confidence, area and
+    thresholds the user set, so they were not the objects Segment gives and the user corrects."""
+    segment = _segment_panel(viewer_with_image)
+    tools = segment.corrections
+    segment.min_confidence.value = 0.0  # the tiny model is unsure of its cells
+    wait_job(tools.show_uncertainty())
+    assert errors == [] and "least confident objects: none" not in tools.status.text()
+    segment.min_size.value = 100_000  # no object is this large
+    wait_job(tools.show_uncertainty())
+    assert errors == [] and "least confident objects: none" in tools.status.text()

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from napari_unet.engine.synthetic import synthetic_nuclei
-from napari_unet.engine.uncertainty import annotation_boxes, object_scores, tta_uncertainty
+from napari_unet.engine.uncertainty import (
+    annotation_boxes,
+    expected_errors,
+    object_scores,
+    tta_uncertainty,
+)
 
 
 def _disc(image, r0, c0, radius, value):
@@ -168,3 +173,28 @@ def test_progress_runs_once_over_all_the_passes():
     done = [d for d, _ in ticks]
     assert (np.diff(done) > 0).all(), done  # never back to the start
     assert done[-1] == total and done[0] <= total // 4
+
+
+def test_an_image_without_objects_counts_missed_cells_of_the_given_area():
+    """Without objects the background term divided by one pixel: every uncertain pixel of an
+    empty field was a missed cell (about a hundred expected errors per box)."""
+    labels = np.zeros((100, 100), np.int32)
+    u = np.full((100, 100), 0.01)
+    prob = np.zeros((3, 100, 100), np.float32)
+    prob[0] = 1.0
+    assert expected_errors(labels, u, prob).sum() == pytest.approx(100.0)
+    assert expected_errors(labels, u, prob, cell_area=400.0).sum() == pytest.approx(0.25)
+    # with objects the cells' own median area counts, not the one given
+    labels[10:30, 10:30] = 1
+    with_objects = expected_errors(labels, u, prob, cell_area=1e6, edge_band=0)
+    assert with_objects[50, 50] == pytest.approx(0.01 / 400.0)
+
+
+def test_boxes_under_the_least_score_are_not_offered():
+    u = np.zeros((60, 60))
+    u[5:15, 5:15] = 0.1  # a box of 10 x 10 holds 10
+    u[40:50, 40:50] = 0.001  # 0.1
+    assert len(annotation_boxes(u, box=10, n=5)) == 2
+    boxes = annotation_boxes(u, box=10, n=5, min_score=0.5)
+    assert [b for b, _ in boxes] == [(5, 5, 15, 15)]
+    assert annotation_boxes(u, box=10, n=5, min_score=20.0) == []

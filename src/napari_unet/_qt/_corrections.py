@@ -37,9 +37,9 @@ from napari_unet._qt._layers import (
     source_key,
     spatial_geometry,
 )
-from napari_unet._qt._segment_call import fall_back_after
+from napari_unet._qt._segment_call import engine_options, fall_back_after
 from napari_unet._qt._stale import is_stale
-from napari_unet._qt._uncertainty_job import box_on_plane, uncertainty_job
+from napari_unet._qt._uncertainty_job import MIN_BOX_ERRORS, box_on_plane, uncertainty_job
 from napari_unet._qt._worker import Job, notify_error, start_job, tell_user
 from napari_unet.engine.wording import count
 
@@ -365,7 +365,9 @@ class CorrectionTools(QWidget):
             image,
             channel_axis,
             entry,
-            diameter=float(self.panel.diameter.value) or None,
+            # segmented as Segment would (threshold, minimum area and confidence, outline,
+            # contrast limits), so that its objects are the ones the user corrects
+            **engine_options(self.panel.segment_options(), layer),
             device=self.panel.device.value,
             what="Uncertainty",
             description=f"Uncertainty of {layer.name}",
@@ -448,8 +450,10 @@ class CorrectionTools(QWidget):
         rects = [box_on_plane(box, layout, plane) for box, _ in boxes]
         key = f"{ROLE}:boxes:{source_key(layer)}"
         remove_owned(self.viewer, key)
+        box_geometry = spatial_geometry(layer, layout)
         self.boxes_layer = self.viewer.add_shapes(
             rects,
+            ndim=len(box_geometry["scale"]),  # no box: an empty layer is 2-D unless told
             shape_type="rectangle",
             name=f"{layer.name} annotate here next",
             edge_color="cyan",
@@ -458,7 +462,7 @@ class CorrectionTools(QWidget):
             features={"rank": np.arange(1, len(rects) + 1)},
             text={"string": "{rank}", "color": "cyan", "anchor": "upper_left"},
             metadata={OWNER_KEY: ROLE, KEY_KEY: key},
-            **spatial_geometry(layer, layout),
+            **box_geometry,
         )
         order = np.argsort(confidence["agreement"])[:5]
         least = ", ".join(
@@ -467,6 +471,11 @@ class CorrectionTools(QWidget):
         at = tuple(v for v in plane if not isinstance(v, slice))
         self.status.setText(
             f"uncertainty of {layer.name}{' plane ' + str(at) if at else ''}: mean "
-            f"{float(u.uncertainty.mean()):.3f}, {count(len(rects), 'box', 'boxes')} ranked; least confident "
-            f"objects: {least or 'none'}"
+            f"{float(u.uncertainty.mean()):.3f}, "
+            + (
+                f"{count(len(rects), 'box', 'boxes')} ranked"
+                if rects
+                else f"no box ranked (none holds {MIN_BOX_ERRORS:g} expected errors)"
+            )
+            + f"; least confident objects: {least or 'none'}"
         )

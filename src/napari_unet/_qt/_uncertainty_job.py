@@ -12,6 +12,10 @@ import numpy as np
 N_BOXES = 5
 #: a box's side, in cell diameters
 BOX_DIAMETERS = 3.0
+#: a box is shown only where it holds more expected errors than this
+#: (:func:`~napari_unet.engine.uncertainty.expected_errors`): half a cell's worth, so that an
+#: empty or noise-only field, where the passes differ only by rounding, shows none
+MIN_BOX_ERRORS = 0.5
 
 
 def box_on_plane(box: tuple[int, int, int, int], layout: Any, plane: tuple[Any, ...]) -> np.ndarray:
@@ -40,6 +44,7 @@ def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options:
     Returns (Uncertainty, boxes, confidence dict); see :mod:`napari_unet.engine.uncertainty`.
     """
     from napari_unet._qt._segment_call import load_entry
+    from napari_unet.engine.api import model_diameter
     from napari_unet.engine.layout import gray_for_model
     from napari_unet.engine.uncertainty import (
         annotation_boxes,
@@ -57,8 +62,13 @@ def uncertainty_job(image: Any, channel_axis: int | None, entry: Any, **options:
     if channel_axis is not None:
         raise ValueError("the uncertainty needs a one-channel image (or RGB)")
     result = yield from iter_tta_uncertainty(image, model, **options)  # Cancel stops it
-    side = max(16, round(BOX_DIAMETERS * (result.diameter or 30.0)))
-    errors = expected_errors(result.labels, result.uncertainty, result.probabilities)
-    boxes = annotation_boxes(errors, box=side, n=N_BOXES)
+    # no estimate (too few cells found): the image was segmented at the model's own diameter
+    diameter = result.diameter or model_diameter(model[1]) or 30.0
+    side = max(16, round(BOX_DIAMETERS * diameter))
+    errors = expected_errors(
+        result.labels, result.uncertainty, result.probabilities,
+        cell_area=np.pi / 4.0 * diameter**2,
+    )  # fmt: skip
+    boxes = annotation_boxes(errors, box=side, n=N_BOXES, min_score=MIN_BOX_ERRORS)
     confidence = object_scores(result.labels, result.uncertainty, result.probabilities)
     return result, boxes, confidence

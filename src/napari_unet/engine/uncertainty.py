@@ -220,6 +220,7 @@ def expected_errors(
     probabilities: np.ndarray,
     *,
     edge_band: int = 2,
+    cell_area: float | None = None,
 ) -> np.ndarray:
     """A per-pixel map whose sum over a region estimates how many errors the region holds.
 
@@ -237,6 +238,10 @@ def expected_errors(
     uncertainty : (Y, X) float in [0, 1].
     probabilities : (K, Y, X) mean class probabilities (:attr:`Uncertainty.probabilities`).
     edge_band : pixels around the objects left out of the background term.
+    cell_area : px², the area of a cell where ``labels`` holds no object to measure it on (e.g.
+        the disc of the diameter the image was segmented at); without one, a pixel, so that
+        every uncertain background pixel of an image without objects counted as a missed cell
+        (an empty field scored about a hundred errors per box).
 
     Returns
     -------
@@ -253,7 +258,7 @@ def expected_errors(
         error = np.clip(1.0 - scores["agreement"] * scores["interior_probability"], 0.0, 1.0)
         per_object[ids] = error / areas[ids]
     out = per_object[labels]
-    typical_area = float(np.median(areas[ids])) if ids.size else 1.0
+    typical_area = float(np.median(areas[ids])) if ids.size else (cell_area or 1.0)
     near = labels > 0
     if edge_band > 0 and near.any():
         near = ndi.binary_dilation(near, structure=np.ones((3, 3), bool), iterations=int(edge_band))
@@ -261,7 +266,12 @@ def expected_errors(
 
 
 def annotation_boxes(
-    uncertainty: np.ndarray, *, box: int, n: int = 5, mask: np.ndarray | None = None
+    uncertainty: np.ndarray,
+    *,
+    box: int,
+    n: int = 5,
+    mask: np.ndarray | None = None,
+    min_score: float = 0.0,
 ) -> list[tuple[tuple[int, int, int, int], float]]:
     """The ``n`` non-overlapping square boxes that hold the most uncertainty, best first.
 
@@ -272,6 +282,8 @@ def annotation_boxes(
         user correct a few cells with their context.
     n : how many boxes at most.
     mask : optional (Y, X) bool; uncertainty outside it does not count.
+    min_score : boxes whose sum is not above this are not returned (on an
+        :func:`expected_errors` map: the fewest expected errors worth a user's visit).
 
     Returns
     -------
@@ -296,7 +308,7 @@ def annotation_boxes(
     free = np.ones(sums.shape, bool)
     chosen = []
     # box sums from the integral image carry rounding residues (~1e-15) where u is 0
-    floor = 1e-9 * max(float(integral[-1, -1]), 1e-12)
+    floor = max(1e-9 * max(float(integral[-1, -1]), 1e-12), float(min_score))
     for _ in range(int(n)):
         scores = np.where(free, sums, -np.inf)
         r, c = np.unravel_index(int(np.argmax(scores)), scores.shape)
