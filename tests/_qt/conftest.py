@@ -81,6 +81,23 @@ def viewer_with_image(make_napari_viewer, nuclei_image, tiny_entry):
 
 
 @pytest.fixture
+def long_finetune(viewer_with_image, nuclei_image):
+    """A Fine-tune panel on ``viewer_with_image`` with its cells painted in 'painted', set for
+    a long run (5000 steps, no time limit, no previews, 48 px tiles on the CPU); not started."""
+    from napari_unet._qt.finetune_widget import FineTuneWidget
+
+    viewer_with_image.add_labels(
+        np.asarray(nuclei_image[1], np.int32), name="painted", scale=(0.5, 0.5),
+        translate=(3.0, 4.0),
+    )  # fmt: skip
+    widget = FineTuneWidget(viewer_with_image)
+    widget.steps.value, widget.minutes.value = 5000, 0
+    widget.tile_size.value, widget.device.value = 48, "cpu"
+    widget.preview_every.value = 0
+    return widget
+
+
+@pytest.fixture
 def errors(monkeypatch):
     """The error messages shown to the user (napari notifications), in order."""
     messages: list[str] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet._qt.finetune_widget import FineTuneWidget
 from napari_unet._qt.inspect_widget import InspectWidget
 from napari_unet._qt.segment_widget import SegmentWidget
 
@@ -109,21 +108,11 @@ def test_closing_the_inspect_panel_drops_its_previews(labelled_viewer, qtbot, er
 
 
 def test_deleting_the_fine_tune_panel_stops_the_run(
-    viewer_with_image, nuclei_image, wait_job, qtbot, errors
+    viewer_with_image, long_finetune, wait_job, qtbot, errors
 ):
     """Closing the Fine-tune panel stopped its run, but deleting it did not: training went on
     unseen until its budget."""
-    viewer = viewer_with_image
-    viewer.add_labels(
-        np.asarray(nuclei_image[1], np.int32),
-        name="painted",
-        scale=(0.5, 0.5),
-        translate=(3.0, 4.0),
-    )
-    widget = FineTuneWidget(viewer)
-    widget.steps.value, widget.minutes.value = 5000, 0
-    widget.tile_size.value, widget.device.value = 48, "cpu"
-    widget.preview_every.value = 0
+    viewer, widget = viewer_with_image, long_finetune
     _dock(viewer, widget)
     job = widget.start()
     qtbot.waitUntil(lambda: widget.run.steps_done > 0, timeout=30_000)

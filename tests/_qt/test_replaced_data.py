@@ -64,21 +64,11 @@ def test_results_of_replaced_data_are_marked_old_until_the_next_run(
 
 
 def test_fine_tuning_stops_when_its_image_data_are_replaced(
-    viewer_with_image, nuclei_image, wait_job, qtbot, errors
+    viewer_with_image, long_finetune, wait_job, qtbot, errors
 ):
     """The run went on learning the old data, and its closing check segmented the old plane
     into 'nuclei preview labels' over the new data. Now it stops and shows no preview."""
-    viewer = viewer_with_image
-    viewer.add_labels(
-        np.asarray(nuclei_image[1], np.int32),
-        name="painted",
-        scale=(0.5, 0.5),
-        translate=(3.0, 4.0),
-    )
-    widget = FineTuneWidget(viewer)
-    widget.steps.value, widget.minutes.value = 5000, 0
-    widget.tile_size.value, widget.device.value = 48, "cpu"
-    widget.preview_every.value = 0
+    viewer, widget = viewer_with_image, long_finetune
     job = widget.start()
     qtbot.waitUntil(lambda: widget.run.steps_done > 0, timeout=30_000)
     viewer.layers["nuclei"].data = np.zeros((64, 64), np.uint16)
