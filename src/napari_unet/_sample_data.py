@@ -7,7 +7,7 @@ def nuclei_sample():
     """A synthetic fluorescence image of nuclei with its ground-truth labels.
 
     Procedurally generated (no licence attached), 512 x 512, uint16, about 300 nuclei of about
-    20 px, most of them touching (see :func:`napari_unet.engine.samples.nuclei_sample_arrays`).
+    24 px, most of them touching (see :func:`napari_unet.engine.samples.nuclei_sample_arrays`).
     """
     from napari_unet.engine.samples import nuclei_sample_arrays
 

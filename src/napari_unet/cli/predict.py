@@ -1,7 +1,10 @@
 """``napari-unet predict``: segment a TIFF image, or every TIFF in a folder, into a uint16 (or
 uint32) TIFF of instance labels with the input's spatial shape; large images, zarr / OME-Zarr
-stores and dask clusters block by block (:mod:`napari_unet.cli.predict_blocks`).
+stores and dask clusters block by block.
 """
+
+# The block-wise run is napari_unet.cli.predict_blocks. The docstring above, after its first
+# ": ", is the description `napari-unet predict --help` prints, so it holds no Sphinx roles.
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ def nuclei_sample_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The bundled sample: a procedural 512 x 512 uint16 nuclei image and its int32 labels.
 
     A hard draw of :func:`napari_unet.engine.nucleus_generator.generate_nuclei` (seed 2015):
-    about 300 nuclei of about 20 px, most of them in touching clusters, dim, bright mitotic and
+    about 300 nuclei of about 24 px, most of them in touching clusters, dim, bright mitotic and
     elongated ones, uneven background, defocus and Poisson-Gaussian noise. Shared by napari's
     *File > Open Sample* menu and ``napari-unet sample nuclei``.
     """
