@@ -319,3 +319,18 @@ def test_the_uncertainty_segments_with_the_panels_options(viewer_with_image, wai
     segment.min_size.value = 100_000  # no object is this large
     wait_job(tools.show_uncertainty())
     assert errors == [] and "least confident objects: none" in tools.status.text()
+
+
+def test_the_uncertainty_shows_its_progress_in_the_panel(viewer_with_image, wait_job, errors):
+    """Show uncertainty drove napari's activity bar, which the other jobs leave out (its redraws
+    held the event loop), and the panel showed no progress; now its own bar runs over the four
+    passes and hides when the job ends."""
+    tools = _segment_panel(viewer_with_image).corrections
+    shown = []
+    real_show = tools.progress.show
+    tools.progress.show = lambda fraction, what="": shown.append(fraction) or real_show(fraction, what)
+    job = tools.show_uncertainty()
+    assert job.pbar is None and not tools.progress.bar.isHidden()
+    wait_job(job)
+    assert errors == [] and shown and shown[-1] == 1.0 and shown == sorted(shown)
+    assert tools.progress.bar.isHidden()

@@ -39,6 +39,7 @@ def test_lazy_layer_goes_to_a_zarr_store_and_a_lazy_labels_layer(
     reads.clear()
     events = []
     job = widget.segment()
+    assert job.pbar is None  # the panel's own bar, not napari's (its redraws held the loop)
     job.worker.yielded.connect(events.append)
     wait_job(job)
     assert errors == []

@@ -37,10 +37,12 @@ from napari_unet._qt._layers import (
     source_key,
     spatial_geometry,
 )
+from napari_unet._qt._progress import PanelProgress
 from napari_unet._qt._segment_call import engine_options, fall_back_after
 from napari_unet._qt._stale import is_stale
 from napari_unet._qt._uncertainty_job import MIN_BOX_ERRORS, box_on_plane, uncertainty_job
 from napari_unet._qt._worker import Job, notify_error, start_job, tell_user
+from napari_unet.engine.events import TileDone
 from napari_unet.engine.wording import count
 
 ROLE = "corrections"
@@ -298,10 +300,12 @@ class CorrectionTools(QWidget):
         )
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.progress = PanelProgress()  # the uncertainty's four passes
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
         layout.addWidget(self.status)
+        layout.addWidget(self.progress.bar)
         self.correct_button.clicked.connect(lambda: self.correct())
         self.uncertainty_button.clicked.connect(lambda: self.show_uncertainty())
 
@@ -360,6 +364,7 @@ class CorrectionTools(QWidget):
         self._stopped_because = None
         self.status.setText(f"uncertainty of {layer.name}: 4 passes…")
         self.uncertainty_button.setEnabled(False)
+        self.progress.start("4 passes…")
         self.job = start_job(
             uncertainty_job,
             image,
@@ -371,6 +376,8 @@ class CorrectionTools(QWidget):
             device=self.panel.device.value,
             what="Uncertainty",
             description=f"Uncertainty of {layer.name}",
+            show_progress=False,  # the panel's own bar: napari's redraws held the event loop
+            on_event=self._on_event,
             on_result=lambda result: self._show(layer, layout, plane, result),
             on_error=self._uncertainty_failed,
             on_done=lambda job: self._uncertainty_done(job, layer, watch),
@@ -399,9 +406,14 @@ class CorrectionTools(QWidget):
         message = fall_back_after(error, self.panel.session) or "failed (see the notification)"
         controls.show_text(self.status, message)
 
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, TileDone):  # counted over the four passes
+            self.progress.show(event.done / event.total if event.total else 0.0, "4 passes")
+
     def _uncertainty_done(self, job: Job, layer: Any, watch: Any) -> None:
         self.viewer.layers.events.removed.disconnect(watch)
         layer.events.data.disconnect(watch)
+        self.progress.stop()
         try:
             self.uncertainty_button.setEnabled(True)
         except RuntimeError:  # the panel is already gone

@@ -331,6 +331,7 @@ class SegmentWidget(QWidget, ModelChoice):
             store,
             what="Segmentation",
             description=f"Segmenting {layer.name} by blocks",
+            show_progress=False,  # the panel's own bar, as in memory
             on_event=self._on_event,
             on_result=lambda result: self._on_result(layer, layout, result),
             on_done=self._on_done,
