@@ -295,8 +295,16 @@ def test_the_current_plane_of_a_stack_is_used(viewer_with_image, nuclei_image, s
     assert request.regions is None and request.channel_axis is None
     assert request.config.steps == 3 and request.config.tile_size == 48
 
+    # painted on another plane than the one on screen: the refusal names the painted planes
     viewer.dims.set_current_step(0, 0)
-    with pytest.raises(ValueError, match=r"no painted cells in 'stack cells' on plane \(0,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"no painted cells in 'stack cells' on plane \(0,\), the plane on screen; cells "
+        r"are painted on plane \(1,\): show one of them",
+    ):
+        widget.training_request()
+    labels.data = np.zeros_like(painted)
+    with pytest.raises(ValueError, match=r"on plane \(0,\); paint a few cells"):
         widget.training_request()
 
 
@@ -356,7 +364,9 @@ def test_labels_with_planes_last_give_the_plane_on_screen(
     assert 30 * 30 <= region.sum() <= 42 * 42
 
     viewer.dims.set_point(2, 0.0)
-    with pytest.raises(ValueError, match=r"no painted cells in 'yxz cells' on plane \(0,\)"):
+    with pytest.raises(
+        ValueError, match=r"'yxz cells' on plane \(0,\), the plane on screen; .* plane \(1,\):"
+    ):
         widget.training_request()
 
 

@@ -13,6 +13,7 @@ from napari_unet._qt._layers import (
     geometry_of,
     is_embedded,
     labels_plane_index,
+    layer_array,
     plan_layout,
     plane_of,
     put_layer,
@@ -66,6 +67,12 @@ def painted_plane(
             f"{labels.shape} have different shapes"
         )
     if not labels.any():
+        elsewhere = planes_with(np.asarray(layer_array(labels_layer)) != 0, label_plane)
+        if elsewhere:
+            raise ValueError(
+                f"no painted cells in '{labels_layer.name}'{where}, the plane on screen; cells "
+                f"are painted on plane {plane_list(elsewhere)}: show one of them"
+            )
         raise ValueError(
             f"no painted cells in '{labels_layer.name}'{where}; paint a few cells (one id "
             "per cell) first"
@@ -90,6 +97,23 @@ def painted_plane(
     # a corrections layer teaches its corrected area only (the edits, or the regions drawn)
     labels, regions = corrected_annotation(labels_layer, label_plane, labels, regions)
     return image, channel_axis, labels, regions, label_plane
+
+
+def planes_with(found: np.ndarray, plane: tuple[Any, ...]) -> list[tuple[int, ...]]:
+    """The planes of a bool array ``found`` (a layer's shape) that hold a True pixel, as
+    indices on the plane axes of ``plane`` (leading indices, or a full index with
+    ``slice(None)`` on Y and X, see :func:`~napari_unet._qt._layers.labels_plane_index`);
+    ``[]`` for a 2D array or an empty ``plane``."""
+    if not plane or found.ndim <= 2:
+        return []
+    full = tuple(plane) + (slice(None),) * (found.ndim - len(plane))
+    yx = tuple(i for i, v in enumerate(full) if isinstance(v, slice))
+    return [tuple(int(i) for i in index) for index in np.argwhere(np.any(found, axis=yx))]
+
+
+def plane_list(planes: list[tuple[int, ...]], most: int = 5) -> str:
+    """``"(3,), (7,), …"``: the first ``most`` of ``planes`` (:func:`planes_with`)."""
+    return ", ".join(str(p) for p in planes[:most]) + (", …" if len(planes) > most else "")
 
 
 def regions_mask(
