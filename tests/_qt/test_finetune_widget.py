@@ -568,6 +568,29 @@ def test_degenerate_labels_are_warned(viewer_with_image, nuclei_image, wait_job,
     assert "label 1 covers" in widget.notes.value
 
 
+def test_labels_placed_elsewhere_than_the_image_are_warned(
+    viewer_with_image, nuclei_image, wait_job, warnings_shown
+):
+    """A Labels layer of the image's shape made at scale 1 (napari's New labels with no layer
+    selected) over the image at scale 0.5: the cells painted over the image lie at twice their
+    pixel indices, and training paired the pixels one to one without a word."""
+    viewer = viewer_with_image
+    plain = viewer.add_labels(np.asarray(nuclei_image[1], np.int32), name="plain")
+    widget = _widget(viewer, steps=1, labels=plain, regions=None)
+    (text,) = widget.training_request().warnings
+    assert text.startswith("the labels 'plain' lie elsewhere than the image 'nuclei'")
+    assert "scale (1, 1) against (0.5, 0.5), translate (0, 0) against (3, 4)" in text
+    wait_job(widget.start())
+    assert any("lie elsewhere" in t for t in warnings_shown) and "lie elsewhere" in widget.notes.value
+
+    widget.labels.value = _paint(viewer, nuclei_image[1])  # placed as the image
+    assert widget.training_request().warnings == ()
+    moved = _paint(viewer, nuclei_image[1], name="moved")
+    moved.rotate = 90
+    widget.labels.value = moved
+    assert "(rotate" in widget.training_request().warnings[0]
+
+
 def test_a_time_budget_ends_the_run(viewer_with_image, nuclei_image, wait_job, qtbot):
     """A 3 s budget with 100000 steps: the run stops after the step that reaches it, the
     progress shows seconds per step and the time left, and the plot's axis ends at the steps

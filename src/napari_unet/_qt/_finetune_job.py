@@ -79,6 +79,7 @@ class FineTuneRequest:
     labels_name : the Labels layer's name (recorded in the model's metadata).
     segment_options : the Segment panel's options (``Session.segment_options``): the score
         before training segments with them, as the previews do.
+    warnings : sentences about the layers that the panel shows when the run starts.
 
     The time budget is ``config.time_limit``: the engine stops after the step that reaches it.
     """
@@ -93,6 +94,7 @@ class FineTuneRequest:
     diameter: float | None
     labels_name: str = ""
     segment_options: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)

@@ -189,6 +189,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
                 "no annotated regions: every unpainted pixel of the plane is taught as "
                 "background; draw a Shapes layer around fully painted areas, or paint every cell"
             )
+        for text in request.warnings:
+            self._warn(text)
         self.status.value = f"fine-tuning {request.entry.label} on {labels_layer.name}…"
         self.progress.start("preparing (weight map, first segmentation)…")
         self._set_running(True)
