@@ -591,6 +591,29 @@ def test_labels_placed_elsewhere_than_the_image_are_warned(
     assert "(rotate" in widget.training_request().warnings[0]
 
 
+def test_a_fine_tuned_model_that_scores_worse_is_not_recommended(
+    viewer_with_image, nuclei_image, wait_job, qtbot, monkeypatch, errors
+):
+    """The closing check found fewer painted cells and more extra objects than the start
+    model, and the status still said "Click 'Use for Segment' to segment with it"."""
+    import napari_unet._qt._finetune_job as job_module
+    from napari_unet._qt._finetune_checks import PaintedScore
+
+    scores = iter([PaintedScore(found=10, painted=12, extra=0), PaintedScore(4, 12, 3)])
+    monkeypatch.setattr(job_module, "painted_score", lambda *args: next(scores))
+    viewer = viewer_with_image
+    _paint(viewer, nuclei_image[1])
+    widget = _widget(viewer, steps=2)
+    wait_job(widget.start())
+    qtbot.waitUntil(lambda: "Painted cells" in widget.status.value, timeout=30_000)
+    status = widget.status.value
+    assert "before: 10 of 12 painted cells found, 0 extra objects" in status
+    assert "after: 4 of 12 painted cells found, 3 extra objects" in status
+    assert "The start model did better (2 errors against 11): keep it" in status
+    assert "Click 'Use for Segment' to segment" not in status
+    assert widget.use_button.isEnabled() and errors == []  # the user may still judge otherwise
+
+
 def test_a_time_budget_ends_the_run(viewer_with_image, nuclei_image, wait_job, qtbot):
     """A 3 s budget with 100000 steps: the run stops after the step that reaches it, the
     progress shows seconds per step and the time left, and the plot's axis ends at the steps

@@ -36,7 +36,7 @@ from napari_unet._qt._controls import (
     status_label,
 )
 from napari_unet._qt._disconnect import disconnect_when_destroyed
-from napari_unet._qt._finetune_checks import describe_scores
+from napari_unet._qt._finetune_checks import describe_scores, hand_over_hint
 from napari_unet._qt._finetune_job import (
     ConfidenceChosen,
     FineTuneRequest,
@@ -356,9 +356,9 @@ class FineTuneWidget(QWidget, FineTuneSettings):
 
         def scored(after: Any) -> None:
             scores = describe_scores(before, after)
-            hint = " Click 'Use for Segment' to segment with it."
+            hint = hand_over_hint(before, after)
             if entry is not self.session.current:
-                show_text(self.status, f"{self.status.value}. Painted cells, {scores}.{hint}")
+                show_text(self.status, f"{self.status.value}. Painted cells, {scores}. {hint}")
 
         options = dict(self.session.segment_options)
         if entry.min_confidence is not None:  # scored as Segment will segment with it
