@@ -231,10 +231,25 @@ def test_save_writes_a_loadable_model_and_asks_before_replacing(
     assert len(asked) == 2
     assert load_model(other)[1].training["steps_done"] == 3
 
+    assert widget.status.value == f"saved {other}"
+
     # the dialog cancelled: nothing happens
     chosen["path"] = ""
     assert widget.save_model() is None
     assert errors == []
+
+    # a save that fails (a read-only folder; the tests may run as root, who may write anywhere)
+    # is said in the status, which said 'saving …' for ever
+    import napari_unet.engine.checkpoint as checkpoint_module
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", refused)
+    chosen["path"] = str(tmp_path / "read-only" / "m.pt")
+    wait_job(widget.save_model())
+    assert errors[-1].startswith("Saving the model failed: [Errno 13] Permission denied")
+    assert widget.status.value == "not saved: m.pt (see the notification)"
 
 
 def test_errors_reach_the_user(viewer_with_image, nuclei_image, wait_job, errors):

@@ -477,6 +477,18 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             entry,
             what="Saving the model",
             show_progress=False,
-            on_result=lambda written: setattr(self.status, "value", f"saved {written}"),
+            on_done=partial(self._saved, path),
         )
         return self.save_job
+
+    def _saved(self, path: Path, job: Job) -> None:
+        """A save ended: say where the model went, or that it was not saved (the notification
+        says why), instead of 'saving …' for ever."""
+        if job.error is None and job.result is not None:
+            text = f"saved {job.result}"
+        else:
+            text = f"not saved: {path.name}{' (see the notification)' if job.error else ''}"
+        try:
+            self.status.value = text
+        except RuntimeError:  # the panel was deleted while the save went on
+            pass
