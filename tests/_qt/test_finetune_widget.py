@@ -629,6 +629,38 @@ def test_a_fine_tuned_model_that_scores_worse_is_not_recommended(
     assert widget.use_button.isEnabled() and errors == []  # the user may still judge otherwise
 
 
+def test_the_work_after_the_last_step_is_said_and_not_counted_as_steps(
+    viewer_with_image, nuclei_image, wait_job, qtbot, monkeypatch
+):
+    """After the last step the trained model segments the plane to choose its minimum
+    confidence (a minute on a 1536 x 1536 image here): the bar stayed on the last step, and
+    the closing status counted that time as steps ('2 steps, 55.44 s per step'). Now the bar
+    says what runs, and the seconds per step are the steps'."""
+    import time
+
+    import napari_unet._qt._finetune_job as job_module
+
+    choose = job_module._choose_min_confidence
+
+    def slow_choice(*args):
+        time.sleep(5.0)
+        return choose(*args)
+
+    monkeypatch.setattr(job_module, "_choose_min_confidence", slow_choice)
+    viewer = viewer_with_image
+    _paint(viewer, nuclei_image[1])
+    widget = _widget(viewer, steps=2)
+    job = widget.start()
+    qtbot.waitUntil(lambda: "choosing the minimum confidence" in widget.progress.bar.format())
+    qtbot.wait(600)  # display ticks do not put the steps back
+    assert "choosing the minimum confidence" in widget.progress.bar.format()
+    wait_job(job)
+    per_step = float(widget.status.value.split(" s per step")[0].rsplit(", ", 1)[1])
+    slowest = max(h["seconds"] for h in widget.run.history if "loss" in h)
+    assert widget.status.value.startswith("done after step 2")
+    assert per_step < slowest + 1.0  # the 5 s after the steps made it 2.5 s more
+
+
 def test_a_time_budget_ends_the_run(viewer_with_image, nuclei_image, wait_job, qtbot):
     """A 3 s budget with 100000 steps: the run stops after the step that reaches it, the
     progress shows seconds per step and the time left, and the plot's axis ends at the steps

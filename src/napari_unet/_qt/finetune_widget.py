@@ -38,6 +38,7 @@ from napari_unet._qt._controls import (
 from napari_unet._qt._disconnect import disconnect_when_destroyed
 from napari_unet._qt._finetune_checks import describe_scores, hand_over_hint
 from napari_unet._qt._finetune_job import (
+    ChoosingConfidence,
     ConfidenceChosen,
     FineTuneRequest,
     RunState,
@@ -267,6 +268,9 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             case ScoreBefore():
                 self._training_diameter = event.diameter
                 self.progress.set(0.0, "training…")
+            case ChoosingConfidence():  # the timer leaves the progress bar to this line
+                self.live.training_ended = True
+                self.progress.set(1.0, "choosing the minimum confidence on the painted cells…")
             case ConfidenceChosen():
                 self.notes.value = "\n".join(
                     filter(None, [self.notes.value, event.calibration.describe()])
@@ -289,7 +293,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         and the augmentation layers, if they changed."""
         request = self._request
         timing = self.live.timing(request.config.time_limit if request is not None else None)
-        if timing is not None:
+        if timing is not None and not self.live.training_ended:
             if self.plot.total != timing.expected:
                 self.plot.total, self.plot.dirty = timing.expected, True
             self.progress.set(
@@ -331,8 +335,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         run, request = self.run, self._request
         entry, message = kept_model(run, job)
         message = fall_back_after(job.error, self.session) or message
-        if message is not None:
-            timing = self.live.timing(None)
+        if message is not None:  # the time of the steps, not of the closing segmentations
+            timing = self.live.timing(None, until=self.live.last_step_at)
             if entry is not None and timing is not None:
                 message += f" ({duration(timing.elapsed)}, {timing.per_step:.2f} s per step)"
             self.status.value = message
