@@ -231,10 +231,25 @@ def test_save_writes_a_loadable_model_and_asks_before_replacing(
     assert len(asked) == 2
     assert load_model(other)[1].training["steps_done"] == 3
 
+    assert widget.status.value == f"saved {other}"
+
     # the dialog cancelled: nothing happens
     chosen["path"] = ""
     assert widget.save_model() is None
     assert errors == []
+
+    # a save that fails (a read-only folder; the tests may run as root, who may write anywhere)
+    # is said in the status, which said 'saving …' for ever
+    import napari_unet.engine.checkpoint as checkpoint_module
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", refused)
+    chosen["path"] = str(tmp_path / "read-only" / "m.pt")
+    wait_job(widget.save_model())
+    assert errors[-1].startswith("Saving the model failed: [Errno 13] Permission denied")
+    assert widget.status.value == "not saved: m.pt (see the notification)"
 
 
 def test_errors_reach_the_user(viewer_with_image, nuclei_image, wait_job, errors):
@@ -295,8 +310,16 @@ def test_the_current_plane_of_a_stack_is_used(viewer_with_image, nuclei_image, s
     assert request.regions is None and request.channel_axis is None
     assert request.config.steps == 3 and request.config.tile_size == 48
 
+    # painted on another plane than the one on screen: the refusal names the painted planes
     viewer.dims.set_current_step(0, 0)
-    with pytest.raises(ValueError, match=r"no painted cells in 'stack cells' on plane \(0,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"no painted cells in 'stack cells' on plane \(0,\), the plane on screen; cells "
+        r"are painted on plane \(1,\): show one of them",
+    ):
+        widget.training_request()
+    labels.data = np.zeros_like(painted)
+    with pytest.raises(ValueError, match=r"on plane \(0,\); paint a few cells"):
         widget.training_request()
 
 
@@ -356,7 +379,9 @@ def test_labels_with_planes_last_give_the_plane_on_screen(
     assert 30 * 30 <= region.sum() <= 42 * 42
 
     viewer.dims.set_point(2, 0.0)
-    with pytest.raises(ValueError, match=r"no painted cells in 'yxz cells' on plane \(0,\)"):
+    with pytest.raises(
+        ValueError, match=r"'yxz cells' on plane \(0,\), the plane on screen; .* plane \(1,\):"
+    ):
         widget.training_request()
 
 
@@ -556,6 +581,84 @@ def test_degenerate_labels_are_warned(viewer_with_image, nuclei_image, wait_job,
     wait_job(widget.start())
     assert any("label 1 covers" in text for text in warnings_shown), warnings_shown
     assert "label 1 covers" in widget.notes.value
+
+
+def test_labels_placed_elsewhere_than_the_image_are_warned(
+    viewer_with_image, nuclei_image, wait_job, warnings_shown
+):
+    """A Labels layer of the image's shape made at scale 1 (napari's New labels with no layer
+    selected) over the image at scale 0.5: the cells painted over the image lie at twice their
+    pixel indices, and training paired the pixels one to one without a word."""
+    viewer = viewer_with_image
+    plain = viewer.add_labels(np.asarray(nuclei_image[1], np.int32), name="plain")
+    widget = _widget(viewer, steps=1, labels=plain, regions=None)
+    (text,) = widget.training_request().warnings
+    assert text.startswith("the labels 'plain' lie elsewhere than the image 'nuclei'")
+    assert "scale (1, 1) against (0.5, 0.5), translate (0, 0) against (3, 4)" in text
+    wait_job(widget.start())
+    assert any("lie elsewhere" in t for t in warnings_shown) and "lie elsewhere" in widget.notes.value
+
+    widget.labels.value = _paint(viewer, nuclei_image[1])  # placed as the image
+    assert widget.training_request().warnings == ()
+    moved = _paint(viewer, nuclei_image[1], name="moved")
+    moved.rotate = 90
+    widget.labels.value = moved
+    assert "(rotate" in widget.training_request().warnings[0]
+
+
+def test_a_fine_tuned_model_that_scores_worse_is_not_recommended(
+    viewer_with_image, nuclei_image, wait_job, qtbot, monkeypatch, errors
+):
+    """The closing check found fewer painted cells and more extra objects than the start
+    model, and the status still said "Click 'Use for Segment' to segment with it"."""
+    import napari_unet._qt._finetune_job as job_module
+    from napari_unet._qt._finetune_checks import PaintedScore
+
+    scores = iter([PaintedScore(found=10, painted=12, extra=0), PaintedScore(4, 12, 3)])
+    monkeypatch.setattr(job_module, "painted_score", lambda *args: next(scores))
+    viewer = viewer_with_image
+    _paint(viewer, nuclei_image[1])
+    widget = _widget(viewer, steps=2)
+    wait_job(widget.start())
+    qtbot.waitUntil(lambda: "Painted cells" in widget.status.value, timeout=30_000)
+    status = widget.status.value
+    assert "before: 10 of 12 painted cells found, 0 extra objects" in status
+    assert "after: 4 of 12 painted cells found, 3 extra objects" in status
+    assert "The start model did better (2 errors against 11): keep it" in status
+    assert "Click 'Use for Segment' to segment" not in status
+    assert widget.use_button.isEnabled() and errors == []  # the user may still judge otherwise
+
+
+def test_the_work_after_the_last_step_is_said_and_not_counted_as_steps(
+    viewer_with_image, nuclei_image, wait_job, qtbot, monkeypatch
+):
+    """After the last step the trained model segments the plane to choose its minimum
+    confidence (a minute on a 1536 x 1536 image here): the bar stayed on the last step, and
+    the closing status counted that time as steps ('2 steps, 55.44 s per step'). Now the bar
+    says what runs, and the seconds per step are the steps'."""
+    import time
+
+    import napari_unet._qt._finetune_job as job_module
+
+    choose = job_module._choose_min_confidence
+
+    def slow_choice(*args):
+        time.sleep(5.0)
+        return choose(*args)
+
+    monkeypatch.setattr(job_module, "_choose_min_confidence", slow_choice)
+    viewer = viewer_with_image
+    _paint(viewer, nuclei_image[1])
+    widget = _widget(viewer, steps=2)
+    job = widget.start()
+    qtbot.waitUntil(lambda: "choosing the minimum confidence" in widget.progress.bar.format())
+    qtbot.wait(600)  # display ticks do not put the steps back
+    assert "choosing the minimum confidence" in widget.progress.bar.format()
+    wait_job(job)
+    per_step = float(widget.status.value.split(" s per step")[0].rsplit(", ", 1)[1])
+    slowest = max(h["seconds"] for h in widget.run.history if "loss" in h)
+    assert widget.status.value.startswith("done after step 2")
+    assert per_step < slowest + 1.0  # the 5 s after the steps made it 2.5 s more
 
 
 def test_a_time_budget_ends_the_run(viewer_with_image, nuclei_image, wait_job, qtbot):

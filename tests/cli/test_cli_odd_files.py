@@ -183,3 +183,33 @@ def test_a_region_mask_with_nan_is_refused_naming_it(tmp_path, capsys):
     ones = region.copy()
     ones[:, 16:] = 0  # the same mask in 0 and 1 trains
     drive(iter_train(_tiny(), labels * 100.0, labels, regions=ones, config=config, device="cpu"))
+
+
+def test_label_images_named_for_other_images_are_refused(tmp_path, capsys):
+    """Images a, b, c with label images a, c, d: the names matched in part, and the pairing fell
+    back to sorted order, which trained b on c's labels and c on d's without a word."""
+    labels = _labels()
+    images, masks = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    masks.mkdir()
+    for name in ("a", "b", "c"):
+        tifffile.imwrite(images / f"{name}.tif", labels * 100)
+    for name in ("a", "c", "d"):
+        tifffile.imwrite(masks / f"{name}_labels.tif", labels)
+    code, _, err = _run(
+        capsys, "train", "--images", images, "--labels", masks, "--from", "scratch",
+        "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu",
+    )  # fmt: skip
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "b.tif has no label image named like it and d_labels.tif no image" in lines[0]
+    assert "(b_labels.tif)" in lines[0] and not (tmp_path / "m.pt").exists()
+
+    # names that share nothing are still paired in sorted order
+    for name in ("a", "c", "d"):
+        (masks / f"{name}_labels.tif").rename(masks / f"mask_{name}.tif")
+    code, _, err = _run(
+        capsys, "train", "--images", images, "--labels", masks, "--from", "scratch",
+        "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu", "--val-fraction", 0, "-q",
+    )  # fmt: skip
+    assert code == 0, err

@@ -11,8 +11,10 @@ from napari_unet._qt._layers import (
     current_image_plane,
     embedded_plane,
     geometry_of,
+    geometry_on_axes,
     is_embedded,
     labels_plane_index,
+    layer_array,
     plan_layout,
     plane_of,
     put_layer,
@@ -66,6 +68,12 @@ def painted_plane(
             f"{labels.shape} have different shapes"
         )
     if not labels.any():
+        elsewhere = planes_with(np.asarray(layer_array(labels_layer)) != 0, label_plane)
+        if elsewhere:
+            raise ValueError(
+                f"no painted cells in '{labels_layer.name}'{where}, the plane on screen; cells "
+                f"are painted on plane {plane_list(elsewhere)}: show one of them"
+            )
         raise ValueError(
             f"no painted cells in '{labels_layer.name}'{where}; paint a few cells (one id "
             "per cell) first"
@@ -90,6 +98,59 @@ def painted_plane(
     # a corrections layer teaches its corrected area only (the edits, or the regions drawn)
     labels, regions = corrected_annotation(labels_layer, label_plane, labels, regions)
     return image, channel_axis, labels, regions, label_plane
+
+
+def placement_warning(image_layer: Any, labels_layer: Any, *, axes: str | None = None) -> str:
+    """A sentence when ``labels_layer`` lies elsewhere in the viewer than ``image_layer`` (their
+    Y and X axes differ in scale, translate, rotate, shear or affine), else ``""``.
+
+    Training pairs the pixels of a plane of the same shape one to one, as stored; cells painted
+    over the image as the viewer shows it (a Labels layer made at another scale, or moved) are
+    then learnt where they do not lie in the image.
+    """
+    layout = plan_layout(image_layer, axes=axes)
+    image_axes = layout.axes.replace("C", "") if getattr(image_layer, "rgb", False) else layout.axes
+    label_axes = layout.label_axes
+    if len(label_axes) != labels_layer.ndim:  # a 2D Labels layer over a stack
+        label_axes = "YX".rjust(labels_layer.ndim, "P")
+    image = geometry_on_axes(image_layer, [image_axes.index("Y"), image_axes.index("X")])
+    labels = geometry_on_axes(labels_layer, [label_axes.index("Y"), label_axes.index("X")])
+    differ = [k for k in image if not np.allclose(image[k], labels[k])]
+    if not differ:
+        return ""
+    shown = [
+        f"{k} {_numbers(labels[k])} against {_numbers(image[k])}"
+        for k in ("scale", "translate")
+        if k in differ
+    ] or [" and ".join(differ)]
+    return (
+        f"the labels '{labels_layer.name}' lie elsewhere than the image '{image_layer.name}' in "
+        f"the viewer ({', '.join(shown)}); training pairs their pixels one to one, as stored: if "
+        "you painted over the image as shown, paint on a Labels layer made for it (select the "
+        "image, then New labels)"
+    )
+
+
+def _numbers(values: Any) -> str:
+    """``(0.5, 0.5)``: a few numbers, as short as they go."""
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
+
+
+def planes_with(found: np.ndarray, plane: tuple[Any, ...]) -> list[tuple[int, ...]]:
+    """The planes of a bool array ``found`` (a layer's shape) that hold a True pixel, as
+    indices on the plane axes of ``plane`` (leading indices, or a full index with
+    ``slice(None)`` on Y and X, see :func:`~napari_unet._qt._layers.labels_plane_index`);
+    ``[]`` for a 2D array or an empty ``plane``."""
+    if not plane or found.ndim <= 2:
+        return []
+    full = tuple(plane) + (slice(None),) * (found.ndim - len(plane))
+    yx = tuple(i for i, v in enumerate(full) if isinstance(v, slice))
+    return [tuple(int(i) for i in index) for index in np.argwhere(np.any(found, axis=yx))]
+
+
+def plane_list(planes: list[tuple[int, ...]], most: int = 5) -> str:
+    """``"(3,), (7,), …"``: the first ``most`` of ``planes`` (:func:`planes_with`)."""
+    return ", ".join(str(p) for p in planes[:most]) + (", …" if len(planes) > most else "")
 
 
 def regions_mask(

@@ -25,6 +25,7 @@ import numpy as np
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from napari_unet._qt import _controls as controls
+from napari_unet._qt._annotations import plane_list, planes_with
 from napari_unet._qt._layers import (
     KEY_KEY,
     OWNER_KEY,
@@ -224,11 +225,10 @@ def corrected_annotation(
         elsewhere = edited_planes(labels_layer, plane)
         if elsewhere:
             at = tuple(v for v in plane if not isinstance(v, slice))
-            shown = ", ".join(str(p) for p in elsewhere[:5]) + (", …" if len(elsewhere) > 5 else "")
             raise ValueError(
                 f"nothing was corrected on plane {at} of '{labels_layer.name}', the plane on "
-                f"screen; the corrections are on plane {shown}: show one of them, or draw the "
-                "corrected area"
+                f"screen; the corrections are on plane {plane_list(elsewhere)}: show one of "
+                "them, or draw the corrected area"
             )
     margin = DEFAULT_MARGIN
     d = estimate_diameter(labels)
@@ -249,12 +249,9 @@ def edited_planes(labels_layer: Any, plane: tuple[Any, ...]) -> list[tuple[int, 
     X, see :func:`~napari_unet._qt._layers.labels_plane_index`); ``[]`` for a 2D layer."""
     original = original_of(labels_layer)
     data = np.asarray(labels_layer.data)
-    if original is None or original.shape != data.shape or not plane:
+    if original is None or original.shape != data.shape:
         return []
-    full = tuple(plane) + (slice(None),) * (data.ndim - len(plane))
-    yx = tuple(i for i, v in enumerate(full) if isinstance(v, slice))
-    changed = np.any(original != data, axis=yx)
-    return [tuple(int(i) for i in index) for index in np.argwhere(changed)]
+    return planes_with(original != data, plane)
 
 
 class CorrectionTools(QWidget):

@@ -13,7 +13,13 @@ import numpy as np
 
 from napari_unet.engine.annotation_checks import annotation_warnings
 
-__all__ = ["PaintedScore", "annotation_warnings", "describe_scores", "painted_score"]
+__all__ = [
+    "PaintedScore",
+    "annotation_warnings",
+    "describe_scores",
+    "hand_over_hint",
+    "painted_score",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,11 @@ class PaintedScore:
     found: int
     painted: int
     extra: int
+
+    @property
+    def errors(self) -> int:
+        """Painted cells missed plus extra objects."""
+        return self.painted - self.found + self.extra
 
     def sentence(self) -> str:
         """``"7 of 8 painted cells found, 1 extra object"``."""
@@ -60,3 +71,17 @@ def describe_scores(before: Any, after: Any) -> str:
         if score is not None:
             parts.append(f"{when}: {score.sentence()}")
     return "; ".join(parts)
+
+
+def hand_over_hint(before: Any, after: Any) -> str:
+    """What to do with a fine-tuned model that scored ``after`` on the painted cells, the start
+    model ``before`` (``PaintedScore`` or ``None``): use it, unless it makes more errors."""
+    from napari_unet.engine.wording import count
+
+    if before is None or after is None or after.errors <= before.errors:
+        return "Click 'Use for Segment' to segment with it."
+    return (
+        f"The start model did better ({count(before.errors, 'error')} against {after.errors}): "
+        "keep it, or train longer or paint more cells; 'Use for Segment' makes the fine-tuned "
+        "one current all the same."
+    )

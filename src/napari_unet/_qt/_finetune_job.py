@@ -53,6 +53,13 @@ class ScoreBefore:
 
 
 @dataclass(frozen=True)
+class ChoosingConfidence:
+    """Event of the fine-tune job, after the last step: the trained model segments the painted
+    plane to choose its minimum confidence (a full segmentation: long on a large image). Stop
+    here keeps the model without the choice."""
+
+
+@dataclass(frozen=True)
 class ConfidenceChosen:
     """Event of the fine-tune job, after the last step: the minimum confidence chosen for the
     fine-tuned model on the painted cells (a
@@ -79,6 +86,7 @@ class FineTuneRequest:
     labels_name : the Labels layer's name (recorded in the model's metadata).
     segment_options : the Segment panel's options (``Session.segment_options``): the score
         before training segments with them, as the previews do.
+    warnings : sentences about the layers that the panel shows when the run starts.
 
     The time budget is ``config.time_limit``: the engine stops after the step that reaches it.
     """
@@ -93,6 +101,7 @@ class FineTuneRequest:
     diameter: float | None
     labels_name: str = ""
     segment_options: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
@@ -253,6 +262,7 @@ def _finetune(request: FineTuneRequest, run: RunState):
         # engine, after the step that reached it
         result = yield from relay(gen, record)
         run.time_up = result.steps_done < config.steps
+        yield ChoosingConfidence()
         calibration = _choose_min_confidence(request, run, net, plane, channel_axis)
         if calibration is not None:
             yield ConfidenceChosen(calibration)

@@ -8,7 +8,7 @@ from typing import Any
 import napari
 from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Label, SpinBox
 
-from napari_unet._qt._annotations import painted_plane
+from napari_unet._qt._annotations import painted_plane, placement_warning
 from napari_unet._qt._controls import (
     AxesFollower,
     axes_combo,
@@ -180,12 +180,9 @@ class FineTuneSettings:
         """
         # label_plane: where the run's weight map is shown (the labels' own axes when planes
         # follow Y, X)
+        axes = chosen_axes(self.axes, self.image.value)
         image, channel_axis, labels, regions, self.label_plane = painted_plane(
-            self.viewer,
-            self.image.value,
-            self.labels.value,
-            self.regions.value,
-            axes=chosen_axes(self.axes, self.image.value),
+            self.viewer, self.image.value, self.labels.value, self.regions.value, axes=axes
         )
         preview = max(0, int(self.preview_every.value))
         config = TrainConfig(
@@ -212,4 +209,7 @@ class FineTuneSettings:
             diameter=float(self.diameter.value) or None,
             labels_name=self.labels.value.name,
             segment_options=engine_options(self.session.segment_options, self.image.value),
+            warnings=tuple(
+                filter(None, [placement_warning(self.image.value, self.labels.value, axes=axes)])
+            ),
         )

@@ -143,6 +143,10 @@ class LiveProgress:
         self.validation: dict | None = None
         self.sample: Any = None
         self.training_started: float | None = None
+        #: ``time.perf_counter()`` when the newest step arrived: the end of the training proper
+        self.last_step_at: float | None = None
+        #: the steps are over; the run's closing work goes on
+        self.training_ended = False
 
     def record(self, event: Any, plot: LossPlot) -> bool:
         """Keep ``event`` if it is a step, a validation or a tile (adding losses to ``plot``);
@@ -154,6 +158,7 @@ class LiveProgress:
                 plot.add_loss(event.step, event.loss)
                 if self.step is None or event.step > self.step.step:
                     self.step = event
+                    self.last_step_at = time.perf_counter()
             case ValidationDone():
                 self.validation = dict(event.metrics)
                 if "loss" in event.metrics:
@@ -174,12 +179,14 @@ class LiveProgress:
             text += f" (held-out cells: {self.validation['loss']:.3f})"
         return text
 
-    def timing(self, time_limit: float | None) -> Timing | None:
-        """How fast the run goes and how long it still needs (``None`` before a step)."""
+    def timing(self, time_limit: float | None, *, until: float | None = None) -> Timing | None:
+        """How fast the run goes and how long it still needs (``None`` before a step), measured
+        now or ``until`` (a ``time.perf_counter()``; :attr:`last_step_at`: the training's own
+        time, without the work after its last step)."""
         if self.step is None or self.training_started is None:
             return None
         done, steps = self.step.step, self.step.total
-        elapsed = time.perf_counter() - self.training_started
+        elapsed = (time.perf_counter() if until is None else until) - self.training_started
         per_step = elapsed / done
         left = (steps - done) * per_step
         if time_limit is not None:

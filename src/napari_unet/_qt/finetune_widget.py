@@ -36,8 +36,9 @@ from napari_unet._qt._controls import (
     status_label,
 )
 from napari_unet._qt._disconnect import disconnect_when_destroyed
-from napari_unet._qt._finetune_checks import describe_scores
+from napari_unet._qt._finetune_checks import describe_scores, hand_over_hint
 from napari_unet._qt._finetune_job import (
+    ChoosingConfidence,
     ConfidenceChosen,
     FineTuneRequest,
     RunState,
@@ -189,6 +190,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
                 "no annotated regions: every unpainted pixel of the plane is taught as "
                 "background; draw a Shapes layer around fully painted areas, or paint every cell"
             )
+        for text in request.warnings:
+            self._warn(text)
         self.status.value = f"fine-tuning {request.entry.label} on {labels_layer.name}…"
         self.progress.start("preparing (weight map, first segmentation)…")
         self._set_running(True)
@@ -265,6 +268,9 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             case ScoreBefore():
                 self._training_diameter = event.diameter
                 self.progress.set(0.0, "training…")
+            case ChoosingConfidence():  # the timer leaves the progress bar to this line
+                self.live.training_ended = True
+                self.progress.set(1.0, "choosing the minimum confidence on the painted cells…")
             case ConfidenceChosen():
                 self.notes.value = "\n".join(
                     filter(None, [self.notes.value, event.calibration.describe()])
@@ -287,7 +293,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         and the augmentation layers, if they changed."""
         request = self._request
         timing = self.live.timing(request.config.time_limit if request is not None else None)
-        if timing is not None:
+        if timing is not None and not self.live.training_ended:
             if self.plot.total != timing.expected:
                 self.plot.total, self.plot.dirty = timing.expected, True
             self.progress.set(
@@ -329,8 +335,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         run, request = self.run, self._request
         entry, message = kept_model(run, job)
         message = fall_back_after(job.error, self.session) or message
-        if message is not None:
-            timing = self.live.timing(None)
+        if message is not None:  # the time of the steps, not of the closing segmentations
+            timing = self.live.timing(None, until=self.live.last_step_at)
             if entry is not None and timing is not None:
                 message += f" ({duration(timing.elapsed)}, {timing.per_step:.2f} s per step)"
             self.status.value = message
@@ -354,9 +360,9 @@ class FineTuneWidget(QWidget, FineTuneSettings):
 
         def scored(after: Any) -> None:
             scores = describe_scores(before, after)
-            hint = " Click 'Use for Segment' to segment with it."
+            hint = hand_over_hint(before, after)
             if entry is not self.session.current:
-                show_text(self.status, f"{self.status.value}. Painted cells, {scores}.{hint}")
+                show_text(self.status, f"{self.status.value}. Painted cells, {scores}. {hint}")
 
         options = dict(self.session.segment_options)
         if entry.min_confidence is not None:  # scored as Segment will segment with it
@@ -475,6 +481,18 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             entry,
             what="Saving the model",
             show_progress=False,
-            on_result=lambda written: setattr(self.status, "value", f"saved {written}"),
+            on_done=partial(self._saved, path),
         )
         return self.save_job
+
+    def _saved(self, path: Path, job: Job) -> None:
+        """A save ended: say where the model went, or that it was not saved (the notification
+        says why), instead of 'saving …' for ever."""
+        if job.error is None and job.result is not None:
+            text = f"saved {job.result}"
+        else:
+            text = f"not saved: {path.name}{' (see the notification)' if job.error else ''}"
+        try:
+            self.status.value = text
+        except RuntimeError:  # the panel was deleted while the save went on
+            pass

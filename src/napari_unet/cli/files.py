@@ -64,8 +64,13 @@ def base_stem(path: Path) -> str:
 def pair_files(
     first: list[Path], second: list[Path], names: tuple[str, str]
 ) -> list[tuple[Path, Path]]:
-    """Pair two file lists by name (suffixes like ``_labels`` ignored), else by sorted order;
-    ``names`` says what each list holds, in the singular (``("image", "label image")``)."""
+    """Pair two file lists by name (suffixes like ``_labels`` ignored), else, when no two names
+    match, by sorted order; ``names`` says what each list holds, in the singular (``("image",
+    "label image")``).
+
+    Lists whose names match only in part are refused, naming the files without a partner:
+    sorted order would pair those files with each other's data.
+    """
     from napari_unet.engine.wording import count
 
     if len(first) != len(second):
@@ -78,7 +83,30 @@ def pair_files(
         b = {key(p): p for p in second}
         if len(a) == len(first) and len(b) == len(second) and a.keys() == b.keys():
             return [(a[k], b[k]) for k in sorted(a)]
+    a = {base_stem(p) for p in first}
+    b = {base_stem(p) for p in second}
+    if a & b:
+        lonely = [p for p in sorted(first) if base_stem(p) not in b]
+        strays = [p for p in sorted(second) if base_stem(p) not in a]
+        if not (lonely and strays):  # names repeat (a.tif and a.ome.tif)
+            raise UsageError(
+                f"the {names[0]}s and {names[1]}s cannot be paired by name; give one {names[1]} "
+                f"named after each {names[0]}"
+            )
+        example = lonely[0].stem + ("_labels" if "label" in names[1] else "_mask")
+        raise UsageError(
+            f"{_some_names(lonely)} {'has' if len(lonely) == 1 else 'have'} no {names[1]} named "
+            f"like {'it' if len(lonely) == 1 else 'them'} and {_some_names(strays)} no "
+            f"{names[0]}; name each {names[1]} after its {names[0]} ({example}"
+            f"{lonely[0].suffix})"
+        )
     return list(zip(sorted(first), sorted(second), strict=True))
+
+
+def _some_names(paths: list[Path], most: int = 3) -> str:
+    """``"a.tif, b.tif and 2 more"``: the first ``most`` file names of ``paths``."""
+    shown = ", ".join(p.name for p in paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
 
 
 def check_new_outputs(
