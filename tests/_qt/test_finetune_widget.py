@@ -830,3 +830,14 @@ def test_a_broken_model_file_gives_way_before_fine_tuning(
     wait_job(widget.start())  # the next run trains
     assert widget.result_entry is not None
     qtbot.waitUntil(lambda: not widget.preview.runner.busy, timeout=30_000)  # its check
+
+
+def test_the_painted_score_counts_with_its_nouns():
+    from napari_unet._qt._finetune_checks import PaintedScore
+
+    assert PaintedScore(found=1, painted=1, extra=1).sentence() == (
+        "1 of 1 painted cell found, 1 extra object"
+    )
+    assert PaintedScore(found=4, painted=12, extra=3).sentence() == (
+        "4 of 12 painted cells found, 3 extra objects"
+    )

@@ -44,8 +44,12 @@ class PaintedScore:
 
     def sentence(self) -> str:
         """``"7 of 8 painted cells found, 1 extra object"``."""
-        extra = f"{self.extra} extra object{'' if self.extra == 1 else 's'}"
-        return f"{self.found} of {self.painted} painted cells found, {extra}"
+        from napari_unet.engine.wording import count
+
+        return (
+            f"{self.found} of {count(self.painted, 'painted cell')} found, "
+            f"{count(self.extra, 'extra object')}"
+        )
 
 
 def painted_score(
