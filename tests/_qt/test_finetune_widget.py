@@ -841,3 +841,20 @@ def test_the_painted_score_counts_with_its_nouns():
     assert PaintedScore(found=4, painted=12, extra=3).sentence() == (
         "4 of 12 painted cells found, 3 extra objects"
     )
+
+
+def test_an_image_with_nan_is_refused_at_start_by_name(make_napari_viewer, nuclei_image, errors):
+    """An image plane with NaN started the run, showed its weight map, and failed in the worker
+    with 'image contains NaN or infinite values', naming no layer; now Start refuses it."""
+    viewer = make_napari_viewer()
+    image = nuclei_image[0].astype(np.float32)
+    image[5, 5] = np.nan
+    viewer.add_image(image, name="holey")
+    viewer.add_labels(np.asarray(nuclei_image[1], np.int32), name="painted")
+    widget = _widget(viewer, steps=3)
+    assert widget.start() is None
+    assert errors == [
+        "Fine-tuning failed: the image 'holey' holds NaN or infinite values on this plane; "
+        "replace them (e.g. by 0) before fine-tuning."
+    ]
+    assert "holey weight map" not in [layer.name for layer in viewer.layers]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import napari
+import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Label, SpinBox
 
 from napari_unet._qt._annotations import painted_plane, placement_warning
@@ -184,6 +185,12 @@ class FineTuneSettings:
         image, channel_axis, labels, regions, self.label_plane = painted_plane(
             self.viewer, self.image.value, self.labels.value, self.regions.value, axes=axes
         )
+        values = np.asarray(image)
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            raise ValueError(  # at Start, naming the layer: the worker found it steps later
+                f"the image '{self.image.value.name}' holds NaN or infinite values on this "
+                "plane; replace them (e.g. by 0) before fine-tuning"
+            )
         preview = max(0, int(self.preview_every.value))
         config = TrainConfig(
             steps=int(self.steps.value),
