@@ -858,3 +858,24 @@ def test_an_image_with_nan_is_refused_at_start_by_name(make_napari_viewer, nucle
         "replace them (e.g. by 0) before fine-tuning."
     ]
     assert "holey weight map" not in [layer.name for layer in viewer.layers]
+
+
+def test_a_run_from_a_fine_tuned_model_is_named_after_both():
+    """Fine-tuning a fine-tuned model kept a model named like the one it started from
+    ('fine-tuned on painted (step 3)' twice in the model list)."""
+    from types import SimpleNamespace
+
+    from napari_unet._qt._finetune_job import RunState, kept_model
+
+    job = SimpleNamespace(cancelled=False, error=None)
+
+    def run(base_label, base_kind):
+        state = RunState(base_label=base_label, base_kind=base_kind)
+        state.extra = {"fine_tuned_on": "painted"}
+        state.final, state.final_step = (object(), SimpleNamespace(normalization={}, extra={})), 5
+        return kept_model(state, job)[0].label
+
+    assert run("bundled default", "default") == "fine-tuned on painted (step 5)"
+    assert run("fine-tuned on painted (step 3)", "fine-tuned") == (
+        "fine-tuned on painted (step 3), then on painted (step 5)"
+    )

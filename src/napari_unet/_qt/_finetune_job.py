@@ -115,6 +115,8 @@ class RunState:
     Attributes
     ----------
     base_label : the label of the model training started from.
+    base_kind : its :class:`~napari_unet._qt._session.ModelEntry` kind (``"fine-tuned"``: this
+        run goes on from an earlier one, and the kept model's label says both).
     net_config : the network's ``UNetConfig``.
     normalization, extra : the checkpoint metadata the fine-tuned model gets.
     scale : how the plane was brought to the model's diameter
@@ -131,6 +133,7 @@ class RunState:
     """
 
     base_label: str
+    base_kind: str = "default"
     net_config: Any = None
     normalization: dict | None = None
     extra: dict = field(default_factory=dict)
@@ -388,9 +391,12 @@ def kept_model(run: RunState | None, job: Any) -> tuple[ModelEntry | None, str |
             return None, "failed (see the notification); the model is unchanged"
         return None, None
     net, checkpoint = run.final
+    this_run = f"{run.extra.get('fine_tuned_on') or 'painted cells'} (step {run.final_step})"
     entry = ModelEntry(
-        f"fine-tuned on {run.extra.get('fine_tuned_on') or 'painted cells'} "
-        f"(step {run.final_step})",
+        # a run from a fine-tuned model: both, or two models would bear the same name
+        f"{run.base_label}, then on {this_run}"
+        if run.base_kind == "fine-tuned"
+        else f"fine-tuned on {this_run}",
         (net, checkpoint),
         kind="fine-tuned",
         normalization=checkpoint.normalization,

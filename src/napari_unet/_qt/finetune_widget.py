@@ -177,7 +177,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         labels_layer = self.labels.value
         self._labels_layer, self._image_layer = labels_layer, self.image.value
         self._request = request
-        self.run = RunState(base_label=request.entry.label)
+        self.run = RunState(base_label=request.entry.label, base_kind=request.entry.kind)
         self._snapshot = None
         self._training_diameter = None
         self._closed = False
