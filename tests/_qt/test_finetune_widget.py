@@ -190,7 +190,7 @@ def test_stop_keeps_the_model_and_segment_uses_it(
 
 
 def test_save_writes_a_loadable_model_and_asks_before_replacing(
-    viewer_with_image, nuclei_image, wait_job, tmp_path, monkeypatch, errors
+    viewer_with_image, nuclei_image, wait_job, tmp_path, monkeypatch, errors, qtbot
 ):
     from napari_unet.engine.api import load_model
 
@@ -198,6 +198,8 @@ def test_save_writes_a_loadable_model_and_asks_before_replacing(
     _paint(viewer, nuclei_image[1])
     widget = _widget(viewer, steps=3)
     wait_job(widget.start())
+    # the closing check adds its scores to the status line when it ends: before the saves
+    qtbot.waitUntil(lambda: not widget.preview.runner.busy, timeout=30_000)
     asked: list = []
     chosen = {"path": str(tmp_path / "fine-tuned")}  # the suffix is added
     answer = {"replace": False}
