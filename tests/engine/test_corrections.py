@@ -82,3 +82,25 @@ def test_split_object_refuses_a_line_that_does_not_cut():
         split_object(lab, [(8, 0), (8, 19)])
     with pytest.raises(ValueError, match="points"):
         split_object(lab, [(1, 1)])
+
+
+@pytest.mark.parametrize("big", [2**40, 2**64 - 3])
+def test_split_object_of_a_huge_id(big):
+    """The crossed objects were counted with ``np.bincount`` over the ids: an id of 2**40
+    asked for 8 TiB, one past 2**63 was refused as negative."""
+    lab = np.zeros((9, 20), np.uint64)
+    lab[2:7, 2:18] = big
+    out = split_object(lab, [(0, 9), (8, 9)])
+    assert out.dtype == np.uint64
+    assert set(np.unique(out[2:7, 2:18])) == {big, big + 1}
+
+
+def test_split_object_cuts_the_object_it_cuts_not_the_one_it_crosses_most():
+    """A line that starts over a big neighbour and runs across a merge: the neighbour, crossed
+    most but not cut, was chosen and the line refused."""
+    lab = np.zeros((30, 20), np.int32)
+    lab[0:20, 2:18] = 1  # the neighbour the line starts in
+    lab[23:29, 2:18] = 2  # the merge below it
+    out = split_object(lab, [(5, 9), (29, 9)])
+    assert set(np.unique(out)) == {0, 1, 2, 3}
+    assert set(np.unique(out[23:29, 2:18])) == {2, 3} and (out[0:20, 2:18] == 1).all()

@@ -159,7 +159,8 @@ def split_object(
     labels : (rows, columns) int labels.
     line : (n >= 2, 2) points (row, column), a polyline in pixel coordinates (a napari Shapes
         "path" or "line" in data coordinates).
-    label_id : the object to cut; ``None``: the object the line crosses most.
+    label_id : the object to cut; ``None``: of the objects the line cuts in two, the one it
+        crosses most.
 
     Returns
     -------
@@ -185,21 +186,30 @@ def split_object(
     cut = _line_pixels(points, labels.shape)
     if label_id is None:
         under = labels[cut]
-        under = under[under > 0]
-        if under.size == 0:
+        ids, crossed = np.unique(under[under > 0], return_counts=True)  # ids may be huge
+        if ids.size == 0:
             raise ValueError("the line crosses no object")
-        label_id = int(np.bincount(under.astype(np.int64)).argmax())
-    obj = labels == label_id
-    if not obj.any():
-        raise ValueError(f"there is no object {label_id}")
-    pieces, n = ndi.label(obj & ~cut)
-    if n < 2:
-        raise ValueError(f"the line does not cut object {label_id} in two")
+        # the object crossed most that the line cuts: a line that starts over a neighbour
+        # still cuts the merge it runs across
+        candidates = [int(i) for i in ids[np.argsort(-crossed, kind="stable")]]
+    else:
+        candidates = [int(label_id)]
+    for label_id in candidates:
+        obj = labels == label_id
+        if not obj.any():
+            raise ValueError(f"there is no object {label_id}")
+        pieces, n = ndi.label(obj & ~cut)
+        if n >= 2:
+            break
+    else:
+        raise ValueError(f"the line does not cut object {candidates[0]} in two")
     sizes = np.bincount(pieces.ravel())[1:]
     order = np.argsort(-sizes) + 1
     out = labels.copy()
     next_id = int(labels.max()) + 1
-    new = np.zeros(labels.shape, np.int64)
+    new = np.zeros(labels.shape, np.uint64 if labels.dtype == np.uint64 else np.int64)
+    if next_id + n - 2 > np.iinfo(new.dtype).max:
+        raise ValueError(f"no label id is left above {next_id - 1} for the new pieces")
     for rank, piece in enumerate(order):
         new[pieces == piece] = label_id if rank == 0 else next_id + rank - 1
     # line pixels of the object go to the nearest piece
