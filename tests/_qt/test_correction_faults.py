@@ -334,3 +334,43 @@ def test_the_uncertainty_shows_its_progress_in_the_panel(viewer_with_image, wait
     wait_job(job)
     assert errors == [] and shown and shown[-1] == 1.0 and shown == sorted(shown)
     assert tools.progress.bar.isHidden()
+
+
+def test_a_split_line_on_a_yxz_stack_cuts_the_plane_shown(make_napari_viewer, errors):
+    """Labels with planes last (``YXZ``), shown as Y, X planes: the line was read as lying in
+    the last two axes (X, Z), so it crossed no object."""
+    from napari_unet._qt._corrections import start_correction
+
+    viewer = make_napari_viewer()
+    labels = np.zeros((40, 60, 3), np.int32)
+    labels[10:30, 5:55, :] = 3  # a merge on every plane
+    result = viewer.add_labels(labels, name="cells labels")
+    corrections, lines = start_correction(viewer, result)
+    viewer.dims.order = (2, 0, 1)  # Y, X on screen, Z the slider
+    viewer.dims.set_point(2, 1)
+    lines.add_paths(np.array([[0.0, 30.0, 1.0], [39.0, 30.0, 1.0]]))
+    assert errors == []
+    out = np.asarray(corrections.data)
+    assert set(np.unique(out[..., 1])) == {0, 3, 4}  # cut on plane Z = 1 only
+    np.testing.assert_array_equal(out[..., [0, 2]], labels[..., [0, 2]])
+
+
+def test_a_split_is_one_undoable_edit(make_napari_viewer, errors):
+    """A split replaced the layer's data: Ctrl-Z took back the edit before it and left the cut,
+    and the new data stopped a running Fine-tune and marked the layer's results as old."""
+    from napari_unet._qt._corrections import start_correction
+
+    viewer = make_napari_viewer()
+    labels = np.zeros((40, 60), np.int32)
+    labels[10:30, 5:55], labels[32:38, 2:8] = 3, 5
+    result = viewer.add_labels(labels, name="cells labels")
+    corrections, lines = start_correction(viewer, result)
+    corrections.data_setitem(np.nonzero(labels == 5), 0)  # the user deletes object 5
+    replaced = []
+    corrections.events.data.connect(replaced.append)
+    lines.add_paths(np.array([[0.0, 30.0], [39.0, 30.0]]))
+    assert set(np.unique(corrections.data)) == {0, 3, 4} and replaced == []
+    corrections.undo()  # the split is taken back, the deletion stays
+    expected = np.where(labels == 5, 0, labels)
+    np.testing.assert_array_equal(corrections.data, expected)
+    assert errors == []

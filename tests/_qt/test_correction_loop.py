@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet._qt._corrections import apply_split_lines, original_of
+from napari_unet._qt._corrections import original_of
 from napari_unet._qt._session import session_for
+from napari_unet._qt._split_lines import apply_split_lines
 from napari_unet._qt.finetune_widget import FineTuneWidget
 from napari_unet._qt.inspect_widget import InspectWidget
 from napari_unet._qt.segment_widget import SegmentWidget

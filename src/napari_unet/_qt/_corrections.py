@@ -3,7 +3,7 @@ drawn line, see where the model is unsure and where to correct next.
 
 *Correct this result* copies the Segment result into a new Labels layer ``"<name> corrections"``
 (the user's layers are never changed) and adds a Shapes layer ``"<name> split lines"``: a line
-or path drawn there cuts the object it crosses in two (:func:`engine.corrections.split_object`).
+or path drawn there cuts the object it crosses in two (`_split_lines`).
 The user deletes false objects and paints missed cells with napari's own tools. Fine-tune then
 learns from the corrected area only (:func:`corrected_annotation`, called by
 ``_annotations.painted_plane``): the area drawn in the panel's *annotated regions*, or, without
@@ -40,9 +40,10 @@ from napari_unet._qt._layers import (
 )
 from napari_unet._qt._progress import PanelProgress
 from napari_unet._qt._segment_call import engine_options, fall_back_after
+from napari_unet._qt._split_lines import add_split_lines, split_lines_of
 from napari_unet._qt._stale import is_stale
 from napari_unet._qt._uncertainty_job import MIN_BOX_ERRORS, box_on_plane, uncertainty_job
-from napari_unet._qt._worker import Job, notify_error, start_job, tell_user
+from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import TileDone
 from napari_unet.engine.wording import count
 
@@ -56,8 +57,6 @@ _ORIGINALS: weakref.WeakKeyDictionary[Any, np.ndarray] = weakref.WeakKeyDictiona
 _SOURCES: weakref.WeakKeyDictionary[Any, weakref.ref] = weakref.WeakKeyDictionary()
 #: corrections layer -> (a weak reference to) the image that result segmented
 _IMAGES: weakref.WeakKeyDictionary[Any, weakref.ref] = weakref.WeakKeyDictionary()
-#: split-lines Shapes layer -> the corrections layer it cuts
-_SPLIT_TARGETS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def original_of(layer: Any) -> np.ndarray | None:
@@ -88,11 +87,6 @@ def copy_of(viewer: Any, labels_layer: Any) -> Any:
     return None
 
 
-def split_lines_of(viewer: Any, corrections: Any) -> Any:
-    """The split-lines layer in ``viewer`` that cuts ``corrections``, or ``None``."""
-    return next((lyr for lyr in viewer.layers if _SPLIT_TARGETS.get(lyr) is corrections), None)
-
-
 def start_correction(
     viewer: Any, labels_layer: Any, image_layer: Any = None
 ) -> tuple[Any, Any]:
@@ -116,90 +110,6 @@ def start_correction(
         _IMAGES[corrections] = weakref.ref(image_layer)
     viewer.add_layer(corrections)  # known as a copy already when the panels' pickers see it
     return corrections, add_split_lines(viewer, corrections)
-
-
-def add_split_lines(viewer: Any, corrections: Any) -> Any:
-    """Add the split-lines Shapes layer of ``corrections`` (path mode) and make the
-    corrections the active layer; returns the Shapes layer."""
-    geometry = geometry_of(corrections)
-    lines = viewer.add_shapes(
-        ndim=corrections.ndim,
-        name=f"{corrections.name}: split lines",
-        shape_type="path",
-        edge_color="yellow",
-        edge_width=2,
-        metadata={OWNER_KEY: ROLE},
-        **geometry,
-    )
-    _SPLIT_TARGETS[lines] = corrections
-    lines.events.data.connect(lambda event: _lines_drawn(lines, event))
-    _remove_with(viewer, lines, corrections)
-    lines.mode = "add_path"
-    viewer.layers.selection.active = corrections
-    return lines
-
-
-def _remove_with(viewer: Any, tool: Any, owner: Any) -> None:
-    """Remove the plugin layer ``tool`` from ``viewer`` when the layer ``owner`` is removed
-    (split lines without their corrections layer would cut a layer no longer shown)."""
-    tool_ref, owner_ref = weakref.ref(tool), weakref.ref(owner)
-
-    def removed(event: Any) -> None:
-        tool, owner = tool_ref(), owner_ref()
-        if tool is None or owner is None or event.value is tool:
-            viewer.layers.events.removed.disconnect(removed)
-        elif event.value is owner:
-            viewer.layers.events.removed.disconnect(removed)
-            if tool in viewer.layers:
-                viewer.layers.remove(tool)
-
-    viewer.layers.events.removed.connect(removed)
-
-
-def _lines_drawn(lines: Any, event: Any) -> None:
-    if str(getattr(event, "action", "added")) != "added":
-        return
-    try:
-        apply_split_lines(lines)
-    except Exception as exc:  # a line that cuts nothing: tell, keep the labels
-        notify_error(exc, "Split")
-
-
-def apply_split_lines(lines: Any) -> int:
-    """Cut the corrections layer along every line of ``lines``, then clear the lines.
-
-    Returns the number of objects cut. A line that crosses no object or does not cut one in two
-    raises ``ValueError`` (the lines are cleared all the same, the labels keep the other cuts).
-    """
-    from napari_unet.engine.corrections import split_object
-
-    target = _SPLIT_TARGETS.get(lines)
-    if target is None or not len(lines.data):
-        return 0
-    data = np.asarray(target.data)
-    cut, problems = 0, []
-    for vertices in list(lines.data):
-        points = np.array([target.world_to_data(lines.data_to_world(v)) for v in vertices])
-        lead = tuple(int(round(v)) for v in points[0, :-2])
-        plane = data[lead] if lead else data
-        try:
-            new = split_object(plane, points[:, -2:])
-        except ValueError as exc:
-            problems.append(str(exc))
-            continue
-        if new.dtype != data.dtype:
-            data = data.astype(new.dtype)
-        if lead:
-            data[lead] = new
-        else:
-            data = new
-        cut += 1
-    target.data = data
-    with lines.events.data.blocker():
-        lines.data = []
-    if problems:
-        raise ValueError(problems[0])
-    return cut
 
 
 def corrected_annotation(
