@@ -374,3 +374,14 @@ def test_a_split_is_one_undoable_edit(make_napari_viewer, errors):
     expected = np.where(labels == 5, 0, labels)
     np.testing.assert_array_equal(corrections.data, expected)
     assert errors == []
+
+
+def test_a_missed_cell_is_painted_as_a_new_object(viewer_with_image, errors):
+    """The copy's brush was napari's label 1: a missed cell painted beside object 1 joined it
+    (no border between them to learn), and object 1 counted as corrected wherever it was."""
+    viewer = viewer_with_image
+    segment = _segment_panel(viewer)
+    _result(viewer, segment)
+    corrections = segment.corrections.correct()
+    assert corrections.selected_label == 3  # the next id after the result's 1 and 2
+    assert errors == []

@@ -108,6 +108,9 @@ def start_correction(
     _SOURCES[corrections] = weakref.ref(labels_layer)
     if image_layer is not None:
         _IMAGES[corrections] = weakref.ref(image_layer)
+    top = int(data.max(initial=0))
+    if top < np.iinfo(data.dtype).max:  # a missed cell is painted as a new object, not as 1
+        corrections.selected_label = top + 1
     viewer.add_layer(corrections)  # known as a copy already when the panels' pickers see it
     return corrections, add_split_lines(viewer, corrections)
 
