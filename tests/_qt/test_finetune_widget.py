@@ -512,21 +512,52 @@ def test_cells_are_rescaled_to_the_model_diameter(nuclei_image):
     assert meta.training["steps_done"] == 2 and meta.training["fine_tuned_from"] == "32 px model"
 
 
+def _repaint_floor(qtbot, layer, seconds: float = 2.5) -> float:
+    """The longest gap (s) of a 10 ms QTimer while ``layer``'s data are replaced every 250 ms
+    and nothing else runs: what napari's own update and repaint of the viewer's visible layers
+    costs on this machine, now (the benchmark's *floor*, docs/benchmarks/responsiveness.md)."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    rng = np.random.default_rng(0)
+    shape, dtype = layer.data.shape, layer.data.dtype
+    ticks: list[float] = []
+    clock = QTimer()
+    clock.setInterval(10)
+    clock.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    updates = QTimer()
+    updates.setInterval(250)
+    updates.timeout.connect(lambda: setattr(layer, "data", rng.integers(0, 20, shape).astype(dtype)))
+    clock.start()
+    updates.start()
+    qtbot.wait(int(1000 * seconds))
+    updates.stop()
+    clock.stop()
+    return float(np.diff(ticks).max())
+
+
 def test_event_loop_keeps_running_during_finetune(
-    viewer_with_image, nuclei_image, wait_job, run_with_ticks, cpu_load
+    viewer_with_image, nuclei_image, wait_job, run_with_ticks, cpu_load, qtbot
 ):
     """A QTimer keeps ticking while the worker trains and the live layers update, with two
     CPU-burning processes beside it: the longest gap between ticks from the first training
-    step until the run ends stays under 250 ms. (The issue's goal is 100 ms and Segment meets
-    it; Fine-tune does not: 114-144 ms in docs/benchmarks/responsiveness.md, where napari alone,
-    repainting the six layers Fine-tune shows, reaches 158 ms under the same load. The bound
-    keeps 250 ms for machines busier than that one rather than asserting the goal. The
-    preparation before the first step is printed, not asserted.)"""
+    step until the run ends stays under 250 ms, or, where napari's own repaint of the same
+    layers under the same load already takes longer (software OpenGL on a slow machine: 269 ms
+    in one run here), within 1.25x of that floor, measured in this test just before. (The
+    issue's goal is 100 ms and Segment meets it; Fine-tune does not: 114-144 ms in
+    docs/benchmarks/responsiveness.md, where napari alone, repainting the six layers Fine-tune
+    shows, reaches 158 ms under the same load. The preparation before the first step is
+    printed, not asserted.) The warm-up run's closing check is waited for: it used to overlap
+    the measured run, and its segmentation and display made that run's longest gaps (146-236 ms
+    printed in three runs on a 2-core Xeon, 35-63 ms once it was waited for)."""
     viewer = viewer_with_image
     painted_data, _ = _top_half(nuclei_image[1])
     _paint(viewer, painted_data)
     widget = _widget(viewer, steps=3)
     wait_job(widget.start())  # warm up: imports, the first model load, the first layers
+    qtbot.waitUntil(lambda: not widget.preview.runner.busy, timeout=30_000)  # its check
+    floor = _repaint_floor(qtbot, viewer.layers["augmented tile labels"])
 
     widget.steps.value = 25
     _, started, ended, ticks = run_with_ticks(widget.start)
@@ -539,10 +570,11 @@ def test_event_loop_keeps_running_during_finetune(
     print(
         f"\nQTimer during Fine-tune ({1000 * (ended - training):.0f} ms of training, "
         f"{len(during)} ticks): max gap {1000 * gaps.max():.0f} ms; while preparing "
-        f"({1000 * (training - started):.0f} ms): {1000 * preparing.max():.0f} ms"
+        f"({1000 * (training - started):.0f} ms): {1000 * preparing.max():.0f} ms; napari's "
+        f"repaint floor {1000 * floor:.0f} ms"
     )
     assert len(during) >= 5
-    assert gaps.max() <= 0.250
+    assert gaps.max() <= max(0.250, 1.25 * floor)
 
 
 @pytest.fixture
