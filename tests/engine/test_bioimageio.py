@@ -335,3 +335,19 @@ def test_a_bad_licence_or_name_is_said_in_one_plain_sentence(tiny_model_file, tm
     with pytest.raises(ValueError, match=r"does not validate: name: 'Zoë' is not restricted to"):
         export_package(tiny_model_file, target, name="Zoë", formats=())
     assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("stored", "exported"),
+    [("Zoë's nuclei v1.2", "Zoe s nuclei v1 2"), ("ft", "napari-unet U-Net"), ("n" * 300, "n" * 128)],
+    ids=["dot-and-accent", "too-short", "too-long"],
+)
+def test_a_model_files_own_name_is_made_one_the_zoo_accepts(tmp_path, stored, exported):
+    """Without --name the package is named after the model file's metadata; a name there that
+    the zoo refuses (a dot, an accent, under 5 or over 128 characters) is cleaned, where the
+    export failed on a name the user never typed."""
+    net = UNet(UNetConfig(depth=2, base_channels=4))
+    model = tmp_path / "m.pt"
+    save_checkpoint(model, net, diameter=18.0, extra={"name": stored})
+    export_package(model, tmp_path / "p.zip", formats=())
+    assert _rdf(tmp_path / "p.zip")["name"] == exported
