@@ -219,6 +219,15 @@ def test_mask_keeps_objects_by_majority():
     assert unmasked["n_pred"] == 3.0
 
 
+@pytest.mark.parametrize(("dtype", "base"), [(np.uint64, 2**63), (np.int64, 2**62)])
+def test_a_stack_with_huge_ids_is_scored_like_small_ids(two_gt_three_pred, dtype, base):
+    """Ids past 2**62 in a stack are only names: they were offset plane by plane and wrapped
+    past int64 into 'the prediction has negative labels'."""
+    pred, gt = (np.stack([a, a, a]) for a in two_gt_three_pred)
+    huge, huge_gt = (np.where(a > 0, a.astype(dtype) + dtype(base), 0).astype(dtype) for a in (pred, gt))
+    assert evaluate(huge, huge_gt) == evaluate(pred, gt)
+
+
 def test_stack_is_scored_plane_by_plane():
     gt = np.zeros((2, 6, 6), np.int32)
     gt[0, 1:4, 1:4] = 1

@@ -210,13 +210,20 @@ def _drop_outside(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _unique_per_plane(labels: np.ndarray) -> np.ndarray:
-    """Offset the ids of each plane of a (P, Y, X) stack so that no two planes share an id."""
-    out = labels.astype(np.int64)
+    """(P, Y, X) int64 labels whose planes' ids are numbered on from the previous plane's, so
+    that no two planes share an id; 0 stays background. Renumbered, not offset by each plane's
+    largest id: ids of 2**62 (or uint64 ids of 2**63) would wrap past int64 and read as
+    negative."""
+    out = np.zeros(labels.shape, np.int64)
     offset = 0
-    for plane in out:
-        top = int(plane.max()) if plane.size else 0
-        plane[plane > 0] += offset
-        offset += top
+    for plane, target in zip(labels, out, strict=True):
+        ids, index, _ = _compact(plane)
+        if ids.size == 0:
+            continue
+        has_background = ids[0] == 0
+        target[...] = (index + (0 if has_background else 1)).reshape(plane.shape)
+        target[target > 0] += offset
+        offset += ids.size - int(has_background)
     return out
 
 
