@@ -351,3 +351,18 @@ def test_a_model_files_own_name_is_made_one_the_zoo_accepts(tmp_path, stored, ex
     save_checkpoint(model, net, diameter=18.0, extra={"name": stored})
     export_package(model, tmp_path / "p.zip", formats=())
     assert _rdf(tmp_path / "p.zip")["name"] == exported
+
+
+def test_a_package_exported_again_keeps_its_datas_terms_and_papers(tmp_path):
+    """Exporting a package again (``export pkg.zip -o new.zip``) keeps the training data's terms
+    and the papers they ask to cite; the re-imported model had lost them."""
+    model = tmp_path / "m.pt"
+    terms = "Trained on Cell Tracking Challenge data: cite Maska et al. 2023."
+    save_checkpoint(model, UNet(UNetConfig(depth=2, base_channels=4)), diameter=18.0,
+                    extra={"training_data": {"licence": terms}})
+    first, again = tmp_path / "first.zip", tmp_path / "again.zip"
+    export_package(model, first, formats=())
+    export_package(first, again, formats=())
+    rdf = _rdf(again)
+    assert rdf["config"]["napari_unet"]["training_data_terms"] == terms
+    assert rdf["cite"] == _rdf(first)["cite"] and len(rdf["cite"]) == 3
