@@ -272,3 +272,35 @@ def test_size_ratio_is_the_median_area_ratio_of_matched_objects():
     grown = np.where(pred == 8, 0, pred)
     assert size_ratio(grown, gt) == pytest.approx(1.21)
     assert np.isnan(size_ratio(np.zeros_like(gt), gt))
+
+
+def _shifted_grids(side: int, cell: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A grid of touching squares and the same grid shifted by half a square: each predicted
+    square overlaps four reference squares, by an IoU of about 0.14 each."""
+    gt = np.zeros((side, side), np.int32)
+    n = side // cell
+    gt[: n * cell, : n * cell] = np.arange(1, n * n + 1).reshape(n, n).repeat(cell, 0).repeat(cell, 1)
+    return np.roll(gt, (cell // 2, cell // 2), axis=(0, 1)), gt
+
+
+def test_a_low_threshold_on_thousands_of_touching_objects_builds_no_dense_matrix(monkeypatch):
+    """Below IoU 0.5 a grid of touching objects is one connected group; it was matched on a
+    dense (n_pred x n_gt) matrix (20,000 objects: two 3 GB arrays and a cubic solve). Now large
+    groups are matched on their sparse graph, with the same number of matches and total IoU."""
+    import napari_unet.engine.matching as matching
+
+    pred, gt = _shifted_grids(1020)  # 2,601 objects, one group at threshold 0.1
+    cells = []
+    real = matching.linear_sum_assignment
+
+    def spy(weight, **kwargs):
+        cells.append(weight.size)
+        return real(weight, **kwargs)
+
+    monkeypatch.setattr(matching, "linear_sum_assignment", spy)
+    sparse_result = match_instances(pred, gt, threshold=0.1)
+    assert max(cells, default=0) <= 1_000_000
+    monkeypatch.setattr(matching, "_DENSE_CELLS", 10**12)  # the dense solve, for reference
+    dense_result = match_instances(pred, gt, threshold=0.1)
+    assert sparse_result.tp == dense_result.tp == 2601
+    assert sparse_result.ious.sum() == pytest.approx(dense_result.ious.sum())
