@@ -274,6 +274,18 @@ def test_size_ratio_is_the_median_area_ratio_of_matched_objects():
     assert np.isnan(size_ratio(np.zeros_like(gt), gt))
 
 
+def test_size_ratio_of_uint64_ids_past_int64_is_their_own():
+    """uint64 ids of 2**63 and more are int64 in the matched pairs, wrapped negative: their
+    areas were looked up in the unsigned order and another object's area was taken (0.375 for
+    1.125 here)."""
+    from napari_unet.engine.metrics import size_ratio
+
+    gt = np.array([[1, 1, 1, 1, 0, 0, 2, 2]], np.uint64)
+    pred = np.array([[2, 2, 2, 2, 2, 0, 3, 3]], np.uint64)
+    huge = np.where(pred > 0, pred + np.uint64(2**63), 0).astype(np.uint64)
+    assert size_ratio(huge, gt) == size_ratio(pred, gt) == pytest.approx((1.25 + 1.0) / 2)
+
+
 def _shifted_grids(side: int, cell: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """A grid of touching squares and the same grid shifted by half a square: each predicted
     square overlaps four reference squares, by an IoU of about 0.14 each."""

@@ -177,7 +177,11 @@ def matched_area_ratios(
 
     def areas(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
         found, counts = np.unique(labels, return_counts=True)
-        return counts[np.searchsorted(found, ids)]
+        # the pairs hold ids as int64, where uint64 ids of 2**63 and more wrap negative: look
+        # them up as int64 too, sorted again, or a ratio is taken of another object's area
+        found = found.astype(np.int64)
+        order = np.argsort(found, kind="stable")
+        return counts[order[np.searchsorted(found[order], ids)]]
 
     if pairs.size == 0:
         return pairs, np.zeros(0)
