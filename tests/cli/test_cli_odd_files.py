@@ -213,3 +213,16 @@ def test_label_images_named_for_other_images_are_refused(tmp_path, capsys):
         "-o", tmp_path / "m.pt", "--steps", 1, "--device", "cpu", "--val-fraction", 0, "-q",
     )  # fmt: skip
     assert code == 0, err
+
+
+def test_an_empty_reference_is_said_to_leave_seg_undefined(tmp_path, capsys):
+    """Ground truth without objects: SEG and recall have no objects to average over; the 0 that
+    stands for them is said, where it was printed like a real score of 0."""
+    labels = _labels()
+    tifffile.imwrite(tmp_path / "pred.tif", labels)
+    tifffile.imwrite(tmp_path / "truth.tif", np.zeros_like(labels))
+    code, out, err = _run(capsys, "evaluate", tmp_path / "pred.tif", tmp_path / "truth.tif")
+    assert code == 0
+    assert "SEG" in out
+    assert err.startswith("napari-unet: warning: ") and "truth.tif has no objects" in err
+    assert "SEG are undefined" in err and err.count("\n") == 1

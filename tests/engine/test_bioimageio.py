@@ -335,3 +335,34 @@ def test_a_bad_licence_or_name_is_said_in_one_plain_sentence(tiny_model_file, tm
     with pytest.raises(ValueError, match=r"does not validate: name: 'Zoë' is not restricted to"):
         export_package(tiny_model_file, target, name="Zoë", formats=())
     assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("stored", "exported"),
+    [("Zoë's nuclei v1.2", "Zoe s nuclei v1 2"), ("ft", "napari-unet U-Net"), ("n" * 300, "n" * 128)],
+    ids=["dot-and-accent", "too-short", "too-long"],
+)
+def test_a_model_files_own_name_is_made_one_the_zoo_accepts(tmp_path, stored, exported):
+    """Without --name the package is named after the model file's metadata; a name there that
+    the zoo refuses (a dot, an accent, under 5 or over 128 characters) is cleaned, where the
+    export failed on a name the user never typed."""
+    net = UNet(UNetConfig(depth=2, base_channels=4))
+    model = tmp_path / "m.pt"
+    save_checkpoint(model, net, diameter=18.0, extra={"name": stored})
+    export_package(model, tmp_path / "p.zip", formats=())
+    assert _rdf(tmp_path / "p.zip")["name"] == exported
+
+
+def test_a_package_exported_again_keeps_its_datas_terms_and_papers(tmp_path):
+    """Exporting a package again (``export pkg.zip -o new.zip``) keeps the training data's terms
+    and the papers they ask to cite; the re-imported model had lost them."""
+    model = tmp_path / "m.pt"
+    terms = "Trained on Cell Tracking Challenge data: cite Maska et al. 2023."
+    save_checkpoint(model, UNet(UNetConfig(depth=2, base_channels=4)), diameter=18.0,
+                    extra={"training_data": {"licence": terms}})
+    first, again = tmp_path / "first.zip", tmp_path / "again.zip"
+    export_package(model, first, formats=())
+    export_package(first, again, formats=())
+    rdf = _rdf(again)
+    assert rdf["config"]["napari_unet"]["training_data_terms"] == terms
+    assert rdf["cite"] == _rdf(first)["cite"] and len(rdf["cite"]) == 3

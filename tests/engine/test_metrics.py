@@ -219,6 +219,15 @@ def test_mask_keeps_objects_by_majority():
     assert unmasked["n_pred"] == 3.0
 
 
+@pytest.mark.parametrize(("dtype", "base"), [(np.uint64, 2**63), (np.int64, 2**62)])
+def test_a_stack_with_huge_ids_is_scored_like_small_ids(two_gt_three_pred, dtype, base):
+    """Ids past 2**62 in a stack are only names: they were offset plane by plane and wrapped
+    past int64 into 'the prediction has negative labels'."""
+    pred, gt = (np.stack([a, a, a]) for a in two_gt_three_pred)
+    huge, huge_gt = (np.where(a > 0, a.astype(dtype) + dtype(base), 0).astype(dtype) for a in (pred, gt))
+    assert evaluate(huge, huge_gt) == evaluate(pred, gt)
+
+
 def test_stack_is_scored_plane_by_plane():
     gt = np.zeros((2, 6, 6), np.int32)
     gt[0, 1:4, 1:4] = 1
@@ -263,3 +272,47 @@ def test_size_ratio_is_the_median_area_ratio_of_matched_objects():
     grown = np.where(pred == 8, 0, pred)
     assert size_ratio(grown, gt) == pytest.approx(1.21)
     assert np.isnan(size_ratio(np.zeros_like(gt), gt))
+
+
+def test_size_ratio_of_uint64_ids_past_int64_is_their_own():
+    """uint64 ids of 2**63 and more are int64 in the matched pairs, wrapped negative: their
+    areas were looked up in the unsigned order and another object's area was taken (0.375 for
+    1.125 here)."""
+    from napari_unet.engine.metrics import size_ratio
+
+    gt = np.array([[1, 1, 1, 1, 0, 0, 2, 2]], np.uint64)
+    pred = np.array([[2, 2, 2, 2, 2, 0, 3, 3]], np.uint64)
+    huge = np.where(pred > 0, pred + np.uint64(2**63), 0).astype(np.uint64)
+    assert size_ratio(huge, gt) == size_ratio(pred, gt) == pytest.approx((1.25 + 1.0) / 2)
+
+
+def _shifted_grids(side: int, cell: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A grid of touching squares and the same grid shifted by half a square: each predicted
+    square overlaps four reference squares, by an IoU of about 0.14 each."""
+    gt = np.zeros((side, side), np.int32)
+    n = side // cell
+    gt[: n * cell, : n * cell] = np.arange(1, n * n + 1).reshape(n, n).repeat(cell, 0).repeat(cell, 1)
+    return np.roll(gt, (cell // 2, cell // 2), axis=(0, 1)), gt
+
+
+def test_a_low_threshold_on_thousands_of_touching_objects_builds_no_dense_matrix(monkeypatch):
+    """Below IoU 0.5 a grid of touching objects is one connected group; it was matched on a
+    dense (n_pred x n_gt) matrix (20,000 objects: two 3 GB arrays and a cubic solve). Now large
+    groups are matched on their sparse graph, with the same number of matches and total IoU."""
+    import napari_unet.engine.matching as matching
+
+    pred, gt = _shifted_grids(1020)  # 2,601 objects, one group at threshold 0.1
+    cells = []
+    real = matching.linear_sum_assignment
+
+    def spy(weight, **kwargs):
+        cells.append(weight.size)
+        return real(weight, **kwargs)
+
+    monkeypatch.setattr(matching, "linear_sum_assignment", spy)
+    sparse_result = match_instances(pred, gt, threshold=0.1)
+    assert max(cells, default=0) <= 1_000_000
+    monkeypatch.setattr(matching, "_DENSE_CELLS", 10**12)  # the dense solve, for reference
+    dense_result = match_instances(pred, gt, threshold=0.1)
+    assert sparse_result.tp == dense_result.tp == 2601
+    assert sparse_result.ious.sum() == pytest.approx(dense_result.ious.sum())

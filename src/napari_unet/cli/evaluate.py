@@ -19,7 +19,7 @@ from napari_unet.cli.files import (
     pair_by_name,
     path_text,
 )
-from napari_unet.cli.output import UsageError, say
+from napari_unet.cli.output import UsageError, say, warning
 
 
 def _metric_rows(keys: Sequence[str]) -> list[tuple[str, str]]:
@@ -97,7 +97,14 @@ def run(args: argparse.Namespace) -> int:
             layout = AxesLayout(a.shape, args.axes or detect_label_axes(a.shape))
         except ValueError as exc:
             raise UsageError(f"{p}: {exc}") from None
-        results.append((p, g, evaluate(layout.to_engine(a)[0], layout.to_engine(b)[0])))
+        scores = evaluate(layout.to_engine(a)[0], layout.to_engine(b)[0])
+        if scores["n_gt"] == 0 and scores["n_pred"] > 0:
+            # no object to find: recall and SEG are undefined, shown as 0 (engine/metrics.py)
+            warning(
+                f"{g} has no objects: recall and SEG are undefined (shown as 0) and every "
+                f"predicted object counts as a false positive (AP 0)"
+            )
+        results.append((p, g, scores))
         if errors_path is not None:
             _write_errors(
                 errors_path, a, b, layout.axes, overwrite=args.overwrite, quiet=args.json

@@ -248,7 +248,7 @@ def export_package(
     side = max(int(test_side or 128 - offset), size_min)
     side = size_min + -(-(side - size_min) // step) * step
     extra = checkpoint.extra or {}
-    name = name or str(extra.get("name") or "napari-unet U-Net")
+    name = name or _package_name(extra.get("name"))
     path = Path(path)
     results: dict[str, str | None] = {"pytorch_state_dict": None}
 
@@ -397,6 +397,22 @@ def export_package(
             raise
         atomic.commit([(temp, path)])
     return results
+
+
+DEFAULT_NAME = "napari-unet U-Net"
+
+
+def _package_name(stored: Any) -> str:
+    """The name stored in a model file's metadata, made one the zoo accepts: 5 to 128 of the
+    characters ``A-Z a-z 0-9 _ + - ( )`` and spaces, accents dropped and other characters
+    spaced (``"Zoë's nuclei v1.2"`` -> ``"Zoe s nuclei v1 2"``); :data:`DEFAULT_NAME` when
+    nothing of it is left. A name the user gives is not changed: the spec's refusal says why."""
+    import re
+    import unicodedata
+
+    text = unicodedata.normalize("NFKD", str(stored or "")).encode("ascii", "ignore").decode()
+    text = " ".join(re.sub(r"[^A-Za-z0-9_+\-() ]+", " ", text).split())[:128].strip()
+    return text if len(text) >= 5 else DEFAULT_NAME
 
 
 def _check_license(spec: Any, license: str) -> None:

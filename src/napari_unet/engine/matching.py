@@ -75,6 +75,36 @@ class Matching:
         return float(self.ious.mean()) if self.tp else 0.0
 
 
+#: Above this many (pred, gt) cells a group is matched on its sparse graph, not a dense matrix.
+_DENSE_CELLS = 1_000_000
+
+
+def _sparse_assignment(
+    r: np.ndarray, c: np.ndarray, iou: np.ndarray, n_rows: int, n_cols: int
+) -> np.ndarray:
+    """Indices into the ``(r, c, iou)`` candidate pairs of a one-to-one assignment with the most
+    pairs, then the largest total IoU: what the dense ``linear_sum_assignment`` gives, on the
+    sparse graph. Below a threshold of 0.5 an object may overlap several others enough, and a
+    grid of 20,000 touching objects is then one group: its dense matrix took gigabytes.
+
+    Every row also gets a private dummy column that stands for "unmatched", so a full matching
+    of the rows always exists; costs are ``top - value`` with ``value = big + iou`` for a real
+    pair and 0 for a dummy, all positive (stored zeros would be no edge)."""
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+    big = min(n_rows, n_cols) + 1.0
+    top = big + 2.0
+    rows = np.concatenate([r, np.arange(n_rows)])
+    cols = np.concatenate([c, n_cols + np.arange(n_rows)])
+    cost = np.concatenate([top - (big + iou), np.full(n_rows, top)])
+    graph = sparse.csr_matrix((cost, (rows, cols)), shape=(n_rows, n_cols + n_rows))
+    _, col_of_row = min_weight_full_bipartite_matching(graph)
+    lookup = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(r, c, strict=True))}
+    return np.array(
+        [lookup[(row, int(col))] for row, col in enumerate(col_of_row) if col < n_cols], np.int64
+    )
+
+
 def _match(ov: _Overlaps, threshold: float) -> Matching:
     n_pred, n_gt = ov.pred_ids.size, ov.gt_ids.size
     cand = ov.iou >= threshold
@@ -96,6 +126,9 @@ def _match(ov: _Overlaps, threshold: float) -> Matching:
                 continue
             r_ids, r_loc = np.unique(rows[group], return_inverse=True)
             c_ids, c_loc = np.unique(cols[group], return_inverse=True)
+            if r_ids.size * c_ids.size > _DENSE_CELLS:
+                chosen[group[_sparse_assignment(r_loc, c_loc, iou[group], r_ids.size, c_ids.size)]] = True
+                continue
             # maximise the number of matches first, then their total IoU
             big = min(r_ids.size, c_ids.size) + 1.0
             weight = np.zeros((r_ids.size, c_ids.size))
@@ -127,7 +160,9 @@ def match_instances(pred: np.ndarray, gt: np.ndarray, *, threshold: float = 0.5)
     A pair can match when its IoU is at least ``threshold``. Among those pairs a one-to-one
     assignment is chosen that maximises the number of matches and, among assignments with as
     many matches, the total IoU (:func:`scipy.optimize.linear_sum_assignment` on each connected
-    group of candidate pairs). For ``threshold > 0.5`` each object has at most one candidate, so
+    group of candidate pairs; a group of over a million cells with
+    :func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching` on its sparse graph, as
+    below IoU 0.5 thousands of touching objects form one group). For ``threshold > 0.5`` each object has at most one candidate, so
     the matching is unique.
 
     Parameters

@@ -177,7 +177,11 @@ def matched_area_ratios(
 
     def areas(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
         found, counts = np.unique(labels, return_counts=True)
-        return counts[np.searchsorted(found, ids)]
+        # the pairs hold ids as int64, where uint64 ids of 2**63 and more wrap negative: look
+        # them up as int64 too, sorted again, or a ratio is taken of another object's area
+        found = found.astype(np.int64)
+        order = np.argsort(found, kind="stable")
+        return counts[order[np.searchsorted(found[order], ids)]]
 
     if pairs.size == 0:
         return pairs, np.zeros(0)
@@ -210,13 +214,20 @@ def _drop_outside(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _unique_per_plane(labels: np.ndarray) -> np.ndarray:
-    """Offset the ids of each plane of a (P, Y, X) stack so that no two planes share an id."""
-    out = labels.astype(np.int64)
+    """(P, Y, X) int64 labels whose planes' ids are numbered on from the previous plane's, so
+    that no two planes share an id; 0 stays background. Renumbered, not offset by each plane's
+    largest id: ids of 2**62 (or uint64 ids of 2**63) would wrap past int64 and read as
+    negative."""
+    out = np.zeros(labels.shape, np.int64)
     offset = 0
-    for plane in out:
-        top = int(plane.max()) if plane.size else 0
-        plane[plane > 0] += offset
-        offset += top
+    for plane, target in zip(labels, out, strict=True):
+        ids, index, _ = _compact(plane)
+        if ids.size == 0:
+            continue
+        has_background = ids[0] == 0
+        target[...] = (index + (0 if has_background else 1)).reshape(plane.shape)
+        target[target > 0] += offset
+        offset += ids.size - int(has_background)
     return out
 
 

@@ -302,7 +302,10 @@ def _load_own(descr: Any, path: Path, *, device: Any) -> tuple[Any, Any]:
     net = network_from_state_dict(config, state_dict, where=f"the package {path}")
     net.to(resolve_device(device))
     net.eval()
-    extra = {"name": str(descr.name), "package": str(path)}
+    extra: dict[str, Any] = {"name": str(descr.name), "package": str(path)}
+    terms = own.get("training_data_terms")
+    if isinstance(terms, str) and terms:  # a re-export keeps the data's terms and papers
+        extra["training_data"] = {"licence": terms}
     calibration = own.get(CALIBRATION_KEY)
     if chosen_min_confidence(Checkpoint(config=config, extra={CALIBRATION_KEY: calibration})):
         extra[CALIBRATION_KEY] = dict(calibration)  # the minimum confidence the model chose
