@@ -137,3 +137,19 @@ def test_labels_with_nan_are_not_called_fractional(tmp_path, capsys):
         code, _, err = _run(capsys, "evaluate", tmp_path / "pred.tif", tmp_path / "truth.tif")
         assert code == 2
         assert err == f"napari-unet: error: {tmp_path / 'pred.tif'} is not a label image: it holds {words}\n"
+
+
+def test_empty_export_texts_are_refused(tmp_path, capsys):
+    """`export --name ""` (an unset shell variable) took the model file's name without a word,
+    and an empty --author or --description went into the package; each is refused in one line,
+    before anything is exported."""
+    for option in ("--name", "--description", "--author"):
+        code, out, err = _run(
+            capsys, "export", "default", "-o", tmp_path / "pkg.zip", option, "", "--skip", "onnx"
+        )
+        assert code == 2 and out == ""
+        (line,) = err.strip().splitlines()
+        assert line.startswith(
+            f"napari-unet: error: argument {option}: expected some text, got an empty string"
+        )
+    assert not (tmp_path / "pkg.zip").exists()

@@ -46,14 +46,22 @@ def run(args: argparse.Namespace) -> int:
 HELP = "write a model as a BioImage.IO model package (.zip)"
 
 
+def filled_text(text: str) -> str:
+    """An argparse ``type`` for ``--name``, ``--description`` and ``--author``: refuses an
+    empty string (an unset shell variable), which took the default without a word."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected some text, got an empty string")
+    return text
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``napari-unet export``."""
     p.add_argument("model", type=path_text, metavar="MODEL",
                    help="default (the bundled model), a model file (.pt) or a package exported here")
     p.add_argument("-o", "--output", required=True, type=path_text, metavar="PACKAGE.zip", help="the package to write")
-    p.add_argument("--name", help="the model's name in the zoo (default: from the model file)")
-    p.add_argument("--description", help="one or two sentences for the zoo")
-    p.add_argument("--author", action="append", metavar="NAME",
+    p.add_argument("--name", type=filled_text, help="the model's name in the zoo (default: from the model file)")
+    p.add_argument("--description", type=filled_text, help="one or two sentences for the zoo")
+    p.add_argument("--author", action="append", type=filled_text, metavar="NAME",
                    help="who trained the model; repeat for several (default: napari-unet developers)")
     p.add_argument("--license", default="BSD-3-Clause", metavar="SPDX",
                    help="the weights' licence, an SPDX id (default: %(default)s)")
