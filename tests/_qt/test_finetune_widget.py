@@ -727,6 +727,8 @@ def test_removing_the_image_stops_the_run(viewer_with_image, nuclei_image, wait_
     wait_job(job)
     assert job.cancelled
     assert widget.status.value.startswith(f"stopped after step {widget.run.final_step}")
+    # the reason stays: the final line replaced "stopping: 'nuclei' was removed…"
+    assert widget.status.value.endswith(": 'nuclei' was removed")
     assert widget.start_button.isEnabled()
 
 

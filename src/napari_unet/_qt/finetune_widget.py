@@ -16,7 +16,6 @@ The user's layers are never modified. See docs/architecture.md, "Fine-tune", for
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import napari
@@ -27,9 +26,7 @@ from qtpy.QtWidgets import QWidget
 from napari_unet._qt._annotations import show_augmented_tile, show_weight_map
 from napari_unet._qt._closing import ClosingWatch
 from napari_unet._qt._controls import (
-    ask_save_path,
     button_row,
-    confirm_overwrite,
     scroll_layout,
     show_model_name,
     show_text,
@@ -46,18 +43,17 @@ from napari_unet._qt._finetune_job import (
     WeightMapReady,
     finetune_job,
     kept_model,
-    save_model_file,
-    save_package_file,
     snapshot_model,
 )
 from napari_unet._qt._finetune_preview import LivePreview
+from napari_unet._qt._finetune_save import ModelSaving
 from napari_unet._qt._finetune_settings import FineTuneSettings
 from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._progress import PanelProgress, duration
 from napari_unet._qt._segment_call import fall_back_after
 from napari_unet._qt._session import ModelEntry, session_for
 from napari_unet._qt._stale import watch_for_stale
-from napari_unet._qt._worker import Job, call_once, run_shielded, start_job, tell_user
+from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import ModelSnapshot
 
 ROLE = "finetune"
@@ -65,7 +61,7 @@ ROLE = "finetune"
 DISPLAY_INTERVAL_MS = 250
 
 
-class FineTuneWidget(QWidget, FineTuneSettings):
+class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
     """Fine-tune the current U-Net on a few painted cells, with live feedback.
 
     napari injects the viewer (``napari_viewer``).
@@ -107,6 +103,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self._closed = False
         #: the data of the run's image or painted cells were replaced during the run
         self._replaced = False
+        self._why_stopped = ""
 
         self.form = self._build_settings(napari_viewer)
         self.status, self.notes, self.preview_info = status_label(), status_label(), status_label()
@@ -196,6 +193,7 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         self.progress.start("preparing (weight map, first segmentation)…")
         self._set_running(True)
         self._replaced = False
+        self._why_stopped = ""
         for layer in (labels_layer, self._image_layer):
             layer.events.data.connect(self._data_replaced)
         self.job = start_job(
@@ -235,13 +233,15 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         """The image or the painted cells of the running job were removed: stop it."""
         if self.job is not None and self.job.running and not self.job.cancelled:
             if event.value is self._image_layer or event.value is self._labels_layer:
-                self.stop(f"stopping: '{event.value.name}' was removed…")
+                self._why_stopped = f"'{event.value.name}' was removed"
+                self.stop(f"stopping: {self._why_stopped}…")
 
     def _data_replaced(self, event: Any) -> None:
         """The data of the run's image or painted cells were replaced: stop the run (it learns
         the old data), and show no preview of the old data over the new."""
         self._replaced = True
-        self.stop(f"stopping: the data of '{event.source.name}' were replaced…")
+        self._why_stopped = f"the data of '{event.source.name}' were replaced"
+        self.stop(f"stopping: {self._why_stopped}…")
 
     def _warn(self, text: str) -> None:
         """A warning about the annotations: a line in the panel, and a notification the first
@@ -339,6 +339,8 @@ class FineTuneWidget(QWidget, FineTuneSettings):
             timing = self.live.timing(None, until=self.live.last_step_at)
             if entry is not None and timing is not None:
                 message += f" ({duration(timing.elapsed)}, {timing.per_step:.2f} s per step)"
+            if job.cancelled and self._why_stopped:  # not a click on Stop: say what stopped it
+                message += f": {self._why_stopped}"
             self.status.value = message
         # the widget keeps the kept CPU model (in the entry) only
         self._snapshot = None
@@ -434,65 +436,3 @@ class FineTuneWidget(QWidget, FineTuneSettings):
         return options
 
     # -- saving --------------------------------------------------------------------------------
-    def ask_save_path(self) -> str:
-        """Ask where to save the model; ``""`` when cancelled (:meth:`save_model` asks about an
-        existing file itself, for every way a path can come in)."""
-        return ask_save_path(
-            self,
-            "Save the fine-tuned model",
-            "fine-tuned.pt",
-            "U-Net model (*.pt);;BioImage.IO model package (*.zip)",
-        )
-
-    def confirm_overwrite(self, path: Path) -> bool:
-        """Ask whether to replace the existing file ``path``; ``True`` means yes."""
-        return confirm_overwrite(self, path)
-
-    def save_model(self) -> Job | None:
-        """Write the last fine-tuned model to a file the user picks (atomic write, in a worker
-        thread); an existing file is replaced only after the user confirmed. Returns the job, or
-        ``None`` when nothing is written."""
-        if self.job is not None and self.job.running:
-            tell_user("Saving the model failed: stop the training first (the last step is kept).")
-            return None
-        entry = self.result_entry
-        if entry is None:
-            tell_user("Saving the model failed: fine-tune a model first.")
-            return None
-        chosen = self.ask_save_path()
-        if not chosen:
-            return None
-        path = Path(chosen).expanduser()
-        package = path.suffix.lower() == ".zip"  # the format follows the name (and the filter)
-        if not package and path.suffix.lower() != ".pt":
-            path = path.with_name(path.name + ".pt")
-        if path.is_dir():
-            tell_user(f"Saving the model failed: {path} is a folder.")
-            return None
-        if path.exists() and not self.confirm_overwrite(path):
-            self.status.value = f"not saved: {path.name} exists"
-            return None
-        self.status.value = f"saving {path.name}…"
-        self.save_job = start_job(
-            call_once,
-            run_shielded,
-            save_package_file if package else save_model_file,
-            path,
-            entry,
-            what="Saving the model",
-            show_progress=False,
-            on_done=partial(self._saved, path),
-        )
-        return self.save_job
-
-    def _saved(self, path: Path, job: Job) -> None:
-        """A save ended: say where the model went, or that it was not saved (the notification
-        says why), instead of 'saving …' for ever."""
-        if job.error is None and job.result is not None:
-            text = f"saved {job.result}"
-        else:
-            text = f"not saved: {path.name}{' (see the notification)' if job.error else ''}"
-        try:
-            self.status.value = text
-        except RuntimeError:  # the panel was deleted while the save went on
-            pass
