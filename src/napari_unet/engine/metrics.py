@@ -218,16 +218,14 @@ def _unique_per_plane(labels: np.ndarray) -> np.ndarray:
     that no two planes share an id; 0 stays background. Renumbered, not offset by each plane's
     largest id: ids of 2**62 (or uint64 ids of 2**63) would wrap past int64 and read as
     negative."""
+    from napari_unet.engine.instances import relabel_consecutive
+
     out = np.zeros(labels.shape, np.int64)
     offset = 0
     for plane, target in zip(labels, out, strict=True):
-        ids, index, _ = _compact(plane)
-        if ids.size == 0:
-            continue
-        has_background = ids[0] == 0
-        target[...] = (index + (0 if has_background else 1)).reshape(plane.shape)
-        target[target > 0] += offset
-        offset += ids.size - int(has_background)
+        target[...], n = relabel_consecutive(plane)
+        target[target > 0] += offset  # in int64: the stack's count may pass int32
+        offset += n
     return out
 
 
