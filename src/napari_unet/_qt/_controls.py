@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet._qt._layers import layer_array, layer_combo
+from napari_unet._qt._layers import detected_axes, layer_array, layer_combo
 from napari_unet.engine.device import DEVICE_CHOICES
 from napari_unet.engine.train_config import TrainConfig
 
@@ -68,7 +68,6 @@ def update_axes(combo: ComboBox, layer: Any, *, keep_choice: bool = False) -> No
     shown only where there is one to make (grayscale, 3 or more axes). ``keep_choice``: an
     order the user chose (not the detected one) that still fits stays selected."""
     from napari_unet.engine.axes import axes_choices
-    from napari_unet.engine.axes_layout import guess_axes
 
     if layer is None:
         combo.visible = False
@@ -76,8 +75,7 @@ def update_axes(combo: ComboBox, layer: Any, *, keep_choice: bool = False) -> No
     shape = tuple(layer_array(layer).shape)
     rgb = bool(getattr(layer, "rgb", False))
     try:
-        # as a one-channel model reads it (the bundled one, and most): (2, 3, Y, X) is TZYX
-        detected, guess = guess_axes(shape, rgb=rgb)
+        detected, guess = detected_axes(layer)
     except ValueError:  # no reading fits (6 or more axes): a click says so (plan_layout)
         combo.visible = False
         return

@@ -17,8 +17,7 @@ import numpy as np
 from magicgui.widgets import ComboBox
 
 from napari_unet._qt._disconnect import disconnect_when_destroyed
-from napari_unet.engine.axes import detect_axes
-from napari_unet.engine.axes_layout import AxesLayout
+from napari_unet.engine.axes_layout import AxesLayout, guess_axes
 
 OWNER_KEY = "napari_unet"
 KEY_KEY = "napari_unet_key"
@@ -307,12 +306,18 @@ Layout = AxesLayout
 
 def plan_layout(layer: Any, *, axes: str | None = None) -> Layout:
     """The :class:`Layout` of an image layer: ``axes`` (one letter per axis of its data), or
-    detected (:func:`~napari_unet.engine.axes.detect_axes`; RGB(A) layers have their
-    colours last)."""
+    detected as the panels' *axes* choice detects them (:func:`detected_axes`)."""
     shape = tuple(int(s) for s in layer_array(layer).shape)
-    if axes is None:
-        axes = detect_axes(shape, rgb=bool(getattr(layer, "rgb", False)))
-    return Layout(shape, axes)
+    return Layout(shape, axes if axes is not None else detected_axes(layer)[0])
+
+
+def detected_axes(layer: Any) -> tuple[str, str]:
+    """The axes of an image layer's data as a one-channel model (the bundled one, and most)
+    reads them, and a sentence when that is a guess between readings
+    (:func:`~napari_unet.engine.axes_layout.guess_axes`: ``(2, 3, Y, X)`` is ``TZYX``);
+    RGB(A) layers have their colours last."""
+    shape = tuple(int(s) for s in layer_array(layer).shape)
+    return guess_axes(shape, rgb=bool(getattr(layer, "rgb", False)))
 
 
 def plane_index(viewer: Any, layer: Any, axes: str) -> tuple[Any, ...]:
