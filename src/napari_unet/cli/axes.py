@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from napari_unet.cli.files import non_empty
+
 AXES_HELP = (
     "the image's axes, one letter each: Y, X, C (channels), Z/T (planes), e.g. YX, ZYX, YXC, "
     "CYX, YXZ, ZCYX (default: detected; a trailing axis of at most 4 after two larger ones is "
@@ -13,15 +15,9 @@ AXES_HELP = (
 )
 
 
-def axes_text(text: str) -> str:
-    """An argparse ``type`` for ``--axes``: refuses an empty string (an unset shell variable),
-    which would otherwise mean "detect" without a word; leaving the option out detects."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            "expected one letter per axis (e.g. ZYX), got an empty string; leave --axes out to "
-            "detect the axes"
-        )
-    return text
+#: ``--axes``' ``type``: an empty string would mean "detect" without a word; leaving the
+#: option out detects
+axes_text = non_empty("one letter per axis (e.g. ZYX)", "; leave --axes out to detect the axes")
 
 
 def add_axes_option(parser: argparse.ArgumentParser, about: str = AXES_HELP) -> None:

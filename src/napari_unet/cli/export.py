@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_unet.cli.files import check_new_outputs, path_text
+from napari_unet.cli.files import check_new_outputs, non_empty, path_text
 from napari_unet.cli.output import UsageError, one_line, say
 
 
@@ -46,12 +46,8 @@ def run(args: argparse.Namespace) -> int:
 HELP = "write a model as a BioImage.IO model package (.zip)"
 
 
-def filled_text(text: str) -> str:
-    """An argparse ``type`` for ``--name``, ``--description`` and ``--author``: refuses an
-    empty string (an unset shell variable), which took the default without a word."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected some text, got an empty string")
-    return text
+#: ``--name``, ``--description`` and ``--author``: an empty one took the default without a word
+filled_text = non_empty("some text")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

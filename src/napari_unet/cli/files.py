@@ -3,7 +3,8 @@ outputs checked before anything is written, label images checked."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,21 @@ from napari_unet.cli.output import UsageError
 LABEL_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_ground_truth", "_gt", "_seg")
 
 
-def path_text(text: str) -> str:
-    """An argparse ``type`` for a path: refuses an empty one (an unset shell variable), which
-    ``Path`` would read as the current folder."""
-    import argparse
+def non_empty(expected: str, hint: str = "") -> Callable[[str], str]:
+    """An argparse ``type`` that refuses an empty or blank string (an unset shell variable),
+    which would otherwise stand for the option's default, or for ``Path``'s current folder,
+    without a word: "expected ``expected``, got an empty string``hint``"."""
 
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected a path, got an empty string")
-    return text
+    def given(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected {expected}, got an empty string{hint}")
+        return text
+
+    return given
+
+
+#: a path option's ``type``
+path_text = non_empty("a path")
 
 
 def is_tiff_name(path: Path) -> bool:
