@@ -1,5 +1,6 @@
 """The numerical engine of napari-unet: numpy, scipy, scikit-image and torch only.
 
-Nothing in this package may import qtpy, napari or magicgui (a test checks this in a subprocess).
+Nothing in this package may depend on the GUI (the Qt bindings, the viewer, magicgui): a test
+checks in a subprocess that importing it loads none of them.
 Submodules are imported on demand; ``import napari_unet.engine`` is cheap.
 """

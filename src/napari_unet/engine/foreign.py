@@ -2,7 +2,7 @@
 
 A zoo package brings its own network, pre- and post-processing, valid input sizes and halo.
 It is run by ``bioimageio.core``'s prediction pipeline, tiling included, rather than by this
-plugin's overlap-tile code: that code's geometry is derived from napari-unet's own U-Net (depth,
+plugin's overlap-tile code: that code's geometry follows this plugin's own U-Net (depth,
 valid or same convolutions), while a package states its valid sizes (``min + n * step``) and
 halo in its description, and bioimageio.core tiles by exactly those, after computing the
 sample-wise statistics of the package's normalisation on the whole plane (so that, as with this
