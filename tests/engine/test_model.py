@@ -17,6 +17,7 @@ from napari_unet.engine.model import (
     border,
     count_conv_layers,
     count_parameters,
+    inference_copy,
     output_size,
     valid_input_size,
 )
@@ -169,3 +170,29 @@ def test_logits_are_finite_for_random_weights():
     with torch.inference_mode():
         y = model(torch.rand(1, 1, n, n))
     assert np.isfinite(y.numpy()).all() and y.std() > 0
+
+
+@pytest.mark.parametrize("norm", ["batch", None, "group"])
+def test_the_inference_copy_predicts_like_the_model_in_eval_mode(norm):
+    """Batch norms folded into their convolutions: the same logits to float rounding, no
+    batch-norm layer left, and the model itself untouched (still training, same weights)."""
+    torch.manual_seed(0)
+    model = UNet(UNetConfig.default(depth=2, base_channels=8, norm=norm))
+    x = torch.randn(2, 1, 60, 60)
+    with torch.no_grad():
+        model(torch.randn(4, 1, 60, 60) * 3 + 1)  # running statistics far from the identity
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.uniform_(-1.0, 1.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    net = inference_copy(model)
+    assert model.training and not net.training
+    with torch.no_grad():
+        expected = model.eval()(x)
+        got = net(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert float((expected - got).abs().max()) < 1e-4 * float(expected.abs().max())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

@@ -281,16 +281,27 @@ def test_channel_count_error_names_both_numbers():
 # --------------------------------------------------------------------------- cancel and out-of-memory
 
 
+class _Shared(list):
+    """A list its copies share: prediction runs a copy of the model (``inference_copy``)."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 class _CountingUNet(UNet):
     """A UNet that counts forward passes and raises a CUDA out-of-memory error above a size."""
 
     def __init__(self, config, *, oom_above: int | None = None):
         super().__init__(config)
-        self.calls = 0
+        self._calls = _Shared([0])
         self.oom_above = oom_above
 
+    @property
+    def calls(self) -> int:
+        return self._calls[0]
+
     def forward(self, x):
-        self.calls += 1
+        self._calls[0] += 1
         if self.oom_above is not None and x.shape[-1] > self.oom_above:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by the test)")
         return super().forward(x)
@@ -394,9 +405,10 @@ def test_channels_last_gives_the_same_probabilities(rng):
 
 
 def test_model_is_handed_back_as_it_was(rng):
-    model = _net()
+    model = _net().train()  # a model being trained (a fine-tune's preview) stays in training
     image = rng.random((40, 40)).astype(np.float32)
     predict(model, image, tile_size=16, device="cpu", channels_last=True)
+    assert model.training
     assert all(p.is_contiguous() for p in model.parameters())
     assert next(model.parameters()).device.type == "cpu"
     gen = iter_predict(model, image, tile_size=8, device="cpu", channels_last=True)

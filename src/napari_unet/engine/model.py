@@ -12,12 +12,14 @@ for which every 2x2 pooling sees an even size (see :func:`valid_input_size`).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from napari_unet.engine.limits import check_config_limits
 
@@ -373,6 +375,28 @@ class UNet(nn.Module):
             x = upconv(x)
             x = block(torch.cat([center_crop(skip, x.shape[-2], x.shape[-1]), x], dim=1))
         return self.head(x)
+
+
+def inference_copy(model: UNet) -> UNet:
+    """A copy of ``model`` for prediction only: in eval mode, each batch norm folded into the
+    convolution before it.
+
+    In eval mode a batch norm is a fixed per-channel affine map, so folding it into the
+    convolution's weights and bias gives the same outputs to float rounding (about 1e-5) with
+    one pass over the feature maps fewer: less prediction time on the CPU, measured by
+    ``benchmarks/bench_batchnorm_fold.py`` (docs/benchmarks/batchnorm_fold.md). The copy has no
+    batch-norm parameters or statistics: it is never trained or saved. ``model`` itself is not
+    changed.
+    """
+    net = copy.deepcopy(model).eval()
+    if net.config.norm != "batch":
+        return net
+    for block in (*net.down, net.bottom, *net.up):
+        for i, layer in enumerate(block):
+            if isinstance(layer, nn.BatchNorm2d):
+                block[i - 1] = fuse_conv_bn_eval(block[i - 1], layer)
+                block[i] = nn.Identity()
+    return net
 
 
 def count_conv_layers(model: nn.Module) -> int:

@@ -37,7 +37,7 @@ from napari_unet.engine.device import release_memory, resolve_device
 from napari_unet.engine.events import Event, PlaneDone, TileDone, TileSizeReduced, drive
 from napari_unet.engine.layout import as_planes
 from napari_unet.engine.limits import normalization_percentiles
-from napari_unet.engine.model import UNet, UNetConfig, border
+from napari_unet.engine.model import UNet, UNetConfig, border, inference_copy
 from napari_unet.engine.normalization import (  # noqa: F401 - normalize re-exported
     DEFAULT_HIGH,
     DEFAULT_LOW,
@@ -281,9 +281,9 @@ def iter_predict(
     Parameters
     ----------
     model : UNet
-        The network. It is put in eval mode and moved to ``device`` (and to channels-last memory
-        format where used) for the prediction, then moved back to the device its parameters
-        were on, also when the prediction fails or is cancelled.
+        The network. It predicts through :func:`~napari_unet.engine.model.inference_copy` (eval
+        mode, batch norms folded), moved to ``device`` (and to channels-last memory format
+        where used); ``model`` itself is not changed or moved.
     image : ndarray
         (Y, X); (Y, X, C) or (C, Y, X) with ``channel_axis``; (P, Y, X) or (P, Y, X, C) with
         ``stack=True`` (P planes: Z slices or time points, predicted one by one). uint8, uint16,
@@ -376,10 +376,10 @@ def iter_predict(
     else:
         use_cl = bool(channels_last)
 
-    model.eval()
-    home = next(model.parameters()).device  # where the caller keeps the model; restored below
-    model.to(dev, memory_format=torch.channels_last) if use_cl else model.to(dev)
-    predictor = _PlanePredictor(model, config, dev, amp=amp, channels_last=use_cl, tta=bool(tta))
+    # a copy, batch norms folded, on the device: the caller's model stays where it is, as it is
+    net = inference_copy(model)
+    net.to(dev, memory_format=torch.channels_last) if use_cl else net.to(dev)
+    predictor = _PlanePredictor(net, config, dev, amp=amp, channels_last=use_cl, tta=bool(tta))
 
     n_planes, _, n_rows, n_cols = data.shape
     out = np.empty((n_planes, config.n_classes, n_rows, n_cols), out_dtype)
@@ -426,12 +426,8 @@ def iter_predict(
                     tile, done = smaller, done_before
             yield PlaneDone(p, n_planes)
     finally:
-        # hand the model back where it was, so that a model kept by a GUI session or a
-        # notebook does not hold device memory between calls
-        if use_cl:
-            model.to(memory_format=torch.contiguous_format)
-        if home != dev:
-            model.to(home)
+        # the device copy goes with this generator's frame; free the cache it leaves, so that
+        # a GUI session or a notebook holds no device memory between calls
         if dev.type != "cpu":
             release_memory(dev)
     return out if stack else out[0]

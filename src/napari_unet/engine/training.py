@@ -481,7 +481,6 @@ def _validate(model, val_samples, val_masks, device, tile_out, amp) -> dict[str,
         preds.append(instances_from_probabilities(prob))
         gts.append(s.labels[r0:r1, c0:c1])
         masks.append(m)
-    model.train()
     metrics: dict[str, float] = {"loss": losses / max(weight_sums, 1e-12)}
     if preds:
         scores = [evaluate(p, g, mask=m) for p, g, m in zip(preds, gts, masks, strict=True)]
