@@ -426,8 +426,9 @@ def iter_predict(
                     tile, done = smaller, done_before
             yield PlaneDone(p, n_planes)
     finally:
-        # the device copy goes with this generator's frame; free the cache it leaves, so that
-        # a GUI session or a notebook holds no device memory between calls
+        # drop the device copy and free the cache it leaves, so that a GUI session or a
+        # notebook holds no device memory between calls
+        net = predictor = None
         if dev.type != "cpu":
             release_memory(dev)
     return out if stack else out[0]
