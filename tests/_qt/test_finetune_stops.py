@@ -9,6 +9,7 @@ from finetune_helpers import drain, finetune_panel, paint
 
 from napari_unet._qt._segment_call import engine_options, segment_call
 from napari_unet._qt._session import session_for
+from napari_unet._qt.finetune_widget import DISPLAY_INTERVAL_MS
 from napari_unet._qt.segment_widget import SegmentWidget
 
 
@@ -155,3 +156,31 @@ def test_closing_the_panel_stops_the_run(viewer_with_image, nuclei_image, wait_j
     assert job.cancelled and widget.run.steps_done < 5000 and errors == []
     assert widget.status.value.startswith("stopped after step")
     assert "nuclei preview labels" not in viewer.layers
+
+
+def test_removing_the_painted_cells_removes_their_displays(
+    viewer_with_image, long_finetune, wait_job, qtbot, errors
+):
+    """The painted cells removed while a run shows their weight map and augmented tiles: the
+    run stopped, but the weight maps of the removed labels and the tiles beside the gap they
+    left stayed as orphans. Now they go with the labels; the image, its preview and the kept
+    model stay."""
+    viewer, widget = viewer_with_image, long_finetune
+    job = widget.start()
+    displays = [
+        "painted weight map",
+        "painted weight w_c",
+        "painted weight border term",
+        "augmented tile",
+        "augmented tile labels",
+    ]
+    qtbot.waitUntil(lambda: all(name in viewer.layers for name in displays), timeout=60_000)
+    viewer.layers.remove("painted")
+    wait_job(job, timeout=10_000)
+    qtbot.waitUntil(lambda: not widget.preview.runner.busy, timeout=30_000)
+    qtbot.wait(2 * DISPLAY_INTERVAL_MS)  # display ticks after the end show nothing again
+    assert job.cancelled and errors == []
+    names = [layer.name for layer in viewer.layers]
+    assert not set(displays) & set(names), names
+    assert "nuclei" in names and widget.result_entry is not None
+    assert widget.status.value.startswith(f"stopped after step {widget.run.final_step}")

@@ -240,6 +240,12 @@ def show_weight_map(
     ]
 
 
+def augmented_key(role: str, part: str) -> str:
+    """The key of the augmented tile's ``part`` (``"image"`` or ``"labels"``) of a panel
+    (:func:`show_augmented_tile`): one pair per panel, whichever labels it came from."""
+    return f"{role}:augmented:{part}"
+
+
 def show_augmented_tile(viewer: Any, labels_layer: Any, sample: Any, *, role: str) -> None:
     """Show an ``AugmentationSample`` (normalised image, deformed labels) right of
     ``labels_layer``, in the layers *augmented tile* and *augmented tile labels*."""
@@ -256,7 +262,7 @@ def show_augmented_tile(viewer: Any, labels_layer: Any, sample: Any, *, role: st
         image,
         kind="image",
         name="augmented tile",
-        key=f"{role}:augmented:image",
+        key=augmented_key(role, "image"),
         role=role,
         geometry=geometry,
         rgb=rgb,
@@ -266,7 +272,7 @@ def show_augmented_tile(viewer: Any, labels_layer: Any, sample: Any, *, role: st
         np.asarray(sample.labels),
         kind="labels",
         name="augmented tile labels",
-        key=f"{role}:augmented:labels",
+        key=augmented_key(role, "labels"),
         role=role,
         geometry=geometry,
     )

@@ -46,6 +46,24 @@ def mark_stale(viewer: Any, source: Any) -> list[Any]:
     return marked
 
 
+def remove_made_from(viewer: Any, source: Any, *, kinds: tuple[str, ...]) -> list[str]:
+    """Remove from ``viewer`` the plugin's layers made from ``source`` whose key starts with
+    one of ``kinds`` (``"weights:"``: the weight maps); returns their names.
+
+    For displays that mean nothing without their source once it is removed (a weight map of
+    labels no longer in the viewer); results worth keeping (a segmentation) are not removed.
+    """
+    doomed = [
+        layer
+        for layer in made_from(viewer, source)
+        if str(layer.metadata.get(KEY_KEY, "")).startswith(kinds)
+    ]
+    for layer in doomed:
+        if layer in viewer.layers:
+            viewer.layers.remove(layer)
+    return [layer.name for layer in doomed]
+
+
 def is_stale(layer: Any) -> bool:
     """Whether ``layer`` was made from data since replaced."""
     return layer is not None and STALE_KEY in layer.metadata

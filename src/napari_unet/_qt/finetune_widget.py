@@ -23,7 +23,7 @@ from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
-from napari_unet._qt._annotations import show_augmented_tile, show_weight_map
+from napari_unet._qt._annotations import augmented_key, show_augmented_tile, show_weight_map
 from napari_unet._qt._closing import ClosingWatch
 from napari_unet._qt._controls import (
     button_row,
@@ -48,11 +48,12 @@ from napari_unet._qt._finetune_job import (
 from napari_unet._qt._finetune_preview import LivePreview
 from napari_unet._qt._finetune_save import ModelSaving
 from napari_unet._qt._finetune_settings import FineTuneSettings
+from napari_unet._qt._layers import remove_owned
 from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._progress import PanelProgress, duration
 from napari_unet._qt._segment_call import fall_back_after
 from napari_unet._qt._session import ModelEntry, session_for
-from napari_unet._qt._stale import watch_for_stale
+from napari_unet._qt._stale import remove_made_from, watch_for_stale
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import ModelSnapshot
 
@@ -230,11 +231,24 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
             pass
 
     def _layer_removed(self, event: Any) -> None:
-        """The image or the painted cells of the running job were removed: stop it."""
+        """The image or the painted cells of the running job were removed: stop it. With the
+        painted cells of the last run go the displays made of them (:meth:`_drop_displays`)."""
+        if event.value is self._labels_layer:
+            self._drop_displays(event.value)
         if self.job is not None and self.job.running and not self.job.cancelled:
             if event.value is self._image_layer or event.value is self._labels_layer:
                 self._why_stopped = f"'{event.value.name}' was removed"
                 self.stop(f"stopping: {self._why_stopped}…")
+
+    def _drop_displays(self, labels_layer: Any) -> None:
+        """Remove the weight maps of ``labels_layer`` (removed from the viewer) and the
+        augmented tile of the run that learnt them: drawn from labels no longer shown, they
+        stayed behind as orphans (a weight map of nothing, a tile beside a gap). The preview
+        (of the image) and the kept model stay. Any event of the run still on its way shows
+        nothing (its labels are gone)."""
+        remove_made_from(self.viewer, labels_layer, kinds=("weights:",))
+        for part in ("image", "labels"):
+            remove_owned(self.viewer, augmented_key(ROLE, part))
 
     def _data_replaced(self, event: Any) -> None:
         """The data of the run's image or painted cells were replaced: stop the run (it learns
