@@ -20,7 +20,8 @@ def test_save_writes_a_loadable_model_and_asks_before_replacing(
     paint(viewer, nuclei_image[1])
     widget = finetune_panel(viewer, steps=3)
     wait_job(widget.start())
-    # the closing check adds its scores to the status line when it ends: before the saves
+    # the closing check's line (the run's outcome and its scores) comes when it ends: wait for
+    # it, so that the saves' lines come after
     qtbot.waitUntil(lambda: not widget.preview.runner.busy, timeout=30_000)
     asked: list = []
     chosen = {"path": str(tmp_path / "fine-tuned")}  # the suffix is added
@@ -97,6 +98,74 @@ def test_a_fine_tuned_model_that_scores_worse_is_not_recommended(
     assert "The start model did better (2 errors against 11): keep it" in status
     assert "Click 'Use for Segment' to segment" not in status
     assert widget.use_button.isEnabled() and errors == []  # the user may still judge otherwise
+
+
+def test_the_closing_status_is_built_from_the_runs_own_outcome(
+    viewer_with_image, nuclei_image, wait_job, qtbot, monkeypatch, tmp_path, errors
+):
+    """The closing check appended its scores to whatever the status line showed when it ended:
+    'saved m.pt. Painted cells, …' after a save, or another run's line after a new Start. Now
+    its line is the run's outcome with its scores, and a newer run gets none of them."""
+    import threading
+
+    import napari_unet._qt._finetune_job as job_module
+    import napari_unet._qt._finetune_preview as preview_module
+    from napari_unet._qt._finetune_checks import PaintedScore
+
+    gate = threading.Event()  # holds the closing check until the test lets it go
+    real = preview_module.scored_preview_job
+
+    def held(*args, **kwargs):
+        assert gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(preview_module, "scored_preview_job", held)
+    monkeypatch.setattr(job_module, "painted_score", lambda *a: PaintedScore(10, 12, 1))
+    viewer = viewer_with_image
+    paint(viewer, nuclei_image[1])
+    widget = finetune_panel(viewer, steps=2)
+    wait_job(widget.start())
+    outcome = widget.status.value
+    assert outcome.startswith("done after step 2 (") and widget.preview.runner.busy
+
+    # a save while the check runs: its line, then the run's whole closing line
+    path = tmp_path / "m.pt"
+    monkeypatch.setattr(widget, "ask_save_path", lambda: str(path))
+    wait_job(widget.save_model())
+    assert widget.status.value == f"saved {path}"
+    gate.set()
+    qtbot.waitUntil(lambda: not widget.preview.runner.busy, timeout=30_000)
+    assert widget.status.value == (
+        f"{outcome}. Painted cells, before: 10 of 12 painted cells found, 1 extra object; "
+        "after: 10 of 12 painted cells found, 1 extra object. Click 'Use for Segment' to "
+        "segment with it."
+    )
+
+    # Use for Segment before the check ends: the line says that Segment uses it
+    gate.clear()
+    wait_job(widget.start())
+    outcome = widget.status.value
+    widget.use_button.click()
+    gate.set()
+    qtbot.waitUntil(lambda: not widget.preview.runner.busy, timeout=30_000)
+    assert widget.status.value.startswith(f"{outcome}. Painted cells, before: ")
+    assert widget.status.value.endswith("1 extra object. Segment uses it.")
+
+    # a new run started while the check of the one before runs: none of the old scores
+    gate.clear()
+    wait_job(widget.start())
+    widget.steps.value, widget.minutes.value = 5000, 0
+    job = widget.start()
+    shown: list[str] = []
+    widget.status.changed.connect(shown.append)
+    gate.set()
+    qtbot.waitUntil(lambda: not widget.preview.runner.busy, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.run.steps_done > 0, timeout=30_000)
+    assert job.running and not any("Painted cells" in text for text in shown), shown
+    widget.stop()
+    wait_job(job)
+    qtbot.waitUntil(lambda: not widget.preview.runner.busy, timeout=30_000)  # its own check
+    assert errors == []
 
 
 def test_the_painted_score_counts_with_its_nouns():

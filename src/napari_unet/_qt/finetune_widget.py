@@ -33,7 +33,7 @@ from napari_unet._qt._controls import (
     status_label,
 )
 from napari_unet._qt._disconnect import disconnect_when_destroyed
-from napari_unet._qt._finetune_checks import describe_scores, hand_over_hint
+from napari_unet._qt._finetune_checks import closing_status
 from napari_unet._qt._finetune_job import (
     ChoosingConfidence,
     ConfidenceChosen,
@@ -105,6 +105,8 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
         #: the data of the run's image or painted cells were replaced during the run
         self._replaced = False
         self._why_stopped = ""
+        #: the status line that the last run ended with (its closing check builds on it)
+        self._outcome: str | None = None
 
         self.form = self._build_settings(napari_viewer)
         self.status, self.notes, self.preview_info = status_label(), status_label(), status_label()
@@ -356,6 +358,7 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
             if job.cancelled and self._why_stopped:  # not a click on Stop: say what stopped it
                 message += f": {self._why_stopped}"
             self.status.value = message
+        self._outcome = message
         # the widget keeps the kept CPU model (in the entry) only
         self._snapshot = None
         if run is not None:
@@ -369,16 +372,19 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
     def _check_result(self, entry: ModelEntry, request: FineTuneRequest) -> None:
         """Segment the trained plane with the kept model into the preview layer, and tell how
         it finds the painted cells, before and after."""
-        before = self.run.score_before
+        run, outcome = self.run, self._outcome
+        before = run.score_before
         layer = self._image_layer
-        if layer is None or layer not in self.viewer.layers or self._replaced:
+        if layer is None or layer not in self.viewer.layers or self._replaced or outcome is None:
             return
 
         def scored(after: Any) -> None:
-            scores = describe_scores(before, after)
-            hint = hand_over_hint(before, after)
-            if entry is not self.session.current:
-                show_text(self.status, f"{self.status.value}. Painted cells, {scores}. {hint}")
+            """The run's last status (:func:`closing_status`), built from its outcome: it was
+            appended to whatever the status showed by then (a save, or another run's line)."""
+            if self.run is not run or self._closed:  # a newer run, or the panel closed
+                return
+            used = entry is self.session.current
+            show_text(self.status, closing_status(outcome, before, after, used=used))
 
         options = dict(self.session.segment_options)
         if entry.min_confidence is not None:  # scored as Segment will segment with it
