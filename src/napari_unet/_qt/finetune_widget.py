@@ -53,7 +53,7 @@ from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._progress import PanelProgress, duration
 from napari_unet._qt._segment_call import fall_back_after
 from napari_unet._qt._session import ModelEntry, session_for
-from napari_unet._qt._stale import remove_made_from, watch_for_stale
+from napari_unet._qt._stale import DISPLAY_KINDS, remove_made_from, watch_for_stale
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import ModelSnapshot
 
@@ -243,12 +243,12 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
                 self.stop(f"stopping: {self._why_stopped}…")
 
     def _drop_displays(self, labels_layer: Any) -> None:
-        """Remove the weight maps of ``labels_layer`` (removed from the viewer) and the
-        augmented tile of the run that learnt them: drawn from labels no longer shown, they
-        stayed behind as orphans (a weight map of nothing, a tile beside a gap). The preview
-        (of the image) and the kept model stay. Any event of the run still on its way shows
-        nothing (its labels are gone)."""
-        remove_made_from(self.viewer, labels_layer, kinds=("weights:",))
+        """Remove the weight maps of ``labels_layer`` (removed from the viewer; ``_stale``
+        removes them for every panel) and the augmented tile of the run that learnt them:
+        drawn from labels no longer shown, they stayed behind as orphans (a weight map of
+        nothing, a tile beside a gap). The preview (of the image) and the kept model stay. Any
+        event of the run still on its way shows nothing (its labels are gone)."""
+        remove_made_from(self.viewer, labels_layer, kinds=DISPLAY_KINDS)
         for part in ("image", "labels"):
             remove_owned(self.viewer, augmented_key(ROLE, part))
 
