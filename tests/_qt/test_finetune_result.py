@@ -168,6 +168,23 @@ def test_the_closing_status_is_built_from_the_runs_own_outcome(
     assert errors == []
 
 
+def test_the_painted_score_covers_the_whole_plane_without_regions():
+    """Why the closing check (and the score before training) segments the whole plane, not the
+    painted cells' bounding box: without annotated regions the whole plane is annotated
+    (unpainted pixels are taught as background), so an object far from every painted cell is
+    an extra object; with regions, only those inside them (or by a painted cell) count."""
+    from napari_unet._qt._finetune_checks import PaintedScore, painted_score
+
+    painted = np.zeros((200, 200), np.int32)
+    painted[10:20, 10:20] = 1
+    found = painted.copy()
+    found[170:180, 170:180] = 2  # far outside the painted cell's box
+    assert painted_score(found, painted, None) == PaintedScore(found=1, painted=1, extra=1)
+    regions = np.zeros(painted.shape, bool)
+    regions[:50, :50] = True
+    assert painted_score(found, painted, regions) == PaintedScore(found=1, painted=1, extra=0)
+
+
 def test_the_painted_score_counts_with_its_nouns():
     from napari_unet._qt._finetune_checks import PaintedScore
 
