@@ -101,6 +101,28 @@ def test_planes_on_the_last_axis_take_the_plane_on_screen(
     np.testing.assert_array_equal(np.asarray(request.image), stack_image[1])
 
 
+def test_the_preview_of_a_plane_of_planes_last_lies_on_that_plane(
+    viewer_with_image, stack_image, qtbot, errors
+):
+    """A (Y, X, Z) image previewed at Z = 1: the (Y, X) preview was added as a 2D layer, which
+    napari lays on the viewer's last two axes (X and Z): across the planes, not over the plane
+    previewed. Now it is that plane, in the image's axes, one pixel thick on Z."""
+    viewer = viewer_with_image
+    layer = viewer.add_image(np.moveaxis(stack_image[:2], 0, -1), name="yxz", scale=(2, 2, 3))
+    widget = finetune_panel(viewer, steps=3)
+    widget.image.value = layer
+    assert widget.axes.value == "YXZ"
+    viewer.dims.order = (2, 0, 1)
+    viewer.dims.set_point(2, 3.0)  # Z = 1 (world 3 at a Z scale of 3)
+    widget.refresh_preview()
+    qtbot.waitUntil(lambda: not widget.preview.runner.busy, timeout=30_000)
+    preview = viewer.layers["yxz preview labels"]
+    assert preview.data.shape == (128, 128, 1)
+    np.testing.assert_allclose(preview.scale, (2, 2, 3))
+    np.testing.assert_allclose(preview.translate, (0, 0, 3))
+    assert errors == []
+
+
 def test_labels_with_planes_last_give_the_plane_on_screen(
     viewer_with_image, nuclei_image, stack_image
 ):

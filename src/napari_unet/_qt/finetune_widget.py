@@ -27,6 +27,7 @@ from napari_unet._qt._annotations import augmented_key, show_augmented_tile, sho
 from napari_unet._qt._closing import ClosingWatch
 from napari_unet._qt._controls import (
     button_row,
+    chosen_axes,
     scroll_layout,
     show_model_name,
     show_text,
@@ -48,7 +49,7 @@ from napari_unet._qt._finetune_job import (
 from napari_unet._qt._finetune_preview import LivePreview
 from napari_unet._qt._finetune_save import ModelSaving
 from napari_unet._qt._finetune_settings import FineTuneSettings
-from napari_unet._qt._layers import remove_owned
+from napari_unet._qt._layers import Layout, plan_layout, plane_index, remove_owned
 from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._progress import PanelProgress, duration
 from napari_unet._qt._segment_call import fall_back_after
@@ -105,6 +106,8 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
         #: the data of the run's image or painted cells were replaced during the run
         self._replaced = False
         self._why_stopped = ""
+        #: the image's layout and plane index of the run (where its closing check is shown)
+        self._run_place: tuple[Any, ...] | None = None
         #: the status line that the last run ended with (its closing check builds on it)
         self._outcome: str | None = None
 
@@ -177,6 +180,7 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
         labels_layer = self.labels.value
         self._labels_layer, self._image_layer = labels_layer, self.image.value
         self._request = request
+        self._run_place = self._plane_place(self._image_layer)  # the plane of the run
         self.run = RunState(base_label=request.entry.label, base_kind=request.entry.kind)
         self._snapshot = None
         self._training_diameter = None
@@ -398,6 +402,7 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
             device=self.device.value,
             painted=(request.labels, request.regions),
             on_score=scored,
+            place=self._run_place,
         )
 
     def use_for_segment(self) -> None:
@@ -441,7 +446,14 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
             label,
             options=self._preview_options(),
             device=self.device.value,
+            place=self._plane_place(image_layer),
         )
+
+    def _plane_place(self, layer: Any) -> tuple[Layout, tuple[Any, ...]]:
+        """How ``layer`` is read (the chosen axes) and the full index of the plane the viewer
+        shows: where a preview of that plane lies (:meth:`LivePreview.request`)."""
+        layout = plan_layout(layer, axes=chosen_axes(self.axes, layer))
+        return layout, plane_index(self.viewer, layer, layout.axes)
 
     def _preview_options(self) -> dict:
         """Segment's options, except that previews *during training* reuse the diameter that
