@@ -123,6 +123,30 @@ def test_the_preview_of_a_plane_of_planes_last_lies_on_that_plane(
     assert errors == []
 
 
+def test_the_augmented_tile_of_planes_last_lies_beside_the_plane(
+    viewer_with_image, nuclei_image, stack_image, wait_job, qtbot, errors
+):
+    """A run on (Y, X, Z) labels: its augmented tile was added as 2D layers, which napari lays
+    on the viewer's last two axes (X and Z), placed by the labels' X and Z. Now the tile lies
+    right of the plane trained on, in the labels' axes."""
+    viewer = viewer_with_image
+    layer = viewer.add_image(np.moveaxis(stack_image[:2], 0, -1), name="yxz")
+    painted = np.zeros((128, 128, 2), np.int32)
+    painted[:, :, 1] = nuclei_image[1]
+    labels = viewer.add_labels(painted, name="yxz cells")
+    widget = finetune_panel(viewer, steps=2, image=layer, labels=labels)
+    viewer.dims.order = (2, 0, 1)
+    viewer.dims.set_point(2, 1.0)
+    wait_job(widget.start())
+    qtbot.waitUntil(lambda: not widget.preview.runner.busy, timeout=30_000)
+    assert errors == []
+    for name in ("augmented tile", "augmented tile labels"):
+        tile = viewer.layers[name]
+        assert tile.ndim == 3 and tile.data.shape[2] == 1, (name, tile.data.shape)
+        np.testing.assert_allclose(tile.translate, (0, 128 + 16, 1))  # right of plane Z = 1
+    assert viewer.layers["augmented tile labels"].data.max() > 0
+
+
 def test_labels_with_planes_last_give_the_plane_on_screen(
     viewer_with_image, nuclei_image, stack_image
 ):

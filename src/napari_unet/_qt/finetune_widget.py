@@ -336,7 +336,7 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
     def _show_sample(self, sample: Any) -> None:
         layer = self._labels_layer
         if layer is not None and layer in self.viewer.layers:
-            show_augmented_tile(self.viewer, layer, sample, role=ROLE)
+            show_augmented_tile(self.viewer, layer, sample, role=ROLE, plane=self.label_plane)
 
     def _on_done(self, job: Job) -> None:
         try:
