@@ -172,3 +172,13 @@ def cpu_load():
     for process in burners:
         process.kill()
         process.wait()
+
+
+@pytest.fixture
+def warnings_shown(monkeypatch):
+    """The warning notifications the Fine-tune panel shows, in order."""
+    import napari_unet._qt.finetune_widget as module
+
+    shown: list[str] = []
+    monkeypatch.setattr(module, "show_warning", shown.append)
+    return shown

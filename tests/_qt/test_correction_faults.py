@@ -355,6 +355,28 @@ def test_a_split_line_on_a_yxz_stack_cuts_the_plane_shown(make_napari_viewer, er
     np.testing.assert_array_equal(out[..., [0, 2]], labels[..., [0, 2]])
 
 
+def test_a_split_on_a_stack_gives_ids_no_plane_uses(make_napari_viewer, errors):
+    """A split on plane 0 of a stack gave the new piece the plane's largest id + 1, which
+    plane 1 already used: two unrelated objects shared an id. Now the new id is above the
+    whole stack's, and the brush, on the next free id, moves past it."""
+    from napari_unet._qt._corrections import start_correction
+
+    viewer = make_napari_viewer()
+    labels = np.zeros((2, 40, 60), np.int32)
+    labels[0, 10:30, 5:55] = 3  # a merge on plane 0
+    labels[1, 10:30, 5:25], labels[1, 10:30, 35:55] = 4, 7  # plane 1 uses 4 and 7
+    result = viewer.add_labels(labels, name="cells labels")
+    corrections, lines = start_correction(viewer, result)
+    assert corrections.selected_label == 8
+    viewer.dims.set_point(0, 0)
+    lines.add_paths(np.array([[0.0, 0.0, 30.0], [0.0, 39.0, 30.0]]))
+    assert errors == []
+    out = np.asarray(corrections.data)
+    assert set(np.unique(out[0])) == {0, 3, 8}
+    np.testing.assert_array_equal(out[1], labels[1])
+    assert corrections.selected_label == 9  # a missed cell painted next is a new object
+
+
 def test_a_split_is_one_undoable_edit(make_napari_viewer, errors):
     """A split replaced the layer's data: Ctrl-Z took back the edit before it and left the cut,
     and the new data stopped a running Fine-tune and marked the layer's results as old."""

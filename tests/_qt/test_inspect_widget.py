@@ -279,6 +279,30 @@ def test_stack_uses_the_current_plane(make_napari_viewer, qtbot, cells, errors):
     assert errors == []
 
 
+def test_removing_the_labels_removes_their_weight_map_and_deformation(
+    widget, viewer, qtbot, errors
+):
+    """The weight map and the deformation of labels the user removed stayed behind (the
+    picker moved on), orphans showing labels no longer in the viewer. Now they go with the
+    labels; the image and the other labels' layers stay."""
+    other = viewer.add_labels(np.zeros((96, 96), np.int32), name="other", scale=SCALE)
+    widget.labels.value = viewer.layers["cells"]
+    widget.update_weights()
+    widget.new_sample()
+    settle(qtbot, widget.weights_runner)
+    settle(qtbot, widget.deform_runner)
+    names = ["cells weight map", "cells weight w_c", "cells weight border term"]
+    names += ["cells deformed", "nuclei deformed"]
+    shown = [viewer.layers[name] for name in names]
+    viewer.layers.remove("cells")
+    settle(qtbot, widget.weights_runner)
+    settle(qtbot, widget.deform_runner)
+    assert not [layer.name for layer in shown if layer in viewer.layers]
+    # the panel moved on to the other labels, whose own layers it shows
+    assert widget.labels.value is other and "other weight map" in viewer.layers
+    assert "nuclei" in viewer.layers and errors == []
+
+
 def test_weight_map_layers_are_shared_with_fine_tune(widget, viewer, cells, qtbot, errors):
     """Fine-tune and Inspect show the weight map of the same labels in one set of layers."""
     from napari_unet._qt._annotations import show_weight_map

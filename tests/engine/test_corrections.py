@@ -73,6 +73,17 @@ def test_split_object_along_a_line():
     assert ndi.label(out == 5)[1] == 1 and ndi.label(out == 6)[1] == 1
 
 
+def test_split_object_gives_new_pieces_ids_from_next_id():
+    """A plane of a stack: its new pieces must take ids above the whole stack's, which the
+    plane alone does not know (its own maximum + 1 may be an id of another plane)."""
+    lab = np.zeros((9, 20), np.int32)
+    lab[2:7, 2:18] = 5
+    out = split_object(lab, [(0, 9.2), (8, 10.6)], next_id=12)
+    assert set(np.unique(out)) == {0, 5, 12}
+    with pytest.raises(ValueError, match="next_id must be above the largest id 5"):
+        split_object(lab, [(0, 9.2), (8, 10.6)], next_id=5)
+
+
 def test_split_object_refuses_a_line_that_does_not_cut():
     lab = np.zeros((9, 20), np.int32)
     lab[2:7, 2:18] = 5

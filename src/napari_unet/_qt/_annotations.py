@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from napari_unet._qt._layers import (
+    SIDE_GAP,
     current_image_plane,
     embedded_plane,
     geometry_of,
@@ -240,33 +241,51 @@ def show_weight_map(
     ]
 
 
-def show_augmented_tile(viewer: Any, labels_layer: Any, sample: Any, *, role: str) -> None:
+def augmented_key(role: str, part: str) -> str:
+    """The key of the augmented tile's ``part`` (``"image"`` or ``"labels"``) of a panel
+    (:func:`show_augmented_tile`): one pair per panel, whichever labels it came from."""
+    return f"{role}:augmented:{part}"
+
+
+def show_augmented_tile(
+    viewer: Any, labels_layer: Any, sample: Any, *, role: str, plane: tuple[Any, ...] = ()
+) -> None:
     """Show an ``AugmentationSample`` (normalised image, deformed labels) right of
-    ``labels_layer``, in the layers *augmented tile* and *augmented tile labels*."""
+    ``labels_layer``, in the layers *augmented tile* and *augmented tile labels*. A ``plane``
+    with planes after Y or X (:func:`~napari_unet._qt._layers.labels_plane_index`, ``YXZ``)
+    puts the tile right of that plane, in the labels' own axes (as a 2D layer it lay across
+    X and Z)."""
     geometry = side_by_side_geometry(labels_layer)
     image = np.asarray(sample.image, dtype=np.float32)
+    labels = np.asarray(sample.labels)
     rgb = False
     if image.ndim == 3:
         if image.shape[0] in (3, 4):
             image, rgb = np.clip(np.moveaxis(image, 0, -1), 0.0, 1.0), True
         else:
             image = image.mean(axis=0)
+    if is_embedded(plane):
+        x_axis = [i for i, v in enumerate(plane) if isinstance(v, slice)][1]
+        # beside the plane: its width and the gap, less the tile's (embedded_plane adds it)
+        gap = layer_array(labels_layer).shape[x_axis] - labels.shape[1] + SIDE_GAP
+        labels, geometry = embedded_plane(labels, labels_layer, plane, beside=gap)
+        image = embedded_plane(image, labels_layer, plane, beside=gap)[0]
     put_layer(
         viewer,
         image,
         kind="image",
         name="augmented tile",
-        key=f"{role}:augmented:image",
+        key=augmented_key(role, "image"),
         role=role,
         geometry=geometry,
         rgb=rgb,
     )
     put_layer(
         viewer,
-        np.asarray(sample.labels),
+        labels,
         kind="labels",
         name="augmented tile labels",
-        key=f"{role}:augmented:labels",
+        key=augmented_key(role, "labels"),
         role=role,
         geometry=geometry,
     )

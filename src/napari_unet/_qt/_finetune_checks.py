@@ -16,6 +16,7 @@ from napari_unet.engine.annotation_checks import annotation_warnings
 __all__ = [
     "PaintedScore",
     "annotation_warnings",
+    "closing_status",
     "describe_scores",
     "hand_over_hint",
     "painted_score",
@@ -77,15 +78,32 @@ def describe_scores(before: Any, after: Any) -> str:
     return "; ".join(parts)
 
 
-def hand_over_hint(before: Any, after: Any) -> str:
+def hand_over_hint(before: Any, after: Any, *, used: bool = False) -> str:
     """What to do with a fine-tuned model that scored ``after`` on the painted cells, the start
-    model ``before`` (``PaintedScore`` or ``None``): use it, unless it makes more errors."""
+    model ``before`` (``PaintedScore`` or ``None``): use it, unless it makes more errors.
+    ``used``: Segment uses the fine-tuned model already (*Use for Segment* was clicked)."""
     from napari_unet.engine.wording import count
 
     if before is None or after is None or after.errors <= before.errors:
-        return "Click 'Use for Segment' to segment with it."
+        return "Segment uses it." if used else "Click 'Use for Segment' to segment with it."
+    better = f"The start model did better ({count(before.errors, 'error')} against {after.errors})"
+    if used:
+        return (
+            f"{better}, though Segment uses the fine-tuned one: train longer or paint more cells."
+        )
     return (
-        f"The start model did better ({count(before.errors, 'error')} against {after.errors}): "
-        "keep it, or train longer or paint more cells; 'Use for Segment' makes the fine-tuned "
-        "one current all the same."
+        f"{better}: keep it, or train longer or paint more cells; 'Use for Segment' makes the "
+        "fine-tuned one current all the same."
+    )
+
+
+def closing_status(outcome: str, before: Any, after: Any, *, used: bool = False) -> str:
+    """The Fine-tune panel's last status line of a run, once its closing check has scored the
+    kept model: the run's ``outcome`` (``"done after step 40 (1 min, 0.52 s per step)"``), the
+    scores of the start model (``before``) and the kept one (``after``) on the painted cells,
+    and what to do with it (:func:`hand_over_hint`). Built from the run alone, never from
+    whatever the status line shows when the check ends (a save, another run)."""
+    return (
+        f"{outcome}. Painted cells, {describe_scores(before, after)}. "
+        f"{hand_over_hint(before, after, used=used)}"
     )

@@ -223,6 +223,9 @@ def _finetune(request: FineTuneRequest, run: RunState):
         "fine_tuned_from": request.entry.label,
         "fine_tuned_on": request.labels_name,
     }
+    # the whole plane, not the painted cells' box: without regions the score's area is the
+    # whole plane (an object anywhere is an extra one, as training teaches), and percentiles,
+    # the diameter measured here (the previews reuse it) and the rescaling are the plane's
     before = _segment_plane(
         plane, channel_axis, (net, checkpoint), device=request.device, **request.segment_options
     )

@@ -81,8 +81,8 @@ def apply_split_lines(lines: Any, *, displayed: tuple[int, int] | None = None) -
 
     ``displayed``: the two axes of the layers' data the lines were drawn on (rows, columns);
     ``None``: the last two. Each line cuts the plane it lies on, at its first vertex on the
-    other axes. The cuts are written as one edit of the corrections layer (napari's undo takes
-    them back), not as new data.
+    other axes. A new piece gets an id that no plane of the layer uses. The cuts are written as
+    one edit of the corrections layer (napari's undo takes them back), not as new data.
 
     Returns the number of objects cut. A line that crosses no object or does not cut one in two
     raises ``ValueError`` (the lines are cleared all the same, the labels keep the other cuts).
@@ -105,7 +105,11 @@ def apply_split_lines(lines: Any, *, displayed: tuple[int, int] | None = None) -
                 index[axis] = min(max(int(round(points[0, axis])), 0), data.shape[axis] - 1)
         plane = tuple(index)
         try:
-            new = split_object(edited[plane], points[:, [rows, cols]])
+            # new pieces take ids above the whole layer's: the plane's own maximum may be an
+            # id that another plane of a stack uses
+            new = split_object(
+                edited[plane], points[:, [rows, cols]], next_id=int(edited.max()) + 1
+            )
         except ValueError as exc:
             problems.append(str(exc))
             continue
@@ -113,6 +117,11 @@ def apply_split_lines(lines: Any, *, displayed: tuple[int, int] | None = None) -
             edited = edited.astype(new.dtype)
         edited[plane] = new
         cut += 1
+    top_before, top = int(data.max(initial=0)), int(edited.max(initial=0))
+    if cut and top_before < int(target.selected_label) <= top and top < np.iinfo(edited.dtype).max:
+        # the brush was on the next free id (a missed cell is painted as a new object), which
+        # a new piece now has: a cell painted with it would share the piece's id
+        target.selected_label = top + 1
     if cut and edited.dtype == data.dtype:
         changed = np.nonzero(edited != data)
         with target.block_history():  # one undoable edit, told as a paint (not new data)

@@ -17,6 +17,10 @@ from typing import Any
 from napari_unet._qt._layers import KEY_KEY, OWNER_KEY, STALE_KEY, source_key
 
 STALE_SUFFIX = " (old data)"
+#: the keys of the layers that show what training makes of a layer (its weight map, Inspect's
+#: deformation of it): they mean nothing without it, and go when it is removed
+#: (:func:`watch_for_stale`); results (a segmentation, an uncertainty) stay
+DISPLAY_KINDS = ("weights:", "inspect:deformed-")
 
 #: the viewers whose layers are watched (:func:`watch_for_stale`)
 _WATCHED: weakref.WeakSet = weakref.WeakSet()
@@ -46,14 +50,33 @@ def mark_stale(viewer: Any, source: Any) -> list[Any]:
     return marked
 
 
+def remove_made_from(viewer: Any, source: Any, *, kinds: tuple[str, ...]) -> list[str]:
+    """Remove from ``viewer`` the plugin's layers made from ``source`` whose key starts with
+    one of ``kinds`` (``"weights:"``: the weight maps); returns their names.
+
+    For displays that mean nothing without their source once it is removed (a weight map of
+    labels no longer in the viewer); results worth keeping (a segmentation) are not removed.
+    """
+    doomed = [
+        layer
+        for layer in made_from(viewer, source)
+        if str(layer.metadata.get(KEY_KEY, "")).startswith(kinds)
+    ]
+    for layer in doomed:
+        if layer in viewer.layers:
+            viewer.layers.remove(layer)
+    return [layer.name for layer in doomed]
+
+
 def is_stale(layer: Any) -> bool:
     """Whether ``layer`` was made from data since replaced."""
     return layer is not None and STALE_KEY in layer.metadata
 
 
 def watch_for_stale(viewer: Any) -> None:
-    """Mark the results of any layer of ``viewer`` stale when its data are replaced, from now
-    on (once per viewer; every panel calls it)."""
+    """Mark the results of any layer of ``viewer`` stale when its data are replaced, and remove
+    its displays (:data:`DISPLAY_KINDS`) when it is removed, from now on (once per viewer;
+    every panel calls it)."""
     if viewer in _WATCHED:
         return
     _WATCHED.add(viewer)
@@ -69,6 +92,9 @@ def watch_for_stale(viewer: Any) -> None:
 
     def removed(event: Any) -> None:
         event.value.events.data.disconnect(replaced)
+        viewer = viewer_ref()
+        if viewer is not None:  # a weight map of labels no longer shown stayed as an orphan
+            remove_made_from(viewer, event.value, kinds=DISPLAY_KINDS)
 
     for layer in viewer.layers:
         layer.events.data.connect(replaced)

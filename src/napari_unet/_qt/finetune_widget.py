@@ -23,17 +23,18 @@ from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
-from napari_unet._qt._annotations import show_augmented_tile, show_weight_map
+from napari_unet._qt._annotations import augmented_key, show_augmented_tile, show_weight_map
 from napari_unet._qt._closing import ClosingWatch
 from napari_unet._qt._controls import (
     button_row,
+    chosen_axes,
     scroll_layout,
     show_model_name,
     show_text,
     status_label,
 )
 from napari_unet._qt._disconnect import disconnect_when_destroyed
-from napari_unet._qt._finetune_checks import describe_scores, hand_over_hint
+from napari_unet._qt._finetune_checks import closing_status
 from napari_unet._qt._finetune_job import (
     ChoosingConfidence,
     ConfidenceChosen,
@@ -48,11 +49,12 @@ from napari_unet._qt._finetune_job import (
 from napari_unet._qt._finetune_preview import LivePreview
 from napari_unet._qt._finetune_save import ModelSaving
 from napari_unet._qt._finetune_settings import FineTuneSettings
+from napari_unet._qt._layers import Layout, plan_layout, plane_index, remove_owned
 from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._progress import PanelProgress, duration
 from napari_unet._qt._segment_call import fall_back_after
 from napari_unet._qt._session import ModelEntry, session_for
-from napari_unet._qt._stale import watch_for_stale
+from napari_unet._qt._stale import DISPLAY_KINDS, remove_made_from, watch_for_stale
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import ModelSnapshot
 
@@ -104,6 +106,10 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
         #: the data of the run's image or painted cells were replaced during the run
         self._replaced = False
         self._why_stopped = ""
+        #: the image's layout and plane index of the run (where its closing check is shown)
+        self._run_place: tuple[Any, ...] | None = None
+        #: the status line that the last run ended with (its closing check builds on it)
+        self._outcome: str | None = None
 
         self.form = self._build_settings(napari_viewer)
         self.status, self.notes, self.preview_info = status_label(), status_label(), status_label()
@@ -174,6 +180,7 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
         labels_layer = self.labels.value
         self._labels_layer, self._image_layer = labels_layer, self.image.value
         self._request = request
+        self._run_place = self._plane_place(self._image_layer)  # the plane of the run
         self.run = RunState(base_label=request.entry.label, base_kind=request.entry.kind)
         self._snapshot = None
         self._training_diameter = None
@@ -230,11 +237,24 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
             pass
 
     def _layer_removed(self, event: Any) -> None:
-        """The image or the painted cells of the running job were removed: stop it."""
+        """The image or the painted cells of the running job were removed: stop it. With the
+        painted cells of the last run go the displays made of them (:meth:`_drop_displays`)."""
+        if event.value is self._labels_layer:
+            self._drop_displays(event.value)
         if self.job is not None and self.job.running and not self.job.cancelled:
             if event.value is self._image_layer or event.value is self._labels_layer:
                 self._why_stopped = f"'{event.value.name}' was removed"
                 self.stop(f"stopping: {self._why_stopped}…")
+
+    def _drop_displays(self, labels_layer: Any) -> None:
+        """Remove the weight maps of ``labels_layer`` (removed from the viewer; ``_stale``
+        removes them for every panel) and the augmented tile of the run that learnt them:
+        drawn from labels no longer shown, they stayed behind as orphans (a weight map of
+        nothing, a tile beside a gap). The preview (of the image) and the kept model stay. Any
+        event of the run still on its way shows nothing (its labels are gone)."""
+        remove_made_from(self.viewer, labels_layer, kinds=DISPLAY_KINDS)
+        for part in ("image", "labels"):
+            remove_owned(self.viewer, augmented_key(ROLE, part))
 
     def _data_replaced(self, event: Any) -> None:
         """The data of the run's image or painted cells were replaced: stop the run (it learns
@@ -316,7 +336,7 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
     def _show_sample(self, sample: Any) -> None:
         layer = self._labels_layer
         if layer is not None and layer in self.viewer.layers:
-            show_augmented_tile(self.viewer, layer, sample, role=ROLE)
+            show_augmented_tile(self.viewer, layer, sample, role=ROLE, plane=self.label_plane)
 
     def _on_done(self, job: Job) -> None:
         try:
@@ -342,6 +362,7 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
             if job.cancelled and self._why_stopped:  # not a click on Stop: say what stopped it
                 message += f": {self._why_stopped}"
             self.status.value = message
+        self._outcome = message
         # the widget keeps the kept CPU model (in the entry) only
         self._snapshot = None
         if run is not None:
@@ -355,16 +376,19 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
     def _check_result(self, entry: ModelEntry, request: FineTuneRequest) -> None:
         """Segment the trained plane with the kept model into the preview layer, and tell how
         it finds the painted cells, before and after."""
-        before = self.run.score_before
+        run, outcome = self.run, self._outcome
+        before = run.score_before
         layer = self._image_layer
-        if layer is None or layer not in self.viewer.layers or self._replaced:
+        if layer is None or layer not in self.viewer.layers or self._replaced or outcome is None:
             return
 
         def scored(after: Any) -> None:
-            scores = describe_scores(before, after)
-            hint = hand_over_hint(before, after)
-            if entry is not self.session.current:
-                show_text(self.status, f"{self.status.value}. Painted cells, {scores}. {hint}")
+            """The run's last status (:func:`closing_status`), built from its outcome: it was
+            appended to whatever the status showed by then (a save, or another run's line)."""
+            if self.run is not run or self._closed:  # a newer run, or the panel closed
+                return
+            used = entry is self.session.current
+            show_text(self.status, closing_status(outcome, before, after, used=used))
 
         options = dict(self.session.segment_options)
         if entry.min_confidence is not None:  # scored as Segment will segment with it
@@ -378,6 +402,7 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
             device=self.device.value,
             painted=(request.labels, request.regions),
             on_score=scored,
+            place=self._run_place,
         )
 
     def use_for_segment(self) -> None:
@@ -421,7 +446,14 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
             label,
             options=self._preview_options(),
             device=self.device.value,
+            place=self._plane_place(image_layer),
         )
+
+    def _plane_place(self, layer: Any) -> tuple[Layout, tuple[Any, ...]]:
+        """How ``layer`` is read (the chosen axes) and the full index of the plane the viewer
+        shows: where a preview of that plane lies (:meth:`LivePreview.request`)."""
+        layout = plan_layout(layer, axes=chosen_axes(self.axes, layer))
+        return layout, plane_index(self.viewer, layer, layout.axes)
 
     def _preview_options(self) -> dict:
         """Segment's options, except that previews *during training* reuse the diameter that

@@ -151,6 +151,7 @@ def split_object(
     line: Sequence[Sequence[float]] | np.ndarray,
     *,
     label_id: int | None = None,
+    next_id: int | None = None,
 ) -> np.ndarray:
     """Cut one object in two (or more) along a drawn line.
 
@@ -161,12 +162,15 @@ def split_object(
         "path" or "line" in data coordinates).
     label_id : the object to cut; ``None``: of the objects the line cuts in two, the one it
         crosses most.
+    next_id : the first id for the new pieces; ``None``: ``labels.max() + 1``. A plane of a
+        stack passes the stack's ``max() + 1``, so that a new piece never takes an id that
+        another plane uses; an id at or below ``labels.max()`` is refused.
 
     Returns
     -------
     (rows, columns) labels of the same dtype: the largest piece keeps ``label_id``, every other
-    piece gets a new id (from ``labels.max() + 1`` on); the pixels under the line go to the
-    piece next to them.
+    piece gets a new id (from ``next_id`` on); the pixels under the line go to the piece next
+    to them.
 
     Raises
     ------
@@ -206,7 +210,12 @@ def split_object(
     sizes = np.bincount(pieces.ravel())[1:]
     order = np.argsort(-sizes) + 1
     out = labels.copy()
-    next_id = int(labels.max()) + 1
+    top = int(labels.max())
+    if next_id is None:
+        next_id = top + 1
+    elif int(next_id) <= top:
+        raise ValueError(f"next_id must be above the largest id {top}, not {next_id}")
+    next_id = int(next_id)
     new = np.zeros(labels.shape, np.uint64 if labels.dtype == np.uint64 else np.int64)
     if next_id + n - 2 > np.iinfo(new.dtype).max:
         raise ValueError(f"no label id is left above {next_id - 1} for the new pieces")
