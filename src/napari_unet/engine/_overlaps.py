@@ -31,8 +31,9 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map ``labels`` to consecutive indices.
 
-    Returns ``ids`` (sorted unique values, int64), ``index`` (flat int64 array, ``ids[index]`` is
-    the flattened input) and ``counts`` (pixels per id).
+    Returns ``ids`` (sorted unique values: int64, or uint64 when an id is 2**63 or more, which
+    int64 would wrap negative), ``index`` (flat int64 array, ``ids[index]`` is the flattened
+    input) and ``counts`` (pixels per id).
     """
     flat = labels.reshape(-1)
     if flat.dtype == bool:
@@ -49,7 +50,9 @@ def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lut[ids] = np.arange(ids.size)
         return ids, lut[flat], counts_all[ids].astype(np.int64)
     ids, index, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    return ids.astype(np.int64), index.reshape(-1).astype(np.int64), counts.astype(np.int64)
+    if ids.dtype != np.uint64 or ids[-1] <= np.iinfo(np.int64).max:
+        ids = ids.astype(np.int64)
+    return ids, index.reshape(-1).astype(np.int64), counts.astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -177,11 +177,9 @@ def matched_area_ratios(
 
     def areas(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
         found, counts = np.unique(labels, return_counts=True)
-        # the pairs hold ids as int64, where uint64 ids of 2**63 and more wrap negative: look
-        # them up as int64 too, sorted again, or a ratio is taken of another object's area
-        found = found.astype(np.int64)
-        order = np.argsort(found, kind="stable")
-        return counts[order[np.searchsorted(found[order], ids)]]
+        # in the pairs' type (int64, or uint64 when an id does not fit int64), which holds every
+        # id of both images in the same order: a mixed uint64/int64 search would go via float64
+        return counts[np.searchsorted(found.astype(ids.dtype), ids)]
 
     if pairs.size == 0:
         return pairs, np.zeros(0)
