@@ -221,3 +221,28 @@ def test_a_package_missing_a_file_names_it(own_package, tmp_path, dropped):
                 dst.writestr(name, src.read(name))
     with pytest.raises(PackageError, match=rf"broken.zip lacks {dropped}, named in its rdf.yaml"):
         load_model(broken)
+
+
+@pytest.mark.parametrize("given", ["folder", "rdf.yaml"])
+@pytest.mark.parametrize("dropped", ["weights.pt", "README.md"])
+def test_a_package_folder_missing_a_file_names_it(own_package, tmp_path, dropped, given):
+    # a folder (rdf.yaml beside its files) was refused with bioimageio.spec's pydantic error,
+    # "could not be read: ValueError: Invalid model description: weights.pytorch_state_dict.
+    # source.function-after[HttpUrl(), str]: Input should be a valid URL, ...", cut at 300
+    # characters; zips named the missing file
+    import zipfile
+
+    from napari_unet.engine.models import load_model
+    from napari_unet.engine.packages import PackageError
+
+    folder = tmp_path / "unpacked"
+    with zipfile.ZipFile(own_package) as archive:
+        archive.extractall(folder)
+    load_model(folder if given == "folder" else folder / "rdf.yaml")  # complete, it loads
+    (folder / dropped).unlink()
+    with pytest.raises(PackageError) as caught:
+        load_model(folder if given == "folder" else folder / "rdf.yaml")
+    assert str(caught.value) == (
+        f"the package folder {folder} lacks {dropped}, named in its rdf.yaml "
+        "(an incomplete folder: export or download it again)"
+    )
