@@ -143,8 +143,9 @@ def check_new_outputs(
 def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
     """``data`` read from ``path`` (2 to 4 axes) as int32 labels, or a UsageError.
 
-    A bool mask's cells are its connected regions; ids too large for int32 are renumbered
-    (:func:`~napari_unet.engine.layout.instance_ids`).
+    A bool mask's cells are its connected regions in each (Y, X) plane, as every engine
+    function reads one; ids too large for int32 are renumbered (both
+    :func:`~napari_unet.engine.layout.instance_ids`).
     """
     from napari_unet.engine.layout import instance_ids
 
@@ -153,7 +154,7 @@ def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
             f"{path} is not a label image of shape (Y, X), (P, Y, X) or (T, Z, Y, X): {data.shape}"
         )
     if data.dtype.kind == "b":
-        return _mask_components(data)
+        return instance_ids(data)  # its connected regions (engine.layout.mask_cells)
     if data.dtype.kind == "f":
         if not np.isfinite(data).all():
             raise UsageError(f"{path} is not a label image: it holds NaN or infinite values")
@@ -164,20 +165,6 @@ def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
     if data.size and data.min() < 0:
         raise UsageError(f"{path} is not a label image: it holds negative values")
     return instance_ids(data)
-
-
-def _mask_components(mask: np.ndarray) -> np.ndarray:
-    """int32 labels of the connected regions of a (Y, X) or (P, Y, X) bool mask, per plane."""
-    from scipy import ndimage
-
-    planes = mask.reshape((-1, *mask.shape[-2:]))
-    out = np.zeros(planes.shape, np.int32)
-    offset = 0
-    for plane, target in zip(planes, out, strict=True):
-        n = ndimage.label(plane, output=target)
-        target[target > 0] += offset
-        offset += n
-    return out.reshape(mask.shape)
 
 
 def pair_by_name(pred: list[Path], gt: list[Path]) -> list[tuple[Path, Path]]:

@@ -98,7 +98,8 @@ def iter_train(
     model : a :class:`~napari_unet.engine.model.UNet`; trained in place, returned on the CPU.
     images : one array or a sequence of arrays, each (Y, X), or with channels at
         ``channel_axis`` (uint8/uint16/float; normalised here with ``normalization``).
-    labels : matching integer instance labels (Y, X); 0 means "not painted".
+    labels : matching integer instance labels (Y, X); 0 means "not painted". A bool mask's
+        cells are its connected regions (:func:`~napari_unet.engine.layout.mask_cells`).
     regions : ``None`` (each image is annotated everywhere: unpainted pixels are background), or
         matching bool arrays (or ``None`` entries): inside a region unpainted pixels are
         background, outside they are ignored. Painted cells always count.
@@ -320,7 +321,7 @@ def _prepare(image, labels, regions, channel_axis, in_channels, n_classes, norma
     from napari_unet.engine.weights import training_targets
 
     labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer):
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise ValueError(f"labels must be integer instance ids, not {labels.dtype}")
     # one plane: a stack's annotated planes are passed as a list
     (chw,) = as_planes(image, in_channels=in_channels, channel_axis=channel_axis)
