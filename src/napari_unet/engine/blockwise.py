@@ -55,6 +55,7 @@ from napari_unet.engine.block_plan import (
     as_dask_planes,
     block_grid,
     plan,
+    plane_axes_shape,
 )
 from napari_unet.engine.events import BlockDone, Note
 from napari_unet.engine.label_step import SEED_THRESHOLD
@@ -94,7 +95,7 @@ class BlockwiseResult:
 
     Attributes
     ----------
-    labels : (Y, X) or (P, Y, X) uint32 array-like
+    labels : (Y, X), (P, Y, X) or (T, Z, Y, X) uint32 array-like (the image's plane axes)
         The ``out`` array given (e.g. a zarr array), or a new ndarray; ids 1..n_objects.
     n_objects : int
     diameter : float or None
@@ -325,10 +326,12 @@ def iter_segment_blockwise(
     ----------
     image : array-like
         numpy, zarr or dask; the layouts of :func:`~napari_unet.engine.segment.iter_segment`
-        (``channel_axis``, ``stack``). Read one block region at a time.
+        (``channel_axis``, ``stack``), and with ``stack`` also more than one plane axis before
+        Y and X (``(T, Z, Y, X)``: T x Z planes, in order). Read one block region at a time.
     model : see :func:`~napari_unet.engine.models.load_model`
     out : array-like or None
-        Where the (Y, X) or (P, Y, X) uint32 labels go (a zarr array keeps them on disk); a
+        Where the uint32 labels go (a zarr array keeps them on disk): (Y, X), or with
+        ``stack`` the image's plane axes and (Y, X) (``(P, Y, X)``, ``(T, Z, Y, X)``); a
         new ndarray when ``None``. Written block by block with block ids, then rewritten with
         the final ids; its content is undefined when the job fails (callers write to a
         temporary store and move it into place, see :mod:`~napari_unet.engine.zarr_io`).
@@ -356,6 +359,7 @@ def iter_segment_blockwise(
     import dask.array as da  # noqa: F401 - a clear ImportError early when dask is missing
 
     planes = as_dask_planes(image, channel_axis=channel_axis, stack=stack)
+    lead = plane_axes_shape(image, channel_axis=channel_axis, stack=stack)
     settings, factor, measured = plan(
         planes, model, block_size=block_size, diameter=diameter, min_size=min_size,
         threshold=threshold, min_confidence=min_confidence,
@@ -367,12 +371,12 @@ def iter_segment_blockwise(
         yield Note(note)
     n_planes, _, rows, cols = planes.shape
     shape = (int(rows), int(cols))
-    out_shape = (n_planes, rows, cols) if stack else (rows, cols)
+    out_shape = (*lead, rows, cols)
     if out is None:
         out = np.zeros(out_shape, np.uint32)
     elif tuple(out.shape) != out_shape:
         raise ValueError(f"out has shape {tuple(out.shape)}, the labels need {out_shape}")
-    view = _PlaneView(out, stack)
+    view = _PlaneView(out, lead)
     blocks = [
         b for p in range(n_planes)
         for b in block_grid(shape, block_size=settings.block_size, halo=settings.halo, plane=p)
@@ -404,19 +408,23 @@ def _loaded(model: Any) -> Any:
 
 
 class _PlaneView:
-    """``out[p, ...]`` for a stack, ``out[...]`` for one plane."""
+    """``out[plane, rows, cols]`` by the engine's plane number: ``out[rows, cols]`` for one
+    plane (``lead`` is ``()``), ``out[p, ...]`` for a stack, ``out[t, z, ...]`` for plane
+    ``t * Z + z`` of a (T, Z, Y, X) one."""
 
-    def __init__(self, out: Any, stack: bool):
-        self.out, self.stack = out, stack
+    def __init__(self, out: Any, lead: tuple[int, ...]):
+        self.out, self.lead = out, tuple(lead)
+
+    def _key(self, key):
+        plane, *rest = key
+        where = tuple(int(i) for i in np.unravel_index(plane, self.lead)) if self.lead else ()
+        return (*where, *rest)
 
     def __getitem__(self, key):
-        return self.out[key] if self.stack else self.out[key[1:]]
+        return self.out[self._key(key)]
 
     def __setitem__(self, key, value):
-        if self.stack:
-            self.out[key] = value
-        else:
-            self.out[key[1:]] = value
+        self.out[self._key(key)] = value
 
 
 def segment_blockwise(image: Any, model: Any = None, **kwargs: Any) -> Any:
@@ -444,6 +452,7 @@ def segment_dask(image: Any, model: Any = None, **kwargs: Any):
             raise TypeError(f"segment_dask does not take {key!r}; use iter_segment_blockwise")
     stack = bool(kwargs.get("stack", False))
     planes = as_dask_planes(image, channel_axis=kwargs.get("channel_axis"), stack=stack)
+    lead = plane_axes_shape(image, channel_axis=kwargs.get("channel_axis"), stack=stack)
     options = {k: v for k, v in kwargs.items() if k not in ("channel_axis", "stack")}
     settings, _, _ = plan(planes, model, **options)
     planes, _ = _planes_chunked(planes, settings.block_size)
@@ -478,7 +487,7 @@ def segment_dask(image: Any, model: Any = None, **kwargs: Any):
                 row.append(da.from_delayed(chunk, shape=(r1 - r0, c1 - c0), dtype=np.uint32))
             rows_of_blocks.append(row)
         plane_arrays.append(da.block(rows_of_blocks))
-    return da.stack(plane_arrays) if stack else plane_arrays[0]
+    return da.stack(plane_arrays).reshape((*lead, rows, cols)) if stack else plane_arrays[0]
 
 
 def _lookup(results: list[BlockLabels], blocks: list[Block], order) -> tuple[np.ndarray, np.ndarray]:
