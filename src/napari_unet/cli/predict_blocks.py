@@ -113,9 +113,8 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     from napari_unet.cli.files import check_new_outputs, is_tiff_name
     from napari_unet.engine.atomic import check_space
     from napari_unet.engine.axes_layout import AxesLayout
-    from napari_unet.engine.block_plan import require_own_unet
+    from napari_unet.engine.block_plan import plane_axes_shape, require_own_unet
     from napari_unet.engine.blockwise import DEFAULT_BLOCK, as_dask_planes, iter_segment_blockwise
-    from napari_unet.engine.block_plan import plane_axes_shape
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.models import load_model
     from napari_unet.engine.zarr_io import check_store_target, is_zarr_path, open_lazy, squeeze_axes

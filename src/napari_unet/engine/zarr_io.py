@@ -19,6 +19,7 @@ target's suffix (``.zarr`` or ``.ome.zarr``).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -136,7 +137,7 @@ def ngff_axes(axes: str) -> list[dict]:
     """
     rank = {"time": 0, None: 1, "space": 2}
     kinds = [_NGFF_TYPES[c] for c in axes]
-    if any(rank[a] > rank[b] for a, b in zip(kinds, kinds[1:], strict=False)):
+    if any(rank[a] > rank[b] for a, b in itertools.pairwise(kinds)):
         raise ValueError(
             f"an OME-Zarr store cannot hold labels of axes {axes}: NGFF orders time (T) first, "
             "then other planes (P), then Z, Y, X; write a TIFF (-o labels.tif) instead"
@@ -284,7 +285,10 @@ def write_tiff_from_array(
     tmp = new_temp(path)
     try:
         try:
-            tifffile.imwrite(tmp, tiles(), shape=shape, dtype=dtype, tile=(tile, tile), compression="zlib")
+            tifffile.imwrite(
+                tmp, tiles(), shape=shape, dtype=dtype, tile=(tile, tile), compression="zlib",
+                photometric="minisblack",  # 3 or 4 planes of labels are not RGB(A)
+            )
         except OSError as err:
             raise write_error(path, err) from None
     except BaseException:
