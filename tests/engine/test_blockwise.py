@@ -332,7 +332,9 @@ def test_model_is_loaded_once_per_worker_thread(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(checkpoint_read, "load_checkpoint", count)
-    monkeypatch.setattr(blockwise, "_WORKER_MODELS", {})
+    from napari_unet.engine import worker_models
+
+    monkeypatch.setattr(worker_models, "_WORKER_MODELS", {})
     first = blockwise.worker_model(payload)
     second = blockwise.worker_model(payload)
     assert first is second and loads == [1]
