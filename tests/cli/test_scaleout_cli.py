@@ -289,3 +289,22 @@ def test_plane_axes_out_of_ngff_order_are_refused_for_a_store_with_what_to_do(ca
     assert code == 2 and err.count("\n") == 1, err
     assert "NGFF orders time (T) first" in err and "write a TIFF" in err
     assert not (tmp_path / "out.zarr").exists() and store.shape == (2, 2, 96, 96)
+
+
+@pytest.mark.parametrize(("name", "stem"), [("cells.ome.tif", "cells"), ("day.1.tif", "day.1")])
+def test_an_image_s_labels_are_named_alike_in_memory_and_block_by_block(capsys, tmp_path, name, stem):
+    """`predict IMAGE -o FOLDER` named the labels three ways: a.ome.tif gave a.ome_labels.tif in
+    memory (a folder of images gave a_labels.tif), and block by block (a TIFF over 4096²
+    pixels, --block-size) everything after the first dot went: day.1.tif gave day_labels.tif."""
+    image, _ = synthetic_nuclei((96, 96), n_cells=6, diameter=24.0, rng=5)
+    tifffile.imwrite(tmp_path / name, image)
+    for folder in ("memory", "blocks", "probabilities"):
+        (tmp_path / folder).mkdir()
+    code, _, err = run(capsys, "predict", tmp_path / name, "-o", tmp_path / "memory", "--diameter", "24",
+                       "--probabilities", tmp_path / "probabilities", "-q")
+    assert code == 0, err
+    code, _, err = run(capsys, "predict", tmp_path / name, "-o", tmp_path / "blocks", *BLOCK, "-q")
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "memory").iterdir()] == [f"{stem}_labels.tif"]
+    assert [p.name for p in (tmp_path / "blocks").iterdir()] == [f"{stem}_labels.tif"]
+    assert [p.name for p in (tmp_path / "probabilities").iterdir()] == [f"{stem}_probabilities.tif"]

@@ -58,6 +58,15 @@ def expand_inputs(items: Sequence[str], what: str) -> list[Path]:
     return paths
 
 
+def output_stem(source: Path) -> str:
+    """The name ``predict``'s outputs of ``source`` are named after (``<stem>_labels.tif``,
+    ``<stem>_probabilities.tif``, ``<stem>_labels.zarr``), in memory and block by block alike:
+    the name without its suffix and an ``.ome`` before it (``a.tif``, ``a.ome.tif`` and
+    ``a.ome.zarr`` give ``a``; ``day.1.tif`` gives ``day.1``)."""
+    stem = Path(source.name).stem
+    return stem[:-4] if stem.lower().endswith(".ome") and len(stem) > 4 else stem
+
+
 def base_stem(path: Path) -> str:
     """The file name without suffix, ``.ome`` and label suffixes such as ``_labels``."""
     stem = path.stem

@@ -70,10 +70,11 @@ def wanted(args: argparse.Namespace, source: Path, output: Path) -> bool:
 
 
 def _output_for(source: Path, output: Path) -> Path:
+    from napari_unet.cli.files import output_stem
     from napari_unet.engine.zarr_io import is_zarr_path
 
     if output.is_dir() and not is_zarr_path(output):
-        stem = source.name.split(".")[0]
+        stem = output_stem(source)  # as in memory: a.ome.tif -> a, day.1.tif -> day.1
         return output / (f"{stem}_labels.zarr" if is_zarr_path(source) else f"{stem}_labels.tif")
     return output
 
