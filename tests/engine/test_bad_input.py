@@ -282,6 +282,43 @@ def test_a_bool_label_file_is_read_by_the_command_line_as_by_the_engine(tmp_path
         assert json.loads(out)["mean"] == pytest.approx(evaluate(pred, gt)), name
 
 
+def test_a_bool_label_file_with_planes_last_has_the_regions_of_its_planes(tmp_path, capsys, monkeypatch):
+    """A bool label file's regions were taken in its last two axes before its axes were read:
+    in a YXZ file those are X x Z slices, so a cell became a region per row (3 cells in 2
+    planes scored 56 predicted objects and AP 0 against themselves), and training learnt those
+    rows as cells."""
+    import json
+
+    from napari_unet.engine import training
+
+    _, cells = _three_cells()
+    yxz = np.stack([cells, np.roll(cells, 5, axis=0)], axis=-1)  # (40, 40, 2): planes last
+    tifffile.imwrite(tmp_path / "pred.tif", yxz > 0)
+    tifffile.imwrite(tmp_path / "gt.tif", yxz)
+    code, out, err = _run(capsys, "evaluate", tmp_path / "pred.tif", tmp_path / "gt.tif", "--axes", "YXZ", "--json")
+    assert code == 0, err
+    assert (json.loads(out)["mean"]["n_pred"], json.loads(out)["mean"]["ap@0.5"]) == (6.0, 1.0)
+
+    seen = []
+
+    def spy(model, images, labels, **kw):  # the labels handed to the engine, without training
+        seen.extend(labels)
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(training, "iter_train", spy)
+    tifffile.imwrite(tmp_path / "img.tif", (yxz > 0).astype(np.uint16) * 900)
+    tifffile.imwrite(tmp_path / "img_labels.tif", yxz > 0)
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    _run(
+        capsys, "train", "--images", tmp_path / "img.tif", "--labels", tmp_path / "img_labels.tif",
+        "--axes", "YXZ", "--from", tmp_path / "start.pt", "-o", tmp_path / "m.pt", "--steps", 1,
+        "--device", "cpu",
+    )
+    # two planes of three cells each (rescaled to the model's diameter, so compared by count)
+    assert len(seen) == 2 and [len(np.unique(plane)) for plane in seen] == [4, 4]
+
+
 def test_too_few_cells_to_measure_keep_the_models_diameter(tmp_path, capsys):
     image, labels = synthetic_nuclei((48, 48), n_cells=1, diameter=12.0, rng=2)
     tifffile.imwrite(tmp_path / "img.tif", image)

@@ -152,9 +152,11 @@ def check_new_outputs(
 def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
     """``data`` read from ``path`` (2 to 4 axes) as int32 labels, or a UsageError.
 
-    A bool mask's cells are its connected regions in each (Y, X) plane, as every engine
-    function reads one; ids too large for int32 are renumbered (both
-    :func:`~napari_unet.engine.layout.instance_ids`).
+    Ids too large for int32 are renumbered (:func:`~napari_unet.engine.layout.instance_ids`).
+    A bool mask is returned as it is: its cells are its connected regions in each (Y, X) plane
+    (:func:`~napari_unet.engine.layout.mask_cells`), which only the axes, read afterwards, say
+    (a ``YXZ`` file's planes are its last axis, not its last two): give it to
+    :func:`instance_ids` once it is in the engine's order, as the engine's functions do.
     """
     from napari_unet.engine.layout import instance_ids
 
@@ -163,7 +165,7 @@ def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
             f"{path} is not a label image of shape (Y, X), (P, Y, X) or (T, Z, Y, X): {data.shape}"
         )
     if data.dtype.kind == "b":
-        return instance_ids(data)  # its connected regions (engine.layout.mask_cells)
+        return data  # its connected regions are taken in the engine's order, planes first
     if data.dtype.kind == "f":
         if not np.isfinite(data).all():
             raise UsageError(f"{path} is not a label image: it holds NaN or infinite values")
