@@ -246,3 +246,24 @@ def test_a_package_folder_missing_a_file_names_it(own_package, tmp_path, dropped
         f"the package folder {folder} lacks {dropped}, named in its rdf.yaml "
         "(an incomplete folder: export or download it again)"
     )
+
+
+def test_a_package_is_sent_to_dask_workers_as_its_network(own_package):
+    """A package path went to the workers as the zip's bytes, which the workers read as a model
+    file: `napari_unet.segment(dask_array, model="model.zip")` (segment_dask) and
+    `iter_segment_blockwise(..., "model.zip", client=...)` failed in every block with 'not a
+    PyTorch file'. The package's network goes as a model file now."""
+    import dask.array as da
+    import torch
+
+    from napari_unet.engine.blockwise import ModelPayload, segment_dask, worker_model
+    from napari_unet.engine.models import load_model
+
+    net, checkpoint = worker_model(ModelPayload.from_model(own_package))
+    ours, ours_checkpoint = load_model(own_package)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ours.state_dict().values(), strict=True))
+    assert checkpoint.diameter == ours_checkpoint.diameter == 18.0
+    assert checkpoint.normalization == ours_checkpoint.normalization
+    image = np.random.default_rng(0).integers(0, 1000, (96, 96)).astype(np.uint16)
+    labels = segment_dask(da.from_array(image), own_package, block_size=64, diameter=18.0)
+    assert labels.compute(scheduler="synchronous").shape == (96, 96)

@@ -26,13 +26,18 @@ class ModelPayload:
 
     @classmethod
     def from_model(cls, model: Any) -> ModelPayload:
-        """The bytes of ``model`` (a path, ``"default"``/None, or a network) as a file."""
+        """The bytes of ``model`` (a path, ``"default"``/None, a package, or a network) as a
+        model file: a model file's own bytes; a package (which the workers' loader of model
+        files does not read) or a network saved as one."""
+        from pathlib import Path
+
         from napari_unet.engine.models import bundled_model_path, load_model
+        from napari_unet.engine.packages import is_package_path
 
         if model is None or (isinstance(model, str) and model == "default"):
             model = bundled_model_path()
-        if isinstance(model, (str, os.PathLike)):
-            data = open(model, "rb").read()
+        if isinstance(model, (str, os.PathLike)) and Path(model).is_file() and not is_package_path(model):
+            data = Path(model).read_bytes()
         else:
             from napari_unet.engine.checkpoint_write import save_checkpoint
 
