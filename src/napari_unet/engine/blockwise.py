@@ -58,7 +58,7 @@ from napari_unet.engine.block_plan import (
 from napari_unet.engine.events import BlockDone, Note
 from napari_unet.engine.label_step import SEED_THRESHOLD
 from napari_unet.engine.stitch import FaceMatcher
-from napari_unet.engine.worker_models import ModelPayload, worker_model
+from napari_unet.engine.worker_models import MAX_WORKER_MODELS, ModelPayload, worker_model  # noqa: F401
 
 __all__ = [
     "DEFAULT_BLOCK",
