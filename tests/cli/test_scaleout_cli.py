@@ -251,3 +251,60 @@ def test_the_size_that_sends_a_tiff_block_wise_is_its_plane_in_the_axes_predict_
         ["predict", str(source), "-o", str(tmp_path / "out.tif"), *(["--axes", axes] if axes else [])]
     )
     assert predict_blocks.wanted(args, source, tmp_path / "out.tif") is expected
+
+
+def test_a_tzyx_image_is_segmented_block_by_block_in_its_axes(capsys, tmp_path):
+    """A TZYX zarr store or large TIFF was refused block by block ('the labels are (Y, X) or
+    (planes, Y, X)'), so a TZYX TIFF over 4096² pixels a plane could not be segmented at all;
+    its T x Z planes are segmented now, and the labels are written in its axes, as in memory."""
+    image, _ = synthetic_nuclei((128, 160), n_cells=14, diameter=24.0, rng=5)
+    tz = np.stack([np.roll(image, 11 * k, axis=1) for k in range(4)]).reshape(2, 2, 128, 160)
+    tifffile.imwrite(tmp_path / "tz.tif", tz, metadata={"axes": "TZYX"})
+    store = zarr.create_array(str(tmp_path / "tz.zarr"), shape=tz.shape, chunks=(1, 1, 128, 160), dtype=tz.dtype)
+    store[:] = tz
+    code, _, err = run(capsys, "predict", tmp_path / "tz.tif", "-o", tmp_path / "memory.tif", "--diameter", "24", "-q")
+    assert code == 0, err
+    reference = tifffile.imread(tmp_path / "memory.tif")
+    assert reference.shape == tz.shape and reference.max() > 0
+    code, _, err = run(capsys, "predict", tmp_path / "tz.zarr", "-o", tmp_path / "labels.zarr", "--axes", "TZYX", *BLOCK, "-q")
+    assert code == 0, err
+    labels = read_store(tmp_path / "labels.zarr")
+    axes = zarr.open_group(str(tmp_path / "labels.zarr"), mode="r").attrs["multiscales"][0]["axes"]
+    assert [a["name"] for a in axes] == ["t", "z", "y", "x"]
+    code, _, err = run(capsys, "predict", tmp_path / "tz.tif", "-o", tmp_path / "labels.tif", *BLOCK, "-q")
+    assert code == 0, err
+    from_tiff = tifffile.imread(tmp_path / "labels.tif")
+    for blocks in (labels, from_tiff):
+        assert blocks.shape == tz.shape
+        for t in range(2):
+            for z in range(2):
+                one, other = reference[t, z], blocks[t, z]
+                assert matched_min_iou(one, other) >= 0.9 and matched_min_iou(other, one) >= 0.9
+    assert leftovers(tmp_path) == []
+
+
+def test_plane_axes_out_of_ngff_order_are_refused_for_a_store_with_what_to_do(capsys, tmp_path):
+    store = zarr.create_array(str(tmp_path / "zt.zarr"), shape=(2, 2, 96, 96), chunks=(1, 1, 96, 96), dtype="uint16")
+    code, _, err = run(capsys, "predict", tmp_path / "zt.zarr", "-o", tmp_path / "out.zarr", "--axes", "ZTYX", *BLOCK)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "NGFF orders time (T) first" in err and "write a TIFF" in err
+    assert not (tmp_path / "out.zarr").exists() and store.shape == (2, 2, 96, 96)
+
+
+@pytest.mark.parametrize(("name", "stem"), [("cells.ome.tif", "cells"), ("day.1.tif", "day.1")])
+def test_an_image_s_labels_are_named_alike_in_memory_and_block_by_block(capsys, tmp_path, name, stem):
+    """`predict IMAGE -o FOLDER` named the labels three ways: a.ome.tif gave a.ome_labels.tif in
+    memory (a folder of images gave a_labels.tif), and block by block (a TIFF over 4096²
+    pixels, --block-size) everything after the first dot went: day.1.tif gave day_labels.tif."""
+    image, _ = synthetic_nuclei((96, 96), n_cells=6, diameter=24.0, rng=5)
+    tifffile.imwrite(tmp_path / name, image)
+    for folder in ("memory", "blocks", "probabilities"):
+        (tmp_path / folder).mkdir()
+    code, _, err = run(capsys, "predict", tmp_path / name, "-o", tmp_path / "memory", "--diameter", "24",
+                       "--probabilities", tmp_path / "probabilities", "-q")
+    assert code == 0, err
+    code, _, err = run(capsys, "predict", tmp_path / name, "-o", tmp_path / "blocks", *BLOCK, "-q")
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "memory").iterdir()] == [f"{stem}_labels.tif"]
+    assert [p.name for p in (tmp_path / "blocks").iterdir()] == [f"{stem}_labels.tif"]
+    assert [p.name for p in (tmp_path / "probabilities").iterdir()] == [f"{stem}_probabilities.tif"]

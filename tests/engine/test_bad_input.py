@@ -220,6 +220,105 @@ def test_training_with_bool_labels_measures_the_cells(tmp_path, capsys):
     assert "stores none" not in err and "too few" not in err
 
 
+def _three_cells() -> tuple[np.ndarray, np.ndarray]:
+    """A (40, 40) bool mask of three separate squares and its connected regions as ids."""
+    labels = np.zeros((40, 40), np.int32)
+    labels[4:12, 4:12], labels[4:12, 20:30], labels[22:34, 10:20] = 1, 2, 3
+    return labels > 0, labels
+
+
+def test_a_bool_label_image_is_its_connected_regions_in_the_engine(monkeypatch):
+    """The command line read a bool label file as its connected regions (one cell each), while
+    the engine read a bool array as one object (the metrics, merges and splits, the weight map,
+    the diameter estimate), or refused it (training, the error map): one mask of three cells
+    scored AP 0 against those cells, and a weight map had no border between them."""
+    from napari_unet.engine import weights
+    from napari_unet.engine.diameter import estimate_diameter
+    from napari_unet.engine.errors import error_map, merges_and_splits
+    from napari_unet.engine.layout import mask_cells
+    from napari_unet.engine.metrics import evaluate, match_instances
+
+    mask, cells = _three_cells()
+    assert np.array_equal(mask_cells(mask), cells)
+    scores = evaluate(mask, cells)
+    assert (scores["n_pred"], scores["ap@0.5"]) == (3.0, 1.0)
+    assert match_instances(cells, mask).tp == 3
+    assert merges_and_splits(mask, cells).merges == 0
+    assert error_map(mask, cells).counts["correct"] == 3
+    assert estimate_diameter(mask) == estimate_diameter(cells)
+    np.testing.assert_array_equal(weights.weight_map(mask).total, weights.weight_map(cells).total)
+    # a stack's regions are taken plane by plane (the planes of one cell are three objects)
+    stack = np.stack([mask, mask, mask])
+    assert evaluate(stack, np.stack([cells, cells, cells]))["ap@0.5"] == 1.0
+    # training takes the regions as its cells, where it refused "labels must be integer ids"
+    seen = []
+    original = weights.training_targets
+    monkeypatch.setattr(
+        weights, "training_targets", lambda labels, *a, **k: seen.append(labels) or original(labels, *a, **k)
+    )
+    train(_tiny(), mask.astype(np.float32), mask, config=TrainConfig(steps=1, val_fraction=0), device="cpu")
+    (used,) = seen
+    assert np.array_equal(used, cells)
+
+
+def test_a_bool_label_file_is_read_by_the_command_line_as_by_the_engine(tmp_path, capsys):
+    """`evaluate` of a bool file scores what the engine's `evaluate` of the bool array scores,
+    for a plane and for a stack."""
+    import json
+
+    from napari_unet.engine.metrics import evaluate
+
+    mask, cells = _three_cells()
+    shifted = np.roll(cells, 3, axis=1)  # some pairs under IoU 0.75, so the AP varies
+    for name, pred, gt in [
+        ("plane", mask, shifted), ("stack", np.stack([mask, mask[::-1]]), np.stack([shifted, cells[::-1]]))
+    ]:
+        tifffile.imwrite(tmp_path / f"{name}_pred.tif", pred)
+        tifffile.imwrite(tmp_path / f"{name}_gt.tif", gt)
+        code, out, err = _run(
+            capsys, "evaluate", tmp_path / f"{name}_pred.tif", tmp_path / f"{name}_gt.tif", "--json"
+        )
+        assert code == 0, err
+        assert json.loads(out)["mean"] == pytest.approx(evaluate(pred, gt)), name
+
+
+def test_a_bool_label_file_with_planes_last_has_the_regions_of_its_planes(tmp_path, capsys, monkeypatch):
+    """A bool label file's regions were taken in its last two axes before its axes were read:
+    in a YXZ file those are X x Z slices, so a cell became a region per row (3 cells in 2
+    planes scored 56 predicted objects and AP 0 against themselves), and training learnt those
+    rows as cells."""
+    import json
+
+    from napari_unet.engine import training
+
+    _, cells = _three_cells()
+    yxz = np.stack([cells, np.roll(cells, 5, axis=0)], axis=-1)  # (40, 40, 2): planes last
+    tifffile.imwrite(tmp_path / "pred.tif", yxz > 0)
+    tifffile.imwrite(tmp_path / "gt.tif", yxz)
+    code, out, err = _run(capsys, "evaluate", tmp_path / "pred.tif", tmp_path / "gt.tif", "--axes", "YXZ", "--json")
+    assert code == 0, err
+    assert (json.loads(out)["mean"]["n_pred"], json.loads(out)["mean"]["ap@0.5"]) == (6.0, 1.0)
+
+    seen = []
+
+    def spy(model, images, labels, **kw):  # the labels handed to the engine, without training
+        seen.extend(labels)
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(training, "iter_train", spy)
+    tifffile.imwrite(tmp_path / "img.tif", (yxz > 0).astype(np.uint16) * 900)
+    tifffile.imwrite(tmp_path / "img_labels.tif", yxz > 0)
+    save_checkpoint(tmp_path / "start.pt", _tiny(), diameter=12.0)
+    _run(
+        capsys, "train", "--images", tmp_path / "img.tif", "--labels", tmp_path / "img_labels.tif",
+        "--axes", "YXZ", "--from", tmp_path / "start.pt", "-o", tmp_path / "m.pt", "--steps", 1,
+        "--device", "cpu",
+    )
+    # two planes of three cells each (rescaled to the model's diameter, so compared by count)
+    assert len(seen) == 2 and [len(np.unique(plane)) for plane in seen] == [4, 4]
+
+
 def test_too_few_cells_to_measure_keep_the_models_diameter(tmp_path, capsys):
     image, labels = synthetic_nuclei((48, 48), n_cells=1, diameter=12.0, rng=2)
     tifffile.imwrite(tmp_path / "img.tif", image)

@@ -332,7 +332,9 @@ def test_model_is_loaded_once_per_worker_thread(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(checkpoint_read, "load_checkpoint", count)
-    monkeypatch.setattr(blockwise, "_WORKER_MODELS", {})
+    from napari_unet.engine import worker_models
+
+    monkeypatch.setattr(worker_models, "_WORKER_MODELS", {})
     first = blockwise.worker_model(payload)
     second = blockwise.worker_model(payload)
     assert first is second and loads == [1]
@@ -427,3 +429,22 @@ def test_face_matcher_holds_about_one_row_of_strips_and_ignores_finishing_order(
     partial.add(0, strips[0])
     with pytest.raises(RuntimeError, match="still wait"):
         partial.lookup(n_ids)
+
+
+def test_a_stack_of_two_plane_axes_is_segmented_as_its_planes(image):
+    """A (T, Z, Y, X) stack was refused ('the image has 4 dimensions, which is not a stack of
+    planes'); it is its T x Z planes in order, and the labels keep its axes, as in memory."""
+    planes = np.stack([np.roll(image[:128, :160], 9 * k, axis=1) for k in range(4)])
+    tz = planes.reshape(2, 2, 128, 160)
+    flat = segment_blockwise(planes, "default", stack=True, block_size=BLOCK, diameter=DIAMETER)
+    labels = segment_blockwise(tz, "default", stack=True, block_size=BLOCK, diameter=DIAMETER)
+    assert labels.shape == (2, 2, 128, 160) and labels.max() > 0
+    np.testing.assert_array_equal(labels, flat.reshape(tz.shape))
+    # channels too: (T, Z, C, Y, X) with the channel axis given
+    with_channel = segment_blockwise(
+        tz[:, :, np.newaxis], "default", stack=True, channel_axis=2, block_size=BLOCK, diameter=DIAMETER
+    )
+    np.testing.assert_array_equal(with_channel, labels)
+    lazy = segment_dask(da.from_array(tz, chunks=(1, 1, 128, 160)), stack=True, block_size=BLOCK, diameter=DIAMETER)
+    assert lazy.shape == tz.shape
+    np.testing.assert_array_equal(lazy.compute(scheduler="synchronous"), labels)

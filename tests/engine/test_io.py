@@ -98,3 +98,22 @@ def test_list_images(tmp_path):
     assert [p.name for p in list_images(tmp_path)] == ["a.TIFF", "b.tif", "d.tiff"]
     with pytest.raises(FileNotFoundError):
         list_images(tmp_path / "nope")
+
+
+def test_three_planes_of_labels_are_not_written_as_rgb(tmp_path):
+    """tifffile stores an array with 3 or 4 planes before Y and X as planar RGB unless told
+    otherwise: the labels of a 3-plane stack (in memory or block by block), probabilities of 3
+    classes and error maps were colour images to other readers (axes 'SYX', one page)."""
+    pytest.importorskip("zarr")
+    from napari_unet.engine.io import write_labels, write_tiff
+    from napari_unet.engine.zarr_io import write_tiff_from_array
+
+    write_labels(tmp_path / "stack.tif", np.arange(3 * 32 * 32, dtype=np.uint16).reshape(3, 32, 32))
+    write_tiff(tmp_path / "prob.tif", np.zeros((3, 32, 32), np.float32))
+    write_tiff_from_array(tmp_path / "tz.tif", np.ones((2, 3, 32, 32), np.uint32), dtype="uint16")
+    for name, pages in (("stack.tif", 3), ("prob.tif", 3), ("tz.tif", 6)):
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            assert "S" not in tif.series[0].axes and len(tif.pages) == pages, name
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "stack.tif"), np.arange(3 * 32 * 32).reshape(3, 32, 32)
+    )

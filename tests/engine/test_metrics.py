@@ -274,6 +274,27 @@ def test_size_ratio_is_the_median_area_ratio_of_matched_objects():
     assert np.isnan(size_ratio(np.zeros_like(gt), gt))
 
 
+def test_matched_pairs_keep_uint64_ids_past_int64(two_gt_three_pred):
+    """The pairs held ids as int64, so a uint64 id of 2**63 and more came out negative (-2**63 + 1
+    for 2**63 + 1); they hold the real ids now, uint64 when one does not fit int64."""
+    pred, gt = two_gt_three_pred
+    base = np.uint64(2**63)
+    huge = np.where(pred > 0, pred.astype(np.uint64) + base, 0).astype(np.uint64)
+    m = match_instances(huge, gt, threshold=0.5)
+    assert m.pairs.dtype == np.uint64
+    assert m.pairs.tolist() == [[2**63 + 1, 1], [2**63 + 2, 2]]
+    huge_gt = np.where(gt > 0, gt.astype(np.uint64) + base, 0).astype(np.uint64)
+    assert match_instances(pred, huge_gt, threshold=0.5).pairs.tolist() == [
+        [1, 2**63 + 1], [2, 2**63 + 2]
+    ]
+    top = np.where(pred > 0, np.uint64(2**64 - 4) + pred.astype(np.uint64), 0).astype(np.uint64)
+    assert matching_scores(top, huge_gt)[0.5].pairs.tolist() == [
+        [2**64 - 3, 2**63 + 1], [2**64 - 2, 2**63 + 2]
+    ]
+    # ids that fit int64 stay int64, as before
+    assert match_instances(pred.astype(np.uint64), gt, threshold=0.5).pairs.dtype == np.int64
+
+
 def test_size_ratio_of_uint64_ids_past_int64_is_their_own():
     """uint64 ids of 2**63 and more are int64 in the matched pairs, wrapped negative: their
     areas were looked up in the unsigned order and another object's area was taken (0.375 for

@@ -58,6 +58,15 @@ def expand_inputs(items: Sequence[str], what: str) -> list[Path]:
     return paths
 
 
+def output_stem(source: Path) -> str:
+    """The name ``predict``'s outputs of ``source`` are named after (``<stem>_labels.tif``,
+    ``<stem>_probabilities.tif``, ``<stem>_labels.zarr``), in memory and block by block alike:
+    the name without its suffix and an ``.ome`` before it (``a.tif``, ``a.ome.tif`` and
+    ``a.ome.zarr`` give ``a``; ``day.1.tif`` gives ``day.1``)."""
+    stem = Path(source.name).stem
+    return stem[:-4] if stem.lower().endswith(".ome") and len(stem) > 4 else stem
+
+
 def base_stem(path: Path) -> str:
     """The file name without suffix, ``.ome`` and label suffixes such as ``_labels``."""
     stem = path.stem
@@ -143,8 +152,11 @@ def check_new_outputs(
 def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
     """``data`` read from ``path`` (2 to 4 axes) as int32 labels, or a UsageError.
 
-    A bool mask's cells are its connected regions; ids too large for int32 are renumbered
-    (:func:`~napari_unet.engine.layout.instance_ids`).
+    Ids too large for int32 are renumbered (:func:`~napari_unet.engine.layout.instance_ids`).
+    A bool mask is returned as it is: its cells are its connected regions in each (Y, X) plane
+    (:func:`~napari_unet.engine.layout.mask_cells`), which only the axes, read afterwards, say
+    (a ``YXZ`` file's planes are its last axis, not its last two): give it to
+    :func:`instance_ids` once it is in the engine's order, as the engine's functions do.
     """
     from napari_unet.engine.layout import instance_ids
 
@@ -153,7 +165,7 @@ def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
             f"{path} is not a label image of shape (Y, X), (P, Y, X) or (T, Z, Y, X): {data.shape}"
         )
     if data.dtype.kind == "b":
-        return _mask_components(data)
+        return data  # its connected regions are taken in the engine's order, planes first
     if data.dtype.kind == "f":
         if not np.isfinite(data).all():
             raise UsageError(f"{path} is not a label image: it holds NaN or infinite values")
@@ -164,20 +176,6 @@ def as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
     if data.size and data.min() < 0:
         raise UsageError(f"{path} is not a label image: it holds negative values")
     return instance_ids(data)
-
-
-def _mask_components(mask: np.ndarray) -> np.ndarray:
-    """int32 labels of the connected regions of a (Y, X) or (P, Y, X) bool mask, per plane."""
-    from scipy import ndimage
-
-    planes = mask.reshape((-1, *mask.shape[-2:]))
-    out = np.zeros(planes.shape, np.int32)
-    offset = 0
-    for plane, target in zip(planes, out, strict=True):
-        n = ndimage.label(plane, output=target)
-        target[target > 0] += offset
-        offset += n
-    return out.reshape(mask.shape)
 
 
 def pair_by_name(pred: list[Path], gt: list[Path]) -> list[tuple[Path, Path]]:

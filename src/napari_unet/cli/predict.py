@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from napari_unet.cli.axes import add_axes_option, choose_axes
-from napari_unet.cli.files import base_stem, check_new_outputs, is_tiff_name, path_text
+from napari_unet.cli.files import check_new_outputs, is_tiff_name, output_stem, path_text
 from napari_unet.cli.numbers import (
     CONFIDENCE,
     FINITE,
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if not images:
             raise UsageError(f"the folder {source} holds no .tif/.tiff images")
         for image in images:
-            stem = base_stem(image) if image.stem.endswith(".ome") else image.stem
+            stem = output_stem(image)
             jobs.append((
                 image,
                 output / f"{stem}_labels.tif",
@@ -85,12 +85,12 @@ def run(args: argparse.Namespace) -> int:
             ))
     else:
         if output.is_dir():
-            output = output / f"{source.stem}_labels.tif"
+            output = output / f"{output_stem(source)}_labels.tif"
         if not is_tiff_name(output):
             raise UsageError(f"the output {output} must be a .tif or .tiff file")
         if probs_out is not None:
             if probs_out.is_dir():
-                probs_out = probs_out / f"{source.stem}_probabilities.tif"
+                probs_out = probs_out / f"{output_stem(source)}_probabilities.tif"
             if not is_tiff_name(probs_out):
                 raise UsageError(f"--probabilities {probs_out} must be a .tif or .tiff file")
         jobs.append((source, output, probs_out))

@@ -70,29 +70,41 @@ def wanted(args: argparse.Namespace, source: Path, output: Path) -> bool:
 
 
 def _output_for(source: Path, output: Path) -> Path:
+    from napari_unet.cli.files import output_stem
     from napari_unet.engine.zarr_io import is_zarr_path
 
     if output.is_dir() and not is_zarr_path(output):
-        stem = source.name.split(".")[0]
+        stem = output_stem(source)  # as in memory: a.ome.tif -> a, day.1.tif -> day.1
         return output / (f"{stem}_labels.zarr" if is_zarr_path(source) else f"{stem}_labels.tif")
     return output
 
 
-def _for_model(image: Any, layout: Any, in_channels: int) -> tuple[Any, int | None, bool]:
+def _for_model(
+    image: Any, layout: Any, in_channels: int, *, zarr_out: bool = False
+) -> tuple[Any, int | None, bool]:
     """The lazy ``image`` in the engine's order (planes, Y, X, channels; RGB(A) made gray for a
     one-channel model), as the in-memory path's :meth:`AxesLayout.for_model` reads it, with its
-    ``channel_axis`` and ``stack``. Raises ``ValueError`` for layouts whose labels could not be
-    written in the image's own axes block by block (planes after Y and X, two plane axes)."""
+    ``channel_axis`` and ``stack``; several plane axes (``TZYX``) are kept apart, so that the
+    engine writes the labels in them (it segments their T x Z planes in order). Raises
+    ``ValueError`` for layouts whose labels could not be written in the image's own axes block
+    by block: planes after Y or X, and for an OME-Zarr output plane axes out of NGFF's order."""
     # The image itself is reordered lazily (for_model(lazy=True)); the labels are what cannot:
-    # they are written plane by plane into an OME-Zarr store, whose axes NGFF orders (z, y, x),
-    # and a (Y, X, Z) TIFF holds Y pages of X x Z pixels, each needing every plane at once.
-    if layout.label_axes not in ("YX", *(f"{p}YX" for p in "ZTP")):
+    # they are written plane by plane, and a (Y, X, Z) TIFF holds Y pages of X x Z pixels, each
+    # needing every plane at once.
+    if not layout.label_axes.endswith("YX"):
         raise ValueError(
-            "block by block the labels are (Y, X) or (planes, Y, X): give --axes with one plane "
-            "axis before Y and X (e.g. ZYX, ZCYX), or rewrite the store in that order"
+            "block by block the labels are written plane by plane, so the plane axes must come "
+            "before Y and X: give --axes in that order (e.g. ZYX, TZYX, ZCYX) if the image is "
+            "read wrongly, else rewrite the store with Y and X last"
         )
+    if zarr_out:
+        from napari_unet.engine.zarr_io import ngff_axes
+
+        ngff_axes(layout.label_axes)  # raises for ZTYX
     layout.check_model(in_channels=in_channels)
     image, channel_axis = layout.for_model(image, in_channels=in_channels, lazy=True)
+    if len(layout.lead_shape) > 1:  # for_model made T x Z one axis of planes: split it again
+        image = image.reshape((*layout.lead_shape, *image.shape[1:]))
     return image, channel_axis, layout.stack
 
 
@@ -102,7 +114,7 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     from napari_unet.cli.files import check_new_outputs, is_tiff_name
     from napari_unet.engine.atomic import check_space
     from napari_unet.engine.axes_layout import AxesLayout
-    from napari_unet.engine.block_plan import require_own_unet
+    from napari_unet.engine.block_plan import plane_axes_shape, require_own_unet
     from napari_unet.engine.blockwise import DEFAULT_BLOCK, as_dask_planes, iter_segment_blockwise
     from napari_unet.engine.device import resolve_device
     from napari_unet.engine.models import load_model
@@ -147,12 +159,13 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
         raise UsageError(f"{source}: {one_line(exc)}") from None
     axes = choose_axes(image.shape, file_axes, args, in_channels=in_channels, name=source)
     try:
-        image, channel_axis, stack = _for_model(image, AxesLayout(image.shape, axes), in_channels)
+        layout = AxesLayout(image.shape, axes)
+        image, channel_axis, stack = _for_model(image, layout, in_channels, zarr_out=zarr_out)
         planes = as_dask_planes(image, channel_axis=channel_axis, stack=stack)
     except ValueError as exc:
         raise UsageError(f"{source}: {one_line(exc)} (read as {axes})") from None
     n_planes, _, rows, cols = (int(n) for n in planes.shape)
-    out_shape = (n_planes, rows, cols) if stack else (rows, cols)
+    out_shape = (*plane_axes_shape(image, channel_axis=channel_axis, stack=stack), rows, cols)
     step = 2 ** int(model[0].config.depth)
     block = -(-(args.block_size or DEFAULT_BLOCK) // step) * step
     chunks = (1,) * (len(out_shape) - 2) + (min(block, rows), min(block, cols))
@@ -180,12 +193,14 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     cluster = connect(args.scheduler, workers=args.workers) if args.scheduler else contextlib.nullcontext()
     with cluster as client, contextlib.ExitStack() as stack_:
         if zarr_out:
-            store = stack_.enter_context(LabelStore(output, out_shape, chunks=chunks, overwrite=args.overwrite))
+            store = stack_.enter_context(LabelStore(
+                output, out_shape, chunks=chunks, overwrite=args.overwrite, axes=layout.label_axes))
         else:  # labels first to a store beside the TIFF, then the TIFF from it
             remove_stale_stores(output)
             folder = stack_.enter_context(tempfile.TemporaryDirectory(
                 prefix=f".{output.name}.{os.getpid()}.", suffix=".tmp", dir=output.parent))
-            store = stack_.enter_context(LabelStore(Path(folder) / "labels.zarr", out_shape, chunks=chunks))
+            store = stack_.enter_context(LabelStore(
+                Path(folder) / "labels.zarr", out_shape, chunks=chunks, axes=layout.label_axes))
         gen = iter_segment_blockwise(
             image, model, out=store.array, channel_axis=channel_axis, stack=stack,
             block_size=block, client=client, diameter=args.diameter, device=device,

@@ -82,7 +82,7 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
     """
     from napari_unet.engine.annotation_checks import region_mask
     from napari_unet.engine.io import read_tiff
-    from napari_unet.engine.layout import as_planes
+    from napari_unet.engine.layout import as_planes, instance_ids
 
     image_files = expand_inputs(args.images, "images")
     label_files = expand_inputs(args.labels, "labels")
@@ -138,7 +138,7 @@ def _read_training_pairs(args: argparse.Namespace, in_channels: int | None):
                 f"{label_path} has shape {lab.shape} but the image {image_path.name} needs "
                 f"labels of shape {layout.label_shape} (axes {layout.label_axes})"
             )
-        lab = layout.labels_to_engine(lab)
+        lab = instance_ids(layout.labels_to_engine(lab))  # a bool mask: its regions per plane
         if reg is not None:
             if reg.shape == layout.label_shape:
                 reg = layout.labels_to_engine(reg)

@@ -10,6 +10,11 @@ import numpy as np
 
 
 def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` and ``gt`` as label arrays, checked; a bool array's objects are its connected
+    regions in all its axes (:func:`~napari_unet.engine.layout.mask_cells`, as a volume: a
+    stack is split into planes before, by :func:`~napari_unet.engine.metrics.evaluate`)."""
+    from napari_unet.engine.layout import mask_cells
+
     pred = np.asarray(pred)
     gt = np.asarray(gt)
     if pred.shape != gt.shape:
@@ -25,14 +30,15 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
             raise ValueError(
                 f"the {name} has negative labels; labels must be 0 (background) or > 0"
             )
-    return pred, gt
+    return tuple(mask_cells(a, planes=False) if a.dtype == bool else a for a in (pred, gt))
 
 
 def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map ``labels`` to consecutive indices.
 
-    Returns ``ids`` (sorted unique values, int64), ``index`` (flat int64 array, ``ids[index]`` is
-    the flattened input) and ``counts`` (pixels per id).
+    Returns ``ids`` (sorted unique values: int64, or uint64 when an id is 2**63 or more, which
+    int64 would wrap negative), ``index`` (flat int64 array, ``ids[index]`` is the flattened
+    input) and ``counts`` (pixels per id).
     """
     flat = labels.reshape(-1)
     if flat.dtype == bool:
@@ -49,7 +55,9 @@ def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lut[ids] = np.arange(ids.size)
         return ids, lut[flat], counts_all[ids].astype(np.int64)
     ids, index, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    return ids.astype(np.int64), index.reshape(-1).astype(np.int64), counts.astype(np.int64)
+    if ids.dtype != np.uint64 or ids[-1] <= np.iinfo(np.int64).max:
+        ids = ids.astype(np.int64)
+    return ids, index.reshape(-1).astype(np.int64), counts.astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ __all__ = [
     "as_dask_planes",
     "block_grid",
     "plan",
+    "plane_axes_shape",
 ]
 
 #: Side of a block's core in input pixels when none is given: 2048² blocks of the bundled
@@ -91,7 +92,10 @@ class BlockSettings:
 def as_dask_planes(image: Any, *, channel_axis: int | None = None, stack: bool = False):
     """``image`` (numpy, zarr, dask or any sliceable array) as a lazy (P, C, Y, X) dask array.
 
-    The layouts are those of :mod:`~napari_unet.engine.layout`; nothing is read.
+    The layouts are those of :mod:`~napari_unet.engine.layout`, and with ``stack`` one or more
+    plane axes before Y and X: a (T, Z, Y, X) image is T x Z planes, in order (T major), as the
+    in-memory path flattens it (:class:`~napari_unet.engine.axes_layout.AxesLayout`); their
+    sizes are :func:`plane_axes_shape`. Nothing is read.
     """
     import dask.array as da
 
@@ -113,10 +117,25 @@ def as_dask_planes(image: Any, *, channel_axis: int | None = None, stack: bool =
         arr = da.moveaxis(arr, axis, -3)
     if not stack:
         arr = arr[np.newaxis]
+    elif arr.ndim > 4:  # several plane axes (T, Z): one sequence of planes, read lazily
+        arr = arr.reshape((math.prod(arr.shape[:-3]), *arr.shape[-3:]))
     if arr.ndim != 4:
         kind = "a stack of planes" if stack else "one plane"
         raise ValueError(f"the image has {image.ndim} dimensions, which is not {kind}")
     return arr
+
+
+def plane_axes_shape(image: Any, *, channel_axis: int | None = None, stack: bool = False) -> tuple[int, ...]:
+    """The sizes of ``image``'s plane axes (every axis before Y and X but the channel axis):
+    ``()`` for one plane, ``(P,)`` for a stack, ``(T, Z)`` for a (T, Z, Y, X) stack. The labels
+    of :func:`~napari_unet.engine.blockwise.iter_segment_blockwise` have these axes before
+    (Y, X)."""
+    if not stack:
+        return ()
+    shape = [int(s) for s in image.shape]
+    if channel_axis is not None:
+        del shape[channel_axis % len(shape)]
+    return tuple(shape[:-2])
 
 
 def _planes_chunked(planes, block_size: int) -> tuple[Any, str | None]:

@@ -36,12 +36,10 @@ may live on disk (a zarr array). :func:`iter_segment_blockwise` runs the blocks 
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,10 +53,12 @@ from napari_unet.engine.block_plan import (
     as_dask_planes,
     block_grid,
     plan,
+    plane_axes_shape,
 )
 from napari_unet.engine.events import BlockDone, Note
 from napari_unet.engine.label_step import SEED_THRESHOLD
 from napari_unet.engine.stitch import FaceMatcher
+from napari_unet.engine.worker_models import MAX_WORKER_MODELS, ModelPayload, worker_model  # noqa: F401
 
 __all__ = [
     "DEFAULT_BLOCK",
@@ -66,12 +66,14 @@ __all__ = [
     "Block",
     "BlockSettings",
     "BlockwiseResult",
+    "ModelPayload",
     "as_dask_planes",
     "block_grid",
     "iter_segment_blockwise",
     "plan",
     "segment_blockwise",
     "segment_dask",
+    "worker_model",
 ]
 
 #: Blocks may retry this many times on a cluster (a worker that died, a lost connection).
@@ -94,7 +96,7 @@ class BlockwiseResult:
 
     Attributes
     ----------
-    labels : (Y, X) or (P, Y, X) uint32 array-like
+    labels : (Y, X), (P, Y, X) or (T, Z, Y, X) uint32 array-like (the image's plane axes)
         The ``out`` array given (e.g. a zarr array), or a new ndarray; ids 1..n_objects.
     n_objects : int
     diameter : float or None
@@ -178,72 +180,7 @@ def segment_block(
 
 
 # -------------------------------------------------------------------------------------
-# the model on workers: sent once, loaded once per worker process
-
-_WORKER_MODELS: dict[str, Any] = {}
-
-
-@dataclass(frozen=True, eq=False)
-class ModelPayload:
-    """A model file's bytes, to be scattered to the workers once; loaded (and kept) once per
-    worker process by :func:`worker_model`."""
-
-    data: bytes
-    key: str = field(default="")
-
-    @classmethod
-    def from_model(cls, model: Any) -> ModelPayload:
-        """The bytes of ``model`` (a path, ``"default"``/None, or a network) as a file."""
-        from napari_unet.engine.models import bundled_model_path, load_model
-
-        if model is None or (isinstance(model, str) and model == "default"):
-            model = bundled_model_path()
-        if isinstance(model, (str, os.PathLike)):
-            data = open(model, "rb").read()
-        else:
-            from napari_unet.engine.checkpoint_write import save_checkpoint
-
-            net, checkpoint = load_model(model)
-            with tempfile.TemporaryDirectory() as folder:
-                path = save_checkpoint(
-                    os.path.join(folder, "model.pt"), net,
-                    diameter=checkpoint.diameter, normalization=checkpoint.normalization,
-                )
-                data = open(path, "rb").read()
-        return cls(data, hashlib.sha256(data).hexdigest())
-
-
-#: models kept per worker process: one per thread that asked (the oldest dropped first)
-MAX_WORKER_MODELS = 8
-
-
-def worker_model(payload: Any) -> Any:
-    """The ``(UNet, Checkpoint)`` of a :class:`ModelPayload`, loaded once per worker thread
-    (other models pass through).
-
-    Once per *thread*, not per process: dask runs several blocks at a time in the threads of
-    one process (its threaded scheduler, ``processes=False`` clusters), and a prediction moves
-    its network between memory layouts and devices, so two threads must not share one."""
-    import threading
-
-    if not isinstance(payload, ModelPayload):
-        return payload
-    key = f"{payload.key}:{threading.get_ident()}"
-    cached = _WORKER_MODELS.get(key)
-    if cached is None:
-        from napari_unet.engine.checkpoint_read import load_checkpoint
-
-        with tempfile.TemporaryDirectory() as folder:
-            path = os.path.join(folder, "model.pt")
-            with open(path, "wb") as f:
-                f.write(payload.data)
-            cached = load_checkpoint(path, device="cpu")
-        for other in [k for k in _WORKER_MODELS if not k.startswith(payload.key)]:
-            _WORKER_MODELS.pop(other, None)  # another model's: not needed any more
-        while len(_WORKER_MODELS) >= MAX_WORKER_MODELS:
-            _WORKER_MODELS.pop(next(iter(_WORKER_MODELS)), None)
-        _WORKER_MODELS[key] = cached
-    return cached
+# a block as a task (the model on workers: :mod:`~napari_unet.engine.worker_models`)
 
 
 def _block_task(region: np.ndarray, payload: Any, settings: BlockSettings, block: Block, shape) -> BlockLabels:
@@ -325,10 +262,12 @@ def iter_segment_blockwise(
     ----------
     image : array-like
         numpy, zarr or dask; the layouts of :func:`~napari_unet.engine.segment.iter_segment`
-        (``channel_axis``, ``stack``). Read one block region at a time.
+        (``channel_axis``, ``stack``), and with ``stack`` also more than one plane axis before
+        Y and X (``(T, Z, Y, X)``: T x Z planes, in order). Read one block region at a time.
     model : see :func:`~napari_unet.engine.models.load_model`
     out : array-like or None
-        Where the (Y, X) or (P, Y, X) uint32 labels go (a zarr array keeps them on disk); a
+        Where the uint32 labels go (a zarr array keeps them on disk): (Y, X), or with
+        ``stack`` the image's plane axes and (Y, X) (``(P, Y, X)``, ``(T, Z, Y, X)``); a
         new ndarray when ``None``. Written block by block with block ids, then rewritten with
         the final ids; its content is undefined when the job fails (callers write to a
         temporary store and move it into place, see :mod:`~napari_unet.engine.zarr_io`).
@@ -356,6 +295,7 @@ def iter_segment_blockwise(
     import dask.array as da  # noqa: F401 - a clear ImportError early when dask is missing
 
     planes = as_dask_planes(image, channel_axis=channel_axis, stack=stack)
+    lead = plane_axes_shape(image, channel_axis=channel_axis, stack=stack)
     settings, factor, measured = plan(
         planes, model, block_size=block_size, diameter=diameter, min_size=min_size,
         threshold=threshold, min_confidence=min_confidence,
@@ -367,12 +307,12 @@ def iter_segment_blockwise(
         yield Note(note)
     n_planes, _, rows, cols = planes.shape
     shape = (int(rows), int(cols))
-    out_shape = (n_planes, rows, cols) if stack else (rows, cols)
+    out_shape = (*lead, rows, cols)
     if out is None:
         out = np.zeros(out_shape, np.uint32)
     elif tuple(out.shape) != out_shape:
         raise ValueError(f"out has shape {tuple(out.shape)}, the labels need {out_shape}")
-    view = _PlaneView(out, stack)
+    view = _PlaneView(out, lead)
     blocks = [
         b for p in range(n_planes)
         for b in block_grid(shape, block_size=settings.block_size, halo=settings.halo, plane=p)
@@ -404,19 +344,23 @@ def _loaded(model: Any) -> Any:
 
 
 class _PlaneView:
-    """``out[p, ...]`` for a stack, ``out[...]`` for one plane."""
+    """``out[plane, rows, cols]`` by the engine's plane number: ``out[rows, cols]`` for one
+    plane (``lead`` is ``()``), ``out[p, ...]`` for a stack, ``out[t, z, ...]`` for plane
+    ``t * Z + z`` of a (T, Z, Y, X) one."""
 
-    def __init__(self, out: Any, stack: bool):
-        self.out, self.stack = out, stack
+    def __init__(self, out: Any, lead: tuple[int, ...]):
+        self.out, self.lead = out, tuple(lead)
+
+    def _key(self, key):
+        plane, *rest = key
+        where = tuple(int(i) for i in np.unravel_index(plane, self.lead)) if self.lead else ()
+        return (*where, *rest)
 
     def __getitem__(self, key):
-        return self.out[key] if self.stack else self.out[key[1:]]
+        return self.out[self._key(key)]
 
     def __setitem__(self, key, value):
-        if self.stack:
-            self.out[key] = value
-        else:
-            self.out[key[1:]] = value
+        self.out[self._key(key)] = value
 
 
 def segment_blockwise(image: Any, model: Any = None, **kwargs: Any) -> Any:
@@ -444,6 +388,7 @@ def segment_dask(image: Any, model: Any = None, **kwargs: Any):
             raise TypeError(f"segment_dask does not take {key!r}; use iter_segment_blockwise")
     stack = bool(kwargs.get("stack", False))
     planes = as_dask_planes(image, channel_axis=kwargs.get("channel_axis"), stack=stack)
+    lead = plane_axes_shape(image, channel_axis=kwargs.get("channel_axis"), stack=stack)
     options = {k: v for k, v in kwargs.items() if k not in ("channel_axis", "stack")}
     settings, _, _ = plan(planes, model, **options)
     planes, _ = _planes_chunked(planes, settings.block_size)
@@ -478,7 +423,7 @@ def segment_dask(image: Any, model: Any = None, **kwargs: Any):
                 row.append(da.from_delayed(chunk, shape=(r1 - r0, c1 - c0), dtype=np.uint32))
             rows_of_blocks.append(row)
         plane_arrays.append(da.block(rows_of_blocks))
-    return da.stack(plane_arrays) if stack else plane_arrays[0]
+    return da.stack(plane_arrays).reshape((*lead, rows, cols)) if stack else plane_arrays[0]
 
 
 def _lookup(results: list[BlockLabels], blocks: list[Block], order) -> tuple[np.ndarray, np.ndarray]:

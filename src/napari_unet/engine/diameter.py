@@ -82,7 +82,8 @@ def estimate_diameter(
     ----------
     labels : (Y, X) or (P, Y, X) integer array, or a sequence of (Y, X) arrays
         Instance labels, 0 background. Every plane's (every array's) objects count
-        separately; the median is over all of them.
+        separately; the median is over all of them. A bool plane's objects are its connected
+        regions (:func:`~napari_unet.engine.layout.mask_cells`).
     exclude_border : bool
         Leave out objects that touch the image edge (they are cut off and would bias the
         estimate low), unless that would leave fewer than :data:`MIN_CELLS_FOR_ESTIMATE`.
@@ -122,6 +123,9 @@ def estimate_diameter(
             raise ValueError(f"every label image must be (Y, X), got shape {plane.shape}")
         if not (np.issubdtype(plane.dtype, np.integer) or plane.dtype == bool):
             raise ValueError(f"labels must be integer arrays, got dtype {plane.dtype}")
+    from napari_unet.engine.layout import mask_cells
+
+    planes = [mask_cells(p) if p.dtype == bool else p for p in planes]
     all_areas: list[np.ndarray] = []
     inner_areas: list[np.ndarray] = []
     for plane in planes:

@@ -57,6 +57,8 @@ def merges_and_splits(pred: np.ndarray, gt: np.ndarray, *, min_piece: float = 0.
     ----------
     pred, gt : integer instance labels of the same shape ((Y, X) or (P, Y, X)), 0 background.
         In a stack, ids must not repeat across planes (as ``napari_unet.segment`` returns them).
+        A bool image's objects are the connected regions of each plane
+        (:func:`~napari_unet.engine.layout.mask_cells`).
     min_piece : smallest share of a reference object a predicted piece must cover to count.
 
     Returns
@@ -80,6 +82,9 @@ def merges_and_splits(pred: np.ndarray, gt: np.ndarray, *, min_piece: float = 0.
             raise ValueError(f"{name} must be integer labels, got dtype {a.dtype}")
     if not 0 < min_piece <= 1:
         raise ValueError(f"min_piece must be in (0, 1], got {min_piece}")
+    from napari_unet.engine.layout import mask_cells
+
+    pred, gt = (mask_cells(a) if a.dtype == bool else a for a in (pred, gt))
     p = pred.ravel().astype(np.int64)
     g = gt.ravel().astype(np.int64)
     both = (p > 0) & (g > 0)
@@ -199,7 +204,8 @@ def error_map(
     Parameters
     ----------
     pred, gt : integer instance labels of the same shape, (Y, X) or a stack (P, Y, X) of planes
-        scored independently; 0 background.
+        scored independently; 0 background. A bool image's objects are the connected regions of
+        each plane (:func:`~napari_unet.engine.layout.mask_cells`).
     min_piece : see :func:`merges_and_splits`.
     axes : one letter per axis of the labels (Y, X and plane letters Z, T, P, in any order:
         ``YXZ``, ``TZYX``, see :func:`napari_unet.engine.axes.check_axes`); every plane is
@@ -231,6 +237,9 @@ def error_map(
         return ErrorMap(layout.from_engine(found.codes), found.counts, found.ap50)
     if pred.ndim not in (2, 3):
         raise ValueError(f"labels must be (Y, X) or (P, Y, X), got shape {pred.shape}")
+    from napari_unet.engine.layout import mask_cells
+
+    pred, gt = (mask_cells(a) if a.dtype == bool else a for a in (pred, gt))
     for name, a in (("pred", pred), ("gt", gt)):
         if not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"{name} must be integer labels, got dtype {a.dtype}")

@@ -22,7 +22,9 @@ Writing
 :func:`write_tiff`, :func:`write_tiffs` and :func:`write_labels` write to a temporary file in the
 target folder and then ``os.replace`` it (:mod:`~napari_unet.engine.atomic`), so a crash never
 leaves a half-written file behind and a set of files is written all or nothing; they refuse to
-replace an existing file unless ``overwrite=True``.
+replace an existing file unless ``overwrite=True``. Everything is written gray
+(``photometric="minisblack"``): labels, probabilities and error maps of 3 or 4 planes or
+classes are not colour channels.
 """
 
 from __future__ import annotations
@@ -402,7 +404,8 @@ def write_tiffs(
             pairs.append((new_temp(path), path))
             try:
                 tifffile.imwrite(
-                    pairs[-1][0], np.ascontiguousarray(data), compression="zlib" if compress else None
+                    pairs[-1][0], np.ascontiguousarray(data), compression="zlib" if compress else None,
+                    photometric="minisblack",  # never planar RGB: 3 planes of labels are planes
                 )
             except OSError as err:
                 raise write_error(path, err) from None

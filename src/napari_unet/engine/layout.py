@@ -34,6 +34,7 @@ __all__ = [
     "check_shape",
     "gray_for_model",
     "instance_ids",
+    "mask_cells",
 ]
 
 #: The smallest number of rows and columns an image may have.
@@ -171,15 +172,62 @@ def check_shape(
     )
 
 
+def mask_cells(mask: Any, *, planes: bool = True) -> np.ndarray:
+    """The cells of a bool label image (a mask): its connected regions, numbered 1, 2, ...
+
+    This is the one rule by which every reader of label images takes a bool one: training
+    (:func:`~napari_unet.engine.training.iter_train`), the metrics and the error map, the weight
+    map, the diameter estimate and the command line's label files (``train``, ``evaluate``). A
+    mask of separate cells has as many cells as regions, not one object; cells that touch are
+    one region, and pixels that touch only at a corner are two (4-connected in a plane,
+    face-connected in a volume).
+
+    Parameters
+    ----------
+    mask : bool array
+    planes : True (the default) for the connected regions of each (Y, X) plane of the last two
+        axes, numbered on from plane to plane, as a stack (``(P, Y, X)``, ``TZYX``) is read;
+        False for regions connected in all the array's axes (a volume, as
+        :func:`~napari_unet.engine.metrics.match_instances` reads 3-D arrays).
+
+    Returns
+    -------
+    int32 array of the same shape, 0 = background
+
+    Examples
+    --------
+    >>> mask_cells(np.array([[True, True, False, True], [False, False, False, True]])).tolist()
+    [[1, 1, 0, 2], [0, 0, 0, 2]]
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    out = np.zeros(mask.shape, np.int32)
+    if mask.size == 0:
+        return out
+    if not planes or mask.ndim <= 2:
+        ndimage.label(mask, output=out)
+        return out
+    offset = 0
+    for plane, target in zip(
+        mask.reshape((-1, *mask.shape[-2:])), out.reshape((-1, *mask.shape[-2:])), strict=True
+    ):
+        n = ndimage.label(plane, output=target)
+        target[target > 0] += offset
+        offset += n
+    return out
+
+
 def instance_ids(labels: Any) -> np.ndarray:
     """Instance labels as int32, the ids renumbered 1..n when one is too large for int32.
 
     An id is only a name, but a cast would wrap ids of 2**31 and more (uint32, uint64, int64
     files) onto other cells or onto 0; renumbering keeps every cell apart and 0 as background.
+    A bool array's cells are its connected regions in each (Y, X) plane (:func:`mask_cells`).
 
     Parameters
     ----------
-    labels : integer array, any shape
+    labels : integer or bool array, any shape
         Instance ids, 0 = background; none negative.
 
     Returns
@@ -187,6 +235,8 @@ def instance_ids(labels: Any) -> np.ndarray:
     int32 array of the same shape
     """
     labels = np.asarray(labels)
+    if labels.dtype == bool:
+        return mask_cells(labels)
     if labels.size == 0 or labels.max() <= np.iinfo(np.int32).max:
         return labels.astype(np.int32, copy=False)
     ids, index = np.unique(labels, return_inverse=True)

@@ -27,7 +27,8 @@ class Matching:
     threshold : the IoU a pair needs to count as a match (``iou >= threshold``).
     tp, fp, fn : matched pairs, unmatched predictions, unmatched ground-truth objects.
     n_pred, n_gt : objects in the prediction and in the ground truth.
-    pairs : (tp, 2) int64, the matched ``(pred id, gt id)`` pairs, sorted by gt id.
+    pairs : (tp, 2), the matched ``(pred id, gt id)`` pairs, sorted by gt id: int64, or uint64
+        when an id of either image is 2**63 or more (the ids as they are in the images).
     ious : (tp,) float64, the IoU of each matched pair.
     """
 
@@ -140,7 +141,12 @@ def _match(ov: _Overlaps, threshold: float) -> Matching:
             chosen[picked[picked >= 0]] = True
     rows, cols, iou = rows[chosen], cols[chosen], iou[chosen]
     order = np.argsort(cols, kind="stable")
-    pairs = np.stack([ov.pred_ids[rows[order]], ov.gt_ids[cols[order]]], axis=1).reshape(-1, 2)
+    # uint64 when either image holds an id past int64 (ids are never negative), else int64
+    wide = np.uint64 in (ov.pred_ids.dtype, ov.gt_ids.dtype)
+    id_type = np.uint64 if wide else np.int64
+    pairs = np.stack(
+        [ov.pred_ids[rows[order]].astype(id_type), ov.gt_ids[cols[order]].astype(id_type)], axis=1
+    ).reshape(-1, 2)
     tp = int(rows.size)
     return Matching(
         threshold=float(threshold),
@@ -149,7 +155,7 @@ def _match(ov: _Overlaps, threshold: float) -> Matching:
         fn=n_gt - tp,
         n_pred=n_pred,
         n_gt=n_gt,
-        pairs=pairs.astype(np.int64),
+        pairs=pairs,
         ious=iou[order].astype(np.float64),
     )
 

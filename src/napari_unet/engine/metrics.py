@@ -3,7 +3,10 @@
 
 All functions take two integer instance label images of equal shape, ``pred`` (the prediction)
 and ``gt`` (the ground truth); 0 is background, every other value one object. Ids need not be
-consecutive. Everything is computed from the sparse contingency table of the two label images
+consecutive. A bool image's objects are its connected regions
+(:func:`~napari_unet.engine.layout.mask_cells`: in each plane for :func:`evaluate`, in the whole
+volume elsewhere), as the command line and training read a bool label file; the foreground of
+the pixel metrics is the same either way. Everything is computed from the sparse contingency table of the two label images
 (how many pixels each (pred id, gt id) pair shares), in O(pixels · log pixels) time and memory
 linear in the number of overlapping pairs -- never from an (n_pred × n_gt × pixels) array.
 
@@ -177,11 +180,9 @@ def matched_area_ratios(
 
     def areas(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
         found, counts = np.unique(labels, return_counts=True)
-        # the pairs hold ids as int64, where uint64 ids of 2**63 and more wrap negative: look
-        # them up as int64 too, sorted again, or a ratio is taken of another object's area
-        found = found.astype(np.int64)
-        order = np.argsort(found, kind="stable")
-        return counts[order[np.searchsorted(found[order], ids)]]
+        # in the pairs' type (int64, or uint64 when an id does not fit int64), which holds every
+        # id of both images in the same order: a mixed uint64/int64 search would go via float64
+        return counts[np.searchsorted(found.astype(ids.dtype), ids)]
 
     if pairs.size == 0:
         return pairs, np.zeros(0)
@@ -242,7 +243,8 @@ def evaluate(
     ----------
     pred, gt : (Y, X) or (P, Y, X) integer label images of the same shape; 0 is background. A
         3-D array is a stack of independent 2-D planes (Z slices or time points): an object in one
-        plane never matches one in another.
+        plane never matches one in another. A bool image's objects are the connected regions of
+        each plane (:func:`~napari_unet.engine.layout.mask_cells`).
     mask : bool array of the same shape (or (Y, X) for a stack, then used for every plane);
         True marks the annotated region, e.g. from ``weights.annotation_mask``. Pixel metrics
         (``iou``, ``pixel_error``, ``rand_error``) use only the pixels inside it. Object metrics
@@ -275,6 +277,10 @@ def evaluate(
     >>> scores["ap@0.5"], scores["seg"], scores["rand_error"]
     (1.0, 1.0, 0.0)
     """
+    from napari_unet.engine.layout import mask_cells
+
+    # a stack is planes: a bool one's regions are taken per plane, not through the stack
+    pred, gt = (mask_cells(a) if a.dtype == bool else a for a in map(np.asarray, (pred, gt)))
     pred, gt = _check_pair(pred, gt)
     if pred.ndim not in (2, 3):
         raise ValueError(

@@ -96,9 +96,11 @@ def first_error(problem: Any) -> str:
 
 
 def _refuse_missing_files(path: Path) -> None:
-    """Raise :class:`PackageError` naming the files that a zip's description names (sources,
-    documentation, covers) but the zip lacks: bioimageio.spec reports them only as "expected
-    str, bytes or os.PathLike object, not NoneType". Does nothing when it cannot tell."""
+    """Raise :class:`PackageError` naming the files that a package's description names (weights,
+    sources, documentation, covers) but the package lacks: for a zip bioimageio.spec reports them
+    only as "expected str, bytes or os.PathLike object, not NoneType", for a folder (its
+    ``rdf.yaml`` given, or the folder) as a pydantic error about URLs and relative paths. ``path``
+    is the zip or the description file. Does nothing when it cannot tell."""
     import zipfile
 
     try:
@@ -108,10 +110,21 @@ def _refuse_missing_files(path: Path) -> None:
             from ruyaml import YAML
 
             safe_load = YAML(typ="safe").load
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            found = [n for n in _YAML_NAMES if n in names]
-            description = safe_load(archive.read(found[0])) if found else None
+        if path.suffix.lower() == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+                found = [n for n in _YAML_NAMES if n in names]
+                description = safe_load(archive.read(found[0])) if found else None
+            package, kind = path, "zip"
+
+            def present(name: str) -> bool:
+                return name in names
+        else:
+            description = safe_load(path.read_text(encoding="utf-8"))
+            found, package, kind = [path.name], path.parent, "folder"
+
+            def present(name: str) -> bool:
+                return (package / name).is_file()
     except Exception:  # not a zip, no YAML library, a description that is no YAML
         return
     named: list[str] = []
@@ -124,14 +137,16 @@ def _refuse_missing_files(path: Path) -> None:
             for v in node:
                 walk(v, key)
         elif isinstance(node, str) and key in ("source", "documentation", "covers") and "://" not in node:
-            named.append(node if node in names or ":" not in node else node.rsplit(":", 1)[0])
+            # an architecture's source is "file.py:callable"
+            named.append(node if present(node) or ":" not in node else node.rsplit(":", 1)[0])
 
     walk(description)
-    missing = sorted({n for n in named if n not in names})
+    missing = sorted({n for n in named if not present(n)})
     if missing:
+        what = f"the package {package}" if kind == "zip" else f"the package folder {package}"
         raise PackageError(
-            f"the package {path} lacks {', '.join(missing)}, named in its {found[0]} "
-            "(an incomplete zip: export or download it again)"
+            f"{what} lacks {', '.join(missing)}, named in its {found[0]} "
+            f"(an incomplete {kind}: export or download it again)"
         )
 
 

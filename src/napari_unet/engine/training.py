@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 
 from napari_unet.engine.device import autocast_dtype, release_memory, resolve_device
 from napari_unet.engine.events import (
@@ -45,6 +44,7 @@ from napari_unet.engine.train_config import (  # noqa: F401
     SCHEDULES,
     TrainConfig,
 )
+from napari_unet.engine.training_samples import as_lists, hold_out, prepare_sample
 from napari_unet.engine.training_tiles import (
     TileSource,
     sampling_probabilities,
@@ -62,18 +62,6 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint_path: Path | None = None
     steps_done: int = 0
-
-
-@dataclass
-class _Sample:
-    """One prepared training image: normalised (C, Y, X) image, instance labels, class target
-    and pixel weights (0 = ignored), all on the CPU; ``share`` scales how often it is drawn."""
-
-    image: np.ndarray
-    labels: np.ndarray
-    target: np.ndarray
-    weights: np.ndarray
-    share: float = 1.0
 
 
 def iter_train(
@@ -98,7 +86,8 @@ def iter_train(
     model : a :class:`~napari_unet.engine.model.UNet`; trained in place, returned on the CPU.
     images : one array or a sequence of arrays, each (Y, X), or with channels at
         ``channel_axis`` (uint8/uint16/float; normalised here with ``normalization``).
-    labels : matching integer instance labels (Y, X); 0 means "not painted".
+    labels : matching integer instance labels (Y, X); 0 means "not painted". A bool mask's
+        cells are its connected regions (:func:`~napari_unet.engine.layout.mask_cells`).
     regions : ``None`` (each image is annotated everywhere: unpainted pixels are background), or
         matching bool arrays (or ``None`` entries): inside a region unpainted pixels are
         background, outside they are ignored. Painted cells always count.
@@ -138,9 +127,9 @@ def iter_train(
     in_channels = int(model.config.in_channels)
     n_classes = int(model.config.n_classes)
     normalization = dict(normalization or DEFAULT_NORMALIZATION)
-    image_list, label_list, region_list = _as_lists(images, labels, regions)
+    image_list, label_list, region_list = as_lists(images, labels, regions)
     samples = [
-        _prepare(img, lab, reg, channel_axis, in_channels, n_classes, normalization, config)
+        prepare_sample(img, lab, reg, channel_axis, in_channels, n_classes, normalization, config)
         for img, lab, reg in zip(image_list, label_list, region_list, strict=True)
     ]
     if image_weights is not None:
@@ -164,14 +153,14 @@ def iter_train(
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     if validation is not None:
-        val_images, val_labels, _ = _as_lists(validation[0], validation[1], None)
+        val_images, val_labels, _ = as_lists(validation[0], validation[1], None)
         val_samples = [
-            _prepare(img, lab, None, channel_axis, in_channels, n_classes, normalization, config)
+            prepare_sample(img, lab, None, channel_axis, in_channels, n_classes, normalization, config)
             for img, lab in zip(val_images, val_labels, strict=True)
         ]
         val_masks = [np.ones(s.labels.shape, bool) for s in val_samples]
     else:
-        samples, val_samples, val_masks = _hold_out(samples, config, rng)
+        samples, val_samples, val_masks = hold_out(samples, config, rng)
 
     dev = resolve_device(device)
     largest = max(max(s.labels.shape) for s in samples)
@@ -288,114 +277,6 @@ def iter_train(
 def train(*args: Any, **kwargs: Any) -> TrainResult:
     """:func:`iter_train` without the events: train and return the :class:`TrainResult`."""
     return drive(iter_train(*args, **kwargs))
-
-
-# -- input preparation ---------------------------------------------------------------------
-
-
-def _as_lists(images, labels, regions):
-    if isinstance(images, np.ndarray):
-        images = [images]
-    if isinstance(labels, np.ndarray):
-        labels = [labels]
-    images, labels = list(images), list(labels)
-    if regions is None or isinstance(regions, np.ndarray):
-        regions = [regions] * len(images) if regions is None else [regions]
-    regions = list(regions)
-    if not images:
-        raise ValueError("no training images were given")
-    if not (len(images) == len(labels) == len(regions)):
-        raise ValueError(
-            f"got {len(images)} images, {len(labels)} label images and {len(regions)} region "
-            "masks; they must match one to one"
-        )
-    return images, labels, regions
-
-
-def _prepare(image, labels, regions, channel_axis, in_channels, n_classes, normalization, config):
-    """Normalise one image to (C, Y, X) float32 and build its target and weights."""
-    from napari_unet.engine.annotation_checks import region_mask
-    from napari_unet.engine.layout import as_planes, instance_ids
-    from napari_unet.engine.normalization import normalize
-    from napari_unet.engine.weights import training_targets
-
-    labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integer instance ids, not {labels.dtype}")
-    # one plane: a stack's annotated planes are passed as a list
-    (chw,) = as_planes(image, in_channels=in_channels, channel_axis=channel_axis)
-    if labels.shape != chw.shape[1:]:
-        raise ValueError(
-            f"labels of shape {labels.shape} do not match the image's spatial shape {chw.shape[1:]}"
-        )
-    if regions is not None:
-        regions = np.asarray(regions)
-        if regions.shape != labels.shape:
-            raise ValueError(
-                f"the region mask of shape {regions.shape} does not match the labels {labels.shape}"
-            )
-        regions = region_mask(regions)
-    norm = normalize(chw, low=normalization["low"], high=normalization["high"], channel_axis=0)
-    labels = instance_ids(labels)
-    target, weights, _ = training_targets(
-        labels,
-        regions,
-        w0=config.w0,
-        sigma=config.sigma,
-        n_classes=n_classes,
-        class_balance=config.class_balance,
-    )
-    return _Sample(
-        image=np.ascontiguousarray(norm, dtype=np.float32),
-        labels=labels,
-        target=target.astype(np.int64, copy=False),
-        weights=weights.astype(np.float32, copy=False),
-    )
-
-
-def _hold_out(samples: list[_Sample], config: TrainConfig, rng: np.random.Generator):
-    """Split off validation data: whole images when there are enough, else annotated cells.
-
-    Only images with an annotated pixel (weight > 0) are held out whole: one without would score
-    nothing, and holding out the annotated ones could leave training nothing but weight 0. Cells
-    are not held out when their surroundings would cover every annotated pixel left to train on.
-
-    Returns the training samples (with held-out cells' surroundings set to weight 0), the
-    validation samples and, per validation sample, the bool mask where it is scored.
-    """
-    if config.val_fraction <= 0:
-        return samples, [], []
-    annotated = [i for i, s in enumerate(samples) if s.weights.any()]
-    n_val_images = int(round(config.val_fraction * len(annotated)))
-    if n_val_images >= 1 and len(annotated) - n_val_images >= 1:
-        order = rng.permutation(annotated).tolist()
-        unannotated = [s for s in samples if not s.weights.any()]
-        val = [samples[i] for i in order[:n_val_images]]
-        train = [samples[i] for i in order[n_val_images:]] + unannotated
-        return train, val, [s.weights > 0 for s in val]
-    # one image (or a few): hold out a fraction of the painted cells and their surroundings
-    cells = [(i, cid) for i, s in enumerate(samples) for cid in np.unique(s.labels[s.labels > 0])]
-    n_val_cells = int(math.floor(config.val_fraction * len(cells)))
-    if len(cells) < 4 or n_val_cells < 1:
-        return samples, [], []
-    chosen = set(rng.choice(len(cells), size=n_val_cells, replace=False).tolist())
-    margin = max(2, int(round(2 * config.sigma)))
-    train, val, masks = [], [], []
-    for i, s in enumerate(samples):
-        ids = [cid for j, (k, cid) in enumerate(cells) if k == i and j in chosen]
-        if not ids:
-            train.append(s)
-            continue
-        held = ndi.binary_dilation(np.isin(s.labels, ids), iterations=margin)
-        held &= s.weights > 0
-        weights = s.weights.copy()
-        weights[held] = 0
-        train.append(_Sample(s.image, s.labels, s.target, weights, s.share))
-        val.append(s)
-        masks.append(held)
-    if not any(s.weights.any() for s in train):  # cells packed within `margin` of each other
-        return samples, [], []
-    return train, val, masks
 
 
 # -- optimisation --------------------------------------------------------------------------

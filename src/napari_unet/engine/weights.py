@@ -71,8 +71,10 @@ def _as_labels(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"labels must be 2-D (rows, columns), got shape {labels.shape}")
-    if labels.dtype == bool:
-        return labels.astype(np.int32)
+    if labels.dtype == bool:  # its cells are its connected regions, as training reads it
+        from napari_unet.engine.layout import mask_cells
+
+        return mask_cells(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:

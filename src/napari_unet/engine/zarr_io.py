@@ -19,6 +19,7 @@ target's suffix (``.zarr`` or ``.ome.zarr``).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -124,10 +125,28 @@ def squeeze_axes(array: Any, axes: str) -> tuple[Any, str]:
     return squeezed, names
 
 
-def _ngff_attrs(ndim: int, name: str) -> dict:
-    axes = [{"name": n, "type": "space"} for n in ("y", "x")]
-    if ndim == 3:
-        axes.insert(0, {"name": "z", "type": "space"})
+#: NGFF's axis type of each of our axis letters (P, planes of no kind, gets none: a custom axis)
+_NGFF_TYPES = {"T": "time", "Z": "space", "Y": "space", "X": "space", "P": None}
+
+
+def ngff_axes(axes: str) -> list[dict]:
+    """The OME-Zarr (NGFF 0.4) ``axes`` of labels of our axes (``YX``, ``ZYX``, ``TZYX``, ...).
+
+    Raises ``ValueError`` for an order NGFF does not allow (time first, then a custom axis
+    such as P, then space: ``ZTYX`` and ``ZPYX`` cannot be written).
+    """
+    rank = {"time": 0, None: 1, "space": 2}
+    kinds = [_NGFF_TYPES[c] for c in axes]
+    if any(rank[a] > rank[b] for a, b in itertools.pairwise(kinds)):
+        raise ValueError(
+            f"an OME-Zarr store cannot hold labels of axes {axes}: NGFF orders time (T) first, "
+            "then other planes (P), then Z, Y, X; write a TIFF (-o labels.tif) instead"
+        )
+    return [{"name": c.lower(), **({"type": kinds[i]} if kinds[i] else {})} for i, c in enumerate(axes)]
+
+
+def _ngff_attrs(ndim: int, name: str, axes: str | None = None) -> dict:
+    axes = ngff_axes(axes or "ZYX"[3 - ndim :])
     return {
         "multiscales": [{
             "version": "0.4",
@@ -163,15 +182,22 @@ class LabelStore:
     Parameters
     ----------
     target : path of the store to create (``.zarr`` / ``.ome.zarr``).
-    shape : (Y, X) or (P, Y, X)
+    shape : (Y, X), (P, Y, X) or more plane axes (T, Z, Y, X)
     chunks : chunk shape (same length as ``shape``)
     overwrite : replace an existing store at ``target`` (only at the commit).
+    axes : the labels' axes (``TZYX``), named in the OME-Zarr metadata (:func:`ngff_axes`);
+        ``None``: ``YX`` or ``ZYX``.
     """
 
     def __init__(self, target: str | os.PathLike, shape: tuple[int, ...], *, chunks: tuple[int, ...],
-                 overwrite: bool = False):
+                 overwrite: bool = False, axes: str | None = None):
         self.target = Path(target).expanduser()
         self.shape, self.chunks, self.overwrite = tuple(shape), tuple(chunks), overwrite
+        if axes is not None and len(axes) != len(self.shape):
+            raise ValueError(f"axes {axes!r} do not name the {len(self.shape)} axes of the labels")
+        if axes is None and len(self.shape) > 3:
+            raise ValueError(f"labels of {len(self.shape)} axes need their axes named")
+        self.axes = axes
         check_store_target(self.target, overwrite=overwrite)
         self.temp: Path | None = None
         self.array: Any = None
@@ -185,7 +211,7 @@ class LabelStore:
                                           dir=self.target.parent))
         try:
             group = zarr.open_group(str(self.temp), mode="w", zarr_format=2)
-            group.attrs.update(_ngff_attrs(len(self.shape), self.target.name))
+            group.attrs.update(_ngff_attrs(len(self.shape), self.target.name, self.axes))
             self.array = group.create_array(
                 "0", shape=self.shape, chunks=self.chunks, dtype="uint32", fill_value=0,
                 chunk_key_encoding={"name": "v2", "separator": "/"},
@@ -231,7 +257,7 @@ def check_store_target(target: Path, *, overwrite: bool) -> None:
 def write_tiff_from_array(
     path: str | os.PathLike, array: Any, *, dtype: Any, overwrite: bool = False, tile: int = 256
 ) -> Path:
-    """Write a (Y, X) or (P, Y, X) array-like (e.g. a zarr array) to a tiled, zlib-compressed
+    """Write a (Y, X), (P, Y, X) or (T, Z, Y, X) array-like (e.g. a zarr array) to a tiled, zlib-compressed
     TIFF of ``dtype``, reading ``tile`` rows at a time, atomically (temporary file, then
     ``os.replace``; nothing is left on an error or interrupt)."""
     import tifffile
@@ -259,7 +285,10 @@ def write_tiff_from_array(
     tmp = new_temp(path)
     try:
         try:
-            tifffile.imwrite(tmp, tiles(), shape=shape, dtype=dtype, tile=(tile, tile), compression="zlib")
+            tifffile.imwrite(
+                tmp, tiles(), shape=shape, dtype=dtype, tile=(tile, tile), compression="zlib",
+                photometric="minisblack",  # 3 or 4 planes of labels are not RGB(A)
+            )
         except OSError as err:
             raise write_error(path, err) from None
     except BaseException:
