@@ -148,7 +148,34 @@ def test_a_lazy_layer_is_read_in_its_axes_as_in_memory(
     job = widget.segment()
     wait_job(job)
     assert errors == [
-        "Segmentation failed: a lazy layer is segmented with one plane axis (Z or time) before "
-        "Y and X at most; choose such axes (e.g. ZYX, ZCYX), or load the layer into memory."
+        "Segmentation failed: block by block the labels are written plane by plane, so the "
+        "plane axes must come before Y and X (e.g. ZYX, TZYX, ZCYX); choose such axes, or load "
+        "the layer into memory."
     ]
     assert "yxz labels" not in viewer.layers and not (tmp_path / "yxz.zarr").exists()
+
+
+def test_a_lazy_layer_with_time_and_z_is_segmented_in_its_axes(
+    viewer_with_image, stack_image, wait_job, errors, tmp_path
+):
+    """A lazy (T, Z, Y, X) layer was refused ('one plane axis at most'), though the block-wise
+    engine segments its T x Z planes; now its labels come back in T, Z, Y, X, as in memory."""
+    viewer = viewer_with_image
+    tzyx = stack_image[:4].reshape(2, 2, *stack_image.shape[1:])
+    widget = SegmentWidget(viewer)
+    widget.min_confidence.value = 0.0  # the tiny test model is unsure of every cell
+    widget.diameter.value = 16
+    widget.min_size.value = 10  # block by block the size is not measured on the whole plane
+    layer = viewer.add_image(tzyx, name="tzyx")
+    widget.image.value = layer
+    widget.axes.value = "TZYX"
+    wait_job(widget.segment())
+    in_memory = np.asarray(viewer.layers["tzyx labels"].data)
+    widget.image.value = viewer.add_image(da.from_array(tzyx, chunks=(1, 1, 64, 64)), name="lazy tzyx")
+    widget.axes.value = "TZYX"
+    widget.store.value = tmp_path / "tzyx.zarr"
+    wait_job(widget.segment())
+    assert errors == []
+    lazy = np.asarray(viewer.layers["lazy tzyx labels"].data)
+    assert lazy.shape == tzyx.shape and lazy.max() > 1
+    np.testing.assert_array_equal(lazy > 0, in_memory > 0)

@@ -50,9 +50,9 @@ class LazyResult:
 def lazy_segment_job(data: Any, layout: Any, entry: Any, store: Path, **options: Any):
     """Worker-thread generator: segment the lazy layer ``data`` block by block into ``store``.
 
-    ``layout`` is the layer's :class:`~napari_unet._qt._layers.Layout` (one plane axis at most,
-    before Y and X, is segmented plane by plane); the data are read in the engine's order, RGB(A)
-    gray for a one-channel model, as in memory (``Layout.for_model``, lazily). ``options`` go to
+    ``layout`` is the layer's :class:`~napari_unet._qt._layers.Layout` (plane axes before Y and
+    X, e.g. ZYX or TZYX, are segmented plane by plane); the data are read in the engine's order,
+    RGB(A) gray for a one-channel model, as in memory (``Layout.for_blocks``). ``options`` go to
     :func:`~napari_unet.engine.blockwise.iter_segment_blockwise`.
     """
     import dask.array as da
@@ -62,22 +62,20 @@ def lazy_segment_job(data: Any, layout: Any, entry: Any, store: Path, **options:
     from napari_unet.engine.blockwise import DEFAULT_BLOCK, iter_segment_blockwise
     from napari_unet.engine.zarr_io import LabelStore
 
-    if layout.label_axes not in ("YX", *(f"{p}YX" for p in "ZTP")):
-        raise ValueError(
-            "a lazy layer is segmented with one plane axis (Z or time) before Y and X at most; "
-            "choose such axes (e.g. ZYX, ZCYX), or load the layer into memory"
-        )
     model = load_entry(entry)
     require_own_unet(*model)
-    in_channels = int(model[0].config.in_channels)
-    layout.check_model(in_channels=in_channels)
-    image, channel_axis = layout.for_model(da.asarray(data), in_channels=in_channels, lazy=True)
-    out_shape = layout.label_shape  # the engine's (planes, Y, X) order, as checked above
+    try:
+        image, channel_axis, stack = layout.for_blocks(
+            da.asarray(data), in_channels=int(model[0].config.in_channels), ngff=True
+        )
+    except ValueError as exc:
+        raise ValueError(f"{exc}; choose such axes, or load the layer into memory") from None
+    out_shape = layout.label_shape  # the engine's (planes..., Y, X) order, as checked above
     block = int(options.pop("block_size", None) or DEFAULT_BLOCK)
     chunks = (1,) * len(layout.lead_shape) + tuple(min(block, n) for n in out_shape[-2:])
-    with LabelStore(store, out_shape, chunks=chunks) as target:
+    with LabelStore(store, out_shape, chunks=chunks, axes=layout.label_axes) as target:
         result = yield from iter_segment_blockwise(
-            image, model, out=target.array, channel_axis=channel_axis, stack=layout.stack,
+            image, model, out=target.array, channel_axis=channel_axis, stack=stack,
             block_size=block, **options,
         )
         path = target.commit()

@@ -79,35 +79,6 @@ def _output_for(source: Path, output: Path) -> Path:
     return output
 
 
-def _for_model(
-    image: Any, layout: Any, in_channels: int, *, zarr_out: bool = False
-) -> tuple[Any, int | None, bool]:
-    """The lazy ``image`` in the engine's order (planes, Y, X, channels; RGB(A) made gray for a
-    one-channel model), as the in-memory path's :meth:`AxesLayout.for_model` reads it, with its
-    ``channel_axis`` and ``stack``; several plane axes (``TZYX``) are kept apart, so that the
-    engine writes the labels in them (it segments their T x Z planes in order). Raises
-    ``ValueError`` for layouts whose labels could not be written in the image's own axes block
-    by block: planes after Y or X, and for an OME-Zarr output plane axes out of NGFF's order."""
-    # The image itself is reordered lazily (for_model(lazy=True)); the labels are what cannot:
-    # they are written plane by plane, and a (Y, X, Z) TIFF holds Y pages of X x Z pixels, each
-    # needing every plane at once.
-    if not layout.label_axes.endswith("YX"):
-        raise ValueError(
-            "block by block the labels are written plane by plane, so the plane axes must come "
-            "before Y and X: give --axes in that order (e.g. ZYX, TZYX, ZCYX) if the image is "
-            "read wrongly, else rewrite the store with Y and X last"
-        )
-    if zarr_out:
-        from napari_unet.engine.zarr_io import ngff_axes
-
-        ngff_axes(layout.label_axes)  # raises for ZTYX
-    layout.check_model(in_channels=in_channels)
-    image, channel_axis = layout.for_model(image, in_channels=in_channels, lazy=True)
-    if len(layout.lead_shape) > 1:  # for_model made T x Z one axis of planes: split it again
-        image = image.reshape((*layout.lead_shape, *image.shape[1:]))
-    return image, channel_axis, layout.stack
-
-
 def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     """Segment one image block by block; see the module notes."""
     from napari_unet.cli.axes import choose_axes
@@ -160,10 +131,15 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     axes = choose_axes(image.shape, file_axes, args, in_channels=in_channels, name=source)
     try:
         layout = AxesLayout(image.shape, axes)
-        image, channel_axis, stack = _for_model(image, layout, in_channels, zarr_out=zarr_out)
+        image, channel_axis, stack = layout.for_blocks(image, in_channels=in_channels, ngff=zarr_out)
         planes = as_dask_planes(image, channel_axis=channel_axis, stack=stack)
     except ValueError as exc:
-        raise UsageError(f"{source}: {one_line(exc)} (read as {axes})") from None
+        hint = (
+            ": give --axes in that order if the image is read wrongly, else rewrite it with Y and X last"
+            if not layout.label_axes.endswith("YX")
+            else ""
+        )
+        raise UsageError(f"{source}: {one_line(exc)} (read as {axes}){hint}") from None
     n_planes, _, rows, cols = (int(n) for n in planes.shape)
     out_shape = (*plane_axes_shape(image, channel_axis=channel_axis, stack=stack), rows, cols)
     step = 2 ** int(model[0].config.depth)

@@ -176,6 +176,34 @@ class AxesLayout:
             return image, channel_axis
         return gray_for_model(image, channel_axis=channel_axis, in_channels=in_channels)
 
+    def for_blocks(
+        self, data: Any, *, in_channels: int, ngff: bool = False
+    ) -> tuple[Any, int | None, bool]:
+        """:meth:`for_model` read lazily for the block-wise engine: the image, its
+        ``channel_axis`` and ``stack`` for
+        :func:`~napari_unet.engine.blockwise.iter_segment_blockwise`, several plane axes
+        (``TZYX``) kept apart so that the labels come back in them (:attr:`label_shape`).
+
+        Raises ``ValueError`` for layouts whose labels cannot be written block by block in the
+        image's own axes: planes after Y or X (a (Y, X, Z) TIFF holds Y pages of X x Z pixels,
+        each needing every plane at once), and with ``ngff`` (an OME-Zarr output) plane axes
+        out of NGFF's order (``ZTYX``); and :meth:`check_model`'s for a model that does not
+        fit."""
+        if not self.label_axes.endswith("YX"):
+            raise ValueError(
+                "block by block the labels are written plane by plane, so the plane axes must "
+                "come before Y and X (e.g. ZYX, TZYX, ZCYX)"
+            )
+        if ngff:
+            from napari_unet.engine.zarr_io import ngff_axes
+
+            ngff_axes(self.label_axes)  # raises for ZTYX
+        self.check_model(in_channels=in_channels)
+        image, channel_axis = self.for_model(data, in_channels=in_channels, lazy=True)
+        if len(self.lead_shape) > 1:  # for_model made T x Z one axis of planes: split it again
+            image = image.reshape((*self.lead_shape, *image.shape[1:]))
+        return image, channel_axis, self.stack
+
     def check_model(self, *, in_channels: int) -> None:
         """Check, without reading data, that :meth:`for_model` fits a model of
         ``in_channels``; raises :func:`as_planes`'s ``ValueError``."""
