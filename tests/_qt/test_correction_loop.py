@@ -266,6 +266,27 @@ def test_a_failed_comparison_does_not_leave_the_status_comparing(make_napari_vie
     assert tools.status.text() == "failed (see the notification)"
 
 
+def test_a_second_show_errors_while_one_runs_is_refused(make_napari_viewer, wait_job, errors):
+    """Two clicks on *Show errors* ran two comparisons, and whichever ended last was shown
+    (with the reference chosen in between, the other one's). Now, as Segment and Fine-tune,
+    the button is off while one runs and a second call returns that job."""
+    viewer = make_napari_viewer()
+    gt = np.zeros((20, 60), np.int32)
+    gt[2:8, 2:8], gt[10:16, 30:42] = 1, 2
+    _panel, tools = _error_tools(viewer, gt.copy(), gt)  # the panel kept alive for the job
+    job = tools.show_errors()
+    assert job is not None and not tools.button.isEnabled()
+    tools.reference.value = viewer.add_labels(np.zeros_like(gt), name="empty")
+    assert tools.show_errors() is job  # the running comparison, not a second one
+    wait_job(job)
+    assert errors == [] and tools.button.isEnabled()
+    assert tools.status.text().startswith("AP@0.5 1.000: 2 correct")  # seg against truth
+    second = tools.show_errors()  # over: a new comparison, with the reference chosen now
+    assert second is not job
+    wait_job(second)
+    assert "2 false positives" in tools.status.text() and tools.button.isEnabled()
+
+
 def test_errors_of_a_multiscale_labels_layer_use_its_full_resolution(
     make_napari_viewer, wait_job, errors
 ):

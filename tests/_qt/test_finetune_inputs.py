@@ -348,3 +348,57 @@ def test_an_image_with_nan_is_refused_at_start_by_name(make_napari_viewer, nucle
         "replace them (e.g. by 0) before fine-tuning."
     ]
     assert "holey weight map" not in [layer.name for layer in viewer.layers]
+
+
+@pytest.mark.parametrize("kind", ["dask", "zarr"])
+def test_a_lazy_image_with_nan_is_read_off_the_gui_thread(
+    make_napari_viewer, nuclei_image, wait_job, errors, tmp_path, monkeypatch, kind
+):
+    """Start read a lazy (dask, zarr) image plane on the GUI thread to look for NaN: the panel
+    froze for as long as the plane took to load. Now the job reads it and refuses it with the
+    same sentence, before any weight map is shown."""
+    import threading
+
+    import dask.array as da
+
+    image = nuclei_image[0].astype(np.float32)
+    image[5, 5] = np.nan
+    stack = np.stack([image, image])  # a plane of a stack, as a large lazy image would be
+    if kind == "zarr":
+        zarr = pytest.importorskip("zarr")
+        array = zarr.create_array(
+            str(tmp_path / "image.zarr"), shape=stack.shape, chunks=(1, 64, 64), dtype="f4"
+        )
+        array[:] = stack
+        read_in = []
+        real_getitem = type(array).__getitem__
+
+        def watched(self, key):
+            read_in.append(threading.current_thread())
+            return real_getitem(self, key)
+
+        monkeypatch.setattr(type(array), "__getitem__", watched)
+        data = array
+    else:
+        read_in = []
+
+        def read(block):
+            read_in.append(threading.current_thread())
+            return block
+
+        data = da.from_array(stack, chunks=(1, 64, 64)).map_blocks(read, dtype=stack.dtype)
+    viewer = make_napari_viewer()
+    viewer.add_image(data, name="holey")
+    viewer.add_labels(np.stack([nuclei_image[1]] * 2).astype(np.int32), name="painted")
+    widget = finetune_panel(viewer, steps=3)
+    read_in.clear()  # napari's own display of the layer
+    job = widget.start()
+    assert job is not None and not [t for t in read_in if t is threading.main_thread()]
+    wait_job(job)
+    assert read_in and threading.main_thread() not in read_in
+    assert errors == [
+        "Fine-tuning failed: the image 'holey' holds NaN or infinite values on this plane; "
+        "replace them (e.g. by 0) before fine-tuning."
+    ]
+    assert "painted weight map" not in [layer.name for layer in viewer.layers]
+    assert "failed" in widget.status.value and widget.start_button.isEnabled()

@@ -402,3 +402,33 @@ def test_renaming_the_labels_keeps_one_deformed_image(widget, viewer, qtbot, err
     settle(qtbot, widget.deform_runner, after=previous)
     assert len(viewer.layers) == n_layers and widget.deformed_image is image
     assert errors == []
+
+
+def test_renaming_the_labels_renames_the_layers_named_after_them(widget, viewer, qtbot, errors):
+    """The weight maps and the deformed labels are found by the labels' unique_id, but were
+    left with the old name after a rename ('cells weight map' beside 'nuclei outlines'), and
+    a rerun kept it. Now their names follow the labels'; a layer named after another layer
+    (the deformed image, after the image) or renamed by the user keeps its name."""
+    widget.update_weights()
+    widget.new_sample()
+    settle(qtbot, widget.weights_runner)
+    settle(qtbot, widget.deform_runner)
+    total, w_c = viewer.layers["cells weight map"], viewer.layers["cells weight w_c"]
+    deformed, image = viewer.layers["cells deformed"], viewer.layers["nuclei deformed"]
+    viewer.layers["cells weight border term"].name = "my border"
+    viewer.layers["cells"].name = "nuclei outlines"
+    assert (total.name, w_c.name) == ("nuclei outlines weight map", "nuclei outlines weight w_c")
+    assert deformed.name == "nuclei outlines deformed" and image.name == "nuclei deformed"
+    assert "my border" in viewer.layers
+    previous = widget.weights_runner.job
+    widget.update_weights()  # a rerun keeps the names
+    settle(qtbot, widget.weights_runner, after=previous)
+    assert widget.weight_layers[0] is total and total.name == "nuclei outlines weight map"
+    labels = viewer.layers["nuclei outlines"]
+    labels.data = np.ascontiguousarray(labels.data[::-1])  # marked old, then renamed
+    labels.name = "outlines"
+    assert total.name == "outlines weight map (old data)"
+    previous = widget.weights_runner.job
+    widget.update_weights()  # made again from the new data: the name given back is the new one
+    settle(qtbot, widget.weights_runner, after=previous)
+    assert total.name == "outlines weight map" and errors == []

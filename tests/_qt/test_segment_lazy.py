@@ -179,3 +179,29 @@ def test_a_lazy_layer_with_time_and_z_is_segmented_in_its_axes(
     lazy = np.asarray(viewer.layers["lazy tzyx labels"].data)
     assert lazy.shape == tzyx.shape and lazy.max() > 1
     np.testing.assert_array_equal(lazy > 0, in_memory > 0)
+
+
+def test_a_lazy_result_of_replaced_data_is_marked_old_until_the_next_run(
+    viewer_with_image, nuclei_image, wait_job, errors, tmp_path
+):
+    """The block-wise result had no key: when the image's data were replaced it stayed shown
+    as the result of the new data, where the in-memory result is hidden and named
+    '(old data)', and every rerun added another 'lazy labels' layer. Now it is keyed by its
+    image like the in-memory result: marked old, then updated in place by the next run."""
+    viewer = viewer_with_image
+    layer, _ = _lazy_layer(viewer, nuclei_image[0][:64, :64])
+    widget = SegmentWidget(viewer)
+    widget.image.value = layer
+    widget.store.value = tmp_path / "first.zarr"
+    wait_job(widget.segment())
+    labels = viewer.layers["lazy labels"]
+    assert labels.metadata["store"] == str(tmp_path / "first.zarr")
+    layer.data = da.from_array(np.ascontiguousarray(nuclei_image[0][:64, :64][::-1]))
+    assert labels.name == "lazy labels (old data)" and not labels.visible
+    n_layers = len(viewer.layers)
+    widget.store.value = tmp_path / "second.zarr"
+    wait_job(widget.segment())
+    assert errors == [] and len(viewer.layers) == n_layers
+    assert viewer.layers["lazy labels"] is labels and labels.visible
+    assert labels.metadata["store"] == str(tmp_path / "second.zarr")
+    assert widget.labels_layer is labels

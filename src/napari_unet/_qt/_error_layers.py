@@ -123,7 +123,11 @@ class ErrorTools(QWidget):
         self.button.clicked.connect(lambda: self.show_errors())
 
     def show_errors(self) -> Job | None:
-        """Compute and show the error layer; returns the job (``None`` if it could not start)."""
+        """Compute and show the error layer; returns the job (``None`` if it could not start).
+        While a comparison runs the button is off and a second call returns that job, as
+        Segment and Fine-tune do (two clicks ran two comparisons, and the later one won)."""
+        if self.job is not None and self.job.running:
+            return self.job
         pred, ref = self.prediction.value, self.reference.value
         if pred is None or ref is None or pred is ref:
             tell_user("Errors failed: choose a segmentation and a different reference layer.")
@@ -138,8 +142,17 @@ class ErrorTools(QWidget):
             show_progress=False,
             on_result=lambda errors: self._show(pred, errors, (ref, *data)),
             on_error=self._failed,
+            on_done=self._done,
         )
+        self.button.setEnabled(False)
         return self.job
+
+    def _done(self, _job: Job) -> None:
+        """The comparison is over (shown, dropped or failed): *Show errors* can run again."""
+        try:
+            self.button.setEnabled(True)
+        except RuntimeError:  # the panel is already gone
+            pass
 
     def cancel(self) -> None:
         """Drop the running comparison: its error layer is not shown."""

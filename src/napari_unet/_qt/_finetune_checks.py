@@ -20,7 +20,21 @@ __all__ = [
     "describe_scores",
     "hand_over_hint",
     "painted_score",
+    "refuse_non_finite",
 ]
+
+
+def refuse_non_finite(image: Any, name: str) -> np.ndarray:
+    """The image plane ``image`` read (``np.asarray``), or ``ValueError`` naming the layer
+    ``name`` when it holds NaN or infinite values (the engine found them steps later, naming no
+    layer). A lazy (dask, zarr) plane is read here: call it in the worker thread for those."""
+    values = np.asarray(image)
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        raise ValueError(
+            f"the image '{name}' holds NaN or infinite values on this plane; replace them "
+            "(e.g. by 0) before fine-tuning"
+        )
+    return values
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet._qt._finetune_checks import annotation_warnings, painted_score
+from napari_unet._qt._finetune_checks import annotation_warnings, painted_score, refuse_non_finite
 from napari_unet._qt._session import ModelEntry
 from napari_unet._qt._worker import shield_runtime_error
 from napari_unet.engine.confidence_calibration import chosen_min_confidence
@@ -84,6 +84,7 @@ class FineTuneRequest:
     device : ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
     diameter : the cells' diameter in image pixels, or ``None`` to measure the painted cells.
     labels_name : the Labels layer's name (recorded in the model's metadata).
+    image_name : the image layer's name (the sentence about NaN or infinite values names it).
     segment_options : the Segment panel's options (``Session.segment_options``): the score
         before training segments with them, as the previews do.
     warnings : sentences about the layers that the panel shows when the run starts.
@@ -100,6 +101,7 @@ class FineTuneRequest:
     device: str
     diameter: float | None
     labels_name: str = ""
+    image_name: str = ""
     segment_options: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -189,6 +191,9 @@ def _finetune(request: FineTuneRequest, run: RunState):
     from napari_unet.engine.training import iter_train
     from napari_unet.engine.weights import training_targets
 
+    # first: a lazy plane is read here, not on the GUI thread, and one with NaN is refused
+    # before anything is shown, as Start refuses one in memory; later uses take what was read
+    request.image = refuse_non_finite(request.image, request.image_name)
     base, checkpoint = load_entry(request.entry)  # on the CPU; ModelUnusable names the file
     require_unet(base, checkpoint)
     net = copy.deepcopy(base)  # never train the session's model object in place

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import napari
-import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Label, SpinBox
 
 from napari_unet._qt._annotations import painted_plane, placement_warning
@@ -23,8 +22,10 @@ from napari_unet._qt._controls import (
     regions_combo,
     show_model_name,
 )
+from napari_unet._qt._finetune_checks import refuse_non_finite
 from napari_unet._qt._finetune_job import FineTuneRequest
 from napari_unet._qt._layers import current_image_plane, layer_combo, pick_default
+from napari_unet._qt._lazy import is_lazy
 from napari_unet._qt._segment_call import engine_options
 from napari_unet.engine.train_config import (
     DEFAULT_LR,
@@ -185,12 +186,10 @@ class FineTuneSettings:
         image, channel_axis, labels, regions, self.label_plane = painted_plane(
             self.viewer, self.image.value, self.labels.value, self.regions.value, axes=axes
         )
-        values = np.asarray(image)
-        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-            raise ValueError(  # at Start, naming the layer: the worker found it steps later
-                f"the image '{self.image.value.name}' holds NaN or infinite values on this "
-                "plane; replace them (e.g. by 0) before fine-tuning"
-            )
+        if not is_lazy(image):  # at Start, naming the layer: the worker found it steps later
+            refuse_non_finite(image, self.image.value.name)
+        # a lazy (dask, zarr) plane is read, and checked with the same sentence, in the job
+        # (finetune_job): read here it froze the panel for as long as the plane took to load
         preview = max(0, int(self.preview_every.value))
         config = TrainConfig(
             steps=int(self.steps.value),
@@ -215,6 +214,7 @@ class FineTuneSettings:
             device=self.device.value,
             diameter=float(self.diameter.value) or None,
             labels_name=self.labels.value.name,
+            image_name=self.image.value.name,
             segment_options=engine_options(self.session.segment_options, self.image.value),
             warnings=tuple(
                 filter(None, [placement_warning(self.image.value, self.labels.value, axes=axes)])

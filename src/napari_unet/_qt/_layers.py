@@ -361,13 +361,24 @@ def current_image_plane(
     whichever channel the viewer shows.
     """
     layout = plan_layout(layer, axes=axes)
-    # no np.asarray: lazy (dask, zarr) data is read in the worker thread, not here
-    data = layer_array(layer)[plane_index(viewer, layer, layout.axes)]
+    # no np.asarray: lazy (dask, zarr) data is read in the worker thread, not here; a zarr
+    # array reads what it is indexed with, so it is indexed through dask (lazily)
+    data = _lazily(layer_array(layer))[plane_index(viewer, layer, layout.axes)]
     kept = [letter for letter in layout.axes if letter in "YXC"]
     order = [kept.index(letter) for letter in "YXC" if letter in kept]
     if order != list(range(len(order))):
         data = data.transpose(order)
     return data, (-1 if "C" in kept else None)
+
+
+def _lazily(data: Any) -> Any:
+    """``data``, or a dask array over it when it is a zarr array (indexing one reads it)."""
+    if type(data).__module__.split(".")[0] != "zarr":
+        return data
+    import dask.array as da
+
+    empty = np.empty((0,) * data.ndim, data.dtype)  # dask would read an empty slice for it
+    return da.from_array(data, chunks=getattr(data, "chunks", "auto"), meta=empty)
 
 
 def embedded_plane(

@@ -83,16 +83,24 @@ def lazy_segment_job(data: Any, layout: Any, entry: Any, store: Path, **options:
 
 
 def show_lazy_labels(viewer: Any, layer: Any, result: LazyResult) -> Any:
-    """Add the store of ``result`` as a lazy Labels layer over ``layer``."""
+    """Show the store of ``result`` as a lazy Labels layer over ``layer``: the plugin layer
+    of Segment's labels of ``layer`` (keyed by it, as the in-memory result,
+    :func:`~napari_unet._qt._layers.show_segmentation`), so that it is marked ``(old data)``
+    when ``layer``'s data are replaced and a rerun updates it in place; its ``metadata["store"]``
+    names the store it shows."""
     import dask.array as da
 
-    from napari_unet._qt._layers import geometry_of
+    from napari_unet._qt._layers import geometry_of, put_layer, source_key
 
     labels = da.from_zarr(str(result.store), component="0")
-    n = labels.ndim
-    return viewer.add_labels(
+    shown = put_layer(
+        viewer,
         labels,
+        kind="labels",
         name=f"{layer.name} labels",
-        **geometry_of(layer, n),
-        metadata={"napari_unet": "segment", "store": str(result.store)},
+        key=f"segment:labels:{source_key(layer)}",
+        role="segment",
+        geometry=geometry_of(layer, labels.ndim),
     )
+    shown.metadata["store"] = str(result.store)
+    return shown

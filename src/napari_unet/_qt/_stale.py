@@ -7,6 +7,10 @@ result over the new as if current. Now they are *marked stale*: hidden and named
 ``"<name> (old data)"``, kept for reference; the next run of the same panel updates them in
 place and gives back their name and visibility (:func:`~napari_unet._qt._layers.put_layer`).
 Jobs still running on the old data stop (each panel watches its own) or drop their result.
+
+The layers made from a source are named after it (``"<name> weight map"``) and found by their
+key, which a rename of the source keeps: when the source is renamed, their names follow
+(:func:`rename_made_from`), so that the names shown stay those of the layers they come from.
 """
 
 from __future__ import annotations
@@ -68,35 +72,78 @@ def remove_made_from(viewer: Any, source: Any, *, kinds: tuple[str, ...]) -> lis
     return [layer.name for layer in doomed]
 
 
+def rename_made_from(viewer: Any, source: Any, old: str, new: str) -> list[Any]:
+    """Give the layers made from ``source`` that are named after its ``old`` name
+    (``"<old> weight map"``) its ``new`` one (``"<new> weight map"``); returns them.
+
+    They are found by their key (:func:`made_from`), which a rename keeps, so their names only
+    follow; a layer named otherwise (renamed by the user, or named after another layer: Inspect's
+    deformed image is named after the image and keyed by the labels) keeps its name. A stale
+    layer's name to give back (:func:`mark_stale`) follows too.
+    """
+
+    def renamed(name: str) -> str | None:
+        rest = name[len(old) :]
+        return new + rest if old and name.startswith(old) and rest.startswith(" ") else None
+
+    changed = []
+    for layer in made_from(viewer, source):
+        stale = layer.metadata.get(STALE_KEY)
+        if stale is not None and renamed(stale["name"]) is not None:
+            stale["name"] = renamed(stale["name"])
+        name = renamed(layer.name)
+        if name is not None:
+            layer.name = name
+            changed.append(layer)
+    return changed
+
+
 def is_stale(layer: Any) -> bool:
     """Whether ``layer`` was made from data since replaced."""
     return layer is not None and STALE_KEY in layer.metadata
 
 
 def watch_for_stale(viewer: Any) -> None:
-    """Mark the results of any layer of ``viewer`` stale when its data are replaced, and remove
-    its displays (:data:`DISPLAY_KINDS`) when it is removed, from now on (once per viewer;
-    every panel calls it)."""
+    """Mark the results of any layer of ``viewer`` stale when its data are replaced, remove
+    its displays (:data:`DISPLAY_KINDS`) when it is removed, and rename the layers named after
+    it when it is renamed (:func:`rename_made_from`), from now on (once per viewer; every panel
+    calls it)."""
     if viewer in _WATCHED:
         return
     _WATCHED.add(viewer)
     viewer_ref = weakref.ref(viewer)
+    #: the name each watched layer had last (by ``id``): a rename event carries only the new one
+    names: dict[int, str] = {}
 
     def replaced(event: Any) -> None:
         viewer = viewer_ref()
         if viewer is not None and event.source in viewer.layers:
             mark_stale(viewer, event.source)
 
+    def name_changed(event: Any) -> None:
+        layer = event.source
+        old, names[id(layer)] = names.get(id(layer)), layer.name
+        viewer = viewer_ref()
+        if viewer is not None and old is not None and old != layer.name:
+            rename_made_from(viewer, layer, old, layer.name)
+
+    def watch(layer: Any) -> None:
+        names[id(layer)] = layer.name
+        layer.events.data.connect(replaced)
+        layer.events.name.connect(name_changed)
+
     def inserted(event: Any) -> None:
-        event.value.events.data.connect(replaced)
+        watch(event.value)
 
     def removed(event: Any) -> None:
         event.value.events.data.disconnect(replaced)
+        event.value.events.name.disconnect(name_changed)
+        names.pop(id(event.value), None)
         viewer = viewer_ref()
         if viewer is not None:  # a weight map of labels no longer shown stayed as an orphan
             remove_made_from(viewer, event.value, kinds=DISPLAY_KINDS)
 
     for layer in viewer.layers:
-        layer.events.data.connect(replaced)
+        watch(layer)
     viewer.layers.events.inserted.connect(inserted)
     viewer.layers.events.removed.connect(removed)
