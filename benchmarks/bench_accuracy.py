@@ -18,9 +18,9 @@ Methods, each run in this process on the same planes:
   default the bundled one), with the diameter estimated (what the first Segment click does) and
   given (the median of the reference, as a user who measured a few cells would), and with
   test-time augmentation on top of the given diameter;
-* ``v2``: the previously bundled model, the first generalist, trained without any part of the
-  scratch, cells3d and light-sheet sets (``benchmarks/models/nuclei-v2.pt``), diameter
-  estimated;
+* the previously bundled model (``--previous``; default v3, ``benchmarks/models/nuclei-v3.pt``:
+  16 base channels, the corpus of v4; v2, ``nuclei-v2.pt``, was the first generalist, trained
+  without any part of the scratch, cells3d and light-sheet sets), diameter estimated;
 * ``v1``: the first bundled model, trained on one HeLa sequence
   (``benchmarks/models/nuclei-v1.pt``), diameter estimated;
 * ``baseline``: Gaussian blur, Otsu and distance-transform watershed (``benchmarks/baseline.py``),
@@ -58,7 +58,7 @@ from benchmarks.datasets import load
 REPO = Path(__file__).resolve().parent.parent
 V1_MODEL = REPO / "benchmarks" / "models" / "nuclei-v1.pt"
 #: the bundled model before the current one (the first generalist), kept for the tables
-PREVIOUS_MODEL = REPO / "benchmarks" / "models" / "nuclei-v2.pt"
+PREVIOUS_MODEL = REPO / "benchmarks" / "models" / "nuclei-v3.pt"
 KEYS = ("ap@0.5", "ap@0.75", "f1@0.5", "seg")
 #: (key, title, split, real) of the sets scored; ``real`` sets enter the mean.
 SETS = (

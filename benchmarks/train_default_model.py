@@ -29,16 +29,20 @@ A CPU smoke run (a minute)::
 
     python benchmarks/train_default_model.py --steps 20 --out /tmp/smoke.pt --device cpu
 
-The bundled model (45 minutes of training, under 60 minutes in all on a 2-core CPU)::
+The bundled model (v4: 18 base channels, 6,500 steps; 65 minutes of training on one thread of
+this project's 2-core CPU while three other jobs shared it, 0.5-0.6 s per step)::
 
     python benchmarks/corpus.py -o corpus.npz        # once: the corpus as one file
-    python benchmarks/train_default_model.py --device cpu --threads 1 --corpus corpus.npz --no-amp
+    python benchmarks/train_default_model.py --device cpu --threads 1 --corpus corpus.npz
 
-Seeded, but time-limited: the number of steps depends on the machine's speed and load (the
-bundled model ran 6140 steps in float32), so a rerun gives a model of the same recipe, not the
-same bits. On a CPU with bfloat16 in hardware (AVX512-BF16, AMX) the steps run in bfloat16
-autocast, 1.7x faster (``--no-amp`` for float32, as the bundled model was trained).
-``--time-limit 0`` is refused; give ``--steps N --time-limit 1e9`` to fix the step count instead.
+The defaults are its recipe: a fixed number of steps (``--steps 6500``) without a time limit
+(v4 was made with the equivalent ``--base-channels 18 --steps 6500 --time-limit 1e9``), so a
+seeded rerun on the same device type, torch version and precision repeats the run (not
+checked bit for bit). On a
+CPU with bfloat16 in hardware (AVX512-BF16, AMX) the steps run in bfloat16 autocast, 1.7x
+faster, as v4 was trained (``--no-amp`` for float32; elsewhere float32 is used, and the run
+takes about 1.7x as long). ``--time-limit S`` stops after S seconds instead (the cosine
+schedule then follows the time: v3, 16 channels, ran 6140 steps in 45 minutes that way).
 
 A longer GPU run, from a corpus file::
 
@@ -64,6 +68,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.corpus import SHARES, Corpus, build_corpus
 
+#: the bundled model's width (v4; v1-v3 had UNetConfig.default()'s 16): 1.27x the compute of
+#: 16 channels, docs/benchmarks/accuracy.md and docs/model_card.md say what it bought
+BUNDLED_BASE_CHANNELS = 18
 DEFAULT_OUT = (
     Path(__file__).resolve().parent.parent / "src" / "napari_unet" / "models" / "default.pt"
 )
@@ -101,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of this script."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--steps", type=int, default=100_000, help="most optimisation steps (default 100000)"
+        "--steps", type=int, default=6500, help="optimisation steps (default 6500)"
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
@@ -118,9 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--net",
         choices=["default", "paper"],
         default="default",
-        help="UNetConfig.default() (depth 4, 16 channels, group norm) or UNetConfig.paper()",
+        help="UNetConfig.default() (depth 4, batch norm; 18 base channels here) or "
+        "UNetConfig.paper()",
     )
-    p.add_argument("--base-channels", type=int, default=None, help="override the net's width")
+    p.add_argument(
+        "--base-channels",
+        type=int,
+        default=None,
+        help=f"the net's width (default {BUNDLED_BASE_CHANNELS} for --net default, the bundled "
+        "model's; the paper's 64 for --net paper)",
+    )
     p.add_argument("--depth", type=int, default=None, help="override the net's depth")
     p.add_argument(
         "--tile-size", type=int, default=None, help="output tile side (default 128 CPU, 256 GPU)"
@@ -140,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--time-limit",
         type=float,
-        default=2700.0,
-        help="train this many seconds (default 2700; the cosine schedule follows the time)",
+        default=None,
+        help="stop after this many seconds (default: none; the cosine schedule then follows "
+        "the time)",
     )
     return p
 
@@ -182,6 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = {}
     if args.base_channels is not None:
         overrides["base_channels"] = args.base_channels
+    elif args.net == "default":
+        overrides["base_channels"] = BUNDLED_BASE_CHANNELS
     if args.depth is not None:
         overrides["depth"] = args.depth
     net_config = (
