@@ -129,6 +129,7 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     except ValueError as exc:
         raise UsageError(f"{source}: {one_line(exc)}") from None
     axes = choose_axes(image.shape, file_axes, args, in_channels=in_channels, name=source)
+    layout = None
     try:
         layout = AxesLayout(image.shape, axes)
         image, channel_axis, stack = layout.for_blocks(image, in_channels=in_channels, ngff=zarr_out)
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     except ValueError as exc:
         hint = (
             ": give --axes in that order if the image is read wrongly, else rewrite it with Y and X last"
-            if not layout.label_axes.endswith("YX")
+            if layout is not None and not layout.label_axes.endswith("YX")
             else ""
         )
         raise UsageError(f"{source}: {one_line(exc)} (read as {axes}){hint}") from None
