@@ -36,7 +36,7 @@ def test_an_output_store_that_holds_the_input_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("shape", "axes", "words"),
     [
-        ((96, 96, 2), [], "(read as YXZ)"),  # was 96 planes of 96 x 2 pixels, exit 0
+        ((96, 96, 2), [], "(read as YXZ): give --axes in that order"),  # was 96 planes of 96 x 2 px
         ((2, 96, 96), ["--axes", "CYX"], "expects 1 channel but the image has 2"),  # was a stack
     ],
     ids=["planes-last", "axes-given"],
