@@ -2,5 +2,5 @@
 
 Nothing in this package may depend on the GUI (the Qt bindings, the viewer, magicgui): a test
 checks in a subprocess that importing it loads none of them.
-Submodules are imported on demand; ``import napari_unet.engine`` is cheap.
+Submodules are imported on demand, so importing the package itself is cheap.
 """
