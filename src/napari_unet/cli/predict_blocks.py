@@ -79,6 +79,24 @@ def _output_for(source: Path, output: Path) -> Path:
     return output
 
 
+def _remedy(layout: Any, zarr_out: bool) -> str:
+    """What the command line can do about a layout that ``AxesLayout.for_blocks`` refused (the
+    engine's sentence says what is wrong, not which option to use): planes after Y and X, or for
+    a store plane axes out of NGFF's order; ``""`` for other refusals."""
+    from napari_unet.engine.zarr_io import ngff_axes
+
+    if layout is None:
+        return ""
+    if not layout.label_axes.endswith("YX"):
+        return ": give --axes in that order if the image is read wrongly, else rewrite it with Y and X last"
+    if zarr_out:
+        try:
+            ngff_axes(layout.label_axes)
+        except ValueError:
+            return "; write a TIFF (-o labels.tif) instead"
+    return ""
+
+
 def run(args: argparse.Namespace, source: Path, output: Path) -> int:
     """Segment one image block by block; see the module notes."""
     from napari_unet.cli.axes import choose_axes
@@ -135,12 +153,7 @@ def run(args: argparse.Namespace, source: Path, output: Path) -> int:
         image, channel_axis, stack = layout.for_blocks(image, in_channels=in_channels, ngff=zarr_out)
         planes = as_dask_planes(image, channel_axis=channel_axis, stack=stack)
     except ValueError as exc:
-        hint = (
-            ": give --axes in that order if the image is read wrongly, else rewrite it with Y and X last"
-            if layout is not None and not layout.label_axes.endswith("YX")
-            else ""
-        )
-        raise UsageError(f"{source}: {one_line(exc)} (read as {axes}){hint}") from None
+        raise UsageError(f"{source}: {one_line(exc)} (read as {axes}){_remedy(layout, zarr_out)}") from None
     n_planes, _, rows, cols = (int(n) for n in planes.shape)
     out_shape = (*plane_axes_shape(image, channel_axis=channel_axis, stack=stack), rows, cols)
     step = 2 ** int(model[0].config.depth)

@@ -140,7 +140,7 @@ def ngff_axes(axes: str) -> list[dict]:
     if any(rank[a] > rank[b] for a, b in itertools.pairwise(kinds)):
         raise ValueError(
             f"an OME-Zarr store cannot hold labels of axes {axes}: NGFF orders time (T) first, "
-            "then other planes (P), then Z, Y, X; write a TIFF (-o labels.tif) instead"
+            "then other planes (P), then Z, Y, X"
         )
     return [{"name": c.lower(), **({"type": kinds[i]} if kinds[i] else {})} for i, c in enumerate(axes)]
 
