@@ -7,13 +7,15 @@ between two ticks is time the user's clicks, slider drags and repaints wait. Thr
   ``--size`` px a side, 256 by default,
   bundled model, diameter given);
 * **Fine-tune + previews**: the Fine-tune panel on one painted 256 x 256 plane, ``--steps`` steps,
-  a preview segmentation every 5 steps, the live weight-map and augmentation layers on;
+  a preview segmentation every 5 steps, the weight-map and augmentation layers added hidden (the
+  panel's default); **Fine-tune + previews + teaching layers**: the same with them shown
+  ("show weight map and augmented tiles" ticked);
 * **Inspect slider drag**: 30 values of the w0 slider, one every 30 ms (a drag), with the weight
   map shown, on 512 x 512 labels;
 * **napari alone** (the floor, no plugin code): a 256 x 256 Labels layer's data replaced every
-  250 ms for 5 s over an image, the cheapest thing a live preview does; and the same with six
-  visible layers, as many as Fine-tune shows (image, painted cells, weight map, augmented tile
-  and its labels, preview). Their gaps are what napari's own layer update and repaint cost on
+  250 ms for 5 s over an image, the cheapest thing a live preview does; and the same with three
+  and six visible layers, as many as Fine-tune shows (image, painted cells, preview; with the
+  teaching layers also the weight map, the augmented tile and its labels). Their gaps are what napari's own layer update and repaint cost on
   this machine (under Xvfb: software OpenGL, where a repaint costs more the more layers are
   visible), which no plugin can go below; the *vs floor* column divides each scenario's
   largest gap by the floor with its number of visible layers, same load.
@@ -53,7 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "responsiveness.md"
 #: the scenario without plugin code that the others are compared with
 FLOOR = "napari alone (floor)"
+FLOOR3 = "napari alone, 3 layers (floor)"
 FLOOR6 = "napari alone, 6 layers (floor)"
+FINETUNE, FINETUNE_SHOWN = "Fine-tune + previews", "Fine-tune + previews + teaching layers"
 
 
 class Ticks:
@@ -234,7 +238,7 @@ def segment_scenario(viewer, app, args):
     return widget, start, wait
 
 
-def finetune_scenario(viewer, app, args):
+def finetune_scenario(viewer, app, args, teaching_layers: bool = False):
     from napari_unet._qt.finetune_widget import FineTuneWidget
     from napari_unet.engine.synthetic import synthetic_nuclei
 
@@ -248,6 +252,7 @@ def finetune_scenario(viewer, app, args):
     widget.device.value = "cpu"
     widget.preview_every.value = 5
     widget.minutes.value = 0
+    widget.live_layers.value = teaching_layers
     runs = []
 
     def start():
@@ -345,13 +350,15 @@ _KEEP: list = []
 
 SCENARIOS = {
     "Segment": segment_scenario,
-    "Fine-tune + previews": finetune_scenario,
+    FINETUNE: finetune_scenario,
+    FINETUNE_SHOWN: partial(finetune_scenario, teaching_layers=True),
     "Inspect slider drag": inspect_scenario,
     FLOOR: floor_scenario,
+    FLOOR3: partial(floor_scenario, visible=3),
     FLOOR6: partial(floor_scenario, visible=6),
 }
 #: the floor each scenario is compared with: the one with as many visible layers
-FLOOR_OF = {"Fine-tune + previews": FLOOR6, FLOOR6: FLOOR6}
+FLOOR_OF = {FINETUNE: FLOOR3, FINETUNE_SHOWN: FLOOR6, FLOOR3: FLOOR3, FLOOR6: FLOOR6}
 
 
 def measure(name, viewer, app, args, clock, load: int, draws: DrawClock):
@@ -495,7 +502,9 @@ def main(argv=None) -> int:
             )
 
     idle = {name: row for name, load, row in rows if load == 0}
-    floor = {(name, load): row["max"] for name, load, row in rows if name in (FLOOR, FLOOR6)}
+    floor = {
+        (name, load): row["max"] for name, load, row in rows if name in (FLOOR, FLOOR3, FLOOR6)
+    }
     lines = [
         "# Responsiveness: event-loop gaps while the panels work",
         "",
@@ -511,7 +520,8 @@ def main(argv=None) -> int:
         f"*Load*: {args.burners} processes burning CPU beside the viewer. *Handlers*: the main "
         "thread's time in the panel's own event and result handlers (layer updates). *Ratio*: "
         "max gap under load / idle. *vs floor*: max gap / the max gap of the floor scenario with "
-        "as many visible layers (6 for Fine-tune, 2 for the others), same load. *GC*: the "
+        "as many visible layers (3 for Fine-tune, 6 with its teaching layers, 2 for the others), "
+        "same load. *GC*: the "
         "longest pause of Python's garbage collector during the run (it stops every thread). "
         "*Full GC*: one full collection timed right after the run, same load: over the whole "
         "heap / with the heap frozen, as while a job runs (`napari_unet._qt._gc_pause`). "

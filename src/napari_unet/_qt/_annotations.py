@@ -202,21 +202,23 @@ def show_weight_map(
     weight_map: Any,
     *,
     role: str,
+    visible: bool = True,
     visible_parts: bool = False,
     plane: tuple[Any, ...] = (),
 ) -> list[Any]:
     """Show a ``WeightMap`` as plugin-owned image layers over ``labels_layer``'s rows and columns.
 
-    Three layers, keyed by the labels layer (:func:`~napari_unet._qt._layers.source_key`): the total weight (visible) and
-    its two parts, ``w_c`` and the border term (hidden unless ``visible_parts``; a rerun keeps
-    whatever visibility the user gave them). Returns the layers in that order. A ``plane``
+    Three layers, keyed by the labels layer (:func:`~napari_unet._qt._layers.source_key`): the
+    total weight (hidden unless ``visible``) and its two parts, ``w_c`` and the border term
+    (hidden unless ``visible_parts``); a rerun keeps whatever visibility the user gave them.
+    Returns the layers in that order. A ``plane``
     with planes after Y or X (:func:`~napari_unet._qt._layers.labels_plane_index`, ``YXZ``)
     puts the maps on that plane, in the labels' own axes.
     """
     geometry = geometry_of(labels_layer, 2)
     name = labels_layer.name
     parts = [
-        ("total", f"{name} weight map", weight_map.total, True),
+        ("total", f"{name} weight map", weight_map.total, visible),
         ("class_term", f"{name} weight w_c", weight_map.class_term, visible_parts),
         ("border_term", f"{name} weight border term", weight_map.border_term, visible_parts),
     ]
@@ -248,10 +250,18 @@ def augmented_key(role: str, part: str) -> str:
 
 
 def show_augmented_tile(
-    viewer: Any, labels_layer: Any, sample: Any, *, role: str, plane: tuple[Any, ...] = ()
-) -> None:
+    viewer: Any,
+    labels_layer: Any,
+    sample: Any,
+    *,
+    role: str,
+    plane: tuple[Any, ...] = (),
+    visible: bool = True,
+) -> list[Any]:
     """Show an ``AugmentationSample`` (normalised image, deformed labels) right of
-    ``labels_layer``, in the layers *augmented tile* and *augmented tile labels*. A ``plane``
+    ``labels_layer``, in the layers *augmented tile* and *augmented tile labels* (returned in
+    that order; new ones hidden unless ``visible``, existing ones as the user left them). A
+    ``plane``
     with planes after Y or X (:func:`~napari_unet._qt._layers.labels_plane_index`, ``YXZ``)
     puts the tile right of that plane, in the labels' own axes (as a 2D layer it lay across
     X and Z)."""
@@ -270,22 +280,26 @@ def show_augmented_tile(
         gap = layer_array(labels_layer).shape[x_axis] - labels.shape[1] + SIDE_GAP
         labels, geometry = embedded_plane(labels, labels_layer, plane, beside=gap)
         image = embedded_plane(image, labels_layer, plane, beside=gap)[0]
-    put_layer(
-        viewer,
-        image,
-        kind="image",
-        name="augmented tile",
-        key=augmented_key(role, "image"),
-        role=role,
-        geometry=geometry,
-        rgb=rgb,
-    )
-    put_layer(
-        viewer,
-        labels,
-        kind="labels",
-        name="augmented tile labels",
-        key=augmented_key(role, "labels"),
-        role=role,
-        geometry=geometry,
-    )
+    return [
+        put_layer(
+            viewer,
+            image,
+            kind="image",
+            name="augmented tile",
+            key=augmented_key(role, "image"),
+            role=role,
+            geometry=geometry,
+            rgb=rgb,
+            visible=visible,
+        ),
+        put_layer(
+            viewer,
+            labels,
+            kind="labels",
+            name="augmented tile labels",
+            key=augmented_key(role, "labels"),
+            role=role,
+            geometry=geometry,
+            visible=visible,
+        ),
+    ]

@@ -6,7 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import napari
-from magicgui.widgets import ComboBox, Container, FloatSlider, FloatSpinBox, Label, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    SpinBox,
+)
 
 from napari_unet._qt._annotations import painted_plane, placement_warning
 from napari_unet._qt._controls import (
@@ -130,6 +138,14 @@ class FineTuneSettings:
             tooltip="Segment the current plane with the newest weights every this many steps "
             "and at the end; 0 = only on 'Refresh preview'.",
         )
+        self.live_layers = CheckBox(
+            text="show weight map and augmented tiles",
+            value=False,
+            tooltip="Show what the network is taught while it trains: the weight map and the "
+            "deformed tiles, as visible layers. Off: they are added hidden (tick their eye in "
+            "the layer list to watch them); without a GPU, each visible layer slows the "
+            "viewer's repaints while training.",
+        )
         form = Container(
             widgets=[
                 self.image,
@@ -148,6 +164,7 @@ class FineTuneSettings:
                 self.tile_size,
                 self.device,
                 self.preview_every,
+                self.live_layers,
             ]
         )
 

@@ -49,7 +49,7 @@ from napari_unet._qt._finetune_job import (
 from napari_unet._qt._finetune_preview import LivePreview
 from napari_unet._qt._finetune_save import ModelSaving
 from napari_unet._qt._finetune_settings import FineTuneSettings
-from napari_unet._qt._layers import Layout, plan_layout, plane_index, remove_owned
+from napari_unet._qt._layers import Layout, find_owned, plan_layout, plane_index, remove_owned
 from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._progress import PanelProgress, duration
 from napari_unet._qt._segment_call import fall_back_after
@@ -59,6 +59,8 @@ from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import ModelSnapshot
 
 ROLE = "finetune"
+#: the two layers of the augmented tile (:func:`augmented_key`)
+TILE_PARTS = ("image", "labels")
 #: the live displays (plot, status, augmentation layers) are refreshed at most this often
 DISPLAY_INTERVAL_MS = 250
 
@@ -253,7 +255,7 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
         nothing, a tile beside a gap). The preview (of the image) and the kept model stay. Any
         event of the run still on its way shows nothing (its labels are gone)."""
         remove_made_from(self.viewer, labels_layer, kinds=DISPLAY_KINDS)
-        for part in ("image", "labels"):
+        for part in TILE_PARTS:
             remove_owned(self.viewer, augmented_key(ROLE, part))
 
     def _data_replaced(self, event: Any) -> None:
@@ -281,7 +283,12 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
                 layer = self._labels_layer
                 if layer is not None and layer in self.viewer.layers:
                     show_weight_map(
-                        self.viewer, layer, event.weight_map, role=ROLE, plane=self.label_plane
+                        self.viewer,
+                        layer,
+                        event.weight_map,
+                        role=ROLE,
+                        plane=self.label_plane,
+                        visible=bool(self.live_layers.value),
                     )
                 for text in event.warnings:
                     self._warn(text)
@@ -329,14 +336,34 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
         running = self.job is not None and self.job.running and not self.job.cancelled
         if text and running and text != self.status.value:  # a wrapped label relays out
             self.status.value = text
-        sample = self.live.take_sample()
-        if sample is not None:
-            self._show_sample(sample)
+        self._show_sample()
 
-    def _show_sample(self, sample: Any) -> None:
+    def _tile_layers(self) -> list[Any]:
+        """The augmented tile's layers in the viewer (none before the first tile)."""
+        found = (find_owned(self.viewer, augmented_key(ROLE, part)) for part in TILE_PARTS)
+        return [layer for layer in found if layer is not None]
+
+    def _show_sample(self, _event: Any = None) -> None:
+        """Show the newest augmented tile, if one came since the last. While both of its layers
+        are hidden it waits (uploading it would only cost the GUI thread) and is shown when the
+        user opens either of them."""
         layer = self._labels_layer
-        if layer is not None and layer in self.viewer.layers:
-            show_augmented_tile(self.viewer, layer, sample, role=ROLE, plane=self.label_plane)
+        if self.live.sample is None or layer is None or layer not in self.viewer.layers:
+            return
+        shown = self._tile_layers()
+        if shown and not any(tile.visible for tile in shown):
+            return
+        layers = show_augmented_tile(
+            self.viewer,
+            layer,
+            self.live.take_sample(),
+            role=ROLE,
+            plane=self.label_plane,
+            visible=bool(self.live_layers.value),
+        )
+        for tile in layers:
+            if tile not in shown:  # new: opening it shows the tile that waited
+                tile.events.visible.connect(self._show_sample)
 
     def _on_done(self, job: Job) -> None:
         try:
