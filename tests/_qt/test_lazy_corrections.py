@@ -116,3 +116,22 @@ def test_correcting_a_block_wise_result_copies_it_in_a_worker_into_a_store(
     _, _, labels, region, _ = painted_plane(viewer, image, corrections, None)
     assert set(reads) == {2}
     assert labels.shape == (32, 32) and region[20, 20] and labels[20, 20] == 9
+
+
+def test_a_copy_of_a_result_removed_meanwhile_is_not_added_nor_kept(
+    make_napari_viewer, wait_job, errors, tmp_path
+):
+    viewer = make_napari_viewer()
+    reads: list[int] = []
+    gate = threading.Event()
+    gate.set()
+    panel, _, result = _lazy_result(viewer, tmp_path, reads, gate)
+    gate.clear()  # the copy waits until the result is gone
+    assert panel.corrections.correct() is None
+    viewer.layers.remove(result)
+    gate.set()
+    wait_job(panel.corrections.copy_job)
+    assert errors == []
+    assert "img labels corrections" not in viewer.layers
+    assert not (tmp_path / "img_labels_corrections.zarr").exists()
+    assert "removed" in panel.corrections.status.text()

@@ -18,6 +18,7 @@ per-object agreement as another, and the boxes that hold the most expected error
 
 from __future__ import annotations
 
+import shutil
 import weakref
 from pathlib import Path
 from typing import Any
@@ -349,6 +350,7 @@ class CorrectionTools(QWidget):
         def show(result: Any) -> None:
             data, top = result
             if layer not in self.viewer.layers or layer.data is not original:
+                shutil.rmtree(target, ignore_errors=True)  # the copy of what is gone: not kept
                 controls.show_text(
                     self.status, f"copy not shown: the result '{layer.name}' was removed or replaced"
                 )
