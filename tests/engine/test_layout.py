@@ -80,3 +80,24 @@ def test_gray_for_model_averages_rgb_for_a_one_channel_model():
     assert same is rgba and axis == -1
     two = np.zeros((4, 5, 2))
     assert gray_for_model(two, channel_axis=-1, in_channels=1)[0] is two  # not RGB: refused later
+
+
+def test_as_instances_numbers_a_masks_regions_and_passes_labels_through():
+    from napari_unet.engine._overlaps import _check_pair
+    from napari_unet.engine.errors import error_map
+    from napari_unet.engine.layout import as_instances
+    from napari_unet.engine.metrics import evaluate
+
+    # one square over two planes: two cells read as planes, one read as a volume
+    mask = np.zeros((2, 4, 4), bool)
+    mask[:, 1:3, 1:3] = True
+    per_plane = as_instances(mask)
+    assert per_plane.dtype == np.int32 and set(np.unique(per_plane)) == {0, 1, 2}
+    assert set(np.unique(as_instances(mask, planes=False))) == {0, 1}
+    # the matching reads a bool array as a volume, the scores and the error map plane by plane
+    assert np.array_equal(_check_pair(mask, mask)[0], as_instances(mask, planes=False))
+    ids = np.where(mask, 7, 0).astype(np.uint16)
+    assert evaluate(mask, ids) == evaluate(per_plane, ids)
+    assert np.array_equal(error_map(mask, ids).codes, error_map(per_plane, ids).codes)
+    # integer labels are the same array, not a copy
+    assert as_instances(ids) is ids

@@ -22,6 +22,7 @@ from napari_unet._qt._layers import (
     side_by_side_geometry,
     source_key,
 )
+from napari_unet._qt._lazy import is_lazy
 
 #: shape types that enclose no area: not annotated regions (:func:`regions_mask`)
 OPEN_SHAPES = ("line", "path")
@@ -43,7 +44,8 @@ def painted_plane(
     (:func:`~napari_unet._qt._layers.labels_plane_index`, where results of it are shown).
 
     Raises ``ValueError`` with a sentence for the user when something is missing or does not
-    fit (no layer, no painted cell on this plane, different shapes, no region drawn).
+    fit (no layer, no painted cell on this plane, different shapes, no region drawn). Of lazy
+    (dask, zarr) labels only the plane on screen is read.
     """
     if image_layer is None:
         raise ValueError("add or choose an image layer first")
@@ -69,7 +71,9 @@ def painted_plane(
             f"{labels.shape} have different shapes"
         )
     if not labels.any():
-        elsewhere = planes_with(np.asarray(layer_array(labels_layer)) != 0, label_plane)
+        whole = layer_array(labels_layer)
+        # lazy labels (dask, zarr) may be larger than memory: only the plane on screen is read
+        elsewhere = [] if is_lazy(whole) else planes_with(np.asarray(whole) != 0, label_plane)
         if elsewhere:
             raise ValueError(
                 f"no painted cells in '{labels_layer.name}'{where}, the plane on screen; cells "

@@ -18,7 +18,9 @@ per-object agreement as another, and the boxes that hold the most expected error
 
 from __future__ import annotations
 
+import shutil
 import weakref
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,29 +40,32 @@ from napari_unet._qt._layers import (
     source_key,
     spatial_geometry,
 )
+from napari_unet._qt._lazy import default_store, is_lazy
 from napari_unet._qt._progress import PanelProgress
 from napari_unet._qt._segment_call import engine_options, fall_back_after
 from napari_unet._qt._split_lines import add_split_lines, split_lines_of
 from napari_unet._qt._stale import is_stale
 from napari_unet._qt._uncertainty_job import MIN_BOX_ERRORS, box_on_plane, uncertainty_job
 from napari_unet._qt._worker import Job, start_job, tell_user
-from napari_unet.engine.events import TileDone
+from napari_unet.engine.events import BlockDone, TileDone
 from napari_unet.engine.wording import count
 
 ROLE = "corrections"
 #: without a cell diameter: the margin (px) of the inferred corrected area
 DEFAULT_MARGIN = 10
 
-#: corrections layer -> the Segment result it was copied from (the full array, read-only copy)
-_ORIGINALS: weakref.WeakKeyDictionary[Any, np.ndarray] = weakref.WeakKeyDictionary()
+#: corrections layer -> the Segment result it was copied from: a read-only copy of an in-memory
+#: result, the (lazy, unread) array itself of a block-wise one
+_ORIGINALS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 #: corrections layer -> (a weak reference to) the result layer it was copied from
 _SOURCES: weakref.WeakKeyDictionary[Any, weakref.ref] = weakref.WeakKeyDictionary()
 #: corrections layer -> (a weak reference to) the image that result segmented
 _IMAGES: weakref.WeakKeyDictionary[Any, weakref.ref] = weakref.WeakKeyDictionary()
 
 
-def original_of(layer: Any) -> np.ndarray | None:
-    """The Segment result a corrections layer was copied from, or ``None``."""
+def original_of(layer: Any) -> Any:
+    """The Segment result a corrections layer was copied from (an ndarray, or a lazy array for
+    a block-wise result), or ``None``."""
     return _ORIGINALS.get(layer) if layer is not None else None
 
 
@@ -79,9 +84,13 @@ def copy_of(viewer: Any, labels_layer: Any) -> Any:
         source = _SOURCES.get(layer)
         if source is None or source() is not labels_layer:
             continue
+        original = _ORIGINALS[layer]
+        if original is labels_layer.data:  # a lazy result: a rerun gives the layer new data
+            return layer
+        if is_lazy(original) or is_lazy(labels_layer.data):
+            continue  # not compared pixel by pixel: that reads the whole store
         if data is None:
             data = np.asarray(labels_layer.data)
-        original = _ORIGINALS[layer]
         if original.shape == data.shape and np.array_equal(original, data):
             return layer
     return None
@@ -97,22 +106,77 @@ def start_correction(
     user's (Fine-tune lists it, and picks ``image_layer`` with it); the split lines are a plugin
     tool layer.
     """
-    from napari.layers import Labels
-
     data = np.array(labels_layer.data)
-    geometry = geometry_of(labels_layer)
-    corrections = Labels(data.copy(), name=f"{labels_layer.name} corrections", **geometry)
     original = data.copy()
     original.setflags(write=False)
+    return add_corrections(viewer, labels_layer, image_layer, data, original, int(data.max(initial=0)))
+
+
+def add_corrections(
+    viewer: Any, labels_layer: Any, image_layer: Any, data: Any, original: Any, top: int
+) -> tuple[Any, Any]:
+    """Add ``data`` (the editable copy: an ndarray, or a zarr array for a block-wise result) as
+    the corrections layer of ``labels_layer``, copied from ``original`` (its highest id
+    ``top``), and its split-lines layer; see :func:`start_correction`."""
+    from napari.layers import Labels
+
+    geometry = geometry_of(labels_layer)
+    corrections = Labels(data, name=f"{labels_layer.name} corrections", **geometry)
     _ORIGINALS[corrections] = original
     _SOURCES[corrections] = weakref.ref(labels_layer)
     if image_layer is not None:
         _IMAGES[corrections] = weakref.ref(image_layer)
-    top = int(data.max(initial=0))
     if top < np.iinfo(data.dtype).max:  # a missed cell is painted as a new object, not as 1
         corrections.selected_label = top + 1
     viewer.add_layer(corrections)  # known as a copy already when the panels' pickers see it
     return corrections, add_split_lines(viewer, corrections)
+
+
+def corrections_store(labels_layer: Any) -> Path:
+    """Where the corrections of a block-wise result go: beside the store it shows
+    (``metadata["store"]``), as ``<store>_corrections.zarr`` (``…_corrections_2.zarr`` and so
+    on when taken); for lazy labels without a store, a new store in the temporary folder."""
+    store = labels_layer.metadata.get("store")
+    if not store:
+        return default_store(f"{labels_layer.name} corrections")
+    store = Path(store)
+    stem = store.name.removesuffix(".zarr").removesuffix(".ome")
+    target, n = store.with_name(f"{stem}_corrections.zarr"), 1
+    while target.exists():
+        n += 1
+        target = store.with_name(f"{stem}_corrections_{n}.zarr")
+    return target
+
+
+def copy_labels_job(data: Any, target: Path, source_store: str | None = None):
+    """Worker-thread generator: copy lazy labels ``data`` (dask or zarr, (Y, X) or planes
+    before them, ids below 2**32) chunk by chunk into a new OME-Zarr store ``target``.
+
+    Yields a ``BlockDone`` per chunk; returns ``(zarr array opened for writing, highest id)``.
+    The axes named in ``source_store`` (the result's store) are written again; a cancelled
+    copy leaves no store (:class:`~napari_unet.engine.zarr_io.LabelStore`).
+    """
+    import dask.array as da
+    import zarr
+
+    from napari_unet.engine.zarr_io import LabelStore, open_lazy
+
+    source = da.asarray(data)
+    axes = open_lazy(source_store)[1] if source_store else ""
+    if len(axes) != source.ndim:
+        axes = "TZYX"[-source.ndim :] if source.ndim > 3 else ""
+    starts = [np.cumsum((0, *c)) for c in source.chunks]
+    blocks = list(np.ndindex(*source.numblocks))
+    top = 0
+    with LabelStore(target, source.shape, chunks=source.chunksize, axes=axes or None) as store:
+        for done, index in enumerate(blocks, 1):
+            where = tuple(slice(s[i], s[i + 1]) for s, i in zip(starts, index, strict=True))
+            block = np.asarray(source.blocks[index])
+            store.array[where] = block
+            top = max(top, int(block.max(initial=0)))
+            yield BlockDone(done, len(blocks))
+        path = store.commit()
+    return zarr.open_group(str(path), mode="r+")["0"], top
 
 
 def corrected_annotation(
@@ -159,12 +223,13 @@ def corrected_annotation(
 def edited_planes(labels_layer: Any, plane: tuple[Any, ...]) -> list[tuple[int, ...]]:
     """The planes of a corrections layer that differ from the result it copied, as indices on
     the plane axes of ``plane`` (leading indices, or a full index with ``slice(None)`` on Y and
-    X, see :func:`~napari_unet._qt._layers.labels_plane_index`); ``[]`` for a 2D layer."""
+    X, see :func:`~napari_unet._qt._layers.labels_plane_index`); ``[]`` for a 2D layer and for
+    the copy of a block-wise result."""
     original = original_of(labels_layer)
-    data = np.asarray(labels_layer.data)
-    if original is None or original.shape != data.shape:
-        return []
-    return planes_with(original != data, plane)
+    data = labels_layer.data
+    if original is None or original.shape != data.shape or is_lazy(original) or is_lazy(data):
+        return []  # a block-wise result is not compared whole: that reads both stores
+    return planes_with(original != np.asarray(data), plane)
 
 
 class CorrectionTools(QWidget):
@@ -181,6 +246,7 @@ class CorrectionTools(QWidget):
     corrections, split_lines : the layers of the last *Correct this result*.
     uncertainty_layer, boxes_layer, confidence_layer : the layers of the last uncertainty.
     job : the uncertainty job.
+    copy_job : the job copying a block-wise result into its corrections store (or ``None``).
     """
 
     def __init__(self, viewer: Any, panel: Any) -> None:
@@ -193,6 +259,7 @@ class CorrectionTools(QWidget):
         self.boxes_layer: Any = None
         self.confidence_layer: Any = None
         self.job: Job | None = None
+        self.copy_job: Job | None = None
         #: why the running uncertainty job was stopped (the image removed, the panel closed)
         self._stopped_because: str | None = None
         row, (self.correct_button, self.uncertainty_button) = controls.button_row(
@@ -211,18 +278,27 @@ class CorrectionTools(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.progress = PanelProgress()  # the uncertainty's four passes
+        self.copy_progress = PanelProgress()  # copying a block-wise result
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
         layout.addWidget(self.status)
         layout.addWidget(self.progress.bar)
+        layout.addWidget(self.copy_progress.bar)
         self.correct_button.clicked.connect(lambda: self.correct())
         self.uncertainty_button.clicked.connect(lambda: self.show_uncertainty())
 
     def correct(self) -> Any:
         """Make the editable copy of the last Segment result; returns the copy or None. A copy
         of the same result (unchanged since) that is still in the viewer is reused, not made
-        again."""
+        again.
+
+        A block-wise (lazy) result, maybe larger than memory, is copied chunk by chunk into a
+        new zarr store in a worker (``copy_job``; None is returned and the copy is added when
+        it is done): reading it here froze the panel and held the whole store in memory, three
+        times."""
+        if self.copy_job is not None and self.copy_job.running:
+            return None
         layer = self.panel.labels_layer
         if layer is None:
             tell_user("Correction failed: segment an image first.")
@@ -237,6 +313,9 @@ class CorrectionTools(QWidget):
             )
             return None
         existing = copy_of(self.viewer, layer)
+        if existing is None and is_lazy(layer.data):
+            self._copy_lazy(layer, self.panel.labels_image)
+            return None
         if existing is None:
             self.corrections, self.split_lines = start_correction(
                 self.viewer, layer, self.panel.labels_image
@@ -249,11 +328,64 @@ class CorrectionTools(QWidget):
             self.viewer.layers.selection.active = existing
             self.corrections, self.split_lines = existing, lines
             again = " (already the copy of this result; remove it to start again)"
+        self._say_correct(again)
+        return self.corrections
+
+    def _say_correct(self, again: str = "") -> None:
         self.status.setText(
             f"correct '{self.corrections.name}'{again}: delete false objects, paint missed "
             f"cells, draw lines in '{self.split_lines.name}' to cut merges; then Fine-tune on it"
         )
-        return self.corrections
+
+    def _copy_lazy(self, layer: Any, image_layer: Any) -> None:
+        """Start copying the block-wise result ``layer`` into a new store (:func:`copy_labels_job`)."""
+        target = corrections_store(layer)
+        original = layer.data  # this very array: copy_of knows the copy of it by identity
+        if self.job is None or self.job.done:  # not the reason of an earlier uncertainty
+            self._stopped_because = None
+        self.correct_button.setEnabled(False)
+        self.status.setText(f"copying '{layer.name}' into {target}…")
+        self.copy_progress.start("copying…")
+
+        def show(result: Any) -> None:
+            data, top = result
+            if layer not in self.viewer.layers or layer.data is not original:
+                shutil.rmtree(target, ignore_errors=True)  # the copy of what is gone: not kept
+                controls.show_text(
+                    self.status, f"copy not shown: the result '{layer.name}' was removed or replaced"
+                )
+                return
+            self.corrections, self.split_lines = add_corrections(
+                self.viewer, layer, image_layer, data, original, top
+            )
+            self.corrections.metadata["store"] = str(target)
+            self._say_correct(f" (in {target})")
+
+        def on_event(event: Any) -> None:
+            if isinstance(event, BlockDone):
+                self.copy_progress.show(event.done / event.total if event.total else 0.0, "copying")
+
+        def done(job: Job) -> None:
+            self.copy_progress.stop()
+            try:
+                self.correct_button.setEnabled(True)
+            except RuntimeError:  # the panel is already gone
+                return
+            if job.cancelled:
+                controls.show_text(self.status, f"copy stopped: {self._stopped_because or 'cancelled'}")
+
+        self.copy_job = start_job(
+            copy_labels_job,
+            original,
+            target,
+            layer.metadata.get("store"),
+            what="Correction",
+            show_progress=False,
+            on_event=on_event,
+            on_result=show,
+            on_error=lambda _: controls.show_text(self.status, "copy failed (see the notification)"),
+            on_done=done,
+        )
 
     def show_uncertainty(self) -> Job | None:
         """Start the uncertainty of the current image plane; returns the job (or None)."""
@@ -304,11 +436,11 @@ class CorrectionTools(QWidget):
         return self.job
 
     def stop(self, reason: str) -> None:
-        """Stop the running uncertainty job, because of ``reason`` (the status says it)."""
-        job = self.job
-        if job is not None and not job.done and not job.cancelled:
-            self._stopped_because = reason
-            job.cancel()
+        """Stop the running uncertainty job and copy, because of ``reason`` (the status says it)."""
+        for job in (self.job, self.copy_job):
+            if job is not None and not job.done and not job.cancelled:
+                self._stopped_because = reason
+                job.cancel()
 
     def _uncertainty_failed(self, error: BaseException) -> None:
         """The status after a failed uncertainty; a model file that could not be loaded stops

@@ -13,7 +13,7 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """``pred`` and ``gt`` as label arrays, checked; a bool array's objects are its connected
     regions in all its axes (:func:`~napari_unet.engine.layout.mask_cells`, as a volume: a
     stack is split into planes before, by :func:`~napari_unet.engine.metrics.evaluate`)."""
-    from napari_unet.engine.layout import mask_cells
+    from napari_unet.engine.layout import as_instances
 
     pred = np.asarray(pred)
     gt = np.asarray(gt)
@@ -30,7 +30,7 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
             raise ValueError(
                 f"the {name} has negative labels; labels must be 0 (background) or > 0"
             )
-    return tuple(mask_cells(a, planes=False) if a.dtype == bool else a for a in (pred, gt))
+    return tuple(as_instances(a, planes=False) for a in (pred, gt))
 
 
 def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -68,6 +68,9 @@ class BlockSettings:
 
     ``intensity_range`` holds per plane the per-channel (low, high) intensities;
     ``diameter`` is the one the blocks are rescaled for (``None``: no rescaling);
+    ``min_size`` ``None``: the blocks keep every object, and those under the in-memory minimum
+    of their plane's objects (:func:`~napari_unet.engine.stitch.drop_small`) are dropped after
+    stitching;
     ``strip`` the half-width in pixels of the strips compared across block faces.
     """
 
@@ -305,14 +308,12 @@ def plan(
     halo = math.ceil(border(net.config.depth) / factor) + math.ceil(HALO_DIAMETERS * cell)
     halo = -(-halo // step) * step
     block = -(-block // step) * step
+    # None (no size, no diameter): the in-memory rule over each whole plane, applied once the
+    # blocks are stitched (blockwise's lookup pass); a block's own median would differ
     min_area = min_size_for(min_size, measured)
-    if min_area is None:
-        from napari_unet.engine.instances import DEFAULT_MIN_SIZE
-
-        min_area = DEFAULT_MIN_SIZE  # a per-block adaptive size would differ between blocks
     settings = BlockSettings(
         diameter=diameter if trained is not None else None,
-        min_size=int(min_area),
+        min_size=None if min_area is None else int(min_area),
         threshold=threshold,
         min_confidence=min_confidence,
         background_threshold=background_threshold,

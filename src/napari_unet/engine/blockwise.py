@@ -82,12 +82,14 @@ RETRIES = 2
 
 @dataclass(frozen=True, eq=False)
 class BlockLabels:
-    """What one block hands back: its core's labels in block ids 1..n (uint32), and the strips
-    along its faces that have a neighbour (``"top"``, ``"bottom"``, ``"left"``, ``"right"``)."""
+    """What one block hands back: its core's labels in block ids 1..n (uint32), the strips
+    along its faces that have a neighbour (``"top"``, ``"bottom"``, ``"left"``, ``"right"``),
+    and ``areas``: (n + 1,) int64 pixels of each block id in the core (0: background)."""
 
     core: np.ndarray
     n_ids: int
     strips: dict[str, np.ndarray]
+    areas: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,7 +158,8 @@ def segment_block(
                 diameter=settings.diameter,
                 device=settings.device,
                 threshold=settings.threshold,
-                min_size=settings.min_size,
+                # None: every object; the small ones are dropped over the stitched plane
+                min_size=0 if settings.min_size is None else settings.min_size,
                 min_confidence=settings.min_confidence,
                 background_threshold=settings.background_threshold,
                 tile_size=settings.tile_size,
@@ -176,7 +179,8 @@ def segment_block(
         face: local[labels[a - R0 : b - R0, c - C0 : d - C0]]
         for face, (a, b, c, d) in _strip_bounds(block, shape, settings.strip).items()
     }
-    return BlockLabels(local[core], int(ids.size), strips)
+    core = local[core]
+    return BlockLabels(core, int(ids.size), strips, np.bincount(core.ravel(), minlength=ids.size + 1))
 
 
 # -------------------------------------------------------------------------------------
@@ -279,8 +283,9 @@ def iter_segment_blockwise(
         lazily read input; the model is scattered once); ``None`` runs them here, one by one.
     diameter, device, threshold, min_size, min_confidence, background_threshold, tile_size, tta
         As for :func:`~napari_unet.engine.segment.iter_segment`; ``min_size=None`` with no
-        known diameter means the fixed ``DEFAULT_MIN_SIZE`` (an adaptive size would differ
-        between blocks).
+        known diameter is resolved as in memory, from the median area of each whole plane's
+        objects (:func:`~napari_unet.engine.instances.resolve_min_size`), once the blocks are
+        stitched (:func:`~napari_unet.engine.stitch.drop_small`).
     intensity_range : (low, high) or None
         As for :func:`~napari_unet.engine.segment.iter_segment`, for every plane; ``None``
         measures the model's percentiles over each whole plane.
@@ -319,6 +324,7 @@ def iter_segment_blockwise(
     ]
     order = {(b.plane, b.index): k for k, b in enumerate(blocks)}
     n_ids = np.zeros(len(blocks), np.int64)
+    areas: list[np.ndarray] = [np.zeros(1, np.int64)] * len(blocks)
     faces = FaceMatcher(blocks, order)
     runner = model if client is not None else _loaded(model)
     for done, (block, result) in enumerate(_run_blocks(planes, runner, settings, blocks, shape, client), 1):
@@ -326,10 +332,13 @@ def iter_segment_blockwise(
         r0, r1, c0, c1 = block.core
         view[block.plane, r0:r1, c0:c1] = result.core
         n_ids[k] = result.n_ids
+        areas[k] = result.areas
         faces.add(k, result.strips)
         yield BlockDone(done, len(blocks))
 
     lut, offsets, n_objects = faces.lookup(n_ids)
+    if settings.min_size is None:
+        lut, n_objects = _drop_small(lut, n_objects, areas, blocks)
     for k, block in enumerate(blocks):
         r0, r1, c0, c1 = block.core
         local = np.asarray(view[block.plane, r0:r1, c0:c1])
@@ -407,7 +416,7 @@ def segment_dask(image: Any, model: Any = None, **kwargs: Any):
         R0, R1, C0, C1 = block.region
         region = planes[block.plane, :, R0:R1, C0:C1]
         results.append(dask.delayed(_block_task, pure=True)(region, shipped, settings, block, shape))
-    table = dask.delayed(_lookup, pure=True)(results, blocks, order)
+    table = dask.delayed(_lookup, pure=True)(results, blocks, order, settings.min_size is None)
     n_rows = -(-rows // settings.block_size)
     n_cols = -(-cols // settings.block_size)
     plane_arrays = []
@@ -426,12 +435,29 @@ def segment_dask(image: Any, model: Any = None, **kwargs: Any):
     return da.stack(plane_arrays).reshape((*lead, rows, cols)) if stack else plane_arrays[0]
 
 
-def _lookup(results: list[BlockLabels], blocks: list[Block], order) -> tuple[np.ndarray, np.ndarray]:
+def _lookup(
+    results: list[BlockLabels], blocks: list[Block], order, drop: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     faces = FaceMatcher(blocks, order)
     for k, r in enumerate(results):
         faces.add(k, r.strips)
-    lut, offsets, _ = faces.lookup(np.array([r.n_ids for r in results], np.int64))
+    lut, offsets, n_objects = faces.lookup(np.array([r.n_ids for r in results], np.int64))
+    if drop:
+        lut, _ = _drop_small(lut, n_objects, [r.areas for r in results], blocks)
     return lut, offsets
+
+
+def _drop_small(
+    lut: np.ndarray, n_objects: int, areas: list[np.ndarray], blocks: list[Block]
+) -> tuple[np.ndarray, int]:
+    """:func:`~napari_unet.engine.stitch.drop_small` with the blocks' areas (``areas[k]``:
+    (n_ids + 1,) of block ``k``, in the order of ``blocks`` and of the lookup's offsets)."""
+    from napari_unet.engine.stitch import drop_small
+
+    # global block ids run block after block, from 1 (FaceMatcher.lookup's offsets)
+    per_id = np.concatenate([[0]] + [a[1:] for a in areas]).astype(np.int64)
+    planes = np.concatenate([[0]] + [np.full(len(a) - 1, b.plane) for a, b in zip(areas, blocks, strict=True)])
+    return drop_small(lut, per_id, planes.astype(np.int64), n_objects)
 
 
 def _final_chunk(result: BlockLabels, table: tuple[np.ndarray, np.ndarray], k: int) -> np.ndarray:

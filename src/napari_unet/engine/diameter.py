@@ -123,9 +123,9 @@ def estimate_diameter(
             raise ValueError(f"every label image must be (Y, X), got shape {plane.shape}")
         if not (np.issubdtype(plane.dtype, np.integer) or plane.dtype == bool):
             raise ValueError(f"labels must be integer arrays, got dtype {plane.dtype}")
-    from napari_unet.engine.layout import mask_cells
+    from napari_unet.engine.layout import as_instances
 
-    planes = [mask_cells(p) if p.dtype == bool else p for p in planes]
+    planes = [as_instances(p) for p in planes]
     all_areas: list[np.ndarray] = []
     inner_areas: list[np.ndarray] = []
     for plane in planes:

@@ -82,9 +82,9 @@ def merges_and_splits(pred: np.ndarray, gt: np.ndarray, *, min_piece: float = 0.
             raise ValueError(f"{name} must be integer labels, got dtype {a.dtype}")
     if not 0 < min_piece <= 1:
         raise ValueError(f"min_piece must be in (0, 1], got {min_piece}")
-    from napari_unet.engine.layout import mask_cells
+    from napari_unet.engine.layout import as_instances
 
-    pred, gt = (mask_cells(a) if a.dtype == bool else a for a in (pred, gt))
+    pred, gt = (as_instances(a) for a in (pred, gt))
     p = pred.ravel().astype(np.int64)
     g = gt.ravel().astype(np.int64)
     both = (p > 0) & (g > 0)
@@ -237,9 +237,9 @@ def error_map(
         return ErrorMap(layout.from_engine(found.codes), found.counts, found.ap50)
     if pred.ndim not in (2, 3):
         raise ValueError(f"labels must be (Y, X) or (P, Y, X), got shape {pred.shape}")
-    from napari_unet.engine.layout import mask_cells
+    from napari_unet.engine.layout import as_instances
 
-    pred, gt = (mask_cells(a) if a.dtype == bool else a for a in (pred, gt))
+    pred, gt = (as_instances(a) for a in (pred, gt))
     for name, a in (("pred", pred), ("gt", gt)):
         if not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"{name} must be integer labels, got dtype {a.dtype}")

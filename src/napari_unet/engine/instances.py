@@ -22,6 +22,7 @@ __all__ = [
     "as_label_dtype",
     "fill_holes",
     "instances_from_probabilities",
+    "min_size_of_areas",
     "object_confidence",
     "relabel_consecutive",
     "resolve_min_size",
@@ -95,8 +96,16 @@ def resolve_min_size(labels: np.ndarray, min_size: int | None) -> int:
             raise ValueError(f"min_size must be >= 0, got {min_size}")
         return int(min_size)
     areas = np.bincount(labels.reshape(-1))[1:]
-    areas = areas[areas > 0]
-    if areas.size == 0:
+    return min_size_of_areas(areas[areas > 0])
+
+
+def min_size_of_areas(areas: np.ndarray) -> int:
+    """The minimum object area (px) ``min_size=None`` means for objects of ``areas`` (px, one
+    per object, none 0): ``max(DEFAULT_MIN_SIZE, DEFAULT_MIN_SIZE_FRACTION * median)``;
+    ``DEFAULT_MIN_SIZE`` without objects. In memory the areas are a plane's
+    (:func:`resolve_min_size`), block by block those of the stitched objects of a plane
+    (:func:`~napari_unet.engine.stitch.drop_small`)."""
+    if len(areas) == 0:
         return DEFAULT_MIN_SIZE
     return max(DEFAULT_MIN_SIZE, int(np.ceil(DEFAULT_MIN_SIZE_FRACTION * np.median(areas))))
 

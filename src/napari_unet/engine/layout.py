@@ -30,6 +30,7 @@ from napari_unet.engine.wording import count
 
 __all__ = [
     "MIN_SIDE",
+    "as_instances",
     "as_planes",
     "check_shape",
     "gray_for_model",
@@ -218,6 +219,32 @@ def mask_cells(mask: Any, *, planes: bool = True) -> np.ndarray:
     return out
 
 
+def as_instances(labels: Any, *, planes: bool = True) -> np.ndarray:
+    """Label image as instance ids: a bool mask's cells are its connected regions
+    (:func:`mask_cells`), an integer (or any other) array is returned as it is.
+
+    Parameters
+    ----------
+    labels : array_like, any shape
+    planes : for a bool mask, see :func:`mask_cells` (True: regions of each (Y, X) plane;
+        False: regions connected in all axes).
+
+    Returns
+    -------
+    ndarray of the same shape: int32 for a bool mask, otherwise ``np.asarray(labels)`` (no
+    copy, no check of the dtype or values; the callers check those).
+
+    Examples
+    --------
+    >>> as_instances(np.array([[True, False, True]])).tolist()
+    [[1, 0, 2]]
+    >>> as_instances(np.array([[7, 0, 7]])).tolist()
+    [[7, 0, 7]]
+    """
+    labels = np.asarray(labels)
+    return mask_cells(labels, planes=planes) if labels.dtype == bool else labels
+
+
 def instance_ids(labels: Any) -> np.ndarray:
     """Instance labels as int32, the ids renumbered 1..n when one is too large for int32.
 
@@ -234,9 +261,7 @@ def instance_ids(labels: Any) -> np.ndarray:
     -------
     int32 array of the same shape
     """
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        return mask_cells(labels)
+    labels = as_instances(labels)
     if labels.size == 0 or labels.max() <= np.iinfo(np.int32).max:
         return labels.astype(np.int32, copy=False)
     ids, index = np.unique(labels, return_inverse=True)

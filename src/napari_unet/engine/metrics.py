@@ -277,10 +277,10 @@ def evaluate(
     >>> scores["ap@0.5"], scores["seg"], scores["rand_error"]
     (1.0, 1.0, 0.0)
     """
-    from napari_unet.engine.layout import mask_cells
+    from napari_unet.engine.layout import as_instances
 
     # a stack is planes: a bool one's regions are taken per plane, not through the stack
-    pred, gt = (mask_cells(a) if a.dtype == bool else a for a in map(np.asarray, (pred, gt)))
+    pred, gt = (as_instances(a) for a in (pred, gt))
     pred, gt = _check_pair(pred, gt)
     if pred.ndim not in (2, 3):
         raise ValueError(

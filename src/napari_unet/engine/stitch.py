@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MATCH_FRACTION", "FaceMatcher", "apply_map", "match_strips", "merge_map"]
+__all__ = ["MATCH_FRACTION", "FaceMatcher", "apply_map", "drop_small", "match_strips", "merge_map"]
 
 #: Two ids are one object when their overlap in a strip covers at least this fraction of the
 #: smaller of the two within the strip.
@@ -161,3 +161,39 @@ class FaceMatcher:
         total = int(np.sum(n_ids))
         lut, n_objects = merge_map(total, pairs, np.ones(total + 1, bool))
         return lut, offsets, n_objects
+
+
+def drop_small(
+    lut: np.ndarray, areas: np.ndarray, planes: np.ndarray, n_objects: int
+) -> tuple[np.ndarray, int]:
+    """``lut`` (:func:`merge_map`) without the objects smaller than ``min_size=None`` resolves
+    for their plane in memory (:func:`~napari_unet.engine.instances.min_size_of_areas` of the
+    areas of the plane's stitched objects).
+
+    Parameters
+    ----------
+    lut : (n_ids + 1,) block id -> final id, 1..n_objects
+    areas : (n_ids + 1,) pixels of each block id in its block's core (index 0 unused)
+    planes : (n_ids + 1,) the plane of each block id
+    n_objects : the number of final ids
+
+    Returns
+    -------
+    (lut, n_objects) : the ids kept renumbered from 1, in the same order; dropped ones 0.
+
+    A dropped object lying in a hole of another becomes background here; in memory, where
+    holes are filled after the small objects are dropped, it becomes part of the other.
+    """
+    from napari_unet.engine.instances import min_size_of_areas
+
+    used = lut > 0
+    total = np.bincount(lut[used], weights=areas[used], minlength=n_objects + 1)
+    total = np.rint(total).astype(np.int64)
+    plane = np.full(n_objects + 1, -1, np.int64)
+    plane[lut[used]] = planes[used]  # an object lies in one plane
+    keep = np.zeros(n_objects + 1, bool)
+    for p in np.unique(plane[1:]):
+        ids = np.flatnonzero(plane == p)
+        keep[ids] = total[ids] >= min_size_of_areas(total[ids])
+    new = np.cumsum(keep) * keep
+    return new[lut].astype(lut.dtype), int(keep.sum())

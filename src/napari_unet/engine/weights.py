@@ -68,13 +68,12 @@ class WeightMap:
 
 
 def _as_labels(labels: np.ndarray) -> np.ndarray:
+    from napari_unet.engine.layout import as_instances
+
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"labels must be 2-D (rows, columns), got shape {labels.shape}")
-    if labels.dtype == bool:  # its cells are its connected regions, as training reads it
-        from napari_unet.engine.layout import mask_cells
-
-        return mask_cells(labels)
+    labels = as_instances(labels)  # a mask's cells are its connected regions, as training reads it
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:

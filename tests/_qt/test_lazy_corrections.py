@@ -1,0 +1,137 @@
+"""Lazy labels on the GUI thread: Fine-tune's painted plane and *Correct this result* of a
+block-wise (zarr) result read the plane on screen only; the copy is made in a worker, chunk by
+chunk, into a new store."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+zarr = pytest.importorskip("zarr")
+
+from napari_unet._qt._annotations import painted_plane  # noqa: E402
+from napari_unet._qt._corrections import original_of  # noqa: E402
+from napari_unet._qt.segment_widget import SegmentWidget  # noqa: E402
+
+SHAPE = (3, 32, 32)
+
+
+def _cells() -> np.ndarray:
+    """(3, 32, 32) uint32 labels: two squares on plane 1, one on plane 2, none on plane 0."""
+    labels = np.zeros(SHAPE, np.uint32)
+    labels[1, 4:12, 4:12], labels[1, 18:26, 18:26], labels[2, 8:16, 8:16] = 1, 2, 3
+    return labels
+
+
+def _counted(array, reads, gate=None):
+    """``array`` as a dask array of one chunk per plane whose reads append their plane to
+    ``reads`` (after ``gate`` is set, when given)."""
+
+    def read(block, block_info=None):
+        if gate is not None:
+            assert gate.wait(20), "the test never opened the gate"
+        reads.append(block_info[0]["array-location"][0][0])
+        return block
+
+    chunks = (1, *array.shape[1:])
+    return da.from_array(array, chunks=chunks).map_blocks(read, dtype=array.dtype)
+
+
+def _on_plane(viewer, plane):
+    viewer.dims.current_step = (plane, *viewer.dims.current_step[1:])
+
+
+def test_an_empty_plane_of_lazy_painted_cells_reads_that_plane_only(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).random(SHAPE, np.float32), name="img")
+    reads: list[int] = []
+    labels = viewer.add_labels(_counted(_cells(), reads), name="painted")
+    _on_plane(viewer, 0)
+    reads.clear()
+    with pytest.raises(ValueError, match="no painted cells in 'painted' on plane \\(0,\\)"):
+        painted_plane(viewer, image, labels, None)
+    assert set(reads) == {0}  # the other planes, maybe larger than memory, are not read
+
+
+def _lazy_result(viewer, tmp_path, reads, gate):
+    """A Segment panel whose last result is a block-wise one: ``<image> labels`` showing a
+    zarr store of :func:`_cells`, read through :func:`_counted`."""
+    from napari_unet._qt._layers import geometry_of, put_layer, source_key
+    from napari_unet.engine.zarr_io import LabelStore
+
+    image = viewer.add_image(np.random.default_rng(0).random(SHAPE, np.float32), name="img")
+    with LabelStore(tmp_path / "img_labels.zarr", SHAPE, chunks=(1, 32, 32)) as store:
+        store.array[:] = _cells()
+        path = store.commit()
+    stored = zarr.open_group(str(path), mode="r")["0"]
+    result = put_layer(  # as _lazy.show_lazy_labels shows a store, but read through a counter
+        viewer,
+        _counted(stored, reads, gate),
+        kind="labels",
+        name="img labels",
+        key=f"segment:labels:{source_key(image)}",
+        role="segment",
+        geometry=geometry_of(image, 3),
+    )
+    result.metadata["store"] = str(path)
+    panel = SegmentWidget(viewer)
+    panel.labels_layer, panel.labels_image = result, image
+    return panel, image, result
+
+
+def test_correcting_a_block_wise_result_copies_it_in_a_worker_into_a_store(
+    make_napari_viewer, qtbot, wait_job, errors, tmp_path
+):
+    viewer = make_napari_viewer()
+    reads: list[int] = []
+    gate = threading.Event()
+    gate.set()  # the viewer shows the result's plane
+    panel, image, result = _lazy_result(viewer, tmp_path, reads, gate)
+    tools = panel.corrections
+    gate.clear()  # the result's chunks wait for the gate: a read on the GUI thread blocks
+    reads.clear()
+    assert tools.correct() is None
+    assert reads == [] and tools.copy_job is not None
+    gate.set()
+    wait_job(tools.copy_job)
+    assert errors == []
+    corrections = viewer.layers["img labels corrections"]
+    assert isinstance(corrections.data, zarr.Array)  # not an in-memory copy of the whole store
+    assert corrections.metadata["store"] == str(tmp_path / "img_labels_corrections.zarr")
+    np.testing.assert_array_equal(corrections.data[:], _cells())
+    assert original_of(corrections) is result.data  # the result itself, not read
+    assert corrections.selected_label == 4
+    assert "img labels corrections: split lines" in viewer.layers
+    # the same result again: the copy is chosen, nothing is copied or read
+    reads.clear()
+    assert tools.correct() is corrections and reads == []
+    # an edit on plane 2 (painted into the store): Fine-tune reads plane 2 of the result only
+    corrections.data_setitem((np.array([2]), np.array([20]), np.array([20])), 9)
+    assert zarr.open_group(corrections.metadata["store"], mode="r")["0"][2, 20, 20] == 9
+    _on_plane(viewer, 2)
+    reads.clear()
+    _, _, labels, region, _ = painted_plane(viewer, image, corrections, None)
+    assert set(reads) == {2}
+    assert labels.shape == (32, 32) and region[20, 20] and labels[20, 20] == 9
+
+
+def test_a_copy_of_a_result_removed_meanwhile_is_not_added_nor_kept(
+    make_napari_viewer, wait_job, errors, tmp_path
+):
+    viewer = make_napari_viewer()
+    reads: list[int] = []
+    gate = threading.Event()
+    gate.set()
+    panel, _, result = _lazy_result(viewer, tmp_path, reads, gate)
+    gate.clear()  # the copy waits until the result is gone
+    assert panel.corrections.correct() is None
+    viewer.layers.remove(result)
+    gate.set()
+    wait_job(panel.corrections.copy_job)
+    assert errors == []
+    assert "img labels corrections" not in viewer.layers
+    assert not (tmp_path / "img_labels_corrections.zarr").exists()
+    assert "removed" in panel.corrections.status.text()
