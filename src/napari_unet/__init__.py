@@ -1,6 +1,8 @@
 """napari-unet: the U-Net of Ronneberger, Fischer and Brox (2015) for cell segmentation in napari.
 
-Importing this package is cheap: it imports neither torch nor Qt. The numerical engine lives in
+Importing this package is cheap: it imports neither torch nor Qt. It shortens how long torch's
+OpenMP threads spin while they wait (:mod:`napari_unet.engine.openmp_wait`), unless the user
+set that. The numerical engine lives in
 :mod:`napari_unet.engine` (no Qt), the widgets in :mod:`napari_unet._qt`, the command line in
 :mod:`napari_unet.cli`.
 """
@@ -10,6 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from napari_unet.engine._version import __version__
+from napari_unet.engine.openmp_wait import shorten_spin
+
+shorten_spin()  # before anything imports torch (see napari_unet.engine.openmp_wait)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
