@@ -4,10 +4,10 @@ slowed further.
 torch's CPU kernels run on an OpenMP thread pool (GNU libgomp in the Linux wheels). Between two
 parallel regions each thread spins, by libgomp's default, for 300,000 iterations before it
 sleeps. On a machine whose cores are also busy with other work (a laptop running other programs,
-a shared server) those spinning threads take the turns the working thread needs: segmenting 20
-planes of 128 x 160 px with two threads took 2-4x as long as with a short spin while two other
-processes loaded both cores, and on an idle machine a short spin cost about 5 %
-(``benchmarks/bench_openmp_wait.py``, docs/benchmarks/openmp_wait.md).
+a shared server) those spinning threads take the turns the working thread needs. With two other
+processes loading both cores of a 2-core machine, segmenting 20 planes of 128 x 160 px took
+2.1x as long with libgomp's default spin as with this one, and 10 training steps 1.7x; idle,
+this spin cost 6-9 % (``benchmarks/bench_openmp_wait.py``, docs/benchmarks/openmp_wait.md).
 
 libgomp reads ``GOMP_SPINCOUNT`` once, when torch loads it, so :func:`shorten_spin` must run
 before ``import torch``: ``napari_unet`` calls it on import. A value the user set is kept.
