@@ -76,23 +76,28 @@ def main(argv=None) -> list[str]:
         ways = {}
         t0 = time.perf_counter()
         one = run(stack, stack=True)
-        ways["one estimate for the stack"] = (one.labels, f"{one.diameter or 0:.1f}", t0)
+        ways["one estimate for the stack"] = (
+            one.labels, f"{one.diameter or 0:.1f}", time.perf_counter() - t0
+        )
         t0 = time.perf_counter()
         middle = run(stack[len(samples) // 2]).diameter  # the rule before: the middle plane
         before = run(stack, stack=True, diameter=middle) if middle else one
         ways["the middle plane's estimate (the rule before)"] = (
-            before.labels, f"{middle or 0:.1f}", t0
+            before.labels, f"{middle or 0:.1f}", time.perf_counter() - t0
         )
         t0 = time.perf_counter()
         each = [run(s.image) for s in samples]
         found = [r.diameter for r in each if r.diameter is not None]
         spread = f"{min(found):.1f}-{max(found):.1f}" if found else "-"
-        ways["an estimate per plane"] = (np.stack([r.labels for r in each]), spread, t0)
+        ways["an estimate per plane"] = (
+            np.stack([r.labels for r in each]), spread, time.perf_counter() - t0
+        )
         t0 = time.perf_counter()
         fixed = run(stack, stack=True, diameter=given)
-        ways["diameter given"] = (fixed.labels, f"{given:.1f}", t0)
-        for way, (labels, d, started) in ways.items():
-            seconds = time.perf_counter() - started
+        ways["diameter given"] = (fixed.labels, f"{given:.1f}", time.perf_counter() - t0)
+        # the seconds of each way's own segmentation (they used to run on to this loop's
+        # scoring, adding the later ways' time to the earlier ones)
+        for way, (labels, d, seconds) in ways.items():
             m = evaluate(np.asarray(labels).astype(np.int32), truth)
             rows.append(
                 f"| {title} ({len(samples)} planes) | {way} | {m['ap@0.5']:.3f} | "

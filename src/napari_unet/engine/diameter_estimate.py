@@ -275,8 +275,8 @@ def estimation_sample(planes: Any) -> tuple[np.ndarray, bool]:
     and three quarters of the way), side by side, :data:`ESTIMATE_GAP` columns of each plane's
     median apart. One plane of a volume of nuclei shows its own section sizes (smaller towards
     the nuclei's caps) and, in a narrow volume, few nuclei: measured on the middle plane alone,
-    the light-sheet test stack read 28.7 px for sections of 23.6 px, and its AP@0.5 fell to 0.49
-    against 0.74 with the diameter given (docs/benchmarks/stacks.md).
+    the light-sheet test stack read 28.7 px for sections of 23.6 px with v3, and its AP@0.5 fell
+    to 0.49 against 0.74 with the diameter given (docs/benchmarks/stacks_v3.md).
     """
     n, _, rows, cols = planes.shape
     r0 = max(0, (rows - ESTIMATE_CROP) // 2)
