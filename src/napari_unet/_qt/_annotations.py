@@ -284,26 +284,18 @@ def show_augmented_tile(
         gap = layer_array(labels_layer).shape[x_axis] - labels.shape[1] + SIDE_GAP
         labels, geometry = embedded_plane(labels, labels_layer, plane, beside=gap)
         image = embedded_plane(image, labels_layer, plane, beside=gap)[0]
+    parts = (("image", image, "augmented tile"), ("labels", labels, "augmented tile labels"))
     return [
         put_layer(
             viewer,
-            image,
-            kind="image",
-            name="augmented tile",
-            key=augmented_key(role, "image"),
-            role=role,
-            geometry=geometry,
-            rgb=rgb,
-            visible=visible,
-        ),
-        put_layer(
-            viewer,
-            labels,
-            kind="labels",
-            name="augmented tile labels",
-            key=augmented_key(role, "labels"),
+            data,
+            kind=part,
+            name=name,
+            key=augmented_key(role, part),
             role=role,
             geometry=geometry,
             visible=visible,
-        ),
+            **({"rgb": rgb} if part == "image" else {}),
+        )
+        for part, data, name in parts
     ]

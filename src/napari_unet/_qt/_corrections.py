@@ -96,9 +96,7 @@ def copy_of(viewer: Any, labels_layer: Any) -> Any:
     return None
 
 
-def start_correction(
-    viewer: Any, labels_layer: Any, image_layer: Any = None
-) -> tuple[Any, Any]:
+def start_correction(viewer: Any, labels_layer: Any, image_layer: Any = None) -> tuple[Any, Any]:
     """Copy ``labels_layer`` (the Segment result of ``image_layer``, if known) into
     ``"<name> corrections"`` and add its split-lines layer.
 
@@ -109,7 +107,9 @@ def start_correction(
     data = np.array(labels_layer.data)
     original = data.copy()
     original.setflags(write=False)
-    return add_corrections(viewer, labels_layer, image_layer, data, original, int(data.max(initial=0)))
+    return add_corrections(
+        viewer, labels_layer, image_layer, data, original, int(data.max(initial=0))
+    )
 
 
 def add_corrections(
@@ -352,7 +352,8 @@ class CorrectionTools(QWidget):
             if layer not in self.viewer.layers or layer.data is not original:
                 shutil.rmtree(target, ignore_errors=True)  # the copy of what is gone: not kept
                 controls.show_text(
-                    self.status, f"copy not shown: the result '{layer.name}' was removed or replaced"
+                    self.status,
+                    f"copy not shown: the result '{layer.name}' was removed or replaced",
                 )
                 return
             self.corrections, self.split_lines = add_corrections(
@@ -366,13 +367,7 @@ class CorrectionTools(QWidget):
                 self.copy_progress.show(event.done / event.total if event.total else 0.0, "copying")
 
         def done(job: Job) -> None:
-            self.copy_progress.stop()
-            try:
-                self.correct_button.setEnabled(True)
-            except RuntimeError:  # the panel is already gone
-                return
-            if job.cancelled:
-                controls.show_text(self.status, f"copy stopped: {self._stopped_because or 'cancelled'}")
+            self._job_ended(job, self.copy_progress, self.correct_button, "copy")
 
         self.copy_job = start_job(
             copy_labels_job,
@@ -383,7 +378,9 @@ class CorrectionTools(QWidget):
             show_progress=False,
             on_event=on_event,
             on_result=show,
-            on_error=lambda _: controls.show_text(self.status, "copy failed (see the notification)"),
+            on_error=lambda _: controls.show_text(
+                self.status, "copy failed (see the notification)"
+            ),
             on_done=done,
         )
 
@@ -455,20 +452,28 @@ class CorrectionTools(QWidget):
     def _uncertainty_done(self, job: Job, layer: Any, watch: Any) -> None:
         self.viewer.layers.events.removed.disconnect(watch)
         layer.events.data.disconnect(watch)
-        self.progress.stop()
+        self._job_ended(job, self.progress, self.uncertainty_button, "uncertainty")
+
+    def _job_ended(self, job: Job, progress: PanelProgress, button: Any, what: str) -> None:
+        """The end of a job of these tools: its bar stopped, its button back on, and why it
+        stopped when it was cancelled (nothing more once the panel is gone)."""
+        progress.stop()
         try:
-            self.uncertainty_button.setEnabled(True)
+            button.setEnabled(True)
         except RuntimeError:  # the panel is already gone
             return
         if job.cancelled:
-            reason = self._stopped_because or "cancelled"
-            controls.show_text(self.status, f"uncertainty stopped: {reason}")
+            controls.show_text(
+                self.status, f"{what} stopped: {self._stopped_because or 'cancelled'}"
+            )
 
     def _show(self, layer: Any, layout: Any, plane: tuple[Any, ...], result: Any) -> None:
         """Show the uncertainty of plane ``plane`` (a full ``plane_index``) of ``layer`` on that
         plane, in the layer's label axes (``layout``)."""
         if layer not in self.viewer.layers:
-            controls.show_text(self.status, f"uncertainty not shown: the image '{layer.name}' was removed")
+            controls.show_text(
+                self.status, f"uncertainty not shown: the image '{layer.name}' was removed"
+            )
             return
         u, boxes, confidence = result
         uncertainty, geometry = embedded_plane(u.uncertainty, layer, plane, layout=layout)
