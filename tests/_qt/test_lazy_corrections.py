@@ -1,10 +1,11 @@
-"""Lazy labels on the GUI thread: Fine-tune's painted plane and *Correct this result* of a
-block-wise (zarr) result read the plane on screen only; the copy is made in a worker, chunk by
-chunk, into a new store."""
+"""Lazy labels on the GUI thread: Fine-tune's painted plane, *Correct this result* of a
+block-wise (zarr) result and a split of its copy read the plane on screen only; the copy is made
+in a worker, chunk by chunk, into a new store."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +136,61 @@ def test_a_copy_of_a_result_removed_meanwhile_is_not_added_nor_kept(
     assert "img labels corrections" not in viewer.layers
     assert not (tmp_path / "img_labels_corrections.zarr").exists()
     assert "removed" in panel.corrections.status.text()
+
+
+def _store_reads(monkeypatch, store):
+    """The planes whose chunks are read from the zarr store at ``store`` (array ``0``, one
+    chunk per plane), a list filled as they are read."""
+    from zarr.storage import LocalStore
+
+    planes: list[int] = []
+    real = LocalStore.get
+
+    async def get(self, key, *args, **kwargs):
+        parts = key.split("/")  # "0/<plane>/<row>/<column>", or metadata
+        if Path(str(self.root)) == Path(store) and parts[0] == "0" and len(parts) == 4:
+            planes.append(int(parts[1]))
+        return await real(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get", get)
+    return planes
+
+
+def test_a_split_of_lazy_corrections_reads_the_plane_cut_only(
+    make_napari_viewer, wait_job, errors, tmp_path, monkeypatch
+):
+    """A split read the whole corrections layer on the GUI thread to find its highest id: for
+    the copy of a block-wise result, its whole store, held in memory twice. Now the highest id
+    comes with the copy (found chunk by chunk in its worker) and rises with every paint: only
+    the plane cut is read and written, and the new piece's id is above every id in the store,
+    a cell painted after the copy included."""
+    from napari_unet._qt._split_lines import TOP_KEY
+
+    viewer = make_napari_viewer()
+    reads: list[int] = []
+    gate = threading.Event()
+    gate.set()
+    panel, _, _ = _lazy_result(viewer, tmp_path, reads, gate)
+    tools = panel.corrections
+    tools.correct()
+    wait_job(tools.copy_job)
+    corrections, lines = tools.corrections, tools.split_lines
+    assert corrections.metadata[TOP_KEY] == 3
+    corrections.brush_size = 3
+    corrections.paint((0, 28, 28), 50)  # a missed cell painted on plane 0, as id 50
+    assert corrections.metadata[TOP_KEY] == 50
+    store = corrections.metadata["store"]
+    before = zarr.open_group(store, mode="r")["0"][:]
+    planes = _store_reads(monkeypatch, store)
+    _on_plane(viewer, 2)
+    planes.clear()
+    reads.clear()
+    lines.add_paths(np.array([[2.0, 0.0, 12.0], [2.0, 31.0, 12.0]]))  # across object 3
+    assert errors == []
+    assert set(planes) == {2} and reads == []  # nor the result, the original
+    after = zarr.open_group(store, mode="r")["0"][:]
+    assert set(np.unique(after[2])) == {0, 3, 51}
+    np.testing.assert_array_equal(after[:2], before[:2])
+    assert corrections.metadata[TOP_KEY] == 51
+    corrections.undo()  # one undoable edit, as in memory
+    np.testing.assert_array_equal(zarr.open_group(store, mode="r")["0"][:], before)

@@ -43,7 +43,7 @@ from napari_unet._qt._layers import (
 from napari_unet._qt._lazy import default_store, is_lazy
 from napari_unet._qt._progress import PanelProgress
 from napari_unet._qt._segment_call import engine_options, fall_back_after
-from napari_unet._qt._split_lines import add_split_lines, split_lines_of
+from napari_unet._qt._split_lines import add_split_lines, split_lines_of, track_top_id
 from napari_unet._qt._stale import is_stale
 from napari_unet._qt._uncertainty_job import MIN_BOX_ERRORS, box_on_plane, uncertainty_job
 from napari_unet._qt._worker import Job, start_job, tell_user
@@ -117,7 +117,9 @@ def add_corrections(
 ) -> tuple[Any, Any]:
     """Add ``data`` (the editable copy: an ndarray, or a zarr array for a block-wise result) as
     the corrections layer of ``labels_layer``, copied from ``original`` (its highest id
-    ``top``), and its split-lines layer; see :func:`start_correction`."""
+    ``top``, kept in the metadata of a zarr copy, see
+    :func:`~napari_unet._qt._split_lines.track_top_id`), and its split-lines layer; see
+    :func:`start_correction`."""
     from napari.layers import Labels
 
     geometry = geometry_of(labels_layer)
@@ -126,6 +128,8 @@ def add_corrections(
     _SOURCES[corrections] = weakref.ref(labels_layer)
     if image_layer is not None:
         _IMAGES[corrections] = weakref.ref(image_layer)
+    if is_lazy(data):  # a split's new ids go above it, without reading the whole store
+        track_top_id(corrections, top)
     if top < np.iinfo(data.dtype).max:  # a missed cell is painted as a new object, not as 1
         corrections.selected_label = top + 1
     viewer.add_layer(corrections)  # known as a copy already when the panels' pickers see it
