@@ -103,7 +103,7 @@ def test_correcting_a_block_wise_result_copies_it_in_a_worker_into_a_store(
     assert isinstance(corrections.data, zarr.Array)  # not an in-memory copy of the whole store
     assert corrections.metadata["store"] == str(tmp_path / "img_labels_corrections.zarr")
     np.testing.assert_array_equal(corrections.data[:], _cells())
-    assert original_of(corrections) is result.data  # the result itself, not read
+    assert original_of(corrections).name == result.data.name  # the result as copied, not read
     assert corrections.selected_label == 4
     assert "img labels corrections: split lines" in viewer.layers
     # the same result again: the copy is chosen, nothing is copied or read
@@ -194,3 +194,36 @@ def test_a_split_of_lazy_corrections_reads_the_plane_cut_only(
     assert corrections.metadata[TOP_KEY] == 51
     corrections.undo()  # one undoable edit, as in memory
     np.testing.assert_array_equal(zarr.open_group(store, mode="r")["0"][:], before)
+
+
+def test_a_paint_into_a_block_wise_result_leaves_its_corrections_original(
+    make_napari_viewer, wait_job, errors, tmp_path
+):
+    """The corrections of a block-wise result kept the result layer's dask array itself as
+    their original, and napari paints a dask array in place (its ``__setitem__`` gives the
+    very array a new graph): a paint into the result after *Correct* changed the original
+    under the corrections, so Fine-tune took the user's correction there for no edit, and
+    *Correct* went on with the copy of a result no longer as copied. Now the original is the
+    array as copied, and the painted result gets a copy of its own."""
+    viewer = make_napari_viewer()
+    reads: list[int] = []
+    gate = threading.Event()
+    gate.set()
+    panel, _, result = _lazy_result(viewer, tmp_path, reads, gate)
+    tools = panel.corrections
+    tools.correct()
+    wait_job(tools.copy_job)
+    corrections = tools.corrections
+    for layer in (corrections, result):  # a missed cell painted, and by mistake in the result too
+        layer.brush_size = 5
+        layer.paint((1, 28, 6), 9)
+    assert np.asarray(result.data)[1, 28, 6] == 9  # napari painted the dask array
+    np.testing.assert_array_equal(np.asarray(original_of(corrections)), _cells())
+    _on_plane(viewer, 1)
+    _, _, labels, region, _ = painted_plane(viewer, panel.labels_image, corrections, None)
+    assert region[28, 6] and labels[28, 6] == 9  # the painted cell is still the correction
+    assert tools.correct() is None  # not the copy of the result as it is now: a new one
+    wait_job(tools.copy_job)
+    assert errors == []
+    assert tools.corrections is not corrections and corrections in viewer.layers
+    assert tools.corrections.metadata["store"] == str(tmp_path / "img_labels_corrections_2.zarr")
