@@ -227,3 +227,32 @@ def test_a_paint_into_a_block_wise_result_leaves_its_corrections_original(
     assert errors == []
     assert tools.corrections is not corrections and corrections in viewer.layers
     assert tools.corrections.metadata["store"] == str(tmp_path / "img_labels_corrections_2.zarr")
+
+
+def test_new_data_in_lazy_corrections_give_splits_ids_above_theirs(
+    make_napari_viewer, wait_job, errors, tmp_path
+):
+    """The highest id kept with a lazy corrections layer is that of its data: data put in its
+    place (``layer.data = …``) drop it, and the next split finds theirs chunk by chunk."""
+    from napari_unet._qt._split_lines import TOP_KEY
+
+    viewer = make_napari_viewer()
+    gate = threading.Event()
+    gate.set()
+    panel, _, _ = _lazy_result(viewer, tmp_path, [], gate)
+    tools = panel.corrections
+    tools.correct()
+    wait_job(tools.copy_job)
+    corrections, lines = tools.corrections, tools.split_lines
+    other = zarr.create_array(
+        str(tmp_path / "other.zarr"), shape=SHAPE, chunks=(1, 32, 32), dtype="uint32"
+    )
+    other[:] = _cells()
+    other[0, 28:30, 28:30] = 70
+    corrections.data = other
+    assert TOP_KEY not in corrections.metadata
+    _on_plane(viewer, 2)
+    lines.add_paths(np.array([[2.0, 0.0, 12.0], [2.0, 31.0, 12.0]]))  # across object 3
+    assert errors == []
+    assert set(np.unique(other[2])) == {0, 3, 71}
+    assert corrections.metadata[TOP_KEY] == 71
