@@ -205,3 +205,53 @@ def test_a_lazy_result_of_replaced_data_is_marked_old_until_the_next_run(
     assert viewer.layers["lazy labels"] is labels and labels.visible
     assert labels.metadata["store"] == str(tmp_path / "second.zarr")
     assert widget.labels_layer is labels
+
+
+def test_a_rerun_leaves_the_result_a_correction_copied_as_it_was(
+    viewer_with_image, nuclei_image, wait_job, errors, tmp_path
+):
+    """The corrections of a block-wise result keep the result's store as their original (what
+    was edited is inferred against it). Segment never writes into an existing store: the same
+    store named again is refused, and a rerun into a new store gives the result layer the new
+    store while the corrections keep the first, unchanged, with the user's edit inferred as
+    before."""
+    import zarr
+
+    from napari_unet._qt._corrections import original_of
+    from napari_unet.engine.corrections import edited_region
+
+    viewer = viewer_with_image
+    layer, _ = _lazy_layer(viewer, nuclei_image[0][:64, :64])
+    widget = SegmentWidget(viewer)
+    widget.min_confidence.value = 0.0  # the tiny test model is unsure of every cell
+    widget.image.value = layer
+    widget.store.value = tmp_path / "first.zarr"
+    wait_job(widget.segment())
+    result = viewer.layers["lazy labels"]
+    first = np.asarray(result.data)
+    victim = int(first.max())
+    assert victim > 0
+    tools = widget.corrections
+    tools.correct()
+    wait_job(tools.copy_job)
+    corrections = tools.corrections
+    corrections.data_setitem(np.nonzero(first == victim), 0)  # the user deletes an object
+    assert widget.segment() is None  # the same store again: refused, nothing written
+    assert errors == [
+        f"Segmentation failed: {tmp_path / 'first.zarr'} already exists; name a new labels store."
+    ]
+    widget.store.value = tmp_path / "second.zarr"
+    widget.threshold.value = 0.9
+    wait_job(widget.segment())
+    assert len(errors) == 1
+    assert result.metadata["store"] == str(tmp_path / "second.zarr")
+    np.testing.assert_array_equal(zarr.open_group(tmp_path / "first.zarr", mode="r")["0"][:], first)
+    original = np.asarray(original_of(corrections))
+    np.testing.assert_array_equal(original, first)
+    region = edited_region(original, np.asarray(corrections.data), margin=0)
+    np.testing.assert_array_equal(region, first == victim)  # the deletion, and only it
+    tools.correct()  # the new result gets a copy of its own; the first corrections stay
+    wait_job(tools.copy_job)
+    assert tools.corrections is not corrections and corrections in viewer.layers
+    assert tools.corrections.metadata["store"] == str(tmp_path / "second_corrections.zarr")
+    assert not np.isin(np.asarray(corrections.data), [victim]).any()

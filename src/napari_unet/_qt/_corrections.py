@@ -43,7 +43,7 @@ from napari_unet._qt._layers import (
 from napari_unet._qt._lazy import default_store, is_lazy
 from napari_unet._qt._progress import PanelProgress
 from napari_unet._qt._segment_call import engine_options, fall_back_after
-from napari_unet._qt._split_lines import add_split_lines, split_lines_of
+from napari_unet._qt._split_lines import add_split_lines, split_lines_of, track_top_id
 from napari_unet._qt._stale import is_stale
 from napari_unet._qt._uncertainty_job import MIN_BOX_ERRORS, box_on_plane, uncertainty_job
 from napari_unet._qt._worker import Job, start_job, tell_user
@@ -55,12 +55,15 @@ ROLE = "corrections"
 DEFAULT_MARGIN = 10
 
 #: corrections layer -> the Segment result it was copied from: a read-only copy of an in-memory
-#: result, the (lazy, unread) array itself of a block-wise one
+#: result, the (lazy, unread) array as copied of a block-wise one (:func:`as_copied`)
 _ORIGINALS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 #: corrections layer -> (a weak reference to) the result layer it was copied from
 _SOURCES: weakref.WeakKeyDictionary[Any, weakref.ref] = weakref.WeakKeyDictionary()
 #: corrections layer -> (a weak reference to) the image that result segmented
 _IMAGES: weakref.WeakKeyDictionary[Any, weakref.ref] = weakref.WeakKeyDictionary()
+#: corrections layer of a block-wise result -> (the result layer's array it copied, that array's
+#: dask name then): a paint into the result gives that very array a new graph and name
+_COPIED: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
 
 
 def original_of(layer: Any) -> Any:
@@ -84,9 +87,13 @@ def copy_of(viewer: Any, labels_layer: Any) -> Any:
         source = _SOURCES.get(layer)
         if source is None or source() is not labels_layer:
             continue
+        copied = _COPIED.get(layer)
+        if copied is not None:  # a lazy result: a rerun gives the layer new data, a paint a new graph
+            array, name = copied
+            if array is labels_layer.data and name == getattr(array, "name", None):
+                return layer
+            continue
         original = _ORIGINALS[layer]
-        if original is labels_layer.data:  # a lazy result: a rerun gives the layer new data
-            return layer
         if is_lazy(original) or is_lazy(labels_layer.data):
             continue  # not compared pixel by pixel: that reads the whole store
         if data is None:
@@ -113,11 +120,20 @@ def start_correction(viewer: Any, labels_layer: Any, image_layer: Any = None) ->
 
 
 def add_corrections(
-    viewer: Any, labels_layer: Any, image_layer: Any, data: Any, original: Any, top: int
+    viewer: Any,
+    labels_layer: Any,
+    image_layer: Any,
+    data: Any,
+    original: Any,
+    top: int,
+    copied: tuple[Any, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Add ``data`` (the editable copy: an ndarray, or a zarr array for a block-wise result) as
     the corrections layer of ``labels_layer``, copied from ``original`` (its highest id
-    ``top``), and its split-lines layer; see :func:`start_correction`."""
+    ``top``, kept in the metadata of a zarr copy, see
+    :func:`~napari_unet._qt._split_lines.track_top_id`), and its split-lines layer; see
+    :func:`start_correction`. ``copied``: for a block-wise result, (the result layer's array,
+    its dask name) when copied, by which :func:`copy_of` knows the result unchanged."""
     from napari.layers import Labels
 
     geometry = geometry_of(labels_layer)
@@ -126,10 +142,25 @@ def add_corrections(
     _SOURCES[corrections] = weakref.ref(labels_layer)
     if image_layer is not None:
         _IMAGES[corrections] = weakref.ref(image_layer)
+    if copied is not None:
+        _COPIED[corrections] = copied
+    if is_lazy(data):  # a split's new ids go above it, without reading the whole store
+        track_top_id(corrections, top)
     if top < np.iinfo(data.dtype).max:  # a missed cell is painted as a new object, not as 1
         corrections.selected_label = top + 1
     viewer.add_layer(corrections)  # known as a copy already when the panels' pickers see it
     return corrections, add_split_lines(viewer, corrections)
+
+
+def as_copied(data: Any) -> Any:
+    """Lazy labels ``data`` as they are now, unread: for a dask array, a new array over the same
+    graph, which a paint into ``data`` leaves as it is (napari paints a dask array through its
+    ``__setitem__``, which gives that very array a new graph); other data as they are."""
+    if type(data).__module__.split(".")[0] != "dask":
+        return data
+    import dask.array as da
+
+    return da.Array(data.dask, data.name, data.chunks, meta=data._meta)
 
 
 def corrections_store(labels_layer: Any) -> Path:
@@ -340,7 +371,9 @@ class CorrectionTools(QWidget):
     def _copy_lazy(self, layer: Any, image_layer: Any) -> None:
         """Start copying the block-wise result ``layer`` into a new store (:func:`copy_labels_job`)."""
         target = corrections_store(layer)
-        original = layer.data  # this very array: copy_of knows the copy of it by identity
+        source = layer.data  # this very array: copy_of knows the copy of it by identity
+        copied = (source, getattr(source, "name", None))
+        original = as_copied(source)  # what is copied, and edits are told from, if painted later
         if self.job is None or self.job.done:  # not the reason of an earlier uncertainty
             self._stopped_because = None
         self.correct_button.setEnabled(False)
@@ -349,7 +382,7 @@ class CorrectionTools(QWidget):
 
         def show(result: Any) -> None:
             data, top = result
-            if layer not in self.viewer.layers or layer.data is not original:
+            if layer not in self.viewer.layers or layer.data is not source:
                 shutil.rmtree(target, ignore_errors=True)  # the copy of what is gone: not kept
                 controls.show_text(
                     self.status,
@@ -357,7 +390,7 @@ class CorrectionTools(QWidget):
                 )
                 return
             self.corrections, self.split_lines = add_corrections(
-                self.viewer, layer, image_layer, data, original, top
+                self.viewer, layer, image_layer, data, original, top, copied
             )
             self.corrections.metadata["store"] = str(target)
             self._say_correct(f" (in {target})")
