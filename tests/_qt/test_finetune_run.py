@@ -211,7 +211,9 @@ def _repaint_floor(qtbot, layer, seconds: float = 2.5) -> float:
     clock.timeout.connect(lambda: ticks.append(time.perf_counter()))
     updates = QTimer()
     updates.setInterval(250)
-    updates.timeout.connect(lambda: setattr(layer, "data", rng.integers(0, 20, shape).astype(dtype)))
+    updates.timeout.connect(
+        lambda: setattr(layer, "data", rng.integers(0, 20, shape).astype(dtype))
+    )
     clock.start()
     updates.start()
     qtbot.wait(int(1000 * seconds))
@@ -303,3 +305,8 @@ def test_the_teaching_layers_are_hidden_unless_asked_and_not_refreshed_while_hid
     tile.visible = True  # the user opens the tile
     assert updates and np.array_equal(tile_labels.data, newest)
     assert widget.live.sample is None
+    tile.visible = False
+    widget.live_layers.value = True  # ticked after a run: the layers there are shown
+    assert [viewer.layers[name].visible for name in teaching] == [True] * 3
+    widget.live_layers.value = False
+    assert [viewer.layers[name].visible for name in teaching] == [False] * 3

@@ -49,7 +49,14 @@ from napari_unet._qt._finetune_job import (
 from napari_unet._qt._finetune_preview import LivePreview
 from napari_unet._qt._finetune_save import ModelSaving
 from napari_unet._qt._finetune_settings import FineTuneSettings
-from napari_unet._qt._layers import Layout, find_owned, plan_layout, plane_index, remove_owned
+from napari_unet._qt._layers import (
+    Layout,
+    find_owned,
+    plan_layout,
+    plane_index,
+    remove_owned,
+    source_key,
+)
 from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._progress import PanelProgress, duration
 from napari_unet._qt._segment_call import fall_back_after
@@ -152,6 +159,7 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         self.preview_button.clicked.connect(self.refresh_preview)
+        self.live_layers.changed.connect(self._live_layers_changed)
         self.save_button.clicked.connect(self.save_model)
         self.use_button.clicked.connect(self.use_for_segment)
         self._disconnector = disconnect_when_destroyed(self)
@@ -337,6 +345,15 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
         if text and running and text != self.status.value:  # a wrapped label relays out
             self.status.value = text
         self._show_sample()
+
+    def _live_layers_changed(self, shown: bool) -> None:
+        """*show weight map and augmented tiles* ticked or cleared: show or hide the teaching
+        layers there already are (the tile, and the weight map of the chosen painted cells)."""
+        labels = self.labels.value
+        weights = find_owned(self.viewer, f"weights:total:{source_key(labels)}") if labels else None
+        for layer in [*self._tile_layers(), weights]:
+            if layer is not None:
+                layer.visible = bool(shown)  # an opened tile shows the newest (_show_sample)
 
     def _tile_layers(self) -> list[Any]:
         """The augmented tile's layers in the viewer (none before the first tile)."""
