@@ -86,6 +86,20 @@ def test_weight_map_layers_and_sliders(widget, viewer, cells, qtbot, errors):
     assert errors == []
 
 
+def test_the_weight_map_is_shown_where_fine_tune_made_it_hidden(widget, viewer, cells, qtbot):
+    """Fine-tune adds the weight map of its painted cells hidden; Inspect's *Show weight map*
+    on the same labels updates that layer, and shows it."""
+    from napari_unet._qt._annotations import show_weight_map
+
+    hidden = show_weight_map(
+        viewer, viewer.layers["cells"], weight_map(cells[1]), role="finetune", visible=False
+    )
+    assert not hidden[0].visible
+    widget.update_weights()
+    settle(qtbot, widget.weights_runner)
+    assert widget.weight_layers[0] is hidden[0] and hidden[0].visible
+
+
 def test_slider_drag_ends_with_the_last_value(widget, viewer, cells, qtbot):
     widget.update_weights()
     assert not widget.progress.bar.isHidden()  # a moving bar while the map is computed

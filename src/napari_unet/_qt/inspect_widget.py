@@ -330,6 +330,8 @@ class InspectWidget(QWidget):
         if layer not in self.viewer.layers or layer_array(layer) is not data:
             return  # removed, or its data replaced meanwhile (a newer request follows)
         self.weight_layers = show_weight_map(self.viewer, layer, result, role=ROLE, plane=plane)
+        # asked for here: shown, also where Fine-tune made these layers hidden
+        self.weight_layers[0].visible = True
         self.status.value = (
             f"weight map of {layer.name}: max {float(result.total.max()):.1f} "
             f"(w0 = {self.w0.value:g}, sigma = {self.sigma.value:g} px)"
