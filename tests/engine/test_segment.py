@@ -385,6 +385,43 @@ def test_a_stack_is_measured_on_several_planes(model_file, oracle):
     assert middle.diameter is None
 
 
+def _narrow_plane() -> np.ndarray:
+    """96 x 40 px: a column of four whole 16 px discs, and halves of discs cut by both sides."""
+    rows, cols = np.mgrid[0:96, 0:40]
+    cells = np.zeros((96, 40), bool)
+    for r in (12, 36, 60, 84):
+        for c in (0, 20, 40):
+            cells |= (rows - r) ** 2 + (cols - c) ** 2 <= 8**2
+    return np.where(cells, 1000, 100).astype(np.uint16)
+
+
+@pytest.mark.parametrize("cut_measured", [False, True])
+def test_a_stack_of_narrow_planes_is_measured_without_the_cells_cut_where_crops_meet(
+    model_file, oracle, monkeypatch, cut_measured
+):
+    """Side by side, the half discs at the sides of the narrow planes meet: not at an image
+    edge, they were measured as small cells and pulled the estimate down (the light-sheet test
+    crop, 68 px wide: 18.7 px for sections of 23.6 px). Now they are left out, as a single
+    plane's cut cells are, and the block-wise path measures the same."""
+    from napari_unet.engine.block_plan import _estimate_diameter
+
+    if cut_measured:  # as before: nothing left out where the crops meet
+        monkeypatch.setattr(diameter_estimate, "inner_edges", lambda planes: [])
+    plane = _narrow_plane()
+    single = drive(api.iter_segment(plane, model_file)).diameter
+    assert single == pytest.approx(16, rel=0.1)
+    stack = np.stack([plane] * 5)
+    estimate = drive(api.iter_segment(stack, model_file, stack=True)).diameter
+    blockwise = _estimate_diameter(
+        stack[:, None], model_file, threshold=0.5, min_confidence=None, device="cpu"
+    )
+    if cut_measured:
+        assert estimate < 0.85 * single
+        return
+    assert estimate == pytest.approx(single, rel=0.05)
+    assert blockwise == pytest.approx(estimate, rel=1e-6)
+
+
 def test_channels_are_resized_together(oracle, tmp_path):
     net = tiny_net(in_channels=2)
     path = save_checkpoint(tmp_path / "two.pt", net, diameter=24.0)

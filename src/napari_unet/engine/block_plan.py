@@ -206,16 +206,19 @@ def _estimate_diameter(
     planes, model, *, threshold: float, min_confidence: float | None, device: Any,
     intensity_range: tuple[Any, Any] | None = None,
 ) -> float | None:
-    """The cell diameter the in-memory path would estimate: the same sample of the planes
-    (:func:`~napari_unet.engine.diameter_estimate.estimation_sample`), read alone."""
-    from napari_unet.engine.diameter_estimate import estimation_sample
+    """The cell diameter the in-memory path would estimate: the same crops of the same planes
+    (:func:`~napari_unet.engine.diameter_estimate.estimation_planes`), read alone; as a stack of
+    several, which the in-memory path then puts side by side as it would (and measures
+    without the nuclei cut where two crops meet)."""
+    from napari_unet.engine.diameter_estimate import estimation_planes
     from napari_unet.engine.events import drive
     from napari_unet.engine.segment import iter_segment
 
-    crop = estimation_sample(planes)[0][0]
+    crops = estimation_planes(planes)
     result = drive(
         iter_segment(
-            crop, model, channel_axis=0, threshold=threshold, min_confidence=min_confidence,
+            crops if len(crops) > 1 else crops[0], model, channel_axis=1 if len(crops) > 1 else 0,
+            stack=len(crops) > 1, threshold=threshold, min_confidence=min_confidence,
             device=device, intensity_range=intensity_range,
         )
     )  # fmt: skip

@@ -94,26 +94,30 @@ def measure_diameter(
     not used: a warning says so). The warnings of the enlargement limit come from here too.
     """
     sample, whole = estimation_sample(planes)
+    edges = inner_edges(planes)
     spatial = planes.shape[2:]
     ratio = planes.shape[0] * spatial[0] * spatial[1] / (sample.shape[2] * sample.shape[3])
     sample_prob, done_first = yield from passes.run(
         sample, factor=1.0, extra_total=ratio, plane_events=False
     )
-    sample_labels = label_probabilities(
-        sample_prob, threshold=threshold, min_size=None, stack=False,
-        min_confidence=min_confidence,
+    sample_labels = drop_cut(
+        label_probabilities(
+            sample_prob, threshold=threshold, min_size=None, stack=False,
+            min_confidence=min_confidence,
+        ),
+        edges,
     )  # fmt: skip
     estimate = estimate_diameter(sample_labels, weighting="area")
     first_total = done_first + max(1, round(done_first * ratio))
     still = TileDone(done=done_first, total=first_total)
     estimate, last, last_labels = yield from refine_estimate(
         passes, sample, estimate, trained, threshold=threshold, progress=still,
-        min_confidence=min_confidence, check_size=check_size,
+        min_confidence=min_confidence, check_size=check_size, edges=edges,
     )  # fmt: skip
     estimate, last, measured = yield from count_cells(
         passes, sample, (sample_labels, sample_prob), (last_labels, last), estimate, trained,
         threshold=threshold, progress=still, min_confidence=min_confidence,
-        check_size=check_size,
+        check_size=check_size, edges=edges,
     )  # fmt: skip
     factor = 1.0 if estimate is None else estimate_factor(estimate, trained)
     confidence = estimate_confidence(*measured) if factor > RESCALE_LIMIT else 1.0
@@ -141,7 +145,8 @@ def measure_diameter(
 
 
 def refine_estimate(
-    passes, sample, estimate, trained, *, threshold, progress, min_confidence, check_size
+    passes, sample, estimate, trained, *, threshold, progress, min_confidence, check_size,
+    edges=(),
 ):
     """Measure the cell diameter of ``sample`` again at the scale the last estimate asks for.
 
@@ -153,7 +158,7 @@ def refine_estimate(
     in place of the pass's tile events, so that the pass can be cancelled.
 
     Returns the estimate, ``(factor, probabilities)`` of the last refinement pass (or None)
-    and that pass's instance labels (or None).
+    and that pass's instance labels (or None). ``edges``: see :func:`inner_edges`.
     """
 
     hold = hold_progress(progress)
@@ -167,8 +172,9 @@ def refine_estimate(
         except ValueError:
             break
         prob, last_labels = yield from labelled_pass(
-            passes, sample, factor, hold, threshold=threshold, min_confidence=min_confidence
-        )
+            passes, sample, factor, hold, threshold=threshold, min_confidence=min_confidence,
+            edges=edges,
+        )  # fmt: skip
         last = (factor, prob)
         refined = estimate_diameter(last_labels, weighting="area")
         if refined is None:
@@ -180,14 +186,15 @@ def refine_estimate(
     return estimate, last, last_labels
 
 
-def labelled_pass(passes, sample, factor, hold, *, threshold, min_confidence):
+def labelled_pass(passes, sample, factor, hold, *, threshold, min_confidence, edges=()):
     """One measuring pass over ``sample`` at ``factor`` with its events filtered by ``hold``
-    (:func:`hold_progress`), and its instance labels: returns ``(probabilities, labels)``."""
+    (:func:`hold_progress`), and its instance labels, without the objects cut at the
+    ``edges`` of a stack's sample (:func:`drop_cut`): returns ``(probabilities, labels)``."""
     prob, _ = yield from relay(passes.run(sample, factor=factor, plane_events=False), hold)
     labels = label_probabilities(
         prob, threshold=threshold, min_size=None, stack=False, min_confidence=min_confidence,
     )  # fmt: skip
-    return prob, labels
+    return prob, drop_cut(labels, edges)
 
 
 def hold_progress(progress: TileDone):
@@ -207,7 +214,7 @@ def hold_progress(progress: TileDone):
 
 def count_cells(
     passes, sample, first, refined, steered, trained, *, threshold, progress, min_confidence,
-    check_size,
+    check_size, edges=(),
 ):
     """The diameter measured with each cell counting once, at the scale the steering found.
 
@@ -238,7 +245,7 @@ def count_cells(
         return counted, last, here
     prob, labels = yield from labelled_pass(
         passes, sample, wanted, hold_progress(progress), threshold=threshold,
-        min_confidence=min_confidence,
+        min_confidence=min_confidence, edges=edges,
     )  # fmt: skip
     again = estimate_diameter(labels, weighting="trimmed")
     if again is None:
@@ -278,22 +285,63 @@ def estimation_sample(planes: Any) -> tuple[np.ndarray, bool]:
     the light-sheet test stack read 28.7 px for sections of 23.6 px with v3, and its AP@0.5 fell
     to 0.49 against 0.74 with the diameter given (docs/benchmarks/stacks_v3.md).
     """
-    n, _, rows, cols = planes.shape
-    r0 = max(0, (rows - ESTIMATE_CROP) // 2)
-    c0 = max(0, (cols - ESTIMATE_CROP) // 2)
-
-    def crop(p: int) -> np.ndarray:
-        return np.asarray(planes[p : p + 1, :, r0 : r0 + ESTIMATE_CROP, c0 : c0 + ESTIMATE_CROP])
-
-    if n == 1:
-        sample = crop(0)
-        return sample, sample.shape == planes.shape
-    picks = sorted({n * k // (ESTIMATE_PLANES + 1) for k in range(1, ESTIMATE_PLANES + 1)})
+    crops = estimation_planes(planes)
+    if len(crops) == 1:
+        return crops, crops.shape == planes.shape
     parts: list[np.ndarray] = []
-    for p in picks:
-        part = crop(p)
+    for part in crops[:, None]:
         if parts:
             fill = np.median(part, axis=(2, 3), keepdims=True).astype(part.dtype)
             parts.append(np.broadcast_to(fill, (*part.shape[:3], ESTIMATE_GAP)))
         parts.append(part)
     return np.concatenate(parts, axis=3), False
+
+
+def estimation_planes(planes: Any) -> np.ndarray:
+    """The (k, C, y, x) central crops (at most :data:`ESTIMATE_CROP` px a side) of the planes
+    of (P, C, Y, X) ``planes`` (numpy, or dask: read here) that :func:`estimation_sample` puts
+    side by side (:func:`sampled_planes`)."""
+    rows, cols = planes.shape[2:]
+    r0 = max(0, (rows - ESTIMATE_CROP) // 2)
+    c0 = max(0, (cols - ESTIMATE_CROP) // 2)
+    picks = sampled_planes(planes.shape[0])
+    return np.concatenate(
+        [
+            np.asarray(planes[p : p + 1, :, r0 : r0 + ESTIMATE_CROP, c0 : c0 + ESTIMATE_CROP])
+            for p in picks
+        ]
+    )
+
+
+def sampled_planes(n: int) -> list[int]:
+    """The planes of an ``n``-plane stack that :func:`estimation_sample` puts side by side."""
+    if n == 1:
+        return [0]
+    return sorted({n * k // (ESTIMATE_PLANES + 1) for k in range(1, ESTIMATE_PLANES + 1)})
+
+
+def inner_edges(planes: Any) -> list[int]:
+    """The columns of :func:`estimation_sample`'s sample of (P, C, Y, X) ``planes`` where one
+    plane's crop ends or the next begins (none for one plane).
+
+    A nucleus cut by a crop's left or right side there is measured as a part of a nucleus, not
+    left out as one cut by the image edge is: on the 68 px wide light-sheet test crop
+    (121 planes) the estimate read 18.7 px for sections of 23.6 px, though each of its three
+    planes alone read 21.5-25.0 px; without them 26.9 px (``benchmarks/bench_stacks.py``).
+    """
+    width = min(planes.shape[-1], ESTIMATE_CROP)
+    edges = []
+    for k in range(1, len(sampled_planes(planes.shape[0]))):
+        start = k * (width + ESTIMATE_GAP)  # this crop's first column
+        edges += [start - ESTIMATE_GAP - 1, start]
+    return edges
+
+
+def drop_cut(labels: np.ndarray, edges: Any) -> np.ndarray:
+    """``labels`` (..., Y, X) without the objects that touch any of the columns ``edges``
+    (:func:`inner_edges`); the same array when there are none."""
+    if not len(edges):
+        return labels
+    cut = np.unique(np.asarray(labels)[..., list(edges)])
+    cut = cut[cut != 0]
+    return np.where(np.isin(labels, cut), 0, labels).astype(labels.dtype) if cut.size else labels
