@@ -57,6 +57,18 @@ def test_an_empty_plane_of_lazy_painted_cells_reads_that_plane_only(make_napari_
     assert set(reads) == {0}  # the other planes, maybe larger than memory, are not read
 
 
+def _corrected(viewer, tmp_path, wait_job, reads=None):
+    """:func:`_lazy_result` with its gate open, and *Correct this result* done: returns the
+    panel, the result layer and the correction tools."""
+    gate = threading.Event()
+    gate.set()
+    panel, _, result = _lazy_result(viewer, tmp_path, [] if reads is None else reads, gate)
+    tools = panel.corrections
+    tools.correct()
+    wait_job(tools.copy_job)
+    return panel, result, tools
+
+
 def _lazy_result(viewer, tmp_path, reads, gate):
     """A Segment panel whose last result is a block-wise one: ``<image> labels`` showing a
     zarr store of :func:`_cells`, read through :func:`_counted`."""
@@ -168,12 +180,7 @@ def test_a_split_of_lazy_corrections_reads_the_plane_cut_only(
 
     viewer = make_napari_viewer()
     reads: list[int] = []
-    gate = threading.Event()
-    gate.set()
-    panel, _, _ = _lazy_result(viewer, tmp_path, reads, gate)
-    tools = panel.corrections
-    tools.correct()
-    wait_job(tools.copy_job)
+    _, _, tools = _corrected(viewer, tmp_path, wait_job, reads)
     corrections, lines = tools.corrections, tools.split_lines
     assert corrections.metadata[TOP_KEY] == 3
     corrections.brush_size = 3
@@ -206,13 +213,7 @@ def test_a_paint_into_a_block_wise_result_leaves_its_corrections_original(
     *Correct* went on with the copy of a result no longer as copied. Now the original is the
     array as copied, and the painted result gets a copy of its own."""
     viewer = make_napari_viewer()
-    reads: list[int] = []
-    gate = threading.Event()
-    gate.set()
-    panel, _, result = _lazy_result(viewer, tmp_path, reads, gate)
-    tools = panel.corrections
-    tools.correct()
-    wait_job(tools.copy_job)
+    panel, result, tools = _corrected(viewer, tmp_path, wait_job)
     corrections = tools.corrections
     for layer in (corrections, result):  # a missed cell painted, and by mistake in the result too
         layer.brush_size = 5
@@ -237,12 +238,7 @@ def test_new_data_in_lazy_corrections_give_splits_ids_above_theirs(
     from napari_unet._qt._split_lines import TOP_KEY
 
     viewer = make_napari_viewer()
-    gate = threading.Event()
-    gate.set()
-    panel, _, _ = _lazy_result(viewer, tmp_path, [], gate)
-    tools = panel.corrections
-    tools.correct()
-    wait_job(tools.copy_job)
+    _, _, tools = _corrected(viewer, tmp_path, wait_job)
     corrections, lines = tools.corrections, tools.split_lines
     other = zarr.create_array(
         str(tmp_path / "other.zarr"), shape=SHAPE, chunks=(1, 32, 32), dtype="uint32"
