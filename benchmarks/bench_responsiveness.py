@@ -429,7 +429,8 @@ def run_one(name: str, args) -> list:
     import napari
     import torch
 
-    torch.set_num_threads(1)
+    if args.threads:  # 0: torch's default, what the panels run with
+        torch.set_num_threads(args.threads)
     if args.no_gc_freeze:
         from napari_unet._qt import _gc_pause
 
@@ -468,6 +469,13 @@ def main(argv=None) -> int:
         help="fine-tune in float32 on a CPU with bfloat16 in hardware (as before "
         "TrainConfig.amp covered the CPU), to measure what bfloat16 does to the gaps",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in the viewer's process (0: torch's default, as the panels run; "
+        "the tables so far were measured with 1)",
+    )
     parser.add_argument("--note", default="", help="a line to add under the table")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one scenario, JSON out
     args = parser.parse_args(argv)
@@ -485,6 +493,7 @@ def main(argv=None) -> int:
                    "--size", str(args.size)]  # fmt: skip
         command += ["--no-gc-freeze"] if args.no_gc_freeze else []
         command += ["--no-amp"] if args.no_amp else []
+        command += ["--threads", str(args.threads)]
         output = subprocess.run(command, capture_output=True, text=True).stdout
         found = [line for line in output.splitlines() if line.startswith("ROWS ")]
         if not found:
@@ -512,8 +521,9 @@ def main(argv=None) -> int:
         f"(`xvfb-run -a python benchmarks/bench_responsiveness.py --planes {args.planes} "
         f"--size {args.size} "
         f"--steps {args.steps} --burners {args.burners}"
-        f"{' --no-gc-freeze' if args.no_gc_freeze else ''}{' --no-amp' if args.no_amp else ''}`), "
-        "one run each, torch with 1 thread.",
+        f"{' --no-gc-freeze' if args.no_gc_freeze else ''}{' --no-amp' if args.no_amp else ''}"
+        f" --threads {args.threads}`), one run each, torch with "
+        f"{args.threads or 'its default number of'} thread(s).",
         f"Machine: {machine}. {_versions()}.",
         "",
         "A 10 ms QTimer ticks on the GUI thread; a gap is time a click or a repaint waits. "
