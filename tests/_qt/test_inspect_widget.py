@@ -191,6 +191,24 @@ def test_deformation_preview_and_new_sample(widget, viewer, cells, qtbot, errors
     assert not np.array_equal(warped_labels.data, first)
 
 
+def test_the_deformed_image_takes_the_name_of_the_image_it_shows(widget, viewer, qtbot, errors):
+    """The deformed image layer is one per labels layer: made again from another image, it
+    kept the first image's name."""
+    widget.new_sample()
+    settle(qtbot, widget.deform_runner)
+    warped = viewer.layers["nuclei deformed"]
+    other = viewer.add_image(
+        np.asarray(viewer.layers["nuclei"].data) * 2, name="brighter", scale=SCALE,
+        translate=TRANSLATE,
+    )  # fmt: skip
+    widget.image.value = other
+    widget.new_sample()
+    settle(qtbot, widget.deform_runner)
+    assert errors == []
+    assert widget.deformed_image is warped and warped.name == "brighter deformed"
+    assert "nuclei deformed" not in viewer.layers
+
+
 def test_strength_zero_is_identity(widget, viewer, cells, qtbot):
     image, labels = cells
     widget.new_sample()

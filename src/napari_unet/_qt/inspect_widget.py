@@ -59,6 +59,8 @@ from napari_unet._qt._worker import LatestOnly, notify_error, tell_user
 from napari_unet.engine.train_config import TrainConfig
 
 ROLE = "inspect"
+#: the image (its :func:`source_key`) the deformed image layer was last made from
+DEFORMED_FROM = "napari_unet_deformed_from"
 #: Shapes data events that announce a change still in progress (the shape is not there yet)
 _UNFINISHED_ACTIONS = {"adding", "changing", "removing"}
 
@@ -433,6 +435,11 @@ class InspectWidget(QWidget):
                 geometry=geometry,
                 **display,
             )
+            # keyed by the labels, named after the image: another image takes the name over
+            made_from = self.deformed_image.metadata.get(DEFORMED_FROM)
+            if made_from is not None and made_from != source_key(image_layer):
+                self.deformed_image.name = f"{image_layer.name} deformed"
+            self.deformed_image.metadata[DEFORMED_FROM] = source_key(image_layer)
         self.deformed_labels = put_layer(
             self.viewer,
             labels,
