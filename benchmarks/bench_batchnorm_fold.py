@@ -16,17 +16,16 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_accuracy import _machine, _versions
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "batchnorm_fold.md"
 
@@ -38,11 +37,11 @@ def _unfolded(model):
 
 def _plane(args) -> np.ndarray:
     if args.synthetic:
-        from napari_unet.engine.samples import nuclei_sample
+        from napari_unet.engine.api import nuclei_sample_arrays
 
-        image = np.asarray(nuclei_sample()[0], np.float32)
+        image = np.asarray(nuclei_sample_arrays()[0], np.float32)
     else:
-        from datasets import load
+        from benchmarks.datasets import load
 
         image = load("hela", cache=args.cache).splits["test"][0].image
     rows, cols = image.shape
@@ -94,7 +93,6 @@ def main() -> None:
         )
         print(rows[-1], flush=True)
 
-    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     text = "\n".join(
         [
             "# Prediction time with the batch norms folded into the convolutions",
@@ -102,9 +100,8 @@ def main() -> None:
             f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC by "
             f"`python benchmarks/bench_batchnorm_fold.py {' '.join(sys.argv[1:])}`.",
             "",
-            f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical "
-            f"CPUs, torch {torch.get_num_threads()} threads; load average {load} (1/5/15 min).",
-            f"- torch {torch.__version__}, Python {platform.python_version()}.",
+            f"- Machine: {_machine()}.",
+            f"- Versions: {_versions()}.",
             f"- Image: one 1024 x 1024 plane ({'the bundled sample' if args.synthetic else 'a HeLa test frame'}, "
             "mirrored to size), segmented at the model's training diameter (prediction and "
             "instance extraction). The variants alternate; the fastest of "
