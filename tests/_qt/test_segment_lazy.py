@@ -23,6 +23,24 @@ def _lazy_layer(viewer, image, name="lazy"):
     return viewer.add_image(lazy, name=name, scale=(0.5, 0.5), translate=(3.0, 4.0)), reads
 
 
+def _segmented_both_ways(viewer, widget, wait_job, data, name, store, chunks, axes=None, **layer):
+    """Segment ``data`` with ``widget`` as the in-memory layer ``name``, then as the dask layer
+    ``lazy <name>`` (``chunks``) block by block into ``store``, with ``axes`` chosen when given;
+    returns both labels (in memory, lazy) as arrays."""
+    labels = []
+    for lazy in (False, True):
+        image = da.from_array(data, chunks=chunks) if lazy else data
+        shown = f"lazy {name}" if lazy else name
+        widget.image.value = viewer.add_image(image, name=shown, **layer)
+        if axes is not None:
+            widget.axes.value = axes
+        if lazy:
+            widget.store.value = store
+        wait_job(widget.segment())
+        labels.append(np.array(viewer.layers[f"{shown} labels"].data))
+    return labels
+
+
 def test_lazy_layer_goes_to_a_zarr_store_and_a_lazy_labels_layer(
     viewer_with_image, nuclei_image, wait_job, errors, tmp_path
 ):
@@ -130,14 +148,10 @@ def test_a_lazy_layer_is_read_in_its_axes_as_in_memory(
     colour = np.stack([gray // 2, gray, gray // 4], axis=-1)
     widget = SegmentWidget(viewer)
     widget.min_confidence.value = 0.0  # the tiny test model is unsure of every cell
-    widget.image.value = viewer.add_image(colour, name="rgb", rgb=True)
-    wait_job(widget.segment())
-    in_memory = viewer.layers["rgb labels"].data.copy()
-    widget.image.value = viewer.add_image(da.from_array(colour, chunks=64), name="lazy rgb", rgb=True)
-    widget.store.value = tmp_path / "rgb.zarr"
-    wait_job(widget.segment())
+    in_memory, lazy = _segmented_both_ways(
+        viewer, widget, wait_job, colour, "rgb", tmp_path / "rgb.zarr", 64, rgb=True
+    )
     assert errors == []
-    lazy = np.asarray(viewer.layers["lazy rgb labels"].data)
     assert lazy.shape == gray.shape and lazy.max() > 1
     np.testing.assert_array_equal(lazy > 0, in_memory > 0)
 
@@ -166,17 +180,10 @@ def test_a_lazy_layer_with_time_and_z_is_segmented_in_its_axes(
     widget.min_confidence.value = 0.0  # the tiny test model is unsure of every cell
     widget.diameter.value = 16
     widget.min_size.value = 10  # block by block the size is not measured on the whole plane
-    layer = viewer.add_image(tzyx, name="tzyx")
-    widget.image.value = layer
-    widget.axes.value = "TZYX"
-    wait_job(widget.segment())
-    in_memory = np.asarray(viewer.layers["tzyx labels"].data)
-    widget.image.value = viewer.add_image(da.from_array(tzyx, chunks=(1, 1, 64, 64)), name="lazy tzyx")
-    widget.axes.value = "TZYX"
-    widget.store.value = tmp_path / "tzyx.zarr"
-    wait_job(widget.segment())
+    in_memory, lazy = _segmented_both_ways(
+        viewer, widget, wait_job, tzyx, "tzyx", tmp_path / "tzyx.zarr", (1, 1, 64, 64), "TZYX"
+    )
     assert errors == []
-    lazy = np.asarray(viewer.layers["lazy tzyx labels"].data)
     assert lazy.shape == tzyx.shape and lazy.max() > 1
     np.testing.assert_array_equal(lazy > 0, in_memory > 0)
 
