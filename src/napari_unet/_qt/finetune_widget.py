@@ -23,7 +23,6 @@ from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
-from napari_unet._qt._annotations import augmented_key, show_augmented_tile, show_weight_map
 from napari_unet._qt._closing import ClosingWatch
 from napari_unet._qt._controls import (
     button_row,
@@ -49,14 +48,8 @@ from napari_unet._qt._finetune_job import (
 from napari_unet._qt._finetune_preview import LivePreview
 from napari_unet._qt._finetune_save import ModelSaving
 from napari_unet._qt._finetune_settings import FineTuneSettings
-from napari_unet._qt._layers import (
-    Layout,
-    find_owned,
-    plan_layout,
-    plane_index,
-    remove_owned,
-    source_key,
-)
+from napari_unet._qt._finetune_teaching import TeachingLayers
+from napari_unet._qt._layers import Layout, plan_layout, plane_index
 from napari_unet._qt._loss_plot import LiveProgress, LossPlot
 from napari_unet._qt._progress import PanelProgress, duration
 from napari_unet._qt._segment_call import fall_back_after
@@ -65,14 +58,11 @@ from napari_unet._qt._stale import DISPLAY_KINDS, remove_made_from, watch_for_st
 from napari_unet._qt._worker import Job, start_job, tell_user
 from napari_unet.engine.events import ModelSnapshot
 
-ROLE = "finetune"
-#: the two layers of the augmented tile (:func:`augmented_key`)
-TILE_PARTS = ("image", "labels")
 #: the live displays (plot, status, augmentation layers) are refreshed at most this often
 DISPLAY_INTERVAL_MS = 250
 
 
-class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
+class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving, TeachingLayers):
     """Fine-tune the current U-Net on a few painted cells, with live feedback.
 
     napari injects the viewer (``napari_viewer``).
@@ -263,8 +253,7 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
         nothing, a tile beside a gap). The preview (of the image) and the kept model stay. Any
         event of the run still on its way shows nothing (its labels are gone)."""
         remove_made_from(self.viewer, labels_layer, kinds=DISPLAY_KINDS)
-        for part in TILE_PARTS:
-            remove_owned(self.viewer, augmented_key(ROLE, part))
+        self._drop_tile()
 
     def _data_replaced(self, event: Any) -> None:
         """The data of the run's image or painted cells were replaced: stop the run (it learns
@@ -288,16 +277,7 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
             case ModelSnapshot():
                 self._on_snapshot(event)
             case WeightMapReady():
-                layer = self._labels_layer
-                if layer is not None and layer in self.viewer.layers:
-                    show_weight_map(
-                        self.viewer,
-                        layer,
-                        event.weight_map,
-                        role=ROLE,
-                        plane=self.label_plane,
-                        visible=bool(self.live_layers.value),
-                    )
+                self._show_weights(event.weight_map)
                 for text in event.warnings:
                     self._warn(text)
             case ScoreBefore():
@@ -345,42 +325,6 @@ class FineTuneWidget(QWidget, FineTuneSettings, ModelSaving):
         if text and running and text != self.status.value:  # a wrapped label relays out
             self.status.value = text
         self._show_sample()
-
-    def _live_layers_changed(self, shown: bool) -> None:
-        """*show weight map and augmented tiles* ticked or cleared: show or hide the teaching
-        layers there already are (the tile, and the weight map of the chosen painted cells)."""
-        labels = self.labels.value
-        weights = find_owned(self.viewer, f"weights:total:{source_key(labels)}") if labels else None
-        for layer in [*self._tile_layers(), weights]:
-            if layer is not None:
-                layer.visible = bool(shown)  # an opened tile shows the newest (_show_sample)
-
-    def _tile_layers(self) -> list[Any]:
-        """The augmented tile's layers in the viewer (none before the first tile)."""
-        found = (find_owned(self.viewer, augmented_key(ROLE, part)) for part in TILE_PARTS)
-        return [layer for layer in found if layer is not None]
-
-    def _show_sample(self, _event: Any = None) -> None:
-        """Show the newest augmented tile, if one came since the last. While both of its layers
-        are hidden it waits (uploading it would only cost the GUI thread) and is shown when the
-        user opens either of them."""
-        layer = self._labels_layer
-        if self.live.sample is None or layer is None or layer not in self.viewer.layers:
-            return
-        shown = self._tile_layers()
-        if shown and not any(tile.visible for tile in shown):
-            return
-        layers = show_augmented_tile(
-            self.viewer,
-            layer,
-            self.live.take_sample(),
-            role=ROLE,
-            plane=self.label_plane,
-            visible=bool(self.live_layers.value),
-        )
-        for tile in layers:
-            if tile not in shown:  # new: opening it shows the tile that waited
-                tile.events.visible.connect(self._show_sample)
 
     def _on_done(self, job: Job) -> None:
         try:
