@@ -178,7 +178,7 @@ def test_a_plane_without_corrections_names_the_planes_with_them(make_napari_view
     refusal said 'no object was edited', as if the corrections were lost; it now names the
     plane on screen and the planes that hold corrections. With plane 3 shown, plane 3 is
     used."""
-    from napari_unet._qt._corrections import start_correction
+    from napari_unet._qt._correction_layers import start_correction
     from napari_unet._qt.finetune_widget import FineTuneWidget
 
     viewer = make_napari_viewer()
@@ -339,7 +339,7 @@ def test_the_uncertainty_shows_its_progress_in_the_panel(viewer_with_image, wait
 def test_a_split_line_on_a_yxz_stack_cuts_the_plane_shown(make_napari_viewer, errors):
     """Labels with planes last (``YXZ``), shown as Y, X planes: the line was read as lying in
     the last two axes (X, Z), so it crossed no object."""
-    from napari_unet._qt._corrections import start_correction
+    from napari_unet._qt._correction_layers import start_correction
 
     viewer = make_napari_viewer()
     labels = np.zeros((40, 60, 3), np.int32)
@@ -359,7 +359,7 @@ def test_a_split_on_a_stack_gives_ids_no_plane_uses(make_napari_viewer, errors):
     """A split on plane 0 of a stack gave the new piece the plane's largest id + 1, which
     plane 1 already used: two unrelated objects shared an id. Now the new id is above the
     whole stack's, and the brush, on the next free id, moves past it."""
-    from napari_unet._qt._corrections import start_correction
+    from napari_unet._qt._correction_layers import start_correction
 
     viewer = make_napari_viewer()
     labels = np.zeros((2, 40, 60), np.int32)
@@ -380,7 +380,7 @@ def test_a_split_on_a_stack_gives_ids_no_plane_uses(make_napari_viewer, errors):
 def test_a_split_is_one_undoable_edit(make_napari_viewer, errors):
     """A split replaced the layer's data: Ctrl-Z took back the edit before it and left the cut,
     and the new data stopped a running Fine-tune and marked the layer's results as old."""
-    from napari_unet._qt._corrections import start_correction
+    from napari_unet._qt._correction_layers import start_correction
 
     viewer = make_napari_viewer()
     labels = np.zeros((40, 60), np.int32)

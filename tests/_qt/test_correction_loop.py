@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet._qt._corrections import original_of
+from napari_unet._qt._correction_layers import original_of
 from napari_unet._qt._session import session_for
 from napari_unet._qt._split_lines import apply_split_lines
 from napari_unet._qt.finetune_widget import FineTuneWidget
@@ -116,7 +116,7 @@ def test_deleting_an_isolated_object_alone_is_refused_with_a_reason(viewer_with_
     far from every other leaves no cell in it to learn from, and Fine-tune says so; with a kept
     cell within reach of the edit, the same request is taken. Hand-made labels, so that it does
     not depend on what a model finds."""
-    from napari_unet._qt._corrections import start_correction
+    from napari_unet._qt._correction_layers import start_correction
 
     viewer = viewer_with_image
     labels = np.zeros((128, 128), np.int32)
@@ -145,7 +145,7 @@ def test_a_drawn_line_splits_an_object_of_the_corrections(make_napari_viewer, er
     labels = np.zeros((40, 60), np.int32)
     labels[10:30, 5:55] = 3  # two cells merged into one
     result = viewer.add_labels(labels, name="cells labels", **GEOMETRY)
-    from napari_unet._qt._corrections import start_correction
+    from napari_unet._qt._correction_layers import start_correction
 
     corrections, lines = start_correction(viewer, result)
     # a vertical line at column 30 in data coordinates, given to the layer in world coordinates

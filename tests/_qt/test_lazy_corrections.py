@@ -14,7 +14,7 @@ da = pytest.importorskip("dask.array")
 zarr = pytest.importorskip("zarr")
 
 from napari_unet._qt._annotations import painted_plane  # noqa: E402
-from napari_unet._qt._corrections import original_of  # noqa: E402
+from napari_unet._qt._correction_layers import original_of  # noqa: E402
 from napari_unet._qt.segment_widget import SegmentWidget  # noqa: E402
 
 SHAPE = (3, 32, 32)

@@ -224,7 +224,7 @@ def test_a_rerun_leaves_the_result_a_correction_copied_as_it_was(
     before."""
     import zarr
 
-    from napari_unet._qt._corrections import original_of
+    from napari_unet._qt._correction_layers import original_of
     from napari_unet.engine.corrections import edited_region
 
     viewer = viewer_with_image

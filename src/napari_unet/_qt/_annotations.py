@@ -98,7 +98,7 @@ def painted_plane(
                 f"labels '{labels_layer.name}' (they lie outside them); draw them over the "
                 "painted cells, or choose (none)"
             )
-    from napari_unet._qt._corrections import corrected_annotation
+    from napari_unet._qt._correction_layers import corrected_annotation
 
     # a corrections layer teaches its corrected area only (the edits, or the regions drawn)
     labels, regions = corrected_annotation(labels_layer, label_plane, labels, regions)

@@ -177,7 +177,7 @@ class FineTuneSettings:
     def _follow_corrections(self, *_: Any) -> None:
         """Painted cells that are the corrections of a Segment result: pick the image that
         result segmented (the user can pick another after)."""
-        from napari_unet._qt._corrections import image_of
+        from napari_unet._qt._correction_layers import image_of
 
         image = image_of(self.labels.value)
         if image is not None and image in self.viewer.layers and image is not self.image.value:
